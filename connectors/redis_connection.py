@@ -1,0 +1,68 @@
+"""Redis access shared by every part: one async client per event loop, and the key layout.
+
+All of one conversation's keys carry the conversation id in a hash tag (``omni:{c_…}:…``), so
+in Redis Cluster they live in one slot and multi-key scripts on them stay legal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Dict, Optional, Tuple
+
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from connectors.settings import load_settings
+
+KEY_PREFIX = "omni"
+
+_clients: Dict[Tuple[str, int], aioredis.Redis] = {}
+
+
+class StateUnavailable(RuntimeError):
+    """Conversation state could not be read or written (Redis down, timed out, …).
+
+    Connectors turn this into a 503, a spoken or a texted apology: a turn is never answered as
+    if its state had been saved.
+    """
+
+
+#: Errors that mean "Redis is not there right now", as opposed to a bug in our own code.
+REDIS_FAILURES = (RedisError, RedisConnectionError, RedisTimeoutError, OSError)
+
+
+def conversation_key(conversation_id: str, *parts: str) -> str:
+    """Key of one conversation's data, hash-tagged so all of it shares a Cluster slot."""
+    return ":".join((f"{KEY_PREFIX}:{{{conversation_id}}}",) + parts)
+
+
+def global_key(*parts: str) -> str:
+    """Key of data that belongs to no single conversation (address index, dedupe records)."""
+    return ":".join((KEY_PREFIX,) + parts)
+
+
+def redis_client(url: Optional[str] = None) -> aioredis.Redis:
+    """The async client for ``url`` (default ``REDIS_URL``) bound to the running event loop.
+
+    redis.asyncio connections belong to the loop that opened them; Rasa's server, the action
+    server and tests each run their own loop, so clients are cached per (url, loop).
+    """
+    url = url or load_settings().redis_url
+    try:
+        loop_id = id(asyncio.get_running_loop())
+    except RuntimeError:
+        loop_id = 0
+    client = _clients.get((url, loop_id))
+    if client is None:
+        client = aioredis.Redis.from_url(
+            url,
+            decode_responses=False,
+            socket_connect_timeout=2,
+            socket_timeout=5,
+            health_check_interval=15,
+            retry_on_timeout=False,
+        )
+        _clients[(url, loop_id)] = client
+    return client

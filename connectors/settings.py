@@ -1,0 +1,97 @@
+"""All configuration in one typed place, read from the environment.
+
+Every part (connectors, stores, actions, simulators) reads its settings here, so a missing
+secret is reported once, at start-up, with the variable's name, instead of as a 500 on the
+first webhook.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Mapping, Optional
+
+LOCAL_BASE_URL = "http://127.0.0.1:5005"
+LOCAL_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+class ConfigError(RuntimeError):
+    """A required setting is missing or malformed; the message names the variable."""
+
+
+def _flag(value: Optional[str]) -> bool:
+    return (value or "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    redis_url: str
+    public_base_url: str
+    rasa_auth_token: Optional[str]
+    twilio_account_sid: Optional[str]
+    twilio_auth_token: Optional[str]
+    twilio_phone_number: Optional[str]
+    twilio_messaging_service_sid: Optional[str]
+    twilio_api_base_url: Optional[str]
+    trust_proxy_headers: bool
+    vapi_server_secret: Optional[str]
+    vapi_custom_llm_key: Optional[str]
+    webchat_jwt_secret: Optional[str]
+    webchat_allow_anonymous: bool
+    openai_api_key: Optional[str]
+    openai_base_url: Optional[str]
+    llm_model: str
+    default_phone_region: str
+
+    @classmethod
+    def from_env(cls, env: Optional[Mapping[str, str]] = None) -> "Settings":
+        env = os.environ if env is None else env
+
+        def get(name: str) -> Optional[str]:
+            value = env.get(name)
+            return value.strip() if value and value.strip() else None
+
+        public_base_url = (get("PUBLIC_BASE_URL") or LOCAL_BASE_URL).rstrip("/")
+        if not public_base_url.startswith(("http://", "https://")):
+            raise ConfigError(
+                f"PUBLIC_BASE_URL must start with http:// or https://, got {public_base_url!r}"
+            )
+        redis_url = get("REDIS_URL") or LOCAL_REDIS_URL
+        if not redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError(f"REDIS_URL must be a redis://, rediss:// or unix:// URL, got {redis_url!r}")
+        region = (get("DEFAULT_PHONE_REGION") or "US").upper()
+        if len(region) != 2 or not region.isalpha():
+            raise ConfigError(f"DEFAULT_PHONE_REGION must be a two-letter region code, got {region!r}")
+        return cls(
+            redis_url=redis_url,
+            public_base_url=public_base_url,
+            rasa_auth_token=get("RASA_AUTH_TOKEN"),
+            twilio_account_sid=get("TWILIO_ACCOUNT_SID"),
+            twilio_auth_token=get("TWILIO_AUTH_TOKEN"),
+            twilio_phone_number=get("TWILIO_PHONE_NUMBER"),
+            twilio_messaging_service_sid=get("TWILIO_MESSAGING_SERVICE_SID"),
+            twilio_api_base_url=get("TWILIO_API_BASE_URL"),
+            trust_proxy_headers=_flag(get("TRUST_PROXY_HEADERS")),
+            vapi_server_secret=get("VAPI_SERVER_SECRET"),
+            vapi_custom_llm_key=get("VAPI_CUSTOM_LLM_KEY"),
+            webchat_jwt_secret=get("WEBCHAT_JWT_SECRET"),
+            webchat_allow_anonymous=_flag(get("WEBCHAT_ALLOW_ANONYMOUS")),
+            openai_api_key=get("OPENAI_API_KEY"),
+            openai_base_url=get("OPENAI_BASE_URL"),
+            llm_model=get("LLM_MODEL") or "gpt-4o-mini",
+            default_phone_region=region,
+        )
+
+    def require(self, *names: str) -> None:
+        """Fail start-up with the names of the environment variables a part needs but lacks."""
+        missing = [name for name in names if not getattr(self, name.lower())]
+        if missing:
+            raise ConfigError(
+                "missing required environment variable(s): " + ", ".join(missing)
+                + " (see .env.example)"
+            )
+
+
+def load_settings() -> Settings:
+    """Settings from the current environment (re-read on every call, so tests can change it)."""
+    return Settings.from_env()
