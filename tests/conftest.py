@@ -1,11 +1,16 @@
-"""Shared fixtures: a real redis-server per test run, and a clean database per test."""
+"""Shared fixtures: real redis-servers, the trained model and one Rasa stack per test run."""
 
 from __future__ import annotations
+
+import secrets
+from pathlib import Path
 
 import pytest
 import redis
 
-from devtools.processes import RedisServer
+from devtools.model import ensure_model
+from devtools.processes import ROOT, RedisServer, free_port
+from devtools.stack import RasaStack
 
 
 @pytest.fixture(scope="session")
@@ -22,3 +27,60 @@ def redis_url(redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch) -> str
         client.flushall()
     monkeypatch.setenv("REDIS_URL", redis_server.url)
     return redis_server.url
+
+
+def _test_secrets(rasa_port: int) -> dict:
+    """Fresh secrets for this run, passed to the servers through the environment only."""
+    return {
+        "RASA_AUTH_TOKEN": secrets.token_urlsafe(24),
+        "PUBLIC_BASE_URL": f"http://127.0.0.1:{rasa_port}",
+        "TWILIO_ACCOUNT_SID": "AC" + secrets.token_hex(16),
+        "TWILIO_AUTH_TOKEN": secrets.token_hex(16),
+        "TWILIO_PHONE_NUMBER": "+15005550006",
+        "VAPI_SERVER_SECRET": secrets.token_urlsafe(24),
+        "WEBCHAT_JWT_SECRET": secrets.token_urlsafe(32),
+        "WEBCHAT_ALLOW_ANONYMOUS": "true",
+        "DEFAULT_PHONE_REGION": "US",
+    }
+
+
+@pytest.fixture(scope="session")
+def trained_model() -> Path:
+    return ensure_model(quiet=True)
+
+
+@pytest.fixture(scope="session")
+def stack_redis(tmp_path_factory: pytest.TempPathFactory) -> RedisServer:
+    """The Redis behind the shared Rasa stack (never flushed: the stack's state lives there)."""
+    server = RedisServer(tmp_path_factory.mktemp("stack-redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def rasa_stack(
+    trained_model: Path, stack_redis: RedisServer, tmp_path_factory: pytest.TempPathFactory
+) -> RasaStack:
+    """One action server and one Rasa server with every connector, for the whole test run.
+
+    Loading a model takes tens of seconds, so tests share this stack and keep their
+    conversations apart by using fresh phone numbers and user ids.
+    """
+    work = tmp_path_factory.mktemp("stack")
+    credentials = work / "credentials.yml"
+    # The REST channel is for tests only: it has no authentication.
+    credentials.write_text((ROOT / "credentials.yml").read_text() + "\nrest:\n")
+    rasa_port = free_port()
+    env = {**_test_secrets(rasa_port), "REDIS_URL": stack_redis.url}
+    stack = RasaStack(
+        model=trained_model, env=env, credentials=credentials, log_dir=work / "logs",
+        rasa_port=rasa_port,
+    )
+    try:
+        stack.start()
+    except Exception:
+        print(stack.rasa_log()[-5000:])
+        stack.stop()
+        raise
+    yield stack
+    stack.stop()

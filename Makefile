@@ -1,0 +1,74 @@
+# One-command workflows. `make run` starts everything locally; `make test` installs whatever a
+# fresh machine lacks and runs every check (CI calls it through .ci/run).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON_VERSION := $(shell cat .python-version)
+PYTHON ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/$(PYTHON_VERSION)/bin/python3.10) $(shell command -v python3.10))
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+SYSTEM_STAMP := var/.system-packages
+
+.PHONY: help install system-packages model run test lint pytest validate story-test bench lock clean
+
+help:
+	@echo "make run     start Redis (embedded unless REDIS_URL is set), the action server and Rasa"
+	@echo "make test    install what is missing, then lint, pytest, rasa data validate, rasa test"
+	@echo "make bench   benchmarks against Rasa's stock parts"
+	@echo "make lock    re-pin requirements.lock from requirements.in"
+
+$(STAMP): requirements.lock
+	@test -n "$(PYTHON)" || { echo "Python $(PYTHON_VERSION) not found (Rasa 3.6 needs 3.10): install it, e.g. 'pyenv install $(PYTHON_VERSION)'"; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip==24.0
+	$(PY) -m pip install --quiet -r requirements.lock
+	touch $@
+
+install: $(STAMP)
+
+# Debian packages the browser test needs (Chromium driven by Playwright).
+$(SYSTEM_STAMP):
+	@mkdir -p var
+	@if ! command -v chromium >/dev/null; then \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+		else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; fi; \
+	fi
+	@command -v chromium >/dev/null && touch $@
+
+system-packages: $(SYSTEM_STAMP)
+
+model: $(STAMP)
+	$(PY) -m devtools.model --quiet
+
+run: $(STAMP)
+	$(PY) -m devtools.launcher
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+pytest: $(STAMP) $(SYSTEM_STAMP) model
+	$(PY) -m pytest
+
+validate: $(STAMP)
+	$(VENV)/bin/rasa data validate --fail-on-warnings
+
+story-test: model
+	$(VENV)/bin/rasa test core --stories tests/ --model $$($(PY) -m devtools.model --quiet | tail -1) \
+		--fail-on-prediction-errors --out results/core
+
+test: lint validate model pytest story-test
+	@echo "make test: all checks passed"
+
+bench: $(STAMP)
+	$(PY) -m bench
+
+lock:
+	rm -rf var/lock-venv && $(PYTHON) -m venv var/lock-venv
+	var/lock-venv/bin/pip install --quiet pip==24.0 && var/lock-venv/bin/pip install --quiet -r requirements.in
+	(echo "# Generated from requirements.in by \`make lock\` (pip freeze of a clean Python 3.10 venv). Do not edit by hand."; \
+	 var/lock-venv/bin/pip freeze --exclude-editable | grep -v -E '^(pip|setuptools|wheel)==' | sort -f) > requirements.lock
+	rm -rf var/lock-venv
+
+clean:
+	rm -rf $(VENV) models results var .pytest_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Custom actions of the omnichannel support assistant (rasa-sdk action server)."""

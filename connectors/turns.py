@@ -1,0 +1,79 @@
+"""Running one user turn through Rasa so that failures reach the channel.
+
+Rasa hides three kinds of failure from its channels: a tracker store error is swallowed by
+`FailSafeTrackerStore`; an action server error is logged by the processor, which then carries on
+as if the action had said nothing; and a custom slot mapping that cannot reach the action server
+is only a warning. Each connector runs its turns through `run_turn`, which surfaces all of them as
+`TurnFailed`, so the channel answers with a 503 or a spoken/texted apology instead of silence.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable, List, Optional
+
+from rasa.core.channels.channel import UserMessage
+from rasa.core.lock_store import LockError
+
+from connectors.redis_connection import REDIS_FAILURES, StateUnavailable
+from connectors.tracker_store import install_loud_state_failures
+
+logger = logging.getLogger(__name__)
+
+_turn_failures: ContextVar[Optional[List[str]]] = ContextVar("turn_failures", default=None)
+
+
+@dataclass
+class TurnFailed(Exception):
+    """A turn could not be completed as designed; ``reason`` is short and safe to log."""
+
+    reason: str
+    #: True when nothing of the turn was processed, so the channel may ask the sender to retry.
+    before_processing: bool = False
+
+    def __str__(self) -> str:
+        return self.reason
+
+
+class _ActionFailureCapture(logging.Handler):
+    """Notes Rasa's logged action failures against the turn (task) that caused them."""
+
+    MARKERS = ("Encountered an exception while running action", "Failed to execute custom action")
+
+    def emit(self, record: logging.LogRecord) -> None:
+        failures = _turn_failures.get()
+        if failures is None:
+            return
+        message = record.getMessage()
+        if any(marker in message for marker in self.MARKERS):
+            failures.append(message.split("\n", 1)[0][:200])
+
+
+_capture = _ActionFailureCapture(level=logging.WARNING)
+for _name in ("rasa.core.processor", "rasa.core.actions.action"):
+    logging.getLogger(_name).addHandler(_capture)
+
+
+async def run_turn(
+    agent: Any,
+    on_new_message: Callable[[UserMessage], Awaitable[Any]],
+    message: UserMessage,
+) -> None:
+    """Hand ``message`` to Rasa; raise TurnFailed if its state or actions failed."""
+    install_loud_state_failures(agent)
+    failures: List[str] = []
+    token = _turn_failures.set(failures)
+    try:
+        await on_new_message(message)
+    except LockError as error:
+        raise TurnFailed(f"conversation busy: {error}", before_processing=True) from error
+    except StateUnavailable as error:
+        raise TurnFailed(f"conversation state unavailable: {error}") from error
+    except REDIS_FAILURES as error:
+        raise TurnFailed(f"conversation state unavailable: {type(error).__name__}") from error
+    finally:
+        _turn_failures.reset(token)
+    if failures:
+        raise TurnFailed("action server failed: " + "; ".join(failures))

@@ -1,0 +1,113 @@
+"""The local stack: action server + Rasa server (+ Redis), started the same way by `make run`,
+the tests and the benchmarks."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from devtools.processes import ROOT, free_port, python, spawn, stop, wait_for_port
+
+
+def action_server_command(port: int) -> List[str]:
+    return [python(), "-m", "rasa_sdk", "--actions", "actions", "--port", str(port)]
+
+
+def rasa_server_command(
+    model: Path, port: int, credentials: Path, auth_token: str, endpoints: Path = ROOT / "endpoints.yml"
+) -> List[str]:
+    return [
+        python(), "-m", "rasa", "run",
+        "--model", str(model),
+        "--endpoints", str(endpoints),
+        "--credentials", str(credentials),
+        "--port", str(port),
+        "--enable-api",
+        "--auth-token", auth_token,
+    ]
+
+
+def wait_for_model(base_url: str, auth_token: str, timeout: float, proc: subprocess.Popen) -> None:
+    """Rasa answers HTTP before its model is loaded; a turn needs the model, so wait for it."""
+    deadline = time.monotonic() + timeout
+    url = f"{base_url}/status?token={auth_token}"
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"rasa server exited with {proc.returncode} while loading")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if json.load(response).get("model_file"):
+                    return
+        except OSError:
+            pass
+        time.sleep(0.25)
+    raise TimeoutError(f"the Rasa server at {base_url} did not load its model in {timeout:.0f} s")
+
+
+@dataclass
+class RasaStack:
+    """One action server and one Rasa server sharing a Redis; `env` is their environment."""
+
+    model: Path
+    env: Dict[str, str]
+    credentials: Path
+    log_dir: Path
+    rasa_port: int = field(default_factory=free_port)
+    action_port: int = field(default_factory=free_port)
+    action_proc: Optional[subprocess.Popen] = None
+    rasa_proc: Optional[subprocess.Popen] = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.rasa_port}"
+
+    @property
+    def action_url(self) -> str:
+        return f"http://127.0.0.1:{self.action_port}/webhook"
+
+    def process_env(self) -> Dict[str, str]:
+        return {**self.env, "ACTION_SERVER_URL": self.action_url}
+
+    def start_actions(self) -> None:
+        self.action_proc = spawn(
+            action_server_command(self.action_port),
+            env=self.process_env(),
+            log_path=self.log_dir / f"actions-{self.action_port}.log",
+        )
+
+    def start_rasa(self) -> None:
+        self.rasa_proc = spawn(
+            rasa_server_command(
+                self.model, self.rasa_port, self.credentials, self.env["RASA_AUTH_TOKEN"]
+            ),
+            env=self.process_env(),
+            log_path=self.log_dir / f"rasa-{self.rasa_port}.log",
+        )
+
+    def start(self, timeout: float = 180) -> "RasaStack":
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        if self.action_proc is None:
+            self.start_actions()
+        self.start_rasa()
+        wait_for_port(self.action_port, 60, self.action_proc)
+        wait_for_model(self.base_url, self.env["RASA_AUTH_TOKEN"], timeout, self.rasa_proc)
+        return self
+
+    def restart_rasa(self, timeout: float = 180) -> None:
+        """Stop and start the Rasa server only (same port), as an operator's restart would."""
+        stop(self.rasa_proc)
+        self.start_rasa()
+        wait_for_model(self.base_url, self.env["RASA_AUTH_TOKEN"], timeout, self.rasa_proc)
+
+    def stop(self) -> None:
+        stop(self.rasa_proc)
+        stop(self.action_proc)
+
+    def rasa_log(self) -> str:
+        path = self.log_dir / f"rasa-{self.rasa_port}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
