@@ -7,7 +7,8 @@ in Redis Cluster they live in one slot and multi-key scripts on them stay legal.
 from __future__ import annotations
 
 import asyncio
-from typing import Dict, Optional, Tuple
+import weakref
+from typing import Dict, Optional
 
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -18,7 +19,10 @@ from connectors.settings import load_settings
 
 KEY_PREFIX = "omni"
 
-_clients: Dict[Tuple[str, int], aioredis.Redis] = {}
+#: Clients per event loop (weakly keyed: a closed loop's clients go with it) and per URL.
+_clients: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Dict[str, aioredis.Redis]]" = (
+    weakref.WeakKeyDictionary()
+)
 
 
 class StateUnavailable(RuntimeError):
@@ -50,11 +54,8 @@ def redis_client(url: Optional[str] = None) -> aioredis.Redis:
     server and tests each run their own loop, so clients are cached per (url, loop).
     """
     url = url or load_settings().redis_url
-    try:
-        loop_id = id(asyncio.get_running_loop())
-    except RuntimeError:
-        loop_id = 0
-    client = _clients.get((url, loop_id))
+    loop_clients = _clients.setdefault(asyncio.get_running_loop(), {})
+    client = loop_clients.get(url)
     if client is None:
         client = aioredis.Redis.from_url(
             url,
@@ -64,5 +65,5 @@ def redis_client(url: Optional[str] = None) -> aioredis.Redis:
             health_check_interval=15,
             retry_on_timeout=False,
         )
-        _clients[(url, loop_id)] = client
+        loop_clients[url] = client
     return client
