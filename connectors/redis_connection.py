@@ -20,7 +20,7 @@ from connectors.settings import load_settings
 KEY_PREFIX = "omni"
 
 #: Clients per event loop (weakly keyed: a closed loop's clients go with it) and per URL.
-_clients: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Dict[str, aioredis.Redis]]" = (
+_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Dict[str, aioredis.Redis]] = (
     weakref.WeakKeyDictionary()
 )
 
@@ -54,16 +54,23 @@ def redis_client(url: Optional[str] = None) -> aioredis.Redis:
     server and tests each run their own loop, so clients are cached per (url, loop).
     """
     url = url or load_settings().redis_url
-    loop_clients = _clients.setdefault(asyncio.get_running_loop(), {})
+    try:
+        loop_clients = _clients.setdefault(asyncio.get_running_loop(), {})
+    except RuntimeError:
+        return _new_client(url)
     client = loop_clients.get(url)
     if client is None:
-        client = aioredis.Redis.from_url(
-            url,
-            decode_responses=False,
-            socket_connect_timeout=2,
-            socket_timeout=5,
-            health_check_interval=15,
-            retry_on_timeout=False,
-        )
+        client = _new_client(url)
         loop_clients[url] = client
     return client
+
+
+def _new_client(url: str) -> aioredis.Redis:
+    return aioredis.Redis.from_url(
+        url,
+        decode_responses=False,
+        socket_connect_timeout=2,
+        socket_timeout=5,
+        health_check_interval=15,
+        retry_on_timeout=False,
+    )
