@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Text
+from typing import Any, Dict, List
 
 from rasa_sdk import Action, Tracker
 from rasa_sdk.events import EventType, SlotSet
@@ -13,9 +13,7 @@ from actions.orders import Order, find_order
 
 def _status_line(order: Order) -> str:
     if order.status == "delivered":
-        return (
-            f"Order {order.number} ({order.description}) was delivered on {order.delivered_on}."
-        )
+        return f"Order {order.number} ({order.description}) was delivered on {order.delivered_on}."
     if order.status == "shipped":
         return (
             f"Order {order.number} ({order.description}) has shipped with {order.carrier} "
@@ -35,11 +33,11 @@ def _not_found(dispatcher: CollectingDispatcher, tracker: Tracker) -> List[Event
 
 
 class ActionCheckOrderStatus(Action):
-    def name(self) -> Text:
+    def name(self) -> str:
         return "action_check_order_status"
 
     async def run(
-        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: Dict[Text, Any]
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: Dict[str, Any]
     ) -> List[EventType]:
         order = find_order(tracker.get_slot("order_number"))
         if order is None:
@@ -49,11 +47,11 @@ class ActionCheckOrderStatus(Action):
 
 
 class ActionTrackingNumber(Action):
-    def name(self) -> Text:
+    def name(self) -> str:
         return "action_tracking_number"
 
     async def run(
-        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: Dict[Text, Any]
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: Dict[str, Any]
     ) -> List[EventType]:
         order = find_order(tracker.get_slot("order_number"))
         if order is None:
@@ -72,11 +70,11 @@ class ActionTrackingNumber(Action):
 
 
 class ActionRequestRefund(Action):
-    def name(self) -> Text:
+    def name(self) -> str:
         return "action_request_refund"
 
     async def run(
-        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: Dict[Text, Any]
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: Dict[str, Any]
     ) -> List[EventType]:
         order = find_order(tracker.get_slot("order_number"))
         if order is None:

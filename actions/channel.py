@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Text
+from typing import Any, Dict, List, Optional
 
 from rasa_sdk import Action, Tracker
 from rasa_sdk.events import EventType, SlotSet, UserUtteranceReverted
@@ -26,11 +26,11 @@ def channel_of(tracker: Tracker) -> Optional[str]:
 class ActionExtractChannel(Action):
     """Custom slot mapping run by `action_extract_slots` after every user message."""
 
-    def name(self) -> Text:
+    def name(self) -> str:
         return "action_extract_channel"
 
     async def run(
-        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: Dict[Text, Any]
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: Dict[str, Any]
     ) -> List[EventType]:
         channel = channel_of(tracker)
         if channel is None or channel == tracker.get_slot("channel"):
@@ -39,16 +39,16 @@ class ActionExtractChannel(Action):
 
 
 class ActionIgnoreBackchannel(Action):
-    """"Uh-huh", "okay": the listener is just following along, so the turn is taken back.
+    """ "Uh-huh", "okay": the listener is just following along, so the turn is taken back.
 
     Reverting keeps backchannels out of the dialogue state, so they neither shape later
     predictions nor make the bot answer (on a call, it keeps listening).
     """
 
-    def name(self) -> Text:
+    def name(self) -> str:
         return "action_ignore_backchannel"
 
     async def run(
-        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: Dict[Text, Any]
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: Dict[str, Any]
     ) -> List[EventType]:
         return [UserUtteranceReverted()]

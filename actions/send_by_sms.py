@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Text
+from typing import Any, Dict, List
 
 from rasa_sdk import Action, Tracker
 from rasa_sdk.events import EventType
@@ -12,11 +12,11 @@ from rasa_sdk.executor import CollectingDispatcher
 class ActionSendBySms(Action):
     """Until the Twilio sending path exists, says plainly that texting is not available."""
 
-    def name(self) -> Text:
+    def name(self) -> str:
         return "action_send_by_sms"
 
     async def run(
-        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: Dict[Text, Any]
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: Dict[str, Any]
     ) -> List[EventType]:
         dispatcher.utter_message(
             text="Sorry, I can't send text messages from here yet. I can tell you again instead."

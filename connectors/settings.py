@@ -44,7 +44,7 @@ class Settings:
     default_phone_region: str
 
     @classmethod
-    def from_env(cls, env: Optional[Mapping[str, str]] = None) -> "Settings":
+    def from_env(cls, env: Optional[Mapping[str, str]] = None) -> Settings:
         env = os.environ if env is None else env
 
         def get(name: str) -> Optional[str]:
@@ -58,10 +58,14 @@ class Settings:
             )
         redis_url = get("REDIS_URL") or LOCAL_REDIS_URL
         if not redis_url.startswith(("redis://", "rediss://", "unix://")):
-            raise ConfigError(f"REDIS_URL must be a redis://, rediss:// or unix:// URL, got {redis_url!r}")
+            raise ConfigError(
+                f"REDIS_URL must be a redis://, rediss:// or unix:// URL, got {redis_url!r}"
+            )
         region = (get("DEFAULT_PHONE_REGION") or "US").upper()
         if len(region) != 2 or not region.isalpha():
-            raise ConfigError(f"DEFAULT_PHONE_REGION must be a two-letter region code, got {region!r}")
+            raise ConfigError(
+                f"DEFAULT_PHONE_REGION must be a two-letter region code, got {region!r}"
+            )
         return cls(
             redis_url=redis_url,
             public_base_url=public_base_url,
@@ -87,7 +91,8 @@ class Settings:
         missing = [name for name in names if not getattr(self, name.lower())]
         if missing:
             raise ConfigError(
-                "missing required environment variable(s): " + ", ".join(missing)
+                "missing required environment variable(s): "
+                + ", ".join(missing)
                 + " (see .env.example)"
             )
 

@@ -45,9 +45,14 @@ def ensure_model(quiet: bool = False) -> Path:
         print(f"Training the Rasa model ({name}); data changed since the last model…", flush=True)
         result = subprocess.run(
             [
-                sys.executable, "-m", "rasa", "train",
-                "--fixed-model-name", name,
-                "--out", str(MODELS_DIR),
+                sys.executable,
+                "-m",
+                "rasa",
+                "train",
+                "--fixed-model-name",
+                name,
+                "--out",
+                str(MODELS_DIR),
             ],
             cwd=ROOT,
             stdout=subprocess.DEVNULL if quiet else None,

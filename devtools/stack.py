@@ -19,16 +19,28 @@ def action_server_command(port: int) -> List[str]:
 
 
 def rasa_server_command(
-    model: Path, port: int, credentials: Path, auth_token: str, endpoints: Path = ROOT / "endpoints.yml"
+    model: Path,
+    port: int,
+    credentials: Path,
+    auth_token: str,
+    endpoints: Path = ROOT / "endpoints.yml",
 ) -> List[str]:
     return [
-        python(), "-m", "rasa", "run",
-        "--model", str(model),
-        "--endpoints", str(endpoints),
-        "--credentials", str(credentials),
-        "--port", str(port),
+        python(),
+        "-m",
+        "rasa",
+        "run",
+        "--model",
+        str(model),
+        "--endpoints",
+        str(endpoints),
+        "--credentials",
+        str(credentials),
+        "--port",
+        str(port),
         "--enable-api",
-        "--auth-token", auth_token,
+        "--auth-token",
+        auth_token,
     ]
 
 
@@ -89,7 +101,7 @@ class RasaStack:
             log_path=self.log_dir / f"rasa-{self.rasa_port}.log",
         )
 
-    def start(self, timeout: float = 180) -> "RasaStack":
+    def start(self, timeout: float = 180) -> RasaStack:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         if self.action_proc is None:
             self.start_actions()

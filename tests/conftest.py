@@ -73,7 +73,10 @@ def rasa_stack(
     rasa_port = free_port()
     env = {**_test_secrets(rasa_port), "REDIS_URL": stack_redis.url}
     stack = RasaStack(
-        model=trained_model, env=env, credentials=credentials, log_dir=work / "logs",
+        model=trained_model,
+        env=env,
+        credentials=credentials,
+        log_dir=work / "logs",
         rasa_port=rasa_port,
     )
     try:

@@ -65,6 +65,9 @@ def test_low_confidence_goes_to_the_fallback(rasa_stack: RasaStack) -> None:
     sender = "c_" + secrets.token_urlsafe(8)
     reply = say(rasa_stack, sender, "zxqv blorft wibble")
     assert reply == ["Sorry, I didn't quite get that. Could you say it another way?"]
-    intents = [e["parse_data"]["intent"]["name"] for e in tracker(rasa_stack, sender)["events"]
-               if e["event"] == "user"]
+    intents = [
+        e["parse_data"]["intent"]["name"]
+        for e in tracker(rasa_stack, sender)["events"]
+        if e["event"] == "user"
+    ]
     assert intents == ["nlu_fallback"]
