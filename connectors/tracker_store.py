@@ -1,0 +1,563 @@
+"""Rasa tracker store that keeps each conversation as an append-only event log in Redis.
+
+Rasa's own Redis store rewrites the whole conversation on every save and replays it on every
+read, so a turn gets slower the longer a customer talks, and designers keep sessions long on
+purpose here (context must survive a switch from phone to SMS to chat). This store appends only
+the new events, with an atomic length check so two writers can never lose or duplicate an
+event, and answers reads from a per-process copy of the last session that only has to catch up
+with the events written since it was last read. A turn costs the same at turn 10 and at turn
+1000.
+
+Redis keys (hash-tagged by conversation, so one Cluster slot holds them all):
+
+- ``omni:{<cid>}:events``: LIST, one JSON event per entry, exactly as Rasa serialises events.
+- ``omni:{<cid>}:session_start``: STRING, offset in the list of the last
+  ``action_session_start``, where the last conversation session begins.
+
+Every append also PUBLISHes each new event (plus ``"conversation_id"``) on
+``omni:{<cid>}:live``, so every open chat tab on any replica sees the turn.
+
+Endpoint configuration::
+
+    tracker_store:
+      type: connectors.tracker_store.RedisEventLogTrackerStore
+      url: ${REDIS_URL}
+      inactivity_expiry: 2592000   # seconds, sliding; 0 = never expire
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+import logging
+import weakref
+from collections import Counter, OrderedDict, deque
+from dataclasses import dataclass
+from typing import Any, Awaitable, Dict, Iterable, List, Optional, Sequence, TypeVar, Union
+
+import redis.asyncio as aioredis
+from rasa.core.brokers.broker import EventBroker
+from rasa.core.tracker_store import FailSafeTrackerStore, TrackerStore
+from rasa.shared.core.constants import ACTION_SESSION_START_NAME
+from rasa.shared.core.domain import Domain
+from rasa.shared.core.events import ActionExecuted, Event
+from rasa.shared.core.trackers import DialogueStateTracker
+
+from connectors.redis_connection import (
+    REDIS_FAILURES,
+    StateUnavailable,
+    conversation_key,
+    redis_client,
+)
+from connectors.settings import ConfigError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_INACTIVITY_EXPIRY = 30 * 24 * 3600
+DEFAULT_CACHED_CONVERSATIONS = 1000
+
+#: How often a save re-reads and retries when other writers keep appending in between.
+MAX_APPEND_ATTEMPTS = 20
+
+EVENTS_KEY_PATTERN = conversation_key("*", "events")
+_EVENTS_KEY_PREFIX, _EVENTS_KEY_SUFFIX = conversation_key("\0", "events").split("\0")
+
+# Appends the new events only if the log still has the length the writer last saw, so a
+# writer that raced another one re-reads instead of overwriting or duplicating. Publishing in
+# the same script means a chat tab sees exactly the events that were stored, in log order.
+_APPEND_SCRIPT = """
+local length = redis.call('LLEN', KEYS[1])
+local expected = tonumber(ARGV[1])
+if expected >= 0 and length ~= expected then
+  return {0, length}
+end
+if length == 0 then
+  redis.call('DEL', KEYS[2])
+end
+local first = 6
+local last = #ARGV
+for i = first, last, 1000 do
+  redis.call('RPUSH', KEYS[1], unpack(ARGV, i, math.min(i + 999, last)))
+end
+local session_start = tonumber(ARGV[5])
+if session_start >= 0 then
+  redis.call('SET', KEYS[2], length + session_start)
+end
+local ttl = tonumber(ARGV[2])
+for _, key in ipairs(KEYS) do
+  if ttl > 0 then
+    redis.call('EXPIRE', key, ttl)
+  else
+    redis.call('PERSIST', key)
+  end
+end
+for i = first, last do
+  redis.call('PUBLISH', ARGV[3], ARGV[4] .. string.sub(ARGV[i], 2))
+end
+return {1, length + last - first + 1}
+"""
+
+# Reads the last session, or only its tail when the caller's copy (identified by its length,
+# session start and last event) is still a prefix of the log: the common case, where this
+# replica or another one appended a turn since this replica last read.
+_READ_SCRIPT = """
+local length = redis.call('LLEN', KEYS[1])
+if length == 0 then
+  return {0, 0, 0, {}}
+end
+local session_start = tonumber(redis.call('GET', KEYS[2]) or '0')
+local known = tonumber(ARGV[1])
+local start = session_start
+if known > 0 and known <= length and session_start == tonumber(ARGV[2])
+    and redis.call('LINDEX', KEYS[1], known - 1) == ARGV[3] then
+  start = known
+end
+return {length, session_start, start, redis.call('LRANGE', KEYS[1], start, -1)}
+"""
+
+_T = TypeVar("_T")
+
+
+@dataclass
+class _PendingEvent:
+    """A tracker event not yet in the log, serialised once for the append script."""
+
+    raw: str
+    starts_session: bool
+
+    @classmethod
+    def of(cls, event: Event) -> _PendingEvent:
+        return cls(
+            raw=json.dumps(event.as_dict(), ensure_ascii=False),
+            starts_session=isinstance(event, ActionExecuted)
+            and event.action_name == ACTION_SESSION_START_NAME,
+        )
+
+
+@dataclass
+class _SessionCopy:
+    """This process's replay of one conversation's last session, as of ``log_length``.
+
+    The tracker is never handed out (callers get copies), so nothing but the log changes it.
+    """
+
+    tracker: DialogueStateTracker
+    log_length: int
+    session_start: int
+    last_raw_event: bytes
+
+
+@dataclass
+class _LogPosition:
+    """Where a handed-out tracker stands in the log: every event up to ``last_event`` is
+    stored, and the log had ``log_length`` entries then."""
+
+    tracker_ref: weakref.ref[DialogueStateTracker]
+    log_length: int
+    last_event: Optional[Event]
+
+
+class _LogPositions:
+    """Log positions of the trackers this store handed out or saved, without keeping them alive.
+
+    Trackers define ``__eq__`` and so cannot be weak dictionary keys; entries are keyed by
+    ``id`` and dropped when their tracker is collected.
+    """
+
+    def __init__(self) -> None:
+        self._positions: Dict[int, _LogPosition] = {}
+
+    def get(self, tracker: DialogueStateTracker) -> Optional[_LogPosition]:
+        position = self._positions.get(id(tracker))
+        if position is None or position.tracker_ref() is not tracker:
+            return None
+        return position
+
+    def remember(self, tracker: DialogueStateTracker, log_length: int) -> None:
+        key = id(tracker)
+        positions = self._positions
+
+        def forget(ref: weakref.ref[DialogueStateTracker]) -> None:
+            if key in positions and positions[key].tracker_ref is ref:
+                del positions[key]
+
+        positions[key] = _LogPosition(
+            tracker_ref=weakref.ref(tracker, forget),
+            log_length=log_length,
+            last_event=tracker.events[-1] if tracker.events else None,
+        )
+
+
+class RedisEventLogTrackerStore(TrackerStore):
+    """Append-only, last-session-reading Redis tracker store (see the module docstring)."""
+
+    def __init__(
+        self,
+        domain: Optional[Domain] = None,
+        host: Optional[str] = None,
+        event_broker: Optional[EventBroker] = None,
+        inactivity_expiry: Union[int, str] = DEFAULT_INACTIVITY_EXPIRY,
+        cached_conversations: Union[int, str] = DEFAULT_CACHED_CONVERSATIONS,
+        **unknown_options: Any,
+    ) -> None:
+        # Rasa falls back to the in-memory store on AttributeError/ImportError here, so
+        # misconfiguration is reported as ConfigError, which it lets through.
+        if unknown_options:
+            raise ConfigError(
+                "tracker_store: unknown option(s) for RedisEventLogTrackerStore: "
+                + ", ".join(sorted(unknown_options))
+            )
+        self.url = host or None
+        self.inactivity_expiry = _non_negative_int("inactivity_expiry", inactivity_expiry)
+        self.cached_conversations = _non_negative_int("cached_conversations", cached_conversations)
+        self._sessions: OrderedDict[str, _SessionCopy] = OrderedDict()
+        self._positions = _LogPositions()
+        super().__init__(domain, event_broker)
+
+    @property
+    def domain(self) -> Domain:
+        return self._domain
+
+    @domain.setter
+    def domain(self, domain: Optional[Domain]) -> None:
+        # Cached replays carry the old domain's slots; a new model must not see them.
+        self._domain = domain or Domain.empty()
+        self._sessions = OrderedDict()
+
+    # -- Rasa's TrackerStore interface -------------------------------------------------------
+
+    async def save(self, tracker: DialogueStateTracker) -> None:
+        """Appends the tracker's events that the log does not hold yet.
+
+        Raises StateUnavailable when Redis fails; then nothing of this save is stored.
+        """
+        await self.stream_events(tracker)
+        conversation_id = tracker.sender_id
+        position = self._positions.get(tracker)
+        new_events = _events_after(tracker, position.last_event) if position else None
+        if position is None or new_events is None:
+            expected, pending = await self._missing_from_log(tracker)
+        else:
+            expected, pending = position.log_length, [_PendingEvent.of(e) for e in new_events]
+
+        for _ in range(MAX_APPEND_ATTEMPTS):
+            appended, length = await self._append(conversation_id, expected, pending)
+            if appended:
+                self._positions.remember(tracker, length)
+                return
+            if length > expected:
+                # Someone appended since we last looked: keep only what they did not write.
+                written_meanwhile = await self._redis(
+                    "read the log",
+                    conversation_id,
+                    self._client().lrange(self._events_key(conversation_id), expected, length - 1),
+                )
+                pending = _without(pending, written_meanwhile)
+                expected = expected + len(written_meanwhile)
+            else:
+                # The log is shorter than this tracker saw (expired, or lost in a crash).
+                expected, pending = await self._missing_from_log(tracker)
+        raise StateUnavailable(
+            f"tracker store: the log of {_mask(conversation_id)} kept changing during a save"
+        )
+
+    async def retrieve(self, sender_id: str) -> Optional[DialogueStateTracker]:
+        """The tracker of the conversation's last session (Rasa's ``retrieve`` contract)."""
+        session = await self._last_session(sender_id)
+        if session is None:
+            return None
+        return self._hand_out(session.tracker, session.log_length)
+
+    async def retrieve_full_tracker(self, conversation_id: str) -> Optional[DialogueStateTracker]:
+        """The tracker of every session; reads the whole log, unlike ``retrieve``."""
+        raw_events = await self._redis(
+            "read the log",
+            conversation_id,
+            self._client().lrange(self._events_key(conversation_id), 0, -1),
+        )
+        if not raw_events:
+            return None
+        tracker = self.init_tracker(conversation_id)
+        _apply(tracker, raw_events)
+        self._positions.remember(tracker, len(raw_events))
+        return tracker
+
+    async def keys(self) -> Iterable[str]:
+        """Ids of all stored conversations, found by SCAN (never KEYS, which blocks Redis)."""
+        client = self._client()
+
+        async def scan() -> List[str]:
+            found: Dict[str, None] = {}
+            async for key in client.scan_iter(match=EVENTS_KEY_PATTERN, count=1000):
+                conversation_id = key.decode()[len(_EVENTS_KEY_PREFIX) : -len(_EVENTS_KEY_SUFFIX)]
+                if "}" not in conversation_id:
+                    found[conversation_id] = None
+            return list(found)
+
+        return await self._redis("list conversations", "*", scan())
+
+    # -- history paging (web chat) -----------------------------------------------------------
+
+    async def read_events(
+        self, conversation_id: str, start: int = 0, stop: int = -1
+    ) -> List[Dict[str, Any]]:
+        """Events ``start``..``stop`` of the whole log, as Rasa event dicts.
+
+        Indexes follow LRANGE: ``stop`` is inclusive, negative indexes count from the end.
+        """
+        raw_events = await self._redis(
+            "read the log",
+            conversation_id,
+            self._client().lrange(self._events_key(conversation_id), start, stop),
+        )
+        return [json.loads(raw) for raw in raw_events]
+
+    async def event_count(self, conversation_id: str) -> int:
+        """Length of the conversation's event log (0 when there is none)."""
+        return await self._redis(
+            "read the log length",
+            conversation_id,
+            self._client().llen(self._events_key(conversation_id)),
+        )
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _client(self) -> aioredis.Redis:
+        return redis_client(self.url)
+
+    @staticmethod
+    def _events_key(conversation_id: str) -> str:
+        return conversation_key(conversation_id, "events")
+
+    @staticmethod
+    def _session_start_key(conversation_id: str) -> str:
+        return conversation_key(conversation_id, "session_start")
+
+    async def _redis(self, action: str, conversation_id: str, pending: Awaitable[_T]) -> _T:
+        """Awaits a Redis call, turning any Redis failure into StateUnavailable."""
+        try:
+            return await pending
+        except REDIS_FAILURES as error:
+            reason = f"tracker store could not {action} of {_mask(conversation_id)}"
+            logger.error("%s: %s: %s", reason, type(error).__name__, error)
+            raise StateUnavailable(f"{reason} ({type(error).__name__})") from error
+
+    async def _append(
+        self, conversation_id: str, expected: int, pending: Sequence[_PendingEvent]
+    ) -> tuple[bool, int]:
+        session_starts = [i for i, event in enumerate(pending) if event.starts_session]
+        live_prefix = json.dumps({"conversation_id": conversation_id})[:-1] + ", "
+        script = self._client().register_script(_APPEND_SCRIPT)
+        appended, length = await self._redis(
+            "append to the log",
+            conversation_id,
+            script(
+                keys=[
+                    self._events_key(conversation_id),
+                    self._session_start_key(conversation_id),
+                ],
+                args=[
+                    expected if pending else -1,
+                    self.inactivity_expiry,
+                    conversation_key(conversation_id, "live"),
+                    live_prefix,
+                    session_starts[-1] if session_starts else -1,
+                    *(event.raw for event in pending),
+                ],
+            ),
+        )
+        return bool(appended), int(length)
+
+    async def _missing_from_log(
+        self, tracker: DialogueStateTracker
+    ) -> tuple[int, List[_PendingEvent]]:
+        """Compares a tracker of unknown origin with the whole log, event by event.
+
+        Needed only for trackers this store did not hand out (a brand-new conversation, a
+        tracker rebuilt elsewhere) or after the log shrank; content equality of events
+        (timestamps included) tells which are stored.
+        """
+        conversation_id = tracker.sender_id
+        stored = await self._redis(
+            "read the log",
+            conversation_id,
+            self._client().lrange(self._events_key(conversation_id), 0, -1),
+        )
+        pending = [_PendingEvent.of(event) for event in tracker.events]
+        return len(stored), _without(pending, stored)
+
+    async def _last_session(self, conversation_id: str) -> Optional[_SessionCopy]:
+        cached = self._sessions.get(conversation_id)
+        length, session_start, start, raw_events = await self._read_last_session(
+            conversation_id, cached
+        )
+        if cached is not None and start != session_start:
+            # Only the tail was read: valid if the copy did not move while we awaited.
+            if self._sessions.get(conversation_id) is cached and cached.log_length == start:
+                _apply(cached.tracker, raw_events)
+                cached.log_length = length
+                if raw_events:
+                    cached.last_raw_event = raw_events[-1]
+                self._sessions.move_to_end(conversation_id)
+                return cached
+            length, session_start, start, raw_events = await self._read_last_session(
+                conversation_id, None
+            )
+        if length == 0:
+            self._sessions.pop(conversation_id, None)
+            return None
+        tracker = DialogueStateTracker(conversation_id, self.domain.slots)
+        _apply(tracker, raw_events)
+        session = _SessionCopy(
+            tracker=tracker,
+            log_length=length,
+            session_start=session_start,
+            last_raw_event=raw_events[-1] if raw_events else b"",
+        )
+        if self.cached_conversations:
+            self._sessions[conversation_id] = session
+            self._sessions.move_to_end(conversation_id)
+            while len(self._sessions) > self.cached_conversations:
+                self._sessions.popitem(last=False)
+        return session
+
+    async def _read_last_session(
+        self, conversation_id: str, cached: Optional[_SessionCopy]
+    ) -> tuple[int, int, int, List[bytes]]:
+        script = self._client().register_script(_READ_SCRIPT)
+        known = (
+            [cached.log_length, cached.session_start, cached.last_raw_event]
+            if cached is not None
+            else [0, 0, b""]
+        )
+        length, session_start, start, raw_events = await self._redis(
+            "read the last session",
+            conversation_id,
+            script(
+                keys=[
+                    self._events_key(conversation_id),
+                    self._session_start_key(conversation_id),
+                ],
+                args=known,
+            ),
+        )
+        return int(length), int(session_start), int(start), list(raw_events)
+
+    def _hand_out(self, source: DialogueStateTracker, log_length: int) -> DialogueStateTracker:
+        tracker = _copy_tracker(source, self.max_event_history)
+        self._positions.remember(tracker, log_length)
+        return tracker
+
+
+def install_loud_state_failures(agent: Any) -> None:
+    """Makes the agent's tracker store raise StateUnavailable instead of failing silently.
+
+    Rasa's Agent wraps every tracker store in FailSafeTrackerStore, which saves into an
+    in-memory store nobody reads and answers reads with a fresh tracker when the real store
+    fails: the customer would get a reply whose state was never saved. Its error callback runs
+    inside its ``except`` block, before any fallback, so raising there stops it. Idempotent.
+    Accepts an Agent (anything with ``tracker_store``) or a tracker store itself.
+    """
+    store = getattr(agent, "tracker_store", agent)
+    if isinstance(store, FailSafeTrackerStore):
+        store._on_tracker_store_error = _raise_state_unavailable
+    elif not isinstance(store, TrackerStore):
+        raise TypeError(f"expected a Rasa Agent or TrackerStore, got {type(agent).__name__}")
+
+
+def _raise_state_unavailable(error: Exception) -> None:
+    if isinstance(error, StateUnavailable):
+        raise error
+    raise StateUnavailable(f"tracker store failed ({type(error).__name__})") from error
+
+
+def _events_after(
+    tracker: DialogueStateTracker, last_stored: Optional[Event]
+) -> Optional[List[Event]]:
+    """The tracker's events after ``last_stored`` (None if it is no longer in the tracker).
+
+    Searching from the end costs only the number of new events, however long the session.
+    """
+    if last_stored is None:
+        return list(tracker.events)
+    new_events: List[Event] = []
+    for event in reversed(tracker.events):
+        if event is last_stored:
+            new_events.reverse()
+            return new_events
+        new_events.append(event)
+    return None
+
+
+def _without(
+    pending: List[_PendingEvent], stored: Sequence[Union[bytes, str]]
+) -> List[_PendingEvent]:
+    """``pending`` minus the events found in ``stored``, each stored event matching once."""
+    if not stored:
+        return pending
+    remaining = Counter(_canonical(raw) for raw in stored)
+    missing = []
+    for event in pending:
+        key = _canonical(event.raw)
+        if remaining[key] > 0:
+            remaining[key] -= 1
+        else:
+            missing.append(event)
+    return missing
+
+
+def _canonical(raw: Union[bytes, str]) -> str:
+    return json.dumps(json.loads(raw), sort_keys=True)
+
+
+def _apply(tracker: DialogueStateTracker, raw_events: Iterable[bytes]) -> None:
+    for raw in raw_events:
+        parameters = json.loads(raw)
+        # What Event.from_parameters does, minus its search through every Event subclass for
+        # each event, which is most of the time a first read of a long session takes.
+        event_class = _event_class(parameters.get("event"))
+        event = event_class._from_parameters(parameters) if event_class else None
+        if event is not None:
+            tracker.update(event)
+
+
+@functools.cache
+def _event_class(type_name: Optional[str]) -> Optional[type[Event]]:
+    return Event.resolve_by_type(type_name) if type_name else None
+
+
+def _copy_tracker(
+    source: DialogueStateTracker, max_event_history: Optional[int]
+) -> DialogueStateTracker:
+    """An independent tracker equal to ``source``, made without replaying its events.
+
+    Replaying costs time in proportion to the session's length, on every turn; copying the
+    state does not. Event objects are shared, not copied: Rasa appends events to a tracker but
+    treats logged events as immutable.
+    """
+    tracker = copy.copy(source)
+    for name, value in vars(source).items():
+        if isinstance(value, (dict, list, set)) and name != "slots":
+            setattr(tracker, name, copy.deepcopy(value))
+    tracker.slots = {name: copy.copy(slot) for name, slot in source.slots.items()}
+    tracker._max_event_history = max_event_history
+    tracker.events = deque(source.events, maxlen=max_event_history)
+    return tracker
+
+
+def _non_negative_int(name: str, value: Union[int, str]) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        number = -1
+    if number < 0:
+        raise ConfigError(f"tracker_store: {name} must be a whole number >= 0, got {value!r}")
+    return number
+
+
+def _mask(conversation_id: str) -> str:
+    """Conversation ids are opaque, but a stock channel may use a phone number as sender id."""
+    if len(conversation_id) <= 6:
+        return conversation_id
+    return conversation_id[:4] + "…" + conversation_id[-2:]
