@@ -9,7 +9,6 @@ read the same file, so local traffic passes the same signature checks as product
 from __future__ import annotations
 
 import os
-import secrets
 import signal
 import subprocess
 import sys
@@ -19,7 +18,12 @@ from typing import Dict, List, Optional
 
 from devtools.model import ensure_model
 from devtools.processes import ROOT, RedisServer, spawn, stop, wait_for_port
-from devtools.stack import action_server_command, rasa_server_command, wait_for_model
+from devtools.stack import (
+    action_server_command,
+    local_secrets,
+    rasa_server_command,
+    wait_for_model,
+)
 
 ENV_FILE = ROOT / ".env"
 DATA_DIR = ROOT / "var"
@@ -42,27 +46,19 @@ def read_env_file(path: Path = ENV_FILE) -> Dict[str, str]:
     return values
 
 
-def local_secrets() -> Dict[str, str]:
-    """A fresh .env for local use: random secrets, a test Twilio number, the local fake API."""
+def first_run_settings() -> Dict[str, str]:
+    """A fresh .env for local use: random secrets, fixed local ports, the local fake Twilio."""
     return {
-        "PUBLIC_BASE_URL": f"http://127.0.0.1:{RASA_PORT}",
-        "RASA_AUTH_TOKEN": secrets.token_urlsafe(24),
+        **local_secrets(RASA_PORT),
         "ACTION_SERVER_URL": f"http://127.0.0.1:{ACTION_PORT}/webhook",
-        "TWILIO_ACCOUNT_SID": "AC" + secrets.token_hex(16),
-        "TWILIO_AUTH_TOKEN": secrets.token_hex(16),
-        "TWILIO_PHONE_NUMBER": "+15005550006",
         "TWILIO_API_BASE_URL": f"http://127.0.0.1:{FAKE_TWILIO_PORT}",
-        "VAPI_SERVER_SECRET": secrets.token_urlsafe(24),
-        "WEBCHAT_JWT_SECRET": secrets.token_urlsafe(32),
-        "WEBCHAT_ALLOW_ANONYMOUS": "true",
-        "DEFAULT_PHONE_REGION": "US",
     }
 
 
 def ensure_env_file() -> Dict[str, str]:
     """The .env values, writing missing local secrets on first run (never overwriting)."""
     existing = read_env_file()
-    missing = {k: v for k, v in local_secrets().items() if k not in existing}
+    missing = {k: v for k, v in first_run_settings().items() if k not in existing}
     if missing:
         with ENV_FILE.open("a") as handle:
             if not existing:

@@ -4,6 +4,7 @@ the tests and the benchmarks."""
 from __future__ import annotations
 
 import json
+import secrets
 import subprocess
 import time
 import urllib.request
@@ -12,6 +13,28 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from devtools.processes import ROOT, free_port, python, spawn, stop, wait_for_port
+
+
+def local_secrets(rasa_port: int) -> Dict[str, str]:
+    """Fresh secrets for a local stack, handed to its processes through the environment only."""
+    return {
+        "PUBLIC_BASE_URL": f"http://127.0.0.1:{rasa_port}",
+        "RASA_AUTH_TOKEN": secrets.token_urlsafe(24),
+        "TWILIO_ACCOUNT_SID": "AC" + secrets.token_hex(16),
+        "TWILIO_AUTH_TOKEN": secrets.token_hex(16),
+        "TWILIO_PHONE_NUMBER": "+15005550006",
+        "VAPI_SERVER_SECRET": secrets.token_urlsafe(24),
+        "WEBCHAT_JWT_SECRET": secrets.token_urlsafe(32),
+        "WEBCHAT_ALLOW_ANONYMOUS": "true",
+        "DEFAULT_PHONE_REGION": "US",
+    }
+
+
+def with_rest_channel(directory: Path) -> Path:
+    """credentials.yml plus Rasa's REST channel, for tests and benchmarks only (it has no auth)."""
+    credentials = directory / "credentials.yml"
+    credentials.write_text((ROOT / "credentials.yml").read_text() + "\nrest:\n")
+    return credentials
 
 
 def action_server_command(port: int) -> List[str]:

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import secrets
 from pathlib import Path
 
 import pytest
 import redis
 
 from devtools.model import ensure_model
-from devtools.processes import ROOT, RedisServer, free_port
-from devtools.stack import RasaStack
+from devtools.processes import RedisServer, free_port
+from devtools.stack import RasaStack, local_secrets, with_rest_channel
 
 
 @pytest.fixture(scope="session")
@@ -27,21 +26,6 @@ def redis_url(redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch) -> str
         client.flushall()
     monkeypatch.setenv("REDIS_URL", redis_server.url)
     return redis_server.url
-
-
-def _test_secrets(rasa_port: int) -> dict:
-    """Fresh secrets for this run, passed to the servers through the environment only."""
-    return {
-        "RASA_AUTH_TOKEN": secrets.token_urlsafe(24),
-        "PUBLIC_BASE_URL": f"http://127.0.0.1:{rasa_port}",
-        "TWILIO_ACCOUNT_SID": "AC" + secrets.token_hex(16),
-        "TWILIO_AUTH_TOKEN": secrets.token_hex(16),
-        "TWILIO_PHONE_NUMBER": "+15005550006",
-        "VAPI_SERVER_SECRET": secrets.token_urlsafe(24),
-        "WEBCHAT_JWT_SECRET": secrets.token_urlsafe(32),
-        "WEBCHAT_ALLOW_ANONYMOUS": "true",
-        "DEFAULT_PHONE_REGION": "US",
-    }
 
 
 @pytest.fixture(scope="session")
@@ -67,11 +51,9 @@ def rasa_stack(
     conversations apart by using fresh phone numbers and user ids.
     """
     work = tmp_path_factory.mktemp("stack")
-    credentials = work / "credentials.yml"
-    # The REST channel is for tests only: it has no authentication.
-    credentials.write_text((ROOT / "credentials.yml").read_text() + "\nrest:\n")
+    credentials = with_rest_channel(work)
     rasa_port = free_port()
-    env = {**_test_secrets(rasa_port), "REDIS_URL": stack_redis.url}
+    env = {**local_secrets(rasa_port), "REDIS_URL": stack_redis.url}
     stack = RasaStack(
         model=trained_model,
         env=env,
