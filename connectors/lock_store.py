@@ -1,0 +1,479 @@
+"""A Rasa lock store that keeps each conversation's turns strictly in arrival order.
+
+Rasa's ``RedisLockStore`` is not atomic across replicas, polls once a second and gives every
+ticket a fixed 60 s lifetime, so a slow LLM turn loses exclusivity and queued messages wait up
+to a second after the lock frees. Here every queue change is one Lua script (atomic on any
+number of replicas), the releasing turn wakes the next ticket through a per-ticket list the
+waiter BLPOPs on (hand-off in about a round trip), and every ticket carries a short lease that
+its ``lock()`` call renews in the background: a live turn keeps the lock for as long as it runs,
+a crashed process's tickets lapse after one lease and the queue moves on.
+
+Named in endpoints.yml as::
+
+    lock_store:
+      type: connectors.lock_store.RedisFifoLockStore
+      url: ${REDIS_URL}
+      lease_seconds: 10      # optional
+      wait_timeout: 60       # optional
+      recheck_interval: 1    # optional
+
+Keys (all hash-tagged on the conversation, so one Cluster slot):
+``omni:{cid}:lock:seq`` ticket counter, ``omni:{cid}:lock:queue`` ZSET token -> ticket number,
+``omni:{cid}:lock:leases`` ZSET token -> lease deadline (Redis server time, ms),
+``omni:{cid}:lock:wake:<token>`` LIST the releasing turn pushes to when that ticket is next.
+The wake keys are built inside the scripts from the declared prefix (same hash tag, same slot).
+All keys are deleted when the queue empties and otherwise expire an hour after the last change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import os
+import time
+import uuid
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, AsyncIterator, List, Mapping, NoReturn, Optional, Sequence
+
+import redis.asyncio as aioredis
+from rasa.core.lock_store import LOCK_LIFETIME, LockError, LockStore
+from rasa.utils.endpoints import EndpointConfig
+
+from connectors.redis_connection import (
+    REDIS_FAILURES,
+    StateUnavailable,
+    conversation_key,
+    redis_client,
+)
+from connectors.settings import ConfigError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_LEASE_SECONDS = 10.0
+DEFAULT_WAIT_TIMEOUT = 60.0
+DEFAULT_RECHECK_INTERVAL = 1.0
+#: A waiter blocks in BLPOP for at most the recheck interval; the shared client's socket
+#: timeout is 5 s, so a longer block would be reported as a dead Redis.
+MAX_RECHECK_INTERVAL = 4.0
+#: Garbage collection for queues whose every process died; live tickets refresh it constantly.
+MIN_KEY_TTL_SECONDS = 3600.0
+#: BLPOP treats 0 as "block forever"; never ask for less than this.
+MIN_BLOCK_SECONDS = 0.01
+
+#: Position a script reports for a ticket that is no longer queued (its lease lapsed).
+TICKET_GONE = -1
+
+_LUA_PRELUDE = """
+local queue, leases, seq = KEYS[1], KEYS[2], KEYS[3]
+local wake_prefix, ttl = ARGV[1], tonumber(ARGV[2])
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local function head()
+  return redis.call('ZRANGE', queue, 0, 0)[1]
+end
+
+-- Tickets whose lease lapsed belong to crashed or stalled processes: drop them wherever
+-- they stand, so neither a dead holder nor a dead waiter blocks the queue.
+local function drop_lapsed(now)
+  local lapsed = redis.call('ZRANGEBYSCORE', leases, '-inf', now)
+  for _, token in ipairs(lapsed) do
+    redis.call('ZREM', queue, token)
+    redis.call('DEL', wake_prefix .. token)
+  end
+  if #lapsed > 0 then
+    redis.call('ZREMRANGEBYSCORE', leases, '-inf', now)
+  end
+end
+
+-- Wakes the new head if the head changed (unless it is the caller, who learns from the
+-- reply), then refreshes or deletes the queue's keys.
+local function settle(old_head, caller)
+  local new_head = head()
+  if new_head and new_head ~= old_head and new_head ~= caller then
+    local wake = wake_prefix .. new_head
+    redis.call('RPUSH', wake, '1')
+    redis.call('PEXPIRE', wake, ttl)
+  end
+  if new_head then
+    redis.call('PEXPIRE', queue, ttl)
+    redis.call('PEXPIRE', leases, ttl)
+    redis.call('PEXPIRE', seq, ttl)
+  else
+    redis.call('DEL', queue, leases, seq)
+  end
+end
+
+local function position(token)
+  local rank = redis.call('ZRANK', queue, token)
+  if rank then return rank end
+  return -1
+end
+"""
+
+#: ARGV: wake prefix, key ttl ms, token, lease ms -> {ticket number, position}
+_ENQUEUE = _LUA_PRELUDE + """
+local token, lease = ARGV[3], tonumber(ARGV[4])
+local now = now_ms()
+local old_head = head()
+drop_lapsed(now)
+local number = redis.call('INCR', seq)
+redis.call('ZADD', queue, number, token)
+redis.call('ZADD', leases, now + lease, token)
+settle(old_head, token)
+return {number, position(token)}
+"""
+
+#: ARGV: wake prefix, key ttl ms, token, lease ms -> position (0 = holds the lock, -1 = gone).
+#: Renews the ticket's lease: the keep-alive of holders and waiters alike.
+_RENEW = _LUA_PRELUDE + """
+local token, lease = ARGV[3], tonumber(ARGV[4])
+local now = now_ms()
+local old_head = head()
+drop_lapsed(now)
+if redis.call('ZSCORE', queue, token) then
+  redis.call('ZADD', leases, now + lease, token)
+end
+settle(old_head, token)
+return position(token)
+"""
+
+#: ARGV: wake prefix, key ttl ms, token -> 1. Release by the holder and withdrawal by a waiter.
+_LEAVE = _LUA_PRELUDE + """
+local token = ARGV[3]
+local now = now_ms()
+local old_head = head()
+redis.call('ZREM', queue, token)
+redis.call('ZREM', leases, token)
+redis.call('DEL', wake_prefix .. token)
+drop_lapsed(now)
+settle(old_head, token)
+return 1
+"""
+
+#: ARGV: wake prefix, key ttl ms -> number of tickets whose lease is live.
+_LIVE_TICKETS = _LUA_PRELUDE + """
+return redis.call('ZCOUNT', leases, '(' .. now_ms(), '+inf')
+"""
+
+
+class LockWaitTimeout(LockError):
+    """A turn waited longer than ``wait_timeout`` for its conversation's lock.
+
+    Its ticket has left the queue; the turns behind it are not held up by it.
+    """
+
+
+@dataclass(frozen=True)
+class FifoLockSettings:
+    """Timing of the lock protocol; every replica of a deployment should use the same values.
+
+    ``lease_seconds``: how long a ticket survives without renewal (renewed every third of it),
+    so it bounds how long a crashed process blocks the conversation. ``wait_timeout``: how long
+    a turn may wait before giving up with ``LockWaitTimeout``. ``recheck_interval``: the safety
+    re-check of a waiter in case a wake-up was lost; not on the hand-off path.
+    """
+
+    lease_seconds: float = DEFAULT_LEASE_SECONDS
+    wait_timeout: float = DEFAULT_WAIT_TIMEOUT
+    recheck_interval: float = DEFAULT_RECHECK_INTERVAL
+
+    def __post_init__(self) -> None:
+        for name in ("lease_seconds", "wait_timeout", "recheck_interval"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+                raise ConfigError(f"lock_store {name} must be a positive number, got {value!r}")
+        if self.recheck_interval > MAX_RECHECK_INTERVAL:
+            raise ConfigError(
+                f"lock_store recheck_interval must be at most {MAX_RECHECK_INTERVAL} s, "
+                f"got {self.recheck_interval!r}"
+            )
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> FifoLockSettings:
+        """Settings from endpoints.yml keys; values may arrive as strings after ${ENV} expansion."""
+        known = {"lease_seconds", "wait_timeout", "recheck_interval"}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise ConfigError(
+                f"unknown lock_store option(s) {', '.join(unknown)}; "
+                f"known: {', '.join(sorted(known))}"
+            )
+        values = {}
+        for name, raw in options.items():
+            try:
+                values[name] = float(raw)
+            except (TypeError, ValueError) as error:
+                raise ConfigError(f"lock_store {name} must be a number, got {raw!r}") from error
+        return cls(**values)
+
+    @property
+    def lease_ms(self) -> int:
+        return max(1, int(self.lease_seconds * 1000))
+
+    @property
+    def key_ttl_ms(self) -> int:
+        return int(max(MIN_KEY_TTL_SECONDS, 3 * self.lease_seconds) * 1000)
+
+
+@dataclass
+class LockTurn:
+    """What ``lock()`` yields: which ticket holds the conversation and how long it queued.
+
+    ``lease_lost`` turns true if the lease lapsed while the turn ran (the process stalled or
+    Redis was unreachable for a whole lease), i.e. another turn may have run concurrently.
+    """
+
+    conversation_id: str
+    ticket: int
+    waited_seconds: float
+    lease_lost: bool = False
+
+
+@dataclass(frozen=True)
+class _TicketKeys:
+    queue: str
+    leases: str
+    seq: str
+    wake_prefix: str
+
+    @classmethod
+    def for_conversation(cls, conversation_id: str) -> _TicketKeys:
+        return cls(
+            queue=conversation_key(conversation_id, "lock", "queue"),
+            leases=conversation_key(conversation_id, "lock", "leases"),
+            seq=conversation_key(conversation_id, "lock", "seq"),
+            wake_prefix=conversation_key(conversation_id, "lock", "wake") + ":",
+        )
+
+    @property
+    def script_keys(self) -> List[str]:
+        return [self.queue, self.leases, self.seq]
+
+
+def _unavailable(action: str, error: BaseException) -> StateUnavailable:
+    return StateUnavailable(f"lock store: Redis unavailable while {action} ({error})")
+
+
+class RedisFifoLockStore(LockStore):
+    """Atomic FIFO ticket lock per conversation with fast hand-off and renewed leases.
+
+    Only the async ``lock()`` context manager is supported: it is the one entry point Rasa's
+    processor, agent and HTTP API use. The stock store's synchronous ticket methods
+    (``issue_ticket``, ``get_lock``, …) describe a different protocol and raise
+    ``NotImplementedError``.
+    """
+
+    def __init__(
+        self,
+        url: Optional[str] = None,
+        settings: Optional[FifoLockSettings] = None,
+        endpoint_config: Optional[EndpointConfig] = None,
+    ) -> None:
+        """``url`` defaults to REDIS_URL; Rasa passes ``endpoint_config`` from endpoints.yml."""
+        if endpoint_config is not None:
+            url = endpoint_config.url or url
+            settings = FifoLockSettings.from_options(endpoint_config.kwargs)
+        if url is not None and not url.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError(
+                f"lock_store url must be a redis://, rediss:// or unix:// URL, got {url!r}"
+            )
+        self.url = url
+        self.settings = settings or FifoLockSettings()
+        super().__init__()
+
+    @asynccontextmanager
+    async def lock(
+        self,
+        conversation_id: str,
+        lock_lifetime: float = LOCK_LIFETIME,
+        wait_time_in_seconds: float = 1,
+    ) -> AsyncIterator[LockTurn]:
+        """Hold ``conversation_id`` exclusively, after every turn that asked for it earlier.
+
+        ``lock_lifetime`` and ``wait_time_in_seconds`` exist for signature compatibility with
+        ``LockStore.lock`` and are not used: a fixed lifetime is what breaks long turns, and
+        nothing here polls; ``FifoLockSettings`` governs both.
+
+        Raises ``LockWaitTimeout`` after ``wait_timeout`` seconds of waiting, ``LockError`` if
+        the waiting ticket's lease lapsed, ``StateUnavailable`` if Redis fails.
+        """
+        client = redis_client(self.url)
+        keys = _TicketKeys.for_conversation(conversation_id)
+        token = f"{os.getpid()}-{uuid.uuid4().hex}"
+        started = time.monotonic()
+        number, position = await self._run(
+            client, _ENQUEUE, keys, [token, self.settings.lease_ms], "queueing a turn"
+        )
+        turn = LockTurn(conversation_id, int(number), waited_seconds=0.0)
+        leaving = asyncio.Event()
+        keeper = asyncio.create_task(self._keep_lease(client, keys, token, turn, leaving))
+        completed = False
+        try:
+            await self._wait_for_turn(client, keys, token, int(position), started, turn)
+            yield turn
+            completed = True
+        finally:
+            leaving.set()
+            keeper.cancel()
+            await asyncio.wait([keeper])
+            await self._leave(client, keys, token, turn, loud=completed)
+
+    async def live_tickets(self, conversation_id: str) -> int:
+        """Turns holding or waiting for ``conversation_id``'s lock (for health checks)."""
+        client = redis_client(self.url)
+        keys = _TicketKeys.for_conversation(conversation_id)
+        return int(await self._run(client, _LIVE_TICKETS, keys, [], "counting tickets"))
+
+    async def _wait_for_turn(
+        self,
+        client: aioredis.Redis,
+        keys: _TicketKeys,
+        token: str,
+        position: int,
+        started: float,
+        turn: LockTurn,
+    ) -> None:
+        deadline = started + self.settings.wait_timeout
+        wake_key = keys.wake_prefix + token
+        while position != 0:
+            if position == TICKET_GONE:
+                raise LockError(
+                    f"conversation {turn.conversation_id}: ticket {turn.ticket} lapsed while "
+                    f"waiting (not renewed for {self.settings.lease_seconds:g} s: the process "
+                    f"stalled or Redis was unreachable)"
+                )
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise LockWaitTimeout(
+                    f"conversation {turn.conversation_id}: waited "
+                    f"{time.monotonic() - started:.1f} s for the turn lock (limit "
+                    f"{self.settings.wait_timeout:g} s) with {position} earlier turn(s) still "
+                    f"ahead; this turn left the queue"
+                )
+            block = max(MIN_BLOCK_SECONDS, min(self.settings.recheck_interval, remaining))
+            try:
+                await client.blpop([wake_key], timeout=block)
+            except REDIS_FAILURES as error:
+                raise _unavailable("waiting for the turn lock", error) from error
+            position = int(
+                await self._run(
+                    client, _RENEW, keys, [token, self.settings.lease_ms], "checking the queue"
+                )
+            )
+        turn.waited_seconds = time.monotonic() - started
+        logger.debug(
+            "conversation %s: ticket %d holds the lock after %.1f ms",
+            turn.conversation_id,
+            turn.ticket,
+            turn.waited_seconds * 1000,
+        )
+
+    async def _keep_lease(
+        self,
+        client: aioredis.Redis,
+        keys: _TicketKeys,
+        token: str,
+        turn: LockTurn,
+        leaving: asyncio.Event,
+    ) -> None:
+        """Renews the ticket every third of a lease for as long as its ``lock()`` call lives.
+
+        Stops on ``leaving`` as well as on cancellation: on Python 3.10 redis-py's
+        ``asyncio.wait_for`` around socket writes can swallow a cancel that lands as the write
+        completes, and a keeper that outlived its turn would hold the lock forever.
+        """
+        while not leaving.is_set():
+            await asyncio.sleep(self.settings.lease_seconds / 3)
+            try:
+                position = await self._run(
+                    client, _RENEW, keys, [token, self.settings.lease_ms], "renewing a lease"
+                )
+            except StateUnavailable as error:
+                logger.warning("conversation %s: %s", turn.conversation_id, error)
+                continue
+            if position == TICKET_GONE:
+                turn.lease_lost = True
+                logger.error(
+                    "conversation %s: the lease of ticket %d lapsed (not renewed for %g s); "
+                    "another turn may run concurrently",
+                    turn.conversation_id,
+                    turn.ticket,
+                    self.settings.lease_seconds,
+                )
+                return
+
+    async def _leave(
+        self, client: aioredis.Redis, keys: _TicketKeys, token: str, turn: LockTurn, loud: bool
+    ) -> None:
+        """Releases the lock or withdraws the waiting ticket, waking whoever is next.
+
+        ``loud`` is false while another exception is already propagating: that one is the
+        turn's real failure, and an unreachable Redis lets the lease lapse on its own.
+        """
+        try:
+            await self._run(client, _LEAVE, keys, [token], "releasing the turn lock")
+        except StateUnavailable as error:
+            if loud:
+                raise
+            logger.error(
+                "conversation %s: ticket %d not released, it lapses after %g s: %s",
+                turn.conversation_id,
+                turn.ticket,
+                self.settings.lease_seconds,
+                error,
+            )
+
+    async def _run(
+        self,
+        client: aioredis.Redis,
+        script: str,
+        keys: _TicketKeys,
+        args: Sequence[Any],
+        action: str,
+    ) -> Any:
+        try:
+            return await client.register_script(script)(
+                keys=keys.script_keys,
+                args=[keys.wake_prefix, self.settings.key_ttl_ms, *args],
+            )
+        except REDIS_FAILURES as error:
+            raise _unavailable(action, error) from error
+
+    def _unsupported(self, method: str) -> NoReturn:
+        raise NotImplementedError(
+            f"{type(self).__name__}.{method} is not supported: this store's tickets live in "
+            f"Redis scripts; use `async with lock_store.lock(conversation_id)`"
+        )
+
+    def get_lock(self, conversation_id: str) -> NoReturn:
+        self._unsupported("get_lock")
+
+    def delete_lock(self, conversation_id: str) -> NoReturn:
+        self._unsupported("delete_lock")
+
+    def save_lock(self, lock: Any) -> NoReturn:
+        self._unsupported("save_lock")
+
+    def issue_ticket(self, conversation_id: str, lock_lifetime: float = LOCK_LIFETIME) -> NoReturn:
+        self._unsupported("issue_ticket")
+
+    def update_lock(self, conversation_id: str) -> NoReturn:
+        self._unsupported("update_lock")
+
+    def get_or_create_lock(self, conversation_id: str) -> NoReturn:
+        self._unsupported("get_or_create_lock")
+
+    def is_someone_waiting(self, conversation_id: str) -> NoReturn:
+        self._unsupported("is_someone_waiting (use the async live_tickets)")
+
+    def finish_serving(self, conversation_id: str, ticket_number: int) -> NoReturn:
+        self._unsupported("finish_serving")
+
+    def cleanup(self, conversation_id: str, ticket_number: int) -> NoReturn:
+        self._unsupported("cleanup")
