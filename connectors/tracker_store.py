@@ -68,8 +68,7 @@ _EVENTS_KEY_PREFIX, _EVENTS_KEY_SUFFIX = conversation_key("\0", "events").split(
 # the same script means a chat tab sees exactly the events that were stored, in log order.
 _APPEND_SCRIPT = """
 local length = redis.call('LLEN', KEYS[1])
-local expected = tonumber(ARGV[1])
-if expected >= 0 and length ~= expected then
+if length ~= tonumber(ARGV[1]) then
   return {0, length}
 end
 if length == 0 then
@@ -358,7 +357,7 @@ class RedisEventLogTrackerStore(TrackerStore):
                     self._session_start_key(conversation_id),
                 ],
                 args=[
-                    expected if pending else -1,
+                    expected,
                     self.inactivity_expiry,
                     conversation_key(conversation_id, "live"),
                     live_prefix,
