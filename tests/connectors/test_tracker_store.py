@@ -16,6 +16,7 @@ from typing import List
 import pytest
 import redis
 import redis.asyncio as aioredis
+from rasa.core.brokers.broker import EventBroker
 from rasa.core.tracker_store import FailSafeTrackerStore, InMemoryTrackerStore, create_tracker_store
 from rasa.shared.core.domain import Domain
 from rasa.shared.core.events import (
@@ -221,6 +222,27 @@ async def test_multi_session_reads_match_rasas_in_memory_store(redis_url: str) -
         )
 
 
+class CollectingBroker(EventBroker):
+    """Rasa's event-broker interface, keeping what it is given."""
+
+    def __init__(self) -> None:
+        self.published: List[dict] = []
+
+    def publish(self, event: dict) -> None:
+        self.published.append(event)
+
+
+async def test_rasas_event_broker_gets_each_new_event_once(redis_url: str) -> None:
+    broker = CollectingBroker()
+    store = RedisEventLogTrackerStore(domain=DOMAIN, host=redis_url, event_broker=broker)
+    await take_turn(store, "c_broker", session_start() + turn("A1"))
+    await take_turn(store, "c_broker", turn("A2"))
+    await store.save(await store.retrieve("c_broker"))
+
+    stored = await store.read_events("c_broker")
+    assert broker.published == [{"sender_id": "c_broker", **event} for event in stored]
+
+
 async def test_handed_out_trackers_are_independent_of_the_cache(redis_url: str) -> None:
     store = make_store(redis_url)
     await take_turn(store, "c_copy", session_start() + turn("A1"))
@@ -398,6 +420,15 @@ def test_two_processes_appending_to_one_conversation_keep_every_event_once(
 # --- Redis failures ---------------------------------------------------------------------------
 
 
+def wait_until_loaded(url: str) -> None:
+    """A restarted Redis listens before it has replayed its append-only file."""
+    with redis.Redis.from_url(url) as sync_client:
+        deadline = time.monotonic() + 10
+        while sync_client.info("persistence")["loading"]:
+            assert time.monotonic() < deadline, "Redis did not finish loading its data"
+            time.sleep(0.02)
+
+
 async def test_redis_stopped_mid_conversation_then_restarted(tmp_path: Path) -> None:
     server = RedisServer(tmp_path / "redis").start()
     try:
@@ -418,6 +449,7 @@ async def test_redis_stopped_mid_conversation_then_restarted(tmp_path: Path) -> 
             await store.keys()
 
         server = RedisServer(server.data_dir, port=server.port).start()
+        wait_until_loaded(server.url)
         assert await store.read_events("c_outage") == before, "the failed save left a trace"
         again = await make_store(server.url).retrieve("c_outage")
         assert event_dicts(again) == before
