@@ -96,6 +96,7 @@ class RasaStack:
     action_port: int = field(default_factory=free_port)
     action_proc: Optional[subprocess.Popen] = None
     rasa_proc: Optional[subprocess.Popen] = None
+    owns_action_server: bool = True
 
     @property
     def base_url(self) -> str:
@@ -139,9 +140,27 @@ class RasaStack:
         self.start_rasa()
         wait_for_model(self.base_url, self.env["RASA_AUTH_TOKEN"], timeout, self.rasa_proc)
 
+    def replica(self, timeout: float = 180) -> RasaStack:
+        """A second Rasa server on the same Redis and action server, with the same settings
+        (``PUBLIC_BASE_URL`` included, as replicas behind one load balancer have)."""
+        other = RasaStack(
+            model=self.model,
+            env=self.env,
+            credentials=self.credentials,
+            log_dir=self.log_dir,
+            action_port=self.action_port,
+            action_proc=self.action_proc,
+            owns_action_server=False,
+        )
+        other.start_rasa()
+        wait_for_model(other.base_url, self.env["RASA_AUTH_TOKEN"], timeout, other.rasa_proc)
+        return other
+
     def stop(self) -> None:
+        """Stop the Rasa server, and the action server too unless a replica borrowed it."""
         stop(self.rasa_proc)
-        stop(self.action_proc)
+        if self.owns_action_server:
+            stop(self.action_proc)
 
     def rasa_log(self) -> str:
         path = self.log_dir / f"rasa-{self.rasa_port}.log"

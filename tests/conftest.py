@@ -7,9 +7,15 @@ from pathlib import Path
 import pytest
 import redis
 
+from devtools.fake_llm import FakeLlm
+from devtools.fake_twilio import FakeTwilio
 from devtools.model import ensure_model
 from devtools.processes import RedisServer, free_port
 from devtools.stack import RasaStack, local_secrets, with_rest_channel
+
+#: The shared stack's Rasa port, chosen once so its secrets (PUBLIC_BASE_URL) are known early.
+STACK_RASA_PORT = free_port()
+STACK_SECRETS = local_secrets(STACK_RASA_PORT)
 
 
 @pytest.fixture(scope="session")
@@ -42,24 +48,52 @@ def stack_redis(tmp_path_factory: pytest.TempPathFactory) -> RedisServer:
 
 
 @pytest.fixture(scope="session")
+def fake_twilio() -> FakeTwilio:
+    """Twilio's REST API on loopback, for the shared stack's account (see devtools/fake_twilio)."""
+    fake = FakeTwilio(STACK_SECRETS["TWILIO_ACCOUNT_SID"], STACK_SECRETS["TWILIO_AUTH_TOKEN"])
+    fake.start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture(scope="session")
+def fake_llm() -> FakeLlm:
+    """An OpenAI-compatible LLM provider on loopback; tests script its answers."""
+    fake = FakeLlm().start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture(scope="session")
 def rasa_stack(
-    trained_model: Path, stack_redis: RedisServer, tmp_path_factory: pytest.TempPathFactory
+    trained_model: Path,
+    stack_redis: RedisServer,
+    fake_twilio: FakeTwilio,
+    fake_llm: FakeLlm,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> RasaStack:
     """One action server and one Rasa server with every connector, for the whole test run.
 
     Loading a model takes tens of seconds, so tests share this stack and keep their
-    conversations apart by using fresh phone numbers and user ids.
+    conversations apart by using fresh phone numbers and user ids. Twilio's API and the LLM
+    provider are the local fakes above; ``stack.env`` holds every secret the tests sign with.
     """
     work = tmp_path_factory.mktemp("stack")
     credentials = with_rest_channel(work)
-    rasa_port = free_port()
-    env = {**local_secrets(rasa_port), "REDIS_URL": stack_redis.url}
+    env = {
+        **STACK_SECRETS,
+        "REDIS_URL": stack_redis.url,
+        "TWILIO_API_BASE_URL": fake_twilio.url,
+        "OPENAI_BASE_URL": fake_llm.base_url,
+        "OPENAI_API_KEY": "sk-local-fake",
+        "LLM_MODEL": "fake-model",
+    }
     stack = RasaStack(
         model=trained_model,
         env=env,
         credentials=credentials,
         log_dir=work / "logs",
-        rasa_port=rasa_port,
+        rasa_port=STACK_RASA_PORT,
     )
     try:
         stack.start()
@@ -69,3 +103,12 @@ def rasa_stack(
         raise
     yield stack
     stack.stop()
+
+
+@pytest.fixture(scope="session")
+def rasa_replica(rasa_stack: RasaStack) -> RasaStack:
+    """A second Rasa server process behind the same "load balancer" (same Redis, action server
+    and settings), for cross-replica tests. Started once, on first use."""
+    replica = rasa_stack.replica()
+    yield replica
+    replica.stop()

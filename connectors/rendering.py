@@ -1,0 +1,137 @@
+"""The one place that turns Rasa's bot messages into each channel's natural form.
+
+Rasa hands an output channel one dict per bot message (``text``, ``buttons``, ``image``,
+``custom``, ``attachment``, ``elements``, ``quick_replies``). Connectors parse it once, at the
+edge, into a :class:`BotMessage`, and render a turn's messages with the function for their
+channel:
+
+- :func:`render_voice` for VAPI: plain speakable sentences (no markdown, emoji or raw URLs;
+  buttons spoken as choices);
+- :func:`render_sms` for Twilio: as few SMS as sensible within a length limit, GSM-7 where a safe
+  substitution exists, buttons as numbered options, images as MMS media;
+- :func:`render_chat` for the web chat: the rich form (markdown, buttons, images, custom).
+
+Designers' ``channel:`` response variations are chosen by Rasa before a message gets here (by the
+output channel's ``name()``); rendering still applies to whatever they wrote.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+
+@dataclass(frozen=True)
+class Button:
+    """A choice offered to the customer; ``payload`` is what choosing it sends back to Rasa."""
+
+    title: str
+    payload: str
+
+
+@dataclass(frozen=True)
+class BotMessage:
+    """One bot message as Rasa produced it, parsed from the dict given to ``send_response``."""
+
+    text: str = ""
+    buttons: Tuple[Button, ...] = ()
+    image: Optional[str] = None
+    attachment: Optional[str] = None
+    custom: Optional[Dict[str, Any]] = None
+
+    @classmethod
+    def from_rasa(cls, message: Mapping[str, Any]) -> BotMessage:
+        """Parse Rasa's message dict; quick replies count as buttons, malformed ones are dropped.
+
+        ``elements`` (carousels) have no equivalent on any of our channels besides their titles,
+        so they are folded into the text.
+        """
+        text = str(message.get("text") or "")
+        buttons = tuple(
+            Button(title=str(item["title"]), payload=str(item.get("payload") or item["title"]))
+            for item in list(message.get("buttons") or []) + list(message.get("quick_replies") or [])
+            if isinstance(item, Mapping) and item.get("title")
+        )
+        elements = [
+            str(item.get("title"))
+            for item in message.get("elements") or []
+            if isinstance(item, Mapping) and item.get("title")
+        ]
+        if elements:
+            text = "\n".join([text, *elements]) if text else "\n".join(elements)
+        custom = message.get("custom")
+        attachment = message.get("attachment")
+        return cls(
+            text=text,
+            buttons=buttons,
+            image=str(message["image"]) if message.get("image") else None,
+            attachment=str(attachment) if isinstance(attachment, str) and attachment else None,
+            custom=dict(custom) if isinstance(custom, Mapping) else None,
+        )
+
+    def as_dict(self) -> Dict[str, Any]:
+        """The message in Rasa's dict form (for storage, replay and chat frames)."""
+        result: Dict[str, Any] = {}
+        if self.text:
+            result["text"] = self.text
+        if self.buttons:
+            result["buttons"] = [{"title": b.title, "payload": b.payload} for b in self.buttons]
+        if self.image:
+            result["image"] = self.image
+        if self.attachment:
+            result["attachment"] = self.attachment
+        if self.custom is not None:
+            result["custom"] = self.custom
+        return result
+
+
+@dataclass
+class TurnOutput:
+    """Everything a turn sent to one output channel, in order."""
+
+    messages: List[BotMessage] = field(default_factory=list)
+
+    def add(self, message: Mapping[str, Any]) -> BotMessage:
+        parsed = BotMessage.from_rasa(message)
+        self.messages.append(parsed)
+        return parsed
+
+
+_MARKDOWN_LINK = re.compile(r"\[([^\]]+)\]\((\S+?)\)")
+_MARKDOWN_EMPHASIS = re.compile(r"(\*\*|__|\*|_|~~|`)(?=\S)(.+?)(?<=\S)\1")
+_MARKDOWN_HEADING = re.compile(r"^\s{0,3}#{1,6}\s+", re.MULTILINE)
+_MARKDOWN_BULLET = re.compile(r"^\s*[-*+]\s+", re.MULTILINE)
+
+
+def strip_markdown(text: str, keep_link_urls: bool = True) -> str:
+    """Plain text from the small markdown subset designers use in responses.
+
+    ``[label](url)`` becomes ``label (url)`` when ``keep_link_urls``, else just ``label``.
+    """
+    text = _MARKDOWN_LINK.sub(
+        (lambda m: f"{m.group(1)} ({m.group(2)})") if keep_link_urls else (lambda m: m.group(1)),
+        text,
+    )
+    text = _MARKDOWN_HEADING.sub("", text)
+    text = _MARKDOWN_BULLET.sub("- ", text)
+    previous = None
+    while previous != text:
+        previous = text
+        text = _MARKDOWN_EMPHASIS.sub(r"\2", text)
+    return text
+
+
+# ---------------------------------------------------------------------------------------------
+# Voice (VAPI)
+# ---------------------------------------------------------------------------------------------
+
+
+# ---------------------------------------------------------------------------------------------
+# SMS (Twilio)
+# ---------------------------------------------------------------------------------------------
+
+
+# ---------------------------------------------------------------------------------------------
+# Chat (web chat widget)
+# ---------------------------------------------------------------------------------------------
