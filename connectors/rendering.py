@@ -50,7 +50,8 @@ class BotMessage:
         text = str(message.get("text") or "")
         buttons = tuple(
             Button(title=str(item["title"]), payload=str(item.get("payload") or item["title"]))
-            for item in list(message.get("buttons") or []) + list(message.get("quick_replies") or [])
+            for item in list(message.get("buttons") or [])
+            + list(message.get("quick_replies") or [])
             if isinstance(item, Mapping) and item.get("title")
         )
         elements = [

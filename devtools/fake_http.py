@@ -14,7 +14,8 @@ from typing import Any, Dict, Optional, Tuple
 
 
 class FakeServer:
-    """Runs ``handler_class`` on 127.0.0.1 in a daemon thread; the handler sees ``self.server.fake``."""
+    """Runs ``handler_class`` on 127.0.0.1 in a daemon thread; handlers reach the fake as
+    ``self.server.fake``."""
 
     handler_class: type[BaseHTTPRequestHandler]
 
@@ -58,7 +59,9 @@ class JsonHandler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(length) if length else b""
 
-    def send_json(self, status: int, payload: Any, headers: Tuple[Tuple[str, str], ...] = ()) -> None:
+    def send_json(
+        self, status: int, payload: Any, headers: Tuple[Tuple[str, str], ...] = ()
+    ) -> None:
         body = json.dumps(payload).encode("utf-8")
         self.send_response(status)
         self.send_header("Content-Type", "application/json")

@@ -72,7 +72,7 @@ class _Handler(JsonHandler):
         self.close_connection = True
 
     def _event(self, payload: Dict[str, Any]) -> None:
-        self.wfile.write(f"data: {json.dumps(payload)}\n\n".encode("utf-8"))
+        self.wfile.write(f"data: {json.dumps(payload)}\n\n".encode())
         self.wfile.flush()
 
 

@@ -71,7 +71,9 @@ class _Handler(JsonHandler):
         params = urllib.parse.parse_qs(body.decode("utf-8"), keep_blank_values=True)
         error = fake.next_failure()
         if error:
-            self.send_json(error, {"code": 20500, "message": "Internal Server Error", "status": error})
+            self.send_json(
+                error, {"code": 20500, "message": "Internal Server Error", "status": error}
+            )
             return
         to = (params.get("To") or [""])[0]
         if not to:
@@ -163,7 +165,9 @@ class FakeTwilio(FakeServer):
         with self.lock:
             return [m for m in self.messages if m.to == number]
 
-    def wait_for_messages(self, number: str, count: int = 1, timeout: float = 30) -> List[SentMessage]:
+    def wait_for_messages(
+        self, number: str, count: int = 1, timeout: float = 30
+    ) -> List[SentMessage]:
         """The messages sent to ``number`` once there are ``count`` of them (or TimeoutError)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
