@@ -1,0 +1,229 @@
+"""The LLM fallback: what the assistant says when neither NLU nor the dialogue policies know.
+
+Used for the ``nlu_fallback`` intent (rules) and as RulePolicy's core fallback. It asks any
+OpenAI-compatible chat-completions server (``OPENAI_BASE_URL``, ``OPENAI_API_KEY``,
+``LLM_MODEL``) through the ``openai`` SDK. The prompt carries the whole conversation across
+every channel, each turn labelled with the channel it happened on, the known slots (and the
+order they name), and the current channel's style and hard limits; the answer is held to those
+limits again afterwards (:func:`actions.formatting.fit`), since models do not always listen.
+
+Each channel has a time budget (voice 4 s, chat 8 s, SMS 12 s) that covers one retry on 429 or
+5xx. On timeout, error or no key, the designer's ``utter_llm_fallback_offline`` response (with
+its channel variations) is said instead. The exchange is not reverted: it stays in the history
+every channel sees.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any, Dict, List, Optional, Tuple
+
+import openai
+from openai import AsyncOpenAI
+from rasa_sdk import Action, Tracker
+from rasa_sdk.events import EventType
+from rasa_sdk.executor import CollectingDispatcher
+
+from actions.channel import CHANNELS, INPUT_CHANNEL_KINDS
+from actions.formatting import DEFAULT_CHANNEL, ChannelStyle, current_channel, fit, style_for
+from actions.orders import find_order
+from connectors.settings import load_settings
+
+logger = logging.getLogger(__name__)
+
+OFFLINE_RESPONSE = "utter_llm_fallback_offline"
+#: Bot messages that carry no content (fillers said while the LLM works) stay out of the prompt.
+FILLER_RESPONSES = frozenset({"utter_one_moment"})
+#: The prompt keeps this many most recent turns; older ones add cost, not answers.
+MAX_HISTORY_TURNS = 40
+#: Below this many seconds left, a retry could not finish: give up at once.
+MIN_ATTEMPT_SECONDS = 0.3
+RETRY_PAUSE_SECONDS = 0.25
+#: Slots that are machinery, not facts about the customer.
+HIDDEN_SLOTS = frozenset({"requested_slot", "session_started_metadata", "unheard_remainder"})
+
+SYSTEM_PROMPT = """\
+You are the customer-support assistant of Acme Shop, an online shop. You help with orders, \
+tracking, refunds and returns, and you can pass the customer to a person.
+One customer, one conversation: they reach us by phone (voice), by text message (sms) and in the \
+web chat (chat), and the history below includes every channel; each turn is labelled with the \
+channel it happened on. Never ask again for something the history already tells you.
+Answer only the customer's latest message. Do not invent order details, prices or policies \
+that are not given here; if you do not know, say so and offer to connect them with a person.
+
+You are answering on: {channel}.
+Style for {channel}: {guidance}
+Hard limits for {channel}: {limits}. Do not start your answer with a channel label.
+
+Known about this conversation:
+{facts}"""
+
+
+class LlmUnavailable(Exception):
+    """No usable answer from the LLM within the channel's budget; the reason is safe to log."""
+
+
+def _event_channel(event: Dict[str, Any]) -> Optional[str]:
+    metadata = event.get("metadata") or {}
+    claimed = metadata.get("channel") if isinstance(metadata, dict) else None
+    if claimed in CHANNELS:
+        return claimed
+    return INPUT_CHANNEL_KINDS.get(event.get("input_channel") or "")
+
+
+def conversation_turns(tracker: Tracker) -> List[Tuple[str, str, str]]:
+    """``(role, channel, text)`` for every user and bot message, oldest first.
+
+    A user message's channel is its metadata's (or its input channel's); a bot message's is its
+    own metadata's when it names one (a text sent by SMS during a call), else the channel of the
+    user message it answered. A message cut off by a barge-in is shown as far as it was heard.
+    """
+    turns: List[Tuple[str, str, str]] = []
+    channel = DEFAULT_CHANNEL
+    for event in tracker.events:
+        kind = event.get("event")
+        if kind == "user":
+            channel = _event_channel(event) or channel
+            text = event.get("text") or ""
+            barge_in = (event.get("metadata") or {}).get("barge_in")
+            if isinstance(barge_in, dict) and turns and turns[-1][0] == "assistant":
+                heard = str(barge_in.get("heard_text") or "").strip()
+                role, bot_channel, _ = turns[-1]
+                turns[-1] = (
+                    role,
+                    bot_channel,
+                    f"{heard} [interrupted by the customer here]"
+                    if heard
+                    else "[interrupted before the customer heard anything]",
+                )
+            if text and not text.startswith("/"):
+                turns.append(("user", channel, text))
+        elif kind == "bot":
+            metadata = event.get("metadata") or {}
+            if metadata.get("utter_action") in FILLER_RESPONSES or not event.get("text"):
+                continue
+            bot_channel = _event_channel(event) or channel
+            turns.append(("assistant", bot_channel, event["text"]))
+    return turns[-MAX_HISTORY_TURNS:]
+
+
+def known_facts(tracker: Tracker) -> str:
+    """The slots worth knowing, and the facts of the order they name, one per line."""
+    lines = []
+    for name, value in sorted(tracker.slots.items()):
+        if value is None or name in HIDDEN_SLOTS or value == []:
+            continue
+        lines.append(f"- {name}: {value}")
+    order = find_order(tracker.get_slot("order_number"))
+    if order is not None:
+        details = [f"items: {order.description}", f"status: {order.status}"]
+        if order.carrier:
+            details.append(f"carrier: {order.carrier}")
+        if order.tracking_number:
+            details.append(f"tracking number: {order.tracking_number}")
+        if order.estimated_delivery:
+            details.append(f"estimated delivery: {order.estimated_delivery}")
+        if order.delivered_on:
+            details.append(f"delivered on: {order.delivered_on}")
+        details.append("refundable" if order.refundable else "not refundable")
+        lines.append(f"- order {order.number}: " + ", ".join(details))
+    return "\n".join(lines) if lines else "- nothing yet"
+
+
+def build_messages(tracker: Tracker, style: ChannelStyle) -> List[Dict[str, str]]:
+    """The chat-completions messages: instructions, then the labelled cross-channel history."""
+    system = SYSTEM_PROMPT.format(
+        channel=style.channel,
+        guidance=style.guidance,
+        limits=style.limits_text(),
+        facts=known_facts(tracker),
+    )
+    messages = [{"role": "system", "content": system}]
+    for role, channel, text in conversation_turns(tracker):
+        messages.append({"role": role, "content": f"[{channel}] {text}"})
+    return messages
+
+
+def _retryable(error: Exception) -> bool:
+    if isinstance(error, openai.APIStatusError):
+        return error.status_code == 429 or error.status_code >= 500
+    return False
+
+
+async def complete(messages: List[Dict[str, str]], style: ChannelStyle) -> str:
+    """The LLM's answer within ``style.llm_budget`` seconds (one retry on 429/5xx), or
+    LlmUnavailable."""
+    settings = load_settings()
+    if not settings.openai_api_key:
+        raise LlmUnavailable("OPENAI_API_KEY is not set")
+    deadline = time.monotonic() + style.llm_budget
+    async with AsyncOpenAI(
+        api_key=settings.openai_api_key,
+        base_url=settings.openai_base_url,
+        max_retries=0,
+        timeout=style.llm_budget,
+    ) as client:
+        for attempt in (1, 2):
+            remaining = deadline - time.monotonic()
+            if remaining < MIN_ATTEMPT_SECONDS:
+                raise LlmUnavailable(f"{style.channel} budget of {style.llm_budget:g} s spent")
+            try:
+                response = await asyncio.wait_for(
+                    client.chat.completions.create(
+                        model=settings.llm_model,
+                        messages=messages,
+                        max_tokens=style.llm_max_tokens,
+                        temperature=0.3,
+                        timeout=remaining,
+                    ),
+                    timeout=remaining,
+                )
+            except (asyncio.TimeoutError, openai.APITimeoutError) as error:
+                raise LlmUnavailable(
+                    f"no answer within the {style.channel} budget of {style.llm_budget:g} s"
+                ) from error
+            except openai.OpenAIError as error:
+                if attempt == 1 and _retryable(error):
+                    logger.info("LLM answered %s; retrying once", getattr(error, "status_code", ""))
+                    await asyncio.sleep(
+                        min(RETRY_PAUSE_SECONDS, max(0.0, deadline - time.monotonic() - 1))
+                    )
+                    continue
+                raise LlmUnavailable(f"LLM error: {type(error).__name__}") from error
+            choices = response.choices or []
+            content = (choices[0].message.content or "").strip() if choices else ""
+            if not content:
+                raise LlmUnavailable("LLM gave an empty answer")
+            return content
+    raise LlmUnavailable("LLM failed twice")
+
+
+class ActionLlmFallback(Action):
+    """Answers what the assistant was not built for, in the current channel's form."""
+
+    def name(self) -> str:
+        return "action_llm_fallback"
+
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: Dict[str, Any]
+    ) -> List[EventType]:
+        style = style_for(current_channel(tracker))
+        started = time.monotonic()
+        try:
+            answer = fit(await complete(build_messages(tracker, style), style), style.channel)
+        except LlmUnavailable as error:
+            logger.warning(
+                "LLM fallback unavailable on %s after %.1f s: %s",
+                style.channel,
+                time.monotonic() - started,
+                error,
+            )
+            dispatcher.utter_message(response=OFFLINE_RESPONSE)
+            return []
+        if not answer:
+            dispatcher.utter_message(response=OFFLINE_RESPONSE)
+            return []
+        dispatcher.utter_message(text=answer, llm_fallback=True)
+        return []
