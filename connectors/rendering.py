@@ -39,6 +39,11 @@ class BotMessage:
     image: Optional[str] = None
     attachment: Optional[str] = None
     custom: Optional[Dict[str, Any]] = None
+    #: Set when the message was already delivered on another channel kind ("sms" for a copy of
+    #: a text sent during a call by ``action_send_by_sms``): it is in the tracker so every
+    #: channel's history shows it, but a live channel must not say it again (see
+    #: :meth:`is_for`).
+    delivered_on: Optional[str] = None
 
     @classmethod
     def from_rasa(cls, message: Mapping[str, Any]) -> BotMessage:
@@ -69,7 +74,17 @@ class BotMessage:
             image=str(message["image"]) if message.get("image") else None,
             attachment=str(attachment) if isinstance(attachment, str) and attachment else None,
             custom=dict(custom) if isinstance(custom, Mapping) else None,
+            delivered_on=(
+                str(message["channel"])
+                if message.get("channel") in ("voice", "sms", "chat")
+                else None
+            ),
         )
+
+    def is_for(self, channel: str) -> bool:
+        """Whether a live ``channel`` ("voice", "sms", "chat") should deliver this message: not
+        when it was already delivered on another channel (history replay still shows it)."""
+        return self.delivered_on is None or self.delivered_on == channel
 
     def as_dict(self) -> Dict[str, Any]:
         """The message in Rasa's dict form (for storage, replay and chat frames)."""
@@ -84,6 +99,8 @@ class BotMessage:
             result["attachment"] = self.attachment
         if self.custom is not None:
             result["custom"] = self.custom
+        if self.delivered_on:
+            result["channel"] = self.delivered_on
         return result
 
 
