@@ -18,8 +18,12 @@ output channel's ``name()``); rendering still applies to whatever they wrote.
 from __future__ import annotations
 
 import re
+import time
+import unicodedata
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
+
+import phonenumbers
 
 
 @dataclass(frozen=True)
@@ -143,6 +147,169 @@ def strip_markdown(text: str, keep_link_urls: bool = True) -> str:
 # ---------------------------------------------------------------------------------------------
 # Voice (VAPI)
 # ---------------------------------------------------------------------------------------------
+
+#: Said instead of a link: a caller cannot click, and a URL read aloud helps nobody.
+VOICE_LINK_OFFER = "I can text you the link if you like."
+VOICE_MEDIA_OFFER = "I can text you the picture if you like."
+VOICE_ATTACHMENT_OFFER = "I can text you the file if you like."
+
+_URL = re.compile(r"(?:https?://|www\.)[^\s<>()]*[^\s<>().,;:!?'\"]", re.IGNORECASE)
+_ISO_DATE = re.compile(r"\b(\d{4})-(\d{2})-(\d{2})\b")
+_E164 = re.compile(r"(?<![\w+])\+\d{8,15}\b")
+_TOKEN = re.compile(r"\b[A-Za-z0-9]+\b")
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+_MONTHS = (
+    "January February March April May June July August September October November December"
+).split()
+#: Characters TTS engines read out by name or garble: emoji and their joiners/modifiers.
+_EMOJI_EXTRAS = {"\u200d", "\ufe0e", "\ufe0f", "\u20e3"}
+#: Sentences left with at most this many words once their URL is gone ("Track it here:") say
+#: nothing without the link, so they are dropped in favour of the offer to text it.
+_LINK_SENTENCE_MAX_WORDS = 5
+
+
+def _without_emoji(text: str) -> str:
+    return "".join(
+        ch
+        for ch in text
+        if ch not in _EMOJI_EXTRAS
+        and unicodedata.category(ch) not in ("So", "Cs", "Co")
+        and not ("\U0001f3fb" <= ch <= "\U0001f3ff")
+    )
+
+
+def _without_urls(text: str) -> Tuple[str, bool]:
+    """Text with raw URLs removed (sentences that only pointed at one dropped); True if any."""
+    if not _URL.search(text):
+        return text, False
+    kept = []
+    for sentence in _SENTENCE_END.split(text):
+        if not _URL.search(sentence):
+            kept.append(sentence)
+            continue
+        rest = re.sub(r"\s+", " ", _URL.sub("", sentence)).strip()
+        rest = re.sub(r"\s+([.,;:!?])", r"\1", rest)
+        rest = re.sub(r"[\s:;,(-]+([.!?]?)$", r"\1", rest).strip()
+        if len(re.findall(r"[A-Za-z']+", rest)) > _LINK_SENTENCE_MAX_WORDS:
+            kept.append(rest if rest.endswith((".", "!", "?")) else rest + ".")
+    return " ".join(kept), True
+
+
+def _spoken_date(match: re.Match) -> str:
+    year, month, day = (int(part) for part in match.groups())
+    if not 1 <= month <= 12 or not 1 <= day <= 31:
+        return match.group(0)
+    spoken = f"{_MONTHS[month - 1]} {day}"
+    return spoken if year == time.localtime().tm_year else f"{spoken}, {year}"
+
+
+def _spelled(characters: str, group: int) -> str:
+    """Characters one by one, in comma-separated groups so TTS pauses between them."""
+    if len(characters) <= group + 2:
+        return " ".join(characters)
+    chunks = [characters[i : i + group] for i in range(0, len(characters), group)]
+    return ", ".join(" ".join(chunk) for chunk in chunks)
+
+
+def _spoken_phone(match: re.Match) -> str:
+    try:
+        number = phonenumbers.parse(match.group(0))
+    except phonenumbers.NumberParseException:
+        return _spelled(match.group(0)[1:], 3)
+    international = phonenumbers.format_number(
+        number, phonenumbers.PhoneNumberFormat.INTERNATIONAL
+    )
+    return ", ".join(" ".join(group) for group in re.findall(r"\d+", international))
+
+
+def _spoken_token(match: re.Match) -> str:
+    token = match.group(0)
+    has_digit = any(ch.isdigit() for ch in token)
+    if token.isdigit() and len(token) >= 5:
+        return _spelled(token, 4)
+    if has_digit and len(token) >= 6 and any(ch.isalpha() for ch in token):
+        return _spelled(token.upper(), 4)
+    return token
+
+
+def speak_numbers(text: str) -> str:
+    """Numbers as a caller should hear them.
+
+    Order numbers, tracking codes and other ids are read character by character ("order
+    1 2 3 4 5", not "twelve thousand…"), long ones in groups; phone numbers in their usual
+    groups; ISO dates as "November 26". Amounts, times and numbers under five digits are left
+    to the speech engine, which reads those well.
+    """
+    text = _ISO_DATE.sub(_spoken_date, text)
+    text = _E164.sub(_spoken_phone, text)
+    return _TOKEN.sub(_spoken_token, text)
+
+
+def _sentences(text: str) -> str:
+    """One line of speech from multi-line text: list items and lines become sentences."""
+    lines = []
+    for raw in text.splitlines():
+        line = raw.strip()
+        if line.startswith("- "):
+            line = line[2:].strip()
+        if not line:
+            continue
+        lines.append(line if line[-1] in ".!?:;," else line + ".")
+    return re.sub(r"\s+", " ", " ".join(lines)).strip()
+
+
+def spoken_text(text: str) -> Tuple[str, bool]:
+    """Designers' text as speech: no markdown, emoji or URLs, numbers spoken sensibly.
+
+    Returns the speech and whether a link was removed (so the caller can be offered it by text).
+    """
+    had_link = bool(_MARKDOWN_LINK.search(text))
+    text = strip_markdown(text, keep_link_urls=False)
+    text, had_raw_url = _without_urls(text)
+    text = _sentences(_without_emoji(text))
+    return speak_numbers(text), had_link or had_raw_url
+
+
+def spoken_choices(titles: Sequence[str]) -> str:
+    """Buttons as a spoken invitation: "You can say A, B, or C." """
+    names = [name for name in (spoken_text(title)[0].rstrip(".") for title in titles) if name]
+    if not names:
+        return ""
+    if len(names) == 1:
+        listed = names[0]
+    elif len(names) == 2:
+        listed = f"{names[0]} or {names[1]}"
+    else:
+        listed = ", ".join(names[:-1]) + f", or {names[-1]}"
+    return f"You can say {listed}."
+
+
+def render_voice_message(message: BotMessage) -> str:
+    """What the caller hears for one bot message ("" when there is nothing to say).
+
+    ``custom`` payloads are never spoken: the voice connector acts on the ones meant for it
+    (call control) and other channels' payloads mean nothing on a call.
+    """
+    parts = []
+    speech, had_link = spoken_text(message.text) if message.text else ("", False)
+    if speech:
+        parts.append(speech)
+    if message.buttons:
+        parts.append(spoken_choices([button.title for button in message.buttons]))
+    if had_link:
+        parts.append(VOICE_LINK_OFFER)
+    if message.image:
+        parts.append(VOICE_MEDIA_OFFER)
+    if message.attachment:
+        parts.append(VOICE_ATTACHMENT_OFFER)
+    return " ".join(part for part in parts if part)
+
+
+def render_voice(messages: Iterable[BotMessage]) -> str:
+    """A whole turn as one utterance (the voice connector streams message by message with
+    :func:`render_voice_message`; this is the same speech, joined)."""
+    return " ".join(text for text in map(render_voice_message, messages) if text)
+
 
 
 # ---------------------------------------------------------------------------------------------
@@ -418,3 +585,97 @@ def match_button_reply(text: str, buttons: Sequence[Button]) -> Optional[Button]
 # ---------------------------------------------------------------------------------------------
 # Chat (web chat widget)
 # ---------------------------------------------------------------------------------------------
+
+#: Link schemes the chat turns into anchors; anything else (``javascript:``, ``data:``) stays
+#: plain text, so a response or an LLM answer can never put script into the page.
+CHAT_LINK_SCHEMES = ("https://", "http://", "mailto:", "tel:")
+
+_HTML_ESCAPES = str.maketrans(
+    {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#x27;"}
+)
+_CHAT_CODE = re.compile(r"`([^`\n]+)`")
+_CHAT_LINK = re.compile(r"\[([^\]\n]+)\]\(([^)\s]+)\)")
+_CHAT_BARE_URL = re.compile(r"(?<![\w/\"'=])(https?://[^\s<>\"']+[^\s<>\"'.,;:!?)\]])")
+_CHAT_STRONG = re.compile(r"(\*\*|__)(?=\S)(.+?)(?<=\S)\1")
+_CHAT_EMPHASIS = re.compile(r"(?<![\w*])([*_])(?=\S)(.+?)(?<=\S)\1(?![\w*])")
+_CHAT_BULLET = re.compile(r"^\s*[-*+]\s+(.*)$")
+_CHAT_PLACEHOLDER = re.compile(r"\x00(\d+)\x00")
+
+
+def escape_html(text: str) -> str:
+    """``text`` safe to place in HTML content and in quoted attribute values."""
+    return text.translate(_HTML_ESCAPES)
+
+
+def _chat_inline(text: str) -> str:
+    """One line of markdown as safe HTML: code, links, bare URLs, bold and italics."""
+    protected: List[str] = []
+
+    def keep(fragment: str) -> str:
+        protected.append(fragment)
+        return f"\x00{len(protected) - 1}\x00"
+
+    def link(label: str, url: str) -> str:
+        if not url.lower().startswith(CHAT_LINK_SCHEMES):
+            return keep(escape_html(label))
+        return keep(
+            f'<a href="{escape_html(url)}" target="_blank" rel="noopener noreferrer">'
+            f"{escape_html(label)}</a>"
+        )
+
+    text = text.replace("\x00", "")
+    text = _CHAT_CODE.sub(lambda m: keep(f"<code>{escape_html(m.group(1))}</code>"), text)
+    text = _CHAT_LINK.sub(lambda m: link(m.group(1), m.group(2)), text)
+    text = _CHAT_BARE_URL.sub(lambda m: link(m.group(1), m.group(1)), text)
+    text = escape_html(text)
+    text = _CHAT_STRONG.sub(r"<strong>\2</strong>", text)
+    text = _CHAT_EMPHASIS.sub(r"<em>\2</em>", text)
+    return _CHAT_PLACEHOLDER.sub(lambda m: protected[int(m.group(1))], text)
+
+
+def chat_html(markdown: str) -> str:
+    """The small markdown subset designers and the LLM use, as HTML the widget can insert.
+
+    Everything is escaped first and only the tags made here (``p``, ``br``, ``ul``/``li``,
+    ``strong``, ``em``, ``code``, ``a`` to http(s)/mailto/tel) can appear, so bot text from any
+    source is safe to show.
+    """
+    blocks: List[str] = []
+    for paragraph in re.split(r"\n\s*\n", markdown.strip()):
+        lines: List[str] = []
+        items: List[str] = []
+        for line in paragraph.split("\n") + [""]:
+            bullet = _CHAT_BULLET.match(line)
+            if bullet:
+                items.append(f"<li>{_chat_inline(bullet.group(1))}</li>")
+                continue
+            if items:
+                if lines:
+                    blocks.append("<p>" + "<br>".join(lines) + "</p>")
+                    lines = []
+                blocks.append("<ul>" + "".join(items) + "</ul>")
+                items = []
+            if line.strip():
+                lines.append(_chat_inline(line))
+        if lines:
+            blocks.append("<p>" + "<br>".join(lines) + "</p>")
+    return "".join(blocks)
+
+
+def render_chat(message: BotMessage) -> Dict[str, Any]:
+    """A bot message in the web chat's rich form (the ``bot`` message of the chat protocol).
+
+    ``text`` keeps the markdown for clients that render it themselves; ``html`` is the same text
+    made safe to insert. Buttons, image, attachment and custom payloads pass through; voice
+    call-control payloads mean nothing in a chat window and are dropped.
+    """
+    rendered: Dict[str, Any] = {"text": message.text, "html": chat_html(message.text)}
+    if message.buttons:
+        rendered["buttons"] = [{"title": b.title, "payload": b.payload} for b in message.buttons]
+    if message.image:
+        rendered["image"] = message.image
+    if message.attachment:
+        rendered["attachment"] = message.attachment
+    if message.custom is not None and "call_control" not in message.custom:
+        rendered["custom"] = message.custom
+    return rendered
