@@ -216,9 +216,7 @@ def _spoken_phone(match: re.Match) -> str:
         number = phonenumbers.parse(match.group(0))
     except phonenumbers.NumberParseException:
         return _spelled(match.group(0)[1:], 3)
-    international = phonenumbers.format_number(
-        number, phonenumbers.PhoneNumberFormat.INTERNATIONAL
-    )
+    international = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.INTERNATIONAL)
     return ", ".join(" ".join(group) for group in re.findall(r"\d+", international))
 
 
@@ -309,7 +307,6 @@ def render_voice(messages: Iterable[BotMessage]) -> str:
     """A whole turn as one utterance (the voice connector streams message by message with
     :func:`render_voice_message`; this is the same speech, joined)."""
     return " ".join(text for text in map(render_voice_message, messages) if text)
-
 
 
 # ---------------------------------------------------------------------------------------------
