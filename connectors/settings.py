@@ -8,6 +8,7 @@ first webhook.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from typing import Mapping, Optional
 
@@ -42,6 +43,9 @@ class Settings:
     openai_base_url: Optional[str]
     llm_model: str
     default_phone_region: str
+    #: Where "talk to a person" transfers a phone call (E.164); None: no transfer, a clear
+    #: spoken message instead.
+    handoff_phone_number: Optional[str] = None
 
     @classmethod
     def from_env(cls, env: Optional[Mapping[str, str]] = None) -> Settings:
@@ -60,6 +64,11 @@ class Settings:
         if not redis_url.startswith(("redis://", "rediss://", "unix://")):
             raise ConfigError(
                 f"REDIS_URL must be a redis://, rediss:// or unix:// URL, got {redis_url!r}"
+            )
+        handoff = get("HANDOFF_PHONE_NUMBER")
+        if handoff and not re.fullmatch(r"\+[1-9]\d{6,14}", handoff):
+            raise ConfigError(
+                f"HANDOFF_PHONE_NUMBER must be an E.164 number (+ and 7-15 digits), got {handoff!r}"
             )
         region = (get("DEFAULT_PHONE_REGION") or "US").upper()
         if len(region) != 2 or not region.isalpha():
@@ -84,6 +93,7 @@ class Settings:
             openai_base_url=get("OPENAI_BASE_URL"),
             llm_model=get("LLM_MODEL") or "gpt-4o-mini",
             default_phone_region=region,
+            handoff_phone_number=handoff,
         )
 
     def require(self, *names: str) -> None:
