@@ -1,0 +1,365 @@
+/*
+ * Acme Shop chat widget: plain JavaScript, no build step, nothing loaded from elsewhere.
+ *
+ * Host sites:   OmniChat.init({element: "#chat", token: "<JWT>"})   or   {tokenUrl: "/chat-token"}
+ * Anonymous:    OmniChat.init({element: "#chat", anonymous: true})
+ * Served page:  <script src="static/widget.js" data-omnichat-page="#omni-chat"> reads the
+ *               token from the link's #token=... fragment (then removes it from the address bar).
+ *
+ * Speaks the JSON frames documented in the README ("Web chat protocol").
+ */
+(function () {
+  "use strict";
+
+  var script = document.currentScript;
+  var DEFAULT_SERVER = script && script.src ? new URL("../", script.src).href : null;
+  var BADGES = { voice: "Voice", sms: "SMS", chat: "Chat" };
+  var BADGE_NAMES = { voice: "on the phone", sms: "by SMS", chat: "in the chat" };
+  var KINDS = { call_summary: "Call summary" };
+  var HEARTBEAT_MS = 25000;
+  var PONG_TIMEOUT_MS = 10000;
+  var MAX_BACKOFF_MS = 30000;
+
+  function el(tag, attrs, children) {
+    var node = document.createElement(tag);
+    Object.keys(attrs || {}).forEach(function (name) {
+      if (name === "text") node.textContent = attrs[name];
+      else if (name === "className") node.className = attrs[name];
+      else node.setAttribute(name, attrs[name]);
+    });
+    (children || []).forEach(function (child) { if (child) node.appendChild(child); });
+    return node;
+  }
+
+  function clientId() {
+    var bytes = new Uint8Array(12);
+    window.crypto.getRandomValues(bytes);
+    return Array.prototype.map.call(bytes, function (b) { return ("0" + b.toString(16)).slice(-2); }).join("");
+  }
+
+  function formatTime(seconds) {
+    var date = new Date(seconds * 1000);
+    var sameDay = date.toDateString() === new Date().toDateString();
+    var time = date.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+    return sameDay ? time : date.toLocaleDateString([], { month: "short", day: "numeric" }) + " " + time;
+  }
+
+  function Chat(options) {
+    this.options = options;
+    this.server = (options.serverUrl || DEFAULT_SERVER || location.href).replace(/\/?$/, "/");
+    this.root = typeof options.element === "string" ? document.querySelector(options.element) : options.element;
+    if (!this.root) throw new Error("OmniChat: element not found");
+    this.token = options.token || null;
+    this.pending = {};          // client id -> {frame, node} until acknowledged
+    this.before = null;         // history cursor for older messages
+    this.attempt = 0;
+    this.stopped = false;
+    this.build();
+    this.connect();
+  }
+
+  Chat.prototype.build = function () {
+    var uid = "omni-" + clientId().slice(0, 6);
+    this.status = el("span", { className: "omni-status", role: "status", text: "Connecting…" });
+    this.olderButton = el("button", { type: "button", className: "omni-older", text: "Show earlier messages" });
+    this.olderButton.hidden = true;
+    this.log = el("ol", {
+      className: "omni-log", role: "log", "aria-live": "polite", "aria-relevant": "additions",
+      "aria-label": "Conversation", tabindex: "0"
+    });
+    this.typing = el("div", { className: "omni-typing", role: "status", "aria-live": "polite" });
+    this.input = el("textarea", { id: uid + "-input", rows: "1", maxlength: "4000", placeholder: "Type a message…", autocomplete: "off" });
+    this.sendButton = el("button", { type: "submit", text: "Send" });
+    this.form = el("form", { className: "omni-form" }, [
+      el("label", { "for": uid + "-input", className: "omni-visually-hidden", text: "Message to the assistant" }),
+      this.input, this.sendButton
+    ]);
+    var section = el("section", { className: "omni-chat", "aria-labelledby": uid + "-title" }, [
+      el("header", { className: "omni-header" }, [
+        el("h2", { id: uid + "-title", text: this.options.title || "Acme Shop assistant" }), this.status
+      ]),
+      this.olderButton, this.log, this.typing, this.form
+    ]);
+    this.root.appendChild(section);
+    var self = this;
+    this.form.addEventListener("submit", function (event) {
+      event.preventDefault();
+      var text = self.input.value.trim();
+      if (!text) return;
+      self.input.value = "";
+      self.sendUser({ type: "message", id: clientId(), text: text }, text);
+    });
+    this.input.addEventListener("keydown", function (event) {
+      if (event.key === "Enter" && !event.shiftKey) { event.preventDefault(); self.form.requestSubmit(); }
+    });
+    this.olderButton.addEventListener("click", function () {
+      if (self.before !== null) self.send({ type: "history", before: self.before });
+    });
+  };
+
+  Chat.prototype.setStatus = function (text) { this.status.textContent = text; };
+
+  Chat.prototype.getToken = function () {
+    var self = this;
+    if (this.token) return Promise.resolve(this.token);
+    if (this.options.tokenUrl) {
+      return fetch(this.options.tokenUrl, { credentials: "same-origin", cache: "no-store" })
+        .then(function (r) { if (!r.ok) throw new Error("token " + r.status); return r.json(); })
+        .then(function (body) { self.token = body.token; return self.token; });
+    }
+    if (this.options.anonymous) {
+      var key = "omnichat.anonymous." + this.server;
+      var saved = JSON.parse(localStorage.getItem(key) || "null");
+      if (saved && saved.expires_at > Date.now() / 1000 + 60) return Promise.resolve(saved.token);
+      return fetch(this.server + "session", { method: "POST", cache: "no-store" })
+        .then(function (r) {
+          if (r.status === 403) { self.fatal("Please sign in on the shop's site to chat."); throw new Error("anonymous chat disabled"); }
+          if (!r.ok) throw new Error("session " + r.status);
+          return r.json();
+        })
+        .then(function (body) { localStorage.setItem(key, JSON.stringify(body)); return body.token; });
+    }
+    this.fatal("This chat link has no sign-in token.");
+    return Promise.reject(new Error("no token"));
+  };
+
+  Chat.prototype.connect = function () {
+    var self = this;
+    if (this.stopped) return;
+    this.setStatus(this.attempt ? "Reconnecting…" : "Connecting…");
+    this.getToken().then(function (token) {
+      var ws = new WebSocket(self.server.replace(/^http/, "ws") + "ws");
+      self.ws = ws;
+      ws.onopen = function () { ws.send(JSON.stringify({ type: "auth", token: token })); };
+      ws.onmessage = function (event) {
+        var frame;
+        try { frame = JSON.parse(event.data); } catch (e) { return; }
+        self.handle(frame);
+      };
+      ws.onclose = function (event) { self.closed(ws, event); };
+    }).catch(function (error) {
+      if (!self.stopped) self.retry();
+      if (window.console) console.warn("OmniChat:", error.message);
+    });
+  };
+
+  Chat.prototype.closed = function (ws, event) {
+    if (ws !== this.ws) return;
+    clearInterval(this.heartbeat);
+    clearTimeout(this.pongTimer);
+    this.typing.textContent = "";
+    if (event.code === 4401 && (this.options.tokenUrl || this.options.anonymous)) {
+      this.token = null;   // fetch a fresh one
+      if (this.options.anonymous) localStorage.removeItem("omnichat.anonymous." + this.server);
+    } else if (event.code === 4401 || event.code === 4403) {
+      this.fatal(event.code === 4401 && /expired/.test(event.reason)
+        ? "This chat link has expired. Please open the chat again from the shop's site."
+        : "The chat could not sign you in (" + (event.reason || "refused") + ").");
+      return;
+    }
+    this.retry();
+  };
+
+  Chat.prototype.retry = function () {
+    var self = this;
+    var delay = Math.min(MAX_BACKOFF_MS, 1000 * Math.pow(2, this.attempt)) * (0.75 + Math.random() * 0.5);
+    this.attempt += 1;
+    this.setStatus("Offline — reconnecting in " + Math.round(delay / 1000) + " s");
+    clearTimeout(this.retryTimer);
+    this.retryTimer = setTimeout(function () { self.connect(); }, delay);
+  };
+
+  Chat.prototype.fatal = function (message) {
+    this.stopped = true;
+    this.setStatus("Disconnected");
+    this.system(message);
+    this.input.disabled = true;
+    this.sendButton.disabled = true;
+  };
+
+  Chat.prototype.send = function (frame) {
+    if (this.ws && this.ws.readyState === WebSocket.OPEN) { this.ws.send(JSON.stringify(frame)); return true; }
+    return false;
+  };
+
+  Chat.prototype.startHeartbeat = function () {
+    var self = this;
+    clearInterval(this.heartbeat);
+    this.heartbeat = setInterval(function () {
+      if (!self.send({ type: "ping" })) return;
+      clearTimeout(self.pongTimer);
+      self.pongTimer = setTimeout(function () { if (self.ws) self.ws.close(4000, "no pong"); }, PONG_TIMEOUT_MS);
+    }, HEARTBEAT_MS);
+  };
+
+  Chat.prototype.handle = function (frame) {
+    switch (frame.type) {
+      case "ready":
+        this.attempt = 0;
+        this.setStatus("Connected");
+        this.startHeartbeat();
+        break;
+      case "history":
+        this.showHistory(frame);
+        // Resend what was never acknowledged: the server dedupes by id, so this is safe.
+        for (var id in this.pending) this.send(this.pending[id].frame);
+        break;
+      case "message":
+        this.showMessage(frame.message, false);
+        break;
+      case "ack":
+        this.acknowledged(frame.id);
+        break;
+      case "typing":
+        this.typing.textContent = frame.on ? "The assistant is typing…" : "";
+        break;
+      case "pong":
+        clearTimeout(this.pongTimer);
+        break;
+      case "error":
+        this.showError(frame);
+        break;
+    }
+  };
+
+  Chat.prototype.showHistory = function (frame) {
+    var self = this;
+    if (frame.initial) {
+      Array.prototype.slice.call(this.log.children).forEach(function (node) {
+        if (!node.classList.contains("omni-pending")) node.remove();
+      });
+    }
+    var anchor = frame.initial ? this.log.firstChild : this.log.firstChild;
+    var height = this.log.scrollHeight;
+    frame.messages.forEach(function (message) {
+      if (message.client_message_id && self.pending[message.client_message_id]) {
+        self.acknowledged(message.client_message_id);
+        return;
+      }
+      var node = self.renderMessage(message);
+      if (node) self.log.insertBefore(node, anchor);
+    });
+    this.before = frame.before;
+    this.olderButton.hidden = frame.before === null;
+    if (frame.initial) this.scrollDown();
+    else this.log.scrollTop += this.log.scrollHeight - height;
+  };
+
+  Chat.prototype.showMessage = function (message) {
+    if (message.client_message_id && this.log.querySelector('[data-client-id="' + message.client_message_id + '"]')) return;
+    var node = this.renderMessage(message);
+    if (!node) return;
+    this.log.appendChild(node);
+    this.scrollDown();
+  };
+
+  Chat.prototype.renderMessage = function (message) {
+    if (this.log.querySelector('[data-id="' + CSS.escape(message.id) + '"]')) return null;
+    var self = this;
+    var node = el("li", { className: "omni-msg omni-" + message.role + (message.kind ? " omni-kind-" + message.kind : "") });
+    node.dataset.id = message.id;
+    if (message.client_message_id) node.dataset.clientId = message.client_message_id;
+    node.appendChild(this.meta(message.role, message.channel, message.timestamp, message.kind));
+    var bubble = el("div", { className: "omni-bubble" });
+    if (message.role === "bot" && message.html) bubble.innerHTML = message.html; // escaped by the server
+    else bubble.textContent = message.text || "";
+    if (message.text || message.html) node.appendChild(bubble);
+    if (message.image) node.appendChild(el("img", { className: "omni-image", src: message.image, alt: "Image from the assistant", loading: "lazy" }));
+    if (message.buttons && message.buttons.length) {
+      var group = el("div", { className: "omni-buttons", role: "group", "aria-label": "Suggested replies" });
+      message.buttons.forEach(function (button) {
+        var b = el("button", { type: "button", text: button.title });
+        b.addEventListener("click", function () {
+          if (b.getAttribute("aria-disabled") === "true") return;
+          Array.prototype.forEach.call(group.children, function (other) { other.setAttribute("aria-disabled", "true"); });
+          self.sendUser({ type: "button", id: clientId(), payload: button.payload, title: button.title }, button.title);
+          self.input.focus();
+        });
+        group.appendChild(b);
+      });
+      node.appendChild(group);
+    }
+    if (message.custom && this.options.onCustom) this.options.onCustom(message.custom, node);
+    return node;
+  };
+
+  Chat.prototype.meta = function (role, channel, timestamp, kind) {
+    var who = role === "user" ? "You" : "Assistant";
+    var meta = el("div", { className: "omni-meta" }, [el("span", { className: "omni-visually-hidden", text: who + (channel ? " " + BADGE_NAMES[channel] : "") + ":" })]);
+    if (channel && BADGES[channel]) meta.appendChild(el("span", { className: "omni-badge omni-badge-" + channel, "aria-hidden": "true", text: BADGES[channel] }));
+    if (kind && KINDS[kind]) meta.appendChild(el("span", { className: "omni-kind", text: KINDS[kind] }));
+    if (timestamp) meta.appendChild(el("time", { datetime: new Date(timestamp * 1000).toISOString(), text: formatTime(timestamp) }));
+    return meta;
+  };
+
+  Chat.prototype.sendUser = function (frame, shown) {
+    var node = this.renderMessage({ id: "local:" + frame.id, role: "user", channel: "chat", text: shown, timestamp: Date.now() / 1000, client_message_id: frame.id });
+    node.classList.add("omni-pending");
+    this.log.appendChild(node);
+    this.scrollDown();
+    this.pending[frame.id] = { frame: frame, node: node };
+    this.send(frame); // if offline, the reconnect resends it
+  };
+
+  Chat.prototype.acknowledged = function (id) {
+    var entry = this.pending[id];
+    if (!entry) return;
+    delete this.pending[id];
+    entry.node.classList.remove("omni-pending", "omni-failed");
+    var note = entry.node.querySelector(".omni-note");
+    if (note) note.remove();
+  };
+
+  Chat.prototype.showError = function (frame) {
+    var self = this;
+    var entry = frame.id && this.pending[frame.id];
+    var node = frame.id && this.log.querySelector('[data-client-id="' + CSS.escape(frame.id) + '"]');
+    if (frame.code === "rate_limited" && entry) {
+      setTimeout(function () { self.send(entry.frame); }, Math.ceil(frame.retry_after * 1000));
+      return;
+    }
+    if (node) {
+      if (entry) { delete this.pending[frame.id]; node.classList.remove("omni-pending"); }
+      node.classList.add("omni-failed");
+      var note = el("div", { className: "omni-note", role: "alert", text: "Not processed: " + frame.message });
+      node.appendChild(note);
+      if (frame.retry && entry) {
+        var again = el("button", { type: "button", text: "Send again" });
+        again.addEventListener("click", function () {
+          note.remove(); again.remove(); node.classList.remove("omni-failed"); node.classList.add("omni-pending");
+          self.pending[frame.id] = entry; self.send(entry.frame);
+        });
+        node.appendChild(again);
+      }
+      return;
+    }
+    this.system(frame.message);
+  };
+
+  Chat.prototype.system = function (text) {
+    this.log.appendChild(el("li", { className: "omni-system", role: "alert", text: text }));
+    this.scrollDown();
+  };
+
+  Chat.prototype.scrollDown = function () { this.log.scrollTop = this.log.scrollHeight; };
+
+  window.OmniChat = {
+    init: function (options) { return new Chat(options || {}); }
+  };
+
+  // The page served at /webhooks/webchat/: token from the fragment, kept for reloads in this tab.
+  if (script && script.dataset.omnichatPage) {
+    var match = /(?:^|[#&])token=([^&]+)/.exec(location.hash);
+    if (match) {
+      sessionStorage.setItem("omnichat.token", decodeURIComponent(match[1]));
+      history.replaceState(null, "", location.pathname + location.search);
+    }
+    var token = sessionStorage.getItem("omnichat.token");
+    var start = function () {
+      window.OmniChat.init(token ? { element: script.dataset.omnichatPage, token: token }
+                                 : { element: script.dataset.omnichatPage, anonymous: true });
+    };
+    if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);
+    else start();
+  }
+})();

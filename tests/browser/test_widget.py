@@ -1,0 +1,105 @@
+"""The chat widget in a real headless Chromium (Debian's package, driven by Playwright) against
+the real stack: history from SMS, a chat turn, a button, and an SMS arriving while it is open."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import secrets
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import expect, sync_playwright
+
+from devtools.processes import ROOT
+from devtools.stack import RasaStack
+from tests.connectors.test_webchat import fresh_phone, phone_conversation, rest_turn, user_token
+
+pytestmark = [pytest.mark.rasa_server, pytest.mark.browser]
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+ARTIFACTS = ROOT / "test-artifacts"
+
+
+def test_widget_shows_history_chats_and_updates_live(rasa_stack: RasaStack) -> None:
+    phone = fresh_phone()
+    conversation = asyncio.run(phone_conversation(rasa_stack, phone, channel="sms"))
+    assert "30 days" in " ".join(
+        rest_turn(rasa_stack, conversation, "what's your refund policy", "sms")
+    )
+    token = user_token(
+        rasa_stack.env["WEBCHAT_JWT_SECRET"], "browser-" + secrets.token_hex(4), phone=phone
+    )
+    ARTIFACTS.mkdir(exist_ok=True)
+    outside_requests = []
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            page = browser.new_page(viewport={"width": 560, "height": 760})
+            page.on(
+                "request",
+                lambda request: (
+                    None
+                    if request.url.startswith(rasa_stack.base_url.replace("http", "ws"))
+                    or request.url.startswith(rasa_stack.base_url)
+                    else outside_requests.append(request.url)
+                ),
+            )
+            page.goto(f"{rasa_stack.base_url}/webhooks/webchat/#token={token}")
+            log = page.get_by_role("log", name="Conversation")
+
+            # The earlier SMS turn is in the history, badged as SMS; the token left the URL.
+            earlier = log.locator("li.omni-user", has_text="what's your refund policy")
+            expect(earlier).to_be_visible()
+            expect(earlier.locator(".omni-badge-sms")).to_have_text("SMS")
+            expect(log.locator("li.omni-bot.omni-msg", has_text="30 days").first).to_be_visible()
+            expect(page.get_by_role("status").first).to_have_text("Connected")
+            assert "token=" not in page.url
+
+            # A chat turn: the `channel: webchat` greeting with its markdown and buttons.
+            page.get_by_label("Message to the assistant").fill("hello")
+            page.keyboard.press("Enter")
+            greeting = log.locator("li.omni-bot", has_text="What can I do for you?")
+            expect(greeting.locator("strong")).to_have_text("Acme Shop")
+            expect(log.locator("li.omni-user.omni-pending")).to_have_count(0)
+
+            # A button, reached with the keyboard as a real <button>.
+            button = greeting.get_by_role("button", name="Where is my order?")
+            button.focus()
+            page.keyboard.press("Enter")
+            expect(log.locator("li.omni-user", has_text="Where is my order?")).to_be_visible()
+            expect(log.locator("li.omni-bot", has_text="What's your order number?")).to_be_visible()
+            expect(button).to_have_attribute("aria-disabled", "true")
+            expect(page.get_by_label("Message to the assistant")).to_be_focused()
+
+            # The customer texts the order number meanwhile: it appears live, badged SMS.
+            rest_turn(rasa_stack, conversation, "12345", "sms")
+            texted = log.locator("li.omni-user", has_text=re.compile(r"^\s*.*12345"))
+            expect(texted.locator(".omni-badge-sms")).to_be_visible()
+            answer = log.locator("li.omni-bot", has_text="has shipped with UPS")
+            expect(answer).to_be_visible()
+            expect(answer.locator(".omni-badge-sms")).to_be_visible()
+
+            page.screenshot(path=str(ARTIFACTS / "webchat-widget.png"), full_page=True)
+            texts = log.locator("li.omni-msg .omni-bubble").all_inner_texts()
+        finally:
+            browser.close()
+
+    order = [
+        next(i for i, text in enumerate(texts) if needle in text)
+        for needle in ("what's your refund policy", "hello", "Where is my order?", "12345")
+    ]
+    assert order == sorted(order)
+    assert outside_requests == []
+    assert Path(ARTIFACTS / "webchat-widget.png").stat().st_size > 10_000

@@ -1,0 +1,546 @@
+"""The web chat connector against the real stack: a trained Rasa server (and a second replica)
+on a real Redis, driven over real WebSockets (`websockets` client) and HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import time
+from typing import Any, Callable, Dict, List, Optional
+
+import httpx
+import jwt
+import pytest
+import redis
+import redis.asyncio as aioredis
+import websockets
+
+from connectors.identity import IdentityStore, phone_address, user_address
+from devtools.stack import RasaStack
+
+pytestmark = pytest.mark.rasa_server
+
+Frame = Dict[str, Any]
+
+
+# -- helpers (also used by the browser test) ----------------------------------------------------
+
+
+def fresh_phone() -> str:
+    """A valid US number nobody else in the test run uses (555-01xx are fictional)."""
+    return f"+1415555{secrets.randbelow(10000):04d}"
+
+
+def user_token(
+    secret: str,
+    sub: str,
+    *,
+    phone: Optional[str] = None,
+    verified: bool = True,
+    expires_in: int = 600,
+    **claims: Any,
+) -> str:
+    """A host site's chat token, as its backend would mint it."""
+    payload: Dict[str, Any] = {"sub": sub, "iat": int(time.time()), **claims}
+    if expires_in is not None:
+        payload["exp"] = int(time.time()) + expires_in
+    if phone:
+        payload.update(phone_number=phone, phone_number_verified=verified)
+    return jwt.encode(payload, secret, algorithm="HS256")
+
+
+def ws_url(stack: RasaStack) -> str:
+    return stack.base_url.replace("http://", "ws://") + "/webhooks/webchat/ws"
+
+
+async def recv_frame(ws: Any, timeout: float = 20) -> Frame:
+    return json.loads(await asyncio.wait_for(ws.recv(), timeout))
+
+
+async def recv_until(ws: Any, predicate: Callable[[Frame], bool], timeout: float = 30) -> Frame:
+    """The first frame matching ``predicate`` (others are skipped)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise AssertionError("no matching frame in time")
+        frame = await recv_frame(ws, remaining)
+        if predicate(frame):
+            return frame
+
+
+async def drain(ws: Any, seconds: float) -> List[Frame]:
+    """Every frame that arrives within ``seconds``."""
+    frames: List[Frame] = []
+    deadline = time.monotonic() + seconds
+    while (remaining := deadline - time.monotonic()) > 0:
+        try:
+            frames.append(await recv_frame(ws, remaining))
+        except asyncio.TimeoutError:
+            break
+    return frames
+
+
+class Chat:
+    """An authenticated socket with its ``ready`` and initial ``history`` frames read."""
+
+    def __init__(self, ws: Any, ready: Frame, history: Frame) -> None:
+        self.ws, self.ready, self.history = ws, ready, history
+
+    @property
+    def conversation_id(self) -> str:
+        return self.ready["conversation_id"]
+
+    async def say(self, text: str, client_id: Optional[str] = None) -> str:
+        client_id = client_id or secrets.token_hex(8)
+        await self.ws.send(json.dumps({"type": "message", "id": client_id, "text": text}))
+        return client_id
+
+    async def next_bot(self, timeout: float = 30) -> Frame:
+        frame = await recv_until(
+            self.ws,
+            lambda f: f["type"] == "message" and f["message"]["role"] == "bot",
+            timeout,
+        )
+        return frame["message"]
+
+
+async def open_chat(stack: RasaStack, token: str) -> Chat:
+    ws = await websockets.connect(ws_url(stack))
+    await ws.send(json.dumps({"type": "auth", "token": token}))
+    ready = await recv_frame(ws)
+    assert ready["type"] == "ready", ready
+    history = await recv_frame(ws)
+    assert history["type"] == "history" and history["initial"] is True
+    return Chat(ws, ready, history)
+
+
+async def refused(stack: RasaStack, first_frame: Any) -> tuple[int, str]:
+    """Close code and reason of a socket whose first frame is ``first_frame``."""
+    async with websockets.connect(ws_url(stack)) as ws:
+        await ws.send(first_frame if isinstance(first_frame, str) else json.dumps(first_frame))
+        with pytest.raises(websockets.ConnectionClosed):
+            await asyncio.wait_for(ws.recv(), 10)
+        return ws.close_code, ws.close_reason
+
+
+def rest_turn(stack: RasaStack, conversation_id: str, text: str, channel: str) -> List[str]:
+    """A turn in the conversation through Rasa's REST channel, tagged as another channel."""
+    response = httpx.post(
+        f"{stack.base_url}/webhooks/rest/webhook",
+        json={"sender": conversation_id, "message": text, "metadata": {"channel": channel}},
+        timeout=30,
+    )
+    response.raise_for_status()
+    return [message.get("text", "") for message in response.json()]
+
+
+def append_events(stack: RasaStack, conversation_id: str, events: List[Frame]) -> None:
+    response = httpx.post(
+        f"{stack.base_url}/conversations/{conversation_id}/tracker/events",
+        params={"token": stack.env["RASA_AUTH_TOKEN"]},
+        json=events,
+        timeout=30,
+    )
+    response.raise_for_status()
+
+
+def tracker_events(stack: RasaStack, conversation_id: str) -> List[Frame]:
+    """The conversation's stored events, read from Redis (Rasa's tracker API would add a
+    session start to an empty conversation)."""
+    with redis.Redis.from_url(stack.env["REDIS_URL"]) as client:
+        return [
+            json.loads(raw) for raw in client.lrange(f"omni:{{{conversation_id}}}:events", 0, -1)
+        ]
+
+
+async def phone_conversation(stack: RasaStack, phone: str, channel: str = "sms") -> str:
+    """The conversation identity gives ``phone`` (as the SMS or voice connector would)."""
+    client = aioredis.Redis.from_url(stack.env["REDIS_URL"])
+    try:
+        return await IdentityStore(client).resolve_conversation(
+            phone_address(phone), channel=channel
+        )
+    finally:
+        await client.close()
+
+
+@pytest.fixture
+def secret(rasa_stack: RasaStack) -> str:
+    return rasa_stack.env["WEBCHAT_JWT_SECRET"]
+
+
+# -- authentication ------------------------------------------------------------------------------
+
+
+async def test_forged_expired_and_incomplete_tokens_are_refused(
+    rasa_stack: RasaStack, secret: str
+) -> None:
+    forged = user_token("not-the-secret-" + secrets.token_hex(8), "alice")
+    assert await refused(rasa_stack, {"type": "auth", "token": forged}) == (
+        4401,
+        "token signature is invalid",
+    )
+    expired = user_token(secret, "alice", expires_in=-60)
+    assert await refused(rasa_stack, {"type": "auth", "token": expired}) == (4401, "token expired")
+    no_expiry = jwt.encode({"sub": "alice"}, secret, algorithm="HS256")
+    assert await refused(rasa_stack, {"type": "auth", "token": no_expiry}) == (
+        4401,
+        "token lacks the 'exp' claim",
+    )
+    none_alg = jwt.encode({"sub": "alice", "exp": int(time.time()) + 60}, None, algorithm="none")
+    code, reason = await refused(rasa_stack, {"type": "auth", "token": none_alg})
+    assert code == 4401 and "rejected" in reason
+    assert await refused(rasa_stack, {"type": "auth", "token": "garbage"}) == (
+        4401,
+        "token is not a JWT",
+    )
+
+
+async def test_the_first_frame_must_authenticate(rasa_stack: RasaStack) -> None:
+    code, reason = await refused(rasa_stack, {"type": "message", "id": "abcdefgh", "text": "hi"})
+    assert (code, reason) == (4401, "the first frame must be an auth frame")
+    code, reason = await refused(rasa_stack, "not json")
+    assert code == 4401 and "not valid JSON" in reason
+
+
+async def test_another_users_conversation_cannot_be_reached(
+    rasa_stack: RasaStack, secret: str
+) -> None:
+    phone = fresh_phone()
+    conversation = await phone_conversation(rasa_stack, phone)
+    rest_turn(rasa_stack, conversation, "where is my order", "sms")
+    alice = await open_chat(
+        rasa_stack, user_token(secret, "alice-" + secrets.token_hex(4), phone=phone)
+    )
+    assert alice.conversation_id == conversation
+    assert "where is my order" in [m["text"] for m in alice.history["messages"]]
+    await alice.ws.close()
+
+    # Claiming the phone without the host site having verified it links nothing.
+    mallory_token = user_token(
+        secret, "mallory-" + secrets.token_hex(4), phone=phone, verified=False
+    )
+    mallory = await open_chat(rasa_stack, mallory_token)
+    assert mallory.conversation_id != conversation
+    assert mallory.history["messages"] == []
+    # Frames cannot name a conversation: the field is refused and nothing reaches Alice's.
+    before = len(tracker_events(rasa_stack, conversation))
+    await mallory.ws.send(
+        json.dumps(
+            {"type": "message", "id": "x" * 12, "text": "refund", "conversation_id": conversation}
+        )
+    )
+    error = await recv_until(mallory.ws, lambda f: f["type"] == "error")
+    assert error["code"] == "bad_frame" and "conversation_id" in error["message"]
+    await mallory.ws.send(json.dumps({"type": "history", "before": 10**6, "limit": 50}))
+    older = await recv_until(mallory.ws, lambda f: f["type"] == "history")
+    assert older["messages"] == []
+    await mallory.ws.close()
+    assert len(tracker_events(rasa_stack, conversation)) == before
+    # Once the host site verifies the phone, a new user joins its conversation; a user who
+    # already has a conversation keeps it (one customer's history is never moved or split).
+    carol = await open_chat(
+        rasa_stack, user_token(secret, "carol-" + secrets.token_hex(4), phone=phone)
+    )
+    assert carol.conversation_id == conversation
+    await carol.ws.close()
+    mallory_sub = jwt.decode(mallory_token, options={"verify_signature": False})["sub"]
+    keeps_own = await open_chat(rasa_stack, user_token(secret, mallory_sub, phone=phone))
+    assert keeps_own.conversation_id == mallory.conversation_id
+    await keeps_own.ws.close()
+
+
+async def test_anonymous_sessions(rasa_stack: RasaStack) -> None:
+    async with httpx.AsyncClient() as http:
+        first = (await http.post(f"{rasa_stack.base_url}/webhooks/webchat/session")).json()
+        second = (await http.post(f"{rasa_stack.base_url}/webhooks/webchat/session")).json()
+    assert first["expires_at"] > time.time() + 3600
+    chat = await open_chat(rasa_stack, first["token"])
+    assert chat.ready["user"].startswith("anon:")
+    await chat.say("hello")
+    reply = await chat.next_bot()
+    assert reply["channel"] == "chat" and reply["buttons"]
+    await chat.ws.close()
+
+    back = await open_chat(rasa_stack, first["token"])
+    assert back.conversation_id == chat.conversation_id
+    assert [m["text"] for m in back.history["messages"]][0] == "hello"
+    await back.ws.close()
+    other = await open_chat(rasa_stack, second["token"])
+    assert other.conversation_id != chat.conversation_id
+    await other.ws.close()
+
+    # An anonymous token is not a host-site token and vice versa.
+    claims = jwt.decode(first["token"], options={"verify_signature": False})
+    assert "sub" not in claims
+    tampered = jwt.encode({**claims, "anon_id": "A" * 24}, "guess", algorithm="HS256")
+    assert await refused(rasa_stack, {"type": "auth", "token": tampered}) == (
+        4401,
+        "token signature is invalid",
+    )
+
+
+# -- history ---------------------------------------------------------------------------------
+
+
+async def test_history_spans_sms_voice_and_call_summaries(
+    rasa_stack: RasaStack, secret: str
+) -> None:
+    phone = fresh_phone()
+    conversation = await phone_conversation(rasa_stack, phone, channel="voice")
+    rest_turn(rasa_stack, conversation, "where is my order", "voice")
+    rest_turn(rasa_stack, conversation, "it's 12345", "voice")
+    summary_time = time.time()
+    append_events(
+        rasa_stack,
+        conversation,
+        [
+            {
+                "event": "bot",
+                "timestamp": summary_time,
+                "text": "Call summary: asked about order 12345 (shipped with UPS).",
+                "metadata": {"channel": "voice", "kind": "call_summary"},
+            },
+            {
+                "event": "bot",
+                "timestamp": summary_time + 0.001,
+                "text": "A note of a kind no widget knows.",
+                "metadata": {"kind": "survey_invite_v9"},
+            },
+        ],
+    )
+    rest_turn(rasa_stack, conversation, "what's the tracking number", "sms")
+
+    chat = await open_chat(
+        rasa_stack, user_token(secret, "hist-" + secrets.token_hex(4), phone=phone)
+    )
+    messages = chat.history["messages"]
+    assert chat.history["before"] is None
+    shown = [(m["role"], m["channel"], m["text"]) for m in messages]
+    assert shown[0] == ("user", "voice", "where is my order")
+    assert ("user", "voice", "it's 12345") in shown
+    assert ("user", "sms", "what's the tracking number") in shown
+    summary = next(m for m in messages if m.get("kind") == "call_summary")
+    assert summary["channel"] == "voice" and summary["timestamp"] == pytest.approx(summary_time)
+    unknown = next(m for m in messages if m.get("kind") == "survey_invite_v9")
+    assert unknown["text"] == "A note of a kind no widget knows."
+    tracking = [m for m in messages if m["role"] == "bot" and "1Z999AA10123456784" in m["text"]]
+    assert tracking and tracking[0]["channel"] == "sms"
+    assert [m["timestamp"] for m in messages] == sorted(m["timestamp"] for m in messages)
+    assert len({m["id"] for m in messages}) == len(messages)
+    await chat.ws.close()
+
+
+async def test_history_pages_back_with_a_cursor(rasa_stack: RasaStack, secret: str) -> None:
+    sub = "pager-" + secrets.token_hex(4)
+    conversation = await IdentityStore(
+        aioredis.Redis.from_url(rasa_stack.env["REDIS_URL"])
+    ).resolve_conversation(user_address(sub), channel="chat")
+    start = time.time() - 3600
+    events = []
+    for number in range(35):
+        events.append(
+            {
+                "event": "user",
+                "timestamp": start + 2 * number,
+                "text": f"question {number}",
+                "message_id": f"m{number}",
+                "metadata": {"channel": "sms"},
+                "parse_data": {},
+            }
+        )
+        events.append(
+            {"event": "bot", "timestamp": start + 2 * number + 1, "text": f"answer {number}"}
+        )
+    append_events(rasa_stack, conversation, events)
+
+    chat = await open_chat(rasa_stack, user_token(secret, sub))
+    latest = chat.history["messages"]
+    assert len(latest) == 50 and latest[-1]["text"] == "answer 34"
+    assert latest[0]["text"] == "question 10"
+    assert chat.history["before"] is not None
+    await chat.ws.send(
+        json.dumps({"type": "history", "before": chat.history["before"], "limit": 15})
+    )
+    older = await recv_until(chat.ws, lambda f: f["type"] == "history")
+    assert older["initial"] is False
+    assert [m["text"] for m in older["messages"]][:2] == ["answer 2", "question 3"]
+    assert older["messages"][-1]["text"] == "answer 9"
+    await chat.ws.send(json.dumps({"type": "history", "before": older["before"]}))
+    oldest = await recv_until(chat.ws, lambda f: f["type"] == "history")
+    assert oldest["before"] is None
+    texts = [m["text"] for m in oldest["messages"] + older["messages"] + latest]
+    assert texts == [t for n in range(35) for t in (f"question {n}", f"answer {n}")]
+    assert {m["channel"] for m in oldest["messages"]} == {"sms"}
+    await chat.ws.close()
+
+
+# -- turns, fan-out, idempotency -------------------------------------------------------------
+
+
+async def test_chat_turn_uses_webchat_variation_and_buttons(
+    rasa_stack: RasaStack, secret: str
+) -> None:
+    sub = "btn-" + secrets.token_hex(4)
+    chat = await open_chat(rasa_stack, user_token(secret, sub))
+    client_id = await chat.say("hello")
+    ack = await recv_until(chat.ws, lambda f: f["type"] == "ack")
+    assert ack == {"type": "ack", "id": client_id, "duplicate": False}
+    typing = await recv_until(chat.ws, lambda f: f["type"] == "typing")
+    assert typing["on"] is True
+    greeting = await chat.next_bot()
+    assert "<strong>Acme Shop</strong>" in greeting["html"]  # the `channel: webchat` variation
+    assert {b["payload"] for b in greeting["buttons"]} == {
+        "/check_order_status",
+        "/ask_refund_policy",
+    }
+    await chat.ws.send(
+        json.dumps(
+            {
+                "type": "button",
+                "id": secrets.token_hex(8),
+                "title": "Refund policy",
+                "payload": "/ask_refund_policy",
+            }
+        )
+    )
+    policy = await chat.next_bot()
+    assert "refund policy" in policy["text"].lower()
+    await chat.ws.close()
+
+    replay = await open_chat(rasa_stack, user_token(secret, sub))
+    users = [m["text"] for m in replay.history["messages"] if m["role"] == "user"]
+    assert users == ["hello", "Refund policy"]  # a button shows as its title
+    await replay.ws.close()
+
+
+async def test_fan_out_across_replicas_without_double_delivery(
+    rasa_stack: RasaStack, rasa_replica: RasaStack, secret: str
+) -> None:
+    phone = fresh_phone()
+    token = user_token(secret, "fan-" + secrets.token_hex(4), phone=phone)
+    on_replica = await open_chat(rasa_replica, token)
+    on_stack = await open_chat(rasa_stack, token)
+    assert on_replica.conversation_id == on_stack.conversation_id
+
+    # A text arrives meanwhile (handled by the first server): both tabs see it live.
+    rest_turn(rasa_stack, on_stack.conversation_id, "what's your refund policy", "sms")
+    for chat in (on_replica, on_stack):
+        user = await recv_until(chat.ws, lambda f: f["type"] == "message")
+        assert (user["message"]["role"], user["message"]["channel"]) == ("user", "sms")
+        assert user["message"]["text"] == "what's your refund policy"
+        bot = await chat.next_bot()
+        assert bot["channel"] == "sms" and "30 days" in bot["text"]
+
+    # A chat message sent on the first server reaches the tab served by the replica.
+    client_id = await on_stack.say("are you a bot?")
+    own_reply = await on_stack.next_bot()
+    assert "virtual assistant" in own_reply["text"]
+    seen_by_other = await recv_until(on_replica.ws, lambda f: f["type"] == "message")
+    assert seen_by_other["message"]["client_message_id"] == client_id
+    assert seen_by_other["message"]["channel"] == "chat"
+    other_reply = await on_replica.next_bot()
+    assert other_reply["id"] == own_reply["id"]
+
+    # The sending tab got its reply once: the live copy of its own turn is not delivered again.
+    later = await drain(on_stack.ws, 2.0)
+    assert [f for f in later if f["type"] == "message"] == []
+    for chat in (on_replica, on_stack):
+        await chat.ws.close()
+
+
+async def test_a_resent_message_is_acknowledged_without_a_second_turn(
+    rasa_stack: RasaStack, secret: str
+) -> None:
+    token = user_token(secret, "resend-" + secrets.token_hex(4))
+    chat = await open_chat(rasa_stack, token)
+    client_id = await chat.say("what's your refund policy")
+    assert (await recv_until(chat.ws, lambda f: f["type"] == "ack"))["duplicate"] is False
+    await chat.next_bot()
+    await chat.ws.close()
+
+    # The page reconnects and resends what it had not seen acknowledged.
+    back = await open_chat(rasa_stack, token)
+    await back.say("what's your refund policy", client_id)
+    ack = await recv_until(back.ws, lambda f: f["type"] == "ack")
+    assert ack == {"type": "ack", "id": client_id, "duplicate": True}
+    assert [f for f in await drain(back.ws, 2.0) if f["type"] in ("message", "typing")] == []
+    await back.ws.close()
+    user_turns = [
+        e for e in tracker_events(rasa_stack, back.conversation_id) if e["event"] == "user"
+    ]
+    assert [e["text"] for e in user_turns] == ["what's your refund policy"]
+    assert user_turns[0]["metadata"]["client_message_id"] == client_id
+
+
+async def test_bad_frames_get_errors_and_the_socket_stays_usable(
+    rasa_stack: RasaStack, secret: str
+) -> None:
+    chat = await open_chat(rasa_stack, user_token(secret, "bad-" + secrets.token_hex(4)))
+    bad = [
+        ("{not json", "bad_frame", "not valid JSON"),
+        ("[1, 2]", "bad_frame", "JSON object"),
+        (json.dumps({"type": "shout", "id": "abcdefgh"}), "bad_frame", "unknown frame type"),
+        (json.dumps({"type": "message", "id": "abcdefgh"}), "bad_frame", "text"),
+        (json.dumps({"type": "message", "id": "no", "text": "hi"}), "bad_frame", "id"),
+        (
+            json.dumps({"type": "message", "id": "abcdefgh", "text": "x" * 4001}),
+            "bad_frame",
+            "text",
+        ),
+        (
+            json.dumps({"type": "message", "id": "abcdefgh", "text": "y" * 20000}),
+            "frame_too_large",
+            "16384",
+        ),
+        (b"\x00\x01binary", "bad_frame", "binary"),
+        (json.dumps({"type": "auth", "token": "again"}), "bad_frame", "already authenticated"),
+    ]
+    for number, (data, code, words) in enumerate(bad):
+        await chat.ws.send(data)
+        error = await recv_until(chat.ws, lambda f: f["type"] == "error")
+        assert error["code"] == code and words in error["message"], (number, error)
+        await chat.ws.send(json.dumps({"type": "ping", "id": f"p{number}"}))
+        assert await recv_until(chat.ws, lambda f: f["type"] == "pong") == {
+            "type": "pong",
+            "id": f"p{number}",
+        }
+        await asyncio.sleep(2.1)  # stay under the rate limit: this test is about bad frames
+    assert tracker_events(rasa_stack, chat.conversation_id) == []
+    await chat.say("hello")
+    assert (await chat.next_bot())["buttons"]
+    await chat.ws.close()
+
+
+async def test_rate_limit_drops_excess_frames_then_recovers(
+    rasa_stack: RasaStack, secret: str
+) -> None:
+    chat = await open_chat(rasa_stack, user_token(secret, "flood-" + secrets.token_hex(4)))
+    for number in range(25):
+        await chat.ws.send(json.dumps({"type": "ping", "id": f"f{number}"}))
+    frames = [await recv_frame(chat.ws) for _ in range(25)]
+    pongs = [f for f in frames if f["type"] == "pong"]
+    limited = [f for f in frames if f["type"] == "error"]
+    assert 10 <= len(pongs) <= 12  # the burst (10) plus what refilled meanwhile
+    assert limited and all(f["code"] == "rate_limited" and f["retry_after"] > 0 for f in limited)
+    assert {f["id"] for f in limited} | {f["id"] for f in pongs} == {f"f{n}" for n in range(25)}
+    await asyncio.sleep(1.5)
+    await chat.ws.send(json.dumps({"type": "ping", "id": "after"}))
+    assert await recv_frame(chat.ws) == {"type": "pong", "id": "after"}
+    await chat.ws.close()
+
+
+async def test_page_and_assets_are_served(rasa_stack: RasaStack) -> None:
+    async with httpx.AsyncClient(base_url=rasa_stack.base_url) as http:
+        page = await http.get("/webhooks/webchat/")
+        assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+        assert "default-src 'self'" in page.headers["content-security-policy"]
+        assert "widget.js" in page.text and "http://" not in page.text.replace(
+            "http://www.w3.org", ""
+        )
+        script = await http.get("/webhooks/webchat/static/widget.js")
+        assert script.status_code == 200 and "javascript" in script.headers["content-type"]
+        assert (await http.get("/webhooks/webchat/static/../webchat.py")).status_code == 404
+        assert (await http.get("/webhooks/webchat/static/secrets.env")).status_code == 404
