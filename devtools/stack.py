@@ -62,8 +62,8 @@ def rasa_server_command(
         "--port",
         str(port),
         "--enable-api",
-        "--auth-token",
-        auth_token,
+        # One argument: a random token may start with "-", which argparse would take for a flag.
+        f"--auth-token={auth_token}",
     ]
 
 
