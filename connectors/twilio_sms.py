@@ -317,7 +317,7 @@ class InboundSms:
         body = _field(form, "Body", MAX_BODY_CHARS)
         if body is None:
             raise Rejected(400, "Body missing")
-        raw_count = _field(form, "NumMedia", 3) or "0"
+        raw_count = _field(form, "NumMedia", 16) or "0"
         if not raw_count.isdigit() or int(raw_count) > MAX_MEDIA:
             raise Rejected(400, f"NumMedia must be 0..{MAX_MEDIA}")
         media = []

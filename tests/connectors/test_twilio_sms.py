@@ -155,7 +155,7 @@ def profile(stack_redis: RedisServer, conversation_id: str):
         try:
             return await IdentityStore(client).profile(conversation_id)
         finally:
-            await client.aclose()
+            await client.close()
 
     return asyncio.run(read())
 
@@ -492,7 +492,7 @@ async def test_stop_blocks_every_later_sms_and_start_resubscribes(
         [sent] = fake_twilio.messages_to(number)
         assert (sent.sid, sent.body) == (sid, "Your tracking link: https://t.example/1")
     finally:
-        await client.aclose()
+        await client.close()
 
 
 @pytest.mark.rasa_server
