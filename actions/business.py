@@ -1,28 +1,146 @@
-"""The shop's business actions: order status, tracking and refunds."""
+"""The shop's business actions: order status, tracking and refunds, in each channel's form.
+
+Order status and tracking are written once per channel with :class:`ChannelReply`: a caller
+hears the date as it is said ("Thursday, November 26th") and is offered the tracking link by
+text (the ``offer`` slot then lets a "yes" send it); a texter gets one short line with the link;
+the web chat gets markdown and a "Track package" button. Every such message also carries its
+SMS form in its metadata (``sms_text``), so "text me that" later knows what "that" was.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 from rasa_sdk import Action, Tracker
 from rasa_sdk.events import EventType, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
+from actions.formatting import ChannelReply, date_for, parse_date
 from actions.orders import Order, find_order
 
+#: The ``offer`` slot value a "yes" turns into a text with the tracking link.
+OFFER_TRACKING_LINK = "tracking_link"
+VOICE_LINK_OFFER = "Would you like me to text you the tracking link?"
 
-def _status_line(order: Order) -> str:
+
+def _when(channel: str, value: Optional[str]) -> str:
+    parsed = parse_date(value)
+    return date_for(channel, parsed) if parsed else (value or "soon")
+
+
+def tracking_sms(order: Order) -> Optional[str]:
+    """The text worth sending by SMS for an order: its tracking link."""
+    if not order.tracking_url:
+        return None
+    return f"Acme Shop order {order.number} ({order.carrier}): track it at {order.tracking_url}"
+
+
+def _track_button(order: Order) -> List[Dict[str, Any]]:
+    # The payload is the URL itself: the chat widget opens http(s) payloads as links.
+    return [{"title": "Track package", "payload": order.tracking_url}] if order.tracking_url else []
+
+
+def order_status_reply(order: Order) -> ChannelReply:
+    """What the customer hears, reads by SMS, or sees in chat about an order's status."""
     if order.status == "delivered":
-        return f"Order {order.number} ({order.description}) was delivered on {order.delivered_on}."
-    if order.status == "shipped":
-        return (
-            f"Order {order.number} ({order.description}) has shipped with {order.carrier} "
-            f"and should arrive on {order.estimated_delivery}."
+        chat = (
+            f"**Order {order.number}** ({order.description}) was delivered on "
+            f"**{_when('chat', order.delivered_on)}**."
         )
-    return (
-        f"Order {order.number} ({order.description}) is being prepared and should arrive "
-        f"on {order.estimated_delivery}."
+        voice = (
+            f"Order {order.number}, the {order.description.lower()}, was delivered on "
+            f"{_when('voice', order.delivered_on)}."
+        )
+        sms = (
+            f"Order {order.number} ({order.description}): delivered "
+            f"{_when('sms', order.delivered_on)}."
+        )
+    elif order.status == "shipped":
+        chat = (
+            f"**Order {order.number}** ({order.description}) has shipped with {order.carrier} "
+            f"and should arrive on **{_when('chat', order.estimated_delivery)}**."
+        )
+        voice = (
+            f"Order {order.number}, the {order.description.lower()}, has shipped with "
+            f"{order.carrier} and should arrive on {_when('voice', order.estimated_delivery)}."
+        )
+        sms = (
+            f"Order {order.number} ({order.description}): shipped via {order.carrier}, arriving "
+            f"{_when('sms', order.estimated_delivery)}."
+        )
+    else:
+        chat = (
+            f"**Order {order.number}** ({order.description}) is being prepared and should "
+            f"arrive on **{_when('chat', order.estimated_delivery)}**."
+        )
+        voice = (
+            f"Order {order.number}, the {order.description.lower()}, is being prepared and "
+            f"should arrive on {_when('voice', order.estimated_delivery)}."
+        )
+        sms = (
+            f"Order {order.number} ({order.description}): being prepared, arriving "
+            f"{_when('sms', order.estimated_delivery)}."
+        )
+    if order.tracking_url and order.status != "delivered":
+        voice += " " + VOICE_LINK_OFFER
+        sms += f" Track: {order.tracking_url}"
+    return ChannelReply(
+        chat=chat,
+        voice=voice,
+        sms=sms,
+        buttons=_track_button(order) if order.status != "delivered" else [],
+        metadata=_content_metadata(order, "your order status"),
     )
+
+
+def tracking_reply(order: Order) -> ChannelReply:
+    if not order.tracking_number:
+        when = order.estimated_delivery
+        return ChannelReply(
+            chat=(
+                f"Order {order.number} hasn't shipped yet, so there's no tracking number. "
+                f"It should arrive on **{_when('chat', when)}**."
+            ),
+            voice=(
+                f"Order {order.number} hasn't shipped yet, so there's no tracking number. "
+                f"It should arrive on {_when('voice', when)}."
+            ),
+            sms=f"Order {order.number} hasn't shipped yet. Expected {_when('sms', when)}.",
+            metadata={"topic": "the tracking details"},
+        )
+    return ChannelReply(
+        chat=(
+            f"The **{order.carrier}** tracking number for order {order.number} is "
+            f"`{order.tracking_number}`."
+        ),
+        voice=(
+            f"The {order.carrier} tracking number for order {order.number} is "
+            f"{order.tracking_number}. {VOICE_LINK_OFFER}"
+        ),
+        sms=(
+            f"Order {order.number} {order.carrier} tracking {order.tracking_number}: "
+            f"{order.tracking_url}"
+        ),
+        buttons=_track_button(order),
+        metadata=_content_metadata(order, "the tracking details"),
+    )
+
+
+def _content_metadata(order: Order, topic: str) -> Dict[str, Any]:
+    metadata: Dict[str, Any] = {"topic": topic, "order_number": order.number}
+    link = tracking_sms(order)
+    if link:
+        metadata["sms_text"] = link
+        metadata["sms_topic"] = "the tracking link"
+    return metadata
+
+
+def _send(reply: ChannelReply, dispatcher: CollectingDispatcher, tracker: Tracker) -> List:
+    channel = reply.send(dispatcher, tracker)
+    offers_link = channel == "voice" and VOICE_LINK_OFFER in reply.text_for("voice")
+    if offers_link:
+        return [SlotSet("offer", OFFER_TRACKING_LINK)]
+    return []
 
 
 def _not_found(dispatcher: CollectingDispatcher, tracker: Tracker) -> List[EventType]:
@@ -42,8 +160,7 @@ class ActionCheckOrderStatus(Action):
         order = find_order(tracker.get_slot("order_number"))
         if order is None:
             return _not_found(dispatcher, tracker)
-        dispatcher.utter_message(text=_status_line(order))
-        return []
+        return _send(order_status_reply(order), dispatcher, tracker)
 
 
 class ActionTrackingNumber(Action):
@@ -56,17 +173,7 @@ class ActionTrackingNumber(Action):
         order = find_order(tracker.get_slot("order_number"))
         if order is None:
             return _not_found(dispatcher, tracker)
-        if not order.tracking_number:
-            dispatcher.utter_message(
-                text=f"Order {order.number} hasn't shipped yet, so there's no tracking number. "
-                f"It should arrive on {order.estimated_delivery}."
-            )
-            return []
-        dispatcher.utter_message(
-            text=f"The {order.carrier} tracking number for order {order.number} is "
-            f"{order.tracking_number}. Track it here: {order.tracking_url}"
-        )
-        return []
+        return _send(tracking_reply(order), dispatcher, tracker)
 
 
 class ActionRequestRefund(Action):

@@ -200,6 +200,27 @@ async def complete(messages: List[Dict[str, str]], style: ChannelStyle) -> str:
     raise LlmUnavailable("LLM failed twice")
 
 
+async def answer_with_llm(dispatcher: CollectingDispatcher, tracker: Tracker) -> None:
+    """Utter the LLM's answer to the latest message in the current channel's form, or the
+    designer's offline response."""
+    style = style_for(current_channel(tracker))
+    started = time.monotonic()
+    try:
+        answer = fit(await complete(build_messages(tracker, style), style), style.channel)
+    except LlmUnavailable as error:
+        logger.warning(
+            "LLM fallback unavailable on %s after %.1f s: %s",
+            style.channel,
+            time.monotonic() - started,
+            error,
+        )
+        answer = ""
+    if answer:
+        dispatcher.utter_message(text=answer, llm_fallback=True)
+    else:
+        dispatcher.utter_message(response=OFFLINE_RESPONSE)
+
+
 class ActionLlmFallback(Action):
     """Answers what the assistant was not built for, in the current channel's form."""
 
@@ -209,21 +230,5 @@ class ActionLlmFallback(Action):
     async def run(
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: Dict[str, Any]
     ) -> List[EventType]:
-        style = style_for(current_channel(tracker))
-        started = time.monotonic()
-        try:
-            answer = fit(await complete(build_messages(tracker, style), style), style.channel)
-        except LlmUnavailable as error:
-            logger.warning(
-                "LLM fallback unavailable on %s after %.1f s: %s",
-                style.channel,
-                time.monotonic() - started,
-                error,
-            )
-            dispatcher.utter_message(response=OFFLINE_RESPONSE)
-            return []
-        if not answer:
-            dispatcher.utter_message(response=OFFLINE_RESPONSE)
-            return []
-        dispatcher.utter_message(text=answer, llm_fallback=True)
+        await answer_with_llm(dispatcher, tracker)
         return []

@@ -1,24 +1,162 @@
-"""'Text me that': sends the latest content to the conversation's phone by SMS."""
+"""Cross-channel hand-off: "text me that" during a call or a chat.
+
+``action_send_by_sms`` works out what "that" is (the tracking link, the refund policy, the part
+of a message the caller did not hear), texts it to the conversation's phone through the Twilio
+connector's :class:`~connectors.twilio_sms.SmsSender` (which refuses opted-out numbers and never
+double-sends), confirms on the current channel, and returns the text as a ``BotUttered`` event
+with ``metadata.channel = "sms"``: the texted content is then part of the one conversation every
+channel shows (live channels do not say it again, see ``BotMessage.is_for``), and the customer's
+SMS reply simply continues it.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Dict, List
+import logging
+import re
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional
 
 from rasa_sdk import Action, Tracker
-from rasa_sdk.events import EventType
+from rasa_sdk.events import BotUttered, EventType, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
+
+from actions.barge_in import OFFER_UNHEARD, RESPONSE_TOPICS, pending_unheard
+from actions.business import OFFER_TRACKING_LINK, tracking_sms
+from actions.formatting import current_channel
+from actions.orders import find_order
+from connectors.twilio_sms import NoPhoneOnFile, SmsOptedOut, SmsSender, SmsSendFailed
+
+logger = logging.getLogger(__name__)
+
+SENT_BY = "action_send_by_sms"
+_ASKS_FOR_LINK = re.compile(r"\b(track\w*|link|url)\b", re.IGNORECASE)
+_ASKS_FOR_POLICY = re.compile(r"\b(refunds?|returns?|polic\w*)\b", re.IGNORECASE)
+_ASKS_FOR_REST = re.compile(r"\b(rest|remainder|end)\b", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class TextContent:
+    """What to text: the message body and how to name it to the customer."""
+
+    text: str
+    topic: str
+    #: True when this is the unheard remainder of a cut-off message (delivered once).
+    unheard: bool = False
+
+
+def _response_text(domain: Dict[str, Any], response: str) -> Optional[str]:
+    """A response's plain variation (no ``channel``/``condition``), as written in domain.yml."""
+    for variation in (domain.get("responses") or {}).get(response) or []:
+        plain = not variation.get("channel") and not variation.get("condition")
+        if plain and variation.get("text"):
+            return variation["text"]
+    return None
+
+
+def _tracking_link(tracker: Tracker) -> Optional[TextContent]:
+    for event in reversed(tracker.events):
+        metadata = event.get("metadata") or {}
+        if event.get("event") == "bot" and metadata.get("sent_by") != SENT_BY:
+            if isinstance(metadata.get("sms_text"), str):
+                return TextContent(metadata["sms_text"], metadata.get("sms_topic") or "the link")
+    order = find_order(tracker.get_slot("order_number"))
+    link = tracking_sms(order) if order else None
+    return TextContent(link, "the tracking link") if link else None
+
+
+def _policy(domain: Dict[str, Any]) -> Optional[TextContent]:
+    text = _response_text(domain, "utter_refund_policy")
+    return TextContent(text, "the refund policy") if text else None
+
+
+def _unheard(tracker: Tracker) -> Optional[TextContent]:
+    unheard = pending_unheard(tracker)
+    if unheard is None:
+        return None
+    return TextContent(unheard["text"], f"the rest of {unheard['topic']}", unheard=True)
+
+
+def content_to_text(tracker: Tracker, domain: Dict[str, Any]) -> Optional[TextContent]:
+    """What "text me that" means here.
+
+    What the customer named wins ("text me the tracking link", "the refund policy", "the
+    rest"); then what the bot just offered; then the latest message worth texting, newest
+    first: one that carries an SMS form (tracking), the refund policy (its unheard remainder
+    when the caller was cut off during it).
+    """
+    asked = (tracker.latest_message or {}).get("text") or ""
+    if _ASKS_FOR_LINK.search(asked):
+        return _tracking_link(tracker)
+    if _ASKS_FOR_REST.search(asked) and pending_unheard(tracker):
+        return _unheard(tracker)
+    if _ASKS_FOR_POLICY.search(asked):
+        return _policy(domain)
+    offer = tracker.get_slot("offer")
+    if offer == OFFER_TRACKING_LINK:
+        return _tracking_link(tracker)
+    if offer == OFFER_UNHEARD:
+        return _unheard(tracker)
+    unheard = pending_unheard(tracker)
+    for event in reversed(tracker.events):
+        if event.get("event") != "bot":
+            continue
+        metadata = event.get("metadata") or {}
+        if metadata.get("sent_by") == SENT_BY:
+            continue
+        if isinstance(metadata.get("sms_text"), str):
+            return TextContent(metadata["sms_text"], metadata.get("sms_topic") or "the link")
+        topic = RESPONSE_TOPICS.get(metadata.get("utter_action"))
+        if topic:
+            if unheard is not None and unheard.get("topic") == topic:
+                return _unheard(tracker)
+            return _policy(domain) if topic == "the refund policy" else None
+    return _unheard(tracker)
+
+
+def _cleared(tracker: Tracker, content: TextContent) -> List[EventType]:
+    events: List[EventType] = []
+    if tracker.get_slot("offer"):
+        events.append(SlotSet("offer", None))
+    if content.unheard:
+        events.append(SlotSet("unheard", None))
+    return events
 
 
 class ActionSendBySms(Action):
-    """Until the Twilio sending path exists, says plainly that texting is not available."""
-
     def name(self) -> str:
         return "action_send_by_sms"
 
     async def run(
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: Dict[str, Any]
     ) -> List[EventType]:
-        dispatcher.utter_message(
-            text="Sorry, I can't send text messages from here yet. I can tell you again instead."
+        content = content_to_text(tracker, domain)
+        if content is None:
+            dispatcher.utter_message(response="utter_nothing_to_text")
+            return [SlotSet("offer", None)] if tracker.get_slot("offer") else []
+        if current_channel(tracker) == "sms":
+            # Already texting: the answer is the text.
+            dispatcher.utter_message(text=content.text, topic=content.topic)
+            return _cleared(tracker, content)
+        try:
+            sids = await SmsSender.from_settings().send(tracker.sender_id, content.text)
+        except SmsOptedOut:
+            dispatcher.utter_message(response="utter_sms_opted_out")
+            return []
+        except NoPhoneOnFile:
+            dispatcher.utter_message(response="utter_sms_no_phone")
+            return []
+        except SmsSendFailed as error:
+            logger.warning("text for %s not sent: %s", tracker.sender_id, error)
+            dispatcher.utter_message(response="utter_sms_failed")
+            return []
+        dispatcher.utter_message(response="utter_sms_sent", sms_topic=content.topic)
+        record = BotUttered(
+            text=content.text,
+            metadata={
+                "channel": "sms",
+                "sent_by": SENT_BY,
+                "message_sids": sids,
+                "topic": content.topic,
+            },
         )
-        return []
+        return [record, *_cleared(tracker, content)]
