@@ -87,6 +87,8 @@ def rasa_stack(
         "OPENAI_BASE_URL": fake_llm.base_url,
         "OPENAI_API_KEY": "sk-local-fake",
         "LLM_MODEL": "fake-model",
+        # Where "talk to a person" transfers a call (action_handoff_to_human).
+        "HANDOFF_PHONE_NUMBER": "+14155550100",
     }
     stack = RasaStack(
         model=trained_model,
