@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from devtools.model import ensure_model
-from devtools.processes import ROOT, RedisServer, spawn, stop, wait_for_port
+from devtools.processes import ROOT, RedisServer, python, spawn, stop, wait_for_port
 from devtools.stack import (
     action_server_command,
     local_secrets,
@@ -31,6 +31,7 @@ RASA_PORT = 5005
 ACTION_PORT = 5055
 REDIS_PORT = 6379
 FAKE_TWILIO_PORT = 5056
+LOCAL_TWILIO_API = f"http://127.0.0.1:{FAKE_TWILIO_PORT}"
 
 
 def read_env_file(path: Path = ENV_FILE) -> Dict[str, str]:
@@ -51,7 +52,7 @@ def first_run_settings() -> Dict[str, str]:
     return {
         **local_secrets(RASA_PORT),
         "ACTION_SERVER_URL": f"http://127.0.0.1:{ACTION_PORT}/webhook",
-        "TWILIO_API_BASE_URL": f"http://127.0.0.1:{FAKE_TWILIO_PORT}",
+        "TWILIO_API_BASE_URL": LOCAL_TWILIO_API,
     }
 
 
@@ -125,6 +126,14 @@ def main() -> int:
             redis_server = RedisServer(DATA_DIR / "redis", port=port).start()
             redis_url = redis_server.url
             os.environ["REDIS_URL"] = redis_url
+        if os.environ.get("TWILIO_API_BASE_URL", "").rstrip("/") == LOCAL_TWILIO_API:
+            # SMS replies sent by REST land on the local fake Twilio API (sim_sms shows them)
+            fake_twilio = spawn(
+                [python(), "-m", "devtools.fake_twilio", "--port", str(FAKE_TWILIO_PORT)],
+                log_path=None,
+            )
+            processes.append(fake_twilio)
+            wait_for_port(FAKE_TWILIO_PORT, 30, fake_twilio)
         actions = spawn(action_server_command(ACTION_PORT), log_path=None)
         processes.append(actions)
         wait_for_port(ACTION_PORT, 60, actions)

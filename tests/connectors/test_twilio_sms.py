@@ -9,8 +9,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import os
 import random
 import secrets
+import subprocess
+import sys
 import time
 import xml.etree.ElementTree as ElementTree
 from concurrent.futures import ThreadPoolExecutor
@@ -39,6 +42,7 @@ from connectors.twilio_sms import (
     public_url,
     read_signed_form,
 )
+from devtools import sim_sms
 from devtools.fake_llm import FakeLlm, LlmReply
 from devtools.fake_twilio import FakeTwilio
 from devtools.processes import RedisServer, free_port
@@ -821,3 +825,38 @@ def test_required_variables_stop_start_up(monkeypatch: pytest.MonkeyPatch) -> No
     with pytest.raises(ConfigError, match="unknown"):
         TwilioSmsInput.from_credentials({"inline_budget": 3})
     assert json.dumps(TwilioSmsInput.from_credentials({}).config.inline_budget_seconds) == "5.0"
+
+
+# ---------------------------------------------------------------------------------------------
+# The simulator (devtools/sim_sms.py)
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.rasa_server
+def test_simulator_signs_like_twilio_and_shows_inline_and_rest_replies(
+    rasa_stack: RasaStack, fake_twilio: FakeTwilio, fake_llm: FakeLlm
+) -> None:
+    env = {
+        **os.environ,
+        **{name: rasa_stack.env[name] for name in sim_sms.SETTINGS if name in rasa_stack.env},
+        "TWILIO_API_BASE_URL": fake_twilio.url,
+    }
+    number = fresh_number()
+    fake_llm.reset()
+    fake_llm.script(LlmReply(content="We ship worldwide.", delay=6))
+    run = subprocess.run(
+        [sys.executable, "-m", "devtools.sim_sms", "--from", number]
+        + ["--server", rasa_stack.base_url, "hello", GIBBERISH],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    fake_llm.reset()
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    assert (
+        lines[0] == "bot (TwiML) > Hi! Acme Shop here. Ask me about an order, tracking or refunds."
+    )
+    assert "Reply 1 for Order status, 2 for Refund policy." in lines[1]
+    assert any(line.startswith("bot (REST)  > ") and "We ship worldwide." in line for line in lines)

@@ -1,0 +1,191 @@
+"""Text the local assistant as Twilio would deliver your SMS.
+
+Each message is POSTed to the SMS webhook with the form fields Twilio sends, signed with
+twilio-python's ``RequestValidator`` over ``PUBLIC_BASE_URL`` + path using the ``.env`` auth
+token (exactly what Twilio does), so it passes the same signature check as production traffic.
+Inline replies (TwiML) are printed; replies the connector sends later through the REST API are
+read back from the local fake Twilio API (``GET /fake/messages``) when ``TWILIO_API_BASE_URL``
+points at it, as ``make run`` sets up.
+
+    .venv/bin/python -m devtools.sim_sms --from +14155552671 'where is my order'
+    .venv/bin/python -m devtools.sim_sms --from +14155552671            # interactive
+    .venv/bin/python -m devtools.sim_sms --from +14155552671 --media https://…/photo.jpg ''
+"""
+
+from __future__ import annotations
+
+import argparse
+import mimetypes
+import os
+import secrets
+import sys
+import time
+import xml.etree.ElementTree as ElementTree
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import httpx
+from twilio.request_validator import RequestValidator
+
+from devtools.fake_twilio import fetch_messages
+from devtools.launcher import RASA_PORT, read_env_file
+
+WEBHOOK_PATH = "/webhooks/twilio_sms/webhook"
+SETTINGS = (
+    "PUBLIC_BASE_URL",
+    "TWILIO_ACCOUNT_SID",
+    "TWILIO_AUTH_TOKEN",
+    "TWILIO_PHONE_NUMBER",
+    "TWILIO_API_BASE_URL",
+)
+
+
+def load_env() -> Dict[str, str]:
+    """``.env`` (what ``make run`` wrote), overridden by the process environment."""
+    values = read_env_file()
+    values.update({name: os.environ[name] for name in SETTINGS if os.environ.get(name)})
+    missing = [name for name in SETTINGS[:3] if not values.get(name)]
+    if missing:
+        raise SystemExit(f"missing {', '.join(missing)}: run `make run` once to create .env")
+    return values
+
+
+def twilio_form(
+    env: Dict[str, str], sender: str, to: str, body: str, media: Sequence[str]
+) -> Dict[str, str]:
+    """The parameters Twilio posts for an incoming SMS/MMS."""
+    sid = ("MM" if media else "SM") + secrets.token_hex(16)
+    form = {
+        "ToCountry": "US",
+        "ToState": "CA",
+        "SmsMessageSid": sid,
+        "NumMedia": str(len(media)),
+        "ToCity": "",
+        "FromZip": "",
+        "SmsSid": sid,
+        "FromState": "CA",
+        "SmsStatus": "received",
+        "FromCity": "SAN FRANCISCO",
+        "Body": body,
+        "FromCountry": "US",
+        "To": to,
+        "ToZip": "",
+        "NumSegments": "1",
+        "MessageSid": sid,
+        "AccountSid": env["TWILIO_ACCOUNT_SID"],
+        "From": sender,
+        "ApiVersion": "2010-04-01",
+    }
+    for index, url in enumerate(media):
+        form[f"MediaUrl{index}"] = url
+        form[f"MediaContentType{index}"] = mimetypes.guess_type(url)[0] or "image/jpeg"
+    return form
+
+
+def send(
+    env: Dict[str, str], server: str, form: Dict[str, str]
+) -> Tuple[int, List[Tuple[str, List[str]]], str]:
+    """POST one signed webhook; returns the status, the TwiML messages and the raw answer."""
+    signed_url = env["PUBLIC_BASE_URL"].rstrip("/") + WEBHOOK_PATH
+    signature = RequestValidator(env["TWILIO_AUTH_TOKEN"]).compute_signature(signed_url, form)
+    answer = httpx.post(
+        server.rstrip("/") + WEBHOOK_PATH,
+        data=form,
+        headers={
+            "X-Twilio-Signature": signature,
+            "I-Twilio-Idempotency-Token": secrets.token_hex(16),
+            "User-Agent": "TwilioProxy/1.1",
+        },
+        timeout=20,
+    )
+    messages: List[Tuple[str, List[str]]] = []
+    if answer.status_code == 200 and answer.text.strip():
+        root = ElementTree.fromstring(answer.text)
+        for message in root.findall("Message"):
+            media = [item.text or "" for item in message.findall("Media")]
+            messages.append((message.text or "", media))
+    return answer.status_code, messages, answer.text
+
+
+def rest_messages(env: Dict[str, str], sender: str) -> Optional[List[dict]]:
+    """Messages the local fake Twilio API recorded for ``sender``; None without a local fake."""
+    base = env.get("TWILIO_API_BASE_URL") or ""
+    if not base.startswith(("http://127.0.0.1", "http://localhost")):
+        return None
+    try:
+        messages = fetch_messages(base)
+    except OSError:
+        return None
+    number = sender.split(":", 1)[-1]
+    return [m for m in messages if m["to"].split(":", 1)[-1] == number]
+
+
+def print_message(prefix: str, body: str, media: Sequence[str]) -> None:
+    lines = body.splitlines() or [""]
+    print(f"{prefix} {lines[0]}")
+    for line in lines[1:]:
+        print(" " * len(prefix), line)
+    for url in media:
+        print(" " * len(prefix), f"[media] {url}")
+
+
+def converse(
+    env: Dict[str, str],
+    server: str,
+    sender: str,
+    to: str,
+    text: str,
+    media: Sequence[str],
+    wait: float,
+) -> int:
+    seen = rest_messages(env, sender)
+    already = len(seen) if seen is not None else 0
+    status, inline, raw = send(env, server, twilio_form(env, sender, to, text, media))
+    if status != 200:
+        print(f"webhook answered HTTP {status}: {raw.strip()[:200]}")
+        return 1
+    for body, urls in inline:
+        print_message("bot (TwiML) >", body, urls)
+    if seen is None:
+        if not inline:
+            print("(no inline reply; REST replies go to Twilio, not to a local fake)")
+        return 0
+    deadline = time.monotonic() + (wait if not inline else 1.0)
+    shown = already
+    while time.monotonic() < deadline:
+        found = rest_messages(env, sender) or []
+        for message in found[shown:]:
+            print_message("bot (REST)  >", message["body"], message["media_urls"])
+        if len(found) > shown:
+            shown = len(found)
+            deadline = min(deadline, time.monotonic() + 1.0)
+        time.sleep(0.2)
+    if not inline and shown == already:
+        print(f"(no reply within {wait:.0f} s)")
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description="Text the local assistant as Twilio would")
+    parser.add_argument("--from", dest="sender", required=True, help="your number, e.g. +1415…")
+    parser.add_argument("--to", help="the assistant's number (default TWILIO_PHONE_NUMBER)")
+    parser.add_argument("--server", default=f"http://127.0.0.1:{RASA_PORT}", help="Rasa server")
+    parser.add_argument("--media", action="append", default=[], help="an MMS picture URL")
+    parser.add_argument("--wait", type=float, default=20, help="seconds to wait for REST replies")
+    parser.add_argument("text", nargs="*", help="message(s) to send; none: interactive")
+    args = parser.parse_args(argv)
+    env = load_env()
+    to = args.to or env.get("TWILIO_PHONE_NUMBER") or "+15005550006"
+    if args.text:
+        results = [
+            converse(env, args.server, args.sender, to, text, args.media, args.wait)
+            for text in args.text
+        ]
+        return max(results)
+    print("Type a message and press Enter (Ctrl-D to quit).")
+    for line in sys.stdin:
+        converse(env, args.server, args.sender, to, line.rstrip("\n"), args.media, args.wait)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
