@@ -1,0 +1,644 @@
+"""The VAPI connector against the real stack: trained assistant, Redis, action server.
+
+The caller is the ``openai`` SDK's streaming client (what VAPI itself uses), driven through
+devtools.sim_vapi.VapiCall; VAPI's control URL is the local fake; the LLM is devtools.fake_llm.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import hmac
+import json
+import random
+import time
+import uuid
+from typing import Any, Callable, Dict, List, Optional
+
+import httpx
+import jwt
+import openai
+import phonenumbers
+import pytest
+import redis.asyncio as aioredis
+from rasa.shared.core.domain import Domain
+from rasa.shared.core.events import BotUttered, UserUtteranceReverted, UserUttered
+from rasa.shared.core.trackers import DialogueStateTracker
+from twilio.request_validator import RequestValidator
+
+from connectors.identity import IdentityStore, anon_address, phone_address, user_address
+from devtools.fake_llm import LlmReply
+from devtools.fake_vapi_control import FakeVapiControl
+from devtools.processes import ROOT
+from devtools.sim_vapi import VapiCall
+
+pytestmark = pytest.mark.rasa_server
+
+GIBBERISH = "zxqv blorft wibble"
+AREA_CODES = ("212", "312", "415", "617", "646", "718", "917")
+
+
+def new_number() -> str:
+    """A fresh, valid US number, so every test has its own caller and conversation."""
+    while True:
+        number = (
+            f"+1{random.choice(AREA_CODES)}{random.randint(200, 999)}{random.randint(0, 9999):04d}"
+        )
+        if phonenumbers.is_valid_number(phonenumbers.parse(number)):
+            return number
+
+
+@pytest.fixture(scope="module")
+def control() -> FakeVapiControl:
+    fake = FakeVapiControl().start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def stack(rasa_stack):
+    return rasa_stack
+
+
+@pytest.fixture
+def make_call(stack, control):
+    def make(number: Optional[str] = "new", **kwargs: Any) -> VapiCall:
+        call = VapiCall(
+            base_url=stack.base_url,
+            server_secret=stack.env["VAPI_SERVER_SECRET"],
+            number=new_number() if number == "new" else number,
+            **kwargs,
+        )
+        call.control_url = control.control_url(call.call_id)
+        return call
+
+    return make
+
+
+async def conversation_of_stack(stack, number: str) -> Optional[str]:
+    client = aioredis.Redis.from_url(stack.env["REDIS_URL"])
+    try:
+        return await IdentityStore(client).lookup(phone_address(number))
+    finally:
+        await client.close()
+
+
+@functools.lru_cache(maxsize=1)
+def _domain() -> Domain:
+    return Domain.load(str(ROOT / "domain.yml"))
+
+
+async def tracker_of(stack, conversation_id: str) -> DialogueStateTracker:
+    token = stack.env["RASA_AUTH_TOKEN"]
+    async with httpx.AsyncClient(timeout=30) as client:
+        reply = await client.get(
+            f"{stack.base_url}/conversations/{conversation_id}/tracker",
+            params={"token": token, "include_events": "ALL"},
+        )
+    reply.raise_for_status()
+    return DialogueStateTracker.from_dict(conversation_id, reply.json()["events"], _domain().slots)
+
+
+def user_texts(tracker: DialogueStateTracker) -> List[str]:
+    """The user turns that count: each UserUtteranceReverted takes the last one back."""
+    texts: List[str] = []
+    for event in tracker.events:
+        if isinstance(event, UserUttered):
+            texts.append(event.text)
+        elif isinstance(event, UserUtteranceReverted) and texts:
+            texts.pop()
+    return texts
+
+
+async def send_sms(stack, number: str, text: str) -> httpx.Response:
+    """An inbound SMS through the real Twilio connector, signed as Twilio signs it."""
+    url = f"{stack.env['PUBLIC_BASE_URL']}/webhooks/twilio_sms/webhook"
+    form = {
+        "MessageSid": "SM" + uuid.uuid4().hex,
+        "AccountSid": stack.env["TWILIO_ACCOUNT_SID"],
+        "From": number,
+        "To": stack.env["TWILIO_PHONE_NUMBER"],
+        "Body": text,
+        "NumMedia": "0",
+    }
+    signature = RequestValidator(stack.env["TWILIO_AUTH_TOKEN"]).compute_signature(url, form)
+    async with httpx.AsyncClient(timeout=30) as client:
+        return await client.post(
+            f"{stack.base_url}/webhooks/twilio_sms/webhook",
+            data=form,
+            headers={"X-Twilio-Signature": signature},
+        )
+
+
+async def raw_completion(
+    stack, body: Any, headers: Dict[str, str], path: str = "/chat/completions"
+) -> httpx.Response:
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    async with httpx.AsyncClient(timeout=30) as client:
+        return await client.post(
+            f"{stack.base_url}/webhooks/vapi{path}",
+            content=content,
+            headers={"Content-Type": "application/json", **headers},
+        )
+
+
+async def wait_until(condition: Callable[[], bool], timeout: float) -> None:
+    """Poll a condition met by another process (the fakes record requests in threads)."""
+    deadline = time.monotonic() + timeout
+    while not condition():  # noqa: ASYNC110 - the condition is set by other threads/processes
+        if time.monotonic() > deadline:
+            return
+        await asyncio.sleep(0.05)
+
+
+def sse_frames(text: str) -> List[str]:
+    return [line[len("data: ") :] for line in text.split("\n\n") if line.startswith("data: ")]
+
+
+def completion_body(call: VapiCall, text: str) -> Dict[str, Any]:
+    return {
+        "model": "rasa",
+        "stream": True,
+        "messages": [{"role": "user", "content": text}],
+        "call": call.call,
+        "customer": {"number": call.number},
+    }
+
+
+# -- streaming ---------------------------------------------------------------------------------
+
+
+async def test_rule_turn_streams_openai_chunks_exactly(stack, make_call):
+    call = make_call()
+    secret = stack.env["VAPI_SERVER_SECRET"]
+    reply = await raw_completion(
+        stack, completion_body(call, "hello"), {"Authorization": f"Bearer {secret}"}
+    )
+    assert reply.status_code == 200
+    assert reply.headers["content-type"].startswith("text/event-stream")
+    frames = sse_frames(reply.text)
+    assert frames[-1] == "[DONE]"
+    chunks = [json.loads(frame) for frame in frames[:-1]]
+    assert all(c["object"] == "chat.completion.chunk" and c["choices"] for c in chunks)
+    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    assert chunks[-1]["choices"][0] == {"index": 0, "delta": {}, "finish_reason": "stop"}
+    content = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks[1:-1])
+    assert content == "Hi, this is the Acme Shop assistant. How can I help?"
+    assert len({c["id"] for c in chunks}) == 1
+
+
+async def test_openai_sdk_reads_a_conversation_and_doubled_path(stack, make_call):
+    call = make_call()
+    first = await call.say("where is my order")
+    assert first.finish_reason == "stop"
+    assert "order number" in first.text.lower()
+    second = await call.say("12345")
+    assert "1 2 3 4 5" in second.text and "shipped" in second.text
+    # Some VAPI set-ups call .../chat/completions/chat/completions.
+    client = openai.AsyncOpenAI(
+        base_url=f"{stack.base_url}/webhooks/vapi/chat/completions",
+        api_key=stack.env["VAPI_SERVER_SECRET"],
+        max_retries=0,
+    )
+    call.history.append({"role": "user", "content": "thanks"})
+    stream = await client.chat.completions.create(
+        model="rasa", messages=call.history, stream=True, extra_body={"call": call.call}
+    )
+    text = "".join([c.choices[0].delta.content or "" async for c in stream])
+    await client.close()
+    assert "welcome" in text.lower()
+
+
+async def test_filler_streams_first_while_a_slow_action_runs(stack, make_call, fake_llm):
+    fake_llm.script(LlmReply(content="I looked into it for you.", delay=2))
+    call = make_call()
+    reply = await call.say(GIBBERISH)
+    assert reply.chunks[0] == "One moment."
+    assert "I looked into it for you." in reply.text
+    assert reply.text.index("One moment.") < reply.text.index("I looked into it")
+    # The filler left the server long before the 2 s action finished.
+    assert reply.first_content_seconds < 1.0
+    assert reply.done_seconds >= 2.0
+    # The filler is flushed so VAPI speaks it at once instead of waiting for more text.
+    assert reply.chunks[1] == "<flush />"
+
+
+# -- authentication ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Authorization": "Bearer wrong-secret"},
+        {"X-Vapi-Secret": "wrong-secret"},
+        {"Authorization": "Basic abc"},
+    ],
+    ids=["none", "wrong-bearer", "wrong-header", "basic"],
+)
+async def test_custom_llm_rejects_bad_credentials(stack, make_call, headers):
+    call = make_call()
+    reply = await raw_completion(stack, completion_body(call, "hello"), headers)
+    assert reply.status_code == 401
+    assert reply.json()["error"]["type"] == "authentication_error"
+    assert await conversation_of_stack(stack, call.number) is None
+
+
+async def test_custom_llm_accepts_every_form_of_the_secret(stack, make_call):
+    secret = stack.env["VAPI_SERVER_SECRET"]
+    for headers in (
+        {"Authorization": f"Bearer {secret}"},
+        {"Authorization": secret},
+        {"X-Vapi-Secret": secret},
+        {"X-Vapi-Signature": secret},
+    ):
+        reply = await raw_completion(stack, completion_body(make_call(), "hello"), headers)
+        assert reply.status_code == 200, headers
+        assert sse_frames(reply.text)[-1] == "[DONE]"
+    with pytest.raises(openai.AuthenticationError):
+        await make_call(custom_llm_key="not-the-key").say("hello")
+
+
+def _signed(secret: str, body: bytes, timestamp: str) -> Dict[str, str]:
+    digest = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
+    return {"x-timestamp": timestamp, "x-signature": digest.hexdigest()}
+
+
+async def test_server_messages_authenticate(stack):
+    secret = stack.env["VAPI_SERVER_SECRET"]
+    body = json.dumps({"message": {"type": "speech-update", "status": "started"}}).encode()
+    now = str(int(time.time()))
+    stale = str(int(time.time()) - 600)
+    cases = [
+        ({}, 401),
+        ({"X-Vapi-Secret": "nope"}, 401),
+        ({"Authorization": "Bearer nope"}, 401),
+        ({**_signed("other-secret", body, now)}, 401),
+        ({**_signed(secret, body, stale)}, 401),
+        ({"x-signature": _signed(secret, body, now)["x-signature"]}, 401),
+        ({"X-Vapi-Secret": secret}, 200),
+        ({"X-Vapi-Signature": secret}, 200),
+        ({"Authorization": f"Bearer {secret}"}, 200),
+        ({**_signed(secret, body, now)}, 200),
+        ({**_signed(secret, body, str(int(time.time() * 1000)))}, 200),
+    ]
+    async with httpx.AsyncClient(timeout=10) as client:
+        for headers, status in cases:
+            reply = await client.post(
+                f"{stack.base_url}/webhooks/vapi/events",
+                content=body,
+                headers={"Content-Type": "application/json", **headers},
+            )
+            assert reply.status_code == status, headers
+            if status == 401:
+                assert reply.json() == {"error": "missing or wrong credentials"}
+            else:
+                assert reply.json() == {}
+
+
+# -- duplicates, superseded turns, barge-in ------------------------------------------------------
+
+
+async def test_duplicate_request_replays_without_a_second_turn(stack, make_call):
+    call = make_call()
+    await call.say("hello")
+    first = await call.say("where is my order")
+    repeat = await call.complete(call.history[:-1])
+    assert repeat.text == first.text
+    conversation = await conversation_of_stack(stack, call.number)
+    tracker = await tracker_of(stack, conversation)
+    assert user_texts(tracker).count("where is my order") == 1
+    # A duplicate of an earlier, in-flight turn attaches to it: both get the same answer.
+    call.history.append({"role": "user", "content": "12345"})
+    both = await asyncio.gather(call.complete(call.history), call.complete(call.history))
+    assert both[0].text == both[1].text and "1 2 3 4 5" in both[0].text
+    tracker = await tracker_of(stack, conversation)
+    assert user_texts(tracker).count("12345") == 1
+
+
+async def test_longer_utterance_supersedes_the_one_in_flight(stack, make_call, fake_llm):
+    fake_llm.script(
+        LlmReply(content="Answer to the cut-off question.", delay=2),
+        LlmReply(content="Answer to the whole question."),
+    )
+    call = make_call()
+    short = GIBBERISH
+    longer = GIBBERISH + " frobnicate quux"
+    first = asyncio.create_task(call.complete([{"role": "user", "content": short}]))
+    await asyncio.sleep(0.8)  # the first turn is in its slow LLM action now
+    second = await call.complete([{"role": "user", "content": longer}])
+    cut = await first
+    assert "cut-off" not in cut.text
+    assert "cut-off" not in second.text
+    assert "Answer to the whole question." in second.text
+    conversation = await conversation_of_stack(stack, call.number)
+    tracker = await tracker_of(stack, conversation)
+    assert user_texts(tracker) == [longer]
+
+
+async def test_barge_in_metadata_records_what_the_caller_heard(stack, make_call):
+    call = make_call()
+    policy = await call.say("what's your refund policy", interrupt_after=60)
+    heard = call.history[-1]["content"]
+    assert len(heard) <= 60 < len(policy.text)
+    await call.say("where is my order")
+    conversation = await conversation_of_stack(stack, call.number)
+    tracker = await tracker_of(stack, conversation)
+    last = [e for e in tracker.events if isinstance(e, UserUttered)][-1]
+    barge_in = last.metadata["barge_in"]
+    assert barge_in["sent_text"] == policy.text
+    assert barge_in["heard_text"] == heard
+    assert 0 < barge_in["heard_ratio"] < 0.5
+    assert last.metadata["channel"] == "voice" and last.metadata["call_id"] == call.call_id
+    # A turn heard in full carries no barge-in.
+    await call.say("12345")
+    tracker = await tracker_of(stack, conversation)
+    assert "barge_in" not in [e for e in tracker.events if isinstance(e, UserUttered)][-1].metadata
+
+
+# -- server messages ---------------------------------------------------------------------------
+
+
+async def test_assistant_request_points_back_and_greets_newcomers(stack, make_call):
+    call = make_call()
+    answer = await call.assistant_request()
+    assistant = answer["assistant"]
+    assert assistant["model"]["provider"] == "custom-llm"
+    assert assistant["model"]["url"] == f"{stack.env['PUBLIC_BASE_URL']}/webhooks/vapi"
+    assert assistant["firstMessage"] == "Hi, this is the Acme Shop assistant. How can I help?"
+
+
+async def test_assistant_request_personalised_from_an_earlier_sms(stack, make_call, fake_twilio):
+    number = new_number()
+    reply = await send_sms(stack, number, "where is order 40213")
+    assert reply.status_code == 200, reply.text
+    call = make_call(number)
+    answer = await call.assistant_request()
+    greeting = answer["assistant"]["firstMessage"]
+    assert "4 0 2 1 3" in greeting and "texted" in greeting
+    # The greeting is what the caller hears first; the conversation goes on from the SMS.
+    reply = await call.say("yes, what's the tracking number")
+    assert "hasn't shipped" in reply.text or "4 0 2 1 3" in reply.text
+
+
+async def test_end_of_call_report_is_seen_by_a_later_sms_turn(stack, make_call, fake_llm):
+    call = make_call()
+    await call.say("hello")
+    summary = f"Caller {uuid.uuid4().hex[:6]} asked whether gift cards can be refunded."
+    await call.hang_up(summary=summary, recording_url="https://storage.example/rec.wav")
+    conversation = await conversation_of_stack(stack, call.number)
+    tracker = await tracker_of(stack, conversation)
+    report = tracker.get_slot("last_call")
+    assert report["summary"] == summary
+    assert report["recording_url"] == "https://storage.example/rec.wav"
+    assert "User: hello" in report["transcript"]
+    assert report["call_id"] == call.call_id
+    # A later SMS turn that reaches the LLM has the call in its prompt.
+    fake_llm.reset()
+    fake_llm.script(LlmReply(content="Yes, about the call: gift cards are final sale."))
+    reply = await send_sms(stack, call.number, GIBBERISH)
+    assert reply.status_code == 200
+    await wait_until(lambda: bool(fake_llm.requests), 15)
+    prompt = json.dumps(fake_llm.requests[-1]["messages"])
+    assert summary in prompt
+
+
+async def test_end_of_call_report_reads_legacy_top_level_fields(stack, make_call):
+    call = make_call()
+    await call.say("hello")
+    reply = await call.event(
+        {
+            "type": "end-of-call-report",
+            "endedReason": "assistant-ended-call",
+            "summary": "Legacy summary.",
+            "transcript": "AI: Hi\nUser: hello",
+            "recordingUrl": "https://storage.example/legacy.wav",
+        }
+    )
+    assert reply.status_code == 200
+    tracker = await tracker_of(stack, await conversation_of_stack(stack, call.number))
+    report = tracker.get_slot("last_call")
+    assert report["summary"] == "Legacy summary."
+    assert report["transcript"] == "AI: Hi\nUser: hello"
+    assert report["recording_url"] == "https://storage.example/legacy.wav"
+    assert report["ended_reason"] == "assistant-ended-call"
+
+
+async def test_other_server_messages(stack, make_call):
+    call = make_call()
+    for message in (
+        {"type": "status-update", "status": "in-progress"},
+        {"type": "user-interrupted", "turnId": "t1"},
+        {"type": "conversation-update", "messages": []},
+        {"type": "some-future-type", "whatever": 1},
+    ):
+        reply = await call.event(message)
+        assert (reply.status_code, reply.json()) == (200, {}), message
+    tools = await call.event(
+        {
+            "type": "tool-calls",
+            "toolCallList": [
+                {"id": "a", "name": "order_status", "arguments": {"order_number": "12345"}},
+                {
+                    "id": "b",
+                    "type": "function",
+                    "function": {"name": "order_status", "arguments": '{"order_number": "77801"}'},
+                },
+                {"id": "c", "name": "launch_rocket", "arguments": {}},
+                {"id": "d", "name": "order_status", "arguments": "{not json"},
+            ],
+        }
+    )
+    results = {r["toolCallId"]: r for r in tools.json()["results"]}
+    assert "1 2 3 4 5" in results["a"]["result"] and "shipped" in results["a"]["result"]
+    assert "delivered" in results["b"]["result"]
+    assert "launch_rocket" in results["c"]["error"] and "result" not in results["c"]
+    assert "JSON" in results["d"]["error"]
+    transfer = await call.event({"type": "transfer-destination-request"})
+    assert transfer.status_code == 200 and "error" in transfer.json()
+
+
+# -- call control ------------------------------------------------------------------------------
+
+
+async def test_goodbye_ends_the_call_after_saying_it(stack, make_call, control):
+    call = make_call()
+    await call.say("hello")
+    reply = await call.say("bye")
+    assert reply.finish_reason == "stop"
+    requests = control.wait_for(call.call_id)
+    assert requests[0].payload == {
+        "type": "say",
+        "content": "Goodbye, and thanks for calling Acme!",
+        "endCallAfterSpoken": True,
+    }
+    # Said by VAPI through the control request, so not streamed too.
+    assert "Goodbye" not in reply.text
+
+
+async def test_asking_for_a_human_transfers_the_call(stack, make_call, control):
+    call = make_call()
+    reply = await call.say("I want to talk to a human")
+    requests = control.wait_for(call.call_id)
+    payload = requests[0].payload
+    assert payload["type"] == "transfer"
+    assert payload["destination"] == {"type": "number", "number": "+14155550100"}
+    assert payload["content"].endswith("Transferring you now.")
+    assert reply.finish_reason == "stop"
+
+
+async def test_failing_control_url_does_not_break_the_turn(stack, make_call, control):
+    control.fail_next(500)
+    call = make_call()
+    reply = await call.say("bye")
+    assert reply.finish_reason == "stop"
+    await asyncio.sleep(0.5)
+    assert control.requests_for(call.call_id) == []
+    assert "call control say answered HTTP 500" in stack.rasa_log()
+
+
+# -- bad input ---------------------------------------------------------------------------------
+
+
+def _call_body(**overrides: Any) -> Dict[str, Any]:
+    body = {
+        "model": "rasa",
+        "stream": True,
+        "messages": [{"role": "user", "content": "hello"}],
+        "call": {"id": str(uuid.uuid4()), "customer": {"number": new_number()}},
+    }
+    body.update(overrides)
+    return body
+
+
+@pytest.mark.parametrize(
+    "body, status, reason",
+    [
+        (b"{not json", 400, "not valid JSON"),
+        (b"[1, 2]", 400, "JSON object"),
+        (json.dumps({"call": {"id": "x"}}).encode(), 400, "messages"),
+        (json.dumps(_call_body(messages="hello")).encode(), 400, "messages"),
+        (json.dumps(_call_body(messages=[{"content": "hi"}])).encode(), 400, "role"),
+        (json.dumps(_call_body(call={"type": "webCall"})).encode(), 400, "call.id"),
+        (
+            json.dumps(_call_body(messages=[{"role": "user", "content": "a" * 5000}])).encode(),
+            400,
+            "longer than",
+        ),
+        (b'{"messages": [], "pad": "' + b"x" * 1_100_000 + b'"}', 413, "larger than"),
+    ],
+    ids=[
+        "malformed",
+        "array",
+        "no-messages",
+        "messages-str",
+        "no-role",
+        "no-call-id",
+        "long",
+        "huge",
+    ],
+)
+async def test_bad_custom_llm_input_gets_a_4xx_with_a_reason(stack, body, status, reason):
+    secret = stack.env["VAPI_SERVER_SECRET"]
+    reply = await raw_completion(stack, body, {"Authorization": f"Bearer {secret}"})
+    assert reply.status_code == status
+    assert reason in reply.json()["error"]["message"]
+
+
+async def test_no_user_message_gets_a_valid_stream(stack, make_call):
+    call = make_call()
+    greeting = await call.complete([{"role": "system", "content": "You are a helpful agent."}])
+    assert greeting.finish_reason == "stop"
+    assert greeting.text == "Hi, this is the Acme Shop assistant. How can I help?"
+    after_bot = await call.complete(
+        [{"role": "user", "content": "hello"}, {"role": "assistant", "content": "Hi there."}]
+    )
+    assert (after_bot.text, after_bot.finish_reason) == ("", "stop")
+    blank = await call.complete([{"role": "user", "content": "   "}])
+    assert (blank.text, blank.finish_reason) == ("", "stop")
+
+
+@pytest.mark.parametrize(
+    "body, status",
+    [
+        (b"{oops", 400),
+        (b'{"nomessage": {}}', 400),
+        (b'{"message": {"no_type": 1}}', 400),
+        (b'{"message": "text"}', 400),
+        (b'{"message": {"type": "status-update", "pad": "' + b"x" * 5_100_000 + b'"}}', 413),
+    ],
+    ids=["malformed", "no-message", "no-type", "message-str", "huge"],
+)
+async def test_bad_server_messages_get_a_4xx(stack, body, status):
+    async with httpx.AsyncClient(timeout=30) as client:
+        reply = await client.post(
+            f"{stack.base_url}/webhooks/vapi/events",
+            content=body,
+            headers={"X-Vapi-Secret": stack.env["VAPI_SERVER_SECRET"]},
+        )
+    assert reply.status_code == status
+    assert reply.json()["error"]
+
+
+# -- addresses ---------------------------------------------------------------------------------
+
+
+async def test_web_calls_use_a_signed_user_token_else_the_call(stack, make_call):
+    user_id = f"web-{uuid.uuid4().hex[:8]}"
+    token = jwt.encode(
+        {"sub": user_id, "exp": int(time.time()) + 600},
+        stack.env["WEBCHAT_JWT_SECRET"],
+        algorithm="HS256",
+    )
+    signed = make_call(None, call_type="webCall", variables={"user_token": token})
+    await signed.say("where is my order")
+    client = aioredis.Redis.from_url(stack.env["REDIS_URL"])
+    try:
+        identity = IdentityStore(client)
+        user_conversation = await identity.lookup(user_address(user_id))
+        assert user_conversation is not None
+        # A plain user_id variable is set by whoever starts the web call: not trusted.
+        claimed = make_call(None, call_type="webCall", variables={"user_id": user_id})
+        await claimed.say("hello")
+        digest = hashlib.sha256(claimed.call_id.encode()).hexdigest()[:40]
+        anonymous = await identity.lookup(anon_address(f"vapi-call-{digest}"))
+        assert anonymous is not None and anonymous != user_conversation
+    finally:
+        await client.close()
+
+
+# -- end to end --------------------------------------------------------------------------------
+
+
+async def test_a_call_then_an_sms_from_the_same_number_continues_it(stack, make_call, fake_twilio):
+    call = make_call()
+    await call.assistant_request()
+    assert "order number" in (await call.say("where is my order")).text.lower()
+    status = await call.say("it's 12345")
+    assert "1 2 3 4 5" in status.text
+    await call.hang_up(summary="Caller checked order 12345.")
+    reply = await send_sms(stack, call.number, "what's the tracking number")
+    assert reply.status_code == 200
+
+    def replies() -> List[str]:
+        return [reply.text] + [m.body for m in fake_twilio.messages_to(call.number)]
+
+    await wait_until(lambda: any("1Z999AA" in t for t in replies()), 20)
+    texts = replies()
+    assert any("1Z999AA10123456784" in t for t in texts), texts
+    conversation = await conversation_of_stack(stack, call.number)
+    tracker = await tracker_of(stack, conversation)
+    channels = [e.metadata.get("channel") for e in tracker.events if isinstance(e, UserUttered)]
+    assert channels == ["voice", "voice", "sms"]
+    assert not any("order number" in text.lower() for text in _bot_after_sms(tracker))
+
+
+def _bot_after_sms(tracker: DialogueStateTracker) -> List[str]:
+    events = list(tracker.events)
+    last_sms = max(
+        i
+        for i, e in enumerate(events)
+        if isinstance(e, UserUttered) and (e.metadata or {}).get("channel") == "sms"
+    )
+    return [e.text or "" for e in events[last_sms:] if isinstance(e, BotUttered)]
