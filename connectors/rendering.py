@@ -154,6 +154,7 @@ VOICE_MEDIA_OFFER = "I can text you the picture if you like."
 VOICE_ATTACHMENT_OFFER = "I can text you the file if you like."
 
 _URL = re.compile(r"(?:https?://|www\.)[^\s<>()]*[^\s<>().,;:!?'\"]", re.IGNORECASE)
+_URL_WITH_PREPOSITION = re.compile(r"(?:\b(?:at|on|via|from)\s+)?" + _URL.pattern, re.IGNORECASE)
 _ISO_DATE = re.compile(r"\b(\d{4})-(\d{2})-(\d{2})\b")
 _E164 = re.compile(r"(?<![\w+])\+\d{8,15}\b")
 _TOKEN = re.compile(r"\b[A-Za-z0-9]+\b")
@@ -187,7 +188,7 @@ def _without_urls(text: str) -> Tuple[str, bool]:
         if not _URL.search(sentence):
             kept.append(sentence)
             continue
-        rest = re.sub(r"\s+", " ", _URL.sub("", sentence)).strip()
+        rest = re.sub(r"\s+", " ", _URL_WITH_PREPOSITION.sub("", sentence)).strip()
         rest = re.sub(r"\s+([.,;:!?])", r"\1", rest)
         rest = re.sub(r"[\s:;,(-]+([.!?]?)$", r"\1", rest).strip()
         if len(re.findall(r"[A-Za-z']+", rest)) > _LINK_SENTENCE_MAX_WORDS:
@@ -264,7 +265,7 @@ def spoken_text(text: str) -> Tuple[str, bool]:
     had_link = bool(_MARKDOWN_LINK.search(text))
     text = strip_markdown(text, keep_link_urls=False)
     text, had_raw_url = _without_urls(text)
-    text = _sentences(_without_emoji(text))
+    text = re.sub(r"\s+([.,;:!?])", r"\1", _sentences(_without_emoji(text)))
     return speak_numbers(text), had_link or had_raw_url
 
 
