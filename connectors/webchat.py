@@ -64,6 +64,8 @@ CHAT = "chat"
 #: Input channel name -> channel kind, for events whose metadata does not say it.
 INPUT_CHANNEL_KINDS = {"vapi": "voice", "twilio_sms": "sms", "webchat": "chat"}
 CHANNEL_KINDS = ("voice", "sms", "chat")
+#: The slot the VAPI connector stores each call's end-of-call report in (summary included).
+CALL_REPORT_SLOT = "last_call"
 
 STATIC_DIR = Path(__file__).parent / "static" / "webchat"
 STATIC_FILES = {
@@ -372,6 +374,12 @@ def parse_frame(data: Union[str, bytes]) -> Union[AuthFrame, ClientFrame]:
 # ---------------------------------------------------------------------------------------------
 
 
+def is_shown(event: Dict[str, Any]) -> bool:
+    """Whether the chat shows this event: user and bot messages, and call reports."""
+    kind = event.get("event")
+    return kind in ("user", "bot") or (kind == "slot" and event.get("name") == CALL_REPORT_SLOT)
+
+
 def event_channel(event: Dict[str, Any]) -> Optional[str]:
     """The channel kind of a user event, or of a bot event whose metadata says it."""
     metadata = event.get("metadata") if isinstance(event.get("metadata"), dict) else {}
@@ -385,9 +393,13 @@ def event_channel(event: Dict[str, Any]) -> Optional[str]:
 
 def message_id(event: Dict[str, Any]) -> str:
     """A stable id of a user or bot event, the same in history, live frames and own replies."""
-    if event.get("event") == "user" and event.get("message_id"):
+    kind = event.get("event")
+    if kind == "user" and event.get("message_id"):
         return f"u:{event['message_id']}"
-    return f"{'u' if event.get('event') == 'user' else 'b'}:{event.get('timestamp')!r}"
+    if kind == "slot" and isinstance(event.get("value"), dict) and event["value"].get("call_id"):
+        # Carried-over slots repeat the report at each new session: one call, one message.
+        return f"call:{event['value']['call_id']}"
+    return f"{'u' if kind == 'user' else 'b'}:{event.get('timestamp')!r}"
 
 
 def chat_message(event: Dict[str, Any], turn_channel: Optional[str]) -> Optional[Dict[str, Any]]:
@@ -409,6 +421,25 @@ def chat_message(event: Dict[str, Any], turn_channel: Optional[str]) -> Optional
         if metadata.get("client_message_id"):
             message["client_message_id"] = metadata["client_message_id"]
         return message
+    if kind == "slot":
+        report = event.get("value")
+        if event.get("name") != CALL_REPORT_SLOT or not isinstance(report, dict):
+            return None
+        summary = report.get("summary")
+        if not isinstance(summary, str) or not summary.strip():
+            return None
+        text = f"Call summary: {summary.strip()}"
+        reported_at = report.get("reported_at")
+        return {
+            **base,
+            "timestamp": reported_at
+            if isinstance(reported_at, (int, float))
+            else base["timestamp"],
+            "role": "bot",
+            "channel": "voice",
+            "kind": "call_summary",
+            **render_chat(BotMessage(text=text)),
+        }
     if kind == "bot":
         data = event.get("data") if isinstance(event.get("data"), dict) else {}
         parsed = BotMessage.from_rasa({**data, "text": event.get("text")})
@@ -465,7 +496,7 @@ class EventLog:
             chunk = await self._store.read_events(conversation_id, start, position - 1)
             for offset in range(len(chunk) - 1, -1, -1):
                 event = chunk[offset]
-                if event.get("event") in ("user", "bot"):
+                if is_shown(event):
                     picked.append((start + offset, event))
                     if len(picked) >= limit:
                         break
@@ -474,11 +505,13 @@ class EventLog:
         first_index = picked[0][0] if picked else 0
         turn_channel = await self._channel_before(conversation_id, first_index)
         messages = []
+        ids: Set[str] = set()
         for _, event in picked:
             if event.get("event") == "user":
                 turn_channel = event_channel(event) or turn_channel
             message = chat_message(event, turn_channel)
-            if message is not None:
+            if message is not None and message["id"] not in ids:
+                ids.add(message["id"])
                 messages.append(message)
         # More may exist only if the page filled up before the scan reached the log's start.
         cursor = first_index if len(picked) >= limit and first_index > 0 else None
@@ -538,10 +571,7 @@ class LiveHub:
         """Raises StateUnavailable when Redis does not confirm the subscription."""
         subscription = LiveSubscription(conversation_id)
         async with self._lock:
-            subscribers = self._subscribers.setdefault(conversation_id, set())
-            subscribers.add(subscription)
-            if len(subscribers) > 1 and conversation_id not in self._confirmations:
-                return subscription
+            self._subscribers.setdefault(conversation_id, set()).add(subscription)
             try:
                 await self._confirm(conversation_id, timeout)
             except (*REDIS_FAILURES, asyncio.TimeoutError) as error:
@@ -850,6 +880,8 @@ class ChatConnection:
             message = chat_message(item, self.turn_channel)
             if message is None or message["id"] in seen:
                 continue
+            if message["id"].startswith("call:"):
+                seen.add(message["id"])
             if message["id"] in self._own_ids:
                 self._own_ids.pop(message["id"])
                 continue
@@ -1021,7 +1053,10 @@ class WebChatInput(InputChannel):
         bp = Blueprint("omni_webchat", __name__)
 
         @bp.route("/", methods=["GET"])
-        async def page(_: Request) -> Any:
+        async def page(request: Request) -> Any:
+            if not request.path.endswith("/"):
+                # The page loads its assets by relative URL, which needs the trailing slash.
+                return response.redirect(request.path + "/")
             return await response.file(
                 STATIC_DIR / "index.html",
                 headers={

@@ -7,6 +7,7 @@ import asyncio
 import json
 import secrets
 import time
+from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
 import httpx
@@ -15,11 +16,27 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 import websockets
+from twilio.request_validator import RequestValidator
 
 from connectors.identity import IdentityStore, phone_address, user_address
+from connectors.redis_connection import StateUnavailable
+from connectors.settings import ConfigError
+from connectors.webchat import (
+    ANON_AUDIENCE,
+    AuthRefused,
+    ChatConnection,
+    ChatIdentity,
+    LiveFeedLost,
+    LiveHub,
+    TextFrame,
+    TokenBucket,
+    TokenVerifier,
+    WebChatInput,
+    demo_chat_url,
+)
+from devtools.processes import RedisServer
+from devtools.sim_vapi import VapiCall
 from devtools.stack import RasaStack
-
-pytestmark = pytest.mark.rasa_server
 
 Frame = Dict[str, Any]
 
@@ -97,6 +114,10 @@ class Chat:
         await self.ws.send(json.dumps({"type": "message", "id": client_id, "text": text}))
         return client_id
 
+    async def turn_done(self, timeout: float = 30) -> None:
+        """Waits for ``typing: off``: the turn is over and stored (its replies may come first)."""
+        await recv_until(self.ws, lambda f: f["type"] == "typing" and not f["on"], timeout)
+
     async def next_bot(self, timeout: float = 30) -> Frame:
         frame = await recv_until(
             self.ws,
@@ -134,6 +155,27 @@ def rest_turn(stack: RasaStack, conversation_id: str, text: str, channel: str) -
     )
     response.raise_for_status()
     return [message.get("text", "") for message in response.json()]
+
+
+def text_from_phone(stack: RasaStack, phone: str, body: str) -> httpx.Response:
+    """An SMS through the real Twilio connector, signed as Twilio signs its webhooks."""
+    path = "/webhooks/twilio_sms/webhook"
+    form = {
+        "MessageSid": "SM" + secrets.token_hex(16),
+        "AccountSid": stack.env["TWILIO_ACCOUNT_SID"],
+        "From": phone,
+        "To": stack.env["TWILIO_PHONE_NUMBER"],
+        "Body": body,
+        "NumMedia": "0",
+    }
+    signature = RequestValidator(stack.env["TWILIO_AUTH_TOKEN"]).compute_signature(
+        stack.env["PUBLIC_BASE_URL"] + path, form
+    )
+    answer = httpx.post(
+        stack.base_url + path, data=form, headers={"X-Twilio-Signature": signature}, timeout=30
+    )
+    assert answer.status_code == 200, answer.text
+    return answer
 
 
 def append_events(stack: RasaStack, conversation_id: str, events: List[Frame]) -> None:
@@ -174,6 +216,7 @@ def secret(rasa_stack: RasaStack) -> str:
 # -- authentication ------------------------------------------------------------------------------
 
 
+@pytest.mark.rasa_server
 async def test_forged_expired_and_incomplete_tokens_are_refused(
     rasa_stack: RasaStack, secret: str
 ) -> None:
@@ -198,6 +241,7 @@ async def test_forged_expired_and_incomplete_tokens_are_refused(
     )
 
 
+@pytest.mark.rasa_server
 async def test_the_first_frame_must_authenticate(rasa_stack: RasaStack) -> None:
     code, reason = await refused(rasa_stack, {"type": "message", "id": "abcdefgh", "text": "hi"})
     assert (code, reason) == (4401, "the first frame must be an auth frame")
@@ -205,6 +249,7 @@ async def test_the_first_frame_must_authenticate(rasa_stack: RasaStack) -> None:
     assert code == 4401 and "not valid JSON" in reason
 
 
+@pytest.mark.rasa_server
 async def test_another_users_conversation_cannot_be_reached(
     rasa_stack: RasaStack, secret: str
 ) -> None:
@@ -252,6 +297,7 @@ async def test_another_users_conversation_cannot_be_reached(
     await keeps_own.ws.close()
 
 
+@pytest.mark.rasa_server
 async def test_anonymous_sessions(rasa_stack: RasaStack) -> None:
     async with httpx.AsyncClient() as http:
         first = (await http.post(f"{rasa_stack.base_url}/webhooks/webchat/session")).json()
@@ -262,6 +308,7 @@ async def test_anonymous_sessions(rasa_stack: RasaStack) -> None:
     await chat.say("hello")
     reply = await chat.next_bot()
     assert reply["channel"] == "chat" and reply["buttons"]
+    await chat.turn_done()
     await chat.ws.close()
 
     back = await open_chat(rasa_stack, first["token"])
@@ -285,54 +332,60 @@ async def test_anonymous_sessions(rasa_stack: RasaStack) -> None:
 # -- history ---------------------------------------------------------------------------------
 
 
+@pytest.mark.rasa_server
 async def test_history_spans_sms_voice_and_call_summaries(
     rasa_stack: RasaStack, secret: str
 ) -> None:
     phone = fresh_phone()
-    conversation = await phone_conversation(rasa_stack, phone, channel="voice")
-    rest_turn(rasa_stack, conversation, "where is my order", "voice")
-    rest_turn(rasa_stack, conversation, "it's 12345", "voice")
-    summary_time = time.time()
+    call = VapiCall(
+        base_url=rasa_stack.base_url,
+        server_secret=rasa_stack.env["VAPI_SERVER_SECRET"],
+        number=phone,
+    )
+    await call.say("where is my order")
+    await call.say("it's 12345")
+    await call.hang_up(summary="The caller asked where order 12345 is.")
+    conversation = await phone_conversation(rasa_stack, phone)
     append_events(
         rasa_stack,
         conversation,
         [
             {
                 "event": "bot",
-                "timestamp": summary_time,
-                "text": "Call summary: asked about order 12345 (shipped with UPS).",
-                "metadata": {"channel": "voice", "kind": "call_summary"},
-            },
-            {
-                "event": "bot",
-                "timestamp": summary_time + 0.001,
+                "timestamp": time.time(),
                 "text": "A note of a kind no widget knows.",
                 "metadata": {"kind": "survey_invite_v9"},
-            },
+            }
         ],
     )
-    rest_turn(rasa_stack, conversation, "what's the tracking number", "sms")
+    text_from_phone(rasa_stack, phone, "what's your refund policy")
 
     chat = await open_chat(
         rasa_stack, user_token(secret, "hist-" + secrets.token_hex(4), phone=phone)
     )
+    assert chat.conversation_id == conversation
     messages = chat.history["messages"]
     assert chat.history["before"] is None
     shown = [(m["role"], m["channel"], m["text"]) for m in messages]
     assert shown[0] == ("user", "voice", "where is my order")
     assert ("user", "voice", "it's 12345") in shown
-    assert ("user", "sms", "what's the tracking number") in shown
+    spoken = [m for m in messages if m["role"] == "bot" and "12345" in m["text"]]
+    assert spoken and {m["channel"] for m in spoken} == {"voice"}
     summary = next(m for m in messages if m.get("kind") == "call_summary")
-    assert summary["channel"] == "voice" and summary["timestamp"] == pytest.approx(summary_time)
+    assert summary["text"] == "Call summary: The caller asked where order 12345 is."
+    assert summary["channel"] == "voice" and summary["id"] == f"call:{call.call_id}"
     unknown = next(m for m in messages if m.get("kind") == "survey_invite_v9")
     assert unknown["text"] == "A note of a kind no widget knows."
-    tracking = [m for m in messages if m["role"] == "bot" and "1Z999AA10123456784" in m["text"]]
-    assert tracking and tracking[0]["channel"] == "sms"
+    assert ("user", "sms", "what's your refund policy") in shown
+    policy = [m for m in messages if m["role"] == "bot" and "30 days" in m["text"]]
+    assert policy and policy[0]["channel"] == "sms"
+    assert shown.index(("user", "sms", "what's your refund policy")) > messages.index(summary)
     assert [m["timestamp"] for m in messages] == sorted(m["timestamp"] for m in messages)
     assert len({m["id"] for m in messages}) == len(messages)
     await chat.ws.close()
 
 
+@pytest.mark.rasa_server
 async def test_history_pages_back_with_a_cursor(rasa_stack: RasaStack, secret: str) -> None:
     sub = "pager-" + secrets.token_hex(4)
     conversation = await IdentityStore(
@@ -380,6 +433,7 @@ async def test_history_pages_back_with_a_cursor(rasa_stack: RasaStack, secret: s
 # -- turns, fan-out, idempotency -------------------------------------------------------------
 
 
+@pytest.mark.rasa_server
 async def test_chat_turn_uses_webchat_variation_and_buttons(
     rasa_stack: RasaStack, secret: str
 ) -> None:
@@ -408,6 +462,7 @@ async def test_chat_turn_uses_webchat_variation_and_buttons(
     )
     policy = await chat.next_bot()
     assert "refund policy" in policy["text"].lower()
+    await chat.turn_done()
     await chat.ws.close()
 
     replay = await open_chat(rasa_stack, user_token(secret, sub))
@@ -416,6 +471,7 @@ async def test_chat_turn_uses_webchat_variation_and_buttons(
     await replay.ws.close()
 
 
+@pytest.mark.rasa_server
 async def test_fan_out_across_replicas_without_double_delivery(
     rasa_stack: RasaStack, rasa_replica: RasaStack, secret: str
 ) -> None:
@@ -451,6 +507,7 @@ async def test_fan_out_across_replicas_without_double_delivery(
         await chat.ws.close()
 
 
+@pytest.mark.rasa_server
 async def test_a_resent_message_is_acknowledged_without_a_second_turn(
     rasa_stack: RasaStack, secret: str
 ) -> None:
@@ -475,6 +532,7 @@ async def test_a_resent_message_is_acknowledged_without_a_second_turn(
     assert user_turns[0]["metadata"]["client_message_id"] == client_id
 
 
+@pytest.mark.rasa_server
 async def test_bad_frames_get_errors_and_the_socket_stays_usable(
     rasa_stack: RasaStack, secret: str
 ) -> None:
@@ -514,6 +572,7 @@ async def test_bad_frames_get_errors_and_the_socket_stays_usable(
     await chat.ws.close()
 
 
+@pytest.mark.rasa_server
 async def test_rate_limit_drops_excess_frames_then_recovers(
     rasa_stack: RasaStack, secret: str
 ) -> None:
@@ -532,6 +591,7 @@ async def test_rate_limit_drops_excess_frames_then_recovers(
     await chat.ws.close()
 
 
+@pytest.mark.rasa_server
 async def test_page_and_assets_are_served(rasa_stack: RasaStack) -> None:
     async with httpx.AsyncClient(base_url=rasa_stack.base_url) as http:
         page = await http.get("/webhooks/webchat/")
@@ -540,7 +600,154 @@ async def test_page_and_assets_are_served(rasa_stack: RasaStack) -> None:
         assert "widget.js" in page.text and "http://" not in page.text.replace(
             "http://www.w3.org", ""
         )
+        bare = await http.get("/webhooks/webchat", follow_redirects=True)
+        assert bare.status_code == 200 and bare.url.path == "/webhooks/webchat/"
         script = await http.get("/webhooks/webchat/static/widget.js")
         assert script.status_code == 200 and "javascript" in script.headers["content-type"]
         assert (await http.get("/webhooks/webchat/static/../webchat.py")).status_code == 404
         assert (await http.get("/webhooks/webchat/static/secrets.env")).status_code == 404
+
+
+# -- units: tokens, configuration, live hub, failures (real Redis, no Rasa) ----------------------
+
+
+def test_token_verifier_links_only_verified_phones() -> None:
+    key = secrets.token_urlsafe(32)
+    verifier = TokenVerifier(key, allow_anonymous=False)
+    linked = verifier.verify(user_token(key, "u1", phone="(415) 555-2671"))
+    assert linked == ChatIdentity(user_address("u1"), (phone_address("+14155552671"),))
+    assert (
+        verifier.verify(user_token(key, "u1", phone="+14155552671", verified=False)).link_to == ()
+    )
+    assert verifier.verify(user_token(key, "u1", phone="12", verified=True)).link_to == ()
+    string_true = jwt.encode(
+        {
+            "sub": "u1",
+            "exp": time.time() + 60,
+            "phone_number": "+14155552671",
+            "phone_number_verified": "true",
+        },
+        key,
+    )
+    assert verifier.verify(string_true).link_to == ()  # only a JSON true counts
+
+
+def test_anonymous_tokens_and_their_switch() -> None:
+    key = secrets.token_urlsafe(32)
+    allowing = TokenVerifier(key, allow_anonymous=True)
+    token, expires_at = allowing.issue_anonymous()
+    identity = allowing.verify(token)
+    assert identity.address.scheme == "anon" and expires_at > time.time() + 86400
+    assert allowing.verify(allowing.issue_anonymous()[0]).address != identity.address
+    with pytest.raises(AuthRefused) as refusal:
+        TokenVerifier(key, allow_anonymous=False).verify(token)
+    assert (refusal.value.code, refusal.value.reason) == (4403, "anonymous chat is disabled")
+    # A host-site token cannot pose as anonymous (or the reverse) without the right claims.
+    posing = jwt.encode({"aud": ANON_AUDIENCE, "sub": "u1", "exp": time.time() + 60}, key)
+    with pytest.raises(AuthRefused, match="anon_id"):
+        allowing.verify(posing)
+
+
+def test_host_site_audience_is_checked_when_configured() -> None:
+    key = secrets.token_urlsafe(32)
+    verifier = TokenVerifier(key, allow_anonymous=False, audience="acme-chat")
+    assert verifier.verify(user_token(key, "u1", aud="acme-chat")).address == user_address("u1")
+    with pytest.raises(AuthRefused, match="rejected"):
+        verifier.verify(user_token(key, "u1", aud="someone-else"))
+
+
+def test_demo_link_signs_in_the_demo_customer_with_the_demo_phone() -> None:
+    key = secrets.token_urlsafe(32)
+    url = demo_chat_url("http://127.0.0.1:5005/", key)
+    assert url.startswith("http://127.0.0.1:5005/webhooks/webchat/#token=")
+    identity = TokenVerifier(key, allow_anonymous=False).verify(url.split("#token=")[1])
+    assert identity == ChatIdentity(user_address("demo-customer"), (phone_address("+14155552671"),))
+
+
+def test_configuration_errors_name_the_problem(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("WEBCHAT_JWT_SECRET", raising=False)
+    with pytest.raises(ConfigError, match="WEBCHAT_JWT_SECRET"):
+        WebChatInput.from_credentials({})
+    monkeypatch.setenv("WEBCHAT_JWT_SECRET", secrets.token_urlsafe(32))
+    with pytest.raises(ConfigError, match="history_pages"):
+        WebChatInput.from_credentials({"history_pages": 3})
+    with pytest.raises(ConfigError, match="> 0"):
+        WebChatInput.from_credentials({"rate_limit_burst": 0})
+    channel = WebChatInput.from_credentials({"history_page_size": 20})
+    assert channel.config.history_page_size == 20 and channel.name() == "webchat"
+
+
+def test_token_bucket_allows_a_burst_then_the_rate() -> None:
+    bucket = TokenBucket(burst=3, rate=20)
+    assert [bucket.take() for _ in range(3)] == [0, 0, 0]
+    wait = bucket.take()
+    assert 0 < wait <= 0.05
+    time.sleep(wait + 0.01)
+    assert bucket.take() == 0
+
+
+async def test_live_hub_fans_out_per_conversation(redis_url: str) -> None:
+    hub = LiveHub(redis_url)
+    first, second = await hub.subscribe("c_one"), await hub.subscribe("c_one")
+    other = await hub.subscribe("c_two")
+    publisher = aioredis.Redis.from_url(redis_url)
+    await publisher.publish("omni:{c_one}:live", json.dumps({"event": "user", "text": "hi"}))
+    for subscription in (first, second):
+        assert (await asyncio.wait_for(subscription.queue.get(), 5))["text"] == "hi"
+    assert other.queue.empty()
+    await hub.unsubscribe(first)
+    await publisher.publish("omni:{c_one}:live", json.dumps({"event": "bot", "text": "yo"}))
+    assert (await asyncio.wait_for(second.queue.get(), 5))["text"] == "yo"
+    assert first.queue.empty()
+    for subscription in (second, other):
+        await hub.unsubscribe(subscription)
+    assert await publisher.pubsub_numsub("omni:{c_one}:live") == [(b"omni:{c_one}:live", 0)]
+    await publisher.close()
+
+
+async def test_live_hub_reports_a_lost_redis(tmp_path: Path) -> None:
+    server = RedisServer(tmp_path / "redis").start()
+    hub = LiveHub(server.url)
+    try:
+        subscription = await hub.subscribe("c_lost")
+        server.kill()
+        lost = await asyncio.wait_for(subscription.queue.get(), 10)
+        assert isinstance(lost, LiveFeedLost)
+        with pytest.raises(StateUnavailable):
+            await hub.subscribe("c_lost", timeout=2)
+    finally:
+        server.stop()
+
+
+class _Socket:
+    """The server side of a socket as ChatConnection uses it: frames sent are recorded."""
+
+    def __init__(self) -> None:
+        self.sent: List[Frame] = []
+
+    async def send(self, data: str) -> None:
+        self.sent.append(json.loads(data))
+
+
+async def test_a_message_redis_cannot_record_is_answered_with_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = RedisServer(tmp_path / "redis").start()
+    monkeypatch.setenv("REDIS_URL", server.url)
+    monkeypatch.setenv("WEBCHAT_JWT_SECRET", secrets.token_urlsafe(32))
+    socket = _Socket()
+    connection = ChatConnection(socket, WebChatInput.from_credentials({}), None, None)
+    connection.conversation_id = "c_" + secrets.token_hex(8)
+    server.kill()
+    await connection._accept(TextFrame(type="message", id="abcdefgh12", text="hello"))
+    assert socket.sent == [
+        {
+            "type": "error",
+            "code": "not_processed",
+            "message": "your message was not processed (conversation state unavailable); "
+            "please resend it",
+            "id": "abcdefgh12",
+            "retry": True,
+        }
+    ]
+    assert connection.turns.empty()
