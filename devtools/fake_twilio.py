@@ -5,8 +5,10 @@ It speaks the part of Twilio's protocol the SMS connector uses: ``POST
 SID and auth token), answering ``201`` with a Message resource, or Twilio's JSON error body.
 twilio-python's real client is pointed at it through ``TWILIO_API_BASE_URL``.
 
-Tests script failures (:meth:`FakeTwilio.fail_next`) and opted-out numbers (error 21610), and
-read :attr:`FakeTwilio.messages`. Other processes read ``GET /fake/messages``.
+Tests script failures (:meth:`FakeTwilio.fail_next`), opted-out numbers (error 21610) and failed
+deliveries (:meth:`FakeTwilio.fail_delivery`, reported through signed status callbacks when
+``send_status_callbacks`` is on), and read :attr:`FakeTwilio.messages`. Other processes read
+``GET /fake/messages``.
 
 Run alone for `make run` and the SMS simulator: ``python -m devtools.fake_twilio --port 5056``.
 """
@@ -18,12 +20,16 @@ import base64
 import json
 import re
 import secrets
+import threading
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import asdict, dataclass, field
 from email.utils import formatdate
-from typing import Dict, List, Optional, Set
+from typing import Dict, List, Optional, Set, Tuple
+
+from twilio.request_validator import RequestValidator
 
 from devtools.fake_http import FakeServer, JsonHandler
 
@@ -103,6 +109,8 @@ class _Handler(JsonHandler):
         with fake.lock:
             fake.messages.append(message)
         self.send_json(201, _message_resource(message))
+        if fake.send_status_callbacks and message.status_callback:
+            threading.Thread(target=fake.report_status, args=(message,), daemon=True).start()
 
 
 def _message_resource(message: SentMessage) -> Dict[str, object]:
@@ -142,6 +150,11 @@ class FakeTwilio(FakeServer):
         self.messages: List[SentMessage] = []
         self.opted_out: Set[str] = set()
         self._failures: List[int] = []
+        #: Post signed status callbacks ("sent", then "delivered" or a scripted failure) to each
+        #: message's StatusCallback URL, as Twilio does. Off unless asked for.
+        self.send_status_callbacks = False
+        self._delivery_failures: Dict[str, Tuple[str, str]] = {}
+        self.callback_answers: List[Tuple[str, str, int]] = []
 
     def authorised(self, account_sid: str, header: Optional[str]) -> bool:
         if account_sid != self.account_sid or not header or not header.startswith("Basic "):
@@ -156,6 +169,52 @@ class FakeTwilio(FakeServer):
         """Answer the next ``count`` message creations with HTTP ``status``."""
         with self.lock:
             self._failures.extend([status] * count)
+
+    def fail_delivery(
+        self, number: str, error_code: str = "30003", status: str = "undelivered"
+    ) -> None:
+        """Messages to ``number`` are accepted, then reported ``status`` with ``error_code``."""
+        with self.lock:
+            self._delivery_failures[number] = (status, error_code)
+
+    def report_status(self, message: SentMessage) -> None:
+        """Twilio's status callbacks for ``message``, signed with the auth token."""
+        with self.lock:
+            failure = self._delivery_failures.get(message.to)
+        statuses = [("sent", None), failure or ("delivered", None)]
+        validator = RequestValidator(self.auth_token)
+        for status, error_code in statuses:
+            form = {
+                "MessageSid": message.sid,
+                "SmsSid": message.sid,
+                "MessageStatus": status,
+                "SmsStatus": status,
+                "AccountSid": message.account_sid,
+                "From": message.from_ or "",
+                "To": message.to,
+                "ApiVersion": "2010-04-01",
+            }
+            if error_code:
+                form["ErrorCode"] = error_code
+            request = urllib.request.Request(
+                message.status_callback,
+                data=urllib.parse.urlencode(form).encode(),
+                headers={
+                    "X-Twilio-Signature": validator.compute_signature(
+                        message.status_callback, form
+                    ),
+                    "Content-Type": "application/x-www-form-urlencoded",
+                },
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=10) as answer:
+                    code = answer.status
+            except urllib.error.HTTPError as error:
+                code = error.code
+            except OSError:
+                code = 0
+            with self.lock:
+                self.callback_answers.append((message.sid, status, code))
 
     def next_failure(self) -> Optional[int]:
         with self.lock:
@@ -189,9 +248,15 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description="Local fake of Twilio's Messages REST API")
     parser.add_argument("--port", type=int, default=5056)
+    parser.add_argument(
+        "--no-status-callbacks",
+        action="store_true",
+        help="do not post status callbacks to the messages' StatusCallback URLs",
+    )
     args = parser.parse_args()
     env = read_env_file()
     fake = FakeTwilio(env["TWILIO_ACCOUNT_SID"], env["TWILIO_AUTH_TOKEN"], port=args.port)
+    fake.send_status_callbacks = not args.no_status_callbacks
     print(f"fake Twilio API on {fake.url}", flush=True)
     fake.serve_forever()
 

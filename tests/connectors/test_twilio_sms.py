@@ -860,3 +860,57 @@ def test_simulator_signs_like_twilio_and_shows_inline_and_rest_replies(
     )
     assert "Reply 1 for Order status, 2 for Refund policy." in lines[1]
     assert any(line.startswith("bot (REST)  > ") and "We ship worldwide." in line for line in lines)
+
+
+@pytest.mark.rasa_server
+async def test_failed_delivery_reported_by_twilio_reaches_the_profile(
+    rasa_stack: RasaStack, fake_twilio: FakeTwilio, stack_redis: RedisServer
+) -> None:
+    """The fake reports delivery as Twilio does: signed status callbacks to our status URL."""
+    number = fresh_number()
+    await asyncio.to_thread(text_sms, rasa_stack, number, "hello")
+    cid = conversation_of(stack_redis, number)
+    client = aioredis.Redis.from_url(stack_redis.url)
+    sender = SmsSender(
+        stack_settings(rasa_stack, TWILIO_API_BASE_URL=fake_twilio.url),
+        identity=IdentityStore(client),
+    )
+    fake_twilio.fail_delivery(number, error_code="30005")
+    fake_twilio.send_status_callbacks = True
+    try:
+        [sid] = await sender.send(cid, "Your refund is on its way.")
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            reports = [a for a in fake_twilio.callback_answers if a[0] == sid]
+            if len(reports) == 2:
+                break
+            await asyncio.sleep(0.1)
+        assert reports == [(sid, "sent", 204), (sid, "undelivered", 204)]
+        [failure] = (await IdentityStore(client).profile(cid)).sms_failures
+        assert (failure["sid"], failure["status"], failure["error_code"]) == (
+            sid,
+            "undelivered",
+            "30005",
+        )
+    finally:
+        fake_twilio.send_status_callbacks = False
+        await client.close()
+
+
+@pytest.mark.rasa_server
+def test_turns_outside_a_webhook_are_texted_by_rest(
+    rasa_stack: RasaStack, fake_twilio: FakeTwilio, stack_redis: RedisServer
+) -> None:
+    """Rasa's API can run a turn with output_channel=twilio_sms (reminders, hand-backs)."""
+    number = fresh_number()
+    text_sms(rasa_stack, number, "hello")
+    cid = conversation_of(stack_redis, number)
+    answer = httpx.post(
+        f"{rasa_stack.base_url}/conversations/{cid}/trigger_intent",
+        params={"token": rasa_stack.env["RASA_AUTH_TOKEN"], "output_channel": "twilio_sms"},
+        json={"name": "help"},
+        timeout=30,
+    )
+    answer.raise_for_status()
+    [sent] = fake_twilio.wait_for_messages(number, 1, timeout=15)
+    assert sent.body.startswith("Acme Shop assistant: ask about an order status")
