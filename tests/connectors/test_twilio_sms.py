@@ -914,3 +914,67 @@ def test_turns_outside_a_webhook_are_texted_by_rest(
     answer.raise_for_status()
     [sent] = fake_twilio.wait_for_messages(number, 1, timeout=15)
     assert sent.body.startswith("Acme Shop assistant: ask about an order status")
+
+
+@pytest.mark.parametrize("slow", [False, True], ids=["inline", "after the budget"])
+async def test_a_failed_turn_is_answered_with_an_apology(
+    slow: bool,
+    redis_url: str,
+    fake_twilio: FakeTwilio,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Rasa raising out of a turn (here LockError: the conversation's lock never came) is told
+    to the texter, inline or by REST, and logged with the reason."""
+    from rasa.core.lock_store import LockError
+    from rasa.core.tracker_store import InMemoryTrackerStore
+    from rasa.shared.core.domain import Domain
+
+    env = {
+        "PUBLIC_BASE_URL": "http://127.0.0.1:1",
+        "TWILIO_AUTH_TOKEN": fake_twilio.auth_token,
+        "TWILIO_ACCOUNT_SID": fake_twilio.account_sid,
+        "TWILIO_PHONE_NUMBER": "+15005550006",
+        "TWILIO_API_BASE_URL": fake_twilio.url,
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    channel = TwilioSmsInput.from_credentials({"inline_budget_seconds": 1})
+
+    async def rasa_gives_up(message) -> None:
+        if slow:
+            await asyncio.sleep(1.5)
+        raise LockError("could not acquire lock for the conversation")
+
+    app = Sanic(f"turn_fails_{secrets.token_hex(4)}")
+    app.ctx.agent = InMemoryTrackerStore(Domain.empty())
+    app.blueprint(channel.blueprint(rasa_gives_up), url_prefix="/webhooks/twilio_sms")
+    port = free_port()
+    server = await _serve(app, port)
+    number = fresh_number()
+    params = {
+        "MessageSid": new_sid(),
+        "AccountSid": env["TWILIO_ACCOUNT_SID"],
+        "From": number,
+        "To": "+15005550006",
+        "Body": "where is my order",
+        "NumMedia": "0",
+    }
+    signature = sign(env["TWILIO_AUTH_TOKEN"], env["PUBLIC_BASE_URL"] + WEBHOOK, params)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=20) as client:
+            answer = await client.post(
+                WEBHOOK, data=params, headers={"X-Twilio-Signature": signature}
+            )
+        if slow:
+            assert replies(answer) == []
+            [sent] = await asyncio.to_thread(fake_twilio.wait_for_messages, number, 1, 10)
+            assert sent.body == APOLOGY
+        else:
+            assert replies(answer) == [APOLOGY]
+            assert fake_twilio.messages_to(number) == []
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert "turn failed: conversation busy" in caplog.text
+    assert number not in caplog.text
