@@ -62,6 +62,9 @@ _LIST_MARKER = re.compile(r"^\s*(?:[-*+\u2022]|\d{1,2}[.)])\s+", re.MULTILINE)
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+")
 # Pictographs, dingbats and variation selectors: nothing a voice can say.
 _EMOJI = re.compile("[\U0001f000-\U0001faff\u2600-\u27bf\ufe0f\u200d]")
+_WORDS = re.compile(r"[A-Za-z']+")
+#: A sentence left with this few words once its URL is removed is dropped from speech.
+URL_SENTENCE_MAX_WORDS = 5
 _CHANNEL_LABEL = re.compile(r"^\s*\[(?:voice|sms|chat)\]\s*", re.IGNORECASE)
 
 
@@ -187,14 +190,17 @@ def split_sentences(text: str) -> List[str]:
 def _speakable(text: str) -> str:
     """Voice form: no markdown, URLs, list markers, emoji or line breaks."""
     text = strip_markdown(text, keep_link_urls=False)
-    text = _URL.sub("", text)
     text = _EMOJI.sub("", text)
     lines = [_LIST_MARKER.sub("", line).strip() for line in text.splitlines()]
     sentences = []
     for line in lines:
-        if not line:
-            continue
-        sentences.append(line if line[-1] in ".!?:;," else line + ".")
+        for sentence in split_sentences(line):
+            if _URL.search(sentence):
+                sentence = _URL.sub("", sentence).strip()
+                # "See <link> for more." says nothing once the link is gone.
+                if len(_WORDS.findall(sentence)) <= URL_SENTENCE_MAX_WORDS:
+                    continue
+            sentences.append(sentence if sentence[-1] in ".!?:;," else sentence + ".")
     text = " ".join(sentences)
     text = re.sub(r"\s+([.,!?;:])", r"\1", text)
     text = re.sub(r"\(\s*\)", "", text)

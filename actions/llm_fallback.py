@@ -23,7 +23,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import openai
 from openai import AsyncOpenAI
 from rasa_sdk import Action, Tracker
-from rasa_sdk.events import EventType
+from rasa_sdk.events import EventType, FollowupAction
 from rasa_sdk.executor import CollectingDispatcher
 
 from actions.channel import CHANNELS, INPUT_CHANNEL_KINDS
@@ -231,4 +231,6 @@ class ActionLlmFallback(Action):
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: Dict[str, Any]
     ) -> List[EventType]:
         await answer_with_llm(dispatcher, tracker)
-        return []
+        # As the core fallback no rule follows it: without this, an unsure policy would pick
+        # the fallback again and again in one turn.
+        return [FollowupAction("action_listen")]

@@ -1,16 +1,25 @@
 """Talking to the shared stack over Rasa's REST channel, for tests of the actions alone.
 
-Connector tests go through the real connectors; these drive the trained assistant and the
-action server directly, stating the channel in the metadata the way the connectors do.
+REST turns drive the trained assistant and the action server directly, stating the channel in
+the metadata the way the connectors do; calls and SMS go through the real VAPI and Twilio
+connectors, signed as VAPI and Twilio sign them.
 """
 
 from __future__ import annotations
 
+import random
 import secrets
-from typing import Any, Dict, List
+import uuid
+from typing import Any, Dict, List, Optional
+from xml.etree import ElementTree
 
 import httpx
+import phonenumbers
+import redis.asyncio as aioredis
+from twilio.request_validator import RequestValidator
 
+from connectors.identity import IdentityStore, phone_address
+from devtools.sim_vapi import VapiCall
 from devtools.stack import RasaStack
 
 
@@ -47,3 +56,57 @@ def tracker(stack: RasaStack, sender: str) -> Dict[str, Any]:
 
 def bot_events(stack: RasaStack, sender: str) -> List[Dict[str, Any]]:
     return [e for e in tracker(stack, sender)["events"] if e["event"] == "bot"]
+
+
+AREA_CODES = ("212", "312", "415", "617", "646", "718", "917")
+
+
+def new_number() -> str:
+    """A fresh, valid US number, so each test has its own caller and conversation."""
+    while True:
+        number = (
+            f"+1{random.choice(AREA_CODES)}{random.randint(200, 999)}{random.randint(0, 9999):04d}"
+        )
+        if phonenumbers.is_valid_number(phonenumbers.parse(number)):
+            return number
+
+
+def phone_call(stack: RasaStack, number: Optional[str] = None) -> VapiCall:
+    """A call placed as VAPI places it, through the real VAPI connector."""
+    return VapiCall(
+        base_url=stack.base_url,
+        server_secret=stack.env["VAPI_SERVER_SECRET"],
+        number=number or new_number(),
+    )
+
+
+async def conversation_of(stack: RasaStack, number: str) -> Optional[str]:
+    client = aioredis.Redis.from_url(stack.env["REDIS_URL"])
+    try:
+        return await IdentityStore(client).lookup(phone_address(number))
+    finally:
+        await client.close()
+
+
+async def send_sms(stack: RasaStack, number: str, text: str) -> List[str]:
+    """An inbound SMS through the real Twilio connector, signed as Twilio signs it; returns the
+    replies it answered inline (TwiML)."""
+    url = f"{stack.env['PUBLIC_BASE_URL']}/webhooks/twilio_sms/webhook"
+    form = {
+        "MessageSid": "SM" + uuid.uuid4().hex,
+        "AccountSid": stack.env["TWILIO_ACCOUNT_SID"],
+        "From": number,
+        "To": stack.env["TWILIO_PHONE_NUMBER"],
+        "Body": text,
+        "NumMedia": "0",
+    }
+    signature = RequestValidator(stack.env["TWILIO_AUTH_TOKEN"]).compute_signature(url, form)
+    async with httpx.AsyncClient(timeout=30) as client:
+        response = await client.post(
+            f"{stack.base_url}/webhooks/twilio_sms/webhook",
+            data=form,
+            headers={"X-Twilio-Signature": signature},
+        )
+    response.raise_for_status()
+    root = ElementTree.fromstring(response.text)
+    return [message.text or "" for message in root.iter("Message")]

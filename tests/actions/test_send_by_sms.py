@@ -1,0 +1,92 @@
+"""action_send_by_sms: "text me that" during a call or a chat, through the real connectors,
+the action server and the Twilio connector's SmsSender, against the fake Twilio API."""
+
+from __future__ import annotations
+
+import pytest
+
+from devtools.fake_twilio import FakeTwilio
+from devtools.stack import RasaStack
+from tests.actions.helpers import (
+    bot_events,
+    conversation_of,
+    new_conversation,
+    phone_call,
+    say,
+    send_sms,
+    texts,
+)
+
+pytestmark = pytest.mark.rasa_server
+
+LINK = "https://track.acme-shop.example/1Z999AA10123456784"
+
+
+async def test_yes_to_the_offer_texts_the_tracking_link_and_records_it(
+    rasa_stack: RasaStack, fake_twilio: FakeTwilio
+) -> None:
+    call = phone_call(rasa_stack)
+    status = await call.say("where is order 12345")
+    assert status.text.endswith("Would you like me to text you the tracking link?")
+
+    confirmation = await call.say("yes please")
+
+    [sms] = fake_twilio.wait_for_messages(call.number, 1)
+    assert sms.body == f"Acme Shop order 12345 (UPS): track it at {LINK}"
+    assert sms.from_ == rasa_stack.env["TWILIO_PHONE_NUMBER"]
+    # The call hears the confirmation only; the texted copy is not read out.
+    assert confirmation.text == "Done, I've texted you the tracking link."
+    conversation = await conversation_of(rasa_stack, call.number)
+    record = bot_events(rasa_stack, conversation)[-1]
+    assert record["text"] == sms.body
+    assert record["metadata"]["channel"] == "sms"
+    assert record["metadata"]["message_sids"] == [sms.sid]
+
+
+async def test_text_me_that_after_the_refund_policy_sends_the_policy(
+    rasa_stack: RasaStack, fake_twilio: FakeTwilio
+) -> None:
+    call = phone_call(rasa_stack)
+    policy = await call.say("what's your refund policy")
+
+    await call.say("can you text me that")
+
+    [sms] = fake_twilio.wait_for_messages(call.number, 1)
+    assert sms.body.startswith("Here's our refund policy. You can return most items")
+    assert policy.text.startswith("Here's our refund policy.")
+
+
+async def test_refuses_after_stop_and_sends_nothing(
+    rasa_stack: RasaStack, fake_twilio: FakeTwilio
+) -> None:
+    call = phone_call(rasa_stack)
+    await call.say("where is order 12345")
+    await send_sms(rasa_stack, call.number, "STOP")
+
+    reply = await call.say("text me the tracking link")
+
+    assert "opted out" in reply.text
+    assert not any("track it at" in m.body for m in fake_twilio.messages_to(call.number))
+
+
+async def test_chat_without_a_phone_number_is_told_so(rasa_stack: RasaStack) -> None:
+    sender = new_conversation()
+    say(rasa_stack, sender, "where is order 12345", channel="chat")
+
+    reply = texts(say(rasa_stack, sender, "text me the tracking link", channel="chat"))
+
+    assert reply == [
+        "I don't have a phone number for you, so I can't send a text. If you call or text us "
+        "from your phone, I can send it there."
+    ]
+
+
+def test_nothing_to_text_yet(rasa_stack: RasaStack) -> None:
+    sender = new_conversation()
+
+    reply = texts(say(rasa_stack, sender, "text me that", channel="chat"))
+
+    assert reply == [
+        "There's nothing for me to text you yet. I can text you a tracking link or our refund "
+        "policy."
+    ]
