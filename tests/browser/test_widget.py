@@ -6,14 +6,24 @@ from __future__ import annotations
 
 import re
 import secrets
+import socket
+import threading
 from pathlib import Path
+from typing import List
 
 import pytest
+import redis
 from playwright.sync_api import expect, sync_playwright
 
+from connectors.identity import user_address
 from devtools.processes import ROOT
 from devtools.stack import RasaStack
-from tests.connectors.test_webchat import fresh_phone, text_from_phone, user_token
+from tests.connectors.test_webchat import (
+    fresh_phone,
+    text_from_phone,
+    tracker_events,
+    user_token,
+)
 
 pytestmark = [pytest.mark.rasa_server, pytest.mark.browser]
 
@@ -102,3 +112,115 @@ def test_widget_shows_history_chats_and_updates_live(rasa_stack: RasaStack) -> N
     assert order == sorted(order)
     assert outside_requests == []
     assert Path(ARTIFACTS / "webchat-widget.png").stat().st_size > 10_000
+
+
+class CuttableProxy:
+    """A TCP forwarder between the browser and the Rasa server whose connections can be cut
+    and whose door can be shut, as a flaky network or a restarting load balancer would."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.open = threading.Event()
+        self.open.set()
+        self.sockets: List[socket.socket] = []
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            if not self.open.is_set():
+                client.close()
+                continue
+            upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+            with self.lock:
+                self.sockets += [client, upstream]
+            for source, target in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(source, target), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, target: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                target.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, target):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def cut(self) -> None:
+        """Refuse new connections and drop every open one."""
+        self.open.clear()
+        with self.lock:
+            sockets, self.sockets = self.sockets, []
+        for sock in sockets:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+
+    def restore(self) -> None:
+        self.open.set()
+
+    def close(self) -> None:
+        self.cut()
+        self.listener.close()
+
+
+def test_widget_reconnects_and_delivers_what_was_typed_offline(rasa_stack: RasaStack) -> None:
+    sub = "offline-" + secrets.token_hex(4)
+    token = user_token(rasa_stack.env["WEBCHAT_JWT_SECRET"], sub)
+    proxy = CuttableProxy(rasa_stack.rasa_port)
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(
+                executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+            )
+            try:
+                page = browser.new_page()
+                page.goto(f"http://127.0.0.1:{proxy.port}/webhooks/webchat/#token={token}")
+                status = page.locator(".omni-status")
+                expect(status).to_have_text("Connected")
+                log = page.get_by_role("log", name="Conversation")
+                box = page.get_by_label("Message to the assistant")
+                box.fill("hello")
+                box.press("Enter")
+                expect(
+                    log.locator("li.omni-bot", has_text="What can I do for you?")
+                ).to_be_visible()
+
+                proxy.cut()
+                expect(status).to_contain_text("reconnecting")
+                box.fill("what's your refund policy")
+                box.press("Enter")
+                expect(log.locator("li.omni-user.omni-pending")).to_have_text(
+                    re.compile("what's your refund policy")
+                )
+                page.wait_for_timeout(1500)  # at least one more refused attempt: backoff grows
+                proxy.restore()
+
+                expect(status).to_have_text("Connected", timeout=20_000)
+                expect(log.locator("li.omni-bot", has_text="30 days")).to_be_visible(timeout=20_000)
+                expect(log.locator("li.omni-user.omni-pending")).to_have_count(0)
+                expect(
+                    log.locator("li.omni-user", has_text="what's your refund policy")
+                ).to_have_count(1)
+                expect(log.locator("li.omni-user", has_text="hello")).to_have_count(1)
+            finally:
+                browser.close()
+    finally:
+        proxy.close()
+    with redis.Redis.from_url(rasa_stack.env["REDIS_URL"]) as client:
+        conversation = client.get(user_address(sub).index_key).decode()
+    texts = [e["text"] for e in tracker_events(rasa_stack, conversation) if e["event"] == "user"]
+    assert texts == ["hello", "what's your refund policy"]  # delivered once, after the outage

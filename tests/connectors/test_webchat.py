@@ -34,6 +34,7 @@ from connectors.webchat import (
     WebChatInput,
     demo_chat_url,
 )
+from devtools.fake_llm import FakeLlm, LlmReply
 from devtools.processes import RedisServer
 from devtools.sim_vapi import VapiCall
 from devtools.stack import RasaStack
@@ -505,6 +506,28 @@ async def test_fan_out_across_replicas_without_double_delivery(
     assert [f for f in later if f["type"] == "message"] == []
     for chat in (on_replica, on_stack):
         await chat.ws.close()
+
+
+@pytest.mark.rasa_server
+async def test_a_slow_turn_keeps_the_socket_responsive(
+    rasa_stack: RasaStack, secret: str, fake_llm: FakeLlm
+) -> None:
+    chat = await open_chat(rasa_stack, user_token(secret, "slow-" + secrets.token_hex(4)))
+    fake_llm.reset()
+    fake_llm.script(LlmReply(content="Let me think about that for you.", delay=5))
+    await chat.say("zxqv blorft wibble")
+    await recv_until(chat.ws, lambda f: f["type"] == "typing" and f["on"])
+    started = time.monotonic()
+    await chat.ws.send(json.dumps({"type": "ping", "id": "during"}))
+    assert await recv_until(chat.ws, lambda f: f["type"] == "pong") == {
+        "type": "pong",
+        "id": "during",
+    }
+    assert time.monotonic() - started < 1.0  # answered while the LLM is still thinking
+    reply = await chat.next_bot(timeout=20)
+    assert reply["text"] == "Let me think about that for you."
+    assert time.monotonic() - started > 3
+    await chat.ws.close()
 
 
 @pytest.mark.rasa_server

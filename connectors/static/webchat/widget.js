@@ -201,8 +201,10 @@
         break;
       case "history":
         this.showHistory(frame);
-        // Resend what was never acknowledged: the server dedupes by id, so this is safe.
-        for (var id in this.pending) this.send(this.pending[id].frame);
+        if (frame.initial) {
+          // Resend what was never acknowledged: the server dedupes by id, so this is safe.
+          for (var id in this.pending) this.send(this.pending[id].frame);
+        }
         break;
       case "message":
         this.showMessage(frame.message, false);
@@ -229,12 +231,15 @@
         if (!node.classList.contains("omni-pending")) node.remove();
       });
     }
-    var anchor = frame.initial ? this.log.firstChild : this.log.firstChild;
+    var anchor = this.log.firstChild;   // history goes above anything shown already
     var height = this.log.scrollHeight;
     frame.messages.forEach(function (message) {
-      if (message.client_message_id && self.pending[message.client_message_id]) {
-        self.acknowledged(message.client_message_id);
-        return;
+      var local = message.client_message_id && self.pending[message.client_message_id];
+      if (local) {
+        // Stored before the socket dropped: the history copy replaces the pending bubble.
+        delete self.pending[message.client_message_id];
+        if (anchor === local.node) anchor = local.node.nextSibling;
+        local.node.remove();
       }
       var node = self.renderMessage(message);
       if (node) self.log.insertBefore(node, anchor);
@@ -246,7 +251,7 @@
   };
 
   Chat.prototype.showMessage = function (message) {
-    if (message.client_message_id && this.log.querySelector('[data-client-id="' + message.client_message_id + '"]')) return;
+    if (message.client_message_id && this.log.querySelector('[data-client-id="' + CSS.escape(message.client_message_id) + '"]')) return;
     var node = this.renderMessage(message);
     if (!node) return;
     this.log.appendChild(node);
