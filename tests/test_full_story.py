@@ -1,0 +1,141 @@
+"""The whole promise, end to end: one customer, one conversation, across voice, SMS and chat.
+
+Real connectors (VAPI custom-LLM stream, signed Twilio webhooks, the authenticated chat
+WebSocket), the trained assistant, the action server and real Redis; only Twilio's API (the
+`fake_twilio` server) lies outside the machine.
+
+A caller asks for an order's status, interrupts the refund policy, asks for the tracking link
+by text; the SMS arrives; the customer answers by SMS; then opens the web chat, sees the whole
+conversation, and continues it without repeating the order number.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import time
+from typing import Any, Dict, List
+
+import jwt
+import pytest
+import websockets
+
+from devtools.fake_twilio import FakeTwilio
+from devtools.stack import RasaStack
+from tests.actions.helpers import conversation_of, phone_call, send_sms, tracker
+
+pytestmark = pytest.mark.rasa_server
+
+LINK = "https://track.acme-shop.example/1Z999AA10123456784"
+
+
+def chat_token(stack: RasaStack, phone: str) -> str:
+    """The host site's token for a signed-in customer whose phone number it has verified."""
+    now = int(time.time())
+    claims = {
+        "sub": "shopper-" + secrets.token_hex(6),
+        "iat": now,
+        "exp": now + 600,
+        "phone_number": phone,
+        "phone_number_verified": True,
+    }
+    return jwt.encode(claims, stack.env["WEBCHAT_JWT_SECRET"], algorithm="HS256")
+
+
+async def frame(ws: Any, timeout: float = 30) -> Dict[str, Any]:
+    return json.loads(await asyncio.wait_for(ws.recv(), timeout))
+
+
+async def chat_turn(ws: Any, text: str) -> List[Dict[str, Any]]:
+    """Send a chat message; the bot messages of its turn (until the typing indicator stops)."""
+    await ws.send(json.dumps({"type": "message", "id": secrets.token_hex(8), "text": text}))
+    bots: List[Dict[str, Any]] = []
+    seen_typing = False
+    while True:
+        received = await frame(ws)
+        if received["type"] == "message" and received["message"]["role"] == "bot":
+            bots.append(received["message"])
+        elif received["type"] == "typing":
+            if received["on"]:
+                seen_typing = True
+            elif seen_typing:
+                return bots
+
+
+async def test_call_then_sms_then_chat_is_one_conversation(
+    rasa_stack: RasaStack, fake_twilio: FakeTwilio
+) -> None:
+    call = phone_call(rasa_stack)
+    phone = call.number
+
+    # 1. The call: order status by number, then the refund policy, cut off by the caller.
+    asked = await call.say("where is my order")
+    assert "order number" in asked.text
+    status = await call.say("it's 12345")
+    assert "has shipped with UPS" in status.text and "Thursday, November 26th" in status.text
+    policy = await call.say("what's your refund policy", interrupt_after=60)
+    assert len(call.history[-1]["content"]) <= 60 < len(policy.text)
+    texted = await call.say("text me the tracking link")
+    assert texted.text == "Done, I've texted you the tracking link."
+    assert "refund" not in texted.text.lower()  # the cut-off policy is not repeated
+
+    # 2. The SMS arrives on the caller's phone.
+    [sms] = fake_twilio.wait_for_messages(phone, 1)
+    assert LINK in sms.body
+
+    # 3. The customer replies by SMS: same conversation, the order is known.
+    conversation = await conversation_of(rasa_stack, phone)
+    reply = await send_sms(rasa_stack, phone, "when will my order arrive?")
+    assert " ".join(reply) == (
+        f"Order 12345 (Trail running shoes): shipped via UPS, arriving Thu Nov 26. Track: {LINK}"
+    )
+
+    # 4. The web chat, signed in with the same (verified) phone, shows the whole conversation.
+    url = rasa_stack.base_url.replace("http://", "ws://") + "/webhooks/webchat/ws"
+    async with websockets.connect(url) as ws:
+        await ws.send(json.dumps({"type": "auth", "token": chat_token(rasa_stack, phone)}))
+        ready = await frame(ws)
+        assert ready["type"] == "ready" and ready["conversation_id"] == conversation
+        history = await frame(ws)
+        assert history["type"] == "history"
+        shown = [(m["role"], m["channel"], m["text"]) for m in history["messages"]]
+        users = [(channel, text) for role, channel, text in shown if role == "user"]
+        assert users == [
+            ("voice", "where is my order"),
+            ("voice", "it's 12345"),
+            ("voice", "what's your refund policy"),
+            ("voice", "text me the tracking link"),
+            ("sms", "when will my order arrive?"),
+        ]
+        assert ("bot", "sms", sms.body) in shown  # the text sent during the call
+        assert any(
+            role == "bot" and channel == "voice" and "refund policy" in text
+            for role, channel, text in shown
+        )
+        assert shown[-1][1] == "sms" and LINK in shown[-1][2]
+
+        # 5. ... and continues it: the cut-off policy is offered, the order is not asked again.
+        greeting = await chat_turn(ws, "hi")
+        assert greeting[-1]["text"] == (
+            "By the way, our call was cut off during the refund policy. Would you like to see "
+            "the rest here?"
+        )
+        rest = await chat_turn(ws, "yes")
+        assert rest[0]["text"].startswith("Here's the rest of the refund policy: You can return")
+        refund = await chat_turn(ws, "I'd like to return my order")
+        assert [m["text"] for m in refund] == [
+            "I've started a refund request for order 12345. You'll get a return label by email "
+            "within the hour."
+        ]
+
+    state = tracker(rasa_stack, conversation)
+    assert state["slots"]["channel"] == "chat"
+    assert state["slots"]["order_number"] == "12345"
+    asked_for_number = [
+        e
+        for e in state["events"]
+        if e["event"] == "bot"
+        and (e.get("metadata") or {}).get("utter_action") == "utter_ask_order_number"
+    ]
+    assert len(asked_for_number) == 1  # once, on the call, never again
