@@ -437,6 +437,10 @@ class DeliveryLedger:
     ``{"state": "done", "twiml": …}``: the answer Twilio got, so a duplicate gets the same one.
     ``omni:sms:idem:<token>`` maps an ``I-Twilio-Idempotency-Token`` to the MessageSid it came
     with, so a retried delivery is recognised by either.
+
+    A replica that dies mid-turn leaves its record "running": redeliveries then get an empty
+    answer instead of a second turn. For SMS, at most once is the safer side (the customer can
+    write again; a double answer or a double refund request cannot be taken back).
     """
 
     def __init__(self, ttl_seconds: int, redis: Any = None) -> None:
@@ -665,32 +669,22 @@ class SmsSender:
             arguments["body"] = message.body
         if message.media_urls:
             arguments["media_url"] = list(message.media_urls)
-        for attempt in range(1, self.attempts + 1):
+        attempt = 1
+        while True:
             try:
                 created = await self._client().messages.create_async(**arguments)
-                logger.info(
-                    "SMS %s sent to %s (%d segment(s), %s, %d media) for %s",
-                    created.sid,
-                    mask(to),
-                    message.segments.segments,
-                    message.segments.encoding,
-                    len(message.media_urls),
-                    conversation_id,
-                )
-                return created.sid
             except TwilioRestException as error:
                 if str(error.code) == OPTED_OUT_ERROR:
                     await self._mark_opted_out(conversation_id)
                     raise SmsOptedOut("Twilio reports the number unsubscribed (21610)") from None
-                if error.status == 429 and attempt < self.attempts:
-                    reason = "HTTP 429 (rate limited; nothing was created)"
-                else:
+                if error.status != 429 or attempt >= self.attempts:
+                    unsure = (
+                        " (not retried: Twilio may have created it)" if error.status >= 500 else ""
+                    )
                     raise SmsSendFailed(
-                        f"Twilio refused the SMS: HTTP {error.status}, code {error.code}"
-                        " (not retried: Twilio may have created it)"
-                        if error.status >= 500
-                        else f"Twilio refused the SMS: HTTP {error.status}, code {error.code}"
+                        f"Twilio refused the SMS: HTTP {error.status}, code {error.code}{unsure}"
                     ) from None
+                reason = "HTTP 429 (rate limited; nothing was created)"
             except aiohttp.ClientConnectorError as error:
                 if attempt >= self.attempts:
                     raise SmsSendFailed(
@@ -702,6 +696,17 @@ class SmsSender:
                     f"SMS request interrupted ({type(error).__name__}); not retried because "
                     "Twilio may have received it"
                 ) from None
+            else:
+                logger.info(
+                    "SMS %s sent to %s (%d segment(s), %s, %d media) for %s",
+                    created.sid,
+                    mask(to),
+                    message.segments.segments,
+                    message.segments.encoding,
+                    len(message.media_urls),
+                    conversation_id,
+                )
+                return created.sid
             delay = self.backoff_seconds * 2 ** (attempt - 1)
             logger.warning(
                 "SMS to %s: attempt %d failed, %s; retrying in %.1f s",
@@ -711,7 +716,7 @@ class SmsSender:
                 delay,
             )
             await asyncio.sleep(delay)
-        raise SmsSendFailed("unreachable")  # pragma: no cover - the loop returns or raises
+            attempt += 1
 
     async def _mark_opted_out(self, conversation_id: str) -> None:
         try:
