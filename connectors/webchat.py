@@ -975,6 +975,16 @@ class ChatConnection:
             input_channel=CHANNEL_NAME,
             metadata=metadata,
         )
+        if not self.agent.is_ready():
+            # Rasa would drop the message with only a log line while its model loads.
+            await _forget_quietly(dedupe_key)
+            await self.error(
+                "not_processed",
+                "your message was not processed: the assistant is starting; please resend it",
+                frame.id,
+                retry=True,
+            )
+            return
         await self.send({"type": "typing", "on": True})
         try:
             await run_turn(self.agent, self.on_new_message, message)

@@ -16,6 +16,7 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 import websockets
+from rasa.core.agent import Agent
 from twilio.request_validator import RequestValidator
 
 from connectors.identity import IdentityStore, phone_address, user_address
@@ -774,3 +775,22 @@ async def test_a_message_redis_cannot_record_is_answered_with_an_error(
         }
     ]
     assert connection.turns.empty()
+
+
+async def test_a_message_before_the_model_is_loaded_is_refused_loudly(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WEBCHAT_JWT_SECRET", secrets.token_urlsafe(32))
+    socket = _Socket()
+    connection = ChatConnection(socket, WebChatInput.from_credentials({}), Agent(), None)
+    connection.identity = ChatIdentity(user_address("early-bird"))
+    connection.conversation_id = "c_" + secrets.token_hex(8)
+    frame = TextFrame(type="message", id="abcdefgh34", text="hello")
+    await connection._accept(frame)
+    assert socket.sent == [{"type": "ack", "id": "abcdefgh34", "duplicate": False}]
+    await connection._turn(*connection.turns.get_nowait())
+    assert socket.sent[1]["code"] == "not_processed" and socket.sent[1]["retry"] is True
+    assert "starting" in socket.sent[1]["message"]
+    # Nothing was processed, so resending the same id is a fresh message, not a duplicate.
+    await connection._accept(frame)
+    assert socket.sent[2] == {"type": "ack", "id": "abcdefgh34", "duplicate": False}

@@ -51,6 +51,7 @@
     if (!this.root) throw new Error("OmniChat: element not found");
     this.token = options.token || null;
     this.pending = {};          // client id -> {frame, node} until acknowledged
+    this.sent = {};             // client id -> {frame, node}, to offer "Send again" after an error
     this.before = null;         // history cursor for older messages
     this.attempt = 0;
     this.stopped = false;
@@ -302,7 +303,7 @@
     node.classList.add("omni-pending");
     this.log.appendChild(node);
     this.scrollDown();
-    this.pending[frame.id] = { frame: frame, node: node };
+    this.pending[frame.id] = this.sent[frame.id] = { frame: frame, node: node };
     this.send(frame); // if offline, the reconnect resends it
   };
 
@@ -317,14 +318,15 @@
 
   Chat.prototype.showError = function (frame) {
     var self = this;
-    var entry = frame.id && this.pending[frame.id];
+    var entry = frame.id && this.sent[frame.id];
     var node = frame.id && this.log.querySelector('[data-client-id="' + CSS.escape(frame.id) + '"]');
     if (frame.code === "rate_limited" && entry) {
       setTimeout(function () { self.send(entry.frame); }, Math.ceil(frame.retry_after * 1000));
       return;
     }
     if (node) {
-      if (entry) { delete this.pending[frame.id]; node.classList.remove("omni-pending"); }
+      delete this.pending[frame.id];
+      node.classList.remove("omni-pending");
       node.classList.add("omni-failed");
       var note = el("div", { className: "omni-note", role: "alert", text: "Not processed: " + frame.message });
       node.appendChild(note);
