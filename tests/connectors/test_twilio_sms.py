@@ -978,3 +978,18 @@ async def test_a_failed_turn_is_answered_with_an_apology(
         await server.wait_closed()
     assert "turn failed: conversation busy" in caplog.text
     assert number not in caplog.text
+
+
+@pytest.mark.rasa_server
+def test_whatsapp_sender_is_the_same_customer_as_the_phone_number(
+    rasa_stack: RasaStack, stack_redis: RedisServer
+) -> None:
+    number = fresh_number()
+    [asked] = text_sms(rasa_stack, f"whatsapp:{number}", "where is my order")
+    assert "order number" in asked
+    [status] = text_sms(rasa_stack, number, "12345")  # the same person, by plain SMS
+    assert "12345" in status
+    cid = conversation_of(stack_redis, number)
+    events = user_events(rasa_stack, cid)
+    assert [e["text"] for e in events] == ["where is my order", "12345"]
+    assert {e["metadata"]["address"] for e in events} == {f"tel:{number}"}
