@@ -102,6 +102,10 @@ def print_banner(env: Dict[str, str], redis_url: str) -> None:
         "    .venv/bin/python -m devtools.sim_vapi --from +14155552671",
         "",
     ]
+    if env.get("TWILIO_API_BASE_URL", "").rstrip("/") == LOCAL_TWILIO_API:
+        lines[-1:-1] = [
+            f"  SMS sent by REST land on the fake Twilio API: {LOCAL_TWILIO_API}/fake/messages"
+        ]
     print("\n".join(lines), flush=True)
 
 
