@@ -648,6 +648,13 @@ class SmsSender:
             try:
                 sent.append(await self._create(conversation_id, to, message, from_number))
             except SmsSendFailed as error:
+                logger.error(
+                    "SMS to %s for %s failed after %d sent: %s",
+                    mask(to),
+                    conversation_id,
+                    len(sent),
+                    error,
+                )
                 raise SmsSendFailed(str(error), sent) from error
         return sent
 
