@@ -10,7 +10,7 @@ The VAPI connector marks a user message that interrupted the bot with
   delivered, so a later SMS or chat turn can offer it ("Want the rest of the refund policy by
   text?");
 - ``offer`` (categorical, featurized): what the bot's last message offered ("tracking_link",
-  "unheard"); cleared as soon as the customer answers anything but yes.
+  "unheard"); cleared as soon as the customer answers anything but yes (or "okay").
 
 ``action_handle_barge_in`` then does what a person would: after a backchannel or noise
 ("uh-huh", "okay", a cough) it resumes with the unheard remainder, not from the start; after
@@ -41,6 +41,9 @@ RESPONSE_TOPICS = {"utter_refund_policy": "the refund policy"}
 DEFAULT_TOPIC = "my last answer"
 
 OFFER_UNHEARD = "unheard"
+#: Intents that answer an offer ("yes", or "okay" / "uh-huh" which mean yes after a question);
+#: any other intent leaves the offer behind.
+ANSWERS_TO_AN_OFFER = frozenset({"affirm", "backchannel"})
 _WORD = re.compile(r"[A-Za-z0-9']+")
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+")
 
@@ -186,9 +189,10 @@ class ActionExtractTurnContext(Action):
                         },
                     )
                 )
-        elif tracker.get_slot("interrupted"):
+        elif tracker.get_slot("interrupted") is not False:
+            # False rather than unset, so rules can ask for "not an interruption".
             events.append(SlotSet("interrupted", False))
-        if tracker.get_slot("offer") and latest_intent(tracker) != "affirm":
+        if tracker.get_slot("offer") and latest_intent(tracker) not in ANSWERS_TO_AN_OFFER:
             events.append(SlotSet("offer", None))
         return events
 

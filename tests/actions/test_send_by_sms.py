@@ -43,6 +43,19 @@ async def test_yes_to_the_offer_texts_the_tracking_link_and_records_it(
     assert record["metadata"]["message_sids"] == [sms.sid]
 
 
+async def test_okay_to_the_offer_also_texts_the_link(
+    rasa_stack: RasaStack, fake_twilio: FakeTwilio
+) -> None:
+    call = phone_call(rasa_stack)
+    await call.say("where is order 12345")
+
+    confirmation = await call.say("okay")
+
+    [sms] = fake_twilio.wait_for_messages(call.number, 1)
+    assert LINK in sms.body
+    assert confirmation.text == "Done, I've texted you the tracking link."
+
+
 async def test_text_me_that_after_the_refund_policy_sends_the_policy(
     rasa_stack: RasaStack, fake_twilio: FakeTwilio
 ) -> None:
