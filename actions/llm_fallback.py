@@ -41,6 +41,8 @@ MAX_HISTORY_TURNS = 40
 #: Below this many seconds left, a retry could not finish: give up at once.
 MIN_ATTEMPT_SECONDS = 0.3
 RETRY_PAUSE_SECONDS = 0.25
+#: A slot value longer than this is shortened in the prompt.
+MAX_SLOT_CHARS = 300
 #: Slots that are machinery, not facts about the customer.
 HIDDEN_SLOTS = frozenset({"requested_slot", "session_started_metadata", "unheard_remainder"})
 
@@ -115,7 +117,12 @@ def known_facts(tracker: Tracker) -> str:
     for name, value in sorted(tracker.slots.items()):
         if value is None or name in HIDDEN_SLOTS or value == []:
             continue
-        lines.append(f"- {name}: {value}")
+        if isinstance(value, dict) and isinstance(value.get("summary"), str):
+            value = value["summary"]  # e.g. the last call's report: its summary, not the transcript
+        text = str(value)
+        if len(text) > MAX_SLOT_CHARS:
+            text = text[: MAX_SLOT_CHARS - 1] + "…"
+        lines.append(f"- {name}: {text}")
     order = find_order(tracker.get_slot("order_number"))
     if order is not None:
         details = [f"items: {order.description}", f"status: {order.status}"]
