@@ -606,7 +606,7 @@ async def test_rate_limit_drops_excess_frames_then_recovers(
     frames = [await recv_frame(chat.ws) for _ in range(25)]
     pongs = [f for f in frames if f["type"] == "pong"]
     limited = [f for f in frames if f["type"] == "error"]
-    assert 10 <= len(pongs) <= 12  # the burst (10) plus what refilled meanwhile
+    assert 10 <= len(pongs) <= 15  # the burst (10) plus what refilled meanwhile (1/s)
     assert limited and all(f["code"] == "rate_limited" and f["retry_after"] > 0 for f in limited)
     assert {f["id"] for f in limited} | {f["id"] for f in pongs} == {f"f{n}" for n in range(25)}
     await asyncio.sleep(1.5)
