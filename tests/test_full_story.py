@@ -11,56 +11,27 @@ conversation, and continues it without repeating the order number.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import secrets
-import time
-from typing import Any, Dict, List
 
-import jwt
 import pytest
 import websockets
 
 from devtools.fake_twilio import FakeTwilio
 from devtools.stack import RasaStack
-from tests.actions.helpers import conversation_of, phone_call, send_sms, tracker
+from tests.actions.helpers import (
+    chat_token,
+    chat_turn,
+    chat_url,
+    conversation_of,
+    frame,
+    phone_call,
+    send_sms,
+    tracker,
+)
 
 pytestmark = pytest.mark.rasa_server
 
 LINK = "https://track.acme-shop.example/1Z999AA10123456784"
-
-
-def chat_token(stack: RasaStack, phone: str) -> str:
-    """The host site's token for a signed-in customer whose phone number it has verified."""
-    now = int(time.time())
-    claims = {
-        "sub": "shopper-" + secrets.token_hex(6),
-        "iat": now,
-        "exp": now + 600,
-        "phone_number": phone,
-        "phone_number_verified": True,
-    }
-    return jwt.encode(claims, stack.env["WEBCHAT_JWT_SECRET"], algorithm="HS256")
-
-
-async def frame(ws: Any, timeout: float = 30) -> Dict[str, Any]:
-    return json.loads(await asyncio.wait_for(ws.recv(), timeout))
-
-
-async def chat_turn(ws: Any, text: str) -> List[Dict[str, Any]]:
-    """Send a chat message; the bot messages of its turn (until the typing indicator stops)."""
-    await ws.send(json.dumps({"type": "message", "id": secrets.token_hex(8), "text": text}))
-    bots: List[Dict[str, Any]] = []
-    seen_typing = False
-    while True:
-        received = await frame(ws)
-        if received["type"] == "message" and received["message"]["role"] == "bot":
-            bots.append(received["message"])
-        elif received["type"] == "typing":
-            if received["on"]:
-                seen_typing = True
-            elif seen_typing:
-                return bots
 
 
 async def test_call_then_sms_then_chat_is_one_conversation(
@@ -92,8 +63,7 @@ async def test_call_then_sms_then_chat_is_one_conversation(
     )
 
     # 4. The web chat, signed in with the same (verified) phone, shows the whole conversation.
-    url = rasa_stack.base_url.replace("http://", "ws://") + "/webhooks/webchat/ws"
-    async with websockets.connect(url) as ws:
+    async with websockets.connect(chat_url(rasa_stack)) as ws:
         await ws.send(json.dumps({"type": "auth", "token": chat_token(rasa_stack, phone)}))
         ready = await frame(ws)
         assert ready["type"] == "ready" and ready["conversation_id"] == conversation

@@ -7,13 +7,17 @@ connectors, signed as VAPI and Twilio sign them.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import random
 import secrets
+import time
 import uuid
 from typing import Any, Dict, List, Optional
 from xml.etree import ElementTree
 
 import httpx
+import jwt
 import phonenumbers
 import redis.asyncio as aioredis
 from twilio.request_validator import RequestValidator
@@ -110,3 +114,41 @@ async def send_sms(stack: RasaStack, number: str, text: str) -> List[str]:
     response.raise_for_status()
     root = ElementTree.fromstring(response.text)
     return [message.text or "" for message in root.iter("Message")]
+
+
+def chat_url(stack: RasaStack) -> str:
+    return stack.base_url.replace("http://", "ws://") + "/webhooks/webchat/ws"
+
+
+def chat_token(stack: RasaStack, phone: str) -> str:
+    """The host site's token for a signed-in customer whose phone number it has verified."""
+    now = int(time.time())
+    claims = {
+        "sub": "shopper-" + secrets.token_hex(6),
+        "iat": now,
+        "exp": now + 600,
+        "phone_number": phone,
+        "phone_number_verified": True,
+    }
+    return jwt.encode(claims, stack.env["WEBCHAT_JWT_SECRET"], algorithm="HS256")
+
+
+async def frame(ws: Any, timeout: float = 30) -> Dict[str, Any]:
+    """The next frame of a web chat socket."""
+    return json.loads(await asyncio.wait_for(ws.recv(), timeout))
+
+
+async def chat_turn(ws: Any, text: str) -> List[Dict[str, Any]]:
+    """Send a chat message; the bot messages of its turn (until the typing indicator stops)."""
+    await ws.send(json.dumps({"type": "message", "id": secrets.token_hex(8), "text": text}))
+    bots: List[Dict[str, Any]] = []
+    seen_typing = False
+    while True:
+        received = await frame(ws)
+        if received["type"] == "message" and received["message"]["role"] == "bot":
+            bots.append(received["message"])
+        elif received["type"] == "typing":
+            if received["on"]:
+                seen_typing = True
+            elif seen_typing:
+                return bots

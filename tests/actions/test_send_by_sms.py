@@ -3,14 +3,22 @@ the action server and the Twilio connector's SmsSender, against the fake Twilio 
 
 from __future__ import annotations
 
+import json
+
 import pytest
+import websockets
 
 from devtools.fake_twilio import FakeTwilio
 from devtools.stack import RasaStack
 from tests.actions.helpers import (
     bot_events,
+    chat_token,
+    chat_turn,
+    chat_url,
     conversation_of,
+    frame,
     new_conversation,
+    new_number,
     phone_call,
     say,
     send_sms,
@@ -80,6 +88,23 @@ async def test_refuses_after_stop_and_sends_nothing(
 
     assert "opted out" in reply.text
     assert not any("track it at" in m.body for m in fake_twilio.messages_to(call.number))
+
+
+async def test_text_me_that_from_the_chat_of_a_customer_with_a_verified_phone(
+    rasa_stack: RasaStack, fake_twilio: FakeTwilio
+) -> None:
+    phone = new_number()
+    async with websockets.connect(chat_url(rasa_stack)) as ws:
+        await ws.send(json.dumps({"type": "auth", "token": chat_token(rasa_stack, phone)}))
+        assert (await frame(ws))["type"] == "ready"
+        assert (await frame(ws))["type"] == "history"
+        await chat_turn(ws, "where is order 12345")
+
+        shown = await chat_turn(ws, "text me the tracking link")
+
+    [sms] = fake_twilio.wait_for_messages(phone, 1)
+    assert sms.body == f"Acme Shop order 12345 (UPS): track it at {LINK}"
+    assert shown[0]["text"] == "Done! I've texted the tracking link to your phone."
 
 
 async def test_chat_without_a_phone_number_is_told_so(rasa_stack: RasaStack) -> None:
