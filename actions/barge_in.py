@@ -2,7 +2,7 @@
 
 The VAPI connector marks a user message that interrupted the bot with
 ``metadata.barge_in = {"sent_text", "heard_text", "heard_ratio"}``. On every user turn,
-``action_extract_turn_context`` (a custom slot mapping) turns that into dialogue state:
+``action_extract_turn_context`` (actions/turn_context.py) turns that into dialogue state:
 
 - ``interrupted`` (bool, featurized): this message cut the bot off, so rules can branch on it;
 - ``unheard`` (unfeaturized): the part of the cut-off message the caller did not hear, from the
@@ -129,7 +129,7 @@ def unheard_remainder(barge_in: BargeIn, original: str) -> str:
     return " ".join(rest)
 
 
-def _turn_bot_events(tracker: Tracker) -> List[Dict[str, Any]]:
+def turn_bot_events(tracker: Tracker) -> List[Dict[str, Any]]:
     """The bot messages of the turn before the latest user message."""
     events = tracker.events
     user_indexes = [i for i, e in enumerate(events) if e.get("event") == "user"]
@@ -140,7 +140,7 @@ def _turn_bot_events(tracker: Tracker) -> List[Dict[str, Any]]:
     return [e for e in events[previous + 1 : latest] if e.get("event") == "bot" and e.get("text")]
 
 
-def _topic(bot_events: List[Dict[str, Any]]) -> str:
+def topic_of(bot_events: List[Dict[str, Any]]) -> str:
     for event in reversed(bot_events):
         metadata = event.get("metadata") or {}
         if isinstance(metadata.get("topic"), str):
@@ -157,44 +157,6 @@ def latest_intent(tracker: Tracker) -> Optional[str]:
 def is_noise(text: str) -> bool:
     """A cough, "mm", a stray syllable: too little to be a request."""
     return len(re.sub(r"[^A-Za-z0-9]", "", text or "")) <= NOISE_MAX_CHARACTERS
-
-
-class ActionExtractTurnContext(Action):
-    """Custom slot mapping run after every user message: ``interrupted``, ``unheard``,
-    ``offer``."""
-
-    def name(self) -> str:
-        return "action_extract_turn_context"
-
-    async def run(
-        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: Dict[str, Any]
-    ) -> List[EventType]:
-        events: List[EventType] = []
-        metadata = (tracker.latest_message or {}).get("metadata") or {}
-        barge_in = BargeIn.parse(metadata.get("barge_in")) if isinstance(metadata, dict) else None
-        if barge_in is not None and barge_in.cut_off:
-            events.append(SlotSet("interrupted", True))
-            bot_events = _turn_bot_events(tracker)
-            original = " ".join(e["text"] for e in bot_events)
-            remainder = unheard_remainder(barge_in, original)
-            if remainder:
-                events.append(
-                    SlotSet(
-                        "unheard",
-                        {
-                            "text": remainder,
-                            "topic": _topic(bot_events),
-                            "channel": current_channel(tracker),
-                            "offered": False,
-                        },
-                    )
-                )
-        elif tracker.get_slot("interrupted") is not False:
-            # False rather than unset, so rules can ask for "not an interruption".
-            events.append(SlotSet("interrupted", False))
-        if tracker.get_slot("offer") and latest_intent(tracker) not in ANSWERS_TO_AN_OFFER:
-            events.append(SlotSet("offer", None))
-        return events
 
 
 def pending_unheard(tracker: Tracker) -> Optional[Dict[str, Any]]:

@@ -1,11 +1,12 @@
-"""Keeps the `channel` slot current, so stories, rules and `rasa test` can branch on it."""
+"""The channel kind of a message (``voice``, ``sms``, ``chat``), and backchannels that are not
+turns. The ``channel`` slot is filled from :func:`channel_of` by actions/turn_context.py."""
 
 from __future__ import annotations
 
 from typing import Any, Dict, List, Optional
 
 from rasa_sdk import Action, Tracker
-from rasa_sdk.events import EventType, SlotSet, UserUtteranceReverted
+from rasa_sdk.events import EventType, UserUtteranceReverted
 from rasa_sdk.executor import CollectingDispatcher
 
 CHANNELS = ("voice", "sms", "chat")
@@ -21,21 +22,6 @@ def channel_of(tracker: Tracker) -> Optional[str]:
     if claimed in CHANNELS:
         return claimed
     return INPUT_CHANNEL_KINDS.get(tracker.get_latest_input_channel() or "")
-
-
-class ActionExtractChannel(Action):
-    """Custom slot mapping run by `action_extract_slots` after every user message."""
-
-    def name(self) -> str:
-        return "action_extract_channel"
-
-    async def run(
-        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: Dict[str, Any]
-    ) -> List[EventType]:
-        channel = channel_of(tracker)
-        if channel is None or channel == tracker.get_slot("channel"):
-            return []
-        return [SlotSet("channel", channel)]
 
 
 class ActionIgnoreBackchannel(Action):
