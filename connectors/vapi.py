@@ -49,15 +49,17 @@ import logging
 import re
 import time
 import uuid
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Dict, List, Optional, Sequence, Set, Tuple
+from typing import Any, Awaitable, Callable, Deque, Dict, List, Optional, Sequence, Set, Tuple
 
 import aiohttp
 import jwt
 from pydantic import BaseModel, Extra, Field, ValidationError
 from rasa.core.channels.channel import InputChannel, OutputChannel, UserMessage
 from rasa.core.lock_store import LockError
-from rasa.shared.core.events import SlotSet, UserUtteranceReverted, UserUttered
+from rasa.shared.core.constants import ACTION_LISTEN_NAME
+from rasa.shared.core.events import ActionExecuted, SlotSet, UserUtteranceReverted, UserUttered
 from redis.exceptions import NoScriptError
 from sanic import Blueprint, response
 from sanic.request import Request
@@ -102,6 +104,10 @@ RECENT_ACTIVITY_SECONDS = 7 * 24 * 3600
 #: Transcripts stored with the conversation are cut to this many characters (the tail).
 TRANSCRIPT_MAX_CHARS = 20000
 USER_TEXT_MAX_CHARS = 4000
+#: Calls whose conversation id this process remembers (one identity lookup per call).
+CALLS_REMEMBERED = 10000
+#: How often a running turn checks whether another replica superseded it.
+SUPERSEDE_POLL_SECONDS = 0.2
 _WORD = re.compile(r"[a-z0-9']+")
 
 
@@ -457,6 +463,9 @@ class VoiceTurn:
     call_key: str
     ordinal: int
     first_ordinal: int
+    #: The last user message (with the call and ordinal, the turn's key).
+    last_text: str
+    #: The utterance Rasa gets: the unanswered user messages up to the last one, joined.
     text: str
     message_id: str
     control_url: Optional[str]
@@ -466,6 +475,8 @@ class VoiceTurn:
     finished: bool = False
     superseded: bool = False
     processing: bool = False
+    #: Time in what ``agent.handle_message`` does (lock + processor), for the latency stats.
+    rasa_seconds: Optional[float] = None
     task: Optional[asyncio.Task] = None
     _listeners: List[asyncio.Queue] = field(default_factory=list)
 
@@ -640,6 +651,29 @@ TOOLS: Dict[str, Callable[[Dict[str, Any]], str]] = {"order_status": _order_stat
 # ---------------------------------------------------------------------------------------------
 
 
+class LatencyLog:
+    """Server-side timings of the last turns, for ``GET /webhooks/vapi/stats`` (monitoring and
+    the benchmark): when the first words left, time in Rasa (lock + processor, what
+    ``agent.handle_message`` does) and the time the connector added around it."""
+
+    KEPT = 1000
+
+    def __init__(self) -> None:
+        self._turns: Deque[Tuple[float, float, float]] = deque(maxlen=self.KEPT)
+
+    def add(self, first_speech: float, rasa: float, total: float) -> None:
+        self._turns.append((first_speech * 1000, rasa * 1000, (total - rasa) * 1000))
+
+    def summary(self) -> Dict[str, Any]:
+        turns = list(self._turns)
+        return {
+            "turns": len(turns),
+            "first_speech_ms": [round(t[0], 3) for t in turns],
+            "rasa_ms": [round(t[1], 3) for t in turns],
+            "added_ms": [round(t[2], 3) for t in turns],
+        }
+
+
 @dataclass(frozen=True)
 class VapiOptions:
     """Tunables from credentials.yml (secrets come from the environment)."""
@@ -689,6 +723,8 @@ class VapiInput(InputChannel):
         #: The turn in flight per call, in this process (superseded locally at once).
         self._calls: Dict[str, VoiceTurn] = {}
         self._background: Set[asyncio.Task] = set()
+        self._call_conversations: OrderedDict[Tuple[str, str], str] = OrderedDict()
+        self.latency = LatencyLog()
 
     @classmethod
     def name(cls) -> str:
@@ -719,6 +755,12 @@ class VapiInput(InputChannel):
             name="completions_doubled",
         )
 
+        @bp.route("/stats", methods=["GET"])
+        async def stats(request: Request) -> HTTPResponse:
+            if not _shared_secret_ok(request, load_settings().vapi_server_secret):
+                return response.json({"error": "missing or wrong credentials"}, status=401)
+            return response.json(self.latency.summary())
+
         @bp.route("/events", methods=["POST"])
         async def events(request: Request) -> HTTPResponse:
             return await self.handle_event(request)
@@ -733,6 +775,7 @@ class VapiInput(InputChannel):
         return _shared_secret_ok(request, settings.vapi_server_secret)
 
     async def handle_completion(self, request: Request) -> Optional[HTTPResponse]:
+        received = time.perf_counter()
         settings = load_settings()
         if not self._llm_authorised(request, settings):
             return _openai_error(401, "missing or wrong credentials", "authentication_error")
@@ -754,32 +797,31 @@ class VapiInput(InputChannel):
         address = self.caller_address(call, parsed.customer, settings)
         writer = ChunkWriter(model=parsed.model or MODEL_NAME)
         agent = request.app.ctx.agent
+        dialogue = _dialogue(parsed.messages)
+        user_texts = [text for role, text in dialogue if role == "user"]
+        if not user_texts:
+            greeting = await self.greeting(agent, address)
+            return await self._stream_static(request, writer, [greeting])
+        if dialogue[-1][0] != "user" or not user_texts[-1]:
+            return await self._stream_static(request, writer, [])
+        if len(user_texts[-1]) > USER_TEXT_MAX_CHARS:
+            return _openai_error(400, f"user message longer than {USER_TEXT_MAX_CHARS} characters")
         try:
-            conversation_id = await self.identity.resolve_conversation(address, channel="voice")
-            call_key = _call_key(conversation_id, call.call_id)
-            last_answered = await self._last_answered(call_key)
+            conversation_id = await self._conversation(call.call_id, address)
         except StateUnavailable as error:
             logger.error("voice call %s: %s", call.call_id, error)
             return await self._stream_static(request, writer, [APOLOGY])
-        turn_text = spoken_turn(parsed.messages, last_answered)
-        if turn_text is None:
-            if not any(role == "user" for role, _ in _dialogue(parsed.messages)):
-                greeting = await self.greeting(agent, address)
-                return await self._stream_static(request, writer, [greeting])
-            return await self._stream_static(request, writer, [])
-        if len(turn_text.text) > USER_TEXT_MAX_CHARS:
-            return _openai_error(400, f"user message longer than {USER_TEXT_MAX_CHARS} characters")
+        ordinal = len(user_texts) - 1
         turn = VoiceTurn(
             request_id=uuid.uuid4().hex,
             conversation_id=conversation_id,
             call_id=call.call_id,
-            answer_key=_answer_key(
-                conversation_id, call.call_id, turn_text.ordinal, turn_text.text
-            ),
-            call_key=call_key,
-            ordinal=turn_text.ordinal,
-            first_ordinal=turn_text.first_ordinal,
-            text=turn_text.text,
+            answer_key=_answer_key(conversation_id, call.call_id, ordinal, user_texts[-1]),
+            call_key=_call_key(conversation_id, call.call_id),
+            ordinal=ordinal,
+            first_ordinal=ordinal,
+            last_text=user_texts[-1],
+            text=user_texts[-1],
             message_id=uuid.uuid4().hex,
             control_url=call.control_url,
         )
@@ -796,16 +838,18 @@ class VapiInput(InputChannel):
         # Claiming and running the turn must finish even if VAPI drops this request, so they
         # run in a task of their own; this handler only streams what the turn says.
         started: asyncio.Future = asyncio.get_running_loop().create_future()
-        runner = asyncio.create_task(
-            self._begin(agent, turn, turn_text, parsed.messages, metadata, started)
-        )
+        runner = asyncio.create_task(self._begin(agent, turn, parsed.messages, metadata, started))
         self._keep(runner)
         try:
-            listener, owner = await asyncio.shield(started)
+            listener, owner, claimed = await asyncio.shield(started)
         except StateUnavailable as error:
             logger.error("voice call %s: %s", call.call_id, error)
             return await self._stream_static(request, writer, [APOLOGY])
-        return await self._stream_turn(request, writer, listener, owner)
+        first_speech = await self._stream_turn(request, writer, listener, owner)
+        if claimed and owner.rasa_seconds is not None and first_speech is not None:
+            total = time.perf_counter() - received
+            self.latency.add(first_speech - received, owner.rasa_seconds, total)
+        return None
 
     def caller_address(
         self, call: Call, customer: Optional[Customer], settings: Settings
@@ -841,27 +885,31 @@ class VapiInput(InputChannel):
         digest = hashlib.sha256(str(call.call_id).encode("utf-8")).hexdigest()[:40]
         return anon_address(f"vapi-call-{digest}")
 
-    async def _last_answered(self, call_key: str) -> Optional[Dict[str, Any]]:
-        try:
-            raw = await redis_client().hget(call_key, "last_sent")
-        except REDIS_FAILURES as error:
-            raise StateUnavailable(
-                f"call state: Redis unavailable ({type(error).__name__})"
-            ) from error
-        return json.loads(raw) if raw else None
+    async def _conversation(self, call_id: str, address: Address) -> str:
+        """The call's conversation; resolved once per call and process (a call's caller never
+        changes), so later turns of the call skip the identity round trip."""
+        cache_key = (call_id, str(address))
+        conversation_id = self._call_conversations.get(cache_key)
+        if conversation_id is None:
+            conversation_id = await self.identity.resolve_conversation(address, channel="voice")
+            self._call_conversations[cache_key] = conversation_id
+            while len(self._call_conversations) > CALLS_REMEMBERED:
+                self._call_conversations.popitem(last=False)
+        else:
+            self._call_conversations.move_to_end(cache_key)
+        return conversation_id
 
     async def _begin(
         self,
         agent: Any,
         turn: VoiceTurn,
-        spoken: SpokenTurn,
         messages: Sequence[ChatMessage],
         metadata: Dict[str, Any],
         started: asyncio.Future,
     ) -> None:
         """Claim the turn; a duplicate replays, a new turn runs (detached from the request)."""
         try:
-            await self._claim_and_run(agent, turn, spoken, messages, metadata, started)
+            await self._claim_and_run(agent, turn, messages, metadata, started)
         except Exception as error:
             if started.done():
                 raise
@@ -872,20 +920,18 @@ class VapiInput(InputChannel):
         self,
         agent: Any,
         turn: VoiceTurn,
-        spoken: SpokenTurn,
         messages: Sequence[ChatMessage],
         metadata: Dict[str, Any],
         started: asyncio.Future,
     ) -> None:
         local = self._turns.get(turn.answer_key)
         if local is not None:
-            started.set_result((local.listen(), local))
+            started.set_result((local.listen(), local, False))
             return
         inflight = {
             "request": turn.request_id,
             "ordinal": turn.ordinal,
-            "first_ordinal": spoken.first_ordinal,
-            "text": turn.text,
+            "text": turn.last_text,
             "message_id": turn.message_id,
             "answer_key": turn.answer_key,
         }
@@ -909,15 +955,21 @@ class VapiInput(InputChannel):
             return
         if not int(result[0]):
             queue: asyncio.Queue = asyncio.Queue()
-            started.set_result((queue, None))
+            started.set_result((queue, None, False))
             await self._replay(turn, json.loads(_text(result[1])), queue)
             return
         state = {_text(k): _text(v) for k, v in zip(result[1::2], result[2::2], strict=True)}
+        last_sent = json.loads(state["last_sent"]) if "last_sent" in state else None
+        spoken = spoken_turn(messages, last_sent) or SpokenTurn(
+            turn.ordinal, turn.ordinal, turn.last_text
+        )
+        turn.text = spoken.text[-USER_TEXT_MAX_CHARS:]
+        turn.first_ordinal = spoken.first_ordinal
         previous = json.loads(state["inflight"]) if "inflight" in state else None
         supersedes = None
         if previous and previous.get("request") != turn.request_id:
             same_utterance = previous.get("ordinal") == turn.ordinal and extends(
-                turn.text, str(previous.get("text") or "")
+                turn.last_text, str(previous.get("text") or "")
             )
             within = spoken.first_ordinal <= int(previous.get("ordinal", -1)) < turn.ordinal
             if same_utterance or within:
@@ -934,9 +986,29 @@ class VapiInput(InputChannel):
             )
         self._turns[turn.answer_key] = turn
         self._calls[turn.call_id] = turn
-        started.set_result((turn.listen(), turn))
+        started.set_result((turn.listen(), turn, True))
         turn.task = asyncio.current_task()
+        self._keep(asyncio.create_task(self._watch_for_supersede(turn)))
         await self._run(agent, turn, metadata, supersedes)
+
+    async def _watch_for_supersede(self, turn: VoiceTurn) -> None:
+        """Stops a long turn's streams once a request on another replica superseded it.
+
+        Only turns still running after ``SUPERSEDE_POLL_SECONDS`` are polled: a rule-based turn
+        is over before VAPI could re-POST, and this keeps Redis off the fast path.
+        """
+        while not turn.finished:
+            await asyncio.sleep(SUPERSEDE_POLL_SECONDS)
+            if turn.finished:
+                return
+            try:
+                superseded = await self._superseded_elsewhere(turn)
+            except StateUnavailable:
+                continue
+            if superseded:
+                turn.superseded = True
+                turn.finish()
+                return
 
     def _supersede_local(self, previous: Dict[str, Any]) -> None:
         old = self._turns.get(str(previous.get("answer_key")))
@@ -1006,14 +1078,18 @@ class VapiInput(InputChannel):
     ) -> None:
         """Rasa's ``agent.handle_message`` plus, in the same lock hold, two checks: a turn
         superseded while it waited is dropped, and the turn it supersedes is reverted."""
+        began = time.perf_counter()
         async with agent.lock_store.lock(message.sender_id):
             turn.processing = True
+            checks_began = time.perf_counter()
             if turn.superseded or await self._superseded_elsewhere(turn):
                 turn.superseded = True
                 return
             if supersedes:
                 await self._revert(agent, message.sender_id, str(supersedes["message_id"]))
+            checks = time.perf_counter() - checks_began
             await agent.processor.handle_message(message)
+        turn.rasa_seconds = time.perf_counter() - began - checks
 
     async def _mark_superseded(self, call_key: str, request_id: str) -> None:
         try:
@@ -1042,7 +1118,10 @@ class VapiInput(InputChannel):
                 return
             if isinstance(event, UserUttered):
                 if event.message_id == message_id:
+                    # The revert also takes back the action_listen before the user message;
+                    # listening again leaves the dialogue exactly as it was before it.
                     tracker.update(UserUtteranceReverted())
+                    tracker.update(ActionExecuted(ACTION_LISTEN_NAME))
                     await processor.save_tracker(tracker)
                 return
 
@@ -1135,13 +1214,15 @@ class VapiInput(InputChannel):
         writer: ChunkWriter,
         listener: asyncio.Queue,
         turn: Optional[VoiceTurn],
-    ) -> None:
+    ) -> Optional[float]:
+        """Streams what ``listener`` yields; returns when the first words left (perf_counter)."""
         stream = await request.respond(
             content_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
         await stream.send(writer.role())
         first = True
+        first_speech: Optional[float] = None
         flush_due = False
         getter: Optional[asyncio.Future] = None
         try:
@@ -1159,9 +1240,11 @@ class VapiInput(InputChannel):
                 speech, getter = getter.result(), None
                 if speech is _END:
                     break
-                if turn is not None and (turn.superseded or await self._stopped_elsewhere(turn)):
+                if turn is not None and turn.superseded:
                     break
                 await stream.send(writer.content(speech if first else " " + speech))
+                if first:
+                    first_speech = time.perf_counter()
                 first = False
                 flush_due = turn is not None
         finally:
@@ -1169,14 +1252,7 @@ class VapiInput(InputChannel):
                 getter.cancel()
         await stream.send(writer.stop())
         await stream.eof()
-
-    async def _stopped_elsewhere(self, turn: VoiceTurn) -> bool:
-        """Whether a request on another replica superseded this turn (Redis down: keep going,
-        the caller is better served by the answer than by silence)."""
-        try:
-            return await self._superseded_elsewhere(turn)
-        except StateUnavailable:
-            return False
+        return first_speech
 
     async def _stream_static(
         self, request: Request, writer: ChunkWriter, speech: Sequence[str]

@@ -184,7 +184,10 @@ async def test_rule_turn_streams_openai_chunks_exactly(stack, make_call):
     assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
     assert chunks[-1]["choices"][0] == {"index": 0, "delta": {}, "finish_reason": "stop"}
     content = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks[1:-1])
-    assert content == "Hi, this is the Acme Shop assistant. How can I help?"
+    # A "<flush />" may follow the words when the turn's end (saving the tracker) takes a while.
+    assert (
+        content.replace("<flush />", "") == "Hi, this is the Acme Shop assistant. How can I help?"
+    )
     assert len({c["id"] for c in chunks}) == 1
 
 
@@ -642,3 +645,41 @@ def _bot_after_sms(tracker: DialogueStateTracker) -> List[str]:
         if isinstance(e, UserUttered) and (e.metadata or {}).get("channel") == "sms"
     )
     return [e.text or "" for e in events[last_sms:] if isinstance(e, BotUttered)]
+
+
+# -- several replicas ------------------------------------------------------------------------
+
+
+async def test_replicas_share_duplicates_and_supersedes(stack, rasa_replica, make_call, fake_llm):
+    call = make_call()
+    on_one = await call.say("where is my order")
+    other = VapiCall(
+        base_url=rasa_replica.base_url,
+        server_secret=call.server_secret,
+        number=call.number,
+        call_id=call.call_id,
+        control_url=call.control_url,
+    )
+    replayed = await other.complete(call.history[:-1])
+    assert replayed.text == on_one.text
+    conversation = await conversation_of_stack(stack, call.number)
+    assert user_texts(await tracker_of(stack, conversation)).count("where is my order") == 1
+    # A longer utterance re-POSTed to the other replica supersedes the slow turn on the first.
+    fake_llm.script(
+        LlmReply(content="Answer to the cut-off question.", delay=2),
+        LlmReply(content="Answer to the whole question."),
+    )
+    base = call.history[:-1] + [{"role": "assistant", "content": on_one.text}]
+    first = asyncio.create_task(call.complete(base + [{"role": "user", "content": GIBBERISH}]))
+    await asyncio.sleep(0.8)
+    longer = GIBBERISH + " frobnicate quux"
+    second = await other.complete(base + [{"role": "user", "content": longer}])
+    cut = await first
+    assert "cut-off" not in cut.text and "cut-off" not in second.text
+    assert "Answer to the whole question." in second.text
+    tracker = await tracker_of(stack, conversation)
+    texts = user_texts(tracker)
+    assert texts[-1] == longer and GIBBERISH not in texts
+    # The dialogue went on as if only the longer utterance had been said: the order form
+    # (active before it) is still waiting for the order number.
+    assert tracker.active_loop_name == "order_status_form"

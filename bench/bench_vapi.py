@@ -1,0 +1,183 @@
+"""VAPI connector latency, next to Rasa's stock REST channel on the same stack.
+
+One stack (fresh Redis, action server, the trained model, a local fake LLM) serves both. The
+caller is the simulator's VapiCall (the ``openai`` SDK's streaming client, as VAPI uses):
+
+- rule-based turns: time to the first content chunk and to ``[DONE]``, against the stock REST
+  channel's round trip for the same script; the connector's own cost is read from the server
+  (``GET /webhooks/vapi/stats``): request-to-end time minus what ``agent.handle_message`` does
+  (lock + processor) for the same turn. Target: <= 5 ms median added.
+- slow turns: a 2 s LLM action behind the voice filler (nlu_fallback -> "One moment." ->
+  action_llm_fallback): time to the first content chunk. Target: <= 300 ms median.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Dict, List
+
+from devtools.fake_llm import FakeLlm, LlmReply
+from devtools.model import ensure_model
+from devtools.processes import RedisServer, free_port
+from devtools.sim_vapi import VapiCall
+from devtools.stack import RasaStack, local_secrets, with_rest_channel
+
+CALLS = 10
+SCRIPT = (
+    "hello",
+    "where is my order",
+    "12345",
+    "what's the tracking number",
+    "what's your refund policy",
+    "thanks",
+)
+SLOW_TURNS = 6
+SLOW_ACTION_SECONDS = 2.0
+GIBBERISH = "zxqv blorft wibble"
+TARGET_ADDED_MS = 5.0
+TARGET_SLOW_FIRST_CHUNK_MS = 300.0
+
+
+def _percentile(values: List[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(share * len(ordered)) - 1))]
+
+
+def _row(label: str, values: List[float], note: str = "") -> str:
+    return (
+        f"  {label:<46} {statistics.median(values):>9.1f} {_percentile(values, 0.95):>9.1f}  {note}"
+    )
+
+
+def _rest_turn(base_url: str, sender: str, text: str) -> float:
+    request = urllib.request.Request(
+        f"{base_url}/webhooks/rest/webhook",
+        data=json.dumps({"sender": sender, "message": text}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    began = time.perf_counter()
+    with urllib.request.urlopen(request, timeout=30) as response:
+        if not json.load(response):
+            raise RuntimeError(f"REST channel: no reply to {text!r}")
+    return (time.perf_counter() - began) * 1000
+
+
+def _stats(stack: RasaStack) -> Dict[str, List[float]]:
+    request = urllib.request.Request(
+        f"{stack.base_url}/webhooks/vapi/stats",
+        headers={"X-Vapi-Secret": stack.env["VAPI_SERVER_SECRET"]},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.load(response)
+
+
+def _number(index: int) -> str:
+    return f"+1415555{index:04d}"
+
+
+async def _calls(stack: RasaStack, numbers: List[str], script: tuple) -> Dict[str, List[float]]:
+    first: List[float] = []
+    done: List[float] = []
+    for number in numbers:
+        call = VapiCall(stack.base_url, stack.env["VAPI_SERVER_SECRET"], number=number)
+        for text in script:
+            reply = await call.say(text)
+            if reply.first_content_seconds is None or reply.finish_reason != "stop":
+                raise RuntimeError(f"VAPI: no speech for {text!r}")
+            first.append(reply.first_content_seconds * 1000)
+            done.append(reply.done_seconds * 1000)
+    return {"first": first, "done": done}
+
+
+def main() -> int:
+    model = ensure_model(quiet=True)
+    fake_llm = FakeLlm().start()
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        redis_server = RedisServer(work / "redis").start()
+        port = free_port()
+        stack = RasaStack(
+            model=model,
+            env={
+                **local_secrets(port),
+                "REDIS_URL": redis_server.url,
+                "OPENAI_BASE_URL": fake_llm.base_url,
+                "OPENAI_API_KEY": "sk-local-fake",
+                "LLM_MODEL": "fake-model",
+            },
+            credentials=with_rest_channel(work),
+            log_dir=work / "logs",
+            rasa_port=port,
+        )
+        try:
+            stack.start()
+            # Warm-up: first turns load lazily-built parts (NLU caches, action server imports).
+            asyncio.run(_calls(stack, [_number(9000)], SCRIPT))
+            for turn, text in enumerate(SCRIPT):
+                _rest_turn(stack.base_url, "c_benchwarm", text)
+            skipped = _stats(stack)["turns"]
+
+            voice = asyncio.run(_calls(stack, [_number(i) for i in range(CALLS)], SCRIPT))
+            server = _stats(stack)
+            rasa_ms = server["rasa_ms"][skipped:]
+            added_ms = server["added_ms"][skipped:]
+            rest = [
+                _rest_turn(stack.base_url, f"c_benchrest{call}", text)
+                for call in range(CALLS)
+                for text in SCRIPT
+            ]
+
+            fake_llm.default = LlmReply(content="Here is what I found.", delay=SLOW_ACTION_SECONDS)
+            slow = asyncio.run(
+                _calls(stack, [_number(100 + i) for i in range(SLOW_TURNS)], (GIBBERISH,))
+            )
+            slow_rest = [_rest_turn(stack.base_url, f"c_benchslow{i}", GIBBERISH) for i in range(2)]
+        finally:
+            stack.stop()
+            redis_server.stop()
+            fake_llm.stop()
+
+    added = statistics.median(added_ms)
+    slow_first = statistics.median(slow["first"])
+    ratio = statistics.median(voice["done"]) / statistics.median(rest)
+    print(f"{'':48} {'median':>9} {'p95':>9}   (ms)")
+    print(f"Rule-based turns, n={len(voice['first'])} (VAPI) / {len(rest)} (stock REST)")
+    print(_row("VAPI: first content chunk (client)", voice["first"]))
+    print(_row("VAPI: [DONE] (client)", voice["done"], f"x{ratio:.2f} of stock REST"))
+    print(_row("stock REST channel: round trip (client)", rest))
+    print(_row("server: agent.handle_message part (lock+processor)", rasa_ms))
+    print(
+        _row(
+            "server: added by the VAPI connector",
+            added_ms,
+            f"target <= {TARGET_ADDED_MS:g} ms median",
+        )
+    )
+    print(f"Slow turns: {SLOW_ACTION_SECONDS:g} s LLM action behind a filler, n={SLOW_TURNS}")
+    print(
+        _row(
+            "VAPI: first content chunk (the filler)",
+            slow["first"],
+            f"target <= {TARGET_SLOW_FIRST_CHUNK_MS:g} ms median",
+        )
+    )
+    print(_row("VAPI: [DONE]", slow["done"]))
+    print(_row("stock REST channel: first (= whole) answer", slow_rest))
+    missed = []
+    if added > TARGET_ADDED_MS:
+        missed.append(f"connector adds {added:.1f} ms median (target {TARGET_ADDED_MS:g})")
+    if slow_first > TARGET_SLOW_FIRST_CHUNK_MS:
+        missed.append(f"slow-turn first chunk {slow_first:.0f} ms median")
+    for line in missed:
+        print(f"TARGET MISSED: {line}")
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
