@@ -44,7 +44,9 @@ RETRY_PAUSE_SECONDS = 0.25
 #: A slot value longer than this is shortened in the prompt.
 MAX_SLOT_CHARS = 300
 #: Slots that are machinery, not facts about the customer.
-HIDDEN_SLOTS = frozenset({"requested_slot", "session_started_metadata", "unheard_remainder"})
+HIDDEN_SLOTS = frozenset(
+    {"requested_slot", "session_started_metadata", "unheard", "interrupted", "offer"}
+)
 
 SYSTEM_PROMPT = """\
 You are the customer-support assistant of Acme Shop, an online shop. You help with orders, \

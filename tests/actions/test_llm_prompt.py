@@ -1,0 +1,89 @@
+"""The LLM fallback's prompt, built from a tracker as the action server receives it."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List
+
+from rasa_sdk import Tracker
+
+from actions.formatting import STYLES
+from actions.llm_fallback import build_messages, conversation_turns
+
+
+def make_tracker(events: List[Dict[str, Any]], slots: Dict[str, Any]) -> Tracker:
+    latest = next(e for e in reversed(events) if e["event"] == "user")
+    return Tracker("c_test", slots, latest, events, False, None, {}, "action_listen")
+
+
+def user(text: str, channel: str, **metadata: Any) -> Dict[str, Any]:
+    return {
+        "event": "user",
+        "text": text,
+        "input_channel": {"voice": "vapi", "sms": "twilio_sms", "chat": "webchat"}[channel],
+        "metadata": {"channel": channel, **metadata},
+        "parse_data": {"intent": {"name": "nlu_fallback"}},
+    }
+
+
+def bot(text: str, **metadata: Any) -> Dict[str, Any]:
+    return {"event": "bot", "text": text, "data": {}, "metadata": metadata}
+
+
+EVENTS = [
+    user("where is order 12345", "voice"),
+    bot("Order 12345 has shipped. Would you like me to text you the tracking link?"),
+    user("what's your refund policy", "voice"),
+    bot("Here's our refund policy. You can return most items within 30 days."),
+    user(
+        "text me the tracking link",
+        "voice",
+        barge_in={
+            "sent_text": "Here's our refund policy.",
+            "heard_text": "Here's our",
+            "heard_ratio": 0.3,
+        },
+    ),
+    bot("Done, I've texted you the tracking link."),
+    bot("Track it at https://t.example/1Z", channel="sms", sent_by="action_send_by_sms"),
+    user("zxqv blorft", "chat"),
+    bot("One moment.", utter_action="utter_one_moment"),
+]
+
+
+def test_every_turn_is_labelled_with_its_channel() -> None:
+    turns = conversation_turns(make_tracker(EVENTS, {}))
+
+    assert turns == [
+        ("user", "voice", "where is order 12345"),
+        (
+            "assistant",
+            "voice",
+            "Order 12345 has shipped. Would you like me to text you the tracking link?",
+        ),
+        ("user", "voice", "what's your refund policy"),
+        ("assistant", "voice", "Here's our [interrupted by the customer here]"),
+        ("user", "voice", "text me the tracking link"),
+        ("assistant", "voice", "Done, I've texted you the tracking link."),
+        ("assistant", "sms", "Track it at https://t.example/1Z"),
+        ("user", "chat", "zxqv blorft"),
+    ]
+
+
+def test_instructions_carry_the_channel_limits_slots_and_order() -> None:
+    slots = {
+        "channel": "sms",
+        "order_number": "12345",
+        "requested_slot": None,
+        "unheard": {"text": "You can return most items within 30 days."},
+        "last_call": {"summary": "The caller asked about order 12345.", "transcript": "x" * 5000},
+    }
+    messages = build_messages(make_tracker(EVENTS, slots), STYLES["sms"])
+
+    system = messages[0]["content"]
+    assert "You are answering on: sms." in system
+    assert "at most 306 characters" in system and "no markdown" in system
+    assert "- order_number: 12345" in system
+    assert "- last_call: The caller asked about order 12345." in system
+    assert "x" * 100 not in system and "requested_slot" not in system and "unheard" not in system
+    assert "- order 12345: items: Trail running shoes, status: shipped, carrier: UPS" in system
+    assert messages[-1] == {"role": "user", "content": "[chat] zxqv blorft"}
