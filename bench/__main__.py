@@ -11,6 +11,7 @@ BENCHMARKS = (
     "bench.bench_lock_store",
     "bench.bench_twilio",
     "bench.bench_vapi",
+    "bench.bench_webchat",
     "bench.bench_turns",
 )
 
