@@ -1,9 +1,10 @@
 """The chat widget in a real headless Chromium (Debian's package, driven by Playwright) against
-the real stack: history from an SMS (through the real Twilio connector), a chat turn, a button,
-and an SMS arriving while the page is open."""
+the real stack: history from a call and an SMS (through the real VAPI and Twilio connectors), a
+chat turn, a button, and an SMS arriving while the page is open."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import secrets
 import socket
@@ -17,6 +18,7 @@ from playwright.sync_api import expect, sync_playwright
 
 from connectors.identity import user_address
 from devtools.processes import ROOT
+from devtools.sim_vapi import VapiCall
 from devtools.stack import RasaStack
 from tests.connectors.test_webchat import (
     fresh_phone,
@@ -41,6 +43,17 @@ ARTIFACTS = ROOT / "test-artifacts"
 
 def test_widget_shows_history_chats_and_updates_live(rasa_stack: RasaStack) -> None:
     phone = fresh_phone()
+    call = VapiCall(
+        base_url=rasa_stack.base_url,
+        server_secret=rasa_stack.env["VAPI_SERVER_SECRET"],
+        number=phone,
+    )
+
+    async def phone_call() -> None:
+        await call.say("hello")
+        await call.hang_up(summary="The caller said hello and will text about a refund.")
+
+    asyncio.run(phone_call())
     assert "30 days" in text_from_phone(rasa_stack, phone, "what's your refund policy").text
     token = user_token(
         rasa_stack.env["WEBCHAT_JWT_SECRET"], "browser-" + secrets.token_hex(4), phone=phone
@@ -53,7 +66,7 @@ def test_widget_shows_history_chats_and_updates_live(rasa_stack: RasaStack) -> N
             executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
         )
         try:
-            page = browser.new_page(viewport={"width": 600, "height": 1100})
+            page = browser.new_page(viewport={"width": 600, "height": 1500})
             page.on(
                 "request",
                 lambda request: (
@@ -66,7 +79,12 @@ def test_widget_shows_history_chats_and_updates_live(rasa_stack: RasaStack) -> N
             page.goto(f"{rasa_stack.base_url}/webhooks/webchat/#token={token}")
             log = page.get_by_role("log", name="Conversation")
 
-            # The earlier SMS turn is in the history, badged as SMS; the token left the URL.
+            # The call and the earlier SMS turn are in the history, badged; the token left the URL.
+            spoken = log.locator("li.omni-user", has_text="hello").first
+            expect(spoken.locator(".omni-badge-voice")).to_have_text("Voice")
+            summary = log.locator("li.omni-kind-call_summary")
+            expect(summary).to_contain_text("Call summary: The caller said hello")
+            expect(summary.locator(".omni-kind")).to_have_text("Call summary")
             earlier = log.locator("li.omni-user", has_text="what's your refund policy")
             expect(earlier).to_be_visible()
             expect(earlier.locator(".omni-badge-sms")).to_have_text("SMS")
@@ -99,7 +117,7 @@ def test_widget_shows_history_chats_and_updates_live(rasa_stack: RasaStack) -> N
             expect(answer.locator(".omni-badge-sms")).to_be_visible()
 
             expect(answer).to_be_in_viewport()
-            expect(earlier).to_be_in_viewport()  # the whole story fits: history to live SMS
+            expect(spoken).to_be_in_viewport()  # the whole story fits: from the call to live SMS
             page.screenshot(path=str(ARTIFACTS / "webchat-widget.png"), full_page=True)
             texts = log.locator("li.omni-msg .omni-bubble").all_inner_texts()
         finally:
@@ -107,7 +125,7 @@ def test_widget_shows_history_chats_and_updates_live(rasa_stack: RasaStack) -> N
 
     order = [
         next(i for i, text in enumerate(texts) if needle in text)
-        for needle in ("what's your refund policy", "hello", "Where is my order?", "12345")
+        for needle in ("Call summary", "what's your refund policy", "Where is my order?", "12345")
     ]
     assert order == sorted(order)
     assert outside_requests == []
