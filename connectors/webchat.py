@@ -574,7 +574,7 @@ class LiveHub:
             self._subscribers.setdefault(conversation_id, set()).add(subscription)
             try:
                 await self._confirm(conversation_id, timeout)
-            except (*REDIS_FAILURES, asyncio.TimeoutError) as error:
+            except (*REDIS_FAILURES, asyncio.TimeoutError, LiveFeedLost) as error:
                 self._drop(subscription)
                 raise StateUnavailable(
                     f"live updates unavailable ({type(error).__name__})"
@@ -662,6 +662,9 @@ class LiveHub:
         self._confirmations = {}
         self._pubsub = None
 
+
+#: Turn workers of closed sockets still finishing their accepted turns (kept from the GC).
+_turn_workers: Set[asyncio.Task] = set()
 
 _hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LiveHub] = weakref.WeakKeyDictionary()
 
@@ -756,7 +759,12 @@ class ChatConnection:
         self._own_client_ids: Dict[str, None] = {}
 
     async def send(self, frame: Dict[str, Any]) -> None:
-        await self.ws.send(json.dumps(frame, ensure_ascii=False))
+        """Sends a frame; once the client is gone, frames are dropped (the reader notices the
+        close and ends the connection; a turn still running finishes and is stored)."""
+        try:
+            await self.ws.send(json.dumps(frame, ensure_ascii=False))
+        except SOCKET_CLOSED:
+            pass
 
     async def error(
         self, code: str, message: str, frame_id: Optional[str] = None, **extra: Any
@@ -812,11 +820,15 @@ class ChatConnection:
             await self.ws.close(CLOSE_SERVER_ERROR, "conversation unavailable, try again later")
             return
         tasks: List[asyncio.Task] = []
+        # Turns outlive the socket: a message acknowledged as received is processed and stored
+        # even if the customer closes the tab meanwhile (cancelling would lose the turn).
+        worker = asyncio.create_task(self._run_turns())
+        _turn_workers.add(worker)
+        worker.add_done_callback(_turn_workers.discard)
         try:
             seen = await self._start(log)
             tasks = [
                 asyncio.create_task(self._pump_live(subscription, seen)),
-                asyncio.create_task(self._run_turns()),
                 asyncio.create_task(self._read_frames(log)),
             ]
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -831,6 +843,7 @@ class ChatConnection:
         except SOCKET_CLOSED:
             pass
         finally:
+            self.turns.put_nowait(None)  # the worker stops once the accepted turns are done
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -951,9 +964,8 @@ class ChatConnection:
             self.turns.put_nowait((frame, key))
 
     async def _run_turns(self) -> None:
-        while True:
-            frame, key = await self.turns.get()
-            await self._turn(frame, key)
+        while (item := await self.turns.get()) is not None:
+            await self._turn(*item)
 
     async def _turn(self, frame: Union[TextFrame, ButtonFrame], dedupe_key: str) -> None:
         assert self.identity is not None

@@ -90,6 +90,7 @@ def test_widget_shows_history_chats_and_updates_live(rasa_stack: RasaStack) -> N
             expect(earlier.locator(".omni-badge-sms")).to_have_text("SMS")
             expect(log.locator("li.omni-bot.omni-msg", has_text="30 days").first).to_be_visible()
             expect(page.get_by_role("status").first).to_have_text("Connected")
+            expect(log).to_have_attribute("aria-live", "polite")  # live again after history
             assert "token=" not in page.url
 
             # A chat turn: the `channel: webchat` greeting with its markdown and buttons.

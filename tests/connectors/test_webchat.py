@@ -532,6 +532,26 @@ async def test_a_slow_turn_keeps_the_socket_responsive(
 
 
 @pytest.mark.rasa_server
+async def test_an_acknowledged_message_is_processed_even_if_the_tab_closes(
+    rasa_stack: RasaStack, secret: str, fake_llm: FakeLlm
+) -> None:
+    chat = await open_chat(rasa_stack, user_token(secret, "leaver-" + secrets.token_hex(4)))
+    fake_llm.reset()
+    fake_llm.script(LlmReply(content="Here is what I found.", delay=2))
+    await chat.say("zxqv blorft wibble")
+    assert (await recv_until(chat.ws, lambda f: f["type"] == "ack"))["duplicate"] is False
+    await chat.ws.close()  # gone before the (slow) reply
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        events = tracker_events(rasa_stack, chat.conversation_id)
+        if any(e["event"] == "bot" for e in events):
+            break
+        await asyncio.sleep(0.25)
+    assert [e["text"] for e in events if e["event"] == "user"] == ["zxqv blorft wibble"]
+    assert [e["text"] for e in events if e["event"] == "bot"] == ["Here is what I found."]
+
+
+@pytest.mark.rasa_server
 async def test_a_resent_message_is_acknowledged_without_a_second_turn(
     rasa_stack: RasaStack, secret: str
 ) -> None:

@@ -234,6 +234,9 @@
     }
     var anchor = this.log.firstChild;   // history goes above anything shown already
     var height = this.log.scrollHeight;
+    // Screen readers announce new messages, not a replayed page of history.
+    var log = this.log;
+    log.setAttribute("aria-live", "off");
     frame.messages.forEach(function (message) {
       var local = message.client_message_id && self.pending[message.client_message_id];
       if (local) {
@@ -245,6 +248,7 @@
       var node = self.renderMessage(message);
       if (node) self.log.insertBefore(node, anchor);
     });
+    setTimeout(function () { log.setAttribute("aria-live", "polite"); }, 0);
     this.before = frame.before;
     this.olderButton.hidden = frame.before === null;
     if (frame.initial) this.scrollDown();
