@@ -92,6 +92,7 @@ async def _calls(stack: RasaStack, numbers: List[str], script: tuple) -> Dict[st
                 raise RuntimeError(f"VAPI: no speech for {text!r}")
             first.append(reply.first_content_seconds * 1000)
             done.append(reply.done_seconds * 1000)
+        await call.aclose()
     return {"first": first, "done": done}
 
 
@@ -119,7 +120,7 @@ def main() -> int:
             stack.start()
             # Warm-up: first turns load lazily-built parts (NLU caches, action server imports).
             asyncio.run(_calls(stack, [_number(9000)], SCRIPT))
-            for turn, text in enumerate(SCRIPT):
+            for text in SCRIPT:
                 _rest_turn(stack.base_url, "c_benchwarm", text)
             skipped = _stats(stack)["turns"]
 

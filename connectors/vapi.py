@@ -609,6 +609,12 @@ async def _script(client: Any, script: str, keys: Sequence[str], args: Sequence[
         return await client.eval(script, len(keys), *keys, *args)
 
 
+def _retrieve_outcome(task: asyncio.Future) -> None:
+    """Marks an abandoned task's exception as seen (asyncio logs unseen ones as errors)."""
+    if not task.cancelled():
+        task.exception()
+
+
 def _text(value: Any) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
@@ -1279,13 +1285,17 @@ class VapiInput(InputChannel):
         generic = self._generic_greeting(agent)
         if address is None:
             return generic
-        try:
-            personal = await asyncio.wait_for(
-                self._personal_greeting(agent, address), self.options.assistant_request_timeout
-            )
-        except asyncio.TimeoutError:
+        reading = asyncio.ensure_future(self._personal_greeting(agent, address))
+        done, _ = await asyncio.wait({reading}, timeout=self.options.assistant_request_timeout)
+        if not done:
+            # Not wait_for: it would wait for the cancelled read to unwind, and a hung Redis
+            # connection can take its time doing that. The read is left to end on its own.
+            reading.cancel()
+            reading.add_done_callback(_retrieve_outcome)
             logger.warning("greeting for %s: state read timed out", address.masked())
             return generic
+        try:
+            personal = reading.result()
         except (StateUnavailable, *REDIS_FAILURES) as error:
             logger.warning("greeting for %s: state unavailable (%s)", address.masked(), error)
             return generic

@@ -65,6 +65,7 @@ class VapiCall:
     #: How server messages are authenticated: "hmac", "secret" (X-Vapi-Secret) or "bearer".
     event_auth: str = "hmac"
     timeout: float = 30.0
+    _client: Optional[openai.AsyncOpenAI] = field(default=None, repr=False)
 
     @property
     def call(self) -> Dict[str, Any]:
@@ -78,12 +79,20 @@ class VapiCall:
         return payload
 
     def llm_client(self) -> openai.AsyncOpenAI:
-        return openai.AsyncOpenAI(
-            base_url=f"{self.base_url}/webhooks/vapi",
-            api_key=self.custom_llm_key or self.server_secret,
-            timeout=self.timeout,
-            max_retries=0,
-        )
+        """One client for the whole call, keeping its connection, as VAPI's does."""
+        if self._client is None:
+            self._client = openai.AsyncOpenAI(
+                base_url=f"{self.base_url}/webhooks/vapi",
+                api_key=self.custom_llm_key or self.server_secret,
+                timeout=self.timeout,
+                max_retries=0,
+            )
+        return self._client
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
 
     def event_headers(self, body: bytes) -> Dict[str, str]:
         headers = {"Content-Type": "application/json"}
@@ -134,28 +143,24 @@ class VapiCall:
         first: Optional[float] = None
         chunks: List[str] = []
         finish: Optional[str] = None
-        client = self.llm_client()
-        try:
-            stream = await client.chat.completions.create(
-                model="rasa",
-                messages=messages,
-                stream=True,
-                extra_body={
-                    "call": self.call,
-                    **({"customer": {"number": self.number}} if self.number else {}),
-                    "phoneNumber": {"number": self.assistant_number},
-                },
-            )
-            async for chunk in stream:
-                choice = chunk.choices[0]
-                if choice.delta.content:
-                    if first is None:
-                        first = time.perf_counter() - started
-                    chunks.append(choice.delta.content)
-                if choice.finish_reason:
-                    finish = choice.finish_reason
-        finally:
-            await client.close()
+        stream = await self.llm_client().chat.completions.create(
+            model="rasa",
+            messages=messages,
+            stream=True,
+            extra_body={
+                "call": self.call,
+                **({"customer": {"number": self.number}} if self.number else {}),
+                "phoneNumber": {"number": self.assistant_number},
+            },
+        )
+        async for chunk in stream:
+            choice = chunk.choices[0]
+            if choice.delta.content:
+                if first is None:
+                    first = time.perf_counter() - started
+                chunks.append(choice.delta.content)
+            if choice.finish_reason:
+                finish = choice.finish_reason
         text = " ".join("".join(chunks).replace(FLUSH_TAG, " ").split())
         return Reply(text, chunks, first, time.perf_counter() - started, finish)
 
@@ -230,6 +235,7 @@ async def _interactive(call: VapiCall, utterances: List[str], interrupt_after: O
         await call.hang_up(summary="Simulated call from the VAPI simulator.")
         print("(hung up; end-of-call-report sent)")
     finally:
+        await call.aclose()
         control.stop()
 
 

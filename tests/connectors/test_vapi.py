@@ -28,6 +28,7 @@ from rasa.shared.core.trackers import DialogueStateTracker
 from twilio.request_validator import RequestValidator
 
 from connectors.identity import IdentityStore, anon_address, phone_address, user_address
+from connectors.vapi import APOLOGY
 from devtools.fake_llm import LlmReply
 from devtools.fake_vapi_control import FakeVapiControl
 from devtools.processes import ROOT
@@ -683,3 +684,43 @@ async def test_replicas_share_duplicates_and_supersedes(stack, rasa_replica, mak
     # The dialogue went on as if only the longer utterance had been said: the order form
     # (active before it) is still waiting for the order number.
     assert tracker.active_loop_name == "order_status_form"
+
+
+# -- failures ------------------------------------------------------------------------------------
+
+
+async def test_redis_refusing_writes_is_spoken_as_an_apology(stack, make_call):
+    call = make_call()
+    await call.say("hello")
+    client = aioredis.Redis.from_url(stack.env["REDIS_URL"])
+    await client.config_set("maxmemory", 1)  # every write now fails with OOM
+    try:
+        reply = await call.say("where is my order")
+    finally:
+        await client.config_set("maxmemory", 0)
+        await client.close()
+    assert reply.text == APOLOGY and reply.finish_reason == "stop"
+    assert "Redis unavailable" in stack.rasa_log()
+    conversation = await conversation_of_stack(stack, call.number)
+    assert user_texts(await tracker_of(stack, conversation)) == ["hello"]
+
+
+async def test_assistant_request_answers_in_time_when_redis_hangs(stack, make_call):
+    number = new_number()
+    reply = await send_sms(stack, number, "where is order 40213")
+    assert reply.status_code == 200
+    call = make_call(number)
+    client = aioredis.Redis.from_url(stack.env["REDIS_URL"])
+    await client.execute_command("CLIENT", "PAUSE", 4000, "ALL")
+    began = time.monotonic()
+    try:
+        answer = await call.assistant_request()
+        elapsed = time.monotonic() - began
+    finally:
+        # Waits for the pause to end (the pause holds this client too).
+        await client.execute_command("CLIENT", "UNPAUSE")
+        await client.close()
+    assert elapsed < 3.0  # VAPI's budget is 7.5 s; the Redis read gets 2 s
+    assert answer["assistant"]["firstMessage"] == (
+        "Hi, this is the Acme Shop assistant. How can I help?"
+    )
