@@ -9,18 +9,21 @@ import re
 import secrets
 import socket
 import threading
+import time
 from pathlib import Path
 from typing import List
 
 import pytest
 import redis
+import redis.asyncio as aioredis
 from playwright.sync_api import expect, sync_playwright
 
-from connectors.identity import user_address
+from connectors.identity import IdentityStore, user_address
 from devtools.processes import ROOT
 from devtools.sim_vapi import VapiCall
 from devtools.stack import RasaStack
 from tests.connectors.test_webchat import (
+    append_events,
     fresh_phone,
     text_from_phone,
     tracker_events,
@@ -243,3 +246,53 @@ def test_widget_reconnects_and_delivers_what_was_typed_offline(rasa_stack: RasaS
         conversation = client.get(user_address(sub).index_key).decode()
     texts = [e["text"] for e in tracker_events(rasa_stack, conversation) if e["event"] == "user"]
     assert texts == ["hello", "what's your refund policy"]  # delivered once, after the outage
+
+
+def test_widget_pages_back_through_a_long_history(rasa_stack: RasaStack) -> None:
+    sub = "longtime-" + secrets.token_hex(4)
+
+    async def conversation_of_user() -> str:
+        client = aioredis.Redis.from_url(rasa_stack.env["REDIS_URL"])
+        try:
+            return await IdentityStore(client).resolve_conversation(user_address(sub))
+        finally:
+            await client.close()
+
+    conversation = asyncio.run(conversation_of_user())
+    start = time.time() - 86400
+    events = []
+    for n in range(40):
+        events.append(
+            {
+                "event": "user",
+                "timestamp": start + 2 * n,
+                "text": f"question {n}",
+                "message_id": f"q{n}",
+                "metadata": {"channel": "sms"},
+                "parse_data": {},
+            }
+        )
+        events.append({"event": "bot", "timestamp": start + 2 * n + 1, "text": f"answer {n}"})
+    append_events(rasa_stack, conversation, events)
+    token = user_token(rasa_stack.env["WEBCHAT_JWT_SECRET"], sub)
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            page = browser.new_page()
+            page.goto(f"{rasa_stack.base_url}/webhooks/webchat/#token={token}")
+            log = page.get_by_role("log", name="Conversation")
+            bubbles = log.locator("li.omni-msg .omni-bubble")
+            expect(bubbles).to_have_count(50)
+            expect(bubbles.last).to_have_text("answer 39")
+            older = page.get_by_role("button", name="Show earlier messages")
+            older.click()
+            expect(bubbles).to_have_count(80)
+            expect(bubbles.first).to_have_text("question 0")
+            expect(older).to_be_hidden()  # the beginning of the conversation
+            texts = bubbles.all_inner_texts()
+        finally:
+            browser.close()
+    assert texts == [t for n in range(40) for t in (f"question {n}", f"answer {n}")]
