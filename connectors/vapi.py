@@ -81,7 +81,7 @@ from connectors.redis_connection import (
     redis_client,
 )
 from connectors.rendering import BotMessage, render_voice, render_voice_message, spoken_text
-from connectors.settings import Settings, load_settings
+from connectors.settings import ConfigError, Settings, load_settings
 from connectors.turns import TurnFailed, run_turn
 
 logger = logging.getLogger(__name__)
@@ -692,8 +692,6 @@ class VapiOptions:
     barge_in_threshold: float = 0.9
     #: How long a duplicate waits for a turn running on another replica.
     duplicate_wait_seconds: float = 20.0
-    #: Answer for transfer-destination-request; None refuses it.
-    transfer_number: Optional[str] = None
     #: Trust a plain ``user_id`` variable on web calls. Off: a browser starting a web call
     #: sets variableValues itself, so only a signed ``user_token`` (web chat JWT) is trusted.
     trust_user_id_variable: bool = False
@@ -705,16 +703,19 @@ class VapiOptions:
         }
         unknown = sorted(set(credentials) - set(known))
         if unknown:
-            raise ValueError(f"connectors.vapi.VapiInput: unknown option(s) {', '.join(unknown)}")
+            raise ConfigError(f"connectors.vapi.VapiInput: unknown option(s) {', '.join(unknown)}")
         parsed: Dict[str, Any] = {}
         for name, value in known.items():
             default = getattr(cls, name)
             if isinstance(default, bool):
                 parsed[name] = str(value).strip().lower() in ("1", "true", "yes", "on")
-            elif isinstance(default, (int, float)):
+                continue
+            try:
                 parsed[name] = type(default)(value)
-            else:
-                parsed[name] = str(value) if value else None
+            except (TypeError, ValueError):
+                raise ConfigError(
+                    f"connectors.vapi.VapiInput: {name} must be a number, got {value!r}"
+                ) from None
         return cls(**parsed)
 
 
@@ -1367,7 +1368,7 @@ class VapiInput(InputChannel):
             if message.type in ("tool-calls", "function-call"):
                 return response.json(self.tool_calls(message))
             if message.type == "transfer-destination-request":
-                return response.json(self.transfer_destination())
+                return response.json(self.transfer_destination(settings))
             if message.type == "end-of-call-report":
                 await self.end_of_call_report(agent, message, settings)
             elif message.type == "user-interrupted":
@@ -1432,10 +1433,12 @@ class VapiInput(InputChannel):
             results.append(entry)
         return {"results": results}
 
-    def transfer_destination(self) -> Dict[str, Any]:
-        if not self.options.transfer_number:
+    @staticmethod
+    def transfer_destination(settings: Settings) -> Dict[str, Any]:
+        """Where a transfer goes when VAPI asks: the same support line the hand-off uses."""
+        if not settings.handoff_phone_number:
             return {"error": "No transfer destination is configured."}
-        return {"destination": {"type": "number", "number": self.options.transfer_number}}
+        return {"destination": {"type": "number", "number": settings.handoff_phone_number}}
 
     async def _conversation_of(
         self, message: ServerMessage, settings: Settings, create: bool
