@@ -106,6 +106,9 @@ TRANSCRIPT_MAX_CHARS = 20000
 USER_TEXT_MAX_CHARS = 4000
 #: Calls whose conversation id this process remembers (one identity lookup per call).
 CALLS_REMEMBERED = 10000
+#: Live Call Control requests are made while the stream is open: bounded well below VAPI's
+#: 20 s model timeout.
+CONTROL_TIMEOUT_SECONDS = 3.0
 #: How often a running turn checks whether another replica superseded it.
 SUPERSEDE_POLL_SECONDS = 0.2
 _WORD = re.compile(r"[a-z0-9']+")
@@ -727,8 +730,6 @@ class VapiInput(InputChannel):
         self.identity = IdentityStore()
         #: Turns running in this process, by answer key (duplicates attach to them).
         self._turns: Dict[str, VoiceTurn] = {}
-        #: The turn in flight per call, in this process (superseded locally at once).
-        self._calls: Dict[str, VoiceTurn] = {}
         self._background: Set[asyncio.Task] = set()
         self._call_conversations: OrderedDict[Tuple[str, str], str] = OrderedDict()
         self.latency = LatencyLog()
@@ -992,7 +993,6 @@ class VapiInput(InputChannel):
                 barge_in["heard_ratio"] * 100,
             )
         self._turns[turn.answer_key] = turn
-        self._calls[turn.call_id] = turn
         started.set_result((turn.listen(), turn, True))
         turn.task = asyncio.current_task()
         self._keep(asyncio.create_task(self._watch_for_supersede(turn)))
@@ -1072,6 +1072,10 @@ class VapiInput(InputChannel):
             logger.exception("voice turn on call %s failed unexpectedly", turn.call_id)
             turn.say(APOLOGY)
         finally:
+            # Before the stream ends, so VAPI has its orders when the model turn is over.
+            if not turn.superseded:
+                for control in turn.controls:
+                    await self.control(turn.call_id, str(turn.control_url), control.payload)
             turn.finish()
             finishing = asyncio.ensure_future(self._finish(turn))
             self._keep(finishing)
@@ -1133,7 +1137,7 @@ class VapiInput(InputChannel):
                 return
 
     async def _finish(self, turn: VoiceTurn) -> None:
-        """Store the answer (for duplicates) and what was sent (for barge-in); call control."""
+        """Store the answer (for duplicates) and what was sent (for barge-in)."""
         record = {
             "state": "superseded" if turn.superseded else "done",
             "request": turn.request_id,
@@ -1164,16 +1168,11 @@ class VapiInput(InputChannel):
             logger.error("call %s: could not store the turn's answer: %s", turn.call_id, error)
         finally:
             self._turns.pop(turn.answer_key, None)
-            if self._calls.get(turn.call_id) is turn:
-                del self._calls[turn.call_id]
-        if not turn.superseded:
-            for control in turn.controls:
-                await self.control(turn.call_id, str(turn.control_url), control.payload)
 
     async def control(self, call_id: str, control_url: str, payload: Dict[str, Any]) -> bool:
         """POST one Live Call Control request; failures are logged, never raised."""
         try:
-            timeout = aiohttp.ClientTimeout(total=5)
+            timeout = aiohttp.ClientTimeout(total=CONTROL_TIMEOUT_SECONDS)
             async with aiohttp.ClientSession(timeout=timeout) as session:
                 async with session.post(control_url, json=payload) as reply:
                     if reply.status >= 300:

@@ -199,7 +199,8 @@ class VapiCall:
         reply.raise_for_status()
 
 
-async def _interactive(call: VapiCall, utterances: List[str], interrupt_after: Optional[int]):
+async def play_call(call: VapiCall, utterances: List[str], interrupt_after: Optional[int]) -> None:
+    """A whole call: greeting, the utterances (or stdin when none), hang-up; printed."""
     control = FakeVapiControl().start()
     call.control_url = control.control_url(call.call_id)
     try:
@@ -261,7 +262,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         number=args.number,
         call_type="inboundPhoneCall" if args.number else "webCall",
     )
-    asyncio.run(_interactive(call, list(args.say), args.interrupt_after))
+    asyncio.run(play_call(call, list(args.say), args.interrupt_after))
     return 0
 
 

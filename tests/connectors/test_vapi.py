@@ -32,7 +32,7 @@ from connectors.vapi import APOLOGY
 from devtools.fake_llm import LlmReply
 from devtools.fake_vapi_control import FakeVapiControl
 from devtools.processes import ROOT
-from devtools.sim_vapi import VapiCall
+from devtools.sim_vapi import VapiCall, play_call
 
 pytestmark = pytest.mark.rasa_server
 
@@ -726,3 +726,40 @@ async def test_assistant_request_answers_in_time_when_redis_hangs(stack, make_ca
     assert answer["assistant"]["firstMessage"] == (
         "Hi, this is the Acme Shop assistant. How can I help?"
     )
+
+
+async def test_legacy_payload_shapes_are_understood(stack, make_call):
+    """Older VAPI payloads: ``call.callId``, the customer only at the top level, content parts."""
+    call = make_call()
+    secret = stack.env["VAPI_SERVER_SECRET"]
+    body = {
+        "model": "rasa",
+        "stream": True,
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "where is my order"}]}],
+        "call": {"callId": call.call_id, "type": "inboundPhoneCall"},
+        "customer": {"number": call.number},
+        "functions": [],
+    }
+    reply = await raw_completion(stack, body, {"Authorization": f"Bearer {secret}"})
+    assert reply.status_code == 200
+    assert "order number" in reply.text
+    conversation = await conversation_of_stack(stack, call.number)
+    tracker = await tracker_of(stack, conversation)
+    last = [e for e in tracker.events if isinstance(e, UserUttered)][-1]
+    assert last.text == "where is my order"
+    assert last.metadata["call_id"] == call.call_id
+    assert last.metadata["address"] == f"tel:{call.number}"
+
+
+async def test_simulator_plays_a_scripted_call(stack, control, capsys):
+    call = VapiCall(
+        base_url=stack.base_url, server_secret=stack.env["VAPI_SERVER_SECRET"], number=new_number()
+    )
+    await play_call(call, ["where is my order", "12345", "bye"], interrupt_after=None)
+    out = capsys.readouterr().out
+    assert "assistant: Hi, this is the Acme Shop assistant. How can I help?" in out
+    assert "caller: 12345" in out and "1 2 3 4 5" in out
+    assert '"endCallAfterSpoken": true' in out
+    assert "end-of-call-report sent" in out
+    tracker = await tracker_of(stack, await conversation_of_stack(stack, call.number))
+    assert tracker.get_slot("last_call")["call_id"] == call.call_id
