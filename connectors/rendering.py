@@ -660,6 +660,14 @@ def chat_html(markdown: str) -> str:
     return "".join(blocks)
 
 
+def _chat_button(button: Button) -> Dict[str, str]:
+    """A button as the widget shows it: one whose payload is a web address opens that page
+    (a "Track package" link) instead of sending the address to the assistant as a message."""
+    if button.payload.lower().startswith(("https://", "http://")):
+        return {"title": button.title, "url": button.payload}
+    return {"title": button.title, "payload": button.payload}
+
+
 def render_chat(message: BotMessage) -> Dict[str, Any]:
     """A bot message in the web chat's rich form (the ``bot`` message of the chat protocol).
 
@@ -669,7 +677,7 @@ def render_chat(message: BotMessage) -> Dict[str, Any]:
     """
     rendered: Dict[str, Any] = {"text": message.text, "html": chat_html(message.text)}
     if message.buttons:
-        rendered["buttons"] = [{"title": b.title, "payload": b.payload} for b in message.buttons]
+        rendered["buttons"] = [_chat_button(b) for b in message.buttons]
     if message.image:
         rendered["image"] = message.image
     if message.attachment:

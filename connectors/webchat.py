@@ -719,11 +719,15 @@ class WebChatOutput(OutputChannel):
         return CHANNEL_NAME
 
     async def send_response(self, recipient_id: str, message: Dict[str, Any]) -> None:
+        # A message already delivered on another channel (the copy of a "text me that" SMS)
+        # keeps that channel's badge, as it has in the history.
+        delivered_on = BotMessage.from_rasa(message).delivered_on
         event = {
             "event": "bot",
             "timestamp": message.get("timestamp", time.time()),
             "text": message.get("text"),
             "data": message,
+            "metadata": {"channel": delivered_on} if delivered_on else {},
         }
         rendered = chat_message(event, CHAT)
         if rendered is None:

@@ -105,6 +105,9 @@ async def test_text_me_that_from_the_chat_of_a_customer_with_a_verified_phone(
     [sms] = fake_twilio.wait_for_messages(phone, 1)
     assert sms.body == f"Acme Shop order 12345 (UPS): track it at {LINK}"
     assert shown[0]["text"] == "Done! I've texted the tracking link to your phone."
+    # The chat shows the texted copy too, badged as the SMS it was, as the history does.
+    [copy] = [message for message in shown if LINK in message.get("text", "")]
+    assert copy["channel"] == "sms"
 
 
 async def test_chat_without_a_phone_number_is_told_so(rasa_stack: RasaStack) -> None:

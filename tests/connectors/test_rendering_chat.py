@@ -68,3 +68,21 @@ def test_voice_call_control_is_not_shown_in_chat() -> None:
         BotMessage.from_rasa({"text": "", "custom": {"call_control": "end_call"}})
     )
     assert "custom" not in rendered and rendered["html"] == ""
+
+
+def test_a_button_to_a_web_page_is_a_link_not_a_message() -> None:
+    rendered = render_chat(
+        BotMessage.from_rasa(
+            {
+                "text": "Shipped",
+                "buttons": [
+                    {"title": "Track package", "payload": "https://track.example/1Z9"},
+                    {"title": "Refund", "payload": "/request_refund"},
+                ],
+            }
+        )
+    )
+    assert rendered["buttons"] == [
+        {"title": "Track package", "url": "https://track.example/1Z9"},
+        {"title": "Refund", "payload": "/request_refund"},
+    ]

@@ -278,6 +278,10 @@
     if (message.buttons && message.buttons.length) {
       var group = el("div", { className: "omni-buttons", role: "group", "aria-label": "Suggested replies" });
       message.buttons.forEach(function (button) {
+        if (button.url) {
+          group.appendChild(el("a", { className: "omni-link-button", href: button.url, target: "_blank", rel: "noopener noreferrer", text: button.title }));
+          return;
+        }
         var b = el("button", { type: "button", text: button.title });
         b.addEventListener("click", function () {
           if (b.getAttribute("aria-disabled") === "true") return;
