@@ -18,9 +18,11 @@ every connector here (identity, ``run_turn``, rendering) plus what a voice line 
 - **Superseded turns.** When the caller keeps talking, VAPI cancels the request and POSTs again
   with a longer utterance. The new request takes over the call's "in flight" record; the old
   turn is cancelled if it has not started yet, otherwise its stream stops and, once it is done,
-  the new turn appends ``UserUtteranceReverted`` for it under the conversation lock, right
-  before its own message is processed (same lock hold). The tracker's dialogue state thus holds
-  one user turn for the utterance, and only the final answer is streamed.
+  the new turn appends ``UserUtteranceReverted`` (and the ``action_listen`` the revert takes
+  back) for it under the conversation lock, right before its own message is processed (same
+  lock hold). The dialogue state thus holds one user turn for the utterance (an active form
+  stays active), and only the final answer is streamed. The superseded exchange stays in the
+  event log, marked by the revert.
 - **Barge-in.** The text we streamed for the last turn is kept per call. VAPI's next history
   carries, as the last assistant message, what was actually spoken; together with
   ``user-interrupted`` events this tells when the caller cut the bot off, and the next
@@ -34,7 +36,8 @@ every connector here (identity, ``run_turn``, rendering) plus what a voice line 
 
 Redis keys (all under the conversation's hash tag):
 ``omni:{cid}:vapi:turn:<hash>`` the answer of one turn (JSON, 1 h);
-``omni:{cid}:vapi:call:<hash of call id>`` HASH ``inflight`` / ``last_sent`` / ``interrupted_at``.
+``omni:{cid}:vapi:call:<hash of call id>`` HASH ``inflight`` (the turn being answered),
+``last_sent`` (what the last turn said), ``interrupted_at``, ``superseded:<request id>`` (6 h).
 """
 
 from __future__ import annotations
@@ -746,6 +749,11 @@ class VapiInput(InputChannel):
     # -- routes ---------------------------------------------------------------------------------
 
     def blueprint(self, on_new_message: Callable[[UserMessage], Awaitable[Any]]) -> Blueprint:
+        """The routes. Turns do not go through ``on_new_message`` (Rasa's handler, which is
+        ``agent.handle_message``): a superseding turn must revert the superseded one in the same
+        lock hold as its own processing, so :meth:`_locked_turn` does what that handler does
+        (the lock, then ``processor.handle_message``) with the revert in between; it still runs
+        through ``run_turn``, so failures stay loud."""
         bp = Blueprint("omni_vapi", __name__)
 
         @bp.route("/", methods=["GET"])
@@ -1103,12 +1111,12 @@ class VapiInput(InputChannel):
         turn.rasa_seconds = time.perf_counter() - began - checks
 
     async def _mark_superseded(self, call_key: str, request_id: str) -> None:
+        """Tells the superseded turn's replica to stop it. Not fatal when Redis fails: the new
+        turn still reverts the old one under the lock, only its stream may run on."""
         try:
             await redis_client().hset(call_key, f"superseded:{request_id}", "1")
         except REDIS_FAILURES as error:
-            raise StateUnavailable(
-                f"call state: Redis unavailable ({type(error).__name__})"
-            ) from error
+            logger.warning("could not mark a superseded voice turn: %s", type(error).__name__)
 
     async def _superseded_elsewhere(self, turn: VoiceTurn) -> bool:
         """True once a request (on any replica) superseded this turn."""
