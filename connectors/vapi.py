@@ -59,7 +59,12 @@ from typing import Any, Awaitable, Callable, Deque, Dict, List, Optional, Sequen
 import aiohttp
 import jwt
 from pydantic import BaseModel, Extra, Field, ValidationError
-from rasa.core.channels.channel import InputChannel, OutputChannel, UserMessage
+from rasa.core.channels.channel import (
+    CollectingOutputChannel,
+    InputChannel,
+    OutputChannel,
+    UserMessage,
+)
 from rasa.core.lock_store import LockError
 from rasa.shared.core.constants import ACTION_LISTEN_NAME
 from rasa.shared.core.events import ActionExecuted, SlotSet, UserUtteranceReverted, UserUttered
@@ -1486,7 +1491,11 @@ class VapiInput(InputChannel):
         }
         try:
             async with agent.lock_store.lock(conversation_id):
-                tracker = await agent.processor.get_tracker(conversation_id)
+                # A caller who hung up before saying anything has no session yet: start it,
+                # so the report sits in a proper session like any other event.
+                tracker = await agent.processor.fetch_tracker_with_initial_session(
+                    conversation_id, CollectingOutputChannel(), {"channel": "voice"}
+                )
                 tracker.update(SlotSet("last_call", report))
                 await agent.processor.save_tracker(tracker)
         except REDIS_FAILURES as error:

@@ -763,3 +763,17 @@ async def test_simulator_plays_a_scripted_call(stack, control, capsys):
     assert "end-of-call-report sent" in out
     tracker = await tracker_of(stack, await conversation_of_stack(stack, call.number))
     assert tracker.get_slot("last_call")["call_id"] == call.call_id
+
+
+async def test_a_call_hung_up_before_any_turn_still_leaves_its_report(stack, make_call):
+    call = make_call()
+    await call.assistant_request()
+    await call.hang_up(summary="The caller hung up during the greeting.")
+    conversation = await conversation_of_stack(stack, call.number)
+    tracker = await tracker_of(stack, conversation)
+    names = [e.as_dict().get("name") for e in tracker.events]
+    assert names.index("action_session_start") < names.index("last_call")
+    assert tracker.get_slot("last_call")["summary"] == "The caller hung up during the greeting."
+    # The next contact continues that conversation.
+    reply = await call.say("hello")
+    assert reply.text == "Hi, this is the Acme Shop assistant. How can I help?"
