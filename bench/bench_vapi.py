@@ -152,7 +152,7 @@ def main() -> int:
     print(_row("VAPI: first content chunk (client)", voice["first"]))
     print(_row("VAPI: [DONE] (client)", voice["done"], f"x{ratio:.2f} of stock REST"))
     print(_row("stock REST channel: round trip (client)", rest))
-    print(_row("server: agent.handle_message part (lock+processor)", rasa_ms))
+    print(_row("server: Rasa's handle_message (lock+processor)", rasa_ms))
     print(
         _row(
             "server: added by the VAPI connector",
