@@ -223,6 +223,7 @@ async def test_openai_sdk_reads_a_conversation_and_doubled_path(stack, make_call
 
 
 async def test_filler_streams_first_while_a_slow_action_runs(stack, make_call, fake_llm):
+    fake_llm.reset()
     fake_llm.script(LlmReply(content="I looked into it for you.", delay=2))
     call = make_call()
     reply = await call.say(GIBBERISH)
@@ -330,6 +331,7 @@ async def test_duplicate_request_replays_without_a_second_turn(stack, make_call)
 
 
 async def test_longer_utterance_supersedes_the_one_in_flight(stack, make_call, fake_llm):
+    fake_llm.reset()
     fake_llm.script(
         LlmReply(content="Answer to the cut-off question.", delay=2),
         LlmReply(content="Answer to the whole question."),
@@ -338,7 +340,7 @@ async def test_longer_utterance_supersedes_the_one_in_flight(stack, make_call, f
     short = GIBBERISH
     longer = GIBBERISH + " frobnicate quux"
     first = asyncio.create_task(call.complete([{"role": "user", "content": short}]))
-    await asyncio.sleep(0.8)  # the first turn is in its slow LLM action now
+    await wait_until(lambda: len(fake_llm.requests) == 1, 10)  # in its slow LLM action now
     second = await call.complete([{"role": "user", "content": longer}])
     cut = await first
     assert "cut-off" not in cut.text
@@ -676,13 +678,14 @@ async def test_replicas_share_duplicates_and_supersedes(stack, rasa_replica, mak
     conversation = await conversation_of_stack(stack, call.number)
     assert user_texts(await tracker_of(stack, conversation)).count("where is my order") == 1
     # A longer utterance re-POSTed to the other replica supersedes the slow turn on the first.
+    fake_llm.reset()
     fake_llm.script(
         LlmReply(content="Answer to the cut-off question.", delay=2),
         LlmReply(content="Answer to the whole question."),
     )
     base = call.history[:-1] + [{"role": "assistant", "content": on_one.text}]
     first = asyncio.create_task(call.complete(base + [{"role": "user", "content": GIBBERISH}]))
-    await asyncio.sleep(0.8)
+    await wait_until(lambda: len(fake_llm.requests) == 1, 10)
     longer = GIBBERISH + " frobnicate quux"
     second = await other.complete(base + [{"role": "user", "content": longer}])
     cut = await first
