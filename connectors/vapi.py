@@ -90,6 +90,7 @@ from connectors.redis_connection import (
 )
 from connectors.rendering import BotMessage, render_voice, render_voice_message, spoken_text
 from connectors.settings import ConfigError, Settings, load_settings
+from connectors.tracker_store import install_loud_state_failures
 from connectors.turns import TurnFailed, run_turn
 
 logger = logging.getLogger(__name__)
@@ -1298,6 +1299,7 @@ class VapiInput(InputChannel):
         generic = self._generic_greeting(agent)
         if address is None:
             return generic
+        install_loud_state_failures(agent)
         reading = asyncio.ensure_future(self._personal_greeting(agent, address))
         done, _ = await asyncio.wait({reading}, timeout=self.options.assistant_request_timeout)
         if not done:
@@ -1489,6 +1491,7 @@ class VapiInput(InputChannel):
             "duration_seconds": message.duration_seconds,
             "reported_at": time.time(),
         }
+        install_loud_state_failures(agent)
         try:
             async with agent.lock_store.lock(conversation_id):
                 # A caller who hung up before saying anything has no session yet: start it,
