@@ -822,3 +822,19 @@ def test_extends_and_heard_ratio():
     assert heard_ratio(sent, "") == 0.0
     history = _history("U:refunds?", f"A:{sent[:25]}", "U:wait")
     assert heard_since(history, after_ordinal=0, before_ordinal=1) == sent[:25]
+
+
+async def test_call_report_while_redis_refuses_writes_is_a_503(stack, make_call):
+    call = make_call()
+    await call.say("hello")
+    client = aioredis.Redis.from_url(stack.env["REDIS_URL"])
+    await client.config_set("maxmemory", 1)
+    try:
+        reply = await call.event({"type": "end-of-call-report", "summary": "Lost?"})
+    finally:
+        await client.config_set("maxmemory", 0)
+        await client.close()
+    assert reply.status_code == 503
+    assert reply.json() == {"error": "conversation state unavailable"}
+    tracker = await tracker_of(stack, await conversation_of_stack(stack, call.number))
+    assert tracker.get_slot("last_call") is None
