@@ -697,6 +697,21 @@ async def test_replicas_share_duplicates_and_supersedes(stack, rasa_replica, mak
     # The dialogue went on as if only the longer utterance had been said: the order form
     # (active before it) is still waiting for the order number.
     assert tracker.active_loop_name == "order_status_form"
+    # A duplicate reaching the other replica while the turn still runs waits for its answer.
+    fake_llm.reset()
+    fake_llm.script(LlmReply(content="Slow but sure.", delay=2))
+    history = base + [
+        {"role": "assistant", "content": second.text},
+        {"role": "user", "content": "blorft zxqv again"},
+    ]
+    original = asyncio.create_task(call.complete(history))
+    await wait_until(lambda: len(fake_llm.requests) == 1, 10)
+    duplicate = await other.complete(history)
+    assert "Slow but sure." in duplicate.text
+    assert duplicate.text == (await original).text
+    tracker = await tracker_of(stack, conversation)
+    assert user_texts(tracker).count("blorft zxqv again") == 1
+    assert len(fake_llm.requests) == 1
 
 
 # -- failures ------------------------------------------------------------------------------------
