@@ -215,6 +215,8 @@ class Analysis(_VapiModel):
 class ToolFunction(_VapiModel):
     name: Optional[str] = None
     arguments: Any = None
+    #: The legacy function-call message's name for the arguments.
+    parameters: Any = None
 
 
 class ToolCall(_VapiModel):
@@ -265,6 +267,7 @@ class ServerMessage(_VapiModel):
     duration_seconds: Optional[float] = Field(None, alias="durationSeconds")
     tool_call_list: Optional[List[ToolCall]] = Field(None, alias="toolCallList")
     tool_calls: Optional[List[ToolCall]] = Field(None, alias="toolCalls")
+    function_call: Optional[ToolFunction] = Field(None, alias="functionCall")
 
 
 class ServerMessageEnvelope(_VapiModel):
@@ -662,6 +665,17 @@ def _order_status_tool(arguments: Dict[str, Any]) -> str:
 
 #: name -> function(arguments) -> spoken result. Others are refused per tool.
 TOOLS: Dict[str, Callable[[Dict[str, Any]], str]] = {"order_status": _order_status_tool}
+
+
+def _run_tool(call: ToolCall) -> Dict[str, str]:
+    """``{"result": …}`` from a known tool, else ``{"error": …}`` saying why not."""
+    tool = TOOLS.get(call.tool_name)
+    if tool is None:
+        return {"error": f"Unknown tool {call.tool_name!r}."}
+    try:
+        return {"result": tool(call.tool_arguments)}
+    except ValueError as error:
+        return {"error": f"Bad arguments for {call.tool_name}: {error}."}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1379,8 +1393,10 @@ class VapiInput(InputChannel):
         try:
             if message.type == "assistant-request":
                 return response.json(await self.assistant_request(agent, message, settings))
-            if message.type in ("tool-calls", "function-call"):
+            if message.type == "tool-calls":
                 return response.json(self.tool_calls(message))
+            if message.type == "function-call":
+                return response.json(self.function_call(message))
             if message.type == "transfer-destination-request":
                 return response.json(self.transfer_destination(settings))
             if message.type == "end-of-call-report":
@@ -1433,19 +1449,19 @@ class VapiInput(InputChannel):
         }
 
     def tool_calls(self, message: ServerMessage) -> Dict[str, Any]:
+        """Each tool call answered with a ``result``, or refused with an ``error``, on its own."""
         results = []
-        for call in (message.tool_call_list or []) + (message.tool_calls or []):
+        for call in message.tool_call_list or message.tool_calls or []:
             entry: Dict[str, Any] = {"toolCallId": call.id or "", "name": call.tool_name}
-            tool = TOOLS.get(call.tool_name)
-            if tool is None:
-                entry["error"] = f"Unknown tool {call.tool_name!r}."
-            else:
-                try:
-                    entry["result"] = tool(call.tool_arguments)
-                except ValueError as error:
-                    entry["error"] = f"Bad arguments for {call.tool_name}: {error}."
+            entry.update(_run_tool(call))
             results.append(entry)
         return {"results": results}
+
+    @staticmethod
+    def function_call(message: ServerMessage) -> Dict[str, Any]:
+        """The legacy ``function-call`` message: one call, answered ``{"result": …}``."""
+        function = message.function_call or ToolFunction()
+        return _run_tool(ToolCall(name=function.name, arguments=function.parameters))
 
     @staticmethod
     def transfer_destination(settings: Settings) -> Dict[str, Any]:

@@ -469,6 +469,15 @@ async def test_other_server_messages(stack, make_call):
     assert "delivered" in results["b"]["result"]
     assert "launch_rocket" in results["c"]["error"] and "result" not in results["c"]
     assert "JSON" in results["d"]["error"]
+    legacy = await call.event(
+        {
+            "type": "function-call",
+            "functionCall": {"name": "order_status", "parameters": {"order_number": "40213"}},
+        }
+    )
+    assert "4 0 2 1 3" in legacy.json()["result"]
+    unknown = await call.event({"type": "function-call", "functionCall": {"name": "x"}})
+    assert unknown.json() == {"error": "Unknown tool 'x'."}
     transfer = await call.event({"type": "transfer-destination-request"})
     assert transfer.json() == {
         "destination": {"type": "number", "number": stack.env["HANDOFF_PHONE_NUMBER"]}
