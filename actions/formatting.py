@@ -25,39 +25,16 @@ from rasa_sdk import Tracker
 from rasa_sdk.executor import CollectingDispatcher
 
 from actions.channel import channel_of
+from connectors.rendering import gsm7_safe, sms_segments, strip_markdown
 
 #: Channel kind when a message names none (typed text from `rasa shell` or the REST channel).
 DEFAULT_CHANNEL = "chat"
 
-# GSM 03.38: the basic set costs one septet, the extension set two (escape + character).
-GSM7_BASIC = set(
-    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?¡ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-    "ÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
-)
-GSM7_EXTENSION = set("^{}\\[~]|€")
+#: Characters per concatenated SMS segment: GSM-7 and UCS-2 (see connectors.rendering).
 SMS_SEGMENT_GSM7 = 153
 SMS_SEGMENT_UCS2 = 67
 
-# Typographic characters with a GSM-7 stand-in, so an LLM's curly quote does not force UCS-2
-# (which halves the room in a segment).
-_GSM7_SUBSTITUTES = str.maketrans(
-    {
-        "\u2018": "'",
-        "\u2019": "'",
-        "\u201c": '"',
-        "\u201d": '"',
-        "\u2013": "-",
-        "\u2014": "-",
-        "\u2026": "...",
-        "\u00a0": " ",
-        "\u2022": "-",
-    }
-)
-
 _URL = re.compile(r"(?:https?://|www\.)\S+", re.IGNORECASE)
-_MARKDOWN_LINK = re.compile(r"\[([^\]]+)\]\((\S+?)\)")
-_MARKDOWN_EMPHASIS = re.compile(r"(\*\*|__|\*|_|~~|`)(?=\S)(.+?)(?<=\S)\1")
-_MARKDOWN_HEADING = re.compile(r"^\s{0,3}#{1,6}\s+", re.MULTILINE)
 _LIST_MARKER = re.compile(r"^\s*(?:[-*+\u2022]|\d{1,2}[.)])\s+", re.MULTILINE)
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+")
 # Pictographs, dingbats and variation selectors: nothing a voice can say.
@@ -144,43 +121,16 @@ def current_channel(tracker: Tracker) -> str:
     return channel_of(tracker) or DEFAULT_CHANNEL
 
 
-def strip_markdown(text: str, keep_link_urls: bool = True) -> str:
-    """Plain text from markdown: ``[label](url)`` becomes ``label (url)`` (or ``label``)."""
-    text = _MARKDOWN_LINK.sub(
-        (lambda m: f"{m.group(1)} ({m.group(2)})") if keep_link_urls else (lambda m: m.group(1)),
-        text,
-    )
-    text = _MARKDOWN_HEADING.sub("", text)
-    previous = None
-    while previous != text:
-        previous = text
-        text = _MARKDOWN_EMPHASIS.sub(r"\2", text)
-    return text
-
-
-def gsm7_length(text: str) -> Optional[int]:
-    """Septets ``text`` takes in GSM-7, or None when it needs UCS-2."""
-    total = 0
-    for char in text:
-        if char in GSM7_BASIC:
-            total += 1
-        elif char in GSM7_EXTENSION:
-            total += 2
-        else:
-            return None
-    return total
-
-
 def sms_units(text: str) -> int:
     """Length of ``text`` measured against the two-segment GSM-7 budget (306).
 
     UCS-2 text holds 67 characters per segment instead of 153, so each character counts
     153/67 units; a text within 306 units then fits two segments either way.
     """
-    septets = gsm7_length(text)
-    if septets is not None:
-        return septets
-    return -(-len(text) * SMS_SEGMENT_GSM7 // SMS_SEGMENT_UCS2)
+    counted = sms_segments(text)
+    if counted.encoding == "GSM-7":
+        return counted.units
+    return -(-counted.units * SMS_SEGMENT_GSM7 // SMS_SEGMENT_UCS2)
 
 
 def split_sentences(text: str) -> List[str]:
@@ -208,7 +158,7 @@ def _speakable(text: str) -> str:
 
 
 def _plain_sms(text: str) -> str:
-    text = strip_markdown(text, keep_link_urls=True).translate(_GSM7_SUBSTITUTES)
+    text = gsm7_safe(strip_markdown(text, keep_link_urls=True))
     text = _LIST_MARKER.sub("- ", text)
     text = _EMOJI.sub("", text)
     return re.sub(r"[ \t]{2,}", " ", text).strip()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
 import secrets
 import time
 import uuid
@@ -18,13 +17,13 @@ from xml.etree import ElementTree
 
 import httpx
 import jwt
-import phonenumbers
 import redis.asyncio as aioredis
 from twilio.request_validator import RequestValidator
 
 from connectors.identity import IdentityStore, phone_address
 from devtools.sim_vapi import VapiCall
 from devtools.stack import RasaStack
+from tests.support import new_phone_number
 
 
 def new_conversation() -> str:
@@ -62,25 +61,12 @@ def bot_events(stack: RasaStack, sender: str) -> List[Dict[str, Any]]:
     return [e for e in tracker(stack, sender)["events"] if e["event"] == "bot"]
 
 
-AREA_CODES = ("212", "312", "415", "617", "646", "718", "917")
-
-
-def new_number() -> str:
-    """A fresh, valid US number, so each test has its own caller and conversation."""
-    while True:
-        number = (
-            f"+1{random.choice(AREA_CODES)}{random.randint(200, 999)}{random.randint(0, 9999):04d}"
-        )
-        if phonenumbers.is_valid_number(phonenumbers.parse(number)):
-            return number
-
-
 def phone_call(stack: RasaStack, number: Optional[str] = None) -> VapiCall:
     """A call placed as VAPI places it, through the real VAPI connector."""
     return VapiCall(
         base_url=stack.base_url,
         server_secret=stack.env["VAPI_SERVER_SECRET"],
-        number=number or new_number(),
+        number=number or new_phone_number(),
     )
 
 

@@ -11,11 +11,11 @@ from actions.barge_in import BargeIn, heard_position, is_noise, unheard_remainde
 from actions.formatting import (
     date_for,
     fit,
-    gsm7_length,
     sms_units,
     split_sentences,
     spoken_date,
 )
+from connectors.rendering import is_gsm7
 
 POLICY = (
     "Here's our refund policy. You can return most items within 30 days of delivery for a full "
@@ -61,12 +61,12 @@ def test_sms_form_keeps_whole_sentences_within_two_segments() -> None:
 def test_sms_form_replaces_typographic_characters_with_gsm7_ones() -> None:
     text = fit("It\u2019s \u201cdone\u201d \u2014 really\u2026", "sms")
     assert text == 'It\'s "done" - really...'
-    assert gsm7_length(text) == len(text)
+    assert is_gsm7(text)
 
 
 def test_sms_with_non_gsm_characters_counts_as_ucs2() -> None:
     text = fit("Cześć, tu sklep. " * 30, "sms")
-    assert gsm7_length(text) is None
+    assert not is_gsm7(text)
     assert sms_units(text) <= 306
     assert len(text) <= 134
 

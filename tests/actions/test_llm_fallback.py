@@ -10,15 +10,16 @@ import time
 
 import pytest
 
-from actions.formatting import STYLES, gsm7_length, split_sentences
+from actions.formatting import STYLES, split_sentences
 from actions.llm_fallback import LlmUnavailable, complete
+from connectors.rendering import sms_segments
 from devtools.fake_llm import FakeLlm, LlmReply
 from devtools.stack import RasaStack
 from tests.actions.helpers import new_conversation, say, texts, tracker
+from tests.support import GIBBERISH
 
 pytestmark = pytest.mark.rasa_server
 
-GIBBERISH = "zxqv blorft wibble"
 OFFLINE = (
     "Sorry, I can't answer that right now. I can check an order, find a tracking number, "
     "explain refunds, or connect you with a person."
@@ -120,7 +121,8 @@ def test_over_long_sms_answer_is_cut_at_a_sentence_within_two_segments(
         kept += 1
     assert 0 < kept < len(sentences)
     assert reply == [" ".join(sentences[:kept])]
-    assert gsm7_length(reply[0]) <= 306
+    counted = sms_segments(reply[0])
+    assert counted.encoding == "GSM-7" and counted.segments <= 2
     assert "306 GSM-7 characters" in llm.requests[0]["messages"][0]["content"]
 
 

@@ -18,12 +18,12 @@ from tests.actions.helpers import (
     conversation_of,
     frame,
     new_conversation,
-    new_number,
     phone_call,
     say,
     send_sms,
     texts,
 )
+from tests.support import new_phone_number
 
 pytestmark = pytest.mark.rasa_server
 
@@ -93,7 +93,7 @@ async def test_refuses_after_stop_and_sends_nothing(
 async def test_text_me_that_from_the_chat_of_a_customer_with_a_verified_phone(
     rasa_stack: RasaStack, fake_twilio: FakeTwilio
 ) -> None:
-    phone = new_number()
+    phone = new_phone_number()
     async with websockets.connect(chat_url(rasa_stack)) as ws:
         await ws.send(json.dumps({"type": "auth", "token": chat_token(rasa_stack, phone)}))
         assert (await frame(ws))["type"] == "ready"

@@ -10,7 +10,6 @@ import asyncio
 import dataclasses
 import json
 import os
-import random
 import secrets
 import subprocess
 import sys
@@ -20,7 +19,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, List, Optional
 
 import httpx
-import phonenumbers
 import pytest
 import redis
 import redis.asyncio as aioredis
@@ -47,24 +45,15 @@ from devtools.fake_llm import FakeLlm, LlmReply
 from devtools.fake_twilio import FakeTwilio
 from devtools.processes import RedisServer, free_port
 from devtools.stack import RasaStack
+from tests.support import GIBBERISH, new_phone_number
 
 WEBHOOK = "/webhooks/twilio_sms/webhook"
 STATUS = "/webhooks/twilio_sms/status"
-GIBBERISH = "zxqv blorft wibble"
 
 
 # ---------------------------------------------------------------------------------------------
 # Helpers: numbers, Twilio's requests, reading state back
 # ---------------------------------------------------------------------------------------------
-
-
-def fresh_number() -> str:
-    """A random valid US number, so tests on the shared stack never share a conversation."""
-    while True:
-        area = random.choice(("415", "628", "650", "510", "212", "646", "303", "617"))
-        number = f"+1{area}{random.randint(200, 999)}{random.randint(0, 9999):04d}"
-        if phonenumbers.is_valid_number(phonenumbers.parse(number)):
-            return number
 
 
 def new_sid(prefix: str = "SM") -> str:
@@ -182,7 +171,7 @@ def stack_settings(stack: RasaStack, **overrides: str) -> Settings:
 def test_signed_request_is_answered_and_forged_or_unsigned_ones_are_refused(
     rasa_stack: RasaStack, stack_redis: RedisServer
 ) -> None:
-    signed = fresh_number()
+    signed = new_phone_number()
     assert text_sms(rasa_stack, signed, "hello") == [
         "Hi! Acme Shop here. Ask me about an order, tracking or refunds.\n"
         "Reply 1 for Order status, 2 for Refund policy."
@@ -191,7 +180,11 @@ def test_signed_request_is_answered_and_forged_or_unsigned_ones_are_refused(
 
     url = rasa_stack.base_url + WEBHOOK
     public = rasa_stack.env["PUBLIC_BASE_URL"] + WEBHOOK
-    forged_number, unsigned_number, tampered_number = fresh_number(), fresh_number(), fresh_number()
+    forged_number, unsigned_number, tampered_number = (
+        new_phone_number(),
+        new_phone_number(),
+        new_phone_number(),
+    )
 
     forged = inbound(rasa_stack, forged_number, "hello")
     wrong_key = sign(secrets.token_hex(16), public, forged)
@@ -220,7 +213,7 @@ def test_forwarded_headers_are_ignored_unless_the_proxy_is_trusted(
 ) -> None:
     """The shared stack does not trust proxies: a request signed for the URL that
     X-Forwarded-* claim is refused, so a client cannot choose the URL it is checked against."""
-    number = fresh_number()
+    number = new_phone_number()
     params = inbound(rasa_stack, number, "hello")
     claimed = "https://attacker.example" + WEBHOOK
     answer = httpx.post(
@@ -349,7 +342,7 @@ async def test_redis_down_gets_a_texted_apology(monkeypatch: pytest.MonkeyPatch)
         params = {
             "MessageSid": new_sid(),
             "AccountSid": env["TWILIO_ACCOUNT_SID"],
-            "From": fresh_number(),
+            "From": new_phone_number(),
             "To": "+15005550006",
             "Body": "where is my order",
             "NumMedia": "0",
@@ -374,7 +367,7 @@ async def test_redis_down_gets_a_texted_apology(monkeypatch: pytest.MonkeyPatch)
 def test_duplicate_delivery_on_two_replicas_is_one_turn(
     rasa_stack: RasaStack, rasa_replica: RasaStack, stack_redis: RedisServer
 ) -> None:
-    number = fresh_number()
+    number = new_phone_number()
     params = inbound(rasa_stack, number, "what's your refund policy")
     token = {"I-Twilio-Idempotency-Token": secrets.token_hex(16)}
     with ThreadPoolExecutor(2) as pool:
@@ -411,7 +404,7 @@ def test_duplicate_delivery_on_two_replicas_is_one_turn(
 def test_slow_turn_is_acknowledged_in_budget_and_answered_by_rest(
     rasa_stack: RasaStack, fake_twilio: FakeTwilio, fake_llm: FakeLlm, stack_redis: RedisServer
 ) -> None:
-    number = fresh_number()
+    number = new_phone_number()
     fake_llm.reset()
     fake_llm.script(LlmReply(content="Our stores open at 9am every day.", delay=6))
     started = time.monotonic()
@@ -439,13 +432,13 @@ def test_slow_turn_is_acknowledged_in_budget_and_answered_by_rest(
 def test_buttons_round_trip_by_number_and_by_title(
     rasa_stack: RasaStack, stack_redis: RedisServer
 ) -> None:
-    number = fresh_number()
+    number = new_phone_number()
     [greeting] = text_sms(rasa_stack, number, "hi")
     assert greeting.endswith("Reply 1 for Order status, 2 for Refund policy.")
     [asked] = text_sms(rasa_stack, number, "1")
     assert "order number" in asked
 
-    other = fresh_number()
+    other = new_phone_number()
     text_sms(rasa_stack, other, "hello")
     [policy] = text_sms(rasa_stack, other, "Refund policy")
     assert policy.startswith("Here's our refund policy.")
@@ -459,7 +452,7 @@ def test_buttons_round_trip_by_number_and_by_title(
 
 @pytest.mark.rasa_server
 def test_long_reply_is_one_gsm7_message(rasa_stack: RasaStack) -> None:
-    [policy] = text_sms(rasa_stack, fresh_number(), "what's your refund policy")
+    [policy] = text_sms(rasa_stack, new_phone_number(), "what's your refund policy")
     assert 320 < len(policy) <= 1600
     assert is_gsm7(policy)
 
@@ -473,7 +466,7 @@ def test_long_reply_is_one_gsm7_message(rasa_stack: RasaStack) -> None:
 async def test_stop_blocks_every_later_sms_and_start_resubscribes(
     rasa_stack: RasaStack, fake_twilio: FakeTwilio, stack_redis: RedisServer
 ) -> None:
-    number = fresh_number()
+    number = new_phone_number()
     assert await asyncio.to_thread(text_sms, rasa_stack, number, "where is my order")
     cid = conversation_of(stack_redis, number)
     client = aioredis.Redis.from_url(stack_redis.url)
@@ -503,14 +496,14 @@ async def test_stop_blocks_every_later_sms_and_start_resubscribes(
 def test_opt_out_type_from_advanced_opt_out_is_honoured(
     rasa_stack: RasaStack, stack_redis: RedisServer
 ) -> None:
-    number = fresh_number()
+    number = new_phone_number()
     assert text_sms(rasa_stack, number, "arrêtez", OptOutType="STOP") == []
     assert profile(stack_redis, conversation_of(stack_redis, number)).sms_opted_out
 
 
 @pytest.mark.rasa_server
 def test_help_gets_the_designers_help_response(rasa_stack: RasaStack) -> None:
-    assert text_sms(rasa_stack, fresh_number(), "HELP") == [
+    assert text_sms(rasa_stack, new_phone_number(), "HELP") == [
         "Acme Shop assistant: ask about an order status, tracking or refunds. "
         "Reply STOP to opt out of texts."
     ]
@@ -525,7 +518,7 @@ def test_help_gets_the_designers_help_response(rasa_stack: RasaStack) -> None:
 def test_picture_without_text_makes_a_turn_with_its_media_in_metadata(
     rasa_stack: RasaStack, stack_redis: RedisServer
 ) -> None:
-    number = fresh_number()
+    number = new_phone_number()
     picture = "https://api.twilio.com/2010-04-01/Accounts/AC1/Messages/MM1/Media/ME1"
     params = inbound(
         rasa_stack, number, "", NumMedia="1", MediaUrl0=picture, MediaContentType0="image/jpeg"
@@ -567,7 +560,7 @@ def status_params(stack: RasaStack, number: str, status: str, error: str = "") -
 def test_status_callbacks_record_failures_and_21610_opts_out(
     rasa_stack: RasaStack, stack_redis: RedisServer
 ) -> None:
-    number = fresh_number()
+    number = new_phone_number()
     text_sms(rasa_stack, number, "hello")
     cid = conversation_of(stack_redis, number)
 
@@ -641,7 +634,7 @@ BAD_INPUT = [
 def test_bad_input_is_refused_without_writing_anything(
     rasa_stack: RasaStack, stack_redis: RedisServer, case, mutate, status: int, reason: str
 ) -> None:
-    number = fresh_number()
+    number = new_phone_number()
     params = mutate(inbound(rasa_stack, number, "where is my order"))
     answer = post_signed(rasa_stack, params)
     assert answer.status_code == status, answer.text
@@ -654,7 +647,7 @@ def test_bad_input_is_refused_without_writing_anything(
 @pytest.mark.rasa_server
 def test_malformed_requests_never_500(rasa_stack: RasaStack, stack_redis: RedisServer) -> None:
     url = rasa_stack.base_url + WEBHOOK
-    json_body = httpx.post(url, json={"From": fresh_number(), "Body": "hi"}, timeout=10)
+    json_body = httpx.post(url, json={"From": new_phone_number(), "Body": "hi"}, timeout=10)
     assert json_body.status_code == 415
     huge = httpx.post(
         url,
@@ -674,7 +667,7 @@ def test_malformed_requests_never_500(rasa_stack: RasaStack, stack_redis: RedisS
     )
     assert broken.status_code == 400
 
-    number = fresh_number()
+    number = new_phone_number()
     blank = inbound(rasa_stack, number, "   ")
     assert replies(post_signed(rasa_stack, blank)) == []
     assert conversation_of(stack_redis, number) is None
@@ -689,7 +682,7 @@ def test_malformed_requests_never_500(rasa_stack: RasaStack, stack_redis: RedisS
 def test_sms_conversation_continues_on_another_channel(
     rasa_stack: RasaStack, stack_redis: RedisServer
 ) -> None:
-    number = fresh_number()
+    number = new_phone_number()
     [asked] = text_sms(rasa_stack, number, "where is my order")
     assert "order number" in asked
     [status] = text_sms(rasa_stack, number, "it's 12345")
@@ -746,7 +739,7 @@ async def _phone_conversation(number: str) -> str:
 async def test_sender_sends_with_status_callback(
     sender_env: Settings, fake_twilio: FakeTwilio
 ) -> None:
-    number = fresh_number()
+    number = new_phone_number()
     cid = await _phone_conversation(number)
     sids = await SmsSender(sender_env).send(
         cid, "Hi “there”", media_urls=["https://i.example/a.png"]
@@ -762,7 +755,7 @@ async def test_sender_sends_with_status_callback(
 async def test_sender_never_retries_a_send_that_may_have_reached_twilio(
     sender_env: Settings, fake_twilio: FakeTwilio
 ) -> None:
-    number = fresh_number()
+    number = new_phone_number()
     cid = await _phone_conversation(number)
     fake_twilio.fail_next(500)
     with pytest.raises(SmsSendFailed, match="not retried"):
@@ -773,7 +766,7 @@ async def test_sender_never_retries_a_send_that_may_have_reached_twilio(
 async def test_sender_retries_what_twilio_provably_did_not_create(
     sender_env: Settings, fake_twilio: FakeTwilio
 ) -> None:
-    number = fresh_number()
+    number = new_phone_number()
     cid = await _phone_conversation(number)
     fake_twilio.fail_next(429, count=2)
     await SmsSender(sender_env, backoff_seconds=0.01).send(cid, "after the rate limit")
@@ -795,7 +788,7 @@ async def test_sender_refuses_without_phone_or_after_opt_out(
     with pytest.raises(NoPhoneOnFile):
         await SmsSender(sender_env).send(chat_only, "hello")
 
-    number = fresh_number()
+    number = new_phone_number()
     cid = await _phone_conversation(number)
     fake_twilio.opted_out.add(number)  # unsubscribed at Twilio, not yet known to us
     with pytest.raises(SmsOptedOut):
@@ -841,7 +834,7 @@ def test_simulator_signs_like_twilio_and_shows_inline_and_rest_replies(
         **{name: rasa_stack.env[name] for name in sim_sms.SETTINGS if name in rasa_stack.env},
         "TWILIO_API_BASE_URL": fake_twilio.url,
     }
-    number = fresh_number()
+    number = new_phone_number()
     fake_llm.reset()
     fake_llm.script(LlmReply(content="We ship worldwide.", delay=6))
     run = subprocess.run(
@@ -867,7 +860,7 @@ async def test_failed_delivery_reported_by_twilio_reaches_the_profile(
     rasa_stack: RasaStack, fake_twilio: FakeTwilio, stack_redis: RedisServer
 ) -> None:
     """The fake reports delivery as Twilio does: signed status callbacks to our status URL."""
-    number = fresh_number()
+    number = new_phone_number()
     await asyncio.to_thread(text_sms, rasa_stack, number, "hello")
     cid = conversation_of(stack_redis, number)
     client = aioredis.Redis.from_url(stack_redis.url)
@@ -902,7 +895,7 @@ def test_turns_outside_a_webhook_are_texted_by_rest(
     rasa_stack: RasaStack, fake_twilio: FakeTwilio, stack_redis: RedisServer
 ) -> None:
     """Rasa's API can run a turn with output_channel=twilio_sms (reminders, hand-backs)."""
-    number = fresh_number()
+    number = new_phone_number()
     text_sms(rasa_stack, number, "hello")
     cid = conversation_of(stack_redis, number)
     answer = httpx.post(
@@ -951,7 +944,7 @@ async def test_a_failed_turn_is_answered_with_an_apology(
     app.blueprint(channel.blueprint(rasa_gives_up), url_prefix="/webhooks/twilio_sms")
     port = free_port()
     server = await _serve(app, port)
-    number = fresh_number()
+    number = new_phone_number()
     params = {
         "MessageSid": new_sid(),
         "AccountSid": env["TWILIO_ACCOUNT_SID"],
@@ -984,7 +977,7 @@ async def test_a_failed_turn_is_answered_with_an_apology(
 def test_whatsapp_sender_is_the_same_customer_as_the_phone_number(
     rasa_stack: RasaStack, stack_redis: RedisServer
 ) -> None:
-    number = fresh_number()
+    number = new_phone_number()
     [asked] = text_sms(rasa_stack, f"whatsapp:{number}", "where is my order")
     assert "order number" in asked
     [status] = text_sms(rasa_stack, number, "12345")  # the same person, by plain SMS

@@ -11,7 +11,6 @@ import functools
 import hashlib
 import hmac
 import json
-import random
 import time
 import uuid
 from typing import Any, Callable, Dict, List, Optional
@@ -19,7 +18,6 @@ from typing import Any, Callable, Dict, List, Optional
 import httpx
 import jwt
 import openai
-import phonenumbers
 import pytest
 import redis.asyncio as aioredis
 from rasa.shared.core.domain import Domain
@@ -41,21 +39,9 @@ from devtools.fake_llm import LlmReply
 from devtools.fake_vapi_control import FakeVapiControl
 from devtools.processes import ROOT
 from devtools.sim_vapi import VapiCall, play_call
+from tests.support import GIBBERISH, new_phone_number
 
 pytestmark = pytest.mark.rasa_server
-
-GIBBERISH = "zxqv blorft wibble"
-AREA_CODES = ("212", "312", "415", "617", "646", "718", "917")
-
-
-def new_number() -> str:
-    """A fresh, valid US number, so every test has its own caller and conversation."""
-    while True:
-        number = (
-            f"+1{random.choice(AREA_CODES)}{random.randint(200, 999)}{random.randint(0, 9999):04d}"
-        )
-        if phonenumbers.is_valid_number(phonenumbers.parse(number)):
-            return number
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +62,7 @@ def make_call(stack, control):
         call = VapiCall(
             base_url=stack.base_url,
             server_secret=stack.env["VAPI_SERVER_SECRET"],
-            number=new_number() if number == "new" else number,
+            number=new_phone_number() if number == "new" else number,
             **kwargs,
         )
         call.control_url = control.control_url(call.call_id)
@@ -384,7 +370,7 @@ async def test_assistant_request_points_back_and_greets_newcomers(stack, make_ca
 
 
 async def test_assistant_request_personalised_from_an_earlier_sms(stack, make_call, fake_twilio):
-    number = new_number()
+    number = new_phone_number()
     reply = await send_sms(stack, number, "where is order 40213")
     assert reply.status_code == 200, reply.text
     call = make_call(number)
@@ -531,7 +517,7 @@ def _call_body(**overrides: Any) -> Dict[str, Any]:
         "model": "rasa",
         "stream": True,
         "messages": [{"role": "user", "content": "hello"}],
-        "call": {"id": str(uuid.uuid4()), "customer": {"number": new_number()}},
+        "call": {"id": str(uuid.uuid4()), "customer": {"number": new_phone_number()}},
     }
     body.update(overrides)
     return body
@@ -743,7 +729,7 @@ async def test_redis_refusing_writes_is_spoken_as_an_apology(stack, make_call):
 
 
 async def test_assistant_request_answers_in_time_when_redis_hangs(stack, make_call):
-    number = new_number()
+    number = new_phone_number()
     reply = await send_sms(stack, number, "where is order 40213")
     assert reply.status_code == 200
     call = make_call(number)
@@ -788,7 +774,9 @@ async def test_legacy_payload_shapes_are_understood(stack, make_call):
 
 async def test_simulator_plays_a_scripted_call(stack, control, capsys):
     call = VapiCall(
-        base_url=stack.base_url, server_secret=stack.env["VAPI_SERVER_SECRET"], number=new_number()
+        base_url=stack.base_url,
+        server_secret=stack.env["VAPI_SERVER_SECRET"],
+        number=new_phone_number(),
     )
     await play_call(call, ["where is my order", "12345", "bye"], interrupt_after=None)
     out = capsys.readouterr().out
