@@ -49,6 +49,7 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 import re
 import time
 import uuid
@@ -317,6 +318,9 @@ def _hmac_ok(request: Request, secret: Optional[str], now: float) -> bool:
     try:
         stamp = float(timestamp)
     except ValueError:
+        return False
+    if not math.isfinite(stamp):
+        # NaN compares false with everything: it would slip through the tolerance check.
         return False
     seconds = stamp / 1000 if stamp > 1e11 else stamp
     if abs(now - seconds) > SIGNATURE_TOLERANCE_SECONDS:

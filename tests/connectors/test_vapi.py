@@ -275,6 +275,9 @@ async def test_server_messages_authenticate(stack):
         ({"Authorization": "Bearer nope"}, 401),
         ({**_signed("other-secret", body, now)}, 401),
         ({**_signed(secret, body, stale)}, 401),
+        # A non-finite timestamp is never fresh (NaN would pass any "older than" comparison).
+        ({**_signed(secret, body, "nan")}, 401),
+        ({**_signed(secret, body, "inf")}, 401),
         ({"x-signature": _signed(secret, body, now)["x-signature"]}, 401),
         ({"X-Vapi-Secret": secret}, 200),
         ({"X-Vapi-Signature": secret}, 200),
