@@ -468,9 +468,11 @@ _END = None
 
 @dataclass
 class CallControl:
-    """A Live Call Control request to make once the turn's stream is done."""
+    """A Live Call Control request, made when Rasa's turn is over (before the stream ends)."""
 
     payload: Dict[str, Any]
+    #: Streamed instead when VAPI could not be asked: the caller never hears silence.
+    fallback_speech: str
 
 
 @dataclass
@@ -538,7 +540,10 @@ class VoiceTurn:
             )
             self.say(speech)
             return
-        self.controls.append(CallControl(_control_payload(control, speech)))
+        # A goodbye is still right if the hang-up fails; a transfer that did not happen is not
+        # announced, the caller hears the apology instead.
+        fallback = speech if control["call_control"] == "end_call" else APOLOGY
+        self.controls.append(CallControl(_control_payload(control, speech), fallback))
 
     @property
     def sent_text(self) -> str:
@@ -632,6 +637,12 @@ def _retrieve_outcome(task: asyncio.Future) -> None:
     """Marks an abandoned task's exception as seen (asyncio logs unseen ones as errors)."""
     if not task.cancelled():
         task.exception()
+
+
+def _error_kind(error: BaseException) -> str:
+    """An error's class and, for a failed connection, its OS reason: never a URL."""
+    reason = getattr(error, "os_error", None)
+    return f"{type(error).__name__} ({reason})" if reason else type(error).__name__
 
 
 def _text(value: Any) -> str:
@@ -1104,13 +1115,17 @@ class VapiInput(InputChannel):
             logger.exception("voice turn on call %s failed unexpectedly", turn.call_id)
             turn.say(APOLOGY)
         finally:
-            # Before the stream ends, so VAPI has its orders when the model turn is over.
-            if not turn.superseded:
-                for control in turn.controls:
-                    await self.control(turn.call_id, str(turn.control_url), control.payload)
-            turn.finish()
-            finishing = asyncio.ensure_future(self._finish(turn))
-            self._keep(finishing)
+            try:
+                # Before the stream ends, so VAPI has its orders when the model turn is over.
+                if not turn.superseded:
+                    for control in turn.controls:
+                        url = str(turn.control_url)
+                        if not await self.control(turn.call_id, url, control.payload):
+                            turn.say(control.fallback_speech)
+            finally:
+                turn.finish()
+                finishing = asyncio.ensure_future(self._finish(turn))
+                self._keep(finishing)
 
     async def _locked_turn(
         self,
@@ -1202,7 +1217,11 @@ class VapiInput(InputChannel):
             self._turns.pop(turn.answer_key, None)
 
     async def control(self, call_id: str, control_url: str, payload: Dict[str, Any]) -> bool:
-        """POST one Live Call Control request; failures are logged, never raised."""
+        """POST one Live Call Control request; failures are logged, never raised.
+
+        The control URL carries the call's token, so neither it nor an error quoting it (aiohttp's
+        InvalidURL does) is logged. A URL aiohttp cannot even encode raises ValueError.
+        """
         try:
             timeout = aiohttp.ClientTimeout(total=CONTROL_TIMEOUT_SECONDS)
             async with aiohttp.ClientSession(timeout=timeout) as session:
@@ -1215,8 +1234,10 @@ class VapiInput(InputChannel):
                             reply.status,
                         )
                         return False
-        except (aiohttp.ClientError, asyncio.TimeoutError) as error:
-            logger.error("call %s: call control %s failed: %r", call_id, payload["type"], error)
+        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as error:
+            logger.error(
+                "call %s: call control %s failed: %s", call_id, payload["type"], _error_kind(error)
+            )
             return False
         logger.info("call %s: call control %s sent", call_id, payload["type"])
         return True

@@ -510,6 +510,39 @@ async def test_failing_control_url_does_not_break_the_turn(stack, make_call, con
     await asyncio.sleep(0.5)
     assert control.requests_for(call.call_id) == []
     assert "call control say answered HTTP 500" in stack.rasa_log()
+    # VAPI was not asked to say the goodbye, so it is streamed: never silence.
+    assert reply.text == "Goodbye, and thanks for calling Acme!"
+
+
+async def test_failed_transfer_is_an_apology_not_an_announcement(stack, make_call, control):
+    control.fail_next(503)
+    call = make_call()
+    reply = await call.say("I want to talk to a human")
+    assert reply.finish_reason == "stop"
+    assert reply.text == APOLOGY
+    assert "call control transfer answered HTTP 503" in stack.rasa_log()
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        # aiohttp's InvalidURL quotes the URL (and so the token) in its repr.
+        "http://127.0.0.1:99999/calls/{call}/control/{token}",
+        # A host IDNA cannot encode: a UnicodeError, not an aiohttp error.
+        "http://a..b/calls/{call}/control/{token}",
+    ],
+    ids=["invalid-port", "unencodable-host"],
+)
+async def test_unusable_control_url_ends_the_turn_and_stays_out_of_logs(stack, make_call, template):
+    call = make_call(timeout=10)
+    token = "tok" + uuid.uuid4().hex
+    call.control_url = template.format(call=call.call_id, token=token)
+    reply = await call.say("bye")
+    assert reply.finish_reason == "stop"
+    assert reply.text == "Goodbye, and thanks for calling Acme!"
+    log = stack.rasa_log()
+    assert f"call {call.call_id}: call control say failed" in log
+    assert token not in log
 
 
 # -- bad input ---------------------------------------------------------------------------------
