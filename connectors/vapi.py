@@ -836,6 +836,8 @@ class VapiInput(InputChannel):
             body = json.loads(request.body or b"")
         except ValueError:
             return _openai_error(400, "body is not valid JSON")
+        except RecursionError:
+            return _openai_error(400, "body is nested too deeply")
         if not isinstance(body, dict):
             return _openai_error(400, "body must be a JSON object")
         try:
@@ -1413,6 +1415,8 @@ class VapiInput(InputChannel):
         except ValueError as error:
             reason = _first_error(error) if isinstance(error, ValidationError) else "invalid JSON"
             return response.json({"error": reason}, status=400)
+        except RecursionError:
+            return response.json({"error": "body is nested too deeply"}, status=400)
         message = envelope.message
         agent = request.app.ctx.agent
         try:

@@ -574,6 +574,7 @@ def _call_body(**overrides: Any) -> Dict[str, Any]:
             "longer than",
         ),
         (b'{"messages": [], "pad": "' + b"x" * 1_100_000 + b'"}', 413, "larger than"),
+        (b"[" * 100_000 + b"]" * 100_000, 400, "nested too deeply"),
     ],
     ids=[
         "malformed",
@@ -584,6 +585,7 @@ def _call_body(**overrides: Any) -> Dict[str, Any]:
         "no-call-id",
         "long",
         "huge",
+        "deeply-nested",
     ],
 )
 async def test_bad_custom_llm_input_gets_a_4xx_with_a_reason(stack, body, status, reason):
@@ -614,8 +616,9 @@ async def test_no_user_message_gets_a_valid_stream(stack, make_call):
         (b'{"message": {"no_type": 1}}', 400),
         (b'{"message": "text"}', 400),
         (b'{"message": {"type": "status-update", "pad": "' + b"x" * 5_100_000 + b'"}}', 413),
+        (b'{"message": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", 400),
     ],
-    ids=["malformed", "no-message", "no-type", "message-str", "huge"],
+    ids=["malformed", "no-message", "no-type", "message-str", "huge", "deeply-nested"],
 )
 async def test_bad_server_messages_get_a_4xx(stack, body, status):
     async with httpx.AsyncClient(timeout=30) as client:
