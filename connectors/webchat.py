@@ -98,6 +98,9 @@ OWN_MESSAGE_MEMORY = 256
 #: How far back a history page looks for the turn a bot message answered (its channel).
 CHANNEL_LOOKBACK_EVENTS = 500
 HISTORY_READ_CHUNK = 200
+#: Live events a socket may have waiting (a client that stopped reading): beyond this it is cut
+#: off with LiveFeedLost, reconnects and replays the history instead of growing memory.
+LIVE_BACKLOG_LIMIT = 1000
 #: What sending or receiving raises once the client has gone.
 SOCKET_CLOSED = (ConnectionClosed, WebsocketClosed)
 
@@ -543,7 +546,27 @@ class LiveFeedLost(Exception):
 @dataclass(eq=False)
 class LiveSubscription:
     conversation_id: str
-    queue: asyncio.Queue[Union[Dict[str, Any], LiveFeedLost]] = field(default_factory=asyncio.Queue)
+    queue: asyncio.Queue[Union[Dict[str, Any], LiveFeedLost]] = field(
+        default_factory=lambda: asyncio.Queue(LIVE_BACKLOG_LIMIT)
+    )
+    #: Set once the subscriber fell behind and was told LiveFeedLost: nothing more is queued.
+    cut_off: bool = False
+
+    def deliver(self, item: Union[Dict[str, Any], LiveFeedLost]) -> None:
+        """Queues ``item``; a full backlog (the client stopped reading) or a failure replaces
+        what is waiting with LiveFeedLost, so the socket closes and the client replays."""
+        if self.cut_off:
+            return
+        if not isinstance(item, LiveFeedLost):
+            try:
+                self.queue.put_nowait(item)
+                return
+            except asyncio.QueueFull:
+                item = LiveFeedLost("live updates fell behind")
+        self.cut_off = True
+        while not self.queue.empty():
+            self.queue.get_nowait()
+        self.queue.put_nowait(item)
 
 
 class LiveHub:
@@ -575,10 +598,15 @@ class LiveHub:
             try:
                 await self._confirm(conversation_id, timeout)
             except (*REDIS_FAILURES, asyncio.TimeoutError, LiveFeedLost) as error:
-                self._drop(subscription)
+                await self._release(subscription)
                 raise StateUnavailable(
                     f"live updates unavailable ({type(error).__name__})"
                 ) from error
+            except asyncio.CancelledError:
+                # The socket closed while Redis had not confirmed yet (Sanic cancels the
+                # handler): left behind, the channel would stay subscribed and fill its queue.
+                await self._release(subscription)
+                raise
         return subscription
 
     async def _confirm(self, conversation_id: str, timeout: float) -> None:
@@ -595,11 +623,15 @@ class LiveHub:
 
     async def unsubscribe(self, subscription: LiveSubscription) -> None:
         async with self._lock:
-            if self._drop(subscription) and self._pubsub is not None:
-                try:
-                    await self._pubsub.unsubscribe(self.channel(subscription.conversation_id))
-                except REDIS_FAILURES as error:
-                    logger.warning("web chat: unsubscribe failed: %s", type(error).__name__)
+            await self._release(subscription)
+
+    async def _release(self, subscription: LiveSubscription) -> None:
+        """Forgets a subscriber, unsubscribing the channel after its last one (lock held)."""
+        if self._drop(subscription) and self._pubsub is not None:
+            try:
+                await self._pubsub.unsubscribe(self.channel(subscription.conversation_id))
+            except REDIS_FAILURES as error:
+                logger.warning("web chat: unsubscribe failed: %s", type(error).__name__)
 
     def _drop(self, subscription: LiveSubscription) -> bool:
         """Forget a subscriber; True when it was the conversation's last one."""
@@ -649,12 +681,12 @@ class LiveHub:
             logger.warning("web chat: unreadable live event on %s", conversation_id)
             return
         for subscription in list(self._subscribers.get(conversation_id, ())):
-            subscription.queue.put_nowait(event)
+            subscription.deliver(event)
 
     def _fail_all(self, failure: LiveFeedLost) -> None:
         for subscribers in self._subscribers.values():
             for subscription in subscribers:
-                subscription.queue.put_nowait(failure)
+                subscription.deliver(failure)
         for confirmed in self._confirmations.values():
             if not confirmed.done():
                 confirmed.set_exception(failure)

@@ -24,6 +24,7 @@ from connectors.redis_connection import StateUnavailable
 from connectors.settings import ConfigError
 from connectors.webchat import (
     ANON_AUDIENCE,
+    LIVE_BACKLOG_LIMIT,
     AuthRefused,
     ChatConnection,
     ChatIdentity,
@@ -814,3 +815,47 @@ async def test_a_message_before_the_model_is_loaded_is_refused_loudly(
     # Nothing was processed, so resending the same id is a fresh message, not a duplicate.
     await connection._accept(frame)
     assert socket.sent[2] == {"type": "ack", "id": "abcdefgh34", "duplicate": False}
+
+
+async def test_live_hub_forgets_a_subscriber_gone_before_redis_confirmed(redis_url: str) -> None:
+    """A socket closed while its subscription waits for Redis (Sanic cancels the handler) must
+    not leave the channel subscribed with a queue nobody reads."""
+    hub = LiveHub(redis_url)
+    admin = aioredis.Redis.from_url(redis_url)
+    await admin.execute_command("CLIENT", "PAUSE", "800", "ALL")
+    pending = asyncio.create_task(hub.subscribe("c_gone"))
+    await asyncio.sleep(0.3)
+    assert not pending.done()
+    pending.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await pending
+    assert hub._subscribers == {} and hub._confirmations == {}
+    await admin.ping()  # answered once the pause is over, after the queued (UN)SUBSCRIBE
+    await asyncio.sleep(0.3)
+    assert await admin.pubsub_numsub("omni:{c_gone}:live") == [(b"omni:{c_gone}:live", 0)]
+    await admin.close()
+
+
+async def test_live_hub_cuts_off_a_subscriber_that_falls_behind(redis_url: str) -> None:
+    """A socket that stops reading gets a bounded backlog, then LiveFeedLost (it reconnects and
+    replays the history) instead of an ever-growing queue."""
+    hub = LiveHub(redis_url)
+    stalled = await hub.subscribe("c_busy")
+    probe = await hub.subscribe("c_probe")
+    publisher = aioredis.Redis.from_url(redis_url)
+    async with publisher.pipeline(transaction=False) as pipe:
+        for index in range(LIVE_BACKLOG_LIMIT + 50):
+            pipe.publish("omni:{c_busy}:live", json.dumps({"event": "bot", "text": str(index)}))
+        await pipe.execute()
+    # One connection delivers in order: once the probe arrives, every event was dispatched.
+    await publisher.publish("omni:{c_probe}:live", json.dumps({"event": "bot", "text": "probe"}))
+    assert (await asyncio.wait_for(probe.queue.get(), 10))["text"] == "probe"
+    assert stalled.queue.qsize() <= LIVE_BACKLOG_LIMIT
+    items = [stalled.queue.get_nowait() for _ in range(stalled.queue.qsize())]
+    assert isinstance(items[-1], LiveFeedLost)
+    fresh = await hub.subscribe("c_busy")  # the reconnected socket gets the live feed again
+    await publisher.publish("omni:{c_busy}:live", json.dumps({"event": "bot", "text": "new"}))
+    assert (await asyncio.wait_for(fresh.queue.get(), 5))["text"] == "new"
+    for subscription in (stalled, probe, fresh):
+        await hub.unsubscribe(subscription)
+    await publisher.close()
