@@ -240,7 +240,7 @@ class ToolCall(_VapiModel):
         if isinstance(raw, str):
             try:
                 raw = json.loads(raw) if raw.strip() else {}
-            except ValueError:
+            except (ValueError, RecursionError):
                 raise ValueError("arguments are not valid JSON") from None
         if raw is None:
             return {}

@@ -450,14 +450,17 @@ async def test_other_server_messages(stack, make_call):
                 },
                 {"id": "c", "name": "launch_rocket", "arguments": {}},
                 {"id": "d", "name": "order_status", "arguments": "{not json"},
+                {"id": "e", "name": "order_status", "arguments": "[" * 50_000 + "]" * 50_000},
             ],
         }
     )
+    assert tools.status_code == 200
     results = {r["toolCallId"]: r for r in tools.json()["results"]}
     assert "1 2 3 4 5" in results["a"]["result"] and "shipped" in results["a"]["result"]
     assert "delivered" in results["b"]["result"]
     assert "launch_rocket" in results["c"]["error"] and "result" not in results["c"]
     assert "JSON" in results["d"]["error"]
+    assert "JSON" in results["e"]["error"]
     legacy = await call.event(
         {
             "type": "function-call",
