@@ -157,7 +157,8 @@ _URL = re.compile(r"(?:https?://|www\.)[^\s<>()]*[^\s<>().,;:!?'\"]", re.IGNOREC
 _URL_WITH_PREPOSITION = re.compile(r"(?:\b(?:at|on|via|from)\s+)?" + _URL.pattern, re.IGNORECASE)
 _ISO_DATE = re.compile(r"\b(\d{4})-(\d{2})-(\d{2})\b")
 _E164 = re.compile(r"(?<![\w+])\+\d{8,15}\b")
-_TOKEN = re.compile(r"\b[A-Za-z0-9]+\b")
+#: Words and numbers; not amounts ("$12500"), which the speech engine reads as money.
+_TOKEN = re.compile(r"(?<![$€£¥])\b[A-Za-z0-9]+\b")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 _MONTHS = (
     "January February March April May June July August September October November December"
