@@ -493,7 +493,9 @@ class EventLog:
         beginning) and the channel of the latest user turn in the page (for live bot events).
         """
         picked: List[Tuple[int, Dict[str, Any]]] = []
-        position = before
+        # ``before`` comes from the client: past the end it means the end (walking the gap
+        # would cost one empty Redis read per chunk, without bound).
+        position = min(before, await self.length(conversation_id))
         while position > 0 and len(picked) < limit:
             start = max(0, position - HISTORY_READ_CHUNK)
             chunk = await self._store.read_events(conversation_id, start, position - 1)

@@ -22,12 +22,14 @@ from twilio.request_validator import RequestValidator
 from connectors.identity import IdentityStore, phone_address, user_address
 from connectors.redis_connection import StateUnavailable
 from connectors.settings import ConfigError
+from connectors.tracker_store import RedisEventLogTrackerStore
 from connectors.webchat import (
     ANON_AUDIENCE,
     LIVE_BACKLOG_LIMIT,
     AuthRefused,
     ChatConnection,
     ChatIdentity,
+    EventLog,
     LiveFeedLost,
     LiveHub,
     TextFrame,
@@ -858,4 +860,21 @@ async def test_live_hub_cuts_off_a_subscriber_that_falls_behind(redis_url: str) 
     assert (await asyncio.wait_for(fresh.queue.get(), 5))["text"] == "new"
     for subscription in (stalled, probe, fresh):
         await hub.unsubscribe(subscription)
+    await publisher.close()
+
+
+async def test_a_history_cursor_past_the_log_end_is_read_as_the_end(redis_url: str) -> None:
+    """A client's ``before`` far past the log's end must not walk the gap down to it, one
+    empty Redis read per 200 positions (a loop any signed-in client could start)."""
+    store = RedisEventLogTrackerStore(host=redis_url)
+    publisher = aioredis.Redis.from_url(redis_url)
+    for index in range(3):
+        event = {"event": "user", "text": f"hi {index}", "timestamp": float(index)}
+        await publisher.rpush(store._events_key("c_paged"), json.dumps(event))
+    log = EventLog(store)
+    await publisher.config_resetstat()
+    messages, cursor, _ = await log.page("c_paged", 10**6, 50)
+    assert [m["text"] for m in messages] == ["hi 0", "hi 1", "hi 2"] and cursor is None
+    reads = (await publisher.info("commandstats")).get("cmdstat_lrange", {}).get("calls", 0)
+    assert reads <= 2
     await publisher.close()
