@@ -93,6 +93,9 @@ MAX_FRAME_BYTES = 16 * 1024
 MAX_TEXT_CHARS = 4000
 MAX_TOKEN_CHARS = 8192
 CLIENT_MESSAGE_ID = r"^[A-Za-z0-9_-]{8,64}$"
+#: Accepted messages of one socket waiting for their turn: more are refused (not acknowledged)
+#: rather than queued without bound, as each would still run after the tab closed.
+MAX_PENDING_TURNS = 20
 #: Bot messages can only be recognised as "already sent" for this long (own-turn dedupe).
 OWN_MESSAGE_MEMORY = 256
 #: How far back a history page looks for the turn a bot message answered (its channel).
@@ -982,6 +985,15 @@ class ChatConnection:
 
     async def _accept(self, frame: Union[TextFrame, ButtonFrame]) -> None:
         """Acknowledges a message once, however often it is resent; queues its turn."""
+        if self.turns.qsize() >= MAX_PENDING_TURNS:
+            await self.error(
+                "busy",
+                "your message was not processed: too many messages are waiting; "
+                "please send it again in a moment",
+                frame.id,
+                retry=True,
+            )
+            return
         key = conversation_key(self.conversation_id, "webchat", "client_message", frame.id)
         try:
             first = await redis_client().set(

@@ -26,6 +26,7 @@ from connectors.tracker_store import RedisEventLogTrackerStore
 from connectors.webchat import (
     ANON_AUDIENCE,
     LIVE_BACKLOG_LIMIT,
+    MAX_PENDING_TURNS,
     AuthRefused,
     ChatConnection,
     ChatIdentity,
@@ -878,3 +879,24 @@ async def test_a_history_cursor_past_the_log_end_is_read_as_the_end(redis_url: s
     reads = (await publisher.info("commandstats")).get("cmdstat_lrange", {}).get("calls", 0)
     assert reads <= 2
     await publisher.close()
+
+
+async def test_messages_beyond_the_pending_limit_are_refused_not_queued(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Turns outlive their socket, so one socket must not queue them without bound."""
+    monkeypatch.setenv("WEBCHAT_JWT_SECRET", secrets.token_urlsafe(32))
+    socket = _Socket()
+    connection = ChatConnection(socket, WebChatInput.from_credentials({}), None, None)
+    connection.conversation_id = "c_" + secrets.token_hex(8)
+    for index in range(MAX_PENDING_TURNS):
+        await connection._accept(TextFrame(type="message", id=f"queued{index:04}", text="hi"))
+    assert connection.turns.qsize() == MAX_PENDING_TURNS
+    extra = TextFrame(type="message", id="onetoomany", text="hi")
+    await connection._accept(extra)
+    assert connection.turns.qsize() == MAX_PENDING_TURNS
+    assert socket.sent[-1]["code"] == "busy" and socket.sent[-1]["id"] == "onetoomany"
+    assert socket.sent[-1]["retry"] is True
+    connection.turns.get_nowait()  # once one turn ran, the resend is a fresh message
+    await connection._accept(extra)
+    assert socket.sent[-1] == {"type": "ack", "id": "onetoomany", "duplicate": False}
