@@ -318,7 +318,7 @@ class InboundSms:
         if body is None:
             raise Rejected(400, "Body missing")
         raw_count = _field(form, "NumMedia", 16) or "0"
-        if not raw_count.isdigit() or int(raw_count) > MAX_MEDIA:
+        if not raw_count.isdecimal() or int(raw_count) > MAX_MEDIA:
             raise Rejected(400, f"NumMedia must be 0..{MAX_MEDIA}")
         media = []
         for index in range(int(raw_count)):
@@ -762,8 +762,9 @@ class TwilioSmsPushOutput(OutputChannel):
     def name(cls) -> str:
         return CHANNEL_NAME
 
-    def __init__(self, sender: SmsSender) -> None:
+    def __init__(self, sender: SmsSender, buttons_ttl_seconds: int) -> None:
         self.sender = sender
+        self.buttons_ttl_seconds = buttons_ttl_seconds
 
     async def send_response(self, recipient_id: str, message: Dict[str, Any]) -> None:
         rendering = render_sms([BotMessage.from_rasa(message)], self.sender.max_message_length)
@@ -771,6 +772,15 @@ class TwilioSmsPushOutput(OutputChannel):
             await self.sender.send_rendered(recipient_id, rendering.messages)
         except (SmsRefused, SmsSendFailed) as error:
             logger.warning("SMS to conversation %s not sent: %s", recipient_id, error)
+            return
+        if rendering.buttons:
+            # The texted "Reply 1 for …" must be answerable, as after a webhook turn.
+            try:
+                await remember_buttons(
+                    redis_client(), recipient_id, rendering.buttons, self.buttons_ttl_seconds
+                )
+            except REDIS_FAILURES as error:
+                logger.error("SMS options for %s not kept: %s", recipient_id, type(error).__name__)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -800,7 +810,7 @@ class TwilioSmsInput(InputChannel):
         self._background: Set[asyncio.Task] = set()
 
     def get_output_channel(self) -> OutputChannel:
-        return TwilioSmsPushOutput(self.sender)
+        return TwilioSmsPushOutput(self.sender, self.config.buttons_ttl_seconds)
 
     def blueprint(self, on_new_message: Callable[[UserMessage], Awaitable[Any]]) -> Blueprint:
         bp = Blueprint("omni_twilio_sms", __name__)
@@ -917,6 +927,7 @@ class TwilioSmsInput(InputChannel):
             return EMPTY_TWIML
         redis = redis_client()
         text = inbound.body.strip()
+        metadata = inbound.metadata()
         if keyword in HELP_KEYWORDS:
             text = HELP_INTENT
         elif not text:
@@ -925,6 +936,9 @@ class TwilioSmsInput(InputChannel):
             chosen = match_button_reply(text, await offered_buttons(redis, cid))
             if chosen is not None:
                 text = chosen.payload
+                # What the chat history shows for this message (as for a clicked chat button),
+                # rather than the payload the reply stands for.
+                metadata["button_title"] = chosen.title
         output = TwilioSmsOutput()
         message = UserMessage(
             text,
@@ -932,7 +946,7 @@ class TwilioSmsInput(InputChannel):
             cid,
             input_channel=CHANNEL_NAME,
             message_id=inbound.message_sid,
-            metadata=inbound.metadata(),
+            metadata=metadata,
         )
         turn = asyncio.create_task(self._run(request, on_new_message, message, output, cid))
         remaining = max(0.0, self.config.inline_budget_seconds - (time.monotonic() - started))

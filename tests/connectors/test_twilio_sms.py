@@ -22,6 +22,7 @@ import httpx
 import pytest
 import redis
 import redis.asyncio as aioredis
+from multidict import MultiDict
 from sanic import Sanic, response
 from twilio.request_validator import RequestValidator
 
@@ -31,6 +32,7 @@ from connectors.settings import Settings
 from connectors.twilio_sms import (
     APOLOGY,
     DeliveryLedger,
+    InboundSms,
     NoPhoneOnFile,
     Rejected,
     SmsOptedOut,
@@ -228,6 +230,16 @@ def test_forwarded_headers_are_ignored_unless_the_proxy_is_trusted(
     )
     assert answer.status_code == 403
     assert conversation_of(stack_redis, number) is None
+
+
+def test_num_media_must_be_plain_digits() -> None:
+    """ "²" passes str.isdigit() but int() refuses it: a 400, not a 500."""
+    form = MultiDict(
+        MessageSid=new_sid(), From="+14155552671", Body="hi", NumMedia="\u00b2", To="+15005550006"
+    )
+    with pytest.raises(Rejected) as refused:
+        InboundSms.parse(form)
+    assert refused.value.status == 400 and "NumMedia must be" in refused.value.reason
 
 
 def test_public_url_reconstruction() -> None:
@@ -437,6 +449,10 @@ def test_buttons_round_trip_by_number_and_by_title(
     assert greeting.endswith("Reply 1 for Order status, 2 for Refund policy.")
     [asked] = text_sms(rasa_stack, number, "1")
     assert "order number" in asked
+    # the chat history shows the chosen option, not its payload
+    chosen = user_events(rasa_stack, conversation_of(stack_redis, number))[-1]
+    assert chosen["text"] == "/check_order_status"
+    assert chosen["metadata"]["button_title"] == "Order status"
 
     other = new_phone_number()
     text_sms(rasa_stack, other, "hello")
@@ -907,6 +923,27 @@ def test_turns_outside_a_webhook_are_texted_by_rest(
     answer.raise_for_status()
     [sent] = fake_twilio.wait_for_messages(number, 1, timeout=15)
     assert sent.body.startswith("Acme Shop assistant: ask about an order status")
+
+
+@pytest.mark.rasa_server
+def test_options_texted_outside_a_webhook_can_be_answered_by_number(
+    rasa_stack: RasaStack, fake_twilio: FakeTwilio, stack_redis: RedisServer
+) -> None:
+    number = new_phone_number()
+    text_sms(rasa_stack, number, "hello")
+    text_sms(rasa_stack, number, "Refund policy")  # the greeting's options are answered
+    cid = conversation_of(stack_redis, number)
+    answer = httpx.post(
+        f"{rasa_stack.base_url}/conversations/{cid}/trigger_intent",
+        params={"token": rasa_stack.env["RASA_AUTH_TOKEN"], "output_channel": "twilio_sms"},
+        json={"name": "greet"},
+        timeout=30,
+    )
+    answer.raise_for_status()
+    [sent] = fake_twilio.wait_for_messages(number, 1, timeout=15)
+    assert sent.body.endswith("Reply 1 for Order status, 2 for Refund policy.")
+    text_sms(rasa_stack, number, "1")
+    assert user_events(rasa_stack, cid)[-1]["text"] == "/check_order_status"
 
 
 @pytest.mark.parametrize("slow", [False, True], ids=["inline", "after the budget"])
