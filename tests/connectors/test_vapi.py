@@ -360,6 +360,27 @@ async def test_barge_in_metadata_records_what_the_caller_heard(stack, make_call)
     assert "barge_in" not in [e for e in tracker.events if isinstance(e, UserUttered)][-1].metadata
 
 
+async def test_a_reported_interruption_is_a_barge_in_even_when_most_was_heard(stack, make_call):
+    """Above the heard-ratio threshold, only VAPI's user-interrupted event tells of a cut-off."""
+    for interrupted in (True, False):
+        call = make_call()
+        call.history.append({"role": "user", "content": "what's your refund policy"})
+        policy = await call.complete(list(call.history))
+        heard = policy.text.rsplit(" ", 3)[0]  # all but the last three words
+        call.history.append({"role": "assistant", "content": heard})
+        if interrupted:
+            reply = await call.event({"type": "user-interrupted", "turnId": "t1"})
+            assert (reply.status_code, reply.json()) == (200, {})
+        await call.say("where is my order")
+        tracker = await tracker_of(stack, await conversation_of_stack(stack, call.number))
+        metadata = [e for e in tracker.events if isinstance(e, UserUttered)][-1].metadata
+        if interrupted:
+            assert metadata["barge_in"]["heard_text"] == heard
+            assert 0.9 <= metadata["barge_in"]["heard_ratio"] < 1.0
+        else:
+            assert "barge_in" not in metadata
+
+
 # -- server messages ---------------------------------------------------------------------------
 
 
