@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -56,9 +57,26 @@ def _load(path: str) -> Dict[str, Order]:
     }
 
 
+_DIGIT_WORDS = {
+    word: str(digit)
+    for digit, word in enumerate("zero one two three four five six seven eight nine".split())
+}
+_NUMBER_TOKEN = re.compile(r"\d|[a-z]+")
+
+
+def order_digits(number: str) -> str:
+    """The digits of an order number as a customer gives it: "12345", "#12345", "1 2 3 4 5"
+    or, from a voice transcript, "one two three four five"."""
+    tokens = _NUMBER_TOKEN.findall(str(number).lower())
+    return "".join(
+        _DIGIT_WORDS.get(token, token)
+        for token in tokens
+        if token.isdigit() or token in _DIGIT_WORDS
+    )
+
+
 def find_order(number: Optional[str]) -> Optional[Order]:
     """The order with this number, or None. ``ORDERS_FIXTURE`` points at another file."""
     if not number:
         return None
-    digits = "".join(ch for ch in str(number) if ch.isdigit())
-    return _load(os.environ.get("ORDERS_FIXTURE", str(DEFAULT_FIXTURE))).get(digits)
+    return _load(os.environ.get("ORDERS_FIXTURE", str(DEFAULT_FIXTURE))).get(order_digits(number))
