@@ -13,7 +13,8 @@ The VAPI connector marks a user message that interrupted the bot with
   "unheard"); cleared as soon as the customer answers anything but yes (or "okay").
 
 ``action_handle_barge_in`` then does what a person would: after a backchannel or noise
-("uh-huh", "okay", a cough) it resumes with the unheard remainder, not from the start; after
+("uh-huh", "okay", "yeah", a cough) it resumes with the unheard remainder, not from the start
+(so a "yes" that cut off an offer hears the offer again, and answers it then); after
 "stop", "wait", "hold on" it stops and asks what they need; anything else is a new request and is
 answered at once (rules send recognised intents to their usual actions; unclear ones go to the
 LLM here), without repeating the cut-off message.
@@ -180,7 +181,7 @@ class ActionHandleBargeIn(Action):
         if intent == "hold_on":
             dispatcher.utter_message(response="utter_hold_on")
             return []
-        if intent == "backchannel" or is_noise(text):
+        if intent in ("backchannel", "affirm") or is_noise(text):
             unheard = pending_unheard(tracker)
             if unheard is None:
                 return []

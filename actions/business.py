@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any, Dict, List, Optional
 
 from rasa_sdk import Action, Tracker
-from rasa_sdk.events import EventType, SlotSet
+from rasa_sdk.events import ActiveLoop, EventType, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
 from actions.formatting import ChannelReply, date_for, parse_date
@@ -143,11 +143,17 @@ def _send(reply: ChannelReply, dispatcher: CollectingDispatcher, tracker: Tracke
     return []
 
 
-def _not_found(dispatcher: CollectingDispatcher, tracker: Tracker) -> List[EventType]:
-    dispatcher.utter_message(
-        response="utter_order_not_found", order_number=tracker.get_slot("order_number")
-    )
-    return [SlotSet("order_number", None)]
+def _not_found(dispatcher: CollectingDispatcher, tracker: Tracker, form: str) -> List[EventType]:
+    """No such order: say so and ask again through ``form``, the form of the request the
+    customer made, so the corrected number answers that request (a refund stays a refund).
+
+    The form is made active here rather than run as a follow-up: a form that activates reads
+    the latest message again and would take the same wrong number back.
+    """
+    number = tracker.get_slot("order_number")
+    if number:
+        dispatcher.utter_message(response="utter_order_not_found", order_number=number)
+    return [SlotSet("order_number", None), ActiveLoop(form)]
 
 
 class ActionCheckOrderStatus(Action):
@@ -159,7 +165,7 @@ class ActionCheckOrderStatus(Action):
     ) -> List[EventType]:
         order = find_order(tracker.get_slot("order_number"))
         if order is None:
-            return _not_found(dispatcher, tracker)
+            return _not_found(dispatcher, tracker, "order_status_form")
         return _send(order_status_reply(order), dispatcher, tracker)
 
 
@@ -172,7 +178,7 @@ class ActionTrackingNumber(Action):
     ) -> List[EventType]:
         order = find_order(tracker.get_slot("order_number"))
         if order is None:
-            return _not_found(dispatcher, tracker)
+            return _not_found(dispatcher, tracker, "tracking_form")
         return _send(tracking_reply(order), dispatcher, tracker)
 
 
@@ -185,7 +191,7 @@ class ActionRequestRefund(Action):
     ) -> List[EventType]:
         order = find_order(tracker.get_slot("order_number"))
         if order is None:
-            return _not_found(dispatcher, tracker)
+            return _not_found(dispatcher, tracker, "refund_form")
         if not order.refundable:
             dispatcher.utter_message(
                 response="utter_refund_not_eligible",

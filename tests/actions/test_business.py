@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from devtools.stack import RasaStack
-from tests.actions.helpers import new_conversation, say, tracker
+from tests.actions.helpers import new_conversation, say, texts, tracker
 
 pytestmark = pytest.mark.rasa_server
 
@@ -107,3 +107,50 @@ def test_chat_hand_off_is_a_clear_message(rasa_stack: RasaStack) -> None:
         "conversation in front of them."
     ]
     assert not any("custom" in m for m in messages)
+
+
+def test_a_wrong_number_is_asked_again_for_the_same_request(rasa_stack: RasaStack) -> None:
+    sender = new_conversation()
+    say(rasa_stack, sender, "I want a refund", channel="chat")
+
+    wrong = texts(say(rasa_stack, sender, "99999", channel="chat"))
+    corrected = texts(say(rasa_stack, sender, "55555", channel="chat"))
+
+    assert wrong == [
+        "I couldn't find order 99999. Please check the number.",
+        "What's your order number? It's the 5-digit number in your confirmation email.",
+    ]
+    # The corrected number answers the refund request, not an order-status question.
+    assert corrected == [
+        "I've started a refund request for order 55555. You'll get a return label by email "
+        "within the hour."
+    ]
+
+
+def test_never_mind_leaves_the_order_number_question(rasa_stack: RasaStack) -> None:
+    sender = new_conversation()
+    say(rasa_stack, sender, "where is my order", channel="sms")
+
+    reply = texts(say(rasa_stack, sender, "never mind", channel="sms"))
+
+    assert reply == ["No problem. Anything else I can help with?"]
+    state = tracker(rasa_stack, sender)
+    assert state["active_loop"] == {} or state["active_loop"].get("name") is None
+    assert texts(say(rasa_stack, sender, "nope", channel="sms")) == [
+        "Goodbye, and thanks for shopping with Acme!"
+    ]
+
+
+def test_order_number_spoken_digit_by_digit(rasa_stack: RasaStack) -> None:
+    sender = new_conversation()
+    say(rasa_stack, sender, "where is my order", channel="voice")
+
+    [message] = say(rasa_stack, sender, "it's one two three four five", channel="voice")
+
+    assert message["text"].startswith("Order 12345, the trail running shoes, has shipped")
+
+
+def test_help_outside_sms_names_no_sms_keywords(rasa_stack: RasaStack) -> None:
+    [message] = say(rasa_stack, new_conversation(), "what can you do", channel="chat")
+
+    assert "STOP" not in message["text"] and "order" in message["text"]
