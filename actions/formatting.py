@@ -255,8 +255,8 @@ class ChannelReply:
 
     ``voice`` and ``sms`` fall back to ``chat`` (made plain and held to their limits by
     :func:`fit`) when an action does not write them. ``buttons`` are sent with the chat form
-    only; ``sms_media`` are MMS picture URLs for the SMS form. ``metadata`` goes with the message
-    into the tracker (e.g. what the message offered, so a later "yes" can act on it).
+    only. ``metadata`` goes with the message into the tracker (e.g. ``sms_text``, what "text me
+    that" sends when this message is the latest thing worth texting).
     """
 
     chat: str
