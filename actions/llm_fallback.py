@@ -161,6 +161,13 @@ def _retryable(error: Exception) -> bool:
     return False
 
 
+def _describe(error: Exception) -> str:
+    """What went wrong, for the log: the error's kind, HTTP status and message (shortened)."""
+    status = getattr(error, "status_code", None)
+    message = " ".join(str(error).split())[:200]
+    return f"{type(error).__name__}" + (f" {status}" if status else "") + f": {message}"
+
+
 async def complete(messages: List[Dict[str, str]], style: ChannelStyle) -> str:
     """The LLM's answer within ``style.llm_budget`` seconds (one retry on 429/5xx), or
     LlmUnavailable."""
@@ -195,12 +202,12 @@ async def complete(messages: List[Dict[str, str]], style: ChannelStyle) -> str:
                 ) from error
             except openai.OpenAIError as error:
                 if attempt == 1 and _retryable(error):
-                    logger.info("LLM answered %s; retrying once", getattr(error, "status_code", ""))
+                    logger.warning("LLM failed (%s); retrying once", _describe(error))
                     await asyncio.sleep(
                         min(RETRY_PAUSE_SECONDS, max(0.0, deadline - time.monotonic() - 1))
                     )
                     continue
-                raise LlmUnavailable(f"LLM error: {type(error).__name__}") from error
+                raise LlmUnavailable(f"LLM error: {_describe(error)}") from error
             choices = response.choices or []
             content = (choices[0].message.content or "").strip() if choices else ""
             if not content:
@@ -217,7 +224,8 @@ async def answer_with_llm(dispatcher: CollectingDispatcher, tracker: Tracker) ->
     try:
         answer = fit(await complete(build_messages(tracker, style), style), style.channel)
     except LlmUnavailable as error:
-        logger.warning(
+        # The customer gets the offline response; the operator must see why, every time.
+        logger.error(
             "LLM fallback unavailable on %s after %.1f s: %s",
             style.channel,
             time.monotonic() - started,
@@ -241,5 +249,7 @@ class ActionLlmFallback(Action):
     ) -> List[EventType]:
         await answer_with_llm(dispatcher, tracker)
         # As the core fallback no rule follows it: without this, an unsure policy would pick
-        # the fallback again and again in one turn.
-        return [FollowupAction("action_listen")]
+        # the fallback again and again in one turn. Inside a form, the form asks again for what
+        # it still needs: left rejected, it would send every later answer (even the order
+        # number it asked for) back here.
+        return [FollowupAction(tracker.active_loop_name or "action_listen")]

@@ -6,6 +6,7 @@ OpenAI's chat-completions protocol; tests script its answers and read the prompt
 
 from __future__ import annotations
 
+import logging
 import time
 
 import pytest
@@ -199,3 +200,38 @@ async def test_no_api_key_means_no_call(monkeypatch: pytest.MonkeyPatch, llm: Fa
     with pytest.raises(LlmUnavailable, match="OPENAI_API_KEY"):
         await complete([{"role": "user", "content": "hi"}], STYLES["chat"])
     assert llm.requests == []
+
+
+async def test_a_failure_says_why_in_the_log(
+    monkeypatch: pytest.MonkeyPatch, llm: FakeLlm, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "test-key")
+    monkeypatch.setenv("OPENAI_BASE_URL", llm.base_url)
+    llm.script(LlmReply(status=503), LlmReply(status=500))
+
+    with caplog.at_level(logging.WARNING, logger="actions.llm_fallback"):
+        with pytest.raises(LlmUnavailable, match=r"InternalServerError 500"):
+            await complete([{"role": "user", "content": "hi"}], STYLES["sms"])
+
+    [retry] = [r for r in caplog.records if "retrying once" in r.getMessage()]
+    assert retry.levelno == logging.WARNING and " 503" in retry.getMessage()
+    assert len(llm.requests) == 2
+
+
+def test_inside_a_form_the_llm_answers_and_the_form_asks_again(
+    rasa_stack: RasaStack, llm: FakeLlm
+) -> None:
+    sender = new_conversation()
+    say(rasa_stack, sender, "where is my order", channel="chat")
+    llm.script(LlmReply(content="We ship worldwide."))
+
+    reply = texts(say(rasa_stack, sender, GIBBERISH, channel="chat"))
+    status = texts(say(rasa_stack, sender, "12345", channel="chat"))
+
+    assert reply == [
+        "We ship worldwide.",
+        "What's your order number? It's the 5-digit number in your confirmation email.",
+    ]
+    # The number the form asked for is taken, not sent to the LLM again.
+    assert status[0].startswith("**Order 12345**")
+    assert len(llm.requests) == 1
