@@ -61,6 +61,18 @@ async def test_noise_also_resumes(rasa_stack: RasaStack, fake_llm: FakeLlm) -> N
     assert fake_llm.requests == []
 
 
+async def test_yeah_resumes_like_a_backchannel(rasa_stack: RasaStack, fake_llm: FakeLlm) -> None:
+    fake_llm.reset()
+    call = phone_call(rasa_stack)
+    policy = await call.say(POLICY_QUESTION, interrupt_after=90)
+    cut = first_unheard(policy.text, call.history[-1]["content"])
+
+    resumed = await call.say("yeah")
+
+    assert resumed.text == " ".join(split_sentences(policy.text)[cut:])
+    assert fake_llm.requests == []
+
+
 async def test_hold_on_stops_and_asks_what_they_need(rasa_stack: RasaStack) -> None:
     call = phone_call(rasa_stack)
     await call.say(POLICY_QUESTION, interrupt_after=60)
