@@ -80,6 +80,9 @@ PAGE_SECURITY_POLICY = (
 
 ANON_AUDIENCE = "omni-webchat-anonymous"
 JWT_ALGORITHM = "HS256"
+#: RFC 7518 3.2: an HS256 key MUST be at least as long as the hash (32 bytes); a shorter one can
+#: be brute-forced offline from any token, and then any user's conversation signed into.
+JWT_SECRET_MIN_BYTES = 32
 DEMO_USER = "demo-customer"
 DEMO_PHONE = "+14155552671"
 
@@ -1118,6 +1121,11 @@ class WebChatInput(InputChannel):
     def from_credentials(cls, credentials: Optional[Dict[str, Any]]) -> WebChatInput:
         settings = load_settings()
         settings.require("WEBCHAT_JWT_SECRET")
+        if len((settings.webchat_jwt_secret or "").encode("utf-8")) < JWT_SECRET_MIN_BYTES:
+            raise ConfigError(
+                f"WEBCHAT_JWT_SECRET must be at least {JWT_SECRET_MIN_BYTES} bytes "
+                "(HS256 keys shorter than the hash can be guessed from any token)"
+            )
         config = WebChatConfig.from_credentials(credentials)
         return cls(TokenVerifier.from_settings(settings, config), config)
 

@@ -716,6 +716,9 @@ def test_configuration_errors_name_the_problem(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.delenv("WEBCHAT_JWT_SECRET", raising=False)
     with pytest.raises(ConfigError, match="WEBCHAT_JWT_SECRET"):
         WebChatInput.from_credentials({})
+    monkeypatch.setenv("WEBCHAT_JWT_SECRET", "x" * 31)
+    with pytest.raises(ConfigError, match="WEBCHAT_JWT_SECRET must be at least 32 bytes"):
+        WebChatInput.from_credentials({})
     monkeypatch.setenv("WEBCHAT_JWT_SECRET", secrets.token_urlsafe(32))
     with pytest.raises(ConfigError, match="history_pages"):
         WebChatInput.from_credentials({"history_pages": 3})
