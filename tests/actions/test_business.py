@@ -154,3 +154,17 @@ def test_help_outside_sms_names_no_sms_keywords(rasa_stack: RasaStack) -> None:
     [message] = say(rasa_stack, new_conversation(), "what can you do", channel="chat")
 
     assert "STOP" not in message["text"] and "order" in message["text"]
+
+
+def test_hold_on_while_asked_for_the_order_number_gives_time(rasa_stack: RasaStack) -> None:
+    sender = new_conversation()
+    say(rasa_stack, sender, "what's my tracking number", channel="chat")
+
+    waited = texts(say(rasa_stack, sender, "hold on, let me find it", channel="chat"))
+    [found] = say(rasa_stack, sender, "it's 40213", channel="chat")
+
+    assert waited == [
+        "Sure, take your time.",
+        "What's your order number? It's the 5-digit number in your confirmation email.",
+    ]
+    assert found["text"].startswith("Order 40213 hasn't shipped yet")
