@@ -453,7 +453,8 @@ def chat_message(event: Dict[str, Any], turn_channel: Optional[str]) -> Optional
         data = event.get("data") if isinstance(event.get("data"), dict) else {}
         parsed = BotMessage.from_rasa({**data, "text": event.get("text")})
         rendered = render_chat(parsed)
-        if not (parsed.text or parsed.buttons or parsed.image or "custom" in rendered):
+        shown = parsed.text or parsed.buttons or parsed.image or parsed.attachment
+        if not (shown or "custom" in rendered):
             return None
         message = {
             **base,

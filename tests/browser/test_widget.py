@@ -296,3 +296,54 @@ def test_widget_pages_back_through_a_long_history(rasa_stack: RasaStack) -> None
         finally:
             browser.close()
     assert texts == [t for n in range(40) for t in (f"question {n}", f"answer {n}")]
+
+
+def test_widget_links_attachments_and_runs_no_script_from_messages(rasa_stack: RasaStack) -> None:
+    sub = "files-" + secrets.token_hex(4)
+
+    async def conversation_of_user() -> str:
+        client = aioredis.Redis.from_url(rasa_stack.env["REDIS_URL"])
+        try:
+            return await IdentityStore(client).resolve_conversation(user_address(sub))
+        finally:
+            await client.close()
+
+    conversation = asyncio.run(conversation_of_user())
+    start = time.time() - 60
+    invoice = "https://files.example/invoice-12345.pdf"
+    hostile = '<img src=x onerror="window.pwned=1"> [open](javascript:window.pwned=2) done'
+    append_events(
+        rasa_stack,
+        conversation,
+        [
+            {"event": "bot", "timestamp": start, "data": {"attachment": invoice}},
+            {
+                "event": "bot",
+                "timestamp": start + 1,
+                "text": hostile,
+                "data": {"attachment": "javascript:window.pwned=3"},
+            },
+        ],
+    )
+    token = user_token(rasa_stack.env["WEBCHAT_JWT_SECRET"], sub)
+    dialogs: List[str] = []
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            page = browser.new_page()
+            page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+            page.goto(f"{rasa_stack.base_url}/webhooks/webchat/#token={token}")
+            log = page.get_by_role("log", name="Conversation")
+            expect(log.locator("li.omni-bot", has_text="onerror")).to_be_visible()
+            attachment = log.locator("a.omni-attachment")
+            expect(attachment).to_have_count(1)
+            expect(attachment).to_have_attribute("href", invoice)
+            expect(log.locator('a[href^="javascript:"]')).to_have_count(0)
+            expect(log.locator(".omni-bubble img")).to_have_count(0)
+            pwned = page.evaluate("window.pwned")
+        finally:
+            browser.close()
+    assert pwned is None and dialogs == []

@@ -275,6 +275,10 @@
     else bubble.textContent = message.text || "";
     if (message.text || message.html) node.appendChild(bubble);
     if (message.image) node.appendChild(el("img", { className: "omni-image", src: message.image, alt: "Image from the assistant", loading: "lazy" }));
+    // A file the assistant sends: a link, and only to a web address (never javascript: or data:).
+    if (message.attachment && /^https?:\/\//i.test(message.attachment)) {
+      node.appendChild(el("a", { className: "omni-attachment", href: message.attachment, target: "_blank", rel: "noopener noreferrer", text: message.attachment }));
+    }
     if (message.buttons && message.buttons.length) {
       var group = el("div", { className: "omni-buttons", role: "group", "aria-label": "Suggested replies" });
       message.buttons.forEach(function (button) {
