@@ -248,17 +248,23 @@ def test_widget_reconnects_and_delivers_what_was_typed_offline(rasa_stack: RasaS
     assert texts == ["hello", "what's your refund policy"]  # delivered once, after the outage
 
 
-def test_widget_pages_back_through_a_long_history(rasa_stack: RasaStack) -> None:
-    sub = "longtime-" + secrets.token_hex(4)
+def conversation_of_user(stack: RasaStack, sub: str) -> str:
+    """The conversation of the host-site user ``sub`` (created, as the first chat would)."""
 
-    async def conversation_of_user() -> str:
-        client = aioredis.Redis.from_url(rasa_stack.env["REDIS_URL"])
+    async def resolve() -> str:
+        client = aioredis.Redis.from_url(stack.env["REDIS_URL"])
         try:
             return await IdentityStore(client).resolve_conversation(user_address(sub))
         finally:
             await client.close()
 
-    conversation = asyncio.run(conversation_of_user())
+    return asyncio.run(resolve())
+
+
+def test_widget_pages_back_through_a_long_history(rasa_stack: RasaStack) -> None:
+    sub = "longtime-" + secrets.token_hex(4)
+
+    conversation = conversation_of_user(rasa_stack, sub)
     start = time.time() - 86400
     events = []
     for n in range(40):
@@ -301,14 +307,7 @@ def test_widget_pages_back_through_a_long_history(rasa_stack: RasaStack) -> None
 def test_widget_links_attachments_and_runs_no_script_from_messages(rasa_stack: RasaStack) -> None:
     sub = "files-" + secrets.token_hex(4)
 
-    async def conversation_of_user() -> str:
-        client = aioredis.Redis.from_url(rasa_stack.env["REDIS_URL"])
-        try:
-            return await IdentityStore(client).resolve_conversation(user_address(sub))
-        finally:
-            await client.close()
-
-    conversation = asyncio.run(conversation_of_user())
+    conversation = conversation_of_user(rasa_stack, sub)
     start = time.time() - 60
     invoice = "https://files.example/invoice-12345.pdf"
     hostile = '<img src=x onerror="window.pwned=1"> [open](javascript:window.pwned=2) done'
