@@ -22,6 +22,7 @@ import urllib.request
 from pathlib import Path
 from typing import Dict, List
 
+from bench.bench_turns import SCRIPT
 from devtools.fake_llm import FakeLlm, LlmReply
 from devtools.model import ensure_model
 from devtools.processes import RedisServer, free_port
@@ -29,14 +30,6 @@ from devtools.sim_vapi import VapiCall
 from devtools.stack import RasaStack, local_secrets, with_rest_channel
 
 CALLS = 10
-SCRIPT = (
-    "hello",
-    "where is my order",
-    "12345",
-    "what's the tracking number",
-    "what's your refund policy",
-    "thanks",
-)
 SLOW_TURNS = 6
 SLOW_ACTION_SECONDS = 2.0
 GIBBERISH = "zxqv blorft wibble"

@@ -11,19 +11,17 @@ import asyncio
 import json
 import secrets
 import time
-import uuid
 from typing import Any, Dict, List, Optional
 from xml.etree import ElementTree
 
 import httpx
 import jwt
 import redis.asyncio as aioredis
-from twilio.request_validator import RequestValidator
 
 from connectors.identity import IdentityStore, phone_address
 from devtools.sim_vapi import VapiCall
 from devtools.stack import RasaStack
-from tests.support import new_phone_number
+from tests.support import new_phone_number, post_sms
 
 
 def new_conversation() -> str:
@@ -79,24 +77,8 @@ async def conversation_of(stack: RasaStack, number: str) -> Optional[str]:
 
 
 async def send_sms(stack: RasaStack, number: str, text: str) -> List[str]:
-    """An inbound SMS through the real Twilio connector, signed as Twilio signs it; returns the
-    replies it answered inline (TwiML)."""
-    url = f"{stack.env['PUBLIC_BASE_URL']}/webhooks/twilio_sms/webhook"
-    form = {
-        "MessageSid": "SM" + uuid.uuid4().hex,
-        "AccountSid": stack.env["TWILIO_ACCOUNT_SID"],
-        "From": number,
-        "To": stack.env["TWILIO_PHONE_NUMBER"],
-        "Body": text,
-        "NumMedia": "0",
-    }
-    signature = RequestValidator(stack.env["TWILIO_AUTH_TOKEN"]).compute_signature(url, form)
-    async with httpx.AsyncClient(timeout=30) as client:
-        response = await client.post(
-            f"{stack.base_url}/webhooks/twilio_sms/webhook",
-            data=form,
-            headers={"X-Twilio-Signature": signature},
-        )
+    """An inbound SMS through the real Twilio connector; the replies it answered inline (TwiML)."""
+    response = await post_sms(stack, number, text)
     response.raise_for_status()
     root = ElementTree.fromstring(response.text)
     return [message.text or "" for message in root.iter("Message")]

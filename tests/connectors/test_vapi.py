@@ -23,7 +23,6 @@ import redis.asyncio as aioredis
 from rasa.shared.core.domain import Domain
 from rasa.shared.core.events import BotUttered, UserUtteranceReverted, UserUttered
 from rasa.shared.core.trackers import DialogueStateTracker
-from twilio.request_validator import RequestValidator
 
 from connectors.identity import IdentityStore, anon_address, phone_address, user_address
 from connectors.vapi import (
@@ -39,7 +38,7 @@ from devtools.fake_llm import LlmReply
 from devtools.fake_vapi_control import FakeVapiControl
 from devtools.processes import ROOT
 from devtools.sim_vapi import VapiCall, play_call
-from tests.support import GIBBERISH, new_phone_number
+from tests.support import GIBBERISH, new_phone_number, post_sms
 
 pytestmark = pytest.mark.rasa_server
 
@@ -104,26 +103,6 @@ def user_texts(tracker: DialogueStateTracker) -> List[str]:
         elif isinstance(event, UserUtteranceReverted) and texts:
             texts.pop()
     return texts
-
-
-async def send_sms(stack, number: str, text: str) -> httpx.Response:
-    """An inbound SMS through the real Twilio connector, signed as Twilio signs it."""
-    url = f"{stack.env['PUBLIC_BASE_URL']}/webhooks/twilio_sms/webhook"
-    form = {
-        "MessageSid": "SM" + uuid.uuid4().hex,
-        "AccountSid": stack.env["TWILIO_ACCOUNT_SID"],
-        "From": number,
-        "To": stack.env["TWILIO_PHONE_NUMBER"],
-        "Body": text,
-        "NumMedia": "0",
-    }
-    signature = RequestValidator(stack.env["TWILIO_AUTH_TOKEN"]).compute_signature(url, form)
-    async with httpx.AsyncClient(timeout=30) as client:
-        return await client.post(
-            f"{stack.base_url}/webhooks/twilio_sms/webhook",
-            data=form,
-            headers={"X-Twilio-Signature": signature},
-        )
 
 
 async def raw_completion(
@@ -395,7 +374,7 @@ async def test_assistant_request_points_back_and_greets_newcomers(stack, make_ca
 
 async def test_assistant_request_personalised_from_an_earlier_sms(stack, make_call, fake_twilio):
     number = new_phone_number()
-    reply = await send_sms(stack, number, "where is order 40213")
+    reply = await post_sms(stack, number, "where is order 40213")
     assert reply.status_code == 200, reply.text
     call = make_call(number)
     answer = await call.assistant_request()
@@ -421,7 +400,7 @@ async def test_end_of_call_report_is_seen_by_a_later_sms_turn(stack, make_call, 
     # A later SMS turn that reaches the LLM has the call in its prompt.
     fake_llm.reset()
     fake_llm.script(LlmReply(content="Yes, about the call: gift cards are final sale."))
-    reply = await send_sms(stack, call.number, GIBBERISH)
+    reply = await post_sms(stack, call.number, GIBBERISH)
     assert reply.status_code == 200
     await wait_until(lambda: bool(fake_llm.requests), 15)
     prompt = json.dumps(fake_llm.requests[-1]["messages"])
@@ -692,7 +671,7 @@ async def test_a_call_then_an_sms_from_the_same_number_continues_it(stack, make_
     status = await call.say("it's 12345")
     assert "1 2 3 4 5" in status.text
     await call.hang_up(summary="Caller checked order 12345.")
-    reply = await send_sms(stack, call.number, "what's the tracking number")
+    reply = await post_sms(stack, call.number, "what's the tracking number")
     assert reply.status_code == 200
 
     def replies() -> List[str]:
@@ -793,7 +772,7 @@ async def test_redis_refusing_writes_is_spoken_as_an_apology(stack, make_call):
 
 async def test_assistant_request_answers_in_time_when_redis_hangs(stack, make_call):
     number = new_phone_number()
-    reply = await send_sms(stack, number, "where is order 40213")
+    reply = await post_sms(stack, number, "where is order 40213")
     assert reply.status_code == 200
     call = make_call(number)
     client = aioredis.Redis.from_url(stack.env["REDIS_URL"])
