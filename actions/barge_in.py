@@ -30,8 +30,9 @@ from rasa_sdk import Action, Tracker
 from rasa_sdk.events import EventType, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
-from actions.formatting import current_channel, split_sentences
+from actions.formatting import current_channel
 from actions.llm_fallback import answer_with_llm
+from omnichannel.rendering.messages import split_sentences
 
 #: A message counts as cut off when the caller heard less than this share of it.
 CUT_OFF_RATIO = 0.98

@@ -15,8 +15,9 @@ from rasa_sdk import Action, Tracker
 from rasa_sdk.events import ActiveLoop, EventType, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
-from actions.formatting import ChannelReply, date_for, parse_date
-from actions.orders import Order, find_order
+from actions.formatting import ChannelReply
+from omnichannel.orders import Order, find_order
+from omnichannel.rendering.styles import date_for, parse_date
 
 #: The ``offer`` slot value a "yes" turns into a text with the tracking link.
 OFFER_TRACKING_LINK = "tracking_link"

@@ -9,19 +9,13 @@ from rasa_sdk import Action, Tracker
 from rasa_sdk.events import EventType, UserUtteranceReverted
 from rasa_sdk.executor import CollectingDispatcher
 
-CHANNELS = ("voice", "sms", "chat")
-
-#: Input channel name (the connector's `name()`) -> the channel kind the dialogue cares about.
-INPUT_CHANNEL_KINDS = {"vapi": "voice", "twilio_sms": "sms", "webchat": "chat"}
+from omnichannel.channels import kind_of
 
 
 def channel_of(tracker: Tracker) -> Optional[str]:
     """The latest user message's channel kind: its metadata first, then its input channel."""
-    metadata = (tracker.latest_message or {}).get("metadata") or {}
-    claimed = metadata.get("channel") if isinstance(metadata, dict) else None
-    if claimed in CHANNELS:
-        return claimed
-    return INPUT_CHANNEL_KINDS.get(tracker.get_latest_input_channel() or "")
+    metadata = (tracker.latest_message or {}).get("metadata")
+    return kind_of(metadata, tracker.get_latest_input_channel())
 
 
 class ActionIgnoreBackchannel(Action):

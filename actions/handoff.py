@@ -9,7 +9,7 @@ from rasa_sdk.events import EventType
 from rasa_sdk.executor import CollectingDispatcher
 
 from actions.formatting import current_channel
-from connectors.settings import load_settings
+from omnichannel.settings import load_settings
 
 
 class ActionHandoffToHuman(Action):

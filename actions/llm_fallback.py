@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Tuple
 
 import openai
 from openai import AsyncOpenAI
@@ -26,10 +26,11 @@ from rasa_sdk import Action, Tracker
 from rasa_sdk.events import EventType, FollowupAction
 from rasa_sdk.executor import CollectingDispatcher
 
-from actions.channel import CHANNELS, INPUT_CHANNEL_KINDS
-from actions.formatting import DEFAULT_CHANNEL, ChannelStyle, current_channel, fit, style_for
-from actions.orders import find_order
-from connectors.settings import load_settings
+from actions.formatting import current_channel
+from omnichannel.channels import kind_of_event
+from omnichannel.orders import find_order
+from omnichannel.rendering.styles import DEFAULT_CHANNEL, ChannelStyle, fit, style_for
+from omnichannel.settings import load_settings
 
 logger = logging.getLogger(__name__)
 
@@ -69,14 +70,6 @@ class LlmUnavailable(Exception):
     """No usable answer from the LLM within the channel's budget; the reason is safe to log."""
 
 
-def _event_channel(event: Dict[str, Any]) -> Optional[str]:
-    metadata = event.get("metadata") or {}
-    claimed = metadata.get("channel") if isinstance(metadata, dict) else None
-    if claimed in CHANNELS:
-        return claimed
-    return INPUT_CHANNEL_KINDS.get(event.get("input_channel") or "")
-
-
 def conversation_turns(tracker: Tracker) -> List[Tuple[str, str, str]]:
     """``(role, channel, text)`` for every user and bot message, oldest first.
 
@@ -89,7 +82,7 @@ def conversation_turns(tracker: Tracker) -> List[Tuple[str, str, str]]:
     for event in tracker.events:
         kind = event.get("event")
         if kind == "user":
-            channel = _event_channel(event) or channel
+            channel = kind_of_event(event) or channel
             text = event.get("text") or ""
             barge_in = (event.get("metadata") or {}).get("barge_in")
             if isinstance(barge_in, dict) and turns and turns[-1][0] == "assistant":
@@ -108,7 +101,7 @@ def conversation_turns(tracker: Tracker) -> List[Tuple[str, str, str]]:
             metadata = event.get("metadata") or {}
             if metadata.get("utter_action") in FILLER_RESPONSES or not event.get("text"):
                 continue
-            bot_channel = _event_channel(event) or channel
+            bot_channel = kind_of_event(event) or channel
             turns.append(("assistant", bot_channel, event["text"]))
     return turns[-MAX_HISTORY_TURNS:]
 

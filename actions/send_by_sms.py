@@ -23,8 +23,8 @@ from rasa_sdk.executor import CollectingDispatcher
 from actions.barge_in import OFFER_UNHEARD, RESPONSE_TOPICS, pending_unheard
 from actions.business import OFFER_TRACKING_LINK, tracking_sms
 from actions.formatting import current_channel
-from actions.orders import find_order
-from connectors.twilio_sms import NoPhoneOnFile, SmsOptedOut, SmsSender, SmsSendFailed
+from omnichannel.orders import find_order
+from omnichannel.sms_sender import NoPhoneOnFile, SmsOptedOut, SmsSender, SmsSendFailed
 
 logger = logging.getLogger(__name__)
 

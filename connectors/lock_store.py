@@ -41,13 +41,14 @@ import redis.asyncio as aioredis
 from rasa.core.lock_store import LOCK_LIFETIME, LockError, LockStore
 from rasa.utils.endpoints import EndpointConfig
 
-from connectors.redis_connection import (
+from omnichannel.redis_client import (
     REDIS_FAILURES,
+    LuaScript,
     StateUnavailable,
     conversation_key,
     redis_client,
 )
-from connectors.settings import ConfigError
+from omnichannel.settings import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -117,7 +118,9 @@ end
 """
 
 #: ARGV: wake prefix, key ttl ms, token, lease ms -> {ticket number, position}
-_ENQUEUE = _LUA_PRELUDE + """
+_ENQUEUE = LuaScript(
+    _LUA_PRELUDE
+    + """
 local token, lease = ARGV[3], tonumber(ARGV[4])
 local now = now_ms()
 local old_head = head()
@@ -128,10 +131,13 @@ redis.call('ZADD', leases, now + lease, token)
 settle(old_head, token)
 return {number, position(token)}
 """
+)
 
 #: ARGV: wake prefix, key ttl ms, token, lease ms -> position (0 = holds the lock, -1 = gone).
 #: Renews the ticket's lease: the keep-alive of holders and waiters alike.
-_RENEW = _LUA_PRELUDE + """
+_RENEW = LuaScript(
+    _LUA_PRELUDE
+    + """
 local token, lease = ARGV[3], tonumber(ARGV[4])
 local now = now_ms()
 local old_head = head()
@@ -142,9 +148,12 @@ end
 settle(old_head, token)
 return position(token)
 """
+)
 
 #: ARGV: wake prefix, key ttl ms, token -> 1. Release by the holder and withdrawal by a waiter.
-_LEAVE = _LUA_PRELUDE + """
+_LEAVE = LuaScript(
+    _LUA_PRELUDE
+    + """
 local token = ARGV[3]
 local now = now_ms()
 local old_head = head()
@@ -155,11 +164,15 @@ drop_lapsed(now)
 settle(old_head, token)
 return 1
 """
+)
 
 #: ARGV: wake prefix, key ttl ms -> number of tickets whose lease is live.
-_LIVE_TICKETS = _LUA_PRELUDE + """
+_LIVE_TICKETS = LuaScript(
+    _LUA_PRELUDE
+    + """
 return redis.call('ZCOUNT', leases, '(' .. now_ms(), '+inf')
 """
+)
 
 
 class LockWaitTimeout(LockError):
@@ -432,13 +445,14 @@ class RedisFifoLockStore(LockStore):
     async def _run(
         self,
         client: aioredis.Redis,
-        script: str,
+        script: LuaScript,
         keys: _TicketKeys,
         args: Sequence[Any],
         action: str,
     ) -> Any:
         try:
-            return await client.register_script(script)(
+            return await script(
+                client,
                 keys=keys.script_keys,
                 args=[keys.wake_prefix, self.settings.key_ttl_ms, *args],
             )

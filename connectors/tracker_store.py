@@ -44,13 +44,14 @@ from rasa.shared.core.domain import Domain
 from rasa.shared.core.events import ActionExecuted, Event
 from rasa.shared.core.trackers import DialogueStateTracker
 
-from connectors.redis_connection import (
+from omnichannel.redis_client import (
     REDIS_FAILURES,
+    LuaScript,
     StateUnavailable,
     conversation_key,
     redis_client,
 )
-from connectors.settings import ConfigError
+from omnichannel.settings import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +67,8 @@ _EVENTS_KEY_PREFIX, _EVENTS_KEY_SUFFIX = conversation_key("\0", "events").split(
 # Appends the new events only if the log still has the length the writer last saw, so a
 # writer that raced another one re-reads instead of overwriting or duplicating. Publishing in
 # the same script means a chat tab sees exactly the events that were stored, in log order.
-_APPEND_SCRIPT = """
+_APPEND = LuaScript(
+    """
 local length = redis.call('LLEN', KEYS[1])
 if length ~= tonumber(ARGV[1]) then
   return {0, length}
@@ -96,11 +98,13 @@ for i = first, last do
 end
 return {1, length + last - first + 1}
 """
+)
 
 # Reads the last session, or only its tail when the caller's copy (identified by its length,
 # session start and last event) is still a prefix of the log: the common case, where this
 # replica or another one appended a turn since this replica last read.
-_READ_SCRIPT = """
+_READ = LuaScript(
+    """
 local length = redis.call('LLEN', KEYS[1])
 if length == 0 then
   return {0, 0, 0, {}}
@@ -114,6 +118,7 @@ if known > 0 and known <= length and session_start == tonumber(ARGV[2])
 end
 return {length, session_start, start, redis.call('LRANGE', KEYS[1], start, -1)}
 """
+)
 
 _T = TypeVar("_T")
 
@@ -347,11 +352,11 @@ class RedisEventLogTrackerStore(TrackerStore):
     ) -> tuple[bool, int]:
         session_starts = [i for i, event in enumerate(pending) if event.starts_session]
         live_prefix = json.dumps({"conversation_id": conversation_id})[:-1] + ", "
-        script = self._client().register_script(_APPEND_SCRIPT)
         appended, length = await self._redis(
             "append to the log",
             conversation_id,
-            script(
+            _APPEND(
+                self._client(),
                 keys=[
                     self._events_key(conversation_id),
                     self._session_start_key(conversation_id),
@@ -424,7 +429,6 @@ class RedisEventLogTrackerStore(TrackerStore):
     async def _read_last_session(
         self, conversation_id: str, cached: Optional[_SessionCopy]
     ) -> tuple[int, int, int, List[bytes]]:
-        script = self._client().register_script(_READ_SCRIPT)
         known = (
             [cached.log_length, cached.session_start, cached.last_raw_event]
             if cached is not None
@@ -433,7 +437,8 @@ class RedisEventLogTrackerStore(TrackerStore):
         length, session_start, start, raw_events = await self._redis(
             "read the last session",
             conversation_id,
-            script(
+            _READ(
+                self._client(),
                 keys=[
                     self._events_key(conversation_id),
                     self._session_start_key(conversation_id),

@@ -17,8 +17,8 @@ from typing import Any, Awaitable, Callable, List, Optional
 from rasa.core.channels.channel import UserMessage
 from rasa.core.lock_store import LockError
 
-from connectors.redis_connection import REDIS_FAILURES, StateUnavailable
 from connectors.tracker_store import install_loud_state_failures
+from omnichannel.redis_client import REDIS_FAILURES, StateUnavailable
 
 logger = logging.getLogger(__name__)
 

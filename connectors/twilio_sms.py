@@ -38,49 +38,49 @@ import json
 import logging
 import re
 import time
-import weakref
 from dataclasses import dataclass, fields
-from typing import Any, Awaitable, Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple
+from typing import Any, Awaitable, Callable, Dict, Mapping, Optional, Sequence, Set, Tuple
 from urllib.parse import parse_qsl
 
-import aiohttp
 from multidict import MultiDict
 from rasa.core.channels.channel import InputChannel, OutputChannel, UserMessage
 from sanic import Blueprint, response
 from sanic.request import Request
 from sanic.response import HTTPResponse
-from twilio.base.exceptions import TwilioRestException
-from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.request_validator import RequestValidator
-from twilio.rest import Client
 from twilio.twiml.messaging_response import MessagingResponse
 
-from connectors.identity import (
+from connectors.turns import TurnFailed, run_turn
+from omnichannel.identity import (
     Address,
     IdentityStore,
     InvalidAddress,
     mask,
     phone_address,
 )
-from connectors.redis_connection import (
+from omnichannel.redis_client import (
     REDIS_FAILURES,
     StateUnavailable,
     conversation_key,
     global_key,
     redis_client,
 )
-from connectors.rendering import (
+from omnichannel.rendering.messages import BotMessage, Button, TurnOutput
+from omnichannel.rendering.sms import (
     SMS_MAX_LENGTH,
-    BotMessage,
-    Button,
     SmsMessage,
     SmsRendering,
-    TurnOutput,
     match_button_reply,
     render_sms,
 )
-from connectors.settings import ConfigError, Settings, load_settings
-from connectors.turns import TurnFailed, run_turn
+from omnichannel.settings import ConfigError, Settings, load_settings
+from omnichannel.sms_sender import (
+    OPTED_OUT_ERROR,
+    SmsRefused,
+    SmsSender,
+    SmsSendFailed,
+    require_twilio,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -115,7 +115,6 @@ HELP_INTENT = "/help"
 PICTURE_INTENT = "/send_picture"
 
 FAILED_STATUSES = frozenset({"failed", "undelivered"})
-OPTED_OUT_ERROR = "21610"
 
 APOLOGY = (
     "Sorry, something went wrong on our side and your message could not be handled. "
@@ -173,15 +172,6 @@ class TwilioSmsConfig:
         if config.dedupe_ttl_seconds < 60 or config.buttons_ttl_seconds < 60:
             raise ConfigError("dedupe_ttl_seconds and buttons_ttl_seconds must be >= 60")
         return config
-
-
-def _require_twilio(settings: Settings) -> None:
-    settings.require("TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN")
-    if not (settings.twilio_phone_number or settings.twilio_messaging_service_sid):
-        raise ConfigError(
-            "missing required environment variable: TWILIO_PHONE_NUMBER or "
-            "TWILIO_MESSAGING_SERVICE_SID (see .env.example)"
-        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -511,227 +501,6 @@ async def remember_buttons(
 # ---------------------------------------------------------------------------------------------
 
 
-class SmsRefused(Exception):
-    """The SMS must not be sent (the reason is safe to log and to tell the customer about)."""
-
-
-class SmsOptedOut(SmsRefused):
-    """The number texted STOP (or Twilio reports it unsubscribed, error 21610)."""
-
-
-class NoPhoneOnFile(SmsRefused):
-    """The conversation has no phone number to text."""
-
-
-class SmsSendFailed(Exception):
-    """Twilio could not be asked to send (or said no); ``sent`` lists SIDs sent before it."""
-
-    def __init__(self, reason: str, sent: Sequence[str] = ()) -> None:
-        super().__init__(reason)
-        self.sent = list(sent)
-
-
-class _BoundedAsyncHttpClient(AsyncTwilioHttpClient):
-    """twilio-python's async client, with its timeout applied to every request (8.x passes only
-    a per-call timeout to aiohttp, and the Messages API never sets one)."""
-
-    async def request(  # type: ignore[override]
-        self,
-        method: str,
-        url: str,
-        params: Optional[Dict[str, object]] = None,
-        data: Optional[Dict[str, object]] = None,
-        headers: Optional[Dict[str, str]] = None,
-        auth: Optional[Tuple[str, str]] = None,
-        timeout: Optional[float] = None,
-        allow_redirects: bool = False,
-    ) -> Any:
-        return await super().request(
-            method, url, params, data, headers, auth, timeout or self.timeout, allow_redirects
-        )
-
-
-#: Twilio clients per event loop (aiohttp sessions belong to the loop that made them).
-_twilio_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Dict[tuple, Client]] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-class SmsSender:
-    """Sends SMS to a conversation's phone through Twilio's Messages API, never to a number that
-    opted out, never twice for one request.
-
-    Retry policy: Twilio's message creation is not idempotent and its REST API has no
-    idempotency key for it, so a request that may have reached Twilio (a timeout, a dropped
-    connection, a 5xx) is never retried: the failure is logged and raised instead. Only
-    requests that provably created nothing are retried with back-off: a TCP connection that
-    could not be opened (nothing was sent), and HTTP 429 (Twilio refused before creating).
-
-    Usable anywhere with an event loop (the Rasa server, the action server, a script):
-    ``await SmsSender.from_settings().send(conversation_id, "text")``.
-    """
-
-    def __init__(
-        self,
-        settings: Settings,
-        *,
-        max_message_length: int = SMS_MAX_LENGTH,
-        identity: Optional[IdentityStore] = None,
-        timeout: float = 10.0,
-        attempts: int = 3,
-        backoff_seconds: float = 0.5,
-    ) -> None:
-        _require_twilio(settings)
-        self.settings = settings
-        self.max_message_length = max_message_length
-        self.identity = identity or IdentityStore()
-        self.timeout = timeout
-        self.attempts = attempts
-        self.backoff_seconds = backoff_seconds
-        self.status_callback = settings.public_base_url + STATUS_PATH
-
-    @classmethod
-    def from_settings(
-        cls, settings: Optional[Settings] = None, max_message_length: int = SMS_MAX_LENGTH
-    ) -> SmsSender:
-        return cls(settings or load_settings(), max_message_length=max_message_length)
-
-    def _client(self) -> Client:
-        loop = asyncio.get_running_loop()
-        per_loop = _twilio_clients.setdefault(loop, {})
-        key = (
-            self.settings.twilio_account_sid,
-            self.settings.twilio_auth_token,
-            self.settings.twilio_api_base_url,
-            self.timeout,
-        )
-        client = per_loop.get(key)
-        if client is None:
-            client = Client(
-                self.settings.twilio_account_sid,
-                self.settings.twilio_auth_token,
-                http_client=_BoundedAsyncHttpClient(timeout=self.timeout),
-            )
-            if self.settings.twilio_api_base_url:
-                client.api.base_url = self.settings.twilio_api_base_url.rstrip("/")
-            per_loop[key] = client
-        return client
-
-    async def send(
-        self, conversation_id: str, text: str, media_urls: Sequence[str] = ()
-    ) -> List[str]:
-        """Text ``text`` (rendered for SMS) and ``media_urls`` to the conversation's phone;
-        returns the message SIDs. Raises SmsOptedOut, NoPhoneOnFile or SmsSendFailed."""
-        messages = [BotMessage(text=text)] + [BotMessage(image=url) for url in media_urls]
-        rendering = render_sms(messages, self.max_message_length)
-        return await self.send_rendered(conversation_id, rendering.messages)
-
-    async def send_rendered(
-        self,
-        conversation_id: str,
-        messages: Sequence[SmsMessage],
-        to: Optional[str] = None,
-        from_number: Optional[str] = None,
-    ) -> List[str]:
-        """Send already rendered messages; ``to`` defaults to the phone on file."""
-        try:
-            profile = await self.identity.profile(conversation_id)
-        except StateUnavailable as error:
-            raise SmsSendFailed(f"opt-out state unavailable: {error}") from error
-        if profile.sms_opted_out:
-            raise SmsOptedOut("the customer opted out of SMS (texted STOP)")
-        to = to or profile.phone
-        if not to:
-            raise NoPhoneOnFile("no phone number on file for this conversation")
-        sent: List[str] = []
-        for message in messages:
-            try:
-                sent.append(await self._create(conversation_id, to, message, from_number))
-            except SmsSendFailed as error:
-                logger.error(
-                    "SMS to %s for %s failed after %d sent: %s",
-                    mask(to),
-                    conversation_id,
-                    len(sent),
-                    error,
-                )
-                raise SmsSendFailed(str(error), sent) from error
-        return sent
-
-    async def _create(
-        self, conversation_id: str, to: str, message: SmsMessage, from_number: Optional[str]
-    ) -> str:
-        sender: Dict[str, Any] = (
-            {"messaging_service_sid": self.settings.twilio_messaging_service_sid}
-            if self.settings.twilio_messaging_service_sid
-            else {"from_": from_number or self.settings.twilio_phone_number}
-        )
-        arguments: Dict[str, Any] = {
-            "to": to,
-            "status_callback": self.status_callback,
-            **sender,
-            **dict(message.params),
-        }
-        if message.body:
-            arguments["body"] = message.body
-        if message.media_urls:
-            arguments["media_url"] = list(message.media_urls)
-        attempt = 1
-        while True:
-            try:
-                created = await self._client().messages.create_async(**arguments)
-            except TwilioRestException as error:
-                if str(error.code) == OPTED_OUT_ERROR:
-                    await self._mark_opted_out(conversation_id)
-                    raise SmsOptedOut("Twilio reports the number unsubscribed (21610)") from None
-                if error.status != 429 or attempt >= self.attempts:
-                    unsure = (
-                        " (not retried: Twilio may have created it)" if error.status >= 500 else ""
-                    )
-                    raise SmsSendFailed(
-                        f"Twilio refused the SMS: HTTP {error.status}, code {error.code}{unsure}"
-                    ) from None
-                reason = "HTTP 429 (rate limited; nothing was created)"
-            except aiohttp.ClientConnectorError as error:
-                if attempt >= self.attempts:
-                    raise SmsSendFailed(
-                        f"Twilio API unreachable after {attempt} attempts: {error.strerror}"
-                    ) from None
-                reason = f"connection not established ({error.strerror}; nothing was sent)"
-            except (aiohttp.ClientError, asyncio.TimeoutError) as error:
-                raise SmsSendFailed(
-                    f"SMS request interrupted ({type(error).__name__}); not retried because "
-                    "Twilio may have received it"
-                ) from None
-            else:
-                logger.info(
-                    "SMS %s sent to %s (%d segment(s), %s, %d media) for %s",
-                    created.sid,
-                    mask(to),
-                    message.segments.segments,
-                    message.segments.encoding,
-                    len(message.media_urls),
-                    conversation_id,
-                )
-                return created.sid
-            delay = self.backoff_seconds * 2 ** (attempt - 1)
-            logger.warning(
-                "SMS to %s: attempt %d failed, %s; retrying in %.1f s",
-                mask(to),
-                attempt,
-                reason,
-                delay,
-            )
-            await asyncio.sleep(delay)
-            attempt += 1
-
-    async def _mark_opted_out(self, conversation_id: str) -> None:
-        try:
-            await self.identity.set_sms_opt_out(conversation_id, True)
-        except StateUnavailable as error:
-            logger.error("could not record the opt-out of %s: %s", conversation_id, error)
-
-
 # ---------------------------------------------------------------------------------------------
 # Output channels
 # ---------------------------------------------------------------------------------------------
@@ -798,7 +567,7 @@ class TwilioSmsInput(InputChannel):
     @classmethod
     def from_credentials(cls, credentials: Optional[Dict[str, Any]]) -> InputChannel:
         settings = load_settings()
-        _require_twilio(settings)
+        require_twilio(settings)
         return cls(settings, TwilioSmsConfig.from_credentials(credentials or {}))
 
     def __init__(self, settings: Settings, config: TwilioSmsConfig = TwilioSmsConfig()) -> None:

@@ -69,12 +69,13 @@ from rasa.core.channels.channel import (
 from rasa.core.lock_store import LockError
 from rasa.shared.core.constants import ACTION_LISTEN_NAME
 from rasa.shared.core.events import ActionExecuted, SlotSet, UserUtteranceReverted, UserUttered
-from redis.exceptions import NoScriptError
 from sanic import Blueprint, response
 from sanic.request import Request
 from sanic.response import HTTPResponse
 
-from connectors.identity import (
+from connectors.tracker_store import install_loud_state_failures
+from connectors.turns import TurnFailed, run_turn
+from omnichannel.identity import (
     Address,
     IdentityStore,
     InvalidAddress,
@@ -83,16 +84,16 @@ from connectors.identity import (
     phone_address,
     user_address,
 )
-from connectors.redis_connection import (
+from omnichannel.redis_client import (
     REDIS_FAILURES,
+    LuaScript,
     StateUnavailable,
     conversation_key,
     redis_client,
 )
-from connectors.rendering import BotMessage, render_voice, render_voice_message, spoken_text
-from connectors.settings import ConfigError, Settings, load_settings
-from connectors.tracker_store import install_loud_state_failures
-from connectors.turns import TurnFailed, run_turn
+from omnichannel.rendering.messages import BotMessage
+from omnichannel.rendering.voice import render_voice, render_voice_message, spoken_text
+from omnichannel.settings import ConfigError, Settings, load_settings
 
 logger = logging.getLogger(__name__)
 
@@ -599,7 +600,8 @@ class VapiOutput(OutputChannel):
 # Claims a turn's answer key; on success marks the turn as the call's one in flight.
 # KEYS: answer key, call state key. ARGV: running record, answer ttl, inflight json, call ttl.
 # Returns {1, call state fields...} when claimed, {0, existing answer record} otherwise.
-_CLAIM = """
+_CLAIM = LuaScript(
+    """
 local existing = redis.call('GET', KEYS[1])
 if existing then return {0, existing} end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
@@ -610,11 +612,13 @@ local result = {1}
 for i = 1, #state do result[#result + 1] = state[i] end
 return result
 """
+)
 
 # Stores a finished turn's answer and, if the turn is still the call's one in flight, what was
 # sent (for barge-in detection on the next turn).
 # KEYS: answer key, call state key. ARGV: answer record, answer ttl, request id, last_sent json.
-_FINISH = """
+_FINISH = LuaScript(
+    """
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 local inflight = redis.call('HGET', KEYS[2], 'inflight')
 if inflight and cjson.decode(inflight)['request'] == ARGV[3] then
@@ -623,14 +627,7 @@ if inflight and cjson.decode(inflight)['request'] == ARGV[3] then
 end
 return 1
 """
-
-
-async def _script(client: Any, script: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
-    sha = hashlib.sha1(script.encode(), usedforsecurity=False).hexdigest()
-    try:
-        return await client.evalsha(sha, len(keys), *keys, *args)
-    except NoScriptError:
-        return await client.eval(script, len(keys), *keys, *args)
+)
 
 
 def _retrieve_outcome(task: asyncio.Future) -> None:
@@ -665,7 +662,7 @@ def _answer_key(conversation_id: str, call_id: str, ordinal: int, text: str) -> 
 
 
 def _order_status_tool(arguments: Dict[str, Any]) -> str:
-    from actions.orders import find_order
+    from omnichannel.orders import find_order
 
     number = arguments.get("order_number") or arguments.get("orderNumber")
     if not number:
@@ -990,9 +987,8 @@ class VapiInput(InputChannel):
         }
         running = {"state": "running", "request": turn.request_id, "spoken": []}
         try:
-            result = await _script(
+            result = await _CLAIM(
                 redis_client(),
-                _CLAIM,
                 [turn.answer_key, turn.call_key],
                 [
                     json.dumps(running),
@@ -1202,9 +1198,8 @@ class VapiInput(InputChannel):
             if turn.superseded:
                 await redis_client().set(turn.answer_key, json.dumps(record), ex=ANSWER_TTL_SECONDS)
             else:
-                await _script(
+                await _FINISH(
                     redis_client(),
-                    _FINISH,
                     [turn.answer_key, turn.call_key],
                     [
                         json.dumps(record),

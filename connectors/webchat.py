@@ -38,7 +38,8 @@ from sanic.exceptions import WebsocketClosed
 from sanic.request import Request
 from websockets.exceptions import ConnectionClosed
 
-from connectors.identity import (
+from connectors.turns import TurnFailed, run_turn
+from omnichannel.identity import (
     Address,
     IdentityStore,
     InvalidAddress,
@@ -46,15 +47,15 @@ from connectors.identity import (
     phone_address,
     user_address,
 )
-from connectors.redis_connection import (
+from omnichannel.redis_client import (
     REDIS_FAILURES,
     StateUnavailable,
     conversation_key,
     redis_client,
 )
-from connectors.rendering import BotMessage, render_chat
-from connectors.settings import ConfigError, Settings, load_settings
-from connectors.turns import TurnFailed, run_turn
+from omnichannel.rendering.chat import render_chat
+from omnichannel.rendering.messages import BotMessage
+from omnichannel.settings import ConfigError, Settings, load_settings
 
 logger = logging.getLogger(__name__)
 

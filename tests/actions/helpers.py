@@ -18,9 +18,9 @@ import httpx
 import jwt
 import redis.asyncio as aioredis
 
-from connectors.identity import IdentityStore, phone_address
 from devtools.sim_vapi import VapiCall
 from devtools.stack import RasaStack
+from omnichannel.identity import IdentityStore, phone_address
 from tests.support import new_phone_number, post_sms
 
 

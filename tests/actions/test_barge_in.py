@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import pytest
 
-from actions.formatting import split_sentences
 from devtools.fake_llm import FakeLlm, LlmReply
 from devtools.stack import RasaStack
+from omnichannel.rendering.messages import split_sentences
 from tests.actions.helpers import conversation_of, phone_call, send_sms, tracker
 
 pytestmark = pytest.mark.rasa_server

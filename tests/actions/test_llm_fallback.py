@@ -11,11 +11,12 @@ import time
 
 import pytest
 
-from actions.formatting import STYLES, split_sentences
 from actions.llm_fallback import LlmUnavailable, complete
-from connectors.rendering import sms_segments
 from devtools.fake_llm import FakeLlm, LlmReply
 from devtools.stack import RasaStack
+from omnichannel.rendering.messages import split_sentences
+from omnichannel.rendering.sms import sms_segments
+from omnichannel.rendering.styles import STYLES
 from tests.actions.helpers import new_conversation, say, texts, tracker
 from tests.support import GIBBERISH
 

@@ -6,8 +6,8 @@ from typing import Any, Dict, List
 
 from rasa_sdk import Tracker
 
-from actions.formatting import STYLES
 from actions.llm_fallback import build_messages, conversation_turns
+from omnichannel.rendering.styles import STYLES
 
 
 def make_tracker(events: List[Dict[str, Any]], slots: Dict[str, Any]) -> Tracker:

@@ -18,10 +18,10 @@ import redis
 import redis.asyncio as aioredis
 from playwright.sync_api import expect, sync_playwright
 
-from connectors.identity import IdentityStore, user_address
 from devtools.processes import ROOT
 from devtools.sim_vapi import VapiCall
 from devtools.stack import RasaStack
+from omnichannel.identity import IdentityStore, user_address
 from tests.connectors.test_webchat import (
     append_events,
     fresh_phone,

@@ -29,9 +29,9 @@ from connectors.lock_store import (
     LockWaitTimeout,
     RedisFifoLockStore,
 )
-from connectors.redis_connection import StateUnavailable, redis_client
-from connectors.settings import ConfigError
 from devtools.processes import RedisServer, free_port, python, spawn, stop
+from omnichannel.redis_client import StateUnavailable, redis_client
+from omnichannel.settings import ConfigError
 
 LEASE = 1.0
 RECHECK = 0.2

@@ -30,10 +30,10 @@ from rasa.shared.core.events import (
 from rasa.shared.core.trackers import DialogueStateTracker, EventVerbosity
 from rasa.utils.endpoints import EndpointConfig
 
-from connectors.redis_connection import StateUnavailable, conversation_key
-from connectors.settings import ConfigError
 from connectors.tracker_store import RedisEventLogTrackerStore, install_loud_state_failures
 from devtools.processes import ROOT, RedisServer, python
+from omnichannel.redis_client import StateUnavailable, conversation_key
+from omnichannel.settings import ConfigError
 
 DOMAIN = Domain.from_yaml(
     """

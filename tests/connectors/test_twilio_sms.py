@@ -26,18 +26,11 @@ from multidict import MultiDict
 from sanic import Sanic, response
 from twilio.request_validator import RequestValidator
 
-from connectors.identity import IdentityStore, phone_address, user_address
-from connectors.rendering import is_gsm7
-from connectors.settings import Settings
 from connectors.twilio_sms import (
     APOLOGY,
     DeliveryLedger,
     InboundSms,
-    NoPhoneOnFile,
     Rejected,
-    SmsOptedOut,
-    SmsSender,
-    SmsSendFailed,
     TwilioSmsInput,
     public_url,
     read_signed_form,
@@ -47,6 +40,10 @@ from devtools.fake_llm import FakeLlm, LlmReply
 from devtools.fake_twilio import FakeTwilio
 from devtools.processes import RedisServer, free_port
 from devtools.stack import RasaStack
+from omnichannel.identity import IdentityStore, phone_address, user_address
+from omnichannel.rendering.sms import is_gsm7
+from omnichannel.settings import Settings
+from omnichannel.sms_sender import NoPhoneOnFile, SmsOptedOut, SmsSender, SmsSendFailed
 from tests.support import GIBBERISH, new_phone_number
 
 WEBHOOK = "/webhooks/twilio_sms/webhook"
@@ -817,7 +814,7 @@ async def test_sender_refuses_without_phone_or_after_opt_out(
 
 
 def test_required_variables_stop_start_up(monkeypatch: pytest.MonkeyPatch) -> None:
-    from connectors.settings import ConfigError
+    from omnichannel.settings import ConfigError
 
     monkeypatch.delenv("TWILIO_AUTH_TOKEN", raising=False)
     monkeypatch.setenv("TWILIO_ACCOUNT_SID", "AC" + "2" * 32)

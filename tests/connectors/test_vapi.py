@@ -24,7 +24,6 @@ from rasa.shared.core.domain import Domain
 from rasa.shared.core.events import BotUttered, UserUtteranceReverted, UserUttered
 from rasa.shared.core.trackers import DialogueStateTracker
 
-from connectors.identity import IdentityStore, anon_address, phone_address, user_address
 from connectors.vapi import (
     APOLOGY,
     ChatMessage,
@@ -38,6 +37,7 @@ from devtools.fake_llm import LlmReply
 from devtools.fake_vapi_control import FakeVapiControl
 from devtools.processes import ROOT
 from devtools.sim_vapi import VapiCall, play_call
+from omnichannel.identity import IdentityStore, anon_address, phone_address, user_address
 from tests.support import GIBBERISH, new_phone_number, post_sms
 
 pytestmark = pytest.mark.rasa_server

@@ -19,9 +19,6 @@ import websockets
 from rasa.core.agent import Agent
 from twilio.request_validator import RequestValidator
 
-from connectors.identity import IdentityStore, phone_address, user_address
-from connectors.redis_connection import StateUnavailable
-from connectors.settings import ConfigError
 from connectors.tracker_store import RedisEventLogTrackerStore
 from connectors.webchat import (
     ANON_AUDIENCE,
@@ -43,6 +40,9 @@ from devtools.fake_llm import FakeLlm, LlmReply
 from devtools.processes import RedisServer
 from devtools.sim_vapi import VapiCall
 from devtools.stack import RasaStack
+from omnichannel.identity import IdentityStore, phone_address, user_address
+from omnichannel.redis_client import StateUnavailable
+from omnichannel.settings import ConfigError
 
 Frame = Dict[str, Any]
 

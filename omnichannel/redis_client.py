@@ -1,4 +1,5 @@
-"""Redis access shared by every part: one async client per event loop, and the key layout.
+"""Redis access shared by every part: one async client per event loop, the key layout, and
+the one way Lua scripts are run.
 
 All of one conversation's keys carry the conversation id in a hash tag (``omni:{c_…}:…``), so
 in Redis Cluster they live in one slot and multi-key scripts on them stay legal.
@@ -7,15 +8,16 @@ in Redis Cluster they live in one slot and multi-key scripts on them stay legal.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import weakref
-from typing import Dict, Optional
+from typing import Any, Dict, Optional, Sequence
 
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from connectors.settings import load_settings
+from omnichannel.settings import load_settings
 
 KEY_PREFIX = "omni"
 
@@ -74,3 +76,25 @@ def _new_client(url: str) -> aioredis.Redis:
         health_check_interval=15,
         retry_on_timeout=False,
     )
+
+
+class LuaScript:
+    """A Lua script run atomically on Redis: EVALSHA first, EVAL when the server lacks it.
+
+    Declare one per script at module level (``_APPEND = LuaScript("...")``) and call it with the
+    client of the moment, so the same script serves every event loop's client and pipelines
+    alike. EVAL on a miss also caches the script on the server (after a restart or a failover to
+    a replica that never saw it).
+    """
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.sha = hashlib.sha1(source.encode("utf-8"), usedforsecurity=False).hexdigest()
+
+    async def __call__(
+        self, client: aioredis.Redis, keys: Sequence[str] = (), args: Sequence[Any] = ()
+    ) -> Any:
+        try:
+            return await client.evalsha(self.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            return await client.eval(self.source, len(keys), *keys, *args)

@@ -1,10 +1,10 @@
-"""Order lookup (actions/orders.py): the number as customers and voice transcripts give it."""
+"""Order lookup (omnichannel/orders.py): the number as customers and voice transcripts give it."""
 
 from __future__ import annotations
 
 import pytest
 
-from actions.orders import find_order, order_digits
+from omnichannel.orders import find_order, order_digits
 
 
 @pytest.mark.parametrize(

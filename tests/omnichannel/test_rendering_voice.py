@@ -6,11 +6,10 @@ import time
 
 import pytest
 
-from connectors.rendering import (
+from omnichannel.rendering.messages import BotMessage, Button
+from omnichannel.rendering.voice import (
     VOICE_LINK_OFFER,
     VOICE_MEDIA_OFFER,
-    BotMessage,
-    Button,
     render_voice,
     render_voice_message,
     speak_numbers,

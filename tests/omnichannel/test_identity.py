@@ -14,7 +14,8 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from connectors.identity import (
+from devtools.processes import ROOT, RedisServer, python
+from omnichannel.identity import (
     SMS_FAILURES_KEPT,
     Address,
     IdentityStore,
@@ -26,8 +27,7 @@ from connectors.identity import (
     phone_address,
     user_address,
 )
-from connectors.redis_connection import StateUnavailable, conversation_key
-from devtools.processes import ROOT, RedisServer, python
+from omnichannel.redis_client import StateUnavailable, conversation_key
 
 CONVERSATION_ID = re.compile(r"c_[A-Za-z0-9_-]{22}")
 ANON_ID = "k3J9xQ2mT7vL0pZ8aB4c"
@@ -299,7 +299,7 @@ async def test_forget_erases_profile_and_mappings(store: IdentityStore, client) 
 RACER = """
 import asyncio, json, sys
 import redis.asyncio as aioredis
-from connectors.identity import IdentityStore, parse_address, phone_address
+from omnichannel.identity import IdentityStore, parse_address, phone_address
 
 async def main():
     url, jobs = sys.argv[1], json.loads(sys.argv[2])

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from connectors.rendering import (
+from omnichannel.rendering.messages import BotMessage, Button
+from omnichannel.rendering.sms import (
     SMS_MAX_LENGTH,
-    BotMessage,
-    Button,
     gsm7_safe,
     is_gsm7,
     match_button_reply,

@@ -1,11 +1,12 @@
-"""Chat rendering (connectors/rendering.py, "Chat" section): markdown kept as safe HTML,
+"""Chat rendering (omnichannel/rendering/chat.py): markdown kept as safe HTML,
 buttons, images and custom payloads passed through."""
 
 from __future__ import annotations
 
 import pytest
 
-from connectors.rendering import BotMessage, chat_html, render_chat
+from omnichannel.rendering.chat import chat_html, render_chat
+from omnichannel.rendering.messages import BotMessage
 
 
 def test_markdown_becomes_the_small_safe_html_subset() -> None:

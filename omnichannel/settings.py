@@ -2,7 +2,7 @@
 
 Every part (connectors, stores, actions, simulators) reads its settings here, so a missing
 secret is reported once, at start-up, with the variable's name, instead of as a 500 on the
-first webhook.
+first webhook. The names are fixed by docs/DESIGN.md's table of environment variables.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
-from typing import Mapping, Optional
+from typing import Dict, Mapping, Optional, Tuple
 
 LOCAL_BASE_URL = "http://127.0.0.1:5005"
 LOCAL_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -107,6 +107,41 @@ class Settings:
             )
 
 
+#: The variables :meth:`Settings.from_env` reads; the cache below is keyed on their values.
+_VARIABLES = (
+    "REDIS_URL",
+    "PUBLIC_BASE_URL",
+    "RASA_AUTH_TOKEN",
+    "TWILIO_ACCOUNT_SID",
+    "TWILIO_AUTH_TOKEN",
+    "TWILIO_PHONE_NUMBER",
+    "TWILIO_MESSAGING_SERVICE_SID",
+    "TWILIO_API_BASE_URL",
+    "TRUST_PROXY_HEADERS",
+    "VAPI_SERVER_SECRET",
+    "VAPI_CUSTOM_LLM_KEY",
+    "WEBCHAT_JWT_SECRET",
+    "WEBCHAT_ALLOW_ANONYMOUS",
+    "OPENAI_API_KEY",
+    "OPENAI_BASE_URL",
+    "LLM_MODEL",
+    "DEFAULT_PHONE_REGION",
+    "HANDOFF_PHONE_NUMBER",
+)
+_parsed: Dict[Tuple[Optional[str], ...], Settings] = {}
+
+
 def load_settings() -> Settings:
-    """Settings from the current environment (re-read on every call, so tests can change it)."""
-    return Settings.from_env()
+    """The process's settings, parsed once.
+
+    Parts read this at start-up and pass the result down. The environment is parsed again
+    only when one of its variables changed (tests and simulators set them per process), so a
+    hot path that calls this pays a dictionary look-up, not a parse.
+    """
+    snapshot = tuple(os.environ.get(name) for name in _VARIABLES)
+    settings = _parsed.get(snapshot)
+    if settings is None:
+        settings = Settings.from_env()
+        _parsed.clear()
+        _parsed[snapshot] = settings
+    return settings

@@ -35,16 +35,16 @@ from typing import Dict, Iterator, List, Optional, Sequence
 
 import phonenumbers
 import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError
 
-from connectors.redis_connection import (
+from omnichannel.redis_client import (
     REDIS_FAILURES,
+    LuaScript,
     StateUnavailable,
     conversation_key,
     global_key,
     redis_client,
 )
-from connectors.settings import load_settings
+from omnichannel.settings import load_settings
 
 logger = logging.getLogger(__name__)
 
@@ -224,7 +224,8 @@ class ContactProfile:
 # then scheme and value of each KEYS entry.
 # Returns {conversation id, 1 if created}; link mode returns the address's owner, or false when
 # the target conversation does not exist.
-_MAP_ADDRESSES = """
+_MAP_ADDRESSES = LuaScript(
+    """
 local mode, candidate = ARGV[1], ARGV[2]
 local prefix, profile_suffix, addresses_suffix = ARGV[3], ARGV[4], ARGV[5]
 local now, channel = ARGV[6], ARGV[7]
@@ -262,15 +263,18 @@ if channel ~= '' then redis.call('HSET', profile, 'seen:' .. channel, now) end
 if mode == 'link' then return {first_owner, 0} end
 return {cid, created}
 """
+)
 
 # Removes a conversation's profile and the index entries that still point at it.
 # KEYS: profile, addresses set, sms failures list. ARGV: conversation id.
-_FORGET = """
+_FORGET = LuaScript(
+    """
 for _, index_key in ipairs(redis.call('SMEMBERS', KEYS[2])) do
   if redis.call('GET', index_key) == ARGV[1] then redis.call('DEL', index_key) end
 end
 return redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
 """
+)
 
 _CID_MARK = "\x00cid\x00"
 
@@ -318,14 +322,6 @@ class IdentityStore:
     def redis(self) -> aioredis.Redis:
         return self._redis if self._redis is not None else redis_client()
 
-    async def _run_script(self, script: str, keys: Sequence[str], args: Sequence) -> object:
-        client = self.redis
-        sha = _script_sha(script)
-        try:
-            return await client.evalsha(sha, len(keys), *keys, *args)
-        except NoScriptError:
-            return await client.eval(script, len(keys), *keys, *args)
-
     async def _map_addresses(
         self, mode: str, candidate: str, addresses: Sequence[Address], channel: Optional[str]
     ) -> object:
@@ -345,9 +341,7 @@ class IdentityStore:
         ]
         for address in addresses:
             args += [address.scheme, address.value]
-        return await self._run_script(
-            _MAP_ADDRESSES, [address.index_key for address in addresses], args
-        )
+        return await _MAP_ADDRESSES(self.redis, [address.index_key for address in addresses], args)
 
     async def resolve_conversation(
         self,
@@ -482,7 +476,7 @@ class IdentityStore:
             self._failures_key(conversation_id),
         ]
         with _state_errors("forget"):
-            await self._run_script(_FORGET, keys, [conversation_id])
+            await _FORGET(self.redis, keys, [conversation_id])
 
     @contextlib.asynccontextmanager
     async def _transaction(self, operation: str):
@@ -497,7 +491,3 @@ class IdentityStore:
     @staticmethod
     def _failures_key(conversation_id: str) -> str:
         return conversation_key(conversation_id, "sms_failures")
-
-
-def _script_sha(script: str) -> str:
-    return hashlib.sha1(script.encode("utf-8"), usedforsecurity=False).hexdigest()
