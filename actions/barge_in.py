@@ -32,7 +32,7 @@ from rasa_sdk.executor import CollectingDispatcher
 
 from actions.formatting import current_channel
 from actions.llm_fallback import answer_with_llm
-from omnichannel.rendering.messages import split_sentences
+from omnichannel.rendering.messages import SENTENCE_END, split_sentences
 
 #: A message counts as cut off when the caller heard less than this share of it.
 CUT_OFF_RATIO = 0.98
@@ -47,7 +47,6 @@ OFFER_UNHEARD = "unheard"
 #: any other intent leaves the offer behind.
 ANSWERS_TO_AN_OFFER = frozenset({"affirm", "backchannel"})
 _WORD = re.compile(r"[A-Za-z0-9']+")
-_SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+")
 
 
 @dataclass(frozen=True)
@@ -106,7 +105,7 @@ def unheard_sentences(barge_in: BargeIn) -> List[str]:
     heard to its end is not repeated)."""
     sent = barge_in.sent_text.strip()
     position = heard_position(sent, barge_in.heard_text, barge_in.heard_ratio)
-    starts = [0] + [m.end() for m in _SENTENCE_END.finditer(sent)]
+    starts = [0] + [m.end() for m in SENTENCE_END.finditer(sent)]
     index = max(i for i, start in enumerate(starts) if start <= position)
     end = starts[index + 1] if index + 1 < len(starts) else len(sent)
     if not _WORD.search(sent[position:end]):

@@ -135,7 +135,8 @@ def strip_markdown(text: str, keep_link_urls: bool = True) -> str:
 
 #: A list item's marker at the start of a line: "-", "*", "+", "•", "1." or "2)".
 LIST_MARKER = re.compile(r"^\s*(?:[-*+\u2022]|\d{1,2}[.)])\s+", re.MULTILINE)
-_SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+")
+#: Where a sentence ends: after . ! or ?, and any closing quote or bracket.
+SENTENCE_END = re.compile(r"(?:(?<=[.!?])|(?<=[.!?][\"')\]]))\s+")
 #: Characters that only make sense as part of an emoji (joiners, variation selectors, keycaps),
 #: read out by name or garbled by TTS engines, and forcing UCS-2 on SMS.
 _EMOJI_EXTRAS = {"\u200d", "\ufe0e", "\ufe0f", "\u20e3"}
@@ -155,4 +156,4 @@ def without_emoji(text: str) -> str:
 
 def split_sentences(text: str) -> List[str]:
     """Sentences of ``text`` (a closing quote or bracket stays with its sentence)."""
-    return [part.strip() for part in _SENTENCE_END.split(text.strip()) if part.strip()]
+    return [part.strip() for part in SENTENCE_END.split(text.strip()) if part.strip()]

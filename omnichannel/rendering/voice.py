@@ -11,6 +11,7 @@ import phonenumbers
 from omnichannel.rendering.messages import (
     LIST_MARKER,
     MARKDOWN_LINK,
+    SENTENCE_END,
     BotMessage,
     strip_markdown,
     without_emoji,
@@ -27,7 +28,6 @@ _ISO_DATE = re.compile(r"\b(\d{4})-(\d{2})-(\d{2})\b")
 _E164 = re.compile(r"(?<![\w+])\+\d{8,15}\b")
 #: Words and numbers; not amounts ("$12500"), which the speech engine reads as money.
 _TOKEN = re.compile(r"(?<![$€£¥])\b[A-Za-z0-9]+\b")
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 _MONTHS = (
     "January February March April May June July August September October November December"
 ).split()
@@ -41,7 +41,7 @@ def _without_urls(text: str) -> Tuple[str, bool]:
     if not _URL.search(text):
         return text, False
     kept = []
-    for sentence in _SENTENCE_END.split(text):
+    for sentence in SENTENCE_END.split(text):
         if not _URL.search(sentence):
             kept.append(sentence)
             continue

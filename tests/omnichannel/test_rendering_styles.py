@@ -67,3 +67,11 @@ def test_chat_keeps_markdown_and_cuts_at_600() -> None:
     text = fit("**Bold** point. " * 60, "chat")
     assert text.startswith("**Bold** point.")
     assert len(text) <= 600 and text.endswith("point.")
+
+
+def test_sentences_keep_their_closing_quote_or_bracket() -> None:
+    assert split_sentences('He said "hi." It works (see the policy.) Done') == [
+        'He said "hi."',
+        "It works (see the policy.)",
+        "Done",
+    ]
