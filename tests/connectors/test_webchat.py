@@ -17,7 +17,6 @@ import redis
 import redis.asyncio as aioredis
 import websockets
 from rasa.core.agent import Agent
-from twilio.request_validator import RequestValidator
 
 from connectors.tracker_store import RedisEventLogTrackerStore
 from connectors.webchat import (
@@ -40,6 +39,7 @@ from devtools.fake_llm import FakeLlm, LlmReply
 from devtools.processes import RedisServer
 from devtools.sim_vapi import VapiCall
 from devtools.stack import RasaStack
+from devtools.twilio_webhook import signed_sms
 from omnichannel.identity import IdentityStore, phone_address, user_address
 from omnichannel.redis_client import StateUnavailable
 from omnichannel.settings import ConfigError
@@ -165,21 +165,8 @@ def rest_turn(stack: RasaStack, conversation_id: str, text: str, channel: str) -
 
 def text_from_phone(stack: RasaStack, phone: str, body: str) -> httpx.Response:
     """An SMS through the real Twilio connector, signed as Twilio signs its webhooks."""
-    path = "/webhooks/twilio_sms/webhook"
-    form = {
-        "MessageSid": "SM" + secrets.token_hex(16),
-        "AccountSid": stack.env["TWILIO_ACCOUNT_SID"],
-        "From": phone,
-        "To": stack.env["TWILIO_PHONE_NUMBER"],
-        "Body": body,
-        "NumMedia": "0",
-    }
-    signature = RequestValidator(stack.env["TWILIO_AUTH_TOKEN"]).compute_signature(
-        stack.env["PUBLIC_BASE_URL"] + path, form
-    )
-    answer = httpx.post(
-        stack.base_url + path, data=form, headers={"X-Twilio-Signature": signature}, timeout=30
-    )
+    sms = signed_sms(stack.env, phone, body)
+    answer = httpx.post(stack.base_url + sms.path, data=sms.form, headers=sms.headers, timeout=30)
     assert answer.status_code == 200, answer.text
     return answer
 
