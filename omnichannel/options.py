@@ -37,7 +37,8 @@ class ConnectorOptions(BaseModel):
             return cls(**dict(values or {}))
         except ValidationError as error:
             problems = "; ".join(
-                f"{'.'.join(str(part) for part in issue['loc'])}: {issue['msg']}"
+                f"{'.'.join(str(part) for part in issue['loc'])}: "
+                + ("unknown option" if issue["type"] == "value_error.extra" else issue["msg"])
                 for issue in error.errors()
             )
             raise ConfigError(f"credentials.yml, {section}: {problems}") from None
