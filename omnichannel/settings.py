@@ -62,8 +62,10 @@ class Settings:
             )
         redis_url = get("REDIS_URL") or LOCAL_REDIS_URL
         if not redis_url.startswith(("redis://", "rediss://", "unix://")):
+            # Only the scheme is quoted: the rest of a Redis URL may hold a password.
+            scheme = redis_url.split("://", 1)[0] if "://" in redis_url else "no scheme"
             raise ConfigError(
-                f"REDIS_URL must be a redis://, rediss:// or unix:// URL, got {redis_url!r}"
+                f"REDIS_URL must be a redis://, rediss:// or unix:// URL, got {scheme!r}"
             )
         handoff = get("HANDOFF_PHONE_NUMBER")
         if handoff and not re.fullmatch(r"\+[1-9]\d{6,14}", handoff):
