@@ -110,7 +110,7 @@ def print_banner(env: Dict[str, str], redis_url: str) -> None:
 
 
 def demo_chat_link(env: Dict[str, str], local: str) -> str:
-    from connectors.webchat import demo_chat_url
+    from connectors.webchat.auth import demo_chat_url
 
     return demo_chat_url(local, env["WEBCHAT_JWT_SECRET"])
 

@@ -22,9 +22,10 @@ from devtools.processes import ROOT
 from devtools.sim_vapi import VapiCall
 from devtools.stack import RasaStack
 from omnichannel.identity import IdentityStore, user_address
-from tests.connectors.test_webchat import (
+from tests.connectors.webchat.helpers import (
     append_events,
     fresh_phone,
+    sms_exchanges,
     text_from_phone,
     tracker_events,
     user_token,
@@ -91,6 +92,8 @@ def test_widget_shows_history_chats_and_updates_live(rasa_stack: RasaStack) -> N
             earlier = log.locator("li.omni-user", has_text="what's your refund policy")
             expect(earlier).to_be_visible()
             expect(earlier.locator(".omni-badge-sms")).to_have_text("SMS")
+            # The badge is hidden from screen readers, which read the channel with the speaker.
+            expect(earlier.locator(".omni-meta .omni-visually-hidden")).to_have_text("You via SMS:")
             expect(log.locator("li.omni-bot.omni-msg", has_text="30 days").first).to_be_visible()
             expect(page.get_by_role("status").first).to_have_text("Connected")
             expect(log).to_have_attribute("aria-live", "polite")  # live again after history
@@ -107,7 +110,9 @@ def test_widget_shows_history_chats_and_updates_live(rasa_stack: RasaStack) -> N
             button = greeting.get_by_role("button", name="Where is my order?")
             button.focus()
             page.keyboard.press("Enter")
-            expect(log.locator("li.omni-user", has_text="Where is my order?")).to_be_visible()
+            clicked = log.locator("li.omni-user", has_text="Where is my order?")
+            expect(clicked).to_be_visible()
+            expect(clicked.locator(".omni-badge-chat")).to_have_text("Chat")
             expect(log.locator("li.omni-bot", has_text="What's your order number?")).to_be_visible()
             expect(button).to_have_attribute("aria-disabled", "true")
             expect(page.get_by_label("Message to the assistant")).to_be_focused()
@@ -265,21 +270,7 @@ def test_widget_pages_back_through_a_long_history(rasa_stack: RasaStack) -> None
     sub = "longtime-" + secrets.token_hex(4)
 
     conversation = conversation_of_user(rasa_stack, sub)
-    start = time.time() - 86400
-    events = []
-    for n in range(40):
-        events.append(
-            {
-                "event": "user",
-                "timestamp": start + 2 * n,
-                "text": f"question {n}",
-                "message_id": f"q{n}",
-                "metadata": {"channel": "sms"},
-                "parse_data": {},
-            }
-        )
-        events.append({"event": "bot", "timestamp": start + 2 * n + 1, "text": f"answer {n}"})
-    append_events(rasa_stack, conversation, events)
+    append_events(rasa_stack, conversation, sms_exchanges(time.time() - 86400, 40))
     token = user_token(rasa_stack.env["WEBCHAT_JWT_SECRET"], sub)
 
     with sync_playwright() as playwright:

@@ -13,8 +13,6 @@
 
   var script = document.currentScript;
   var DEFAULT_SERVER = script && script.src ? new URL("../", script.src).href : null;
-  var BADGES = { voice: "Voice", sms: "SMS", chat: "Chat" };
-  var BADGE_NAMES = { voice: "on the phone", sms: "by SMS", chat: "in the chat" };
   var KINDS = { call_summary: "Call summary" };
   var HEARTBEAT_MS = 25000;
   var PONG_TIMEOUT_MS = 10000;
@@ -53,6 +51,7 @@
     this.pending = {};          // client id -> {frame, node} until acknowledged
     this.sent = {};             // client id -> {frame, node}, to offer "Send again" after an error
     this.before = null;         // history cursor for older messages
+    this.channels = {};         // channel kind -> label, as the server's ready frame names them
     this.attempt = 0;
     this.stopped = false;
     this.build();
@@ -197,6 +196,8 @@
     switch (frame.type) {
       case "ready":
         this.attempt = 0;
+        this.channels = frame.channels || {};
+        Array.prototype.forEach.call(this.log.querySelectorAll(".omni-meta"), this.label, this);
         this.setStatus("Connected");
         this.startHeartbeat();
         break;
@@ -302,12 +303,24 @@
   };
 
   Chat.prototype.meta = function (role, channel, timestamp, kind) {
-    var who = role === "user" ? "You" : "Assistant";
-    var meta = el("div", { className: "omni-meta" }, [el("span", { className: "omni-visually-hidden", text: who + (channel ? " " + BADGE_NAMES[channel] : "") + ":" })]);
-    if (channel && BADGES[channel]) meta.appendChild(el("span", { className: "omni-badge omni-badge-" + channel, "aria-hidden": "true", text: BADGES[channel] }));
+    var meta = el("div", { className: "omni-meta" }, [el("span", { className: "omni-visually-hidden" })]);
+    meta.dataset.who = role === "user" ? "You" : "Assistant";
+    if (channel) meta.dataset.channel = channel;
+    this.label(meta);
     if (kind && KINDS[kind]) meta.appendChild(el("span", { className: "omni-kind", text: KINDS[kind] }));
     if (timestamp) meta.appendChild(el("time", { datetime: new Date(timestamp * 1000).toISOString(), text: formatTime(timestamp) }));
     return meta;
+  };
+
+  // Who said it, and the channel badge. The labels come in the server's ready frame (the one
+  // place they are written); a message shown before it (typed offline) is labelled once it comes.
+  Chat.prototype.label = function (meta) {
+    var channel = meta.dataset.channel;
+    var label = channel && Object.prototype.hasOwnProperty.call(this.channels, channel) ? this.channels[channel] : "";
+    meta.firstChild.textContent = meta.dataset.who + (label ? " via " + label : "") + ":";
+    if (label && !meta.querySelector(".omni-badge")) {
+      meta.insertBefore(el("span", { className: "omni-badge omni-badge-" + channel, "aria-hidden": "true", text: label }), meta.firstChild.nextSibling);
+    }
   };
 
   Chat.prototype.sendUser = function (frame, shown) {

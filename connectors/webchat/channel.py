@@ -1,0 +1,131 @@
+"""The Rasa input channel ``webchat``: its options, its routes and the widget's files.
+
+Routes (under ``/webhooks/webchat``):
+
+- ``GET /``: the widget page; ``GET /static/<file>``: its script and stylesheet.
+- ``POST /session``: a signed anonymous session token, when ``WEBCHAT_ALLOW_ANONYMOUS`` is on.
+- ``WS /ws``: the chat (one :class:`~connectors.webchat.connection.ChatConnection` per socket).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Awaitable, Callable, Dict, Optional
+
+from pydantic import confloat, conint, constr
+from rasa.core.channels.channel import InputChannel, UserMessage
+from sanic import Blueprint, response
+from sanic.request import Request
+
+from connectors.webchat.auth import ANONYMOUS_TOKEN_LIFETIME, TokenVerifier
+from connectors.webchat.connection import ChatConnection
+from connectors.webchat.frames import MAX_HISTORY_LIMIT
+from omnichannel.channels import WEBCHAT
+from omnichannel.options import ConnectorOptions
+from omnichannel.settings import Settings, load_settings
+from omnichannel.tasks import BackgroundTasks
+
+SECTION = "connectors.webchat.channel.WebChatInput"
+DAY = 24 * 3600
+
+STATIC_DIR = Path(__file__).parent / "static"
+STATIC_FILES = {
+    "widget.js": "application/javascript; charset=utf-8",
+    "widget.css": "text/css; charset=utf-8",
+}
+#: The page loads nothing from elsewhere; bot images may come from any https host.
+PAGE_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' https: data:; "
+    "connect-src 'self' ws: wss:; frame-ancestors 'self'; base-uri 'none'; form-action 'none'"
+)
+
+
+class WebChatOptions(ConnectorOptions):
+    """Tunables from credentials.yml (secrets come from the environment, never from here)."""
+
+    #: Messages in the history page sent on connect (and in older pages the client asks for
+    #: without a ``limit``).
+    history_page_size: conint(ge=1, le=MAX_HISTORY_LIMIT) = 50
+    #: Seconds a new socket has to send its auth frame.
+    auth_timeout: confloat(gt=0, le=120) = 10.0
+    #: Frames a socket may send at once, then ``rate_limit_per_second``.
+    rate_limit_burst: conint(ge=1, le=1000) = 10
+    rate_limit_per_second: confloat(gt=0, le=1000) = 1.0
+    #: How long a client message id is remembered: a resend within it is not run again.
+    client_message_id_ttl: conint(ge=60, le=30 * DAY) = DAY
+    anonymous_token_lifetime: conint(ge=60, le=365 * DAY) = ANONYMOUS_TOKEN_LIFETIME
+    #: The ``aud`` claim host-site tokens must carry; unset: not checked.
+    jwt_audience: Optional[constr(min_length=1, max_length=200)] = None
+
+
+class WebChatInput(InputChannel):
+    """Rasa input channel ``webchat``; credentials.yml: ``connectors.webchat.channel.WebChatInput``
+    (its options: :class:`WebChatOptions`)."""
+
+    def __init__(self, settings: Settings, options: WebChatOptions) -> None:
+        settings.require("WEBCHAT_JWT_SECRET")
+        self.options = options
+        self.redis_url = settings.redis_url
+        self.verifier = TokenVerifier(
+            settings.webchat_jwt_secret or "",
+            settings.webchat_allow_anonymous,
+            audience=options.jwt_audience,
+            anonymous_lifetime=options.anonymous_token_lifetime,
+        )
+        #: Turn workers of sockets, kept until their accepted turns are done (even once closed).
+        self.turn_workers = BackgroundTasks("web chat")
+
+    @classmethod
+    def name(cls) -> str:
+        return WEBCHAT
+
+    @classmethod
+    def from_credentials(cls, credentials: Optional[Dict[str, Any]]) -> WebChatInput:
+        # A key left empty in credentials.yml takes its default.
+        given = {key: value for key, value in (credentials or {}).items() if value is not None}
+        return cls(load_settings(), WebChatOptions.parse(SECTION, given))
+
+    def blueprint(self, on_new_message: Callable[[UserMessage], Awaitable[Any]]) -> Blueprint:
+        bp = Blueprint("omni_webchat", __name__)
+
+        @bp.route("/", methods=["GET"])
+        async def page(request: Request) -> Any:
+            if not request.path.endswith("/"):
+                # The page loads its assets by relative URL, which needs the trailing slash.
+                return response.redirect(request.path + "/")
+            return await response.file(
+                STATIC_DIR / "index.html",
+                headers={
+                    "Content-Security-Policy": PAGE_SECURITY_POLICY,
+                    "Cache-Control": "no-cache",
+                    "Referrer-Policy": "no-referrer",
+                    "X-Content-Type-Options": "nosniff",
+                },
+                mime_type="text/html; charset=utf-8",
+            )
+
+        @bp.route("/static/<name>", methods=["GET"])
+        async def static(_: Request, name: str) -> Any:
+            if name not in STATIC_FILES:
+                return response.json({"error": "no such file"}, status=404)
+            return await response.file(
+                STATIC_DIR / name,
+                headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"},
+                mime_type=STATIC_FILES[name],
+            )
+
+        @bp.route("/session", methods=["POST"])
+        async def session(_: Request) -> Any:
+            if not self.verifier.allow_anonymous:
+                return response.json({"error": "anonymous chat is disabled"}, status=403)
+            token, expires_at = self.verifier.issue_anonymous()
+            return response.json(
+                {"token": token, "expires_at": expires_at},
+                headers={"Cache-Control": "no-store"},
+            )
+
+        @bp.websocket("/ws")
+        async def chat(request: Request, ws: Any) -> None:
+            await ChatConnection(ws, self, request.app.ctx.agent, on_new_message).run()
+
+        return bp

@@ -1,0 +1,405 @@
+"""One chat socket's life: authentication, the opening history, frames in, turns, the live feed.
+
+A socket reads frames and pumps the live feed at the same time; its turns run one after another
+in a worker that outlives the socket, because a message acknowledged as received is processed
+and stored even if the customer closes the tab meanwhile (cancelling would lose the turn).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Dict, Optional, Set, Tuple
+
+from rasa.core.channels.channel import OutputChannel, UserMessage
+from sanic.exceptions import WebsocketClosed
+from websockets.exceptions import ConnectionClosed
+
+from connectors.turns import TurnFailed, run_turn
+from connectors.webchat.auth import AuthRefused, ChatIdentity
+from connectors.webchat.frames import (
+    BAD_FRAME,
+    BUSY,
+    CLOSE_SERVER_ERROR,
+    CLOSE_UNAUTHENTICATED,
+    LIVE_FEED_LOST,
+    MAX_FRAME_BYTES,
+    MAX_TEXT_CHARS,
+    NOT_PROCESSED,
+    RATE_LIMITED,
+    STATE_UNAVAILABLE,
+    AuthFrame,
+    BadFrame,
+    ButtonFrame,
+    Frame,
+    HistoryFrame,
+    PingFrame,
+    TurnFrame,
+    ack_frame,
+    encode,
+    error_frame,
+    frame_id,
+    history_frame,
+    message_frame,
+    parse_frame,
+    pong_frame,
+    ready_frame,
+    typing_frame,
+)
+from connectors.webchat.history import EventLog, chat_message, next_turn_channel
+from connectors.webchat.live import LiveFeedLost, LiveSubscription, live_hub
+from connectors.webchat.rate_limit import TokenBucket
+from omnichannel.channels import CHAT, LABELS, WEBCHAT
+from omnichannel.identity import IdentityStore
+from omnichannel.redis_client import (
+    REDIS_FAILURES,
+    StateUnavailable,
+    conversation_key,
+    redis_client,
+)
+from omnichannel.rendering.messages import BotMessage
+from omnichannel.settings import ConfigError
+
+if TYPE_CHECKING:
+    from connectors.webchat.channel import WebChatInput
+
+logger = logging.getLogger(__name__)
+
+#: Accepted messages of one socket waiting for their turn: more are refused (not acknowledged)
+#: rather than queued without bound, as each would still run after the tab closed.
+MAX_PENDING_TURNS = 20
+#: Bot messages can only be recognised as "already sent" for this long (own-turn dedupe).
+OWN_MESSAGE_MEMORY = 256
+#: What sending or receiving raises once the client has gone.
+SOCKET_CLOSED = (ConnectionClosed, WebsocketClosed)
+
+
+class WebChatOutput(OutputChannel):
+    """Sends a turn's bot messages to the socket that sent the turn, as Rasa produces them.
+
+    ``name()`` is ``webchat`` so designers' ``channel: webchat`` variations are chosen. Other
+    tabs of the conversation get the same messages from the live feed; this socket remembers
+    the ids it sent so the live feed does not deliver them twice.
+    """
+
+    def __init__(self, connection: ChatConnection) -> None:
+        self._connection = connection
+
+    @classmethod
+    def name(cls) -> str:
+        return WEBCHAT
+
+    async def send_response(self, recipient_id: str, message: Dict[str, Any]) -> None:
+        # A message already delivered on another channel (the copy of a "text me that" SMS)
+        # keeps that channel's badge, as it has in the history.
+        delivered_on = BotMessage.from_rasa(message).delivered_on
+        event = {
+            "event": "bot",
+            "timestamp": message.get("timestamp", time.time()),
+            "text": message.get("text"),
+            "data": message,
+            "metadata": {"channel": delivered_on} if delivered_on else {},
+        }
+        rendered = chat_message(event, CHAT)
+        if rendered is None:
+            return
+        self._connection.remember_own(rendered["id"])
+        await self._connection.send(message_frame(rendered))
+
+    async def send_text_message(self, recipient_id: str, text: str, **kwargs: Any) -> None:
+        await self.send_response(recipient_id, {"text": text})
+
+
+def _remember(memory: Dict[str, None], key: str) -> None:
+    """Adds ``key`` to an insertion-ordered memory of at most OWN_MESSAGE_MEMORY keys."""
+    memory[key] = None
+    while len(memory) > OWN_MESSAGE_MEMORY:
+        memory.pop(next(iter(memory)))
+
+
+class ChatConnection:
+    """The lifetime of one authenticated socket: history, frames, turns and the live feed."""
+
+    def __init__(
+        self,
+        ws: Any,
+        channel: WebChatInput,
+        agent: Any,
+        on_new_message: Callable[[UserMessage], Awaitable[Any]],
+    ) -> None:
+        self.ws = ws
+        self.channel = channel
+        self.options = channel.options
+        self.agent = agent
+        self.on_new_message = on_new_message
+        self.identity: Optional[ChatIdentity] = None
+        self.conversation_id = ""
+        self.bucket = TokenBucket(self.options.rate_limit_burst, self.options.rate_limit_per_second)
+        self.turns: asyncio.Queue[Optional[Tuple[TurnFrame, str]]] = asyncio.Queue()
+        self.turn_channel: Optional[str] = None
+        self._own_ids: Dict[str, None] = {}
+        self._own_client_ids: Dict[str, None] = {}
+
+    async def send(self, frame: Frame) -> None:
+        """Sends a frame; once the client is gone, frames are dropped (the reader notices the
+        close and ends the connection; a turn still running finishes and is stored)."""
+        try:
+            await self.ws.send(encode(frame))
+        except SOCKET_CLOSED:
+            pass
+
+    async def error(
+        self, code: str, message: str, client_id: Optional[str] = None, **extra: Any
+    ) -> None:
+        await self.send(error_frame(code, message, client_id, **extra))
+
+    def remember_own(self, message_id: str) -> None:
+        _remember(self._own_ids, message_id)
+
+    # -- start --------------------------------------------------------------------------------
+
+    async def authenticate(self) -> ChatIdentity:
+        data = await self.ws.recv(timeout=self.options.auth_timeout)
+        if data is None:
+            raise AuthRefused(
+                CLOSE_UNAUTHENTICATED,
+                f"no auth frame within {self.options.auth_timeout:g} s",
+            )
+        try:
+            frame = parse_frame(data)
+        except BadFrame as error:
+            raise AuthRefused(CLOSE_UNAUTHENTICATED, f"first frame: {error}"[:120]) from None
+        if not isinstance(frame, AuthFrame):
+            raise AuthRefused(CLOSE_UNAUTHENTICATED, "the first frame must be an auth frame")
+        return self.channel.verifier.verify(frame.token)
+
+    async def run(self) -> None:
+        try:
+            self.identity = await self.authenticate()
+        except AuthRefused as refused:
+            logger.info("web chat: socket refused: %s", refused.reason)
+            await self.ws.close(refused.code, refused.reason)
+            return
+        hub = live_hub(self.channel.redis_url)
+        try:
+            log = EventLog.of_agent(self.agent)
+            self.conversation_id = await IdentityStore(
+                redis_client(self.channel.redis_url)
+            ).resolve_conversation(
+                self.identity.address, channel=CHAT, link_to=self.identity.link_to
+            )
+            subscription = await hub.subscribe(self.conversation_id)
+        except (StateUnavailable, ConfigError) as error:
+            logger.error("web chat: cannot open the conversation: %s", error)
+            await self.ws.close(CLOSE_SERVER_ERROR, "conversation unavailable, try again later")
+            return
+        self.channel.turn_workers.start(self._run_turns(), f"turns of chat {self.conversation_id}")
+        tasks = []
+        try:
+            seen = await self._start(log)
+            tasks = [
+                asyncio.create_task(self._pump_live(subscription, seen)),
+                asyncio.create_task(self._read_frames(log)),
+            ]
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if not task.cancelled():
+                    task.result()
+        except LiveFeedLost as lost:
+            await self._close_after_error(LIVE_FEED_LOST, str(lost))
+        except StateUnavailable as error:
+            logger.error("web chat %s: %s", self.conversation_id, error)
+            await self._close_after_error(STATE_UNAVAILABLE, "conversation state unavailable")
+        except SOCKET_CLOSED:
+            pass
+        finally:
+            self.turns.put_nowait(None)  # the worker stops once the accepted turns are done
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await hub.unsubscribe(subscription)
+
+    async def _close_after_error(self, code: str, message: str) -> None:
+        try:
+            await self.error(code, f"{message}; reconnect to continue", retry=True)
+            await self.ws.close(CLOSE_SERVER_ERROR, message[:120])
+        except SOCKET_CLOSED:
+            pass
+
+    async def _start(self, log: EventLog) -> Set[str]:
+        """Sends ``ready`` and the latest history page; returns the ids it contained."""
+        assert self.identity is not None
+        length = await _state(log.length(self.conversation_id))
+        messages, cursor, self.turn_channel = await _state(
+            log.page(self.conversation_id, length, self.options.history_page_size)
+        )
+        limits = {
+            "max_frame_bytes": MAX_FRAME_BYTES,
+            "max_text_chars": MAX_TEXT_CHARS,
+            "rate_limit_burst": self.options.rate_limit_burst,
+            "rate_limit_per_second": self.options.rate_limit_per_second,
+        }
+        masked = self.identity.address.masked()
+        await self.send(ready_frame(self.conversation_id, masked, limits, LABELS))
+        await self.send(history_frame(messages, cursor, initial=True))
+        return {message["id"] for message in messages}
+
+    # -- tasks --------------------------------------------------------------------------------
+
+    async def _pump_live(self, subscription: LiveSubscription, seen: Set[str]) -> None:
+        while True:
+            item = await subscription.queue.get()
+            if isinstance(item, LiveFeedLost):
+                raise item
+            self.turn_channel = next_turn_channel(item, self.turn_channel)
+            message = chat_message(item, self.turn_channel)
+            if message is None or message["id"] in seen:
+                continue
+            if message["id"].startswith("call:"):
+                seen.add(message["id"])
+            if message["id"] in self._own_ids:
+                self._own_ids.pop(message["id"])
+                continue
+            if message.get("client_message_id") in self._own_client_ids:
+                continue
+            await self.send(message_frame(message))
+
+    async def _read_frames(self, log: EventLog) -> None:
+        while True:
+            data = await self.ws.recv()
+            if data is None:
+                continue
+            wait = self.bucket.take()
+            if wait:
+                await self.error(
+                    RATE_LIMITED,
+                    "too many frames; this one was dropped",
+                    frame_id(data),
+                    retry_after=round(wait, 2),
+                )
+                continue
+            try:
+                frame = parse_frame(data)
+            except BadFrame as error:
+                await self.error(error.code, str(error), error.frame_id)
+                continue
+            if isinstance(frame, PingFrame):
+                await self.send(pong_frame(frame.id))
+            elif isinstance(frame, HistoryFrame):
+                await self._send_older(log, frame)
+            elif isinstance(frame, AuthFrame):
+                await self.error(BAD_FRAME, "already authenticated")
+            else:
+                await self._accept(frame)
+
+    async def _send_older(self, log: EventLog, frame: HistoryFrame) -> None:
+        try:
+            messages, cursor, _ = await log.page(
+                self.conversation_id, frame.before, frame.limit or self.options.history_page_size
+            )
+        except StateUnavailable:
+            await self.error(STATE_UNAVAILABLE, "history could not be read", retry=True)
+            return
+        await self.send(history_frame(messages, cursor, initial=False))
+
+    async def _accept(self, frame: TurnFrame) -> None:
+        """Acknowledges a message once, however often it is resent; queues its turn."""
+        if self.turns.qsize() >= MAX_PENDING_TURNS:
+            await self.error(
+                BUSY,
+                "your message was not processed: too many messages are waiting; "
+                "please send it again in a moment",
+                frame.id,
+                retry=True,
+            )
+            return
+        key = conversation_key(self.conversation_id, WEBCHAT, "client_message", frame.id)
+        try:
+            first = await redis_client(self.channel.redis_url).set(
+                key, b"1", nx=True, ex=self.options.client_message_id_ttl
+            )
+        except REDIS_FAILURES as error:
+            logger.error("web chat %s: dedupe failed: %s", self.conversation_id, error)
+            await self.error(
+                NOT_PROCESSED,
+                "your message was not processed (conversation state unavailable); please resend it",
+                frame.id,
+                retry=True,
+            )
+            return
+        await self.send(ack_frame(frame.id, duplicate=not first))
+        if first:
+            _remember(self._own_client_ids, frame.id)
+            self.turns.put_nowait((frame, key))
+
+    async def _run_turns(self) -> None:
+        while (item := await self.turns.get()) is not None:
+            await self._turn(*item)
+
+    async def _turn(self, frame: TurnFrame, dedupe_key: str) -> None:
+        assert self.identity is not None
+        metadata: Dict[str, Any] = {
+            "channel": CHAT,
+            "address": str(self.identity.address),
+            "client_message_id": frame.id,
+        }
+        if isinstance(frame, ButtonFrame):
+            text = frame.payload
+            if frame.title:
+                metadata["button_title"] = frame.title
+        else:
+            text = frame.text
+        message = UserMessage(
+            text,
+            WebChatOutput(self),
+            self.conversation_id,
+            input_channel=WEBCHAT,
+            metadata=metadata,
+        )
+        if not self.agent.is_ready():
+            # Rasa would drop the message with only a log line while its model loads.
+            await self._forget_quietly(dedupe_key)
+            await self.error(
+                NOT_PROCESSED,
+                "your message was not processed: the assistant is starting; please resend it",
+                frame.id,
+                retry=True,
+            )
+            return
+        await self.send(typing_frame(True))
+        try:
+            await run_turn(self.agent, self.on_new_message, message)
+        except TurnFailed as failure:
+            logger.error("web chat %s: turn failed: %s", self.conversation_id, failure)
+            if failure.before_processing:
+                await self._forget_quietly(dedupe_key)
+            await self.error(
+                NOT_PROCESSED,
+                "your message was not processed: "
+                + ("please resend it" if failure.before_processing else "something went wrong")
+                + f" ({failure.reason.split(':')[0]})",
+                frame.id,
+                retry=failure.before_processing,
+            )
+        except Exception:  # noqa: BLE001 - the customer must hear about any failure
+            logger.exception("web chat %s: turn crashed", self.conversation_id)
+            await self.error(
+                NOT_PROCESSED, "your message was not processed (internal error)", frame.id
+            )
+        finally:
+            await self.send(typing_frame(False))
+
+    async def _forget_quietly(self, key: str) -> None:
+        try:
+            await redis_client(self.channel.redis_url).delete(key)
+        except REDIS_FAILURES as error:
+            logger.warning("web chat: could not clear %s: %s", key, type(error).__name__)
+
+
+async def _state(pending: Awaitable[Any]) -> Any:
+    """Awaits a read of conversation state, as StateUnavailable when Redis fails."""
+    try:
+        return await pending
+    except REDIS_FAILURES as error:
+        raise StateUnavailable(f"Redis unavailable ({type(error).__name__})") from error

@@ -1,0 +1,220 @@
+"""One socket's life: authentication, turns, acknowledgements and failures (units on a recorded
+socket with a real Redis, and the real stack)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import time
+from pathlib import Path
+from typing import List
+
+import pytest
+from rasa.core.agent import Agent
+
+from connectors.webchat.auth import ChatIdentity
+from connectors.webchat.channel import WebChatInput
+from connectors.webchat.connection import MAX_PENDING_TURNS, ChatConnection
+from connectors.webchat.frames import TextFrame
+from devtools.fake_llm import FakeLlm, LlmReply
+from devtools.processes import RedisServer
+from devtools.stack import RasaStack
+from omnichannel.identity import user_address
+from tests.connectors.webchat.helpers import (
+    Frame,
+    drain,
+    open_chat,
+    recv_until,
+    refused,
+    tracker_events,
+    user_token,
+)
+
+
+@pytest.mark.rasa_server
+async def test_the_first_frame_must_authenticate(rasa_stack: RasaStack) -> None:
+    code, reason = await refused(rasa_stack, {"type": "message", "id": "abcdefgh", "text": "hi"})
+    assert (code, reason) == (4401, "the first frame must be an auth frame")
+    code, reason = await refused(rasa_stack, "not json")
+    assert code == 4401 and "not valid JSON" in reason
+
+
+@pytest.mark.rasa_server
+async def test_chat_turn_uses_webchat_variation_and_buttons(
+    rasa_stack: RasaStack, secret: str
+) -> None:
+    sub = "btn-" + secrets.token_hex(4)
+    chat = await open_chat(rasa_stack, user_token(secret, sub))
+    assert chat.ready["channels"] == {"voice": "Voice", "sms": "SMS", "chat": "Chat"}
+    client_id = await chat.say("hello")
+    ack = await recv_until(chat.ws, lambda f: f["type"] == "ack")
+    assert ack == {"type": "ack", "id": client_id, "duplicate": False}
+    typing = await recv_until(chat.ws, lambda f: f["type"] == "typing")
+    assert typing["on"] is True
+    greeting = await chat.next_bot()
+    assert "<strong>Acme Shop</strong>" in greeting["html"]  # the `channel: webchat` variation
+    assert {b["payload"] for b in greeting["buttons"]} == {
+        "/check_order_status",
+        "/ask_refund_policy",
+    }
+    await chat.ws.send(
+        json.dumps(
+            {
+                "type": "button",
+                "id": secrets.token_hex(8),
+                "title": "Refund policy",
+                "payload": "/ask_refund_policy",
+            }
+        )
+    )
+    policy = await chat.next_bot()
+    assert "refund policy" in policy["text"].lower()
+    await chat.turn_done()
+    await chat.ws.close()
+
+    replay = await open_chat(rasa_stack, user_token(secret, sub))
+    users = [m["text"] for m in replay.history["messages"] if m["role"] == "user"]
+    assert users == ["hello", "Refund policy"]  # a button shows as its title
+    await replay.ws.close()
+
+
+@pytest.mark.rasa_server
+async def test_a_slow_turn_keeps_the_socket_responsive(
+    rasa_stack: RasaStack, secret: str, fake_llm: FakeLlm
+) -> None:
+    chat = await open_chat(rasa_stack, user_token(secret, "slow-" + secrets.token_hex(4)))
+    fake_llm.reset()
+    fake_llm.script(LlmReply(content="Let me think about that for you.", delay=5))
+    await chat.say("zxqv blorft wibble")
+    await recv_until(chat.ws, lambda f: f["type"] == "typing" and f["on"])
+    started = time.monotonic()
+    await chat.ws.send(json.dumps({"type": "ping", "id": "during"}))
+    assert await recv_until(chat.ws, lambda f: f["type"] == "pong") == {
+        "type": "pong",
+        "id": "during",
+    }
+    assert time.monotonic() - started < 1.0  # answered while the LLM is still thinking
+    reply = await chat.next_bot(timeout=20)
+    assert reply["text"] == "Let me think about that for you."
+    assert time.monotonic() - started > 3
+    await chat.ws.close()
+
+
+@pytest.mark.rasa_server
+async def test_an_acknowledged_message_is_processed_even_if_the_tab_closes(
+    rasa_stack: RasaStack, secret: str, fake_llm: FakeLlm
+) -> None:
+    chat = await open_chat(rasa_stack, user_token(secret, "leaver-" + secrets.token_hex(4)))
+    fake_llm.reset()
+    fake_llm.script(LlmReply(content="Here is what I found.", delay=2))
+    await chat.say("zxqv blorft wibble")
+    assert (await recv_until(chat.ws, lambda f: f["type"] == "ack"))["duplicate"] is False
+    await chat.ws.close()  # gone before the (slow) reply
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        events = tracker_events(rasa_stack, chat.conversation_id)
+        if any(e["event"] == "bot" for e in events):
+            break
+        await asyncio.sleep(0.25)
+    assert [e["text"] for e in events if e["event"] == "user"] == ["zxqv blorft wibble"]
+    assert [e["text"] for e in events if e["event"] == "bot"] == ["Here is what I found."]
+
+
+@pytest.mark.rasa_server
+async def test_a_resent_message_is_acknowledged_without_a_second_turn(
+    rasa_stack: RasaStack, secret: str
+) -> None:
+    token = user_token(secret, "resend-" + secrets.token_hex(4))
+    chat = await open_chat(rasa_stack, token)
+    client_id = await chat.say("what's your refund policy")
+    assert (await recv_until(chat.ws, lambda f: f["type"] == "ack"))["duplicate"] is False
+    await chat.next_bot()
+    await chat.ws.close()
+
+    # The page reconnects and resends what it had not seen acknowledged.
+    back = await open_chat(rasa_stack, token)
+    await back.say("what's your refund policy", client_id)
+    ack = await recv_until(back.ws, lambda f: f["type"] == "ack")
+    assert ack == {"type": "ack", "id": client_id, "duplicate": True}
+    assert [f for f in await drain(back.ws, 2.0) if f["type"] in ("message", "typing")] == []
+    await back.ws.close()
+    user_turns = [
+        e for e in tracker_events(rasa_stack, back.conversation_id) if e["event"] == "user"
+    ]
+    assert [e["text"] for e in user_turns] == ["what's your refund policy"]
+    assert user_turns[0]["metadata"]["client_message_id"] == client_id
+
+
+class _Socket:
+    """The server side of a socket as ChatConnection uses it: frames sent are recorded."""
+
+    def __init__(self) -> None:
+        self.sent: List[Frame] = []
+
+    async def send(self, data: str) -> None:
+        self.sent.append(json.loads(data))
+
+
+async def test_a_message_redis_cannot_record_is_answered_with_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = RedisServer(tmp_path / "redis").start()
+    monkeypatch.setenv("REDIS_URL", server.url)
+    monkeypatch.setenv("WEBCHAT_JWT_SECRET", secrets.token_urlsafe(32))
+    socket = _Socket()
+    connection = ChatConnection(socket, WebChatInput.from_credentials({}), None, None)
+    connection.conversation_id = "c_" + secrets.token_hex(8)
+    server.kill()
+    await connection._accept(TextFrame(type="message", id="abcdefgh12", text="hello"))
+    assert socket.sent == [
+        {
+            "type": "error",
+            "code": "not_processed",
+            "message": "your message was not processed (conversation state unavailable); "
+            "please resend it",
+            "id": "abcdefgh12",
+            "retry": True,
+        }
+    ]
+    assert connection.turns.empty()
+
+
+async def test_a_message_before_the_model_is_loaded_is_refused_loudly(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WEBCHAT_JWT_SECRET", secrets.token_urlsafe(32))
+    socket = _Socket()
+    connection = ChatConnection(socket, WebChatInput.from_credentials({}), Agent(), None)
+    connection.identity = ChatIdentity(user_address("early-bird"))
+    connection.conversation_id = "c_" + secrets.token_hex(8)
+    frame = TextFrame(type="message", id="abcdefgh34", text="hello")
+    await connection._accept(frame)
+    assert socket.sent == [{"type": "ack", "id": "abcdefgh34", "duplicate": False}]
+    await connection._turn(*connection.turns.get_nowait())
+    assert socket.sent[1]["code"] == "not_processed" and socket.sent[1]["retry"] is True
+    assert "starting" in socket.sent[1]["message"]
+    # Nothing was processed, so resending the same id is a fresh message, not a duplicate.
+    await connection._accept(frame)
+    assert socket.sent[2] == {"type": "ack", "id": "abcdefgh34", "duplicate": False}
+
+
+async def test_messages_beyond_the_pending_limit_are_refused_not_queued(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Turns outlive their socket, so one socket must not queue them without bound."""
+    monkeypatch.setenv("WEBCHAT_JWT_SECRET", secrets.token_urlsafe(32))
+    socket = _Socket()
+    connection = ChatConnection(socket, WebChatInput.from_credentials({}), None, None)
+    connection.conversation_id = "c_" + secrets.token_hex(8)
+    for index in range(MAX_PENDING_TURNS):
+        await connection._accept(TextFrame(type="message", id=f"queued{index:04}", text="hi"))
+    assert connection.turns.qsize() == MAX_PENDING_TURNS
+    extra = TextFrame(type="message", id="onetoomany", text="hi")
+    await connection._accept(extra)
+    assert connection.turns.qsize() == MAX_PENDING_TURNS
+    assert socket.sent[-1]["code"] == "busy" and socket.sent[-1]["id"] == "onetoomany"
+    assert socket.sent[-1]["retry"] is True
+    connection.turns.get_nowait()  # once one turn ran, the resend is a fresh message
+    await connection._accept(extra)
+    assert socket.sent[-1] == {"type": "ack", "id": "onetoomany", "duplicate": False}
