@@ -1,0 +1,175 @@
+"""What VAPI tells us about a call (server messages), and what we answer.
+
+Only ``assistant-request``, ``tool-calls``, ``function-call`` and ``transfer-destination-request``
+expect an answer; the others are recorded (``end-of-call-report``, ``user-interrupted``) or
+logged (``status-update``) and answered ``{}``, like any type we do not know.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Dict, Optional, Tuple
+
+from rasa.core.channels.channel import CollectingOutputChannel
+from rasa.shared.core.events import SlotSet
+
+from connectors.tracker_store import install_loud_state_failures
+from connectors.vapi.call_state import CallStore
+from connectors.vapi.callers import Callers
+from connectors.vapi.greeting import Greeter
+from connectors.vapi.tools import run_tool
+from connectors.vapi.wire import MODEL_NAME, Artifact, Call, ServerMessage, ToolCall, ToolFunction
+from omnichannel.channels import VAPI, VOICE
+from omnichannel.redis_client import REDIS_FAILURES, StateUnavailable
+from omnichannel.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+#: Transcripts stored with the conversation are cut to this many characters (the tail).
+TRANSCRIPT_MAX_CHARS = 20000
+#: The server messages the assistant we hand VAPI sends us.
+SUBSCRIBED = [
+    "status-update",
+    "end-of-call-report",
+    "user-interrupted",
+    "tool-calls",
+    "transfer-destination-request",
+]
+
+
+class ServerMessages:
+    """Answers server messages. State failures raise (StateUnavailable, LockError, Redis's):
+    the route turns them into a 503, never an answer as if the message had been recorded."""
+
+    def __init__(
+        self, settings: Settings, callers: Callers, greeter: Greeter, calls: CallStore
+    ) -> None:
+        self.settings = settings
+        self.callers = callers
+        self.greeter = greeter
+        self.calls = calls
+
+    async def handle(self, agent: Any, message: ServerMessage) -> Dict[str, Any]:
+        if message.type == "assistant-request":
+            return await self.assistant_request(agent, message)
+        if message.type == "tool-calls":
+            return self.tool_calls(message)
+        if message.type == "function-call":
+            return self.function_call(message)
+        if message.type == "transfer-destination-request":
+            return self.transfer_destination()
+        if message.type == "end-of-call-report":
+            await self.end_of_call_report(agent, message)
+        elif message.type == "user-interrupted":
+            await self.user_interrupted(message)
+        elif message.type == "status-update":
+            logger.info(
+                "call %s: status %s%s",
+                message.call.call_id if message.call else "?",
+                message.status,
+                f" ({message.ended_reason})" if message.ended_reason else "",
+            )
+        return {}
+
+    async def assistant_request(self, agent: Any, message: ServerMessage) -> Dict[str, Any]:
+        """The assistant for this call: our custom LLM, greeting the caller by what we know."""
+        address = self.callers.known_caller(message.call or Call(), message.customer)
+        model: Dict[str, Any] = {
+            "provider": "custom-llm",
+            "url": f"{self.settings.public_base_url}/webhooks/{VAPI}",
+            "model": MODEL_NAME,
+            "metadataSendMode": "variable",
+            "timeoutSeconds": 20,
+        }
+        if not self.settings.vapi_custom_llm_key and self.settings.vapi_server_secret:
+            # Without a custom-LLM credential, VAPI authenticates with the server secret.
+            model["headers"] = {"X-Vapi-Secret": self.settings.vapi_server_secret}
+        return {
+            "assistant": {
+                "name": await self.greeter.assistant_name(agent),
+                "firstMessage": await self.greeter.greeting(agent, address),
+                "firstMessageMode": "assistant-speaks-first",
+                "model": model,
+                "serverMessages": list(SUBSCRIBED),
+            }
+        }
+
+    @staticmethod
+    def tool_calls(message: ServerMessage) -> Dict[str, Any]:
+        """Each tool call answered with a ``result``, or refused with an ``error``, on its own."""
+        results = []
+        for call in message.tool_call_list or message.tool_calls or []:
+            entry: Dict[str, Any] = {"toolCallId": call.id or "", "name": call.tool_name}
+            entry.update(run_tool(call))
+            results.append(entry)
+        return {"results": results}
+
+    @staticmethod
+    def function_call(message: ServerMessage) -> Dict[str, Any]:
+        """The legacy ``function-call`` message: one call, answered ``{"result": …}``."""
+        function = message.function_call or ToolFunction()
+        return run_tool(ToolCall(name=function.name, arguments=function.parameters))
+
+    def transfer_destination(self) -> Dict[str, Any]:
+        """Where a transfer goes when VAPI asks: the same support line the hand-off uses."""
+        if not self.settings.handoff_phone_number:
+            return {"error": "No transfer destination is configured."}
+        return {"destination": {"type": "number", "number": self.settings.handoff_phone_number}}
+
+    async def end_of_call_report(self, agent: Any, message: ServerMessage) -> None:
+        """Stores the call's report in the ``last_call`` slot, under the conversation lock."""
+        found = await self._conversation_of(message, create=True)
+        if found is None:
+            logger.warning("end-of-call-report without call or customer: not stored")
+            return
+        conversation_id, call = found
+        artifact = message.artifact or Artifact()
+        transcript = artifact.transcript or message.transcript
+        if not isinstance(transcript, str):
+            transcript = None
+        report = {
+            "call_id": call.call_id,
+            "ended_reason": message.ended_reason,
+            "summary": (message.analysis.summary if message.analysis else None) or message.summary,
+            "transcript": transcript[-TRANSCRIPT_MAX_CHARS:] if transcript else None,
+            "recording_url": artifact.recording_url or message.recording_url,
+            "stereo_recording_url": artifact.stereo_recording_url or message.stereo_recording_url,
+            "started_at": message.started_at,
+            "ended_at": message.ended_at,
+            "duration_seconds": message.duration_seconds,
+            "reported_at": time.time(),
+        }
+        install_loud_state_failures(agent)
+        try:
+            async with agent.lock_store.lock(conversation_id):
+                # A caller who hung up before saying anything has no session yet: start it,
+                # so the report sits in a proper session like any other event.
+                tracker = await agent.processor.fetch_tracker_with_initial_session(
+                    conversation_id, CollectingOutputChannel(), {"channel": VOICE}
+                )
+                tracker.update(SlotSet("last_call", report))
+                await agent.processor.save_tracker(tracker)
+        except REDIS_FAILURES as error:
+            raise StateUnavailable(f"storing the call report: {type(error).__name__}") from error
+        logger.info("call %s: end-of-call report stored (%s)", call.call_id, message.ended_reason)
+
+    async def user_interrupted(self, message: ServerMessage) -> None:
+        """Noted for the call's next turn: it tells a barge-in even when most was heard."""
+        found = await self._conversation_of(message, create=False)
+        if found is None or not found[1].call_id:
+            return
+        conversation_id, call = found
+        await self.calls.record_interruption(conversation_id, str(call.call_id), time.time())
+
+    async def _conversation_of(
+        self, message: ServerMessage, create: bool
+    ) -> Optional[Tuple[str, Call]]:
+        call = message.call or Call()
+        address = self.callers.known_caller(call, message.customer)
+        if address is None:
+            return None
+        if create:
+            return await self.callers.identity.resolve_conversation(address, channel=VOICE), call
+        conversation_id = await self.callers.identity.lookup(address)
+        return (conversation_id, call) if conversation_id else None

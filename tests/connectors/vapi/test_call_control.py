@@ -1,0 +1,85 @@
+"""Hanging up and transferring through Live Call Control: the payloads, and the calls that use
+them against the real stack and VAPI's fake control URL."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+
+from connectors.vapi.turn import APOLOGY
+
+
+@pytest.mark.rasa_server
+async def test_goodbye_ends_the_call_after_saying_it(stack, make_call, control):
+    call = make_call()
+    await call.say("hello")
+    reply = await call.say("bye")
+    assert reply.finish_reason == "stop"
+    requests = control.wait_for(call.call_id)
+    assert requests[0].payload == {
+        "type": "say",
+        "content": "Goodbye, and thanks for calling Acme!",
+        "endCallAfterSpoken": True,
+    }
+    # Said by VAPI through the control request, so not streamed too.
+    assert "Goodbye" not in reply.text
+
+
+@pytest.mark.rasa_server
+async def test_asking_for_a_human_transfers_the_call(stack, make_call, control):
+    call = make_call()
+    reply = await call.say("I want to talk to a human")
+    requests = control.wait_for(call.call_id)
+    payload = requests[0].payload
+    assert payload["type"] == "transfer"
+    assert payload["destination"] == {"type": "number", "number": "+14155550100"}
+    assert payload["content"].endswith("Transferring you now.")
+    assert reply.finish_reason == "stop"
+
+
+@pytest.mark.rasa_server
+async def test_failing_control_url_does_not_break_the_turn(stack, make_call, control):
+    control.fail_next(500)
+    call = make_call()
+    reply = await call.say("bye")
+    assert reply.finish_reason == "stop"
+    await asyncio.sleep(0.5)
+    assert control.requests_for(call.call_id) == []
+    assert "call control say answered HTTP 500" in stack.rasa_log()
+    # VAPI was not asked to say the goodbye, so it is streamed: never silence.
+    assert reply.text == "Goodbye, and thanks for calling Acme!"
+
+
+@pytest.mark.rasa_server
+async def test_failed_transfer_is_an_apology_not_an_announcement(stack, make_call, control):
+    control.fail_next(503)
+    call = make_call()
+    reply = await call.say("I want to talk to a human")
+    assert reply.finish_reason == "stop"
+    assert reply.text == APOLOGY
+    assert "call control transfer answered HTTP 503" in stack.rasa_log()
+
+
+@pytest.mark.rasa_server
+@pytest.mark.parametrize(
+    "template",
+    [
+        # aiohttp's InvalidURL quotes the URL (and so the token) in its repr.
+        "http://127.0.0.1:99999/calls/{call}/control/{token}",
+        # A host IDNA cannot encode: a UnicodeError, not an aiohttp error.
+        "http://a..b/calls/{call}/control/{token}",
+    ],
+    ids=["invalid-port", "unencodable-host"],
+)
+async def test_unusable_control_url_ends_the_turn_and_stays_out_of_logs(stack, make_call, template):
+    call = make_call(timeout=10)
+    token = "tok" + uuid.uuid4().hex
+    call.control_url = template.format(call=call.call_id, token=token)
+    reply = await call.say("bye")
+    assert reply.finish_reason == "stop"
+    assert reply.text == "Goodbye, and thanks for calling Acme!"
+    log = stack.rasa_log()
+    assert f"call {call.call_id}: call control say failed" in log
+    assert token not in log

@@ -1,0 +1,154 @@
+"""The VAPI channel end to end: the custom-LLM stream, a whole call, the simulator, a failing
+Redis; and its credentials.yml options."""
+
+from __future__ import annotations
+
+import json
+from typing import List
+
+import openai
+import pytest
+import redis.asyncio as aioredis
+from rasa.shared.core.events import BotUttered, UserUttered
+from rasa.shared.core.trackers import DialogueStateTracker
+
+from connectors.vapi.turn import APOLOGY
+from devtools.sim_vapi import VapiCall, play_call
+from tests.connectors.vapi.helpers import (
+    completion_body,
+    conversation_of_stack,
+    raw_completion,
+    sse_frames,
+    tracker_of,
+    user_texts,
+    wait_until,
+)
+from tests.support import new_phone_number, post_sms
+
+
+@pytest.mark.rasa_server
+async def test_rule_turn_streams_openai_chunks_exactly(stack, make_call):
+    call = make_call()
+    secret = stack.env["VAPI_SERVER_SECRET"]
+    reply = await raw_completion(
+        stack, completion_body(call, "hello"), {"Authorization": f"Bearer {secret}"}
+    )
+    assert reply.status_code == 200
+    assert reply.headers["content-type"].startswith("text/event-stream")
+    frames = sse_frames(reply.text)
+    assert frames[-1] == "[DONE]"
+    chunks = [json.loads(frame) for frame in frames[:-1]]
+    assert all(c["object"] == "chat.completion.chunk" and c["choices"] for c in chunks)
+    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    assert chunks[-1]["choices"][0] == {"index": 0, "delta": {}, "finish_reason": "stop"}
+    content = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks[1:-1])
+    # A "<flush />" may follow the words when the turn's end (saving the tracker) takes a while.
+    assert (
+        content.replace("<flush />", "") == "Hi, this is the Acme Shop assistant. How can I help?"
+    )
+    assert len({c["id"] for c in chunks}) == 1
+
+
+@pytest.mark.rasa_server
+async def test_openai_sdk_reads_a_conversation_and_doubled_path(stack, make_call):
+    call = make_call()
+    first = await call.say("where is my order")
+    assert first.finish_reason == "stop"
+    assert "order number" in first.text.lower()
+    second = await call.say("12345")
+    assert "1 2 3 4 5" in second.text and "shipped" in second.text
+    # Some VAPI set-ups call .../chat/completions/chat/completions.
+    client = openai.AsyncOpenAI(
+        base_url=f"{stack.base_url}/webhooks/vapi/chat/completions",
+        api_key=stack.env["VAPI_SERVER_SECRET"],
+        max_retries=0,
+    )
+    call.history.append({"role": "user", "content": "thanks"})
+    stream = await client.chat.completions.create(
+        model="rasa", messages=call.history, stream=True, extra_body={"call": call.call}
+    )
+    text = "".join([c.choices[0].delta.content or "" async for c in stream])
+    await client.close()
+    assert "welcome" in text.lower()
+
+
+@pytest.mark.rasa_server
+async def test_no_user_message_gets_a_valid_stream(stack, make_call):
+    call = make_call()
+    greeting = await call.complete([{"role": "system", "content": "You are a helpful agent."}])
+    assert greeting.finish_reason == "stop"
+    assert greeting.text == "Hi, this is the Acme Shop assistant. How can I help?"
+    after_bot = await call.complete(
+        [{"role": "user", "content": "hello"}, {"role": "assistant", "content": "Hi there."}]
+    )
+    assert (after_bot.text, after_bot.finish_reason) == ("", "stop")
+    blank = await call.complete([{"role": "user", "content": "   "}])
+    assert (blank.text, blank.finish_reason) == ("", "stop")
+
+
+@pytest.mark.rasa_server
+async def test_redis_refusing_writes_is_spoken_as_an_apology(stack, make_call):
+    call = make_call()
+    await call.say("hello")
+    client = aioredis.Redis.from_url(stack.env["REDIS_URL"])
+    await client.config_set("maxmemory", 1)  # every write now fails with OOM
+    try:
+        reply = await call.say("where is my order")
+    finally:
+        await client.config_set("maxmemory", 0)
+        await client.close()
+    assert reply.text == APOLOGY and reply.finish_reason == "stop"
+    assert "Redis unavailable" in stack.rasa_log()
+    conversation = await conversation_of_stack(stack, call.number)
+    assert user_texts(await tracker_of(stack, conversation)) == ["hello"]
+
+
+@pytest.mark.rasa_server
+async def test_simulator_plays_a_scripted_call(stack, control, capsys):
+    call = VapiCall(
+        base_url=stack.base_url,
+        server_secret=stack.env["VAPI_SERVER_SECRET"],
+        number=new_phone_number(),
+    )
+    await play_call(call, ["where is my order", "12345", "bye"], interrupt_after=None)
+    out = capsys.readouterr().out
+    assert "assistant: Hi, this is the Acme Shop assistant. How can I help?" in out
+    assert "caller: 12345" in out and "1 2 3 4 5" in out
+    assert '"endCallAfterSpoken": true' in out
+    assert "end-of-call-report sent" in out
+    tracker = await tracker_of(stack, await conversation_of_stack(stack, call.number))
+    assert tracker.get_slot("last_call")["call_id"] == call.call_id
+
+
+@pytest.mark.rasa_server
+async def test_a_call_then_an_sms_from_the_same_number_continues_it(stack, make_call, fake_twilio):
+    call = make_call()
+    await call.assistant_request()
+    assert "order number" in (await call.say("where is my order")).text.lower()
+    status = await call.say("it's 12345")
+    assert "1 2 3 4 5" in status.text
+    await call.hang_up(summary="Caller checked order 12345.")
+    reply = await post_sms(stack, call.number, "what's the tracking number")
+    assert reply.status_code == 200
+
+    def replies() -> List[str]:
+        return [reply.text] + [m.body for m in fake_twilio.messages_to(call.number)]
+
+    await wait_until(lambda: any("1Z999AA" in t for t in replies()), 20)
+    texts = replies()
+    assert any("1Z999AA10123456784" in t for t in texts), texts
+    conversation = await conversation_of_stack(stack, call.number)
+    tracker = await tracker_of(stack, conversation)
+    channels = [e.metadata.get("channel") for e in tracker.events if isinstance(e, UserUttered)]
+    assert channels == ["voice", "voice", "sms"]
+    assert not any("order number" in text.lower() for text in _bot_after_sms(tracker))
+
+
+def _bot_after_sms(tracker: DialogueStateTracker) -> List[str]:
+    events = list(tracker.events)
+    last_sms = max(
+        i
+        for i, e in enumerate(events)
+        if isinstance(e, UserUttered) and (e.metadata or {}).get("channel") == "sms"
+    )
+    return [e.text or "" for e in events[last_sms:] if isinstance(e, BotUttered)]

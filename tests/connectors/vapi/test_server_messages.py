@@ -1,0 +1,150 @@
+"""Server messages against the real stack: assistant-request, end-of-call-report, tool calls,
+transfer destination, and the 503 when the report cannot be stored."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+import redis.asyncio as aioredis
+
+from devtools.fake_llm import LlmReply
+from tests.connectors.vapi.helpers import (
+    conversation_of_stack,
+    tracker_of,
+    wait_until,
+)
+from tests.support import GIBBERISH, post_sms
+
+pytestmark = pytest.mark.rasa_server
+
+
+async def test_assistant_request_points_back_and_greets_newcomers(stack, make_call):
+    call = make_call()
+    answer = await call.assistant_request()
+    assistant = answer["assistant"]
+    assert assistant["model"]["provider"] == "custom-llm"
+    assert assistant["model"]["url"] == f"{stack.env['PUBLIC_BASE_URL']}/webhooks/vapi"
+    assert assistant["firstMessage"] == "Hi, this is the Acme Shop assistant. How can I help?"
+
+
+async def test_end_of_call_report_is_seen_by_a_later_sms_turn(stack, make_call, fake_llm):
+    call = make_call()
+    await call.say("hello")
+    summary = f"Caller {uuid.uuid4().hex[:6]} asked whether gift cards can be refunded."
+    await call.hang_up(summary=summary, recording_url="https://storage.example/rec.wav")
+    conversation = await conversation_of_stack(stack, call.number)
+    tracker = await tracker_of(stack, conversation)
+    report = tracker.get_slot("last_call")
+    assert report["summary"] == summary
+    assert report["recording_url"] == "https://storage.example/rec.wav"
+    assert "User: hello" in report["transcript"]
+    assert report["call_id"] == call.call_id
+    # A later SMS turn that reaches the LLM has the call in its prompt.
+    fake_llm.reset()
+    fake_llm.script(LlmReply(content="Yes, about the call: gift cards are final sale."))
+    reply = await post_sms(stack, call.number, GIBBERISH)
+    assert reply.status_code == 200
+    await wait_until(lambda: bool(fake_llm.requests), 15)
+    prompt = json.dumps(fake_llm.requests[-1]["messages"])
+    assert summary in prompt
+
+
+async def test_end_of_call_report_reads_legacy_top_level_fields(stack, make_call):
+    call = make_call()
+    await call.say("hello")
+    reply = await call.event(
+        {
+            "type": "end-of-call-report",
+            "endedReason": "assistant-ended-call",
+            "summary": "Legacy summary.",
+            "transcript": "AI: Hi\nUser: hello",
+            "recordingUrl": "https://storage.example/legacy.wav",
+        }
+    )
+    assert reply.status_code == 200
+    tracker = await tracker_of(stack, await conversation_of_stack(stack, call.number))
+    report = tracker.get_slot("last_call")
+    assert report["summary"] == "Legacy summary."
+    assert report["transcript"] == "AI: Hi\nUser: hello"
+    assert report["recording_url"] == "https://storage.example/legacy.wav"
+    assert report["ended_reason"] == "assistant-ended-call"
+
+
+async def test_other_server_messages(stack, make_call):
+    call = make_call()
+    for message in (
+        {"type": "status-update", "status": "in-progress"},
+        {"type": "user-interrupted", "turnId": "t1"},
+        {"type": "conversation-update", "messages": []},
+        {"type": "some-future-type", "whatever": 1},
+    ):
+        reply = await call.event(message)
+        assert (reply.status_code, reply.json()) == (200, {}), message
+    tools = await call.event(
+        {
+            "type": "tool-calls",
+            "toolCallList": [
+                {"id": "a", "name": "order_status", "arguments": {"order_number": "12345"}},
+                {
+                    "id": "b",
+                    "type": "function",
+                    "function": {"name": "order_status", "arguments": '{"order_number": "77801"}'},
+                },
+                {"id": "c", "name": "launch_rocket", "arguments": {}},
+                {"id": "d", "name": "order_status", "arguments": "{not json"},
+                {"id": "e", "name": "order_status", "arguments": "[" * 50_000 + "]" * 50_000},
+            ],
+        }
+    )
+    assert tools.status_code == 200
+    results = {r["toolCallId"]: r for r in tools.json()["results"]}
+    assert "1 2 3 4 5" in results["a"]["result"] and "shipped" in results["a"]["result"]
+    assert "delivered" in results["b"]["result"]
+    assert "launch_rocket" in results["c"]["error"] and "result" not in results["c"]
+    assert "JSON" in results["d"]["error"]
+    assert "JSON" in results["e"]["error"]
+    legacy = await call.event(
+        {
+            "type": "function-call",
+            "functionCall": {"name": "order_status", "parameters": {"order_number": "40213"}},
+        }
+    )
+    assert "4 0 2 1 3" in legacy.json()["result"]
+    unknown = await call.event({"type": "function-call", "functionCall": {"name": "x"}})
+    assert unknown.json() == {"error": "Unknown tool 'x'."}
+    transfer = await call.event({"type": "transfer-destination-request"})
+    assert transfer.json() == {
+        "destination": {"type": "number", "number": stack.env["HANDOFF_PHONE_NUMBER"]}
+    }
+
+
+async def test_a_call_hung_up_before_any_turn_still_leaves_its_report(stack, make_call):
+    call = make_call()
+    await call.assistant_request()
+    await call.hang_up(summary="The caller hung up during the greeting.")
+    conversation = await conversation_of_stack(stack, call.number)
+    tracker = await tracker_of(stack, conversation)
+    names = [e.as_dict().get("name") for e in tracker.events]
+    assert names.index("action_session_start") < names.index("last_call")
+    assert tracker.get_slot("last_call")["summary"] == "The caller hung up during the greeting."
+    # The next contact continues that conversation.
+    reply = await call.say("hello")
+    assert reply.text == "Hi, this is the Acme Shop assistant. How can I help?"
+
+
+async def test_call_report_while_redis_refuses_writes_is_a_503(stack, make_call):
+    call = make_call()
+    await call.say("hello")
+    client = aioredis.Redis.from_url(stack.env["REDIS_URL"])
+    await client.config_set("maxmemory", 1)
+    try:
+        reply = await call.event({"type": "end-of-call-report", "summary": "Lost?"})
+    finally:
+        await client.config_set("maxmemory", 0)
+        await client.close()
+    assert reply.status_code == 503
+    assert reply.json() == {"error": "conversation state unavailable"}
+    tracker = await tracker_of(stack, await conversation_of_stack(stack, call.number))
+    assert tracker.get_slot("last_call") is None
