@@ -1,8 +1,8 @@
 """Cross-channel hand-off: "text me that" during a call or a chat.
 
 ``action_send_by_sms`` works out what "that" is (the tracking link, the refund policy, the part
-of a message the caller did not hear), texts it to the conversation's phone through the Twilio
-connector's :class:`~connectors.twilio_sms.SmsSender` (which refuses opted-out numbers and never
+of a message the caller did not hear), texts it to the conversation's phone through
+:class:`~omnichannel.sms_sender.SmsSender` (which refuses opted-out numbers and never
 double-sends), confirms on the current channel, and returns the text as a ``BotUttered`` event
 with ``metadata.channel = "sms"``: the texted content is then part of the one conversation every
 channel shows (live channels do not say it again, see ``BotMessage.is_for``), and the customer's

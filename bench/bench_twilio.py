@@ -24,7 +24,6 @@ our p50 is at most 1.2x the stock channel's + 20 ms (signature check and Redis d
 from __future__ import annotations
 
 import random
-import secrets
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -34,16 +33,16 @@ from typing import Dict, List, Tuple
 
 import httpx
 import phonenumbers
-from twilio.request_validator import RequestValidator
 
 from devtools.fake_llm import FakeLlm, LlmReply
 from devtools.fake_twilio import FakeTwilio
 from devtools.model import ensure_model
 from devtools.processes import ROOT, RedisServer, free_port
 from devtools.stack import RasaStack, local_secrets
+from devtools.twilio_webhook import WEBHOOK_PATH, signed_sms
 
 GIBBERISH = "zxqv blorft wibble"
-OURS = "/webhooks/twilio_sms/webhook"
+OURS = WEBHOOK_PATH
 STOCK = "/webhooks/twilio/webhook"
 INLINE_BUDGET = 5.0
 #: (case name, LLM delay in seconds, requests per channel, concurrent requests)
@@ -82,29 +81,9 @@ def credentials_with_stock_twilio(directory: Path, env: Dict[str, str]) -> Path:
 
 def webhook(stack: RasaStack, path: str, number: str) -> Tuple[float, int, bool]:
     """One signed incoming-SMS webhook; (seconds to the answer, status, replied inline)."""
-    sid = "SM" + secrets.token_hex(16)
-    form = {
-        "MessageSid": sid,
-        "SmsSid": sid,
-        "SmsMessageSid": sid,
-        "AccountSid": stack.env["TWILIO_ACCOUNT_SID"],
-        "From": number,
-        "To": stack.env["TWILIO_PHONE_NUMBER"],
-        "Body": GIBBERISH,
-        "NumMedia": "0",
-        "NumSegments": "1",
-        "ApiVersion": "2010-04-01",
-    }
-    signature = RequestValidator(stack.env["TWILIO_AUTH_TOKEN"]).compute_signature(
-        stack.env["PUBLIC_BASE_URL"] + path, form
-    )
+    sms = signed_sms(stack.env, number, GIBBERISH, path=path)
     started = time.perf_counter()
-    answer = httpx.post(
-        stack.base_url + path,
-        data=form,
-        headers={"X-Twilio-Signature": signature},
-        timeout=60,
-    )
+    answer = httpx.post(stack.base_url + path, data=sms.form, headers=sms.headers, timeout=60)
     seconds = time.perf_counter() - started
     return seconds, answer.status_code, "<Message>" in answer.text
 

@@ -1,8 +1,8 @@
 """Text the local assistant as Twilio would deliver your SMS.
 
-Each message is POSTed to the SMS webhook with the form fields Twilio sends, signed with
-twilio-python's ``RequestValidator`` over ``PUBLIC_BASE_URL`` + path using the ``.env`` auth
-token (exactly what Twilio does), so it passes the same signature check as production traffic.
+Each message is POSTed to the SMS webhook with the form fields Twilio sends, signed over
+``PUBLIC_BASE_URL`` + path with the ``.env`` auth token (:mod:`devtools.twilio_webhook`, exactly
+what Twilio does), so it passes the same signature check as production traffic.
 Inline replies (TwiML) are printed; replies the connector sends later through the REST API are
 read back from the local fake Twilio API (``GET /fake/messages``) when ``TWILIO_API_BASE_URL``
 points at it, as ``make run`` sets up.
@@ -15,7 +15,6 @@ points at it, as ``make run`` sets up.
 from __future__ import annotations
 
 import argparse
-import mimetypes
 import os
 import secrets
 import sys
@@ -24,12 +23,11 @@ import xml.etree.ElementTree as ElementTree
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import httpx
-from twilio.request_validator import RequestValidator
 
 from devtools.fake_twilio import fetch_messages
 from devtools.launcher import RASA_PORT, read_env_file
+from devtools.twilio_webhook import SignedSms, signed_sms
 
-WEBHOOK_PATH = "/webhooks/twilio_sms/webhook"
 SETTINGS = (
     "PUBLIC_BASE_URL",
     "TWILIO_ACCOUNT_SID",
@@ -49,49 +47,13 @@ def load_env() -> Dict[str, str]:
     return values
 
 
-def twilio_form(
-    env: Dict[str, str], sender: str, to: str, body: str, media: Sequence[str]
-) -> Dict[str, str]:
-    """The parameters Twilio posts for an incoming SMS/MMS."""
-    sid = ("MM" if media else "SM") + secrets.token_hex(16)
-    form = {
-        "ToCountry": "US",
-        "ToState": "CA",
-        "SmsMessageSid": sid,
-        "NumMedia": str(len(media)),
-        "ToCity": "",
-        "FromZip": "",
-        "SmsSid": sid,
-        "FromState": "CA",
-        "SmsStatus": "received",
-        "FromCity": "SAN FRANCISCO",
-        "Body": body,
-        "FromCountry": "US",
-        "To": to,
-        "ToZip": "",
-        "NumSegments": "1",
-        "MessageSid": sid,
-        "AccountSid": env["TWILIO_ACCOUNT_SID"],
-        "From": sender,
-        "ApiVersion": "2010-04-01",
-    }
-    for index, url in enumerate(media):
-        form[f"MediaUrl{index}"] = url
-        form[f"MediaContentType{index}"] = mimetypes.guess_type(url)[0] or "image/jpeg"
-    return form
-
-
-def send(
-    env: Dict[str, str], server: str, form: Dict[str, str]
-) -> Tuple[int, List[Tuple[str, List[str]]], str]:
+def send(server: str, sms: SignedSms) -> Tuple[int, List[Tuple[str, List[str]]], str]:
     """POST one signed webhook; returns the status, the TwiML messages and the raw answer."""
-    signed_url = env["PUBLIC_BASE_URL"].rstrip("/") + WEBHOOK_PATH
-    signature = RequestValidator(env["TWILIO_AUTH_TOKEN"]).compute_signature(signed_url, form)
     answer = httpx.post(
-        server.rstrip("/") + WEBHOOK_PATH,
-        data=form,
+        server.rstrip("/") + sms.path,
+        data=sms.form,
         headers={
-            "X-Twilio-Signature": signature,
+            **sms.headers,
             "I-Twilio-Idempotency-Token": secrets.token_hex(16),
             "User-Agent": "TwilioProxy/1.1",
         },
@@ -139,7 +101,7 @@ def converse(
 ) -> int:
     seen = rest_messages(env, sender)
     already = len(seen) if seen is not None else 0
-    status, inline, raw = send(env, server, twilio_form(env, sender, to, text, media))
+    status, inline, raw = send(server, signed_sms(env, sender, text, media, to))
     if status != 200:
         print(f"webhook answered HTTP {status}: {raw.strip()[:200]}")
         return 1

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import random
-import uuid
 
 import httpx
 import phonenumbers
-from twilio.request_validator import RequestValidator
 
 from devtools.stack import RasaStack
+from devtools.twilio_webhook import signed_sms
 
 #: Text NLU cannot place, so its turn goes through the LLM fallback (and the fake LLM's script).
 GIBBERISH = "zxqv blorft wibble"
@@ -28,19 +27,6 @@ def new_phone_number() -> str:
 
 async def post_sms(stack: RasaStack, number: str, text: str) -> httpx.Response:
     """An inbound SMS through the real Twilio connector, signed as Twilio signs it."""
-    url = f"{stack.env['PUBLIC_BASE_URL']}/webhooks/twilio_sms/webhook"
-    form = {
-        "MessageSid": "SM" + uuid.uuid4().hex,
-        "AccountSid": stack.env["TWILIO_ACCOUNT_SID"],
-        "From": number,
-        "To": stack.env["TWILIO_PHONE_NUMBER"],
-        "Body": text,
-        "NumMedia": "0",
-    }
-    signature = RequestValidator(stack.env["TWILIO_AUTH_TOKEN"]).compute_signature(url, form)
+    sms = signed_sms(stack.env, number, text)
     async with httpx.AsyncClient(timeout=30) as client:
-        return await client.post(
-            f"{stack.base_url}/webhooks/twilio_sms/webhook",
-            data=form,
-            headers={"X-Twilio-Signature": signature},
-        )
+        return await client.post(stack.base_url + sms.path, data=sms.form, headers=sms.headers)

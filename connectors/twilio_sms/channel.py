@@ -1,0 +1,406 @@
+"""The Rasa side of the Twilio SMS connector: its options, the input channel with its two routes
+and the output channels.
+
+Rasa's stock ``twilio`` channel checks no signature, answers only after the whole turn (Twilio
+gives up after 15 s and the message is lost), blocks the event loop with the synchronous Twilio
+client and runs Twilio's duplicate deliveries twice. ``TwilioSmsInput`` instead:
+
+- checks ``X-Twilio-Signature`` before reading anything (:mod:`.auth`);
+- maps ``From`` (also ``whatsapp:+…``) to ``tel:+E164`` and the conversation (identity);
+- claims each delivery in the ledger (:mod:`.ledger`), so a duplicate on any replica is not a
+  second turn: it gets the first delivery's stored answer, or an empty TwiML while that runs;
+- answers inline (TwiML) when the turn ends within ``inline_budget_seconds``; otherwise it
+  acknowledges with an empty TwiML at the budget and texts the replies through the REST API
+  (:class:`omnichannel.sms_sender.SmsSender`) when the turn ends;
+- handles the opt-out keywords before Rasa sees them, maps numbered button replies back to
+  payloads, turns picture-only MMS into a turn, and records failed deliveries reported to
+  ``/webhooks/twilio_sms/status``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any, Awaitable, Callable, Dict, Optional
+
+from multidict import MultiDict
+from pydantic import confloat, conint
+from rasa.core.channels.channel import InputChannel, OutputChannel, UserMessage
+from sanic import Blueprint, response
+from sanic.request import Request
+from sanic.response import HTTPResponse
+
+from connectors.turns import TurnFailed, run_turn
+from connectors.twilio_sms.auth import WebhookValidator
+from connectors.twilio_sms.inbound import InboundSms, Rejected, StatusCallback, idempotency_token
+from connectors.twilio_sms.ledger import DeliveryLedger, OfferedButtons
+from connectors.twilio_sms.twiml import EMPTY_TWIML, twiml
+from omnichannel.channels import SMS, TWILIO_SMS
+from omnichannel.identity import IdentityStore, mask
+from omnichannel.options import ConnectorOptions
+from omnichannel.redis_client import REDIS_FAILURES, StateUnavailable, redis_client
+from omnichannel.rendering.messages import BotMessage, TurnOutput
+from omnichannel.rendering.sms import (
+    SMS_MAX_LENGTH,
+    SmsMessage,
+    SmsRendering,
+    match_button_reply,
+    render_sms,
+)
+from omnichannel.settings import Settings, load_settings
+from omnichannel.sms_sender import SmsRefused, SmsSender, SmsSendFailed, require_twilio
+from omnichannel.tasks import BackgroundTasks
+
+logger = logging.getLogger(__name__)
+
+#: Twilio's own deadline is 15 s; the budget must leave room for the network on both sides.
+MAX_INLINE_BUDGET = 12.0
+#: Longest a MessageSid or an offered option is remembered (Twilio retries within hours).
+MAX_TTL_SECONDS = 30 * 24 * 3600
+
+APOLOGY = (
+    "Sorry, something went wrong on our side and your message could not be handled. "
+    "Please try again in a few minutes."
+)
+APOLOGY_RENDERING = SmsRendering(messages=(SmsMessage(body=APOLOGY),))
+APOLOGY_TWIML = twiml(APOLOGY_RENDERING.messages)
+
+OnNewMessage = Callable[[UserMessage], Awaitable[Any]]
+
+
+class TwilioSmsOptions(ConnectorOptions):
+    """The tunables under ``connectors.twilio_sms.channel.TwilioSmsInput:`` in credentials.yml
+    (secrets come from the environment)."""
+
+    #: Answer inline within this, else acknowledge and reply by REST.
+    inline_budget_seconds: confloat(gt=0, le=MAX_INLINE_BUDGET) = 5.0
+    #: One SMS body at most (Twilio's limit is 1600).
+    max_message_length: conint(ge=1, le=SMS_MAX_LENGTH) = SMS_MAX_LENGTH
+    #: How long a MessageSid is remembered.
+    dedupe_ttl_seconds: conint(ge=60, le=MAX_TTL_SECONDS) = 24 * 3600
+    #: How long "reply 1 for …" stays answerable.
+    buttons_ttl_seconds: conint(ge=60, le=MAX_TTL_SECONDS) = 24 * 3600
+
+
+def _twiml_response(body: str) -> HTTPResponse:
+    return response.text(body, content_type="text/xml; charset=utf-8")
+
+
+def _refusal(kind: str, rejection: Rejected) -> HTTPResponse:
+    logger.warning("SMS %s rejected (%d): %s", kind, rejection.status, rejection.reason)
+    return response.text(rejection.reason, status=rejection.status)
+
+
+class TwilioSmsOutput(OutputChannel):
+    """Collects one turn's bot messages; the connector renders them as TwiML or REST SMS.
+
+    ``name()`` is the input channel's, so designers' ``channel: twilio_sms`` variations apply.
+    """
+
+    @classmethod
+    def name(cls) -> str:
+        return TWILIO_SMS
+
+    def __init__(self) -> None:
+        self.turn = TurnOutput()
+
+    async def send_response(self, recipient_id: str, message: Dict[str, Any]) -> None:
+        self.turn.add(message)
+
+
+class TwilioSmsPushOutput(OutputChannel):
+    """Sends each bot message by REST as it comes: for turns Rasa runs outside a webhook
+    (``/conversations/<id>/trigger_intent?output_channel=twilio_sms``, reminders)."""
+
+    @classmethod
+    def name(cls) -> str:
+        return TWILIO_SMS
+
+    def __init__(self, sender: SmsSender, buttons: OfferedButtons) -> None:
+        self.sender = sender
+        self.buttons = buttons
+
+    async def send_response(self, recipient_id: str, message: Dict[str, Any]) -> None:
+        rendering = render_sms([BotMessage.from_rasa(message)], self.sender.max_message_length)
+        try:
+            await self.sender.send_rendered(recipient_id, rendering.messages)
+        except (SmsRefused, SmsSendFailed) as error:
+            logger.warning("SMS to conversation %s not sent: %s", recipient_id, error)
+            return
+        if rendering.buttons:
+            # The texted "Reply 1 for …" must be answerable, as after a webhook turn.
+            try:
+                await self.buttons.remember(recipient_id, rendering.buttons)
+            except REDIS_FAILURES as error:
+                logger.error("SMS options for %s not kept: %s", recipient_id, type(error).__name__)
+
+
+class TwilioSmsInput(InputChannel):
+    """``POST /webhooks/twilio_sms/webhook`` (messages) and ``/status`` (delivery reports)."""
+
+    @classmethod
+    def name(cls) -> str:
+        return TWILIO_SMS
+
+    @classmethod
+    def from_credentials(cls, credentials: Optional[Dict[str, Any]]) -> InputChannel:
+        settings = load_settings()
+        require_twilio(settings)
+        # A key left blank in credentials.yml means its default.
+        given = {key: value for key, value in (credentials or {}).items() if value is not None}
+        return cls(settings, TwilioSmsOptions.parse(f"{__name__}.{cls.__name__}", given))
+
+    def __init__(self, settings: Settings, options: TwilioSmsOptions = TwilioSmsOptions()) -> None:
+        self.settings = settings
+        self.options = options
+        self.validator = WebhookValidator.from_settings(settings)
+        self.region = settings.default_phone_region
+        self.ledger = DeliveryLedger(settings.redis_url, options.dedupe_ttl_seconds)
+        self.buttons = OfferedButtons(settings.redis_url, options.buttons_ttl_seconds)
+        self.tasks = BackgroundTasks(TWILIO_SMS)
+
+    def _identity(self) -> IdentityStore:
+        """The identity store on this event loop's client for the configured Redis."""
+        return IdentityStore(redis_client(self.settings.redis_url))
+
+    def _sender(self, identity: IdentityStore) -> SmsSender:
+        return SmsSender(
+            self.settings, max_message_length=self.options.max_message_length, identity=identity
+        )
+
+    def get_output_channel(self) -> OutputChannel:
+        return TwilioSmsPushOutput(self._sender(self._identity()), self.buttons)
+
+    def _signed_form(self, request: Request) -> MultiDict:
+        return self.validator.signed_form(
+            request.path, request.query_string, request.headers, request.body or b""
+        )
+
+    def blueprint(self, on_new_message: OnNewMessage) -> Blueprint:
+        bp = Blueprint("omni_twilio_sms", __name__)
+
+        @bp.route("/", methods=["GET"])
+        async def health(_: Request) -> HTTPResponse:
+            return response.json({"status": "ok"})
+
+        @bp.route("/webhook", methods=["POST"])
+        async def webhook(request: Request) -> HTTPResponse:
+            started = time.monotonic()
+            try:
+                inbound = InboundSms.parse(self._signed_form(request), self.region)
+            except Rejected as rejection:
+                return _refusal("webhook", rejection)
+            if inbound.is_empty:
+                logger.info(
+                    "SMS %s has no text and no media: nothing to answer", inbound.message_sid
+                )
+                return _twiml_response(EMPTY_TWIML)
+            token = idempotency_token(request.headers.get("i-twilio-idempotency-token"))
+            answer = await self._answer(request.app.ctx, inbound, token, started, on_new_message)
+            return _twiml_response(answer)
+
+        @bp.route("/status", methods=["POST"])
+        async def status(request: Request) -> HTTPResponse:
+            try:
+                callback = StatusCallback.parse(self._signed_form(request), self.region)
+            except Rejected as rejection:
+                return _refusal("status", rejection)
+            try:
+                await self._record_status(callback)
+            except StateUnavailable as error:
+                logger.error("SMS status %s not recorded: %s", callback.message_sid, error)
+                return response.text("state unavailable", status=503)
+            return response.empty()
+
+        return bp
+
+    # -- messages -----------------------------------------------------------------------------
+
+    async def _answer(
+        self,
+        app_context: Any,
+        inbound: InboundSms,
+        token: Optional[str],
+        started: float,
+        on_new_message: OnNewMessage,
+    ) -> str:
+        """The TwiML for one delivery; failures of Redis or the turn give a texted apology."""
+        try:
+            claim = await self.ledger.claim(inbound.message_sid, token)
+        except REDIS_FAILURES as error:
+            logger.error(
+                "SMS %s from %s: delivery ledger unavailable (%s); apologising",
+                inbound.message_sid,
+                inbound.address.masked(),
+                type(error).__name__,
+            )
+            return APOLOGY_TWIML
+        if not claim.first:
+            logger.info("SMS %s is a duplicate delivery: not a new turn", inbound.message_sid)
+            return claim.answer
+        try:
+            answer = await self._handle(app_context, inbound, started, on_new_message)
+        except (StateUnavailable, *REDIS_FAILURES) as error:
+            logger.error(
+                "SMS %s from %s: conversation state unavailable (%s); apologising",
+                inbound.message_sid,
+                inbound.address.masked(),
+                mask(str(error)) or type(error).__name__,
+            )
+            answer = APOLOGY_TWIML
+        if answer is not None:
+            await self._finish(inbound.message_sid, answer)
+            return answer
+        return EMPTY_TWIML
+
+    async def _finish(self, message_sid: str, answer: str) -> None:
+        try:
+            await self.ledger.finish(message_sid, answer)
+        except REDIS_FAILURES as error:
+            logger.error("SMS %s: answer not stored (%s)", message_sid, type(error).__name__)
+
+    async def _handle(
+        self,
+        app_context: Any,
+        inbound: InboundSms,
+        started: float,
+        on_new_message: OnNewMessage,
+    ) -> Optional[str]:
+        """The answer, or None when the turn outlived the budget and will reply by REST."""
+        identity = self._identity()
+        cid = await identity.resolve_conversation(inbound.address, channel=SMS)
+        profile = await identity.profile(cid)
+        change = inbound.opt_out_change(profile.sms_opted_out)
+        if change is not None:
+            await identity.set_sms_opt_out(cid, change)
+            logger.info(
+                "%s opted %s SMS (conversation %s)",
+                inbound.address.masked(),
+                "out of" if change else "back in to",
+                cid,
+            )
+            return EMPTY_TWIML
+        if profile.sms_opted_out:
+            logger.info(
+                "SMS %s from opted-out %s: not answered (START re-subscribes)",
+                inbound.message_sid,
+                inbound.address.masked(),
+            )
+            return EMPTY_TWIML
+        output = TwilioSmsOutput()
+        message = await self._user_message(inbound, cid, output)
+        turn = asyncio.create_task(self._run(app_context, on_new_message, message, output, cid))
+        remaining = max(0.0, self.options.inline_budget_seconds - (time.monotonic() - started))
+        done, _ = await asyncio.wait({turn}, timeout=remaining)
+        if turn in done:
+            rendering = turn.result()
+            if all(not m.params for m in rendering.messages):
+                return twiml(rendering.messages)
+        else:
+            logger.info(
+                "SMS %s: turn still running after %.1f s; acknowledged, replying by REST",
+                inbound.message_sid,
+                self.options.inline_budget_seconds,
+            )
+        self.tasks.start(
+            self._reply_later(inbound, cid, turn, identity),
+            f"REST reply to SMS {inbound.message_sid}",
+        )
+        return None
+
+    async def _user_message(
+        self, inbound: InboundSms, cid: str, output: TwilioSmsOutput
+    ) -> UserMessage:
+        """What Rasa gets: the text, the intent a keyword or a picture stands for, or the
+        payload of the numbered option the text chose."""
+        text = inbound.intent or inbound.body.strip()
+        metadata = inbound.metadata()
+        if inbound.intent is None:
+            chosen = match_button_reply(text, await self.buttons.get(cid))
+            if chosen is not None:
+                text = chosen.payload
+                # What the chat history shows for this message (as for a clicked chat button),
+                # rather than the payload the reply stands for.
+                metadata["button_title"] = chosen.title
+        return UserMessage(
+            text,
+            output,
+            cid,
+            input_channel=TWILIO_SMS,
+            message_id=inbound.message_sid,
+            metadata=metadata,
+        )
+
+    async def _run(
+        self,
+        app_context: Any,
+        on_new_message: OnNewMessage,
+        message: UserMessage,
+        output: TwilioSmsOutput,
+        cid: str,
+    ) -> SmsRendering:
+        """Run the turn and render it; a failed turn renders as the apology. ``app_context`` is
+        the Sanic app's context, where Rasa keeps its agent."""
+        try:
+            await run_turn(app_context.agent, on_new_message, message)
+        except TurnFailed as failure:
+            logger.error(
+                "SMS %s (conversation %s): turn failed: %s; apologising",
+                message.message_id,
+                cid,
+                failure.reason,
+            )
+            return APOLOGY_RENDERING
+        except Exception:  # noqa: BLE001 - an SMS is answered, not dropped with a 500
+            logger.exception(
+                "SMS %s (conversation %s): turn raised; apologising", message.message_id, cid
+            )
+            return APOLOGY_RENDERING
+        rendering = render_sms(output.turn.messages, self.options.max_message_length)
+        await self.buttons.remember(cid, rendering.buttons)
+        return rendering
+
+    async def _reply_later(
+        self, inbound: InboundSms, cid: str, turn: asyncio.Task, identity: IdentityStore
+    ) -> None:
+        """Send a turn's replies by REST once it ends, then store the delivery as answered."""
+        try:
+            rendering = await turn
+        except (StateUnavailable, *REDIS_FAILURES) as error:
+            logger.error("SMS %s: turn state failed (%s)", inbound.message_sid, error)
+            rendering = APOLOGY_RENDERING
+        try:
+            sids = await self._sender(identity).send_rendered(
+                cid, rendering.messages, to=inbound.reply_to, from_number=inbound.to or None
+            )
+            logger.info("SMS %s answered by REST: %s", inbound.message_sid, ", ".join(sids))
+        except (SmsRefused, SmsSendFailed) as error:
+            logger.error("SMS %s: REST reply not sent: %s", inbound.message_sid, error)
+        await self._finish(inbound.message_sid, EMPTY_TWIML)
+
+    # -- status callbacks ----------------------------------------------------------------------
+
+    async def _record_status(self, callback: StatusCallback) -> None:
+        if not callback.failed:
+            logger.debug("SMS %s is %s", callback.message_sid, callback.status)
+            return
+        identity = self._identity()
+        recipient = callback.recipient.masked() if callback.recipient else "an unknown number"
+        cid = await identity.lookup(callback.recipient) if callback.recipient else None
+        logger.warning(
+            "SMS %s to %s %s (error %s)",
+            callback.message_sid,
+            recipient,
+            callback.status,
+            callback.error_code or "none",
+        )
+        if cid is None:
+            logger.warning("SMS %s: no conversation for %s", callback.message_sid, recipient)
+            return
+        await identity.record_sms_failure(
+            cid, sid=callback.message_sid, status=callback.status, error_code=callback.error_code
+        )
+        if callback.opted_out:
+            await identity.set_sms_opt_out(cid, True)
+            logger.info("%s is unsubscribed at Twilio: opt-out recorded", recipient)

@@ -1,0 +1,89 @@
+"""Talking to the shared stack as Twilio does, and reading its state back, for the Twilio SMS
+connector's stack tests. Forms and signatures come from :mod:`devtools.twilio_webhook`."""
+
+from __future__ import annotations
+
+import asyncio
+import xml.etree.ElementTree as ElementTree
+from typing import Dict, List, Optional
+
+import httpx
+import redis
+import redis.asyncio as aioredis
+
+from connectors.twilio_sms.ledger import DeliveryLedger
+from devtools.processes import RedisServer
+from devtools.stack import RasaStack
+from devtools.twilio_webhook import WEBHOOK_PATH, signed_headers, sms_form
+from omnichannel.identity import IdentityStore, phone_address
+from omnichannel.settings import Settings
+from omnichannel.sms_sender import STATUS_PATH
+from tests.actions.helpers import tracker
+
+WEBHOOK = WEBHOOK_PATH
+STATUS = STATUS_PATH
+
+
+def inbound(stack: RasaStack, number: str, body: str, **extra: str) -> Dict[str, str]:
+    """The form Twilio posts for an incoming SMS, with ``extra`` fields set."""
+    return {**sms_form(stack.env, number, body), **extra}
+
+
+def post_signed(
+    stack: RasaStack,
+    params: Dict[str, str],
+    path: str = WEBHOOK,
+    base_url: Optional[str] = None,
+    headers: Optional[Dict[str, str]] = None,
+    timeout: float = 30,
+) -> httpx.Response:
+    """POST as Twilio does: signed over PUBLIC_BASE_URL + path, sent to ``base_url``."""
+    return httpx.post(
+        (base_url or stack.base_url) + path,
+        data=params,
+        headers={**signed_headers(stack.env, params, path), **(headers or {})},
+        timeout=timeout,
+    )
+
+
+def replies(answer: httpx.Response) -> List[str]:
+    """The <Message> bodies of a TwiML answer."""
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["content-type"].startswith("text/xml")
+    root = ElementTree.fromstring(answer.text)
+    assert root.tag == "Response"
+    return [(m.text or "") for m in root.findall("Message")]
+
+
+def text_sms(stack: RasaStack, number: str, body: str, **extra: str) -> List[str]:
+    return replies(post_signed(stack, inbound(stack, number, body, **extra)))
+
+
+def conversation_of(stack_redis: RedisServer, number: str) -> Optional[str]:
+    with redis.Redis.from_url(stack_redis.url) as client:
+        value = client.get(phone_address(number).index_key)
+    return value.decode() if value else None
+
+
+def user_events(stack: RasaStack, conversation_id: str) -> List[dict]:
+    return [e for e in tracker(stack, conversation_id)["events"] if e["event"] == "user"]
+
+
+def profile(stack_redis: RedisServer, conversation_id: str):
+    async def read():
+        client = aioredis.Redis.from_url(stack_redis.url)
+        try:
+            return await IdentityStore(client).profile(conversation_id)
+        finally:
+            await client.close()
+
+    return asyncio.run(read())
+
+
+def ledger_has(stack_redis: RedisServer, message_sid: str) -> bool:
+    with redis.Redis.from_url(stack_redis.url) as client:
+        return bool(client.exists(DeliveryLedger.message_key(message_sid)))
+
+
+def stack_settings(stack: RasaStack, **overrides: str) -> Settings:
+    return Settings.from_env({**stack.env, **overrides})

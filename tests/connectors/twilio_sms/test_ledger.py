@@ -1,0 +1,111 @@
+"""The connector's Redis state (connectors/twilio_sms/ledger.py): the delivery ledger and the
+offered options on a real Redis without Rasa, then duplicate deliveries across two replicas of
+the real stack."""
+
+from __future__ import annotations
+
+import secrets
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import redis
+
+from connectors.twilio_sms.ledger import DeliveryLedger, OfferedButtons
+from connectors.twilio_sms.twiml import EMPTY_TWIML, twiml
+from devtools.processes import RedisServer
+from devtools.stack import RasaStack
+from devtools.twilio_webhook import new_sid
+from omnichannel.rendering.messages import Button
+from omnichannel.rendering.sms import SmsMessage
+from tests.connectors.twilio_sms.helpers import (
+    conversation_of,
+    inbound,
+    post_signed,
+    replies,
+    user_events,
+)
+from tests.support import new_phone_number
+
+ANSWER = twiml([SmsMessage(body="Here's our refund policy.")])
+
+
+async def test_a_delivery_is_claimed_once_and_duplicates_get_its_answer(redis_url: str) -> None:
+    ledger = DeliveryLedger(redis_url, ttl_seconds=120)
+    sid = new_sid()
+    assert (await ledger.claim(sid, None)).first
+    running = await ledger.claim(sid, None)
+    assert (running.first, running.answer) == (False, EMPTY_TWIML)  # still running
+    await ledger.finish(sid, ANSWER)
+    done = await ledger.claim(sid, None)
+    assert (done.first, done.answer) == (False, ANSWER)
+    with redis.Redis.from_url(redis_url) as client:
+        assert 0 < client.ttl(DeliveryLedger.message_key(sid)) <= 120
+
+
+async def test_an_idempotency_token_recognises_a_retry_under_a_new_sid(redis_url: str) -> None:
+    ledger = DeliveryLedger(redis_url, ttl_seconds=120)
+    token = secrets.token_hex(16)
+    first, retry = new_sid(), new_sid()
+    assert (await ledger.claim(first, token)).first
+    await ledger.finish(first, ANSWER)
+    again = await ledger.claim(retry, token)
+    assert (again.first, again.answer) == (False, ANSWER)
+    with redis.Redis.from_url(redis_url) as client:
+        assert not client.exists(DeliveryLedger.message_key(retry))  # no second record
+    assert (await ledger.claim(new_sid(), secrets.token_hex(16))).first
+
+
+async def test_an_unreadable_record_is_answered_with_an_empty_twiml(redis_url: str) -> None:
+    ledger = DeliveryLedger(redis_url, ttl_seconds=120)
+    sid = new_sid()
+    with redis.Redis.from_url(redis_url) as client:
+        client.set(DeliveryLedger.message_key(sid), b"not json")
+    claim = await ledger.claim(sid, None)
+    assert (claim.first, claim.answer) == (False, EMPTY_TWIML)
+
+
+async def test_offered_buttons_are_kept_replaced_and_cleared(redis_url: str) -> None:
+    buttons = OfferedButtons(redis_url, ttl_seconds=300)
+    cid = "c_" + secrets.token_hex(6)
+    assert await buttons.get(cid) == ()
+    offered = (Button("Order status", "/check_order_status"), Button("Refund", "/ask_refund"))
+    await buttons.remember(cid, offered)
+    assert await buttons.get(cid) == offered
+    with redis.Redis.from_url(redis_url) as client:
+        assert 0 < client.ttl(OfferedButtons.key(cid)) <= 300
+    await buttons.remember(cid, offered[1:])
+    assert await buttons.get(cid) == offered[1:]
+    await buttons.remember(cid, ())  # a turn without options: the old ones no longer apply
+    assert await buttons.get(cid) == ()
+
+
+@pytest.mark.rasa_server
+def test_duplicate_delivery_on_two_replicas_is_one_turn(
+    rasa_stack: RasaStack, rasa_replica: RasaStack, stack_redis: RedisServer
+) -> None:
+    number = new_phone_number()
+    params = inbound(rasa_stack, number, "what's your refund policy")
+    token = {"I-Twilio-Idempotency-Token": secrets.token_hex(16)}
+    with ThreadPoolExecutor(2) as pool:
+        answers = list(
+            pool.map(
+                lambda base: post_signed(rasa_stack, params, base_url=base, headers=token),
+                (rasa_stack.base_url, rasa_replica.base_url),
+            )
+        )
+    bodies = sorted((replies(a) for a in answers), key=len)
+    # one replica ran the turn and answered it; the other got an empty TwiML (still running)
+    # or the same answer (already finished), never a second turn
+    assert bodies[1] and bodies[1][0].startswith("Here's our refund policy.")
+    assert bodies[0] in ([], bodies[1])
+
+    # a later redelivery (Twilio's retry) gets the stored answer, from either replica
+    again = post_signed(rasa_stack, params, base_url=rasa_replica.base_url, headers=token)
+    assert replies(again) == bodies[1]
+    # a delivery carrying a seen idempotency token is recognised by the token alone
+    retried = {**params, "MessageSid": new_sid()}
+    assert replies(post_signed(rasa_stack, retried, headers=token)) == bodies[1]
+
+    cid = conversation_of(stack_redis, number)
+    events = user_events(rasa_stack, cid)
+    assert [e["message_id"] for e in events] == [params["MessageSid"]]
