@@ -9,6 +9,7 @@ import httpx
 import openai
 import pytest
 
+from connectors.vapi.auth import SIGNATURE_TOLERANCE_SECONDS, VapiAuth
 from tests.connectors.vapi.helpers import (
     completion_body,
     conversation_of_stack,
@@ -87,3 +88,76 @@ async def test_server_messages_authenticate(stack):
                 assert reply.json() == {"error": "missing or wrong credentials"}
             else:
                 assert reply.json() == {}
+
+
+# -- the validators, on data -------------------------------------------------------------------
+
+SECRET = "server-secret-0123456789"  # noqa: S105 - a test value
+KEY = "custom-llm-key-0123456789"
+NOW = 1_750_000_000.0
+BODY = b'{"message": {"type": "status-update"}}'
+
+
+def test_the_shared_secret_in_each_header_it_may_come_in() -> None:
+    auth = VapiAuth(SECRET, KEY)
+    for headers in (
+        {"Authorization": f"Bearer {SECRET}"},
+        {"authorization": f"bearer  {SECRET} "},
+        {"Authorization": SECRET},
+        {"X-Vapi-Secret": SECRET},
+        {"x-vapi-signature": SECRET},
+    ):
+        assert auth.check_shared_secret(headers), headers
+    for headers in (
+        {},
+        {"Authorization": "Bearer "},
+        {"Authorization": f"Basic {SECRET}"},
+        {"X-Vapi-Secret": SECRET + "x"},
+        {"X-Other": SECRET},
+        {"Authorization": f"Bearer {KEY}"},
+    ):
+        assert not auth.check_shared_secret(headers), headers
+
+
+def test_nothing_passes_when_no_secret_is_configured() -> None:
+    auth = VapiAuth(None, None)
+    assert not auth.check_shared_secret({"Authorization": "Bearer ", "X-Vapi-Secret": ""})
+    assert not auth.check_custom_llm({"Authorization": "Bearer anything"})
+    assert not auth.check_signature(signed("", BODY, str(int(NOW))), BODY, NOW)
+
+
+def test_the_custom_llm_key_is_a_bearer_token_only() -> None:
+    auth = VapiAuth(SECRET, KEY)
+    assert auth.check_custom_llm({"Authorization": f"Bearer {KEY}"})
+    assert auth.check_custom_llm({"Authorization": KEY})
+    assert not auth.check_custom_llm({"X-Vapi-Secret": KEY})
+    # The server secret is accepted too (VAPI without a custom-LLM credential).
+    assert auth.check_custom_llm({"X-Vapi-Secret": SECRET})
+    assert not auth.check_custom_llm({"Authorization": "Bearer not-the-key"})
+    # Server messages do not take the custom-LLM key.
+    assert not auth.check_server_message({"Authorization": f"Bearer {KEY}"}, BODY, NOW)
+
+
+def test_hmac_signature_fresh_and_over_this_body() -> None:
+    auth = VapiAuth(SECRET)
+    now = str(int(NOW))
+    assert auth.check_signature(signed(SECRET, BODY, now), BODY, NOW)
+    assert auth.check_server_message(signed(SECRET, BODY, now), BODY, NOW)
+    # Milliseconds, a sha256= prefix and upper-case hex are VAPI's variants.
+    assert auth.check_signature(signed(SECRET, BODY, str(int(NOW * 1000))), BODY, NOW)
+    headers = signed(SECRET, BODY, now)
+    prefixed = {**headers, "x-signature": "sha256=" + headers["x-signature"].upper()}
+    assert auth.check_signature(prefixed, BODY, NOW)
+    # Within the tolerance on both sides, not beyond it.
+    assert auth.check_signature(signed(SECRET, BODY, now), BODY, NOW + SIGNATURE_TOLERANCE_SECONDS)
+    assert not auth.check_signature(
+        signed(SECRET, BODY, now), BODY, NOW + SIGNATURE_TOLERANCE_SECONDS + 1
+    )
+    assert not auth.check_signature(
+        signed(SECRET, BODY, now), BODY, NOW - SIGNATURE_TOLERANCE_SECONDS - 1
+    )
+    assert not auth.check_signature(signed(SECRET, BODY, now), BODY + b" ", NOW)
+    assert not auth.check_signature(signed("other", BODY, now), BODY, NOW)
+    for stamp in ("nan", "inf", "-inf", "soon", ""):
+        assert not auth.check_signature(signed(SECRET, BODY, stamp), BODY, NOW), stamp
+    assert not auth.check_signature({"x-signature": headers["x-signature"]}, BODY, NOW)

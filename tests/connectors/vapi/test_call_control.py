@@ -8,7 +8,9 @@ import uuid
 
 import pytest
 
+from connectors.vapi.call_control import control_payload, requested_control, send_control
 from connectors.vapi.turn import APOLOGY
+from omnichannel.rendering.messages import BotMessage
 
 
 @pytest.mark.rasa_server
@@ -83,3 +85,40 @@ async def test_unusable_control_url_ends_the_turn_and_stays_out_of_logs(stack, m
     log = stack.rasa_log()
     assert f"call {call.call_id}: call control say failed" in log
     assert token not in log
+
+
+# -- the payloads, on data ---------------------------------------------------------------------
+
+
+def test_the_control_a_bot_message_asks_for() -> None:
+    end = {"call_control": "end_call"}
+    transfer = {"call_control": "transfer", "destination": "+14155550100", "content": "Hold on."}
+    assert requested_control(BotMessage(text="Bye", custom=end)) == end
+    assert requested_control(BotMessage(text="Bye", custom=transfer)) == transfer
+    assert requested_control(BotMessage(text="Plain")) is None
+    # Malformed: no destination, an unknown kind.
+    assert requested_control(BotMessage(custom={"call_control": "transfer"})) is None
+    assert requested_control(BotMessage(custom={"call_control": "explode"})) is None
+
+
+def test_control_payloads_say_the_message_first() -> None:
+    end = {"call_control": "end_call"}
+    assert control_payload(end, "Bye!") == {
+        "type": "say",
+        "content": "Bye!",
+        "endCallAfterSpoken": True,
+    }
+    assert control_payload(end, "") == {"type": "end-call"}
+    transfer = {"call_control": "transfer", "destination": "+14155550100", "content": "**Now.**"}
+    assert control_payload(transfer, "Putting you through.") == {
+        "type": "transfer",
+        "destination": {"type": "number", "number": "+14155550100"},
+        "content": "Putting you through. Now.",
+    }
+    bare = control_payload({"call_control": "transfer", "destination": "+14155550100"}, "")
+    assert "content" not in bare
+
+
+async def test_an_unusable_control_url_fails_quietly() -> None:
+    payload = {"type": "end-call"}
+    assert not await send_control("call-1", "http://a..b/control/secret-token", payload)

@@ -5,12 +5,16 @@ from __future__ import annotations
 import hashlib
 import time
 import uuid
+from typing import List
 
 import jwt
 import pytest
 import redis.asyncio as aioredis
 
-from omnichannel.identity import IdentityStore, anon_address, user_address
+import connectors.vapi.callers as callers_module
+from connectors.vapi.callers import Callers
+from connectors.vapi.wire import Call, Customer
+from omnichannel.identity import Address, IdentityStore, anon_address, phone_address, user_address
 
 
 @pytest.mark.rasa_server
@@ -36,3 +40,81 @@ async def test_web_calls_use_a_signed_user_token_else_the_call(stack, make_call)
         assert anonymous is not None and anonymous != user_conversation
     finally:
         await client.close()
+
+
+# -- addresses and conversations, on data ------------------------------------------------------
+
+JWT_SECRET = "a-web-chat-secret-of-at-least-32-bytes!"  # noqa: S105 - a test value
+
+
+class _Identity:
+    """Stands in for IdentityStore: a new conversation per address, counted."""
+
+    def __init__(self) -> None:
+        self.resolved: List[str] = []
+
+    async def resolve_conversation(self, address: Address, channel: str) -> str:
+        assert channel == "voice"
+        self.resolved.append(str(address))
+        return f"c_{len(self.resolved)}"
+
+
+def _callers(trust_user_id: bool = False) -> Callers:
+    return Callers(_Identity(), "US", JWT_SECRET, trust_user_id)
+
+
+def _token(sub: str, secret: str = JWT_SECRET, lifetime: int = 600) -> str:
+    return jwt.encode({"sub": sub, "exp": int(time.time()) + lifetime}, secret, algorithm="HS256")
+
+
+def _web_call(**variables: str) -> Call:
+    return Call(id="web-1", type="webCall", assistantOverrides={"variableValues": variables})
+
+
+def test_a_phone_caller_is_their_number() -> None:
+    callers = _callers()
+    call = Call(id="call-1", customer={"number": "(415) 555-2671"})
+    assert callers.address(call, None) == phone_address("+14155552671")
+    # The customer at the top level (older payloads) counts too; the call's own comes first.
+    assert callers.address(Call(id="call-1"), Customer(number="+14155552671")) == phone_address(
+        "+14155552671"
+    )
+    # A number that cannot exist is no address: the call itself is.
+    assert callers.address(Call(id="call-1", customer={"number": "123"}), None).scheme == "anon"
+
+
+def test_a_web_caller_is_the_user_a_signed_token_names() -> None:
+    callers = _callers()
+    assert callers.address(_web_call(user_token=_token("user-7")), None) == user_address("user-7")
+    assert callers.address(_web_call(userToken=_token("user-7")), None) == user_address("user-7")
+    for rejected in (_token("user-7", secret="x" * 40), _token("user-7", lifetime=-60), "junk"):
+        assert callers.address(_web_call(user_token=rejected), None).scheme == "anon"
+    # A plain user_id is set by whoever starts the call: trusted only when configured so.
+    assert callers.address(_web_call(user_id="user-7"), None).scheme == "anon"
+    assert _callers(trust_user_id=True).address(_web_call(userId="user-7"), None) == (
+        user_address("user-7")
+    )
+
+
+def test_an_anonymous_caller_is_the_call() -> None:
+    callers = _callers()
+    first = callers.address(Call(id="call-1"), None)
+    assert first.scheme == "anon" and first == callers.address(Call(id="call-1"), None)
+    assert first != callers.address(Call(id="call-2"), None)
+    assert callers.known_caller(Call(), None) is None
+    assert callers.known_caller(Call(), Customer(number="+14155552671")) is not None
+
+
+async def test_a_calls_conversation_is_resolved_once(monkeypatch) -> None:
+    callers = _callers()
+    address = phone_address("+14155552671")
+    assert await callers.conversation("call-1", address) == "c_1"
+    assert await callers.conversation("call-1", address) == "c_1"
+    assert callers.identity.resolved == ["tel:+14155552671"]
+    # Only the last calls are remembered.
+    monkeypatch.setattr(callers_module, "CALLS_REMEMBERED", 2)
+    await callers.conversation("call-2", address)
+    await callers.conversation("call-1", address)
+    await callers.conversation("call-3", address)
+    await callers.conversation("call-2", address)
+    assert len(callers.identity.resolved) == 4

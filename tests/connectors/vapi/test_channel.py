@@ -4,16 +4,20 @@ Redis; and its credentials.yml options."""
 from __future__ import annotations
 
 import json
-from typing import List
+from typing import Any, Dict, List
 
 import openai
 import pytest
 import redis.asyncio as aioredis
+import yaml
 from rasa.shared.core.events import BotUttered, UserUttered
 from rasa.shared.core.trackers import DialogueStateTracker
 
-from connectors.vapi.turn import APOLOGY
+from connectors.vapi.channel import SECTION, VapiInput, VapiOptions, VapiOutput
+from connectors.vapi.turn import APOLOGY, VoiceTurn
+from devtools.processes import ROOT
 from devtools.sim_vapi import VapiCall, play_call
+from omnichannel.settings import ConfigError
 from tests.connectors.vapi.helpers import (
     completion_body,
     conversation_of_stack,
@@ -152,3 +156,54 @@ def _bot_after_sms(tracker: DialogueStateTracker) -> List[str]:
         if isinstance(e, UserUttered) and (e.metadata or {}).get("channel") == "sms"
     )
     return [e.text or "" for e in events[last_sms:] if isinstance(e, BotUttered)]
+
+
+# -- options and the output channel, on data ---------------------------------------------------
+
+
+def test_the_credentials_yml_section_parses() -> None:
+    credentials = yaml.safe_load((ROOT / "credentials.yml").read_text())
+    options = VapiOptions.parse(SECTION, credentials[SECTION])
+    assert options == VapiOptions()
+    assert options.max_request_bytes == 1_000_000 and options.max_event_bytes == 5_000_000
+    assert options.assistant_request_timeout == 2.0 and options.barge_in_threshold == 0.9
+    assert options.duplicate_wait_seconds == 20.0 and options.trust_user_id_variable is False
+    assert VapiOptions.parse(SECTION, None) == options
+    assert VapiOptions.parse(SECTION, {"trust_user_id_variable": "yes"}).trust_user_id_variable
+
+
+@pytest.mark.parametrize(
+    "given, named",
+    [
+        ({"barge_in_treshold": 0.5}, "barge_in_treshold: unknown option"),
+        ({"barge_in_threshold": 1.5}, "barge_in_threshold"),
+        ({"assistant_request_timeout": 8}, "assistant_request_timeout"),
+        ({"assistant_request_timeout": 0}, "assistant_request_timeout"),
+        ({"max_request_bytes": "lots"}, "max_request_bytes"),
+        ({"max_event_bytes": 10}, "max_event_bytes"),
+        ({"duplicate_wait_seconds": -1}, "duplicate_wait_seconds"),
+        ({"trust_user_id_variable": "perhaps"}, "trust_user_id_variable"),
+    ],
+)
+def test_bad_options_stop_start_up_naming_the_key(given: Dict[str, Any], named: str) -> None:
+    with pytest.raises(ConfigError, match=named) as refused:
+        VapiOptions.parse(SECTION, given)
+    assert SECTION in str(refused.value)
+
+
+def test_start_up_needs_the_server_secret(monkeypatch) -> None:
+    monkeypatch.delenv("VAPI_SERVER_SECRET", raising=False)
+    with pytest.raises(ConfigError, match="VAPI_SERVER_SECRET"):
+        VapiInput.from_credentials({})
+    monkeypatch.setenv("VAPI_SERVER_SECRET", "s" * 32)
+    channel = VapiInput.from_credentials({"barge_in_threshold": 0.8})
+    assert channel.name() == "vapi" and channel.options.barge_in_threshold == 0.8
+
+
+async def test_rasas_bot_messages_go_to_the_turn() -> None:
+    turn = VoiceTurn("c_1", "call-1", "answer", "call", 0, "hello", None)
+    output = VapiOutput(turn)
+    assert output.name() == "vapi"
+    await output.send_text_message("c_1", "Hello **there**.")
+    await output.send_response("c_1", {"text": "Pick one.", "buttons": [{"title": "A"}]})
+    assert turn.spoken == ["Hello there.", "Pick one. You can say A."]

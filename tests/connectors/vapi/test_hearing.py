@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
-from typing import List
+from typing import Any, Dict, List
 
 import pytest
 
-from connectors.vapi.hearing import SpokenTurn, extends, heard_ratio, heard_since, spoken_turn
+from connectors.vapi.hearing import (
+    SpokenTurn,
+    barge_in,
+    extends,
+    heard_ratio,
+    heard_since,
+    spoken_turn,
+    supersedes,
+)
 from connectors.vapi.wire import ChatMessage
 
 
@@ -39,3 +47,49 @@ def test_extends_and_heard_ratio():
     assert heard_ratio(sent, "") == 0.0
     history = _history("U:refunds?", f"A:{sent[:25]}", "U:wait")
     assert heard_since(history, after_ordinal=0, before_ordinal=1) == sent[:25]
+
+
+def _in_flight(ordinal: int, text: str, request: str = "old") -> Dict[str, Any]:
+    return {"request": request, "ordinal": ordinal, "text": text}
+
+
+def test_a_longer_utterance_supersedes_the_turn_in_flight():
+    spoken = SpokenTurn(ordinal=1, first_ordinal=1, text="I need my tracking number")
+    last = "I need my tracking number"
+    assert supersedes(_in_flight(1, "I need my"), "new", last, spoken)
+    # The same request, another message, or a different utterance does not.
+    assert not supersedes(_in_flight(1, "I need my", request="new"), "new", last, spoken)
+    assert not supersedes(None, "new", last, spoken)
+    assert not supersedes(_in_flight(1, "you need my"), "new", last, spoken)
+    assert not supersedes(_in_flight(1, last), "new", last, spoken)
+    # The turn in flight answers a user message the new utterance takes in: superseded.
+    joined = SpokenTurn(ordinal=2, first_ordinal=1, text="where is my order please")
+    assert supersedes(_in_flight(1, "where is"), "new", "my order please", joined)
+    # ... but not one answered before the new utterance began.
+    later = SpokenTurn(ordinal=2, first_ordinal=2, text="my order please")
+    assert not supersedes(_in_flight(1, "where is"), "new", "my order please", later)
+
+
+def test_barge_in_from_what_was_sent_and_heard():
+    sent = "Here's our refund policy. You can return most items within 30 days of delivery."
+    last_sent = {"ordinal": 0, "first_ordinal": 0, "text": sent, "at": 100.0}
+    spoken = SpokenTurn(ordinal=1, first_ordinal=1, text="wait")
+    cut = _history("U:refunds?", "A:Here's our refund policy.", "U:wait")
+    assert barge_in(last_sent, 0.0, cut, spoken, threshold=0.9) == {
+        "sent_text": sent,
+        "heard_text": "Here's our refund policy.",
+        "heard_ratio": heard_ratio(sent, "Here's our refund policy."),
+    }
+    # Heard in full: no barge-in, even with an interruption reported.
+    full = _history("U:refunds?", f"A:{sent}", "U:wait")
+    assert barge_in(last_sent, 200.0, full, spoken, threshold=0.9) is None
+    # Most of it heard: a barge-in only when VAPI reported an interruption since it began.
+    most = _history("U:refunds?", f"A:{sent.rsplit(' ', 1)[0]}", "U:wait")
+    assert barge_in(last_sent, 0.0, most, spoken, threshold=0.9) is None
+    assert barge_in(last_sent, 50.0, most, spoken, threshold=0.9) is None
+    assert barge_in(last_sent, 200.0, most, spoken, threshold=0.9)["heard_ratio"] >= 0.9
+    # Nothing sent, or the utterance answers that very turn again: no barge-in.
+    assert barge_in(None, 0.0, cut, spoken, threshold=0.9) is None
+    assert barge_in({**last_sent, "text": ""}, 0.0, cut, spoken, threshold=0.9) is None
+    again = SpokenTurn(ordinal=0, first_ordinal=0, text="refunds?")
+    assert barge_in(last_sent, 0.0, cut, again, threshold=0.9) is None

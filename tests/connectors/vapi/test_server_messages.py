@@ -9,7 +9,10 @@ import uuid
 import pytest
 import redis.asyncio as aioredis
 
+from connectors.vapi.server_messages import ServerMessages
+from connectors.vapi.wire import ServerMessage
 from devtools.fake_llm import LlmReply
+from omnichannel.settings import Settings
 from tests.connectors.vapi.helpers import (
     conversation_of_stack,
     tracker_of,
@@ -17,9 +20,8 @@ from tests.connectors.vapi.helpers import (
 )
 from tests.support import GIBBERISH, post_sms
 
-pytestmark = pytest.mark.rasa_server
 
-
+@pytest.mark.rasa_server
 async def test_assistant_request_points_back_and_greets_newcomers(stack, make_call):
     call = make_call()
     answer = await call.assistant_request()
@@ -29,6 +31,7 @@ async def test_assistant_request_points_back_and_greets_newcomers(stack, make_ca
     assert assistant["firstMessage"] == "Hi, this is the Acme Shop assistant. How can I help?"
 
 
+@pytest.mark.rasa_server
 async def test_end_of_call_report_is_seen_by_a_later_sms_turn(stack, make_call, fake_llm):
     call = make_call()
     await call.say("hello")
@@ -51,6 +54,7 @@ async def test_end_of_call_report_is_seen_by_a_later_sms_turn(stack, make_call, 
     assert summary in prompt
 
 
+@pytest.mark.rasa_server
 async def test_end_of_call_report_reads_legacy_top_level_fields(stack, make_call):
     call = make_call()
     await call.say("hello")
@@ -72,6 +76,7 @@ async def test_end_of_call_report_reads_legacy_top_level_fields(stack, make_call
     assert report["ended_reason"] == "assistant-ended-call"
 
 
+@pytest.mark.rasa_server
 async def test_other_server_messages(stack, make_call):
     call = make_call()
     for message in (
@@ -120,6 +125,7 @@ async def test_other_server_messages(stack, make_call):
     }
 
 
+@pytest.mark.rasa_server
 async def test_a_call_hung_up_before_any_turn_still_leaves_its_report(stack, make_call):
     call = make_call()
     await call.assistant_request()
@@ -134,6 +140,7 @@ async def test_a_call_hung_up_before_any_turn_still_leaves_its_report(stack, mak
     assert reply.text == "Hi, this is the Acme Shop assistant. How can I help?"
 
 
+@pytest.mark.rasa_server
 async def test_call_report_while_redis_refuses_writes_is_a_503(stack, make_call):
     call = make_call()
     await call.say("hello")
@@ -148,3 +155,33 @@ async def test_call_report_while_redis_refuses_writes_is_a_503(stack, make_call)
     assert reply.json() == {"error": "conversation state unavailable"}
     tracker = await tracker_of(stack, await conversation_of_stack(stack, call.number))
     assert tracker.get_slot("last_call") is None
+
+
+# -- the answers that need no state, on data ---------------------------------------------------
+
+
+def _messages(**env: str) -> ServerMessages:
+    settings = Settings.from_env({"VAPI_SERVER_SECRET": "s" * 32, **env})
+    return ServerMessages(settings, callers=None, greeter=None, calls=None)
+
+
+def test_tool_calls_are_answered_one_by_one() -> None:
+    message = ServerMessage(
+        type="tool-calls",
+        toolCalls=[
+            {"id": "a", "function": {"name": "order_status", "arguments": {"order_number": 12345}}},
+            {"name": "nope"},
+        ],
+    )
+    results = _messages().tool_calls(message)["results"]
+    assert [r["toolCallId"] for r in results] == ["a", ""]
+    assert "1 2 3 4 5" in results[0]["result"]
+    assert results[1] == {"toolCallId": "", "name": "nope", "error": "Unknown tool 'nope'."}
+    assert _messages().tool_calls(ServerMessage(type="tool-calls")) == {"results": []}
+
+
+def test_the_transfer_destination_is_the_hand_off_line() -> None:
+    assert _messages().transfer_destination() == {"error": "No transfer destination is configured."}
+    assert _messages(HANDOFF_PHONE_NUMBER="+14155550100").transfer_destination() == {
+        "destination": {"type": "number", "number": "+14155550100"}
+    }
