@@ -184,8 +184,8 @@ class VapiInput(InputChannel):
             parsed = parse_completion_request(request.body, self.options.max_request_bytes)
         except BadRequest as error:
             return _openai_error(error.status, error.reason)
-        call = parsed.call or Call()
-        call_id = str(call.call_id)
+        # parse_completion_request refuses a request without a call id.
+        call, call_id = parsed.call, str(parsed.call.call_id)
         address = self.callers.address(call, parsed.customer)
         writer = ChunkWriter(model=parsed.model or MODEL_NAME)
         agent = request.app.ctx.agent

@@ -23,7 +23,7 @@ import functools
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Optional, Sequence
+from typing import Any, Awaitable, Callable, Dict, Optional, Sequence
 
 from rasa.core.channels.channel import OutputChannel, UserMessage
 from rasa.shared.core.constants import ACTION_LISTEN_NAME
@@ -92,21 +92,16 @@ class TurnRunner:
         the request. Raises StateUnavailable when the turn could not even be claimed.
         """
         started: asyncio.Future = asyncio.get_running_loop().create_future()
-        self.tasks.start(
-            self._begin(agent, turn, messages, metadata, started), f"turn on call {turn.call_id}"
-        )
+        work = self._claim_and_run(agent, turn, messages, metadata, started)
+        self.tasks.start(self._begin(turn, work, started), f"turn on call {turn.call_id}")
         return await asyncio.shield(started)
 
-    async def _begin(
-        self,
-        agent: Any,
-        turn: VoiceTurn,
-        messages: Sequence[ChatMessage],
-        metadata: Dict[str, Any],
-        started: asyncio.Future,
-    ) -> None:
+    @staticmethod
+    async def _begin(turn: VoiceTurn, work: Awaitable[None], started: asyncio.Future) -> None:
+        """Runs ``work``; should it fail before ``started`` is settled, the request gets
+        StateUnavailable (an apology) instead of waiting forever."""
         try:
-            await self._claim_and_run(agent, turn, messages, metadata, started)
+            await work
         except Exception as error:
             if started.done():
                 raise
