@@ -6,7 +6,9 @@ to a second after the lock frees. Here every queue change is one Lua script (ato
 number of replicas), the releasing turn wakes the next ticket through a per-ticket list the
 waiter BLPOPs on (hand-off in about a round trip), and every ticket carries a short lease that
 its ``lock()`` call renews in the background: a live turn keeps the lock for as long as it runs,
-a crashed process's tickets lapse after one lease and the queue moves on.
+a crashed process's tickets lapse after one lease and the queue moves on. Within one process,
+``lock()`` calls for a conversation queue in Redis one after the other in the order they were
+made (see ``_ArrivalOrder``), so turns that arrive together are served in arrival order.
 
 Named in endpoints.yml as::
 
@@ -33,9 +35,21 @@ import math
 import os
 import time
 import uuid
+from collections import deque
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, List, Mapping, NoReturn, Optional, Sequence
+from typing import (
+    Any,
+    AsyncIterator,
+    Deque,
+    Dict,
+    List,
+    Mapping,
+    NoReturn,
+    Optional,
+    Sequence,
+    Tuple,
+)
 
 import redis.asyncio as aioredis
 from rasa.core.lock_store import LOCK_LIFETIME, LockError, LockStore
@@ -269,6 +283,57 @@ class _TicketKeys:
         return [self.queue, self.leases, self.seq]
 
 
+class _ArrivalOrder:
+    """Lets one process's ``lock()`` calls for a conversation queue in Redis in call order.
+
+    Redis numbers tickets in the order the enqueue scripts reach it, and calls made together
+    send them on whichever pooled connection each gets: connections still being opened finish
+    in any order, so the last message of a burst could be served first. Each call therefore
+    takes its place in line here before its first await, and queues in Redis only once the
+    call before it has its ticket. That costs one round trip per earlier call of the same burst
+    and nothing otherwise; turns of other processes still queue in Redis's own order.
+    """
+
+    def __init__(self) -> None:
+        #: Places of the calls queueing right now, per event loop (futures belong to one) and
+        #: conversation; the first place is the call whose enqueue is under way.
+        self._lines: Dict[Tuple[asyncio.AbstractEventLoop, str], Deque[asyncio.Future]] = {}
+
+    @asynccontextmanager
+    async def first_in_line(
+        self, conversation_id: str, started: float, wait_timeout: float
+    ) -> AsyncIterator[None]:
+        """Waits until every earlier call for ``conversation_id`` has queued in Redis.
+
+        Raises ``LockWaitTimeout`` once the turn, which began waiting at ``started``
+        (``time.monotonic()``), has waited ``wait_timeout`` seconds: a Redis that stalls the
+        first call does not hold the others past their wait bound.
+        """
+        loop = asyncio.get_running_loop()
+        key = (loop, conversation_id)
+        line = self._lines.setdefault(key, deque())
+        place = loop.create_future()
+        line.append(place)
+        try:
+            if line[0] is not place:
+                remaining = started + wait_timeout - time.monotonic()
+                await asyncio.wait([place], timeout=max(0.0, remaining))
+                if not place.done():
+                    raise LockWaitTimeout(
+                        f"conversation {conversation_id}: waited "
+                        f"{time.monotonic() - started:.1f} s (limit {wait_timeout:g} s) for "
+                        f"earlier turns of this process to queue in Redis; this turn gave up"
+                    )
+            yield
+        finally:
+            was_first = line[0] is place
+            line.remove(place)
+            if not line:
+                del self._lines[key]
+            elif was_first:
+                line[0].set_result(None)
+
+
 def _unavailable(action: str, error: BaseException) -> StateUnavailable:
     return StateUnavailable(f"lock store: Redis unavailable while {action} ({error})")
 
@@ -298,6 +363,7 @@ class RedisFifoLockStore(LockStore):
             )
         self.url = url
         self.settings = settings or FifoLockSettings()
+        self._arrivals = _ArrivalOrder()
         super().__init__()
 
     @asynccontextmanager
@@ -320,9 +386,12 @@ class RedisFifoLockStore(LockStore):
         keys = _TicketKeys.for_conversation(conversation_id)
         token = f"{os.getpid()}-{uuid.uuid4().hex}"
         started = time.monotonic()
-        number, position = await self._run(
-            client, _ENQUEUE, keys, [token, self.settings.lease_ms], "queueing a turn"
-        )
+        async with self._arrivals.first_in_line(
+            conversation_id, started, self.settings.wait_timeout
+        ):
+            number, position = await self._run(
+                client, _ENQUEUE, keys, [token, self.settings.lease_ms], "queueing a turn"
+            )
         turn = LockTurn(conversation_id, int(number), waited_seconds=0.0)
         leaving = asyncio.Event()
         keeper = asyncio.create_task(self._keep_lease(client, keys, token, turn, leaving))
