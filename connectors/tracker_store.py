@@ -257,7 +257,7 @@ class RedisEventLogTrackerStore(TrackerStore):
                     conversation_id,
                     self._client().lrange(self._events_key(conversation_id), expected, length - 1),
                 )
-                pending = _without(pending, written_meanwhile)
+                pending = _without(pending, [_canonical(raw) for raw in written_meanwhile])
                 expected = expected + len(written_meanwhile)
             else:
                 # The log is shorter than this tracker saw (expired, or lost in a crash).
@@ -288,15 +288,20 @@ class RedisEventLogTrackerStore(TrackerStore):
         return tracker
 
     async def keys(self) -> Iterable[str]:
-        """Ids of all stored conversations, found by SCAN (never KEYS, which blocks Redis)."""
+        """Ids of all stored conversations, found by SCAN (never KEYS, which blocks Redis).
+
+        Any id is listed, ``}`` and glob characters included (Rasa's REST channel and HTTP API
+        take ids from the client): the id is the key minus the fixed prefix and suffix, and
+        only lists count, because other kinds of conversation key can match the pattern too
+        (the web chat's dedupe key of a message whose client-chosen id ends in ``}:events``)
+        and none of them is a list. SCAN's TYPE filter needs Redis 6.0 or later.
+        """
         client = self._client()
 
         async def scan() -> List[str]:
             found: Dict[str, None] = {}
-            async for key in client.scan_iter(match=EVENTS_KEY_PATTERN, count=1000):
-                conversation_id = key.decode()[len(_EVENTS_KEY_PREFIX) : -len(_EVENTS_KEY_SUFFIX)]
-                if "}" not in conversation_id:
-                    found[conversation_id] = None
+            async for key in client.scan_iter(match=EVENTS_KEY_PATTERN, count=1000, _type="list"):
+                found[key.decode()[len(_EVENTS_KEY_PREFIX) : -len(_EVENTS_KEY_SUFFIX)]] = None
             return list(found)
 
         return await self._redis("list conversations", "*", scan())
@@ -380,7 +385,9 @@ class RedisEventLogTrackerStore(TrackerStore):
 
         Needed only for trackers this store did not hand out (a brand-new conversation, a
         tracker rebuilt elsewhere) or after the log shrank; content equality of events
-        (timestamps included) tells which are stored.
+        (timestamps included) tells which are stored. A tracker rebuilt from the log can hold
+        logged events as a replay changed them (see ``_replayed_forms``); when some logged
+        event found no match, those forms are looked up too, or they would be appended again.
         """
         conversation_id = tracker.sender_id
         stored = await self._redis(
@@ -389,7 +396,13 @@ class RedisEventLogTrackerStore(TrackerStore):
             self._client().lrange(self._events_key(conversation_id), 0, -1),
         )
         pending = [_PendingEvent.of(event) for event in tracker.events]
-        return len(stored), _without(pending, stored)
+        parsed = [json.loads(raw) for raw in stored]
+        logged = [_canonical_form(parameters) for parameters in parsed]
+        missing = _without(pending, logged)
+        if len(pending) - len(missing) < len(logged):
+            replayed = _replayed_forms(conversation_id, self.domain, parsed, logged)
+            missing = _without(pending, logged, replayed)
+        return len(stored), missing
 
     async def _last_session(self, conversation_id: str) -> Optional[_SessionCopy]:
         cached = self._sessions.get(conversation_id)
@@ -495,15 +508,23 @@ def _events_after(
 
 
 def _without(
-    pending: List[_PendingEvent], stored: Sequence[Union[bytes, str]]
+    pending: List[_PendingEvent],
+    stored: Sequence[str],
+    replayed: Optional[Dict[str, str]] = None,
 ) -> List[_PendingEvent]:
-    """``pending`` minus the events found in ``stored``, each stored event matching once."""
+    """``pending`` minus the events found in ``stored``, each stored event matching once.
+
+    ``stored`` holds canonical forms (``_canonical``); ``replayed`` maps other forms of stored
+    events to their stored form (see ``_replayed_forms``).
+    """
     if not stored:
         return pending
-    remaining = Counter(_canonical(raw) for raw in stored)
+    remaining = Counter(stored)
     missing = []
     for event in pending:
         key = _canonical(event.raw)
+        if remaining[key] == 0 and replayed:
+            key = replayed.get(key, key)
         if remaining[key] > 0:
             remaining[key] -= 1
         else:
@@ -511,19 +532,59 @@ def _without(
     return missing
 
 
+def _replayed_forms(
+    conversation_id: str,
+    domain: Domain,
+    parsed: Sequence[Dict[str, Any]],
+    logged: Sequence[str],
+) -> Dict[str, str]:
+    """Logged events that a replay of the log changes: replayed form -> logged form.
+
+    ``parsed`` and ``logged`` are the log's events as dicts and in canonical form; the
+    replay may change the dicts. Rasa's ``UserUttered`` read from a dict shares one entity
+    list between ``entities`` and ``parse_data``, so replaying a later ``EntitiesAdded``
+    (TEDPolicy's) adds to the logged user message, and every tracker rebuilt from the log
+    (Rasa's HTTP API replacing events, ``rasa interactive``) serialises it differently from
+    the log. Replaying here shows which events come out changed, and how, whatever event
+    does the changing.
+    """
+    tracker = DialogueStateTracker(conversation_id, domain.slots)
+    replayed_events = []
+    for parameters, logged_form in zip(parsed, logged, strict=True):
+        event = _event_from(parameters)
+        if event is not None:
+            tracker.update(event)
+            replayed_events.append((logged_form, event))
+    replayed = {}
+    for logged_form, event in replayed_events:
+        # Read from JSON, the event holds only JSON values: no round trip needed to compare.
+        replayed_form = _canonical_form(event.as_dict())
+        if replayed_form != logged_form:
+            replayed[replayed_form] = logged_form
+    return replayed
+
+
 def _canonical(raw: Union[bytes, str]) -> str:
-    return json.dumps(json.loads(raw), sort_keys=True)
+    return _canonical_form(json.loads(raw))
+
+
+def _canonical_form(value: Any) -> str:
+    """One spelling per event content, whatever its key order, for comparing events."""
+    return json.dumps(value, sort_keys=True)
 
 
 def _apply(tracker: DialogueStateTracker, raw_events: Iterable[bytes]) -> None:
     for raw in raw_events:
-        parameters = json.loads(raw)
-        # What Event.from_parameters does, minus its search through every Event subclass for
-        # each event, which is most of the time a first read of a long session takes.
-        event_class = _event_class(parameters.get("event"))
-        event = event_class._from_parameters(parameters) if event_class else None
+        event = _event_from(json.loads(raw))
         if event is not None:
             tracker.update(event)
+
+
+def _event_from(parameters: Dict[str, Any]) -> Optional[Event]:
+    """What Event.from_parameters does, minus its search through every Event subclass for
+    each event, which is most of the time a first read of a long session takes."""
+    event_class = _event_class(parameters.get("event"))
+    return event_class._from_parameters(parameters) if event_class else None
 
 
 @functools.cache

@@ -6,6 +6,7 @@ FailSafeTrackerStore."""
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import os
 import subprocess
@@ -22,6 +23,7 @@ from rasa.shared.core.domain import Domain
 from rasa.shared.core.events import (
     ActionExecuted,
     BotUttered,
+    EntitiesAdded,
     Event,
     SessionStarted,
     SlotSet,
@@ -340,6 +342,46 @@ async def test_a_tracker_from_elsewhere_adds_only_what_the_log_lacks(
     assert await store.read_events("c_foreign") == event_dicts(rebuilt)
 
 
+def turn_with_entities_added(label: str) -> List[Event]:
+    """A turn in which TEDPolicy added an entity to the user message (``EntitiesAdded``)."""
+    events = turn(label)
+    added = {"entity": "channel", "value": "chat", "start": 0, "end": 5, "extractor": "TED"}
+    return events[:1] + [EntitiesAdded([added])] + events[1:]
+
+
+async def test_a_tracker_rebuilt_from_a_log_with_entities_added_appends_nothing(
+    redis_url: str,
+) -> None:
+    """Replaying ``EntitiesAdded`` changes the rebuilt user message (Rasa's deserialised
+    ``UserUttered`` shares its entity list with its ``parse_data``), so that message no longer
+    serialises as it was logged; it is the logged one all the same."""
+    store = make_store(redis_url)
+    await take_turn(store, "c_ted", session_start() + turn_with_entities_added("A1"))
+    await take_turn(store, "c_ted", turn_with_entities_added("A2"))
+    stored = await store.read_events("c_ted")
+    assert len(stored) == 3 + 2 * 7
+
+    # Copies: the replay changes even the dicts the events were read from.
+    rebuilt_by_http_api = DialogueStateTracker.from_dict(
+        "c_ted", copy.deepcopy(stored), DOMAIN.slots
+    )
+    rebuilt_from_events = DialogueStateTracker.from_events(
+        "c_ted", [Event.from_parameters(event) for event in copy.deepcopy(stored)], DOMAIN.slots
+    )
+    assert len(rebuilt_by_http_api.latest_message.entities) == 2
+    for rebuilt in (rebuilt_by_http_api, rebuilt_from_events):
+        for saver in (store, make_store(redis_url)):
+            await saver.save(rebuilt)
+            assert await store.read_events("c_ted") == stored
+
+    new_turn = turn_with_entities_added("A3")
+    for event in new_turn:
+        rebuilt_by_http_api.update(event)
+    await make_store(redis_url).save(rebuilt_by_http_api)
+    assert await store.read_events("c_ted") == stored + [event.as_dict() for event in new_turn]
+    assert (await store.retrieve("c_ted")).get_slot("order_id") == "A3"
+
+
 WRITER = """
 import asyncio, random, sys
 import redis.asyncio as aioredis
@@ -516,6 +558,26 @@ async def test_keys_lists_every_conversation_by_scan(
     await take_turn(store, "c_real", session_start())
 
     assert sorted(await store.keys()) == sorted(ids + ["c_real"])
+    assert (await client.info("commandstats")).get("cmdstat_keys") is None
+
+
+async def test_keys_lists_ids_with_braces_colons_and_glob_characters(
+    redis_url: str, client: aioredis.Redis
+) -> None:
+    """Rasa's REST channel and HTTP API take the id from the client; ``rasa export`` lists
+    conversations through ``keys()``, so every id ``save()`` accepts must come back."""
+    store = make_store(redis_url)
+    ids = ["c_plain", "rest}user", "{json}", "a}:b", "x:y:z", "*", "a*b}{", "[?]"]
+    logs = {cid: session_start() for cid in ids}
+    for cid, events in logs.items():
+        await take_turn(store, cid, events)
+    # Matches the pattern but is no event log: the web chat's dedupe record of a message
+    # whose client-chosen id is "x}:events".
+    await client.set(conversation_key("c_chat", "webchat", "client_message", "x}:events"), b"1")
+
+    assert sorted(await store.keys()) == sorted(ids)
+    for cid, events in logs.items():
+        assert event_dicts(await store.retrieve(cid)) == [e.as_dict() for e in events]
     assert (await client.info("commandstats")).get("cmdstat_keys") is None
 
 
