@@ -59,9 +59,12 @@ from omnichannel.redis_client import (
     REDIS_FAILURES,
     LuaScript,
     StateUnavailable,
+    check_access_at_start_up,
+    check_namespace,
     conversation_key,
     redis_client,
 )
+from omnichannel.redis_config import RASA_CONNECTION_OPTIONS, from_rasa_options
 from omnichannel.settings import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -136,6 +139,11 @@ _ENQUEUE = LuaScript(
     _LUA_PRELUDE
     + """
 local token, lease = ARGV[3], tonumber(ARGV[4])
+local queued = redis.call('ZSCORE', queue, token)
+if queued then
+  -- A retry of an enqueue whose reply was lost: the ticket stands where it was.
+  return {tonumber(queued), position(token)}
+end
 local now = now_ms()
 local old_head = head()
 drop_lapsed(now)
@@ -270,12 +278,12 @@ class _TicketKeys:
     wake_prefix: str
 
     @classmethod
-    def for_conversation(cls, conversation_id: str) -> _TicketKeys:
+    def for_conversation(cls, conversation_id: str, namespace: str = "") -> _TicketKeys:
+        def key(*parts: str) -> str:
+            return conversation_key(conversation_id, "lock", *parts, namespace=namespace)
+
         return cls(
-            queue=conversation_key(conversation_id, "lock", "queue"),
-            leases=conversation_key(conversation_id, "lock", "leases"),
-            seq=conversation_key(conversation_id, "lock", "seq"),
-            wake_prefix=conversation_key(conversation_id, "lock", "wake") + ":",
+            queue=key("queue"), leases=key("leases"), seq=key("seq"), wake_prefix=key("wake") + ":"
         )
 
     @property
@@ -353,15 +361,21 @@ class RedisFifoLockStore(LockStore):
         settings: Optional[FifoLockSettings] = None,
         endpoint_config: Optional[EndpointConfig] = None,
     ) -> None:
-        """``url`` defaults to REDIS_URL; Rasa passes ``endpoint_config`` from endpoints.yml."""
+        """``url`` defaults to REDIS_URL; Rasa passes ``endpoint_config`` from endpoints.yml,
+        whose options may include those of Rasa's ``RedisLockStore`` (see ``from_rasa_options``)."""
+        options: Dict[str, Any] = {}
+        namespace = None
         if endpoint_config is not None:
             url = endpoint_config.url or url
-            settings = FifoLockSettings.from_options(endpoint_config.kwargs)
-        if url is not None and not url.startswith(("redis://", "rediss://", "unix://")):
-            raise ConfigError(
-                f"lock_store url must be a redis://, rediss:// or unix:// URL, got {url!r}"
-            )
+            timing = dict(endpoint_config.kwargs)
+            options = {k: timing.pop(k) for k in RASA_CONNECTION_OPTIONS if k in timing}
+            namespace = timing.pop("key_prefix", None)
+            options["host"] = timing.pop("host", None)
+            settings = FifoLockSettings.from_options(timing)
         self.url = url
+        self.redis = from_rasa_options(os.environ, url=url, **options)
+        self.namespace = check_namespace(namespace)
+        check_access_at_start_up(self.redis)
         self.settings = settings or FifoLockSettings()
         self._arrivals = _ArrivalOrder()
         super().__init__()
@@ -382,8 +396,8 @@ class RedisFifoLockStore(LockStore):
         Raises ``LockWaitTimeout`` after ``wait_timeout`` seconds of waiting, ``LockError`` if
         the waiting ticket's lease lapsed, ``StateUnavailable`` if Redis fails.
         """
-        client = redis_client(self.url)
-        keys = _TicketKeys.for_conversation(conversation_id)
+        client = redis_client(self.redis)
+        keys = _TicketKeys.for_conversation(conversation_id, self.namespace)
         token = f"{os.getpid()}-{uuid.uuid4().hex}"
         started = time.monotonic()
         async with self._arrivals.first_in_line(
@@ -408,8 +422,8 @@ class RedisFifoLockStore(LockStore):
 
     async def live_tickets(self, conversation_id: str) -> int:
         """Turns holding or waiting for ``conversation_id``'s lock (for health checks)."""
-        client = redis_client(self.url)
-        keys = _TicketKeys.for_conversation(conversation_id)
+        client = redis_client(self.redis)
+        keys = _TicketKeys.for_conversation(conversation_id, self.namespace)
         return int(await self._run(client, _LIVE_TICKETS, keys, [], "counting tickets"))
 
     async def _wait_for_turn(

@@ -31,12 +31,12 @@ import copy
 import functools
 import json
 import logging
+import os
 import weakref
 from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass
 from typing import Any, Awaitable, Dict, Iterable, List, Optional, Sequence, TypeVar, Union
 
-import redis.asyncio as aioredis
 from rasa.core.brokers.broker import EventBroker
 from rasa.core.tracker_store import FailSafeTrackerStore, TrackerStore
 from rasa.shared.core.constants import ACTION_SESSION_START_NAME
@@ -46,11 +46,15 @@ from rasa.shared.core.trackers import DialogueStateTracker
 
 from omnichannel.redis_client import (
     REDIS_FAILURES,
+    AnyRedis,
     LuaScript,
     StateUnavailable,
+    check_access_at_start_up,
+    check_namespace,
     conversation_key,
     redis_client,
 )
+from omnichannel.redis_config import RASA_CONNECTION_OPTIONS, from_rasa_options
 from omnichannel.settings import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -61,8 +65,6 @@ DEFAULT_CACHED_CONVERSATIONS = 1000
 #: How often a save re-reads and retries when other writers keep appending in between.
 MAX_APPEND_ATTEMPTS = 20
 
-EVENTS_KEY_PATTERN = conversation_key("*", "events")
-_EVENTS_KEY_PREFIX, _EVENTS_KEY_SUFFIX = conversation_key("\0", "events").split("\0")
 
 # Appends the new events only if the log still has the length the writer last saw, so a
 # writer that raced another one re-reads instead of overwriting or duplicating. Publishing in
@@ -203,16 +205,24 @@ class RedisEventLogTrackerStore(TrackerStore):
         event_broker: Optional[EventBroker] = None,
         inactivity_expiry: Union[int, str] = DEFAULT_INACTIVITY_EXPIRY,
         cached_conversations: Union[int, str] = DEFAULT_CACHED_CONVERSATIONS,
-        **unknown_options: Any,
+        key_prefix: Optional[str] = None,
+        record_exp: Union[int, str, None] = None,
+        **options: Any,
     ) -> None:
         # Rasa falls back to the in-memory store on AttributeError/ImportError here, so
         # misconfiguration is reported as ConfigError, which it lets through.
-        if unknown_options:
+        unknown = sorted(set(options) - RASA_CONNECTION_OPTIONS)
+        if unknown:
             raise ConfigError(
                 "tracker_store: unknown option(s) for RedisEventLogTrackerStore: "
-                + ", ".join(sorted(unknown_options))
+                + ", ".join(unknown)
             )
         self.url = host or None
+        self.redis = from_rasa_options(os.environ, host=host, **options)
+        self.namespace = check_namespace(key_prefix)
+        check_access_at_start_up(self.redis)
+        if record_exp not in (None, ""):
+            inactivity_expiry = record_exp
         self.inactivity_expiry = _non_negative_int("inactivity_expiry", inactivity_expiry)
         self.cached_conversations = _non_negative_int("cached_conversations", cached_conversations)
         self._sessions: OrderedDict[str, _SessionCopy] = OrderedDict()
@@ -297,11 +307,13 @@ class RedisEventLogTrackerStore(TrackerStore):
         and none of them is a list. SCAN's TYPE filter needs Redis 6.0 or later.
         """
         client = self._client()
+        pattern = self._events_key("*")
+        prefix, suffix = self._events_key("\0").split("\0")
 
         async def scan() -> List[str]:
             found: Dict[str, None] = {}
-            async for key in client.scan_iter(match=EVENTS_KEY_PATTERN, count=1000, _type="list"):
-                found[key.decode()[len(_EVENTS_KEY_PREFIX) : -len(_EVENTS_KEY_SUFFIX)]] = None
+            async for key in client.scan_iter(match=pattern, count=1000, _type="list"):
+                found[key.decode()[len(prefix) : -len(suffix)]] = None
             return list(found)
 
         return await self._redis("list conversations", "*", scan())
@@ -332,16 +344,14 @@ class RedisEventLogTrackerStore(TrackerStore):
 
     # -- internals ---------------------------------------------------------------------------
 
-    def _client(self) -> aioredis.Redis:
-        return redis_client(self.url)
+    def _client(self) -> AnyRedis:
+        return redis_client(self.redis)
 
-    @staticmethod
-    def _events_key(conversation_id: str) -> str:
-        return conversation_key(conversation_id, "events")
+    def _events_key(self, conversation_id: str) -> str:
+        return conversation_key(conversation_id, "events", namespace=self.namespace)
 
-    @staticmethod
-    def _session_start_key(conversation_id: str) -> str:
-        return conversation_key(conversation_id, "session_start")
+    def _session_start_key(self, conversation_id: str) -> str:
+        return conversation_key(conversation_id, "session_start", namespace=self.namespace)
 
     async def _redis(self, action: str, conversation_id: str, pending: Awaitable[_T]) -> _T:
         """Awaits a Redis call, turning any Redis failure into StateUnavailable."""

@@ -6,19 +6,31 @@ The id is opaque (``c_`` + random), so trackers, lock keys, logs and Rasa's HTTP
 phone number. First contact is one Lua script, so a call and an SMS from a new number arriving on
 two replicas at the same moment end in one conversation.
 
-Redis layout (standalone Redis; the scripts touch the global index and one conversation's keys
-together, so Redis Cluster would need the index under a hash tag of its own):
+Redis layout. Each address's record has a hash tag of its own and each conversation's keys
+share the conversation's, so on Redis Cluster every script touches one slot; the protocol
+between the two (below) keeps first contact, linking and forgetting race-free without a
+cross-slot transaction:
 
-- ``omni:addr:<sha256 hex of "tel:+1…">`` → conversation id, no TTL: a customer who comes back
-  after months finds their conversation. The key holds a hash rather than the address so key
-  names (``SCAN`` output, ``MONITOR``, slow log, key-space dashboards) carry no phone numbers or
-  user ids. It is not meant as protection from someone who can read Redis: the profile holds the
-  number as a value.
+- ``omni:{a_<sha256 hex of "tel:+1…">}:conversation`` → conversation id. The key holds a hash
+  rather than the address so key names (``SCAN`` output, ``MONITOR``, slow log, key-space
+  dashboards) carry no phone numbers or user ids. It is not meant as protection from someone who
+  can read Redis: the profile holds the number as a value.
 - ``omni:{<cid>}:profile`` hash: ``created_at``, ``phone``, ``user_id``, ``seen:<channel>``,
-  ``sms_opted_out``, ``sms_opted_out_at``, ``extra:<key>``. No TTL either, so the index never
-  points at a vanished profile.
-- ``omni:{<cid>}:addresses`` set of the index keys mapped to the conversation (for ``forget``).
+  ``sms_opted_out``, ``sms_opted_out_at``, ``extra:<key>``.
+- ``omni:{<cid>}:addresses`` set of the address record keys mapped to the conversation.
 - ``omni:{<cid>}:sms_failures`` list of the last ``SMS_FAILURES_KEPT`` delivery failures (JSON).
+- ``omni:{<cid>}:forgotten`` tombstone of an erased conversation.
+
+Every key expires after a period without contact: ``KNOWN_TTL`` for conversations with a phone
+number or a site user, ``ANONYMOUS_TTL`` for anonymous web chat visitors, so a bot that opens
+sessions by the thousand leaves nothing behind. Each contact renews them.
+
+The protocol: an address is claimed with ``SET NX`` on its own record, before anything is
+written under the conversation, so of two replicas racing on a new number one wins and the
+other adopts the winner's id, and a losing id leaves no key. A web user who brings a verified
+phone number claims the phone's record first and then their own with whatever the phone's
+record holds, so a login racing the phone's first SMS still ends in one conversation. Erasure
+writes the tombstone first; a contact that finds it releases the stale record and starts over.
 """
 
 from __future__ import annotations
@@ -31,17 +43,16 @@ import re
 import secrets
 import time
 from dataclasses import dataclass, field
-from typing import Dict, Iterator, List, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import phonenumbers
-import redis.asyncio as aioredis
 
 from omnichannel.redis_client import (
     REDIS_FAILURES,
+    AnyRedis,
     LuaScript,
     StateUnavailable,
     conversation_key,
-    global_key,
     redis_client,
 )
 from omnichannel.settings import load_settings
@@ -146,9 +157,16 @@ class Address:
         return f"{self.scheme}:{_mask_identifier(self.value, shown)}"
 
     @property
-    def index_key(self) -> str:
-        """Redis key of this address's conversation mapping (hashed: no PII in key names)."""
-        return global_key("addr", hashlib.sha256(str(self).encode("utf-8")).hexdigest())
+    def record_key(self) -> str:
+        """Redis key of this address's conversation record: its own hash tag (own Cluster slot),
+        hashed so key names carry no PII."""
+        digest = hashlib.sha256(str(self).encode("utf-8")).hexdigest()
+        return conversation_key(f"a_{digest}", "conversation")
+
+    @property
+    def ttl_seconds(self) -> int:
+        """How long the records of this address last without contact."""
+        return ANONYMOUS_TTL_SECONDS if self.scheme == "anon" else KNOWN_TTL_SECONDS
 
 
 def phone_address(raw: str, default_region: Optional[str] = None) -> Address:
@@ -216,67 +234,117 @@ class ContactProfile:
     extra: Dict[str, str] = field(default_factory=dict)
 
 
-# Maps KEYS (address index keys) to one conversation. Existing mappings win, in KEYS order; an
-# address mapped elsewhere is left where it is. Profile fields come only from addresses that end
-# up mapped to the result.
-# ARGV: mode ("resolve" | "link"), candidate id (resolve: fresh id; link: the target),
-# profile key prefix, profile key suffix, addresses key suffix, now, channel ("" for none),
-# then scheme and value of each KEYS entry.
-# Returns {conversation id, 1 if created}; link mode returns the address's owner, or false when
-# the target conversation does not exist.
-_MAP_ADDRESSES = LuaScript(
+#: A conversation with a phone number or a site user is kept this long after the last contact.
+KNOWN_TTL_SECONDS = 400 * 24 * 3600
+#: An anonymous web chat visitor's records are kept this long after the last contact.
+ANONYMOUS_TTL_SECONDS = 30 * 24 * 3600
+#: How often a contact starts over after finding its address pointing at an erased conversation.
+_MAX_RESOLVE_ATTEMPTS = 3
+
+# Claims one address record (own slot). KEYS: the record. ARGV: candidate id, ttl ms.
+# Returns {owner, 1 if this call set it}. The record's expiry is renewed either way.
+_CLAIM = LuaScript(
     """
-local mode, candidate = ARGV[1], ARGV[2]
-local prefix, profile_suffix, addresses_suffix = ARGV[3], ARGV[4], ARGV[5]
-local now, channel = ARGV[6], ARGV[7]
-local cid = false
-if mode == 'link' then
-  if redis.call('EXISTS', prefix .. candidate .. profile_suffix) == 0 then return false end
-  cid = candidate
-else
-  for i = 1, #KEYS do
-    cid = redis.call('GET', KEYS[i])
-    if cid then break end
-  end
+local owner = redis.call('GET', KEYS[1])
+if owner then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return {owner, 0}
 end
-local created = 0
-if not cid then
-  cid = candidate
-  created = 1
-end
-local profile = prefix .. cid .. profile_suffix
-local addresses = prefix .. cid .. addresses_suffix
-redis.call('HSETNX', profile, 'created_at', now)
-local first_owner = false
-for i = 1, #KEYS do
-  local owner = cid
-  if not redis.call('SET', KEYS[i], cid, 'NX') then owner = redis.call('GET', KEYS[i]) end
-  if i == 1 then first_owner = owner end
-  if owner == cid then
-    redis.call('SADD', addresses, KEYS[i])
-    local scheme, value = ARGV[6 + 2 * i], ARGV[7 + 2 * i]
-    if scheme == 'tel' then redis.call('HSETNX', profile, 'phone', value) end
-    if scheme == 'user' then redis.call('HSETNX', profile, 'user_id', value) end
-  end
-end
-if channel ~= '' then redis.call('HSET', profile, 'seen:' .. channel, now) end
-if mode == 'link' then return {first_owner, 0} end
-return {cid, created}
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return {ARGV[1], 1}
 """
 )
 
-# Removes a conversation's profile and the index entries that still point at it.
-# KEYS: profile, addresses set, sms failures list. ARGV: conversation id.
+# Deletes an address record if it still names the given conversation. KEYS: record. ARGV: cid.
+_RELEASE = LuaScript(
+    """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+)
+
+# Renews a key's expiry to at least ttl ms (never shortens it); gives one that has none, one.
+_LUA_RENEW = """
+local function renew(key, ttl)
+  local left = redis.call('PTTL', key)
+  if left == -1 or (left >= 0 and left < ttl) then redis.call('PEXPIRE', key, ttl) end
+end
+"""
+
+# Records the addresses a conversation owns in its profile (conversation slot).
+# KEYS: profile, addresses set, sms failures, tombstone.
+# ARGV: now, channel ('' for none), ttl ms, then (record key, scheme, value) per owned address.
+# Returns 0 if the conversation was erased (the tombstone exists), else 1.
+_ATTACH = LuaScript(
+    _LUA_RENEW
+    + """
+if redis.call('EXISTS', KEYS[4]) == 1 then return 0 end
+local profile, addresses, ttl = KEYS[1], KEYS[2], tonumber(ARGV[3])
+redis.call('HSETNX', profile, 'created_at', ARGV[1])
+for i = 4, #ARGV, 3 do
+  redis.call('SADD', addresses, ARGV[i])
+  if ARGV[i + 1] == 'tel' then redis.call('HSETNX', profile, 'phone', ARGV[i + 2]) end
+  if ARGV[i + 1] == 'user' then redis.call('HSETNX', profile, 'user_id', ARGV[i + 2]) end
+end
+if ARGV[2] ~= '' then redis.call('HSET', profile, 'seen:' .. ARGV[2], ARGV[1]) end
+renew(profile, ttl)
+if redis.call('EXISTS', addresses) == 1 then renew(addresses, ttl) end
+if redis.call('EXISTS', KEYS[3]) == 1 then renew(KEYS[3], ttl) end
+return 1
+"""
+)
+
+# Whether a conversation can take a new address. KEYS: profile, tombstone.
+_EXISTS = LuaScript(
+    """
+return redis.call('EXISTS', KEYS[1]) == 1 and redis.call('EXISTS', KEYS[2]) == 0
+"""
+)
+
+# Sets and deletes profile fields. KEYS: profile. ARGV: ttl ms for a profile without one,
+# number of fields to set n, n field/value pairs, then fields to delete.
+_WRITE_PROFILE = LuaScript(
+    _LUA_RENEW
+    + """
+local n = tonumber(ARGV[2])
+for i = 3, 2 + 2 * n, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+for i = 3 + 2 * n, #ARGV do redis.call('HDEL', KEYS[1], ARGV[i]) end
+if redis.call('PTTL', KEYS[1]) == -1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return 1
+"""
+)
+
+# Appends a delivery failure, keeping the last ARGV[3]. KEYS: failures, profile.
+# ARGV: entry, ttl ms for a conversation without a profile, how many to keep.
+_PUSH_FAILURE = LuaScript(
+    """
+redis.call('RPUSH', KEYS[1], ARGV[1])
+redis.call('LTRIM', KEYS[1], -tonumber(ARGV[3]), -1)
+local ttl = redis.call('PTTL', KEYS[2])
+if ttl < 0 then ttl = tonumber(ARGV[2]) end
+redis.call('PEXPIRE', KEYS[1], ttl)
+return 1
+"""
+)
+
+# KEYS: profile, sms failures. Returns {profile fields as a flat list, failures}.
+_READ_PROFILE = LuaScript(
+    """
+return {redis.call('HGETALL', KEYS[1]), redis.call('LRANGE', KEYS[2], 0, -1)}
+"""
+)
+
+# Erases a conversation's contact data, leaving a tombstone; returns the address records that
+# were mapped to it, for the caller to release one slot at a time.
+# KEYS: profile, addresses set, sms failures, tombstone. ARGV: tombstone ttl ms.
 _FORGET = LuaScript(
     """
-for _, index_key in ipairs(redis.call('SMEMBERS', KEYS[2])) do
-  if redis.call('GET', index_key) == ARGV[1] then redis.call('DEL', index_key) end
-end
-return redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+redis.call('SET', KEYS[4], '1', 'PX', ARGV[1])
+local records = redis.call('SMEMBERS', KEYS[2])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+return records
 """
 )
-
-_CID_MARK = "\x00cid\x00"
 
 
 def new_conversation_id() -> str:
@@ -305,43 +373,18 @@ def _state_errors(operation: str) -> Iterator[None]:
 
 
 class IdentityStore:
-    """Address → conversation index and contact profiles, in Redis.
+    """Address → conversation index and contact profiles, in Redis (protocol: module docstring).
 
     Without an explicit client it takes ``redis_client()`` on every call, so one store object
     can serve the Rasa server's loop, the action server's loop and tests alike.
     """
 
-    def __init__(self, redis: Optional[aioredis.Redis] = None) -> None:
+    def __init__(self, redis: Optional[AnyRedis] = None) -> None:
         self._redis = redis
-        self._profile_prefix, self._profile_suffix = conversation_key(_CID_MARK, "profile").split(
-            _CID_MARK
-        )
-        self._addresses_suffix = conversation_key(_CID_MARK, "addresses").split(_CID_MARK)[1]
 
     @property
-    def redis(self) -> aioredis.Redis:
+    def redis(self) -> AnyRedis:
         return self._redis if self._redis is not None else redis_client()
-
-    async def _map_addresses(
-        self, mode: str, candidate: str, addresses: Sequence[Address], channel: Optional[str]
-    ) -> object:
-        for address in addresses:
-            if not isinstance(address, Address):
-                raise TypeError(f"expected an Address, got {type(address).__name__}")
-        if channel is not None:
-            _check_channel(channel)
-        args: List[str] = [
-            mode,
-            candidate,
-            self._profile_prefix,
-            self._profile_suffix,
-            self._addresses_suffix,
-            repr(time.time()),
-            channel or "",
-        ]
-        for address in addresses:
-            args += [address.scheme, address.value]
-        return await _MAP_ADDRESSES(self.redis, [address.index_key for address in addresses], args)
 
     async def resolve_conversation(
         self,
@@ -350,7 +393,7 @@ class IdentityStore:
         channel: Optional[str] = None,
         link_to: Sequence[Address] = (),
     ) -> str:
-        """The conversation of ``address``, created on first contact, in one atomic step.
+        """The conversation of ``address``, created on first contact.
 
         ``address``'s own conversation wins; else the first mapped ``link_to`` address's (a web
         chat user with a verified phone joins the phone's conversation); else a new one. Every
@@ -358,29 +401,82 @@ class IdentityStore:
         customer's history is never split or hijacked by a later claim.
         """
         addresses = [address, *link_to]
+        _check_addresses(addresses)
+        if channel is not None:
+            _check_channel(channel)
         with _state_errors("resolve"):
-            cid_raw, created = await self._map_addresses(
-                "resolve", new_conversation_id(), addresses, channel
-            )
-        cid = _text(cid_raw)
-        if created:
-            logger.info("new conversation %s for %s", cid, address.masked())
-        return cid
+            for _ in range(_MAX_RESOLVE_ATTEMPTS):
+                cid, created, owned = await self._claim_all(address, list(link_to))
+                if await self._attach(cid, owned, channel):
+                    if created:
+                        logger.info("new conversation %s for %s", cid, address.masked())
+                    return cid
+                await self._release(cid, owned)
+        raise StateUnavailable(f"identity resolve: {address.masked()} kept meeting erased data")
+
+    async def _claim_all(
+        self, address: Address, link_to: List[Address]
+    ) -> Tuple[str, bool, List[Address]]:
+        """Claims ``address`` and then ``link_to`` (phone first, see the module docstring);
+        returns the conversation, whether this call created it, and the addresses it owns."""
+        owner = await self._peek(address)
+        created = False
+        if owner is None:
+            candidate = None
+            for linked in link_to:
+                candidate = await self._peek(linked)
+                if candidate is not None:
+                    break
+            fresh = new_conversation_id()
+            if candidate is None:
+                candidate = (await self._claim(link_to[0], fresh))[0] if link_to else fresh
+            owner, _ = await self._claim(address, candidate)
+            created = owner == fresh
+        owned = [address]
+        for linked in link_to:
+            linked_owner, _ = await self._claim(linked, owner)
+            if linked_owner == owner:
+                owned.append(linked)
+        return owner, created, owned
+
+    async def _peek(self, address: Address) -> Optional[str]:
+        value = await self.redis.get(address.record_key)
+        return _text(value) if value is not None else None
+
+    async def _claim(self, address: Address, candidate: str) -> Tuple[str, bool]:
+        owner, claimed = await _CLAIM(
+            self.redis, [address.record_key], [candidate, address.ttl_seconds * 1000]
+        )
+        return _text(owner), bool(claimed)
+
+    async def _attach(self, cid: str, owned: Sequence[Address], channel: Optional[str]) -> bool:
+        args: List[Any] = [repr(time.time()), channel or "", _ttl_ms(owned)]
+        for address in owned:
+            args += [address.record_key, address.scheme, address.value]
+        return bool(await _ATTACH(self.redis, self._keys(cid), args))
+
+    async def _release(self, cid: str, addresses: Sequence[Address]) -> None:
+        for address in addresses:
+            await _RELEASE(self.redis, [address.record_key], [cid])
 
     async def lookup(self, address: Address) -> Optional[str]:
         """The conversation ``address`` is mapped to, or None; never creates one."""
+        _check_addresses([address])
         with _state_errors("lookup"):
-            value = await self.redis.get(address.index_key)
-        return _text(value) if value is not None else None
+            return await self._peek(address)
 
     async def link(self, address: Address, conversation_id: str) -> str:
         """Map an unmapped ``address`` to an existing conversation; returns the conversation the
         address belongs to afterwards (its earlier one, if it was already mapped)."""
+        _check_addresses([address])
+        keys = self._keys(conversation_id)
         with _state_errors("link"):
-            result = await self._map_addresses("link", conversation_id, [address], None)
-        if not result:
-            raise UnknownConversation(f"conversation {conversation_id!r} does not exist")
-        owner = _text(result[0])
+            if not await _EXISTS(self.redis, [keys[0], keys[3]]):
+                raise UnknownConversation(f"conversation {conversation_id!r} does not exist")
+            owner, _ = await self._claim(address, conversation_id)
+            if owner == conversation_id and not await self._attach(owner, [address], None):
+                await self._release(owner, [address])
+                raise UnknownConversation(f"conversation {conversation_id!r} was erased")
         if owner != conversation_id:
             logger.info(
                 "%s stays in conversation %s, not linked to %s",
@@ -393,11 +489,12 @@ class IdentityStore:
     async def profile(self, conversation_id: str) -> ContactProfile:
         """The contact profile; an empty one for a conversation identity never saw (e.g. a
         ``rasa shell`` session), since there is then simply nothing known about the contact."""
-        async with self._transaction("profile") as pipe:
-            pipe.hgetall(self._profile_key(conversation_id))
-            pipe.lrange(self._failures_key(conversation_id), 0, -1)
-            fields_raw, failures_raw = await pipe.execute()
-        fields = {_text(key): _text(value) for key, value in fields_raw.items()}
+        with _state_errors("profile"):
+            flat, failures_raw = await _READ_PROFILE(
+                self.redis,
+                [self._profile_key(conversation_id), self._failures_key(conversation_id)],
+            )
+        fields = {_text(flat[i]): _text(flat[i + 1]) for i in range(0, len(flat), 2)}
         profile = ContactProfile(
             conversation_id=conversation_id,
             phone=fields.get("phone"),
@@ -419,34 +516,30 @@ class IdentityStore:
     async def record_channel(self, conversation_id: str, channel: str) -> None:
         """Note that the customer was just seen on ``channel``."""
         _check_channel(channel)
-        with _state_errors("record_channel"):
-            await self.redis.hset(
-                self._profile_key(conversation_id), f"seen:{channel}", repr(time.time())
-            )
+        await self._write_profile(
+            "record_channel", conversation_id, {f"seen:{channel}": repr(time.time())}
+        )
 
     async def set_sms_opt_out(self, conversation_id: str, opted_out: bool) -> None:
         """Record STOP (True) or START (False); opting back in clears the opt-out time."""
-        key = self._profile_key(conversation_id)
-        async with self._transaction("set_sms_opt_out") as pipe:
-            if opted_out:
-                pipe.hset(
-                    key, mapping={"sms_opted_out": "1", "sms_opted_out_at": repr(time.time())}
-                )
-            else:
-                pipe.hset(key, "sms_opted_out", "0")
-                pipe.hdel(key, "sms_opted_out_at")
-            await pipe.execute()
+        if opted_out:
+            fields = {"sms_opted_out": "1", "sms_opted_out_at": repr(time.time())}
+            await self._write_profile("set_sms_opt_out", conversation_id, fields)
+        else:
+            await self._write_profile(
+                "set_sms_opt_out", conversation_id, {"sms_opted_out": "0"}, ["sms_opted_out_at"]
+            )
 
     async def record_sms_failure(
         self, conversation_id: str, *, sid: str, status: str, error_code: Optional[str]
     ) -> None:
         """Remember a failed SMS delivery; only the last ``SMS_FAILURES_KEPT`` are kept."""
         entry = {"sid": sid, "status": status, "error_code": error_code, "at": time.time()}
-        key = self._failures_key(conversation_id)
-        async with self._transaction("record_sms_failure") as pipe:
-            pipe.rpush(key, json.dumps(entry))
-            pipe.ltrim(key, -SMS_FAILURES_KEPT, -1)
-            await pipe.execute()
+        keys = [self._failures_key(conversation_id), self._profile_key(conversation_id)]
+        with _state_errors("record_sms_failure"):
+            await _PUSH_FAILURE(
+                self.redis, keys, [json.dumps(entry), KNOWN_TTL_SECONDS * 1000, SMS_FAILURES_KEPT]
+            )
 
     async def set_extra(self, conversation_id: str, key: str, value: str) -> None:
         """Set a small free-form profile field (e.g. a preferred language)."""
@@ -454,8 +547,7 @@ class IdentityStore:
             raise ValueError(f"extra key must match {EXTRA_KEY_PATTERN.pattern}, got {key!r}")
         if not isinstance(value, str) or len(value) > EXTRA_VALUE_MAX_LENGTH:
             raise ValueError(f"extra value must be a string of at most {EXTRA_VALUE_MAX_LENGTH}")
-        with _state_errors("set_extra"):
-            await self.redis.hset(self._profile_key(conversation_id), f"extra:{key}", value)
+        await self._write_profile("set_extra", conversation_id, {f"extra:{key}": value})
 
     async def conversation_for_phone(self, raw_phone: str) -> Optional[str]:
         """The conversation of a phone number in any accepted format, or None.
@@ -470,19 +562,36 @@ class IdentityStore:
         The next contact from any of its addresses starts a new conversation. The tracker's
         events are the tracker store's to delete.
         """
-        keys = [
-            self._profile_key(conversation_id),
-            conversation_key(conversation_id, "addresses"),
-            self._failures_key(conversation_id),
-        ]
         with _state_errors("forget"):
-            await _FORGET(self.redis, keys, [conversation_id])
+            records = await _FORGET(
+                self.redis, self._keys(conversation_id), [KNOWN_TTL_SECONDS * 1000]
+            )
+            for record in records:
+                await _RELEASE(self.redis, [_text(record)], [conversation_id])
 
-    @contextlib.asynccontextmanager
-    async def _transaction(self, operation: str):
+    async def _write_profile(
+        self,
+        operation: str,
+        conversation_id: str,
+        fields: Dict[str, str],
+        deleted: Sequence[str] = (),
+    ) -> None:
+        args: List[Any] = [KNOWN_TTL_SECONDS * 1000, len(fields)]
+        for name, value in fields.items():
+            args += [name, value]
+        args += list(deleted)
         with _state_errors(operation):
-            async with self.redis.pipeline(transaction=True) as pipe:
-                yield pipe
+            await _WRITE_PROFILE(self.redis, [self._profile_key(conversation_id)], args)
+
+    @classmethod
+    def _keys(cls, conversation_id: str) -> List[str]:
+        """The conversation-slot keys the scripts take: profile, addresses, failures, tombstone."""
+        return [
+            cls._profile_key(conversation_id),
+            conversation_key(conversation_id, "addresses"),
+            cls._failures_key(conversation_id),
+            conversation_key(conversation_id, "forgotten"),
+        ]
 
     @staticmethod
     def _profile_key(conversation_id: str) -> str:
@@ -491,3 +600,14 @@ class IdentityStore:
     @staticmethod
     def _failures_key(conversation_id: str) -> str:
         return conversation_key(conversation_id, "sms_failures")
+
+
+def _check_addresses(addresses: Sequence[Address]) -> None:
+    for address in addresses:
+        if not isinstance(address, Address):
+            raise TypeError(f"expected an Address, got {type(address).__name__}")
+
+
+def _ttl_ms(addresses: Sequence[Address]) -> int:
+    """A conversation's records last as long as its longest-lived address's."""
+    return max(address.ttl_seconds for address in addresses) * 1000

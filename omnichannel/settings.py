@@ -12,12 +12,13 @@ import re
 from dataclasses import dataclass
 from typing import Dict, Mapping, Optional, Tuple
 
+from omnichannel.errors import ConfigError
+from omnichannel.redis_config import LOCAL_REDIS_URL, RedisConfig
+
 LOCAL_BASE_URL = "http://127.0.0.1:5005"
-LOCAL_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
-class ConfigError(RuntimeError):
-    """A required setting is missing or malformed; the message names the variable."""
+__all__ = ["ConfigError", "Settings", "load_settings"]
 
 
 def _flag(value: Optional[str]) -> bool:
@@ -27,6 +28,8 @@ def _flag(value: Optional[str]) -> bool:
 @dataclass(frozen=True)
 class Settings:
     redis_url: str
+    #: REDIS_URL read with the other REDIS_* variables (omnichannel.redis_config).
+    redis: RedisConfig
     public_base_url: str
     rasa_auth_token: Optional[str]
     twilio_account_sid: Optional[str]
@@ -61,12 +64,9 @@ class Settings:
                 f"PUBLIC_BASE_URL must start with http:// or https://, got {public_base_url!r}"
             )
         redis_url = get("REDIS_URL") or LOCAL_REDIS_URL
-        if not redis_url.startswith(("redis://", "rediss://", "unix://")):
-            # Only the scheme is quoted: the rest of a Redis URL may hold a password.
-            scheme = redis_url.split("://", 1)[0] if "://" in redis_url else "no scheme"
-            raise ConfigError(
-                f"REDIS_URL must be a redis://, rediss:// or unix:// URL, got {scheme!r}"
-            )
+        redis = RedisConfig.from_url(
+            redis_url, {name: value for name in _REDIS_VARIABLES if (value := get(name))}
+        )
         handoff = get("HANDOFF_PHONE_NUMBER")
         if handoff and not re.fullmatch(r"\+[1-9]\d{6,14}", handoff):
             raise ConfigError(
@@ -79,6 +79,7 @@ class Settings:
             )
         return cls(
             redis_url=redis_url,
+            redis=redis,
             public_base_url=public_base_url,
             rasa_auth_token=get("RASA_AUTH_TOKEN"),
             twilio_account_sid=get("TWILIO_ACCOUNT_SID"),
@@ -110,7 +111,19 @@ class Settings:
 
 
 #: The variables :meth:`Settings.from_env` reads; the cache below is keyed on their values.
-_VARIABLES = (
+#: Variables that refine REDIS_URL (see omnichannel.redis_config).
+_REDIS_VARIABLES = (
+    "REDIS_USERNAME",
+    "REDIS_PASSWORD",
+    "REDIS_SENTINEL_USERNAME",
+    "REDIS_SENTINEL_PASSWORD",
+    "REDIS_TLS_CA_FILE",
+    "REDIS_TLS_CERT_FILE",
+    "REDIS_TLS_KEY_FILE",
+    "REDIS_TLS_CHECK_HOSTNAME",
+    "REDIS_RETRY_SECONDS",
+)
+_VARIABLES = _REDIS_VARIABLES + (
     "REDIS_URL",
     "PUBLIC_BASE_URL",
     "RASA_AUTH_TOKEN",

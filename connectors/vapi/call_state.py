@@ -72,6 +72,16 @@ return 1
 )
 
 
+# Sets one field of a call's hash and renews its expiry (a script: one slot, one round trip).
+# KEYS: the call hash. ARGV: field, value, ttl seconds.
+_SET_FIELD = LuaScript(
+    """
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return redis.call('EXPIRE', KEYS[1], ARGV[3])
+"""
+)
+
+
 def call_key(conversation_id: str, call_id: str) -> str:
     digest = hashlib.sha256(call_id.encode("utf-8")).hexdigest()[:32]
     return conversation_key(conversation_id, "vapi", "call", digest)
@@ -214,7 +224,4 @@ class CallStore:
         await self._set_field(call_key(conversation_id, call_id), "interrupted_at", repr(at))
 
     async def _set_field(self, key: str, name: str, value: str) -> None:
-        async with self._redis().pipeline(transaction=True) as pipe:
-            pipe.hset(key, name, value)
-            pipe.expire(key, CALL_STATE_TTL_SECONDS)
-            await pipe.execute()
+        await _SET_FIELD(self._redis(), [key], [name, value, CALL_STATE_TTL_SECONDS])

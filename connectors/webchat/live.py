@@ -18,7 +18,7 @@ from omnichannel.redis_client import (
     REDIS_FAILURES,
     StateUnavailable,
     conversation_key,
-    redis_client,
+    subscriber,
 )
 from omnichannel.tasks import BackgroundTasks
 
@@ -102,7 +102,7 @@ class LiveHub:
 
     async def _confirm(self, conversation_id: str, timeout: float) -> None:
         if self._pubsub is None:
-            self._pubsub = redis_client(self._redis_url).pubsub()
+            self._pubsub = await subscriber(self._redis_url)
         confirmed = self._confirmations.get(conversation_id)
         if confirmed is None:
             confirmed = asyncio.get_running_loop().create_future()

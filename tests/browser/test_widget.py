@@ -248,7 +248,7 @@ def test_widget_reconnects_and_delivers_what_was_typed_offline(rasa_stack: RasaS
     finally:
         proxy.close()
     with redis.Redis.from_url(rasa_stack.env["REDIS_URL"]) as client:
-        conversation = client.get(user_address(sub).index_key).decode()
+        conversation = client.get(user_address(sub).record_key).decode()
     texts = [e["text"] for e in tracker_events(rasa_stack, conversation) if e["event"] == "user"]
     assert texts == ["hello", "what's your refund policy"]  # delivered once, after the outage
 

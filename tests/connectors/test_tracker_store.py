@@ -134,7 +134,13 @@ def test_endpoints_yml_entry_builds_the_store(redis_url: str) -> None:
 
 @pytest.mark.parametrize(
     "options",
-    [{"inactivity_expiry": -1}, {"inactivity_expiry": "a month"}, {"record_exp": 30}],
+    [
+        {"inactivity_expiry": -1},
+        {"inactivity_expiry": "a month"},
+        {"record_expiry": 30},
+        {"key_prefix": "two:parts"},
+        {"port": "http"},
+    ],
 )
 def test_bad_options_are_config_errors_not_a_silent_in_memory_store(options: dict) -> None:
     config = EndpointConfig.from_dict(

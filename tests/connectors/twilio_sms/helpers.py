@@ -61,7 +61,7 @@ def text_sms(stack: RasaStack, number: str, body: str, **extra: str) -> List[str
 
 def conversation_of(stack_redis: RedisServer, number: str) -> Optional[str]:
     with redis.Redis.from_url(stack_redis.url) as client:
-        value = client.get(phone_address(number).index_key)
+        value = client.get(phone_address(number).record_key)
     return value.decode() if value else None
 
 
