@@ -51,12 +51,12 @@ from typing import (
     Tuple,
 )
 
-import redis.asyncio as aioredis
 from rasa.core.lock_store import LOCK_LIFETIME, LockError, LockStore
 from rasa.utils.endpoints import EndpointConfig
 
 from omnichannel.redis_client import (
     REDIS_FAILURES,
+    AnyRedis,
     LuaScript,
     StateUnavailable,
     check_access_at_start_up,
@@ -428,7 +428,7 @@ class RedisFifoLockStore(LockStore):
 
     async def _wait_for_turn(
         self,
-        client: aioredis.Redis,
+        client: AnyRedis,
         keys: _TicketKeys,
         token: str,
         position: int,
@@ -472,7 +472,7 @@ class RedisFifoLockStore(LockStore):
 
     async def _keep_lease(
         self,
-        client: aioredis.Redis,
+        client: AnyRedis,
         keys: _TicketKeys,
         token: str,
         turn: LockTurn,
@@ -505,7 +505,7 @@ class RedisFifoLockStore(LockStore):
                 return
 
     async def _leave(
-        self, client: aioredis.Redis, keys: _TicketKeys, token: str, turn: LockTurn, loud: bool
+        self, client: AnyRedis, keys: _TicketKeys, token: str, turn: LockTurn, loud: bool
     ) -> None:
         """Releases the lock or withdraws the waiting ticket, waking whoever is next.
 
@@ -527,7 +527,7 @@ class RedisFifoLockStore(LockStore):
 
     async def _run(
         self,
-        client: aioredis.Redis,
+        client: AnyRedis,
         script: LuaScript,
         keys: _TicketKeys,
         args: Sequence[Any],

@@ -392,7 +392,7 @@ class LuaScript:
         self.sha = hashlib.sha1(source.encode("utf-8"), usedforsecurity=False).hexdigest()
 
     async def __call__(
-        self, client: aioredis.Redis, keys: Sequence[str] = (), args: Sequence[Any] = ()
+        self, client: AnyRedis, keys: Sequence[str] = (), args: Sequence[Any] = ()
     ) -> Any:
         try:
             return await client.evalsha(self.sha, len(keys), *keys, *args)

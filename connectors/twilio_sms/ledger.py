@@ -12,10 +12,8 @@ import time
 from dataclasses import dataclass
 from typing import Optional, Sequence, Tuple
 
-import redis.asyncio as aioredis
-
 from connectors.twilio_sms.twiml import EMPTY_TWIML
-from omnichannel.redis_client import conversation_key, global_key, redis_client
+from omnichannel.redis_client import AnyRedis, conversation_key, global_key, redis_client
 from omnichannel.rendering.messages import Button
 
 
@@ -46,7 +44,7 @@ class DeliveryLedger:
         self.ttl = ttl_seconds
 
     @property
-    def redis(self) -> aioredis.Redis:
+    def redis(self) -> AnyRedis:
         return redis_client(self.redis_url)
 
     @staticmethod

@@ -20,11 +20,10 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Dict, Optional
 
-import redis.asyncio as aioredis
-
 from connectors.vapi.turn import VoiceTurn
 from omnichannel.redis_client import (
     REDIS_FAILURES,
+    AnyRedis,
     LuaScript,
     StateUnavailable,
     conversation_key,
@@ -124,7 +123,7 @@ class CallStore:
     def __init__(self, redis_url: str) -> None:
         self.redis_url = redis_url
 
-    def _redis(self) -> aioredis.Redis:
+    def _redis(self) -> AnyRedis:
         return redis_client(self.redis_url)
 
     async def claim(self, turn: VoiceTurn) -> Claim:

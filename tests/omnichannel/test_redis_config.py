@@ -15,7 +15,7 @@ from omnichannel.redis_config import (
 )
 from omnichannel.settings import ConfigError, Settings
 
-SECRET = "s3cr3t-pa55"
+SECRET = "s3cr3t-pa55"  # noqa: S105 - a test value
 
 
 @pytest.mark.parametrize(
@@ -68,11 +68,9 @@ def test_credentials_come_from_the_url_or_the_environment_and_never_show() -> No
     env = {"REDIS_USERNAME": "app", "REDIS_PASSWORD": "from-vault"}
     overridden = RedisConfig.from_url(f"redis://omni:{SECRET}@h/0", env)
     assert (overridden.username, overridden.password) == ("app", "from-vault")
-    sentinel = RedisConfig.from_url(
-        "redis+sentinel://s1/omni", {"REDIS_SENTINEL_PASSWORD": "sentinel-secret"}
-    )
-    assert sentinel.sentinel_password == "sentinel-secret" and sentinel.password is None
-    assert "sentinel-secret" not in repr(sentinel)
+    sentinel = RedisConfig.from_url("redis+sentinel://s1/omni", {"REDIS_SENTINEL_PASSWORD": SECRET})
+    assert sentinel.sentinel_password == SECRET and sentinel.password is None
+    assert SECRET not in repr(sentinel)
 
 
 def test_tls_and_retry_variables() -> None:
