@@ -31,8 +31,9 @@ from sanic import Blueprint, response
 from sanic.request import Request
 from sanic.response import HTTPResponse
 
+from connectors.http_limits import BodyRefused, read_body
 from connectors.turns import TurnFailed, run_turn
-from connectors.twilio_sms.auth import WebhookValidator
+from connectors.twilio_sms.auth import MAX_REQUEST_BYTES, WebhookValidator
 from connectors.twilio_sms.inbound import InboundSms, Rejected, StatusCallback, idempotency_token
 from connectors.twilio_sms.ledger import DeliveryLedger, OfferedButtons
 from connectors.twilio_sms.twiml import EMPTY_TWIML, twiml
@@ -172,10 +173,13 @@ class TwilioSmsInput(InputChannel):
     def get_output_channel(self) -> OutputChannel:
         return TwilioSmsPushOutput(self._sender(self._identity()), self.buttons)
 
-    def _signed_form(self, request: Request) -> MultiDict:
-        return self.validator.signed_form(
-            request.path, request.query_string, request.headers, request.body or b""
-        )
+    async def _signed_form(self, request: Request) -> MultiDict:
+        """The form, read bounded (http_limits) and then checked against its signature."""
+        try:
+            body = await read_body(request, MAX_REQUEST_BYTES)
+        except BodyRefused as error:
+            raise Rejected(error.status, error.reason) from None
+        return self.validator.signed_form(request.path, request.query_string, request.headers, body)
 
     def blueprint(self, on_new_message: OnNewMessage) -> Blueprint:
         bp = Blueprint("omni_twilio_sms", __name__)
@@ -184,11 +188,12 @@ class TwilioSmsInput(InputChannel):
         async def health(_: Request) -> HTTPResponse:
             return response.json({"status": "ok"})
 
-        @bp.route("/webhook", methods=["POST"])
+        # stream=True: bodies are read by read_body, bounded in size and time.
+        @bp.route("/webhook", methods=["POST"], stream=True)
         async def webhook(request: Request) -> HTTPResponse:
             started = time.monotonic()
             try:
-                inbound = InboundSms.parse(self._signed_form(request), self.region)
+                inbound = InboundSms.parse(await self._signed_form(request), self.region)
             except Rejected as rejection:
                 return _refusal("webhook", rejection)
             if inbound.is_empty:
@@ -200,10 +205,10 @@ class TwilioSmsInput(InputChannel):
             answer = await self._answer(request.app.ctx, inbound, token, started, on_new_message)
             return _twiml_response(answer)
 
-        @bp.route("/status", methods=["POST"])
+        @bp.route("/status", methods=["POST"], stream=True)
         async def status(request: Request) -> HTTPResponse:
             try:
-                callback = StatusCallback.parse(self._signed_form(request), self.region)
+                callback = StatusCallback.parse(await self._signed_form(request), self.region)
             except Rejected as rejection:
                 return _refusal("status", rejection)
             try:

@@ -20,6 +20,7 @@ from sanic import Blueprint, response
 from sanic.request import Request
 from sanic.response import HTTPResponse
 
+from connectors.http_limits import BodyRefused, read_body
 from connectors.vapi.auth import VapiAuth
 from connectors.vapi.call_state import CallStore, answer_key, call_key
 from connectors.vapi.callers import Callers
@@ -155,12 +156,14 @@ class VapiInput(InputChannel):
         async def completions(request: Request) -> Optional[HTTPResponse]:
             return await self.handle_completion(request)
 
-        bp.add_route(completions, "/chat/completions", methods=["POST"])
+        # stream=True: the body is read by read_body, bounded in size and time.
+        bp.add_route(completions, "/chat/completions", methods=["POST"], stream=True)
         bp.add_route(
             completions,
             "/chat/completions/chat/completions",
             methods=["POST"],
             name="completions_doubled",
+            stream=True,
         )
 
         @bp.route("/stats", methods=["GET"])
@@ -169,7 +172,7 @@ class VapiInput(InputChannel):
                 return response.json({"error": "missing or wrong credentials"}, status=401)
             return response.json(self.latency.summary())
 
-        @bp.route("/events", methods=["POST"])
+        @bp.route("/events", methods=["POST"], stream=True)
         async def events(request: Request) -> HTTPResponse:
             return await self.handle_event(request)
 
@@ -181,8 +184,9 @@ class VapiInput(InputChannel):
         if not self.auth.check_custom_llm(request.headers):
             return _openai_error(401, "missing or wrong credentials", "authentication_error")
         try:
-            parsed = parse_completion_request(request.body, self.options.max_request_bytes)
-        except BadRequest as error:
+            body = await read_body(request, self.options.max_request_bytes)
+            parsed = parse_completion_request(body, self.options.max_request_bytes)
+        except (BodyRefused, BadRequest) as error:
             return _openai_error(error.status, error.reason)
         # parse_completion_request refuses a request without a call id.
         call, call_id = parsed.call, str(parsed.call.call_id)
@@ -227,10 +231,14 @@ class VapiInput(InputChannel):
 
     async def handle_event(self, request: Request) -> HTTPResponse:
         """One server message, answered as its type asks (server_messages.py)."""
-        if not self.auth.check_server_message(request.headers, request.body or b"", time.time()):
+        try:
+            body = await read_body(request, self.options.max_event_bytes)
+        except BodyRefused as error:
+            return response.json({"error": error.reason}, status=error.status)
+        if not self.auth.check_server_message(request.headers, body, time.time()):
             return response.json({"error": "missing or wrong credentials"}, status=401)
         try:
-            message = parse_server_message(request.body, self.options.max_event_bytes)
+            message = parse_server_message(body, self.options.max_event_bytes)
         except BadRequest as error:
             return response.json({"error": error.reason}, status=error.status)
         try:

@@ -17,6 +17,7 @@ from rasa.core.channels.channel import InputChannel, UserMessage
 from sanic import Blueprint, response
 from sanic.request import Request
 
+from connectors.http_limits import BodyRefused, read_body
 from connectors.webchat.auth import ANONYMOUS_TOKEN_LIFETIME, TokenVerifier
 from connectors.webchat.connection import ChatConnection
 from connectors.webchat.frames import MAX_HISTORY_LIMIT
@@ -26,6 +27,8 @@ from omnichannel.settings import Settings, load_settings
 from omnichannel.tasks import BackgroundTasks
 
 SECTION = "connectors.webchat.channel.WebChatInput"
+#: POST /session takes no body; the widget sends none.
+SESSION_BODY_MAX_BYTES = 1024
 DAY = 24 * 3600
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -114,8 +117,12 @@ class WebChatInput(InputChannel):
                 mime_type=STATIC_FILES[name],
             )
 
-        @bp.route("/session", methods=["POST"])
-        async def session(_: Request) -> Any:
+        @bp.route("/session", methods=["POST"], stream=True)
+        async def session(request: Request) -> Any:
+            try:
+                await read_body(request, SESSION_BODY_MAX_BYTES)
+            except BodyRefused as error:
+                return response.json({"error": error.reason}, status=error.status)
             if not self.verifier.allow_anonymous:
                 return response.json({"error": "anonymous chat is disabled"}, status=403)
             token, expires_at = self.verifier.issue_anonymous()
