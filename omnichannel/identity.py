@@ -157,11 +157,15 @@ class Address:
         return f"{self.scheme}:{_mask_identifier(self.value, shown)}"
 
     @property
+    def hash_tag(self) -> str:
+        """The hash tag of this address's own keys (its own Cluster slot): a digest, so key
+        names carry no PII."""
+        return "a_" + hashlib.sha256(str(self).encode("utf-8")).hexdigest()
+
+    @property
     def record_key(self) -> str:
-        """Redis key of this address's conversation record: its own hash tag (own Cluster slot),
-        hashed so key names carry no PII."""
-        digest = hashlib.sha256(str(self).encode("utf-8")).hexdigest()
-        return conversation_key(f"a_{digest}", "conversation")
+        """Redis key of this address's conversation record."""
+        return conversation_key(self.hash_tag, "conversation")
 
     @property
     def ttl_seconds(self) -> int:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Dict, Optional, Tuple
 
 import jwt
@@ -34,6 +34,8 @@ JWT_ALGORITHM = "HS256"
 JWT_SECRET_MIN_BYTES = 32
 #: How long an anonymous session token lasts unless the channel's options say otherwise.
 ANONYMOUS_TOKEN_LIFETIME = 30 * 24 * 3600
+#: The furthest ahead a token's ``exp`` may lie (option ``max_token_lifetime``).
+MAX_TOKEN_LIFETIME = 30 * 24 * 3600
 DEMO_USER = "demo-customer"
 DEMO_PHONE = "+14155552671"
 
@@ -53,6 +55,9 @@ class ChatIdentity:
 
     address: Address
     link_to: Tuple[Address, ...] = ()
+    #: The token's ``exp`` (Unix seconds); not part of who the client is.
+    expires_at: float = field(default=0.0, compare=False)
+    anonymous: bool = False
 
 
 class TokenVerifier:
@@ -74,6 +79,7 @@ class TokenVerifier:
         *,
         audience: Optional[str] = None,
         anonymous_lifetime: int = ANONYMOUS_TOKEN_LIFETIME,
+        max_lifetime: int = MAX_TOKEN_LIFETIME,
     ) -> None:
         if len(secret.encode("utf-8")) < JWT_SECRET_MIN_BYTES:
             raise ConfigError(
@@ -84,6 +90,7 @@ class TokenVerifier:
         self.allow_anonymous = allow_anonymous
         self._audience = audience
         self._anonymous_lifetime = anonymous_lifetime
+        self._max_lifetime = max_lifetime
 
     def verify(self, token: str) -> ChatIdentity:
         """The identity of a token; AuthRefused (with a close code and reason) otherwise."""
@@ -98,6 +105,7 @@ class TokenVerifier:
             audience=self._audience,
             options={"require": ["exp", "sub"], "verify_aud": self._audience is not None},
         )
+        expires_at = self._checked_expiry(claims)
         try:
             address = user_address(str(claims["sub"]))
         except InvalidAddress as error:
@@ -105,10 +113,21 @@ class TokenVerifier:
         phone = claims.get("phone_number")
         if phone and claims.get("phone_number_verified") is True:
             try:
-                return ChatIdentity(address, (phone_address(str(phone)),))
+                return ChatIdentity(address, (phone_address(str(phone)),), expires_at)
             except InvalidAddress as error:
                 logger.warning("chat token of %s: phone not linked: %s", address.masked(), error)
-        return ChatIdentity(address)
+        return ChatIdentity(address, expires_at=expires_at)
+
+    def _checked_expiry(self, claims: Dict[str, Any]) -> float:
+        """The token's expiry, refused when it lies further ahead than the maximum lifetime
+        (a token valid until 2300 is a leaked key's dream)."""
+        expires_at = float(claims["exp"])
+        if expires_at - time.time() > self._max_lifetime:
+            raise AuthRefused(
+                CLOSE_UNAUTHENTICATED,
+                f"token lifetime exceeds the maximum of {self._max_lifetime} s",
+            )
+        return expires_at
 
     def _verify_anonymous(self, token: str) -> ChatIdentity:
         if not self.allow_anonymous:
@@ -116,8 +135,11 @@ class TokenVerifier:
         claims = self._decode(
             token, audience=ANON_AUDIENCE, options={"require": ["exp", "anon_id"]}
         )
+        expires_at = self._checked_expiry(claims)
         try:
-            return ChatIdentity(anon_address(str(claims["anon_id"])))
+            return ChatIdentity(
+                anon_address(str(claims["anon_id"])), expires_at=expires_at, anonymous=True
+            )
         except InvalidAddress as error:
             raise AuthRefused(CLOSE_UNAUTHENTICATED, f"anonymous token: {error}") from None
 

@@ -9,6 +9,8 @@ Routes (under ``/webhooks/webchat``):
 
 from __future__ import annotations
 
+import logging
+import time
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Dict, Optional
 
@@ -18,13 +20,22 @@ from sanic import Blueprint, response
 from sanic.request import Request
 
 from connectors.http_limits import BodyRefused, read_body
-from connectors.webchat.auth import ANONYMOUS_TOKEN_LIFETIME, TokenVerifier
+from connectors.webchat.auth import (
+    ANONYMOUS_TOKEN_LIFETIME,
+    MAX_TOKEN_LIFETIME,
+    AuthRefused,
+    TokenVerifier,
+)
 from connectors.webchat.connection import ChatConnection
 from connectors.webchat.frames import MAX_HISTORY_LIMIT
+from connectors.webchat.sessions import SessionLimits
 from omnichannel.channels import WEBCHAT
 from omnichannel.options import ConnectorOptions
-from omnichannel.settings import Settings, load_settings
+from omnichannel.redis_client import REDIS_FAILURES, redis_client
+from omnichannel.settings import ConfigError, Settings, load_settings
 from omnichannel.tasks import BackgroundTasks
+
+logger = logging.getLogger(__name__)
 
 SECTION = "connectors.webchat.channel.WebChatInput"
 #: POST /session takes no body; the widget sends none.
@@ -57,6 +68,12 @@ class WebChatOptions(ConnectorOptions):
     #: How long a client message id is remembered: a resend within it is not run again.
     client_message_id_ttl: conint(ge=60, le=30 * DAY) = DAY
     anonymous_token_lifetime: conint(ge=60, le=365 * DAY) = ANONYMOUS_TOKEN_LIFETIME
+    #: Tokens whose ``exp`` lies further ahead are refused (host-site and anonymous alike).
+    max_token_lifetime: conint(ge=60, le=365 * DAY) = MAX_TOKEN_LIFETIME
+    #: Open sockets one session (the user or visitor a token names) may hold, across replicas.
+    max_sockets_per_session: conint(ge=1, le=1000) = 10
+    #: Anonymous session tokens one client address may get per minute, across replicas.
+    anonymous_sessions_per_minute: conint(ge=1, le=10_000) = 10
     #: The ``aud`` claim host-site tokens must carry; unset: not checked.
     jwt_audience: Optional[constr(min_length=1, max_length=200)] = None
 
@@ -67,13 +84,22 @@ class WebChatInput(InputChannel):
 
     def __init__(self, settings: Settings, options: WebChatOptions) -> None:
         settings.require("WEBCHAT_JWT_SECRET")
+        if options.anonymous_token_lifetime > options.max_token_lifetime:
+            raise ConfigError(
+                f"{SECTION}: anonymous_token_lifetime must not exceed max_token_lifetime"
+            )
         self.options = options
         self.redis_url = settings.redis_url
+        self.trust_proxy_headers = settings.trust_proxy_headers
         self.verifier = TokenVerifier(
             settings.webchat_jwt_secret or "",
             settings.webchat_allow_anonymous,
             audience=options.jwt_audience,
             anonymous_lifetime=options.anonymous_token_lifetime,
+            max_lifetime=options.max_token_lifetime,
+        )
+        self.sessions = SessionLimits(
+            options.max_sockets_per_session, options.anonymous_sessions_per_minute
         )
         #: Turn workers of sockets, kept until their accepted turns are done (even once closed).
         self.turn_workers = BackgroundTasks("web chat")
@@ -125,14 +151,64 @@ class WebChatInput(InputChannel):
                 return response.json({"error": error.reason}, status=error.status)
             if not self.verifier.allow_anonymous:
                 return response.json({"error": "anonymous chat is disabled"}, status=403)
+            try:
+                wait = await self.sessions.allow_new_session(
+                    redis_client(self.redis_url), client_address(request, self.trust_proxy_headers)
+                )
+            except REDIS_FAILURES as error:
+                logger.error("web chat: session limit unavailable: %s", type(error).__name__)
+                return response.json({"error": "try again later"}, status=503)
+            if wait is not None:
+                return response.json(
+                    {"error": "too many new chat sessions from this address"},
+                    status=429,
+                    headers={"Retry-After": str(int(wait + 0.999))},
+                )
             token, expires_at = self.verifier.issue_anonymous()
             return response.json(
                 {"token": token, "expires_at": expires_at},
                 headers={"Cache-Control": "no-store"},
             )
 
+        @bp.route("/session", methods=["DELETE"], name="end_session")
+        async def end_session(request: Request) -> Any:
+            """Revokes the anonymous token in ``Authorization: Bearer`` (the widget's "end
+            chat"): its sockets close, it opens no new one."""
+            scheme, _, token = (request.headers.get("authorization") or "").partition(" ")
+            if scheme.lower() != "bearer" or not token:
+                return response.json({"error": "send the token as a Bearer token"}, status=401)
+            try:
+                identity = self.verifier.verify(token.strip())
+            except AuthRefused as refused:
+                return response.json({"error": refused.reason}, status=401)
+            if not identity.anonymous:
+                return response.json(
+                    {"error": "only anonymous sessions end here; the host site ends its own"},
+                    status=400,
+                )
+            try:
+                await self.sessions.revoke(
+                    redis_client(self.redis_url),
+                    identity.address,
+                    identity.expires_at - time.time(),
+                )
+            except REDIS_FAILURES as error:
+                logger.error("web chat: revocation failed: %s", type(error).__name__)
+                return response.json({"error": "try again later"}, status=503)
+            return response.empty()
+
         @bp.websocket("/ws")
         async def chat(request: Request, ws: Any) -> None:
             await ChatConnection(ws, self, request.app.ctx.agent, on_new_message).run()
 
         return bp
+
+
+def client_address(request: Request, trust_proxy_headers: bool) -> str:
+    """The client's IP address: the socket's peer, or, behind a proxy we trust, the address
+    that proxy appended last to ``X-Forwarded-For`` (earlier entries are the client's to forge)."""
+    if trust_proxy_headers:
+        forwarded = [part.strip() for part in request.headers.get("x-forwarded-for", "").split(",")]
+        if forwarded[-1]:
+            return forwarded[-1]
+    return request.ip or "unknown"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Dict, Optional, Set, Tuple
 
 from rasa.core.channels.channel import OutputChannel, UserMessage
@@ -22,6 +23,7 @@ from connectors.webchat.frames import (
     BAD_FRAME,
     BUSY,
     CLOSE_SERVER_ERROR,
+    CLOSE_TOO_MANY,
     CLOSE_UNAUTHENTICATED,
     LIVE_FEED_LOST,
     MAX_FRAME_BYTES,
@@ -50,6 +52,7 @@ from connectors.webchat.frames import (
 from connectors.webchat.history import EventLog, chat_message, next_turn_channel
 from connectors.webchat.live import LiveFeedLost, LiveSubscription, live_hub
 from connectors.webchat.rate_limit import TokenBucket
+from connectors.webchat.sessions import SOCKET_LEASE_SECONDS, SocketHold
 from omnichannel.channels import CHAT, LABELS, WEBCHAT
 from omnichannel.identity import IdentityStore
 from omnichannel.redis_client import (
@@ -181,6 +184,9 @@ class ChatConnection:
             logger.info("web chat: socket refused: %s", refused.reason)
             await self.ws.close(refused.code, refused.reason)
             return
+        socket_id = uuid.uuid4().hex
+        if not await self._hold_place(socket_id):
+            return
         hub = live_hub(self.channel.redis_url)
         try:
             log = EventLog.of_agent(self.agent)
@@ -193,6 +199,7 @@ class ChatConnection:
         except (StateUnavailable, ConfigError) as error:
             logger.error("web chat: cannot open the conversation: %s", error)
             await self.ws.close(CLOSE_SERVER_ERROR, "conversation unavailable, try again later")
+            await self._release_place(socket_id)
             return
         self.channel.turn_workers.start(self._run_turns(), f"turns of chat {self.conversation_id}")
         tasks = []
@@ -201,6 +208,7 @@ class ChatConnection:
             tasks = [
                 asyncio.create_task(self._pump_live(subscription, seen)),
                 asyncio.create_task(self._read_frames(log)),
+                asyncio.create_task(self._keep_place(socket_id)),
             ]
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
@@ -219,6 +227,58 @@ class ChatConnection:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await hub.unsubscribe(subscription)
+            await self._release_place(socket_id)
+
+    # -- the socket's place in its session (sessions.py) -------------------------------------
+
+    async def _hold_place(self, socket_id: str) -> bool:
+        """Takes the socket's place in its session; closes the socket when it may not open."""
+        assert self.identity is not None
+        try:
+            hold = await self.channel.sessions.hold_socket(
+                redis_client(self.channel.redis_url), self.identity.address, socket_id
+            )
+        except REDIS_FAILURES as error:
+            logger.error("web chat: session limits unavailable: %s", type(error).__name__)
+            await self.ws.close(CLOSE_SERVER_ERROR, "conversation unavailable, try again later")
+            return False
+        if hold.held:
+            return True
+        await self._refuse_place(hold)
+        return False
+
+    async def _refuse_place(self, hold: SocketHold) -> None:
+        if hold.revoked:
+            await self.ws.close(CLOSE_UNAUTHENTICATED, "session ended")
+        else:
+            cap = self.channel.sessions.max_sockets
+            await self.ws.close(CLOSE_TOO_MANY, f"more than {cap} chats open for this session")
+
+    async def _keep_place(self, socket_id: str) -> None:
+        """Renews the socket's lease while it is open; ends the socket once its session is
+        revoked. A renewal Redis misses is only logged: the lease outlives two of them."""
+        assert self.identity is not None
+        while True:
+            await asyncio.sleep(SOCKET_LEASE_SECONDS / 3)
+            try:
+                hold = await self.channel.sessions.hold_socket(
+                    redis_client(self.channel.redis_url), self.identity.address, socket_id
+                )
+            except REDIS_FAILURES as error:
+                logger.warning("web chat: socket lease not renewed: %s", type(error).__name__)
+                continue
+            if not hold.held:
+                await self._refuse_place(hold)
+                return
+
+    async def _release_place(self, socket_id: str) -> None:
+        assert self.identity is not None
+        try:
+            await self.channel.sessions.release_socket(
+                redis_client(self.channel.redis_url), self.identity.address, socket_id
+            )
+        except REDIS_FAILURES as error:
+            logger.warning("web chat: socket place not released: %s", type(error).__name__)
 
     async def _close_after_error(self, code: str, message: str) -> None:
         try:

@@ -27,6 +27,8 @@ MAX_HISTORY_LIMIT = 200
 # Close codes (4000-4999 are the application's own): the reason text says what went wrong.
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
+#: The session (user or visitor) already holds as many sockets as it may.
+CLOSE_TOO_MANY = 4429
 CLOSE_SERVER_ERROR = 1011
 
 # Error codes of ``error`` frames (the README lists what each means to a client).

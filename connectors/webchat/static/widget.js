@@ -151,6 +151,9 @@
     if (event.code === 4401 && (this.options.tokenUrl || this.options.anonymous)) {
       this.token = null;   // fetch a fresh one
       if (this.options.anonymous) localStorage.removeItem("omnichat.anonymous." + this.server);
+    } else if (event.code === 4429) {
+      this.fatal("This chat is already open in too many windows. Close one, then reload this page.");
+      return;
     } else if (event.code === 4401 || event.code === 4403) {
       this.fatal(event.code === 4401 && /expired/.test(event.reason)
         ? "This chat link has expired. Please open the chat again from the shop's site."
