@@ -10,8 +10,11 @@ saying it instead of cutting it off (docs/specs/vapi.md, section 4).
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
-from typing import Any, Dict, Optional
+from dataclasses import dataclass
+from typing import Any, Dict, Optional, Sequence, Tuple
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -26,6 +29,60 @@ TRANSFER = "transfer"
 #: Control requests are made while the stream is open: bounded well below VAPI's 20 s model
 #: timeout.
 CONTROL_TIMEOUT_SECONDS = 3.0
+
+
+#: Where VAPI's Live Call Control URLs live (``https://<region host>.vapi.ai/<call>/control``).
+DEFAULT_CONTROL_HOSTS = ("*.vapi.ai",)
+
+
+@dataclass(frozen=True)
+class ControlUrlPolicy:
+    """Which ``monitor.controlUrl`` values we POST to: https on an allowed host only, so a forged
+    call cannot make this server call loopback, private ranges or anyone else (blind SSRF).
+
+    ``hosts`` are exact names or ``*.`` suffixes. ``allow_loopback`` (a server whose public URL
+    is itself a loopback one: local development) also admits http to 127.0.0.1/localhost, where
+    the fake VAPI control server runs.
+    """
+
+    hosts: Tuple[str, ...] = DEFAULT_CONTROL_HOSTS
+    allow_loopback: bool = False
+
+    def allows(self, url: Optional[str]) -> bool:
+        if not url:
+            return False
+        try:
+            parts = urlsplit(url)
+            host = (parts.hostname or "").lower()
+            parts.port  # noqa: B018 - raises ValueError on a malformed port
+        except ValueError:
+            return False
+        if self.allow_loopback and parts.scheme in ("http", "https") and _is_loopback(host):
+            return True
+        return parts.scheme == "https" and any(_host_matches(host, rule) for rule in self.hosts)
+
+
+def control_policy(hosts: Sequence[str], public_base_url: str) -> ControlUrlPolicy:
+    """The policy of a server reachable at ``public_base_url`` (see ControlUrlPolicy)."""
+    public_host = (urlsplit(public_base_url).hostname or "").lower()
+    return ControlUrlPolicy(
+        tuple(h.lower() for h in hosts), allow_loopback=_is_loopback(public_host)
+    )
+
+
+def _host_matches(host: str, rule: str) -> bool:
+    if rule.startswith("*."):
+        return host.endswith(rule[1:]) and len(host) > len(rule) - 1
+    return host == rule
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def requested_control(message: BotMessage) -> Optional[Dict[str, Any]]:

@@ -5,6 +5,8 @@ Keys (all under the conversation's hash tag, so every script stays in one Cluste
 - ``omni:{cid}:vapi:turn:<hash of call id, ordinal, text>``: STRING, the answer of one turn
   (JSON ``{state: running|done|superseded, request, spoken}``), 1 h. The first request of a turn
   claims it; a duplicate replays it.
+- ``omni:{cid}:vapi:report:<hash of call id>``: STRING, set once the call's end-of-call report
+  is stored (30 days), so a retried or replayed report is not applied twice.
 - ``omni:{cid}:vapi:call:<hash of call id>``: HASH, 6 h after its last write:
   ``inflight`` (the turn being answered: request, ordinal, text, message_id, answer_key),
   ``last_sent`` (what the last finished turn said: ordinal, first_ordinal, text, at),
@@ -34,6 +36,9 @@ logger = logging.getLogger(__name__)
 
 ANSWER_TTL_SECONDS = 3600
 CALL_STATE_TTL_SECONDS = 6 * 3600
+#: How long a call's end-of-call report is remembered as stored: VAPI retries for minutes, a
+#: replay of a captured request may come any time, and the record is a few bytes.
+REPORT_TTL_SECONDS = 30 * 24 * 3600
 
 # Claims a turn's answer key; on success marks the turn as the call's one in flight.
 # KEYS: answer key, call state key. ARGV: running record, answer ttl, inflight json, call ttl.
@@ -79,6 +84,11 @@ redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 return redis.call('EXPIRE', KEYS[1], ARGV[3])
 """
 )
+
+
+def report_key(conversation_id: str, call_id: str) -> str:
+    digest = hashlib.sha256(call_id.encode("utf-8")).hexdigest()[:32]
+    return conversation_key(conversation_id, "vapi", "report", digest)
 
 
 def call_key(conversation_id: str, call_id: str) -> str:
@@ -217,6 +227,15 @@ class CallStore:
             raise StateUnavailable(
                 f"call state: Redis unavailable ({type(error).__name__})"
             ) from error
+
+    async def claim_report(self, conversation_id: str, call_id: str) -> bool:
+        """True for the first end-of-call report of a call; a retry or a replay gets False."""
+        key = report_key(conversation_id, call_id)
+        return bool(await self._redis().set(key, "1", nx=True, ex=REPORT_TTL_SECONDS))
+
+    async def release_report(self, conversation_id: str, call_id: str) -> None:
+        """Lets VAPI's retry store a report whose storing failed."""
+        await self._redis().delete(report_key(conversation_id, call_id))
 
     async def record_interruption(self, conversation_id: str, call_id: str, at: float) -> None:
         """VAPI reported the caller talking over the bot (``user-interrupted``) at ``at``."""

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Awaitable, Callable, Dict, Optional
+from typing import Any, Awaitable, Callable, Dict, List, Optional
 
-from pydantic import confloat, conint
+from pydantic import confloat, conint, constr
 from rasa.core.channels.channel import InputChannel, OutputChannel, UserMessage
 from rasa.core.lock_store import LockError
 from sanic import Blueprint, response
@@ -22,6 +22,7 @@ from sanic.response import HTTPResponse
 
 from connectors.http_limits import BodyRefused, read_body
 from connectors.vapi.auth import VapiAuth
+from connectors.vapi.call_control import DEFAULT_CONTROL_HOSTS, control_policy
 from connectors.vapi.call_state import CallStore, answer_key, call_key
 from connectors.vapi.callers import Callers
 from connectors.vapi.greeting import Greeter
@@ -55,6 +56,10 @@ logger = logging.getLogger(__name__)
 SECTION = "connectors.vapi.channel.VapiInput"
 
 
+#: A host name, or ``*.`` and a domain.
+ControlHost = constr(regex=r"^(\*\.)?[A-Za-z0-9.-]{1,253}$")
+
+
 class VapiOptions(ConnectorOptions):
     """Tunables from credentials.yml (secrets come from the environment)."""
 
@@ -71,6 +76,9 @@ class VapiOptions(ConnectorOptions):
     #: Trust a plain ``user_id`` variable on web calls. Off: a browser starting a web call
     #: sets variableValues itself, so only a signed ``user_token`` (web chat JWT) is trusted.
     trust_user_id_variable: bool = False
+    #: Hosts whose ``monitor.controlUrl`` we POST to (exact names or ``*.`` suffixes; https
+    #: only). A server whose PUBLIC_BASE_URL is loopback also reaches loopback (the local fake).
+    control_url_hosts: List[ControlHost] = list(DEFAULT_CONTROL_HOSTS)  # type: ignore[valid-type]
 
 
 class VapiOutput(OutputChannel):
@@ -132,6 +140,7 @@ class VapiInput(InputChannel):
             options.duplicate_wait_seconds,
         )
         self.server_messages = ServerMessages(settings, self.callers, self.greeter, calls)
+        self.control_policy = control_policy(options.control_url_hosts, settings.public_base_url)
         self.latency = LatencyLog()
 
     @classmethod
@@ -215,7 +224,7 @@ class VapiInput(InputChannel):
             call_key=call_key(conversation_id, call_id),
             ordinal=ordinal,
             last_text=user_texts[-1],
-            control_url=call.control_url,
+            control_url=self._control_url(call),
         )
         metadata = _turn_metadata(address, call, parsed)
         try:
@@ -228,6 +237,14 @@ class VapiInput(InputChannel):
             total = time.perf_counter() - received
             self.latency.add(first_speech - received, turn.rasa_seconds, total)
         return None
+
+    def _control_url(self, call: Call) -> Optional[str]:
+        """The call's control URL if the policy allows it (never logged: it is a capability)."""
+        url = call.control_url
+        if url and not self.control_policy.allows(url):
+            logger.warning("call %s: control URL on a host not allowed; not used", call.call_id)
+            return None
+        return url
 
     async def handle_event(self, request: Request) -> HTTPResponse:
         """One server message, answered as its type asks (server_messages.py)."""

@@ -120,10 +120,23 @@ class ServerMessages:
     async def end_of_call_report(self, agent: Any, message: ServerMessage) -> None:
         """Stores the call's report in the ``last_call`` slot, under the conversation lock."""
         found = await self._conversation_of(message, create=True)
-        if found is None:
-            logger.warning("end-of-call-report without call or customer: not stored")
+        if found is None or not found[1].call_id:
+            logger.warning("end-of-call-report without call id or customer: not stored")
             return
         conversation_id, call = found
+        call_id = str(call.call_id)
+        if not await self.calls.claim_report(conversation_id, call_id):
+            logger.info("call %s: end-of-call report already stored; ignored", call_id)
+            return
+        try:
+            await self._store_report(agent, conversation_id, call, message)
+        except BaseException:
+            await self.calls.release_report(conversation_id, call_id)
+            raise
+
+    async def _store_report(
+        self, agent: Any, conversation_id: str, call: Call, message: ServerMessage
+    ) -> None:
         artifact = message.artifact or Artifact()
         transcript = artifact.transcript or message.transcript
         if not isinstance(transcript, str):

@@ -13,7 +13,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
-from pydantic import BaseModel, Extra, Field, ValidationError
+from pydantic import BaseModel, Extra, Field, ValidationError, constr
 
 #: The ``model`` we answer as when the request names none (and the one assistant-request sets).
 MODEL_NAME = "rasa"
@@ -50,9 +50,14 @@ class AssistantOverrides(_VapiModel):
     variable_values: Dict[str, Any] = Field(default_factory=dict, alias="variableValues")
 
 
+#: What a VAPI id (a UUID) may look like: anything else (a newline that forges a log line, a
+#: megabyte of text) is refused with a 400.
+VapiId = constr(regex=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+
+
 class Call(_VapiModel):
-    id: Optional[str] = None
-    legacy_id: Optional[str] = Field(None, alias="callId")
+    id: Optional[VapiId] = None  # type: ignore[valid-type]
+    legacy_id: Optional[VapiId] = Field(None, alias="callId")  # type: ignore[valid-type]
     type: Optional[str] = None
     customer: Optional[Customer] = None
     monitor: Optional[Monitor] = None
@@ -124,7 +129,7 @@ class ToolFunction(_VapiModel):
 
 
 class ToolCall(_VapiModel):
-    id: Optional[str] = None
+    id: Optional[VapiId] = None  # type: ignore[valid-type]
     name: Optional[str] = None
     arguments: Any = None
     function: Optional[ToolFunction] = None

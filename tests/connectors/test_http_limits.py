@@ -61,6 +61,7 @@ def _push_huge_body(port: int, path: str, headers: str) -> Tuple[int, int]:
     [
         ("/webhooks/vapi/events", "Content-Type: application/json\r\n", 413),
         ("/webhooks/vapi/chat/completions", "Authorization: Bearer wrong\r\n", 401),
+        ("/webhooks/vapi/chat/completions", "Authorization: Bearer {secret}\r\n", 413),
         ("/webhooks/twilio_sms/webhook", "X-Twilio-Signature: x\r\n", 413),
         ("/webhooks/webchat/session", "", 413),
     ],
@@ -71,6 +72,7 @@ def test_ten_huge_bodies_are_refused_before_they_are_buffered(
     server = psutil.Process(rasa_stack.rasa_proc.pid)
     before = server.memory_info().rss
     results: List[Tuple[int, int]] = []
+    headers = headers.format(secret=rasa_stack.env["VAPI_SERVER_SECRET"])
 
     def push() -> None:
         results.append(_push_huge_body(rasa_stack.rasa_port, path, headers))

@@ -8,7 +8,12 @@ import uuid
 
 import pytest
 
-from connectors.vapi.call_control import control_payload, requested_control, send_control
+from connectors.vapi.call_control import (
+    control_payload,
+    control_policy,
+    requested_control,
+    send_control,
+)
 from connectors.vapi.turn import APOLOGY
 from omnichannel.rendering.messages import BotMessage
 
@@ -83,8 +88,55 @@ async def test_unusable_control_url_ends_the_turn_and_stays_out_of_logs(stack, m
     assert reply.finish_reason == "stop"
     assert reply.text == "Goodbye, and thanks for calling Acme!"
     log = stack.rasa_log()
-    assert f"call {call.call_id}: call control say failed" in log
+    assert f"call {call.call_id}: control URL on a host not allowed; not used" in log
     assert token not in log
+
+
+@pytest.mark.rasa_server
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://{fake}/calls/{call}/control",  # a private-range host stands in: same port
+        "https://attacker.example/calls/{call}/control",
+        "https://vapi.ai.attacker.example/calls/{call}/control",
+    ],
+    ids=["loopback-by-other-name", "other-host", "lookalike-suffix"],
+)
+async def test_a_forged_control_url_is_never_requested(stack, make_call, control, url):
+    """Blind SSRF (issue 14, finding 7): only VAPI's hosts (and, in local development, the
+    loopback fake) receive control requests."""
+    call = make_call(timeout=10)
+    fake_host = control.control_url("x").split("/")[2].replace("127.0.0.1", "127.0.0.1.nip.io")
+    call.control_url = url.format(fake=fake_host, call=call.call_id)
+    before = len(control.requests)
+    reply = await call.say("bye")
+    assert reply.text == "Goodbye, and thanks for calling Acme!"
+    assert len(control.requests) == before
+    assert f"call {call.call_id}: control URL on a host not allowed; not used" in stack.rasa_log()
+
+
+def test_control_url_policy() -> None:
+    production = control_policy(["*.vapi.ai"], "https://bot.example.com")
+    assert production.allows("https://phone-call-websocket.aws-us-west-2.vapi.ai/c1/control")
+    for refused in [
+        "http://phone-call-websocket.aws-us-west-2.vapi.ai/c1/control",  # not https
+        "https://vapi.ai.evil.example/control",
+        "https://127.0.0.1:8443/control",
+        "https://10.0.0.8/control",
+        "https://169.254.169.254/latest/meta-data",
+        "https://x.vapi.ai:bad/control",
+        "file:///etc/passwd",
+        "",
+        None,
+    ]:
+        assert not production.allows(refused), refused
+    local = control_policy(["*.vapi.ai"], "http://127.0.0.1:5005")
+    assert local.allows("http://127.0.0.1:9999/calls/c1/control")
+    assert local.allows("http://localhost:9999/calls/c1/control")
+    assert not local.allows("http://10.0.0.8/control")
+    exact = control_policy(["control.example.net"], "https://bot.example.com")
+    assert exact.allows("https://control.example.net/c")
+    assert not exact.allows("https://sub.control.example.net/c")
 
 
 # -- the payloads, on data ---------------------------------------------------------------------

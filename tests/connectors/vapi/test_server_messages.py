@@ -141,6 +141,19 @@ async def test_a_call_hung_up_before_any_turn_still_leaves_its_report(stack, mak
 
 
 @pytest.mark.rasa_server
+async def test_a_replayed_end_of_call_report_is_applied_once(stack, make_call):
+    """Issue 14, finding 7: a retried or replayed report appended another last_call each time."""
+    call = make_call()
+    await call.say("hello")
+    report = {"type": "end-of-call-report", "summary": "First and only.", "endedReason": "x"}
+    replies = [await call.event(report) for _ in range(3)]
+    assert [reply.status_code for reply in replies] == [200, 200, 200]
+    tracker = await tracker_of(stack, await conversation_of_stack(stack, call.number))
+    reports = [e for e in tracker.events if e.as_dict().get("name") == "last_call"]
+    assert len(reports) == 1 and tracker.get_slot("last_call")["summary"] == "First and only."
+
+
+@pytest.mark.rasa_server
 async def test_call_report_while_redis_refuses_writes_is_a_503(stack, make_call):
     call = make_call()
     await call.say("hello")
@@ -155,6 +168,11 @@ async def test_call_report_while_redis_refuses_writes_is_a_503(stack, make_call)
     assert reply.json() == {"error": "conversation state unavailable"}
     tracker = await tracker_of(stack, await conversation_of_stack(stack, call.number))
     assert tracker.get_slot("last_call") is None
+    # VAPI's retry, once Redis takes writes again, is stored: the failed one claimed nothing.
+    retried = await call.event({"type": "end-of-call-report", "summary": "Lost?"})
+    assert retried.status_code == 200
+    tracker = await tracker_of(stack, await conversation_of_stack(stack, call.number))
+    assert tracker.get_slot("last_call")["summary"] == "Lost?"
 
 
 # -- the answers that need no state, on data ---------------------------------------------------

@@ -42,8 +42,9 @@ from tests.connectors.vapi.helpers import (
             400,
             "longer than",
         ),
-        (b'{"messages": [], "pad": "' + b"x" * 1_100_000 + b'"}', 413, "larger than"),
         (b"[" * 100_000 + b"]" * 100_000, 400, "nested too deeply"),
+        (json.dumps(call_body(call={"id": "c1\nFORGED log line"})).encode(), 400, "call.id"),
+        (json.dumps(call_body(call={"id": "x" * 129})).encode(), 400, "call.id"),
     ],
     ids=[
         "malformed",
@@ -53,10 +54,12 @@ from tests.connectors.vapi.helpers import (
         "no-role",
         "no-call-id",
         "long",
-        "huge",
         "deeply-nested",
+        "newline-in-call-id",
+        "overlong-call-id",
     ],
 )
+# Bodies over the size limit are refused before they are read: tests/connectors/test_http_limits.
 async def test_bad_custom_llm_input_gets_a_4xx_with_a_reason(stack, body, status, reason):
     secret = stack.env["VAPI_SERVER_SECRET"]
     reply = await raw_completion(stack, body, {"Authorization": f"Bearer {secret}"})
@@ -72,10 +75,10 @@ async def test_bad_custom_llm_input_gets_a_4xx_with_a_reason(stack, body, status
         (b'{"nomessage": {}}', 400),
         (b'{"message": {"no_type": 1}}', 400),
         (b'{"message": "text"}', 400),
-        (b'{"message": {"type": "status-update", "pad": "' + b"x" * 5_100_000 + b'"}}', 413),
         (b'{"message": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", 400),
+        (b'{"message": {"type": "end-of-call-report", "call": {"id": "a\\nb"}}}', 400),
     ],
-    ids=["malformed", "no-message", "no-type", "message-str", "huge", "deeply-nested"],
+    ids=["malformed", "no-message", "no-type", "message-str", "deeply-nested", "bad-call-id"],
 )
 async def test_bad_server_messages_get_a_4xx(stack, body, status):
     async with httpx.AsyncClient(timeout=30) as client:
