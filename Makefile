@@ -32,7 +32,7 @@ install: $(STAMP)
 # /usr/bin/redis-server). The packages' services must not start: when the machine has no
 # policy-rc.d, one that refuses every start stands in for the install (invoke-rc.d and, under
 # systemd, deb-systemd-invoke both ask it).
-$(SYSTEM_STAMP):
+$(SYSTEM_STAMP): Makefile
 	@mkdir -p var
 	@if ! command -v chromium >/dev/null || ! test -x /usr/bin/redis-server; then \
 		sudo=; [ "$$(id -u)" = 0 ] || sudo=sudo; \

@@ -23,6 +23,13 @@ STACK_RASA_PORT = free_port()
 STACK_SECRETS = local_secrets(STACK_RASA_PORT)
 
 
+@pytest.fixture(autouse=True)
+def short_redis_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests that stop Redis on purpose wait out 1 s of retries, not production's default
+    (tests of the retry bound itself set their own)."""
+    monkeypatch.setenv("REDIS_RETRY_SECONDS", "1")
+
+
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> RedisServer:
     server = RedisServer(tmp_path_factory.mktemp("redis")).start()
@@ -94,6 +101,9 @@ def rasa_stack(
         "LLM_MODEL": "fake-model",
         # Where "talk to a person" transfers a call (action_handoff_to_human).
         "HANDOFF_PHONE_NUMBER": "+14155550100",
+        # As behind a proxy: per-client limits then key on X-Forwarded-For, so each test can
+        # be its own client (requests without the header count as 127.0.0.1).
+        "TRUST_PROXY_HEADERS": "true",
     }
     stack = RasaStack(
         model=trained_model,
