@@ -3,8 +3,10 @@
 A turn is what Rasa's processor does to the store for one user message: ``retrieve`` the
 tracker, add the turn's events (user uttered, action, bot uttered, action_listen), ``save``.
 Only the two store calls are timed. Both stores talk to the same real redis-server, started
-here. Conversations are one long session (designers keep sessions long so context survives a
-channel switch), with or without metadata on the session's first message.
+here; ours is also measured on a local Redis Cluster of 3 primaries, started here too, and shown
+in the same table (Rasa's store cannot run on a cluster). Conversations are one long session
+(designers keep sessions long so context survives a channel switch), with or without metadata
+on the session's first message.
 
 Ours: 15 conversations per cell, each pre-built to N turns with one save, then one untimed
 turn (this process's first read of it: the "first read" column) and one timed turn; the
@@ -43,6 +45,7 @@ from rasa.shared.core.trackers import DialogueStateTracker
 
 from connectors.tracker_store import RedisEventLogTrackerStore
 from devtools.processes import RedisServer
+from devtools.redis_topologies import RedisClusterProcesses
 
 LENGTHS = (10, 100, 150, 500, 1000)
 OURS_CONVERSATIONS = 15
@@ -216,21 +219,25 @@ def projected(measured: Dict[int, float], turns: int) -> Optional[float]:
 class Row:
     turns: int
     ours: OursResult
+    cluster: OursResult
     stock_s: Optional[float]
     stock_projection_s: Optional[float]
 
 
-async def run_variant(redis: RedisServer, with_metadata: bool) -> List[Row]:
+async def run_variant(
+    redis: RedisServer, cluster: RedisClusterProcesses, with_metadata: bool
+) -> List[Row]:
     rows = []
     stock_measured: Dict[int, float] = {}
     for turns in LENGTHS:
         ours = await measure_ours(redis.url, turns, with_metadata)
+        on_cluster = await measure_ours(cluster.url, turns, with_metadata)
         projection = projected(stock_measured, turns)
         stock = None
         if projection is None or projection <= STOCK_TURN_BUDGET_S:
             stock = await measure_stock(redis.port, turns, with_metadata)
             stock_measured[turns] = stock
-        rows.append(Row(turns, ours, stock, None if stock is not None else projection))
+        rows.append(Row(turns, ours, on_cluster, stock, None if stock is not None else projection))
         print(
             f"  measured {turns} turns ({'with' if with_metadata else 'no'} metadata)", flush=True
         )
@@ -245,7 +252,8 @@ def print_table(title: str, rows: List[Row]) -> None:
     print(f"\n{title}")
     header = (
         f"{'turns':>6} {'ours ms':>9} {'2 replicas':>11} {'first read':>11} "
-        f"{'rasa ms':>10} {'rasa/ours':>10} {'ours vs 10':>11}"
+        f"{'cluster ms':>11} {'cl. 2 repl.':>12} {'rasa ms':>10} {'rasa/ours':>10} "
+        f"{'ours vs 10':>11}"
     )
     print(header)
     print("-" * len(header))
@@ -259,7 +267,8 @@ def print_table(title: str, rows: List[Row]) -> None:
             ratio = f"~{projection / row.ours.warm_s:.0f}x*" if projection else "-"
         print(
             f"{row.turns:>6} {ms(row.ours.warm_s):>9} {ms(row.ours.two_replicas_s):>11} "
-            f"{ms(row.ours.first_read_s):>11} {stock:>10} {ratio:>10} "
+            f"{ms(row.ours.first_read_s):>11} {ms(row.cluster.warm_s):>11} "
+            f"{ms(row.cluster.two_replicas_s):>12} {stock:>10} {ratio:>10} "
             f"{row.ours.warm_s / base:>10.2f}x"
         )
 
@@ -267,14 +276,20 @@ def print_table(title: str, rows: List[Row]) -> None:
 async def run() -> int:
     logging.getLogger("rasa").setLevel(logging.ERROR)
     with tempfile.TemporaryDirectory(prefix="bench-tracker-") as data_dir:
-        redis = RedisServer(Path(data_dir)).start()
+        redis = RedisServer(Path(data_dir) / "single").start()
+        cluster = RedisClusterProcesses(Path(data_dir) / "cluster", primaries=3).start()
         try:
+            # One untimed cell per deployment first: the first turns open the connections (one
+            # per node on the cluster) and load the scripts, which no later turn pays for.
+            for url in (redis.url, cluster.url):
+                await measure_ours(url, LENGTHS[0], with_metadata=False)
             started = time.monotonic()
-            plain = await run_variant(redis, with_metadata=False)
-            with_metadata = await run_variant(redis, with_metadata=True)
+            plain = await run_variant(redis, cluster, with_metadata=False)
+            with_metadata = await run_variant(redis, cluster, with_metadata=True)
             elapsed = time.monotonic() - started
         finally:
             redis.stop()
+            cluster.stop()
 
     print_table("Per turn (retrieve + save), one session, no metadata", plain)
     print_table(
@@ -283,7 +298,8 @@ async def run() -> int:
     print(
         "\n* not run: projected from the two previous lengths (budget "
         f"{STOCK_TURN_BUDGET_S:.0f} s per turn). 'first read': this process's first retrieve "
-        "of the conversation (replays the whole session once)."
+        "of the conversation (replays the whole session once). 'cluster': ours on a local "
+        "Redis Cluster of 3 primaries (redis+cluster://), same run."
     )
     print(f"(measured in {elapsed:.0f} s)")
 
@@ -293,6 +309,8 @@ async def run() -> int:
         for label, cost in (
             ("", lambda row: row.ours.warm_s),
             (", 2 replicas", lambda row: row.ours.two_replicas_s),
+            (", cluster", lambda row: row.cluster.warm_s),
+            (", cluster, 2 replicas", lambda row: row.cluster.two_replicas_s),
         ):
             ratio = cost(last) / cost(first)
             checks.append(
