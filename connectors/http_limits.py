@@ -8,18 +8,33 @@ refused before a byte of the body is read, a chunked body stops at the limit, an
 has not fully arrived within ``BODY_DEADLINE_SECONDS`` is refused and its connection closed.
 Each route's limit is its channel's real maximum (a VAPI custom-LLM request, a VAPI server
 message, a Twilio webhook).
+
+Sanic's request timeout restarts with every byte received, so a client sending one header byte
+every few seconds holds a connection forever. :func:`guard_slow_headers` gives every new
+connection ``HEADER_DEADLINE_SECONDS`` to deliver its first request head, whatever the route;
+once a head has arrived the connection is the route's (SSE streams and WebSockets run on).
+Later heads on a kept-alive connection are not timed here: a proxy in front (nginx
+``client_header_timeout``, HAProxy ``timeout http-request``) bounds those.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import weakref
 from dataclasses import dataclass
+from typing import Any
 
+from sanic import Blueprint
 from sanic.exceptions import PayloadTooLarge
 from sanic.request import Request
 
+logger = logging.getLogger(__name__)
+
 #: How long a client has to send a whole body once its headers arrived.
 BODY_DEADLINE_SECONDS = 10.0
+#: How long a new connection has to send its first request head.
+HEADER_DEADLINE_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -68,3 +83,41 @@ def _close_after_response(request: Request) -> None:
     if stream is not None:
         stream.keep_alive = False
         stream.request_body = None
+
+
+#: Connection tasks still waiting for their first request head (weak: a closed one goes).
+_awaiting_head: weakref.WeakSet[asyncio.Task[Any]] = weakref.WeakSet()
+
+
+def guard_slow_headers(bp: Blueprint, deadline: float = HEADER_DEADLINE_SECONDS) -> None:
+    """Closes connections whose first request head is not in within ``deadline`` seconds.
+
+    Blueprint signals fire for every connection of the app; each channel's blueprint calls this,
+    and the first handler to see a connection arms its timer, so one channel is enough. Both
+    signals run inside the connection's own task, which identifies the connection.
+    """
+
+    @bp.signal("http.lifecycle.begin")
+    async def arm(conn_info: Any, **_: Any) -> None:
+        if getattr(conn_info.ctx, "omni_head_deadline", False):
+            return
+        conn_info.ctx.omni_head_deadline = True
+        connection = asyncio.current_task()
+        if connection is not None:
+            _awaiting_head.add(connection)
+            asyncio.get_running_loop().call_later(deadline, _expire, connection, conn_info)
+
+    @bp.signal("http.lifecycle.request")
+    async def head_received(**_: Any) -> None:
+        connection = asyncio.current_task()
+        if connection is not None:
+            _awaiting_head.discard(connection)
+
+
+def _expire(connection: asyncio.Task[Any], conn_info: Any) -> None:
+    """Cancelling the connection's task makes Sanic close its transport."""
+    if connection.done() or connection not in _awaiting_head:
+        return
+    _awaiting_head.discard(connection)
+    logger.info("closing a connection from %s: no request head in time", conn_info.client_ip)
+    connection.cancel()

@@ -19,7 +19,7 @@ import ssl
 import time
 import weakref
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Dict, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
@@ -189,11 +189,10 @@ def redis_config(source: RedisSource = None) -> RedisConfig:
     """The configuration ``source`` names (see :func:`redis_client`)."""
     if isinstance(source, RedisConfig):
         return source
-    from omnichannel.settings import load_settings
+    if source is None:
+        from omnichannel.settings import load_settings
 
-    settings = load_settings()
-    if source is None or source == settings.redis_url:
-        return settings.redis
+        return load_settings().redis
     return _parsed_url(source, _redis_environment())
 
 
@@ -281,16 +280,37 @@ async def subscriber(source: RedisSource = None) -> PubSub:
     return RetryingRedis(host=node.host, port=node.port, **options).pubsub()
 
 
-def _missing_right(error: Exception) -> Optional[str]:
+def _missing_right(error: BaseException) -> Optional[str]:
+    """The ACL right an error from Redis says the user lacks, or None if it is no ACL refusal.
+
+    Redis words these differently per command and version: ``NOPERM … no permissions to run the
+    'info' command``, ``… to access one of the channels``, and, inside a script, ``The user
+    executing the script can't publish to the channel …``.
+    """
     text = str(error).lower()
+    if not any(mark in text for mark in ("noperm", "permission", "user executing the script")):
+        return None
+    command = re.search(r"run the '([\w|]+)' command", text)
+    if command and command.group(1) not in ("eval", "evalsha", "script|load"):
+        return f"+{command.group(1)} (a command the client runs)"
     if "channel" in text or "publish" in text:
-        return f"&{KEY_PREFIX}:* (pub/sub channels: every tracker save publishes the new events "
-        "for the web chat's live feed)"
+        return (
+            f"&{KEY_PREFIX}:* (pub/sub channels: every tracker save publishes the new events "
+            "for the web chat's live feed)"
+        )
     if "key" in text:
         return f"~{KEY_PREFIX}:* (keys)"
-    if "command" in text or "eval" in text or "script" in text:
-        return "+@scripting +@read +@write (Lua scripts and the commands they run)"
-    return None
+    return "+@scripting +@read +@write (Lua scripts and the commands they run)"
+
+
+def _causes(error: BaseException) -> List[BaseException]:
+    """``error`` and what it was raised from: redis-py's cluster client wraps the real error."""
+    chain: List[BaseException] = []
+    seen: Optional[BaseException] = error
+    while seen is not None and seen not in chain:
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    return chain
 
 
 async def check_access(source: RedisSource = None) -> None:
@@ -305,20 +325,28 @@ async def check_access(source: RedisSource = None) -> None:
     probe = conversation_key("access-check", "probe")
     try:
         await _ACCESS_PROBE(client, [probe], [conversation_key("access-check", "live")])
-    except AuthenticationError as error:
-        raise RedisConfigError(
-            f"Redis refused the credentials for {config.display()} ({type(error).__name__})"
-        ) from None
-    except ResponseError as error:
-        right = _missing_right(error) if "perm" in str(error).lower() else None
-        if right is None:
+    except REDIS_FAILURES as error:
+        problem = _access_problem(error, config)
+        if problem is None:
             raise
-        raise RedisConfigError(
-            f"Redis user {config.username or 'default'!r} on {config.display()} lacks the ACL "
-            f"right {right}; see the README's Production Redis section"
-        ) from None
+        raise RedisConfigError(problem) from None
     finally:
         await client.close()
+
+
+def _access_problem(error: BaseException, config: RedisConfig) -> Optional[str]:
+    """What an operator must fix, when ``error`` means wrong credentials, a missing ACL right
+    or a TLS problem; None when Redis is merely unreachable."""
+    for cause in _causes(error):
+        if isinstance(cause, AuthenticationError):
+            return f"Redis refused the credentials for {config.display()} ({type(cause).__name__})"
+        right = _missing_right(cause) if isinstance(cause, ResponseError) else None
+        if right is not None:
+            return (
+                f"Redis user {config.username or 'default'!r} on {config.display()} lacks the "
+                f"ACL right {right}; see the README's Production Redis section"
+            )
+    return _tls_problem(error, config)
 
 
 _checked: set[RedisConfig] = set()
@@ -330,27 +358,23 @@ def _tls_problem(error: BaseException, config: RedisConfig) -> Optional[str]:
     redis-py reports a refused certificate as "Error 1 connecting … 1."; the SSL error behind it
     says which side is wrong.
     """
-    text = str(error)
-    seen: Optional[BaseException] = error
-    while seen is not None:
-        if isinstance(seen, ssl.SSLError):
-            text = f"{seen.__class__.__name__}: {getattr(seen, 'verify_message', '') or seen}"
-            break
-        seen = seen.__cause__ or seen.__context__
-    if "CERTIFICATE_VERIFY_FAILED" in text or "certificate verify failed" in text:
-        where = config.tls_ca_file or "the system's trusted CAs"
+    handshake = next((c for c in _causes(error) if isinstance(c, ssl.SSLError)), None)
+    if handshake is None:
+        return None
+    detail = f"{type(handshake).__name__}: {getattr(handshake, 'verify_message', '') or handshake}"
+    if isinstance(handshake, ssl.SSLCertVerificationError):
+        if "hostname" in detail.lower() or "ip address mismatch" in detail.lower():
+            return (
+                f"TLS: the certificate of {config.display()} does not name that host "
+                f"({detail}); connect by a name on the certificate, or set "
+                "REDIS_TLS_CHECK_HOSTNAME=false"
+            )
+        where = config.tls_ca_file or "the system's trusted CAs (REDIS_TLS_CA_FILE is not set)"
         return (
-            f"TLS: the certificate of {config.display()} is not trusted by {where} ({text}); "
+            f"TLS: the certificate of {config.display()} is not trusted by {where} ({detail}); "
             "set REDIS_TLS_CA_FILE to the CA that signed the server's certificate"
         )
-    if "hostname" in text.lower() and "match" in text.lower():
-        return (
-            f"TLS: the certificate of {config.display()} does not name that host ({text}); "
-            "connect by a name on the certificate, or set REDIS_TLS_CHECK_HOSTNAME=false"
-        )
-    if isinstance(seen, ssl.SSLError):
-        return f"TLS handshake with {config.display()} failed ({text})"
-    return None
+    return f"TLS handshake with {config.display()} failed ({detail})"
 
 
 def check_access_at_start_up(source: RedisSource = None) -> None:
@@ -366,9 +390,6 @@ def check_access_at_start_up(source: RedisSource = None) -> None:
         except RedisConfigError:
             raise
         except REDIS_FAILURES as error:
-            tls_problem = _tls_problem(error, config)
-            if tls_problem:
-                raise RedisConfigError(tls_problem) from None
             logger.warning(
                 "Redis %s not reachable at start-up (%s); its ACL rights were not checked",
                 config.display(),

@@ -31,7 +31,7 @@ from sanic import Blueprint, response
 from sanic.request import Request
 from sanic.response import HTTPResponse
 
-from connectors.http_limits import BodyRefused, read_body
+from connectors.http_limits import BodyRefused, guard_slow_headers, read_body
 from connectors.turns import TurnFailed, run_turn
 from connectors.twilio_sms.auth import MAX_REQUEST_BYTES, WebhookValidator
 from connectors.twilio_sms.inbound import InboundSms, Rejected, StatusCallback, idempotency_token
@@ -183,6 +183,7 @@ class TwilioSmsInput(InputChannel):
 
     def blueprint(self, on_new_message: OnNewMessage) -> Blueprint:
         bp = Blueprint("omni_twilio_sms", __name__)
+        guard_slow_headers(bp)
 
         @bp.route("/", methods=["GET"])
         async def health(_: Request) -> HTTPResponse:

@@ -20,7 +20,7 @@ from sanic import Blueprint, response
 from sanic.request import Request
 from sanic.response import HTTPResponse
 
-from connectors.http_limits import BodyRefused, read_body
+from connectors.http_limits import BodyRefused, guard_slow_headers, read_body
 from connectors.vapi.auth import VapiAuth
 from connectors.vapi.call_control import DEFAULT_CONTROL_HOSTS, control_policy
 from connectors.vapi.call_state import CallStore, answer_key, call_key
@@ -157,6 +157,7 @@ class VapiInput(InputChannel):
         """The routes. Turns do not go through ``on_new_message``: see
         ``TurnRunner._locked_turn`` for why and what replaces it."""
         bp = Blueprint("omni_vapi", __name__)
+        guard_slow_headers(bp)
 
         @bp.route("/", methods=["GET"])
         async def health(_: Request) -> HTTPResponse:

@@ -19,7 +19,7 @@ from rasa.core.channels.channel import InputChannel, UserMessage
 from sanic import Blueprint, response
 from sanic.request import Request
 
-from connectors.http_limits import BodyRefused, read_body
+from connectors.http_limits import BodyRefused, guard_slow_headers, read_body
 from connectors.webchat.auth import (
     ANONYMOUS_TOKEN_LIFETIME,
     MAX_TOKEN_LIFETIME,
@@ -116,6 +116,7 @@ class WebChatInput(InputChannel):
 
     def blueprint(self, on_new_message: Callable[[UserMessage], Awaitable[Any]]) -> Blueprint:
         bp = Blueprint("omni_webchat", __name__)
+        guard_slow_headers(bp)
 
         @bp.route("/", methods=["GET"])
         async def page(request: Request) -> Any:

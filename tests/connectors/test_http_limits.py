@@ -11,7 +11,7 @@ from typing import List, Tuple
 import psutil
 import pytest
 
-from connectors.http_limits import BODY_DEADLINE_SECONDS
+from connectors.http_limits import BODY_DEADLINE_SECONDS, HEADER_DEADLINE_SECONDS
 
 pytestmark = pytest.mark.rasa_server
 
@@ -122,3 +122,36 @@ def test_a_stalled_body_is_cut_off_after_the_deadline(rasa_stack) -> None:
     assert _status(reply) == 408
     assert BODY_DEADLINE_SECONDS - 0.5 < answered < BODY_DEADLINE_SECONDS + 3
     assert closed, "the connection of a stalled body must be closed"
+
+
+def test_headers_sent_a_byte_at_a_time_are_cut_off(rasa_stack) -> None:
+    """Before: a header byte every 20 s kept 200 of 200 connections open. Here 20 connections
+    trickle a byte every 2 s: all are closed at the head deadline. (Every SSE stream and chat
+    socket of the suite runs under the same guard: a head that arrived frees the connection.)"""
+    head = b"POST /webhooks/vapi/events HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 200
+    sockets = [socket.create_connection(("127.0.0.1", rasa_stack.rasa_port)) for _ in range(20)]
+    started = time.monotonic()
+    closed_at: List[float] = []
+    try:
+        for index in range(len(head)):
+            for sock in list(sockets):
+                try:
+                    sock.sendall(head[index : index + 1])
+                    sock.setblocking(False)
+                    if sock.recv(1) == b"":
+                        raise ConnectionResetError
+                except BlockingIOError:
+                    pass
+                except OSError:
+                    closed_at.append(time.monotonic() - started)
+                    sockets.remove(sock)
+                finally:
+                    sock.setblocking(True)
+            if not sockets or time.monotonic() - started > HEADER_DEADLINE_SECONDS + 10:
+                break
+            time.sleep(2)
+    finally:
+        for sock in sockets:
+            sock.close()
+    assert len(closed_at) == 20, f"{20 - len(closed_at)} trickling connections still open"
+    assert max(closed_at) < HEADER_DEADLINE_SECONDS + 5
