@@ -16,7 +16,6 @@ from typing import List
 
 import pytest
 import redis
-import redis.asyncio as aioredis
 from rasa.core.brokers.broker import EventBroker
 from rasa.core.tracker_store import FailSafeTrackerStore, InMemoryTrackerStore, create_tracker_store
 from rasa.shared.core.domain import Domain
@@ -34,8 +33,16 @@ from rasa.utils.endpoints import EndpointConfig
 
 from connectors.tracker_store import RedisEventLogTrackerStore, install_loud_state_failures
 from devtools.processes import ROOT, RedisServer, python
-from omnichannel.redis_client import StateUnavailable, conversation_key
+from devtools.redis_topologies import RedisDeployment
+from omnichannel.redis_client import StateUnavailable, conversation_key, subscriber
 from omnichannel.settings import ConfigError
+from tests.redis_matrix import (
+    AsyncRedis,
+    command_stats,
+    inspector,
+    reset_command_stats,
+    sync_client,
+)
 
 DOMAIN = Domain.from_yaml(
     """
@@ -108,8 +115,9 @@ def event_dicts(tracker: DialogueStateTracker) -> List[dict]:
 
 
 @pytest.fixture
-async def client(redis_url: str):
-    connection = aioredis.Redis.from_url(redis_url)
+async def client(redis_deployment: RedisDeployment):
+    """Reads what the store wrote, on whichever deployment the test runs."""
+    connection = inspector(redis_deployment.url)
     yield connection
     await connection.close()
 
@@ -157,8 +165,10 @@ def test_bad_options_are_config_errors_not_a_silent_in_memory_store(options: dic
 # --- the tracker-store contract --------------------------------------------------------------
 
 
-async def test_round_trip_appends_only_new_events(redis_url: str, client: aioredis.Redis) -> None:
-    store = make_store(redis_url)
+async def test_round_trip_appends_only_new_events(
+    redis_deployment: RedisDeployment, client: AsyncRedis
+) -> None:
+    store = make_store(redis_deployment.url)
     events_key = conversation_key("c_round", "events")
     assert await store.retrieve("c_round") is None
 
@@ -190,9 +200,11 @@ async def test_round_trip_appends_only_new_events(redis_url: str, client: aiored
     assert [json.loads(raw) for raw in await client.lrange(events_key, 0, -1)] == stored
 
 
-async def test_multi_session_reads_match_rasas_in_memory_store(redis_url: str) -> None:
+async def test_multi_session_reads_match_rasas_in_memory_store(
+    redis_deployment: RedisDeployment,
+) -> None:
     """Three sessions written turn by turn; the last one started by a second replica."""
-    replica_a, replica_b = make_store(redis_url), make_store(redis_url)
+    replica_a, replica_b = make_store(redis_deployment.url), make_store(redis_deployment.url)
     reference = InMemoryTrackerStore(DOMAIN)
     every_event: List[Event] = [ActionExecuted("action_listen")]
     turns = [
@@ -216,7 +228,7 @@ async def test_multi_session_reads_match_rasas_in_memory_store(redis_url: str) -
     expected_full = await reference.retrieve_full_tracker("c_sessions")
     assert len(expected_last.events) == len(session_start() + turn("W1") + turn("W2"))
 
-    cold_replica = make_store(redis_url)
+    cold_replica = make_store(redis_deployment.url)
     for store in (replica_a, replica_b, cold_replica):
         last = await store.retrieve("c_sessions")
         assert event_dicts(last) == event_dicts(expected_last)
@@ -240,9 +252,11 @@ class CollectingBroker(EventBroker):
         self.published.append(event)
 
 
-async def test_rasas_event_broker_gets_each_new_event_once(redis_url: str) -> None:
+async def test_rasas_event_broker_gets_each_new_event_once(
+    redis_deployment: RedisDeployment,
+) -> None:
     broker = CollectingBroker()
-    store = RedisEventLogTrackerStore(domain=DOMAIN, host=redis_url, event_broker=broker)
+    store = RedisEventLogTrackerStore(domain=DOMAIN, host=redis_deployment.url, event_broker=broker)
     await take_turn(store, "c_broker", session_start() + turn("A1"))
     await take_turn(store, "c_broker", turn("A2"))
     await store.save(await store.retrieve("c_broker"))
@@ -251,8 +265,10 @@ async def test_rasas_event_broker_gets_each_new_event_once(redis_url: str) -> No
     assert broker.published == [{"sender_id": "c_broker", **event} for event in stored]
 
 
-async def test_handed_out_trackers_are_independent_of_the_cache(redis_url: str) -> None:
-    store = make_store(redis_url)
+async def test_handed_out_trackers_are_independent_of_the_cache(
+    redis_deployment: RedisDeployment,
+) -> None:
+    store = make_store(redis_deployment.url)
     await take_turn(store, "c_copy", session_start() + turn("A1"))
     first = await store.retrieve("c_copy")
     first.update(SlotSet("order_id", "unsaved"))
@@ -265,15 +281,15 @@ async def test_handed_out_trackers_are_independent_of_the_cache(redis_url: str) 
 
 
 async def test_a_replaced_log_is_not_mistaken_for_the_cached_one(
-    redis_url: str, client: aioredis.Redis
+    redis_deployment: RedisDeployment, client: AsyncRedis
 ) -> None:
     """The conversation expired and a new one with the same id grew past the cached length."""
-    store = make_store(redis_url)
+    store = make_store(redis_deployment.url)
     await take_turn(store, "c_reborn", session_start() + turn("OLD"))
     assert (await store.retrieve("c_reborn")).get_slot("order_id") == "OLD"
     await client.delete(conversation_key("c_reborn", "events"))
 
-    other_replica = make_store(redis_url)
+    other_replica = make_store(redis_deployment.url)
     await take_turn(other_replica, "c_reborn", session_start() + turn("NEW1") + turn("NEW2"))
     tracker = await store.retrieve("c_reborn")
     assert tracker.get_slot("order_id") == "NEW2"
@@ -287,9 +303,9 @@ async def test_a_replaced_log_is_not_mistaken_for_the_cached_one(
 
 
 async def test_racing_replicas_lose_and_duplicate_nothing(
-    redis_url: str, client: aioredis.Redis
+    redis_deployment: RedisDeployment, client: AsyncRedis
 ) -> None:
-    replica_a, replica_b = make_store(redis_url), make_store(redis_url)
+    replica_a, replica_b = make_store(redis_deployment.url), make_store(redis_deployment.url)
     await take_turn(replica_a, "c_race", session_start())
     seen_by_a = await replica_a.retrieve("c_race")
     seen_by_b = await replica_b.retrieve("c_race")
@@ -329,16 +345,16 @@ def turn_of(*trackers: DialogueStateTracker, label: str) -> List[Event]:
 
 
 async def test_a_tracker_from_elsewhere_adds_only_what_the_log_lacks(
-    redis_url: str, client: aioredis.Redis
+    redis_deployment: RedisDeployment, client: AsyncRedis
 ) -> None:
     """E.g. a full tracker rebuilt by another component, or a log cut short by a crash."""
-    store = make_store(redis_url)
+    store = make_store(redis_deployment.url)
     await take_turn(store, "c_foreign", session_start() + turn("A1") + turn("A2"))
     stored = await store.read_events("c_foreign")
     rebuilt = DialogueStateTracker.from_dict("c_foreign", stored, DOMAIN.slots)
     for event in turn("A3"):
         rebuilt.update(event)
-    await make_store(redis_url).save(rebuilt)
+    await make_store(redis_deployment.url).save(rebuilt)
     assert await store.read_events("c_foreign") == event_dicts(rebuilt)
 
     await client.ltrim(conversation_key("c_foreign", "events"), 0, 9)  # lose the tail
@@ -356,12 +372,12 @@ def turn_with_entities_added(label: str) -> List[Event]:
 
 
 async def test_a_tracker_rebuilt_from_a_log_with_entities_added_appends_nothing(
-    redis_url: str,
+    redis_deployment: RedisDeployment,
 ) -> None:
     """Replaying ``EntitiesAdded`` changes the rebuilt user message (Rasa's deserialised
     ``UserUttered`` shares its entity list with its ``parse_data``), so that message no longer
     serialises as it was logged; it is the logged one all the same."""
-    store = make_store(redis_url)
+    store = make_store(redis_deployment.url)
     await take_turn(store, "c_ted", session_start() + turn_with_entities_added("A1"))
     await take_turn(store, "c_ted", turn_with_entities_added("A2"))
     stored = await store.read_events("c_ted")
@@ -376,28 +392,28 @@ async def test_a_tracker_rebuilt_from_a_log_with_entities_added_appends_nothing(
     )
     assert len(rebuilt_by_http_api.latest_message.entities) == 2
     for rebuilt in (rebuilt_by_http_api, rebuilt_from_events):
-        for saver in (store, make_store(redis_url)):
+        for saver in (store, make_store(redis_deployment.url)):
             await saver.save(rebuilt)
             assert await store.read_events("c_ted") == stored
 
     new_turn = turn_with_entities_added("A3")
     for event in new_turn:
         rebuilt_by_http_api.update(event)
-    await make_store(redis_url).save(rebuilt_by_http_api)
+    await make_store(redis_deployment.url).save(rebuilt_by_http_api)
     assert await store.read_events("c_ted") == stored + [event.as_dict() for event in new_turn]
     assert (await store.retrieve("c_ted")).get_slot("order_id") == "A3"
 
 
 WRITER = """
 import asyncio, random, sys
-import redis.asyncio as aioredis
 from rasa.shared.core.events import ActionExecuted, BotUttered, UserUttered
 from connectors.tracker_store import RedisEventLogTrackerStore
+from omnichannel.redis_client import redis_client
 
 async def main():
     url, cid, name, turns = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
     store = RedisEventLogTrackerStore(host=url)
-    client = aioredis.Redis.from_url(url)
+    client = redis_client(url)
     await client.incr("race:ready")
     await client.blpop(["race:go"], timeout=30)
     for number in range(turns):
@@ -415,13 +431,14 @@ asyncio.run(main())
 
 
 def test_two_processes_appending_to_one_conversation_keep_every_event_once(
-    redis_url: str,
+    redis_deployment: RedisDeployment,
 ) -> None:
     turns = 40
-    asyncio.run(take_turn(make_store(redis_url), "c_two", session_start()))
+    url = redis_deployment.url
+    asyncio.run(take_turn(make_store(url), "c_two", session_start()))
     writers = [
         subprocess.Popen(
-            [python(), "-c", WRITER, redis_url, "c_two", name, str(turns)],
+            [python(), "-c", WRITER, url, "c_two", name, str(turns)],
             cwd=str(ROOT),
             env={**os.environ, "PYTHONPATH": str(ROOT)},
             stderr=subprocess.PIPE,
@@ -429,18 +446,18 @@ def test_two_processes_appending_to_one_conversation_keep_every_event_once(
         )
         for name in ("p1", "p2")
     ]
-    with redis.Redis.from_url(redis_url) as sync_client:
+    with sync_client(url) as inspect:
         deadline = time.monotonic() + 60
-        while int(sync_client.get("race:ready") or 0) < 2:
+        while int(inspect.get("race:ready") or 0) < 2:
             assert time.monotonic() < deadline, "writers did not start"
             for writer in writers:
                 assert writer.poll() is None, writer.stderr.read()
             time.sleep(0.02)
-        sync_client.rpush("race:go", "go", "go")
+        inspect.rpush("race:go", "go", "go")
         for writer in writers:
             _, stderr = writer.communicate(timeout=60)
             assert writer.returncode == 0, stderr
-        stored = [json.loads(raw) for raw in sync_client.lrange("omni:{c_two}:events", 0, -1)]
+        stored = [json.loads(raw) for raw in inspect.lrange("omni:{c_two}:events", 0, -1)]
 
     assert len(stored) == 3 + 2 * turns * 4
     user_texts = [e["text"] for e in stored if e["event"] == "user"]
@@ -548,10 +565,10 @@ async def test_loud_state_failures_replace_rasas_silent_fallback(tmp_path: Path)
 
 
 async def test_keys_lists_every_conversation_by_scan(
-    redis_url: str, client: aioredis.Redis
+    redis_deployment: RedisDeployment, client: AsyncRedis
 ) -> None:
-    store = make_store(redis_url)
-    await client.config_resetstat()
+    store = make_store(redis_deployment.url)
+    await reset_command_stats(client)
     ids = [f"c_many_{i:04d}" for i in range(1500)]
     async with client.pipeline(transaction=False) as pipe:
         for cid in ids:
@@ -564,15 +581,15 @@ async def test_keys_lists_every_conversation_by_scan(
     await take_turn(store, "c_real", session_start())
 
     assert sorted(await store.keys()) == sorted(ids + ["c_real"])
-    assert (await client.info("commandstats")).get("cmdstat_keys") is None
+    assert all(stats.get("cmdstat_keys") is None for stats in await command_stats(client))
 
 
 async def test_keys_lists_ids_with_braces_colons_and_glob_characters(
-    redis_url: str, client: aioredis.Redis
+    redis_deployment: RedisDeployment, client: AsyncRedis
 ) -> None:
     """Rasa's REST channel and HTTP API take the id from the client; ``rasa export`` lists
     conversations through ``keys()``, so every id ``save()`` accepts must come back."""
-    store = make_store(redis_url)
+    store = make_store(redis_deployment.url)
     ids = ["c_plain", "rest}user", "{json}", "a}:b", "x:y:z", "*", "a*b}{", "[?]"]
     logs = {cid: session_start() for cid in ids}
     for cid, events in logs.items():
@@ -584,13 +601,13 @@ async def test_keys_lists_ids_with_braces_colons_and_glob_characters(
     assert sorted(await store.keys()) == sorted(ids)
     for cid, events in logs.items():
         assert event_dicts(await store.retrieve(cid)) == [e.as_dict() for e in events]
-    assert (await client.info("commandstats")).get("cmdstat_keys") is None
+    assert all(stats.get("cmdstat_keys") is None for stats in await command_stats(client))
 
 
 async def test_every_save_slides_the_expiry_of_all_conversation_keys(
-    redis_url: str, client: aioredis.Redis
+    redis_deployment: RedisDeployment, client: AsyncRedis
 ) -> None:
-    store = make_store(redis_url, inactivity_expiry=600)
+    store = make_store(redis_deployment.url, inactivity_expiry=600)
     keys = [conversation_key("c_ttl", "events"), conversation_key("c_ttl", "session_start")]
     await take_turn(store, "c_ttl", session_start() + turn("A1"))
     for key in keys:
@@ -608,16 +625,16 @@ async def test_every_save_slides_the_expiry_of_all_conversation_keys(
     for key in keys:
         assert 590 < await client.ttl(key) <= 600
 
-    await take_turn(make_store(redis_url, inactivity_expiry=0), "c_ttl", turn("A3"))
+    await take_turn(make_store(redis_deployment.url, inactivity_expiry=0), "c_ttl", turn("A3"))
     for key in keys:
         assert await client.ttl(key) == -1
 
 
 async def test_appended_events_are_published_for_live_chat(
-    redis_url: str, client: aioredis.Redis
+    redis_deployment: RedisDeployment, client: AsyncRedis
 ) -> None:
-    store = make_store(redis_url)
-    pubsub = client.pubsub()
+    store = make_store(redis_deployment.url)
+    pubsub = await subscriber(redis_deployment.url)
     await pubsub.subscribe(conversation_key("c_live", "live"))
     assert (await pubsub.get_message(timeout=2))["type"] == "subscribe"
     try:
