@@ -114,7 +114,7 @@ def workers(tmp_path: Path):
         stop(proc, timeout=5)
 
 
-async def test_turns_from_several_processes_run_in_arrival_order(redis_url, workers):
+async def test_turns_from_several_processes_run_in_arrival_order(redis_deployment, workers):
     conversation = new_conversation()
     store = fast_store()
     names = [f"w{i}" for i in range(4)]
@@ -155,7 +155,7 @@ async def hand_off_seconds(store: RedisFifoLockStore) -> float:
     return acquired_at - released_at
 
 
-async def test_next_waiter_starts_milliseconds_after_release(redis_url):
+async def test_next_waiter_starts_milliseconds_after_release(redis_deployment):
     """With the safety re-check at its slowest (4 s), only the wake-up can explain a fast start."""
     store = fast_store(recheck_interval=MAX_RECHECK_INTERVAL)
     gaps = [await hand_off_seconds(store) for _ in range(12)]
@@ -164,7 +164,7 @@ async def test_next_waiter_starts_milliseconds_after_release(redis_url):
     assert max(gaps) < 1.0, gaps
 
 
-async def test_lease_is_renewed_while_a_long_turn_runs(redis_url, workers):
+async def test_lease_is_renewed_while_a_long_turn_runs(redis_deployment, workers):
     conversation = new_conversation()
     workers(conversation, "long", hold=3.5, lease=LEASE)
     holder_in = await wait_for_event(conversation, "long", "acquired")
@@ -179,7 +179,7 @@ async def test_lease_is_renewed_while_a_long_turn_runs(redis_url, workers):
     assert holder_out["lease_lost"] is False
 
 
-async def test_queue_moves_on_when_the_holder_process_is_killed(redis_url, workers):
+async def test_queue_moves_on_when_the_holder_process_is_killed(redis_deployment, workers):
     conversation = new_conversation()
     holder = workers(conversation, "doomed", hold=-1, lease=LEASE)
     await wait_for_event(conversation, "doomed", "acquired")
@@ -201,7 +201,7 @@ async def test_queue_moves_on_when_the_holder_process_is_killed(redis_url, worke
     assert await wait_for_exit(holder) == -signal.SIGKILL
 
 
-async def test_a_waiter_killed_in_the_queue_does_not_block_it(redis_url, workers):
+async def test_a_waiter_killed_in_the_queue_does_not_block_it(redis_deployment, workers):
     conversation = new_conversation()
     store = fast_store()
     waiter_lease = 2.0
@@ -226,7 +226,7 @@ async def test_a_waiter_killed_in_the_queue_does_not_block_it(redis_url, workers
     assert await store.live_tickets(conversation) == 0
 
 
-async def test_waiting_past_the_bound_raises_and_leaves_the_queue(redis_url):
+async def test_waiting_past_the_bound_raises_and_leaves_the_queue(redis_deployment):
     conversation = new_conversation()
     store = fast_store()
     impatient = fast_store(wait_timeout=0.5)
@@ -253,7 +253,7 @@ async def test_waiting_past_the_bound_raises_and_leaves_the_queue(redis_url):
         assert turn.waited_seconds < 0.1
 
 
-async def test_cancelled_waiter_leaves_and_an_empty_queue_leaves_no_keys(redis_url):
+async def test_cancelled_waiter_leaves_and_an_empty_queue_leaves_no_keys(redis_deployment):
     conversation = new_conversation()
     store = fast_store()
     async with store.lock(conversation):

@@ -22,12 +22,11 @@ from pathlib import Path
 from typing import Dict, List
 
 import pytest
-import redis
-import redis.asyncio as aioredis
 
 from connectors.lock_store import LockWaitTimeout
 from devtools.processes import RedisServer, python, spawn, stop
-from omnichannel.redis_client import redis_client
+from devtools.redis_topologies import RedisDeployment
+from omnichannel.redis_client import AnyRedis, redis_client
 from tests.connectors.test_lock_store import (
     SLACK,
     events_key,
@@ -35,6 +34,7 @@ from tests.connectors.test_lock_store import (
     gate_key,
     new_conversation,
 )
+from tests.redis_matrix import sync_client
 
 BURST = 10
 RUNS = 50
@@ -75,9 +75,7 @@ async def cold_burst(url: str, conversation_id: str, name: str = "") -> List[int
     return acquired
 
 
-async def record(
-    client: aioredis.Redis, conversation_id: str, name: str, index: int, event: str
-) -> None:
+async def record(client: AnyRedis, conversation_id: str, name: str, index: int, event: str) -> None:
     entry = {"name": name, "index": index, "event": event}
     await client.rpush(events_key(conversation_id), json.dumps(entry))
 
@@ -86,16 +84,19 @@ def ready_key(conversation_id: str) -> str:
     return f"test:ready:{conversation_id}"
 
 
-def test_a_burst_from_cold_connections_is_served_in_call_order(redis_url: str) -> None:
+def test_a_burst_from_cold_connections_is_served_in_call_order(
+    redis_deployment: RedisDeployment,
+) -> None:
     """Each run on its own event loop, hence its own client and connection pool."""
-    orders = [asyncio.run(cold_burst(redis_url, new_conversation())) for _ in range(RUNS)]
+    url = redis_deployment.url
+    orders = [asyncio.run(cold_burst(url, new_conversation())) for _ in range(RUNS)]
 
     out_of_order = [order for order in orders if order != list(range(BURST))]
     assert out_of_order == [], f"{len(out_of_order)} of {RUNS} runs out of order"
 
 
 def test_bursts_from_several_processes_keep_each_process_order(
-    redis_url: str, tmp_path: Path
+    redis_deployment: RedisDeployment, tmp_path: Path
 ) -> None:
     conversation = new_conversation()
     names = [f"p{number}" for number in range(REPLICAS)]
@@ -103,9 +104,9 @@ def test_bursts_from_several_processes_keep_each_process_order(
     try:
         for name in names:
             args = [python(), "-m", "tests.connectors.test_lock_store_order"]
-            args += [redis_url, conversation, name]
+            args += [redis_deployment.url, conversation, name]
             procs.append(spawn(args, log_path=tmp_path / f"{name}.log"))
-        with redis.Redis.from_url(redis_url) as client:
+        with sync_client(redis_deployment.url) as client:
             deadline = time.monotonic() + 60
             while int(client.get(ready_key(conversation)) or 0) < REPLICAS:
                 assert time.monotonic() < deadline, "the replicas did not start"
@@ -165,7 +166,7 @@ async def test_a_turn_behind_a_stalled_enqueue_keeps_its_wait_bound(tmp_path: Pa
 
 def _replica_main(url: str, conversation_id: str, name: str) -> None:
     """Waits for the gate on a separate connection, so the burst's client starts cold."""
-    with redis.Redis.from_url(url) as gate:
+    with sync_client(url) as gate:
         gate.incr(ready_key(conversation_id))
         while not gate.blpop([gate_key(conversation_id, name)], timeout=1):
             pass
