@@ -11,10 +11,10 @@ import time
 from pathlib import Path
 
 import pytest
-import redis
 import redis.asyncio as aioredis
 
 from devtools.processes import ROOT, RedisServer, python
+from devtools.redis_topologies import RedisDeployment
 from omnichannel.identity import (
     SMS_FAILURES_KEPT,
     Address,
@@ -28,21 +28,24 @@ from omnichannel.identity import (
     user_address,
 )
 from omnichannel.redis_client import StateUnavailable, conversation_key
+from tests.redis_matrix import inspector, sync_client
 
 CONVERSATION_ID = re.compile(r"c_[A-Za-z0-9_-]{22}")
 ANON_ID = "k3J9xQ2mT7vL0pZ8aB4c"
 
 
 @pytest.fixture
-async def client(redis_url: str):
-    connection = aioredis.Redis.from_url(redis_url)
+async def client(redis_deployment: RedisDeployment):
+    """Reads what the store wrote, on whichever deployment the test runs."""
+    connection = inspector(redis_deployment.url)
     yield connection
     await connection.close()
 
 
 @pytest.fixture
-def store(client: aioredis.Redis) -> IdentityStore:
-    return IdentityStore(client)
+def store(redis_deployment: RedisDeployment) -> IdentityStore:
+    """The store as the connectors build it: on REDIS_URL's client."""
+    return IdentityStore()
 
 
 # --- addresses --------------------------------------------------------------------------------
@@ -155,7 +158,9 @@ def test_mask_hides_phone_numbers_inside_text() -> None:
 # --- the conversation index -------------------------------------------------------------------
 
 
-async def test_resolve_creates_then_finds_with_default_client(redis_url: str) -> None:
+async def test_resolve_creates_then_finds_with_default_client(
+    redis_deployment: RedisDeployment,
+) -> None:
     store = IdentityStore()
     tel = phone_address("+14155552671")
     assert await store.lookup(tel) is None
@@ -170,8 +175,8 @@ async def test_resolve_creates_then_finds_with_default_client(redis_url: str) ->
     other = await store.resolve_conversation(phone_address("+12125553000"))
     assert other != cid
 
-    with redis.Redis.from_url(redis_url) as sync_client:
-        keys = [key.decode() for key in sync_client.scan_iter(count=1000)]
+    with sync_client(redis_deployment.url) as inspect:
+        keys = [key.decode() for key in inspect.scan_iter(count=1000)]
     assert keys and not any("4155552671" in key or "2125553000" in key for key in keys)
 
 
@@ -298,13 +303,12 @@ async def test_forget_erases_profile_and_mappings(store: IdentityStore, client) 
 
 RACER = """
 import asyncio, json, sys
-import redis.asyncio as aioredis
 from omnichannel.identity import IdentityStore, parse_address, phone_address
+from omnichannel.redis_client import redis_client
 
 async def main():
     url, jobs = sys.argv[1], json.loads(sys.argv[2])
-    client = aioredis.Redis(
-        connection_pool=aioredis.BlockingConnectionPool.from_url(url, max_connections=16))
+    client = redis_client(url)
     store = IdentityStore(client)
     await client.incr("race:ready")
     await client.blpop(["race:go"], timeout=30)
@@ -324,9 +328,9 @@ asyncio.run(main())
 RACE_SIZE = 50
 
 
-def _start_racer(redis_url: str, jobs: list[dict]) -> subprocess.Popen:
+def _start_racer(url: str, jobs: list[dict]) -> subprocess.Popen:
     return subprocess.Popen(
-        [python(), "-c", RACER, redis_url, json.dumps(jobs)],
+        [python(), "-c", RACER, url, json.dumps(jobs)],
         cwd=str(ROOT),
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         stdout=subprocess.PIPE,
@@ -335,11 +339,12 @@ def _start_racer(redis_url: str, jobs: list[dict]) -> subprocess.Popen:
     )
 
 
-def test_first_contact_race_between_two_processes_ends_in_one_conversation(
-    redis_url: str,
+def test_first_contact_and_link_races_between_two_processes_end_in_one_conversation(
+    redis_deployment: RedisDeployment,
 ) -> None:
-    """A call and an SMS from each of 50 new numbers, and a verified-phone web chat login racing
-    an SMS from each of 50 more, handled by two processes at the same moment."""
+    """A call and an SMS from each of 50 new numbers (first contact), and a verified-phone web
+    chat login racing an SMS from each of 50 more (link), handled by two processes at the same
+    moment. On a cluster the phone's and the user's records live in different slots."""
     calls = [f"+1415555{2600 + i:04d}" for i in range(RACE_SIZE)]
     logins = [f"+1212555{3000 + i:04d}" for i in range(RACE_SIZE)]
     voice_and_chat = [{"phone": number, "channel": "voice"} for number in calls] + [
@@ -354,15 +359,16 @@ def test_first_contact_race_between_two_processes_ends_in_one_conversation(
         + [{"phone": f"whatsapp:{number}", "channel": "sms"} for number in logins]
     )
 
-    racers = [_start_racer(redis_url, voice_and_chat), _start_racer(redis_url, sms)]
+    url = redis_deployment.url
+    racers = [_start_racer(url, voice_and_chat), _start_racer(url, sms)]
     try:
-        with redis.Redis.from_url(redis_url) as sync_client:
+        with sync_client(url) as inspect:
             deadline = time.monotonic() + 15
-            while int(sync_client.get("race:ready") or 0) < 2:
+            while int(inspect.get("race:ready") or 0) < 2:
                 assert time.monotonic() < deadline, "racers did not start"
                 assert all(racer.poll() is None for racer in racers), racers[0].stderr.read()
                 time.sleep(0.02)
-            sync_client.rpush("race:go", "go", "go")
+            inspect.rpush("race:go", "go", "go")
             outputs = [racer.communicate(timeout=30) for racer in racers]
             for racer, (_, stderr) in zip(racers, outputs, strict=True):
                 assert racer.returncode == 0, stderr
@@ -370,19 +376,22 @@ def test_first_contact_race_between_two_processes_ends_in_one_conversation(
 
             assert first == second
             assert len(set(first)) == 2 * RACE_SIZE
-            profiles = list(sync_client.scan_iter(match="omni:{*}:profile", count=1000))
+            profiles = list(inspect.scan_iter(match="omni:{*}:profile", count=1000))
             assert len(profiles) == 2 * RACE_SIZE, "a losing racer left an orphan conversation"
             for number, cid in zip(calls + logins, first, strict=True):
-                profile = sync_client.hgetall(conversation_key(cid, "profile"))
+                profile = inspect.hgetall(conversation_key(cid, "profile"))
                 assert profile[b"phone"] == number.encode()
                 expected_seen = (
                     {b"seen:voice", b"seen:sms"} if number in calls else {b"seen:chat", b"seen:sms"}
                 )
                 assert expected_seen <= set(profile)
             for i, cid in enumerate(first[RACE_SIZE:]):
-                assert sync_client.hget(conversation_key(cid, "profile"), "user_id") == (
+                assert inspect.hget(conversation_key(cid, "profile"), "user_id") == (
                     f"racer-{i}".encode()
                 )
+                assert inspect.get(user_address(f"racer-{i}").record_key) == cid.encode()
+            for number, cid in zip(calls + logins, first, strict=True):
+                assert inspect.get(phone_address(number).record_key) == cid.encode()
     finally:
         for racer in racers:
             if racer.poll() is None:
