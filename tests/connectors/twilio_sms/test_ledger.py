@@ -8,11 +8,11 @@ import secrets
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-import redis
 
 from connectors.twilio_sms.ledger import DeliveryLedger, OfferedButtons
 from connectors.twilio_sms.twiml import EMPTY_TWIML, twiml
 from devtools.processes import RedisServer
+from devtools.redis_topologies import RedisDeployment
 from devtools.stack import RasaStack
 from devtools.twilio_webhook import new_sid
 from omnichannel.rendering.messages import Button
@@ -24,13 +24,16 @@ from tests.connectors.twilio_sms.helpers import (
     replies,
     user_events,
 )
+from tests.redis_matrix import sync_client
 from tests.support import new_phone_number
 
 ANSWER = twiml([SmsMessage(body="Here's our refund policy.")])
 
 
-async def test_a_delivery_is_claimed_once_and_duplicates_get_its_answer(redis_url: str) -> None:
-    ledger = DeliveryLedger(redis_url, ttl_seconds=120)
+async def test_a_delivery_is_claimed_once_and_duplicates_get_its_answer(
+    redis_deployment: RedisDeployment,
+) -> None:
+    ledger = DeliveryLedger(redis_deployment.url, ttl_seconds=120)
     sid = new_sid()
     assert (await ledger.claim(sid, None)).first
     running = await ledger.claim(sid, None)
@@ -38,40 +41,46 @@ async def test_a_delivery_is_claimed_once_and_duplicates_get_its_answer(redis_ur
     await ledger.finish(sid, ANSWER)
     done = await ledger.claim(sid, None)
     assert (done.first, done.answer) == (False, ANSWER)
-    with redis.Redis.from_url(redis_url) as client:
+    with sync_client(redis_deployment.url) as client:
         assert 0 < client.ttl(DeliveryLedger.message_key(sid)) <= 120
 
 
-async def test_an_idempotency_token_recognises_a_retry_under_a_new_sid(redis_url: str) -> None:
-    ledger = DeliveryLedger(redis_url, ttl_seconds=120)
+async def test_an_idempotency_token_recognises_a_retry_under_a_new_sid(
+    redis_deployment: RedisDeployment,
+) -> None:
+    ledger = DeliveryLedger(redis_deployment.url, ttl_seconds=120)
     token = secrets.token_hex(16)
     first, retry = new_sid(), new_sid()
     assert (await ledger.claim(first, token)).first
     await ledger.finish(first, ANSWER)
     again = await ledger.claim(retry, token)
     assert (again.first, again.answer) == (False, ANSWER)
-    with redis.Redis.from_url(redis_url) as client:
+    with sync_client(redis_deployment.url) as client:
         assert not client.exists(DeliveryLedger.message_key(retry))  # no second record
     assert (await ledger.claim(new_sid(), secrets.token_hex(16))).first
 
 
-async def test_an_unreadable_record_is_answered_with_an_empty_twiml(redis_url: str) -> None:
-    ledger = DeliveryLedger(redis_url, ttl_seconds=120)
+async def test_an_unreadable_record_is_answered_with_an_empty_twiml(
+    redis_deployment: RedisDeployment,
+) -> None:
+    ledger = DeliveryLedger(redis_deployment.url, ttl_seconds=120)
     sid = new_sid()
-    with redis.Redis.from_url(redis_url) as client:
+    with sync_client(redis_deployment.url) as client:
         client.set(DeliveryLedger.message_key(sid), b"not json")
     claim = await ledger.claim(sid, None)
     assert (claim.first, claim.answer) == (False, EMPTY_TWIML)
 
 
-async def test_offered_buttons_are_kept_replaced_and_cleared(redis_url: str) -> None:
-    buttons = OfferedButtons(redis_url, ttl_seconds=300)
+async def test_offered_buttons_are_kept_replaced_and_cleared(
+    redis_deployment: RedisDeployment,
+) -> None:
+    buttons = OfferedButtons(redis_deployment.url, ttl_seconds=300)
     cid = "c_" + secrets.token_hex(6)
     assert await buttons.get(cid) == ()
     offered = (Button("Order status", "/check_order_status"), Button("Refund", "/ask_refund"))
     await buttons.remember(cid, offered)
     assert await buttons.get(cid) == offered
-    with redis.Redis.from_url(redis_url) as client:
+    with sync_client(redis_deployment.url) as client:
         assert 0 < client.ttl(OfferedButtons.key(cid)) <= 300
     await buttons.remember(cid, offered[1:])
     assert await buttons.get(cid) == offered[1:]

@@ -17,8 +17,10 @@ from connectors.vapi.call_state import (
     call_key,
 )
 from connectors.vapi.turn import VoiceTurn
+from devtools.redis_topologies import RedisDeployment
 from omnichannel.redis_client import StateUnavailable
 from tests.connectors.vapi.helpers import conversation_of_stack
+from tests.redis_matrix import inspector
 
 CONVERSATION = "c_calltest"
 
@@ -53,8 +55,8 @@ def test_keys_live_with_the_conversation_and_name_no_call_id() -> None:
     assert turn != answer_key(CONVERSATION, "call-1", 0, "hello there")
 
 
-async def test_a_turn_is_claimed_once(redis_url: str) -> None:
-    store = CallStore(redis_url)
+async def test_a_turn_is_claimed_once(redis_deployment: RedisDeployment) -> None:
+    store = CallStore(redis_deployment.url)
     first = _turn()
     claim = await store.claim(first)
     assert claim.call == CallSnapshot(in_flight=None, last_sent=None, interrupted_at=0.0)
@@ -72,14 +74,14 @@ async def test_a_turn_is_claimed_once(redis_url: str) -> None:
     }
 
 
-async def test_a_single_turn_call_state_still_expires(redis_url: str) -> None:
+async def test_a_single_turn_call_state_still_expires(redis_deployment: RedisDeployment) -> None:
     """Issue 14, finding 5: finishing the call's only turn removed the hash's only field (and
     with it the expiry); what the turn sent was then stored in a key that never expired."""
-    store = CallStore(redis_url)
+    store = CallStore(redis_deployment.url)
     turn = _turn()
     await store.claim(turn)
     await store.store_answer(_answered(turn, "Hi there."))
-    client = aioredis.Redis.from_url(redis_url)
+    client = inspector(redis_deployment.url)
     try:
         assert set(await client.hkeys(turn.call_key)) == {b"last_sent"}
         assert 0 < await client.ttl(turn.call_key) <= CALL_STATE_TTL_SECONDS
@@ -101,9 +103,9 @@ async def test_a_single_turn_call_state_still_expires(redis_url: str) -> None:
 
 
 async def test_a_superseded_turn_says_nothing_and_leaves_the_call_to_its_successor(
-    redis_url: str,
+    redis_deployment: RedisDeployment,
 ) -> None:
-    store = CallStore(redis_url)
+    store = CallStore(redis_deployment.url)
     cut = _turn("I need my")
     await store.claim(cut)
     whole = _turn("I need my tracking number")
@@ -118,7 +120,7 @@ async def test_a_superseded_turn_says_nothing_and_leaves_the_call_to_its_success
         "request": cut.request_id,
         "spoken": [],
     }
-    client = aioredis.Redis.from_url(redis_url)
+    client = inspector(redis_deployment.url)
     try:
         assert b"last_sent" not in await client.hkeys(whole.call_key)
         await store.store_answer(_answered(whole, "Your tracking number is 1Z."))
@@ -133,10 +135,12 @@ async def test_a_superseded_turn_says_nothing_and_leaves_the_call_to_its_success
     }
 
 
-async def test_an_interruption_is_noted_for_the_next_turn(redis_url: str) -> None:
-    store = CallStore(redis_url)
+async def test_an_interruption_is_noted_for_the_next_turn(
+    redis_deployment: RedisDeployment,
+) -> None:
+    store = CallStore(redis_deployment.url)
     await store.record_interruption(CONVERSATION, "call-1", 1234.5)
-    client = aioredis.Redis.from_url(redis_url)
+    client = inspector(redis_deployment.url)
     try:
         assert 0 < await client.ttl(call_key(CONVERSATION, "call-1")) <= CALL_STATE_TTL_SECONDS
     finally:
