@@ -9,6 +9,7 @@ import time
 BENCHMARKS = (
     "bench.bench_tracker_store",
     "bench.bench_lock_store",
+    "bench.bench_live_fanout",
     "bench.bench_twilio",
     "bench.bench_vapi",
     "bench.bench_webchat",
