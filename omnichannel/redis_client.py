@@ -163,6 +163,13 @@ class RetryingRedis(_RetryingCommands, aioredis.Redis):
 class RetryingRedisCluster(_RetryingCommands, _RedisCluster):
     """A cluster client with bounded retries; redis-py itself follows MOVED and ASK."""
 
+    async def delete(self, *names: Any) -> int:
+        """redis-py 4.6 sends even a one-key DEL through a cluster pipeline, which bypasses the
+        retries; one key (all this project deletes at once) goes as a plain command."""
+        if len(names) == 1:
+            return await self.execute_command("DEL", names[0])
+        return await super().delete(*names)
+
 
 def redis_client(source: RedisSource = None) -> AnyRedis:
     """The async client for ``source`` bound to the running event loop.
@@ -239,7 +246,9 @@ def build_client(config: RedisConfig) -> AnyRedis:
     if config.deployment == CLUSTER:
         client = RetryingRedisCluster(
             startup_nodes=[ClusterNode(host, port) for host, port in config.nodes],
-            cluster_error_retry_attempts=0,
+            # 1, not 0: redis-py 4.6 runs multi-key commands as a pipeline that makes exactly
+            # this many attempts (0 would fail every one); single commands retry in our mixin.
+            cluster_error_retry_attempts=1,
             connection_error_retry_attempts=0,
             **{k: v for k, v in options.items() if k != "health_check_interval"},
         )
