@@ -5,18 +5,25 @@ hears the date as it is said ("Thursday, November 26th") and is offered the trac
 text (the ``offer`` slot then lets a "yes" send it); a texter gets one short line with the link;
 the web chat gets markdown and a "Track package" button. Every such message also carries its
 SMS form in its metadata (``sms_text``), so "text me that" later knows what "that" was.
+
+Orders are told only to their owner: the conversation's verified identity (its contact profile:
+a phone number from caller id, a Twilio-signed sender or a host site's verified claim; a site
+user from a signed chat token) must own the order. Someone else's order gets the same "couldn't
+find" as a number that does not exist; a conversation with no identity at all (an anonymous web
+chat visitor, a caller without caller id) is asked to sign in or to text from the order's phone.
 """
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from rasa_sdk import Action, Tracker
 from rasa_sdk.events import ActiveLoop, EventType, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
 from actions.formatting import ChannelReply
-from omnichannel.orders import Order, find_order
+from omnichannel.identity import ContactProfile, IdentityStore
+from omnichannel.orders import Order, find_order, is_identified
 from omnichannel.rendering.styles import date_for, parse_date
 
 #: The ``offer`` slot value a "yes" turns into a text with the tracking link.
@@ -145,8 +152,9 @@ def _send(reply: ChannelReply, dispatcher: CollectingDispatcher, tracker: Tracke
 
 
 def _not_found(dispatcher: CollectingDispatcher, tracker: Tracker, form: str) -> List[EventType]:
-    """No such order: say so and ask again through ``form``, the form of the request the
-    customer made, so the corrected number answers that request (a refund stays a refund).
+    """No such order of this customer's: say so and ask again through ``form``, the form of the
+    request the customer made, so the corrected number answers that request (a refund stays a
+    refund).
 
     The form is made active here rather than run as a follow-up: a form that activates reads
     the latest message again and would take the same wrong number back.
@@ -157,6 +165,26 @@ def _not_found(dispatcher: CollectingDispatcher, tracker: Tracker, form: str) ->
     return [SlotSet("order_number", None), ActiveLoop(form)]
 
 
+async def verified_customer(tracker: Tracker) -> ContactProfile:
+    """Who the conversation's customer is known to be: whose orders it may see and change."""
+    return await IdentityStore().profile(tracker.sender_id)
+
+
+async def customers_order(
+    dispatcher: CollectingDispatcher, tracker: Tracker, form: str
+) -> Tuple[Optional[Order], List[EventType]]:
+    """The order the customer named, if it is theirs. Otherwise None, with the answer already
+    given and its events: sign in first (no identity), or not found (see :func:`_not_found`)."""
+    customer = await verified_customer(tracker)
+    if not is_identified(customer):
+        dispatcher.utter_message(response="utter_order_sign_in")
+        return None, []
+    order = find_order(tracker.get_slot("order_number"), customer)
+    if order is None:
+        return None, _not_found(dispatcher, tracker, form)
+    return order, []
+
+
 class ActionCheckOrderStatus(Action):
     def name(self) -> str:
         return "action_check_order_status"
@@ -164,9 +192,9 @@ class ActionCheckOrderStatus(Action):
     async def run(
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: Dict[str, Any]
     ) -> List[EventType]:
-        order = find_order(tracker.get_slot("order_number"))
+        order, events = await customers_order(dispatcher, tracker, "order_status_form")
         if order is None:
-            return _not_found(dispatcher, tracker, "order_status_form")
+            return events
         return _send(order_status_reply(order), dispatcher, tracker)
 
 
@@ -177,9 +205,9 @@ class ActionTrackingNumber(Action):
     async def run(
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: Dict[str, Any]
     ) -> List[EventType]:
-        order = find_order(tracker.get_slot("order_number"))
+        order, events = await customers_order(dispatcher, tracker, "tracking_form")
         if order is None:
-            return _not_found(dispatcher, tracker, "tracking_form")
+            return events
         return _send(tracking_reply(order), dispatcher, tracker)
 
 
@@ -190,9 +218,9 @@ class ActionRequestRefund(Action):
     async def run(
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: Dict[str, Any]
     ) -> List[EventType]:
-        order = find_order(tracker.get_slot("order_number"))
+        order, events = await customers_order(dispatcher, tracker, "refund_form")
         if order is None:
-            return _not_found(dispatcher, tracker, "refund_form")
+            return events
         if not order.refundable:
             dispatcher.utter_message(
                 response="utter_refund_not_eligible",

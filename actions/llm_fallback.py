@@ -4,8 +4,9 @@ Used for the ``nlu_fallback`` intent (rules) and as RulePolicy's core fallback. 
 OpenAI-compatible chat-completions server (``OPENAI_BASE_URL``, ``OPENAI_API_KEY``,
 ``LLM_MODEL``) through the ``openai`` SDK. The prompt carries the whole conversation across
 every channel, each turn labelled with the channel it happened on, the known slots (and the
-order they name), and the current channel's style and hard limits; the answer is held to those
-limits again afterwards (:func:`actions.formatting.fit`), since models do not always listen.
+order they name, when it is the customer's own), and the current channel's style and hard
+limits; the answer is held to those limits again afterwards (:func:`actions.formatting.fit`),
+since models do not always listen.
 
 Each channel has a time budget (voice 4 s, chat 8 s, SMS 12 s) that covers one retry on 429 or
 5xx. On timeout, error or no key, the designer's ``utter_llm_fallback_offline`` response (with
@@ -26,9 +27,10 @@ from rasa_sdk import Action, Tracker
 from rasa_sdk.events import EventType, FollowupAction
 from rasa_sdk.executor import CollectingDispatcher
 
+from actions.business import verified_customer
 from actions.formatting import current_channel
 from omnichannel.channels import kind_of_event
-from omnichannel.orders import find_order
+from omnichannel.orders import VerifiedIdentity, find_order
 from omnichannel.rendering.styles import DEFAULT_CHANNEL, ChannelStyle, fit, style_for
 from omnichannel.settings import load_settings
 
@@ -106,8 +108,9 @@ def conversation_turns(tracker: Tracker) -> List[Tuple[str, str, str]]:
     return turns[-MAX_HISTORY_TURNS:]
 
 
-def known_facts(tracker: Tracker) -> str:
-    """The slots worth knowing, and the facts of the order they name, one per line."""
+def known_facts(tracker: Tracker, customer: VerifiedIdentity) -> str:
+    """The slots worth knowing, and the facts of the order they name if ``customer`` owns it
+    (the LLM must not be able to tell anyone about someone else's order), one per line."""
     lines = []
     for name, value in sorted(tracker.slots.items()):
         if value is None or name in HIDDEN_SLOTS or value == []:
@@ -118,7 +121,7 @@ def known_facts(tracker: Tracker) -> str:
         if len(text) > MAX_SLOT_CHARS:
             text = text[: MAX_SLOT_CHARS - 1] + "…"
         lines.append(f"- {name}: {text}")
-    order = find_order(tracker.get_slot("order_number"))
+    order = find_order(tracker.get_slot("order_number"), customer)
     if order is not None:
         details = [f"items: {order.description}", f"status: {order.status}"]
         if order.carrier:
@@ -134,13 +137,15 @@ def known_facts(tracker: Tracker) -> str:
     return "\n".join(lines) if lines else "- nothing yet"
 
 
-def build_messages(tracker: Tracker, style: ChannelStyle) -> List[Dict[str, str]]:
+def build_messages(
+    tracker: Tracker, style: ChannelStyle, customer: VerifiedIdentity
+) -> List[Dict[str, str]]:
     """The chat-completions messages: instructions, then the labelled cross-channel history."""
     system = SYSTEM_PROMPT.format(
         channel=style.channel,
         guidance=style.guidance,
         limits=style.limits_text(),
-        facts=known_facts(tracker),
+        facts=known_facts(tracker, customer),
     )
     messages = [{"role": "system", "content": system}]
     for role, channel, text in conversation_turns(tracker):
@@ -213,9 +218,10 @@ async def answer_with_llm(dispatcher: CollectingDispatcher, tracker: Tracker) ->
     """Utter the LLM's answer to the latest message in the current channel's form, or the
     designer's offline response."""
     style = style_for(current_channel(tracker))
+    messages = build_messages(tracker, style, await verified_customer(tracker))
     started = time.monotonic()
     try:
-        answer = fit(await complete(build_messages(tracker, style), style), style.channel)
+        answer = fit(await complete(messages, style), style.channel)
     except LlmUnavailable as error:
         # The customer gets the offline response; the operator must see why, every time.
         logger.error(

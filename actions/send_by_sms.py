@@ -21,9 +21,9 @@ from rasa_sdk.events import BotUttered, EventType, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
 from actions.barge_in import OFFER_UNHEARD, RESPONSE_TOPICS, pending_unheard
-from actions.business import OFFER_TRACKING_LINK, tracking_sms
+from actions.business import OFFER_TRACKING_LINK, tracking_sms, verified_customer
 from actions.formatting import current_channel
-from omnichannel.orders import find_order
+from omnichannel.orders import VerifiedIdentity, find_order
 from omnichannel.sms_sender import NoPhoneOnFile, SmsOptedOut, SmsSender, SmsSendFailed
 
 logger = logging.getLogger(__name__)
@@ -53,13 +53,15 @@ def _response_text(domain: Dict[str, Any], response: str) -> Optional[str]:
     return None
 
 
-def _tracking_link(tracker: Tracker) -> Optional[TextContent]:
+def _tracking_link(tracker: Tracker, customer: VerifiedIdentity) -> Optional[TextContent]:
+    """The latest tracking link the bot showed (only ever for the customer's own order), else
+    that of the order in the conversation if it is the customer's."""
     for event in reversed(tracker.events):
         metadata = event.get("metadata") or {}
         if event.get("event") == "bot" and metadata.get("sent_by") != SENT_BY:
             if isinstance(metadata.get("sms_text"), str):
                 return TextContent(metadata["sms_text"], metadata.get("sms_topic") or "the link")
-    order = find_order(tracker.get_slot("order_number"))
+    order = find_order(tracker.get_slot("order_number"), customer)
     link = tracking_sms(order) if order else None
     return TextContent(link, "the tracking link") if link else None
 
@@ -76,7 +78,9 @@ def _unheard(tracker: Tracker) -> Optional[TextContent]:
     return TextContent(unheard["text"], f"the rest of {unheard['topic']}", unheard=True)
 
 
-def content_to_text(tracker: Tracker, domain: Dict[str, Any]) -> Optional[TextContent]:
+def content_to_text(
+    tracker: Tracker, domain: Dict[str, Any], customer: VerifiedIdentity
+) -> Optional[TextContent]:
     """What "text me that" means here.
 
     What the customer named wins ("text me the tracking link", "the refund policy", "the
@@ -86,14 +90,14 @@ def content_to_text(tracker: Tracker, domain: Dict[str, Any]) -> Optional[TextCo
     """
     asked = (tracker.latest_message or {}).get("text") or ""
     if _ASKS_FOR_LINK.search(asked):
-        return _tracking_link(tracker)
+        return _tracking_link(tracker, customer)
     if _ASKS_FOR_REST.search(asked) and pending_unheard(tracker):
         return _unheard(tracker)
     if _ASKS_FOR_POLICY.search(asked):
         return _policy(domain)
     offer = tracker.get_slot("offer")
     if offer == OFFER_TRACKING_LINK:
-        return _tracking_link(tracker)
+        return _tracking_link(tracker, customer)
     if offer == OFFER_UNHEARD:
         return _unheard(tracker)
     unheard = pending_unheard(tracker)
@@ -129,7 +133,7 @@ class ActionSendBySms(Action):
     async def run(
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: Dict[str, Any]
     ) -> List[EventType]:
-        content = content_to_text(tracker, domain)
+        content = content_to_text(tracker, domain, await verified_customer(tracker))
         if content is None:
             dispatcher.utter_message(response="utter_nothing_to_text")
             return [SlotSet("offer", None)] if tracker.get_slot("offer") else []

@@ -5,6 +5,13 @@ Rasa hides three kinds of failure from its channels: a tracker store error is sw
 as if the action had said nothing; and a custom slot mapping that cannot reach the action server
 is only a warning. Each connector runs its turns through `run_turn`, which surfaces all of them as
 `TurnFailed`, so the channel answers with a 503 or a spoken/texted apology instead of silence.
+
+It is also where a customer's text stops being able to steer Rasa directly. Rasa reads any text
+starting with ``/`` as an intent with entities (its ``RegexMessageHandler``: the text
+``/request_refund{"order_number": "55555"}`` overrides NLU and sets the slot), on every channel.
+`run_turn` escapes such text unless the channel vouches for it as a payload (a button the bot
+offered, an SMS keyword the connector maps to an intent), so what a customer types reaches NLU
+as the text it is.
 """
 
 from __future__ import annotations
@@ -21,6 +28,11 @@ from connectors.tracker_store import install_loud_state_failures
 from omnichannel.redis_client import REDIS_FAILURES, StateUnavailable
 
 logger = logging.getLogger(__name__)
+
+#: Put in front of a customer's text that starts with "/": invisible (WORD JOINER), and not
+#: whitespace to ``str.strip``, so Rasa's check for the "/" prefix no longer matches, while the
+#: tokenizer gives the same tokens and the text looks the same in every history.
+INTENT_ESCAPE = "\u2060"
 
 _turn_failures: ContextVar[Optional[List[str]]] = ContextVar("turn_failures", default=None)
 
@@ -56,12 +68,27 @@ for _name in ("rasa.core.processor", "rasa.core.actions.action"):
     logging.getLogger(_name).addHandler(_capture)
 
 
+def as_text(text: str) -> str:
+    """A customer's ``text`` as Rasa must take it: as text, never as ``/intent{entities}``."""
+    stripped = text.strip()
+    return INTENT_ESCAPE + stripped if stripped.startswith("/") else text
+
+
 async def run_turn(
     agent: Any,
     on_new_message: Callable[[UserMessage], Awaitable[Any]],
     message: UserMessage,
+    *,
+    trusted_payload: bool = False,
 ) -> None:
-    """Hand ``message`` to Rasa; raise TurnFailed if its state or actions failed."""
+    """Hand ``message`` to Rasa; raise TurnFailed if its state or actions failed.
+
+    ``trusted_payload`` is for text the channel vouches for (a payload the bot offered and the
+    customer chose, an intent the connector itself sends); any other text is the customer's
+    and is escaped with :func:`as_text` first.
+    """
+    if not trusted_payload and message.text:
+        message.text = as_text(message.text)
     install_loud_state_failures(agent)
     failures: List[str] = []
     token = _turn_failures.set(failures)

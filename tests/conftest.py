@@ -17,6 +17,7 @@ from devtools.redis_topologies import (
     RedisSentinelProcesses,
 )
 from devtools.stack import RasaStack, local_secrets, with_rest_channel
+from tests.support import stack_orders
 
 #: The shared stack's Rasa port, chosen once so its secrets (PUBLIC_BASE_URL) are known early.
 STACK_RASA_PORT = free_port()
@@ -104,6 +105,8 @@ def rasa_stack(
         # As behind a proxy: per-client limits then key on X-Forwarded-For, so each test can
         # be its own client (requests without the header count as 127.0.0.1).
         "TRUST_PROXY_HEADERS": "true",
+        # The demo orders plus each test's own (tests.support.seed_order), owned by its customer.
+        "ORDERS_FIXTURE": str(stack_orders(work)),
     }
     stack = RasaStack(
         model=trained_model,

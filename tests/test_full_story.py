@@ -28,6 +28,7 @@ from tests.actions.helpers import (
     send_sms,
     tracker,
 )
+from tests.support import seed_order
 
 pytestmark = pytest.mark.rasa_server
 
@@ -39,11 +40,12 @@ async def test_call_then_sms_then_chat_is_one_conversation(
 ) -> None:
     call = phone_call(rasa_stack)
     phone = call.number
+    order = seed_order(rasa_stack, phone=phone)
 
     # 1. The call: order status by number, then the refund policy, cut off by the caller.
     asked = await call.say("where is my order")
     assert "order number" in asked.text
-    status = await call.say("it's 12345")
+    status = await call.say(f"it's {order}")
     assert "has shipped with UPS" in status.text and "Thursday, November 26th" in status.text
     policy = await call.say("what's your refund policy", interrupt_after=60)
     assert len(call.history[-1]["content"]) <= 60 < len(policy.text)
@@ -59,7 +61,7 @@ async def test_call_then_sms_then_chat_is_one_conversation(
     conversation = await conversation_of(rasa_stack, phone)
     reply = await send_sms(rasa_stack, phone, "when will my order arrive?")
     assert " ".join(reply) == (
-        f"Order 12345 (Trail running shoes): shipped via UPS, arriving Thu Nov 26. Track: {LINK}"
+        f"Order {order} (Trail running shoes): shipped via UPS, arriving Thu Nov 26. Track: {LINK}"
     )
 
     # 4. The web chat, signed in with the same (verified) phone, shows the whole conversation.
@@ -73,7 +75,7 @@ async def test_call_then_sms_then_chat_is_one_conversation(
         users = [(channel, text) for role, channel, text in shown if role == "user"]
         assert users == [
             ("voice", "where is my order"),
-            ("voice", "it's 12345"),
+            ("voice", f"it's {order}"),
             ("voice", "what's your refund policy"),
             ("voice", "text me the tracking link"),
             ("sms", "when will my order arrive?"),
@@ -95,13 +97,13 @@ async def test_call_then_sms_then_chat_is_one_conversation(
         assert rest[0]["text"].startswith("Here's the rest of the refund policy: You can return")
         refund = await chat_turn(ws, "I'd like to return my order")
         assert [m["text"] for m in refund] == [
-            "I've started a refund request for order 12345. You'll get a return label by email "
+            f"I've started a refund request for order {order}. You'll get a return label by email "
             "within the hour."
         ]
 
     state = tracker(rasa_stack, conversation)
     assert state["slots"]["channel"] == "chat"
-    assert state["slots"]["order_number"] == "12345"
+    assert state["slots"]["order_number"] == order
     asked_for_number = [
         e
         for e in state["events"]

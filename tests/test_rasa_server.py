@@ -10,6 +10,7 @@ import pytest
 
 from devtools.fake_llm import DEFAULT_ANSWER, FakeLlm
 from devtools.stack import RasaStack
+from tests.actions.helpers import customer_with_order
 
 pytestmark = pytest.mark.rasa_server
 
@@ -35,19 +36,19 @@ def tracker(stack: RasaStack, sender: str) -> dict:
 
 
 def test_conversation_survives_a_server_restart(rasa_stack: RasaStack) -> None:
-    sender = "c_" + secrets.token_urlsafe(8)
+    sender, order = customer_with_order(rasa_stack)
     assert "order number" in say(rasa_stack, sender, "where is my order")[0]
-    assert "has shipped with UPS" in say(rasa_stack, sender, "it's 12345")[0]
+    assert "has shipped with UPS" in say(rasa_stack, sender, f"it's {order}")[0]
     before = tracker(rasa_stack, sender)
-    assert before["slots"]["order_number"] == "12345"
+    assert before["slots"]["order_number"] == order
 
     rasa_stack.restart_rasa()
 
     after = tracker(rasa_stack, sender)
-    assert after["slots"]["order_number"] == "12345"
+    assert after["slots"]["order_number"] == order
     assert after["slots"]["channel"] == "chat"
     user_texts = [e["text"] for e in after["events"] if e["event"] == "user"]
-    assert user_texts == ["where is my order", "it's 12345"]
+    assert user_texts == ["where is my order", f"it's {order}"]
     # The order number came back from Redis: the tracking number is not asked for again.
     reply = say(rasa_stack, sender, "what's the tracking number", channel="sms")
     assert "1Z999AA10123456784" in reply[0]

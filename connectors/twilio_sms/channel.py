@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Awaitable, Callable, Dict, Optional
+from typing import Any, Awaitable, Callable, Dict, Optional, Tuple
 
 from multidict import MultiDict
 from pydantic import confloat, conint
@@ -295,8 +295,10 @@ class TwilioSmsInput(InputChannel):
             )
             return EMPTY_TWIML
         output = TwilioSmsOutput()
-        message = await self._user_message(inbound, cid, output)
-        turn = asyncio.create_task(self._run(app_context, on_new_message, message, output, cid))
+        message, trusted = await self._user_message(inbound, cid, output)
+        turn = asyncio.create_task(
+            self._run(app_context, on_new_message, message, output, cid, trusted)
+        )
         remaining = max(0.0, self.options.inline_budget_seconds - (time.monotonic() - started))
         done, _ = await asyncio.wait({turn}, timeout=remaining)
         if turn in done:
@@ -317,19 +319,23 @@ class TwilioSmsInput(InputChannel):
 
     async def _user_message(
         self, inbound: InboundSms, cid: str, output: TwilioSmsOutput
-    ) -> UserMessage:
+    ) -> Tuple[UserMessage, bool]:
         """What Rasa gets: the text, the intent a keyword or a picture stands for, or the
-        payload of the numbered option the text chose."""
+        payload of the numbered option the text chose; and whether it is such a payload (the
+        connector's own intent or one the bot offered), which Rasa may read as an intent. The
+        customer's own text is not: ``run_turn`` escapes a leading "/"."""
         text = inbound.intent or inbound.body.strip()
+        trusted = inbound.intent is not None
         metadata = inbound.metadata()
         if inbound.intent is None:
             chosen = match_button_reply(text, await self.buttons.get(cid))
             if chosen is not None:
                 text = chosen.payload
+                trusted = True
                 # What the chat history shows for this message (as for a clicked chat button),
                 # rather than the payload the reply stands for.
                 metadata["button_title"] = chosen.title
-        return UserMessage(
+        message = UserMessage(
             text,
             output,
             cid,
@@ -337,6 +343,7 @@ class TwilioSmsInput(InputChannel):
             message_id=inbound.message_sid,
             metadata=metadata,
         )
+        return message, trusted
 
     async def _run(
         self,
@@ -345,11 +352,14 @@ class TwilioSmsInput(InputChannel):
         message: UserMessage,
         output: TwilioSmsOutput,
         cid: str,
+        trusted_payload: bool,
     ) -> SmsRendering:
         """Run the turn and render it; a failed turn renders as the apology. ``app_context`` is
         the Sanic app's context, where Rasa keeps its agent."""
         try:
-            await run_turn(app_context.agent, on_new_message, message)
+            await run_turn(
+                app_context.agent, on_new_message, message, trusted_payload=trusted_payload
+            )
         except TurnFailed as failure:
             logger.error(
                 "SMS %s (conversation %s): turn failed: %s; apologising",

@@ -21,6 +21,7 @@ from connectors.vapi.greeting import Greeter
 from connectors.vapi.tools import run_tool
 from connectors.vapi.wire import MODEL_NAME, Artifact, Call, ServerMessage, ToolCall, ToolFunction
 from omnichannel.channels import VAPI, VOICE
+from omnichannel.orders import Customer
 from omnichannel.redis_client import REDIS_FAILURES, StateUnavailable
 from omnichannel.settings import Settings
 
@@ -95,21 +96,35 @@ class ServerMessages:
             }
         }
 
-    @staticmethod
-    def tool_calls(message: ServerMessage) -> Dict[str, Any]:
+    def tool_calls(self, message: ServerMessage) -> Dict[str, Any]:
         """Each tool call answered with a ``result``, or refused with an ``error``, on its own."""
+        caller = self._caller(message)
         results = []
         for call in message.tool_call_list or message.tool_calls or []:
             entry: Dict[str, Any] = {"toolCallId": call.id or "", "name": call.tool_name}
-            entry.update(run_tool(call))
+            entry.update(run_tool(call, caller))
             results.append(entry)
         return {"results": results}
 
-    @staticmethod
-    def function_call(message: ServerMessage) -> Dict[str, Any]:
+    def function_call(self, message: ServerMessage) -> Dict[str, Any]:
         """The legacy ``function-call`` message: one call, answered ``{"result": …}``."""
         function = message.function_call or ToolFunction()
-        return run_tool(ToolCall(name=function.name, arguments=function.parameters))
+        return run_tool(
+            ToolCall(name=function.name, arguments=function.parameters), self._caller(message)
+        )
+
+    def _caller(self, message: ServerMessage) -> Customer:
+        """Who the tools answer for: the caller's number, or the user a signed token names, as
+        the call's turns know them; neither for an anonymous caller or a message naming no
+        call."""
+        address = self.callers.known_caller(message.call or Call(), message.customer)
+        if address is None:
+            return Customer()
+        if address.scheme == "tel":
+            return Customer(phone=address.value)
+        if address.scheme == "user":
+            return Customer(user_id=address.value)
+        return Customer()
 
     def transfer_destination(self) -> Dict[str, Any]:
         """Where a transfer goes when VAPI asks: the same support line the hand-off uses."""

@@ -3,6 +3,10 @@
 A socket reads frames and pumps the live feed at the same time; its turns run one after another
 in a worker that outlives the socket, because a message acknowledged as received is processed
 and stored even if the customer closes the tab meanwhile (cancelling would lose the turn).
+
+A button frame's payload goes to Rasa as it is (Rasa reads ``/intent{entities}`` in it), so it
+is accepted only when the bot offered that payload in this conversation; typed text is escaped
+by ``run_turn``. A customer can choose what the bot offered, never name an intent of their own.
 """
 
 from __future__ import annotations
@@ -74,6 +78,9 @@ logger = logging.getLogger(__name__)
 MAX_PENDING_TURNS = 20
 #: Bot messages can only be recognised as "already sent" for this long (own-turn dedupe).
 OWN_MESSAGE_MEMORY = 256
+#: How many of the conversation's latest messages a button frame's payload is looked for in (the
+#: widget's history shows buttons on those); older choices are refused, the customer types them.
+OFFER_LOOKBACK_MESSAGES = 200
 #: What sending or receiving raises once the client has gone.
 SOCKET_CLOSED = (ConnectionClosed, WebsocketClosed)
 
@@ -108,6 +115,10 @@ class WebChatOutput(OutputChannel):
         if rendered is None:
             return
         self._connection.remember_own(rendered["id"])
+        # The socket shows these buttons before Rasa stores the turn: a quick click must find them.
+        for button in rendered.get("buttons") or ():
+            if "payload" in button:
+                self._connection.remember_offered(button["payload"])
         await self._connection.send(message_frame(rendered))
 
     async def send_text_message(self, recipient_id: str, text: str, **kwargs: Any) -> None:
@@ -143,6 +154,7 @@ class ChatConnection:
         self.turn_channel: Optional[str] = None
         self._own_ids: Dict[str, None] = {}
         self._own_client_ids: Dict[str, None] = {}
+        self._offered_here: Dict[str, None] = {}
 
     async def send(self, frame: Frame) -> None:
         """Sends a frame; once the client is gone, frames are dropped (the reader notices the
@@ -159,6 +171,9 @@ class ChatConnection:
 
     def remember_own(self, message_id: str) -> None:
         _remember(self._own_ids, message_id)
+
+    def remember_offered(self, payload: str) -> None:
+        _remember(self._offered_here, payload)
 
     # -- start --------------------------------------------------------------------------------
 
@@ -364,7 +379,28 @@ class ChatConnection:
         await self.send(history_frame(messages, cursor, initial=False))
 
     async def _accept(self, frame: TurnFrame) -> None:
-        """Acknowledges a message once, however often it is resent; queues its turn."""
+        """Acknowledges a message once, however often it is resent; queues its turn. A button
+        whose payload the bot did not offer is refused, unacknowledged."""
+        if isinstance(frame, ButtonFrame):
+            try:
+                offered = await self._offered(frame.payload)
+            except StateUnavailable as error:
+                logger.error("web chat %s: offered buttons unread: %s", self.conversation_id, error)
+                await self.error(
+                    NOT_PROCESSED,
+                    "your choice was not processed (conversation state unavailable); "
+                    "please resend it",
+                    frame.id,
+                    retry=True,
+                )
+                return
+            if not offered:
+                await self.error(
+                    BAD_FRAME,
+                    "that choice was not offered in this conversation; please type your answer",
+                    frame.id,
+                )
+                return
         if self.turns.qsize() >= MAX_PENDING_TURNS:
             await self.error(
                 BUSY,
@@ -392,6 +428,24 @@ class ChatConnection:
         if first:
             _remember(self._own_client_ids, frame.id)
             self.turns.put_nowait((frame, key))
+
+    async def _offered(self, payload: str) -> bool:
+        """Whether the bot offered a button with this payload in this conversation: on this
+        socket (its own turn's replies arrive before Rasa stores them) or among the latest
+        ``OFFER_LOOKBACK_MESSAGES`` stored messages (from any channel, tab or replica)."""
+        if payload in self._offered_here:
+            return True
+        log = EventLog.of_agent(self.agent)
+        length = await _state(log.length(self.conversation_id))
+        messages, _, _ = await _state(
+            log.page(self.conversation_id, length, OFFER_LOOKBACK_MESSAGES)
+        )
+        return any(
+            button.get("payload") == payload
+            for message in messages
+            if message["role"] == "bot"
+            for button in message.get("buttons") or ()
+        )
 
     async def _run_turns(self) -> None:
         while (item := await self.turns.get()) is not None:
@@ -429,7 +483,12 @@ class ChatConnection:
             return
         await self.send(typing_frame(True))
         try:
-            await run_turn(self.agent, self.on_new_message, message)
+            await run_turn(
+                self.agent,
+                self.on_new_message,
+                message,
+                trusted_payload=isinstance(frame, ButtonFrame),
+            )
         except TurnFailed as failure:
             logger.error("web chat %s: turn failed: %s", self.conversation_id, failure)
             if failure.before_processing:

@@ -11,7 +11,8 @@ import asyncio
 import json
 import secrets
 import time
-from typing import Any, Dict, List, Optional
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Dict, List, Optional, Tuple
 from xml.etree import ElementTree
 
 import httpx
@@ -20,12 +21,43 @@ import redis.asyncio as aioredis
 
 from devtools.sim_vapi import VapiCall
 from devtools.stack import RasaStack
-from omnichannel.identity import IdentityStore, phone_address
-from tests.support import new_phone_number, post_sms
+from omnichannel.identity import Address, IdentityStore, phone_address
+from tests.support import new_phone_number, post_sms, seed_order
 
 
 def new_conversation() -> str:
+    """A conversation nobody is known in (no phone, no site user), like an anonymous chat's."""
     return "c_" + secrets.token_urlsafe(12)
+
+
+def conversation_for(stack: RasaStack, address: Address) -> str:
+    """The conversation of a verified address (``tel:`` or ``user:``), as its first SMS, call or
+    signed-in chat creates it; REST turns to it act for that customer."""
+
+    async def resolve() -> str:
+        client = aioredis.Redis.from_url(stack.env["REDIS_URL"])
+        try:
+            return await IdentityStore(client).resolve_conversation(address)
+        finally:
+            await client.close()
+
+    # Its own thread and loop, so sync and async tests alike can call it.
+    with ThreadPoolExecutor(1) as thread:
+        return thread.submit(asyncio.run, resolve()).result()
+
+
+def customer_conversation(stack: RasaStack, phone: Optional[str] = None) -> Tuple[str, str]:
+    """The conversation of a customer with a verified phone number (a fresh one by default).
+    Returns (conversation id, phone)."""
+    phone = phone or new_phone_number()
+    return conversation_for(stack, phone_address(phone)), phone
+
+
+def customer_with_order(stack: RasaStack, like: str = "12345", **fields: Any) -> Tuple[str, str]:
+    """A customer's conversation and the number of their own order, demo order ``like`` with
+    ``fields`` changed (see tests.support.seed_order). Returns (conversation id, order number)."""
+    sender, phone = customer_conversation(stack)
+    return sender, seed_order(stack, phone=phone, like=like, **fields)
 
 
 def say(

@@ -13,6 +13,7 @@ from devtools.fake_llm import FakeLlm, LlmReply
 from devtools.stack import RasaStack
 from omnichannel.rendering.messages import split_sentences
 from tests.actions.helpers import conversation_of, phone_call, send_sms, tracker
+from tests.support import seed_order
 
 pytestmark = pytest.mark.rasa_server
 
@@ -90,9 +91,12 @@ async def test_a_new_request_is_answered_at_once_and_the_rest_is_offered_later_b
     call = phone_call(rasa_stack)
     policy = await call.say(POLICY_QUESTION, interrupt_after=60)
 
-    reply = await call.say("where is order 12345")
+    number = seed_order(rasa_stack, phone=call.number)
+    reply = await call.say(f"where is order {number}")
 
-    assert reply.text.startswith("Order 1") and "has shipped with UPS" in reply.text
+    # Spoken digit by digit.
+    assert reply.text.startswith(f"Order {' '.join(number)},")
+    assert "has shipped with UPS" in reply.text
     assert "refund" not in reply.text.lower()
     conversation = await conversation_of(rasa_stack, call.number)
     unheard = tracker(rasa_stack, conversation)["slots"]["unheard"]

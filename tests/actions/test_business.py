@@ -1,24 +1,41 @@
 """Order status and tracking in each channel's form, through the trained assistant and the
-action server (REST turns stating the channel as the connectors do)."""
+action server (REST turns stating the channel as the connectors do). Each test's customer has a
+verified phone number and orders of their own (seeded like the demo orders, under fresh
+numbers): orders are only told to their owner."""
 
 from __future__ import annotations
 
 import pytest
 
 from devtools.stack import RasaStack
-from tests.actions.helpers import new_conversation, say, texts, tracker
+from tests.actions.helpers import (
+    customer_conversation,
+    customer_with_order,
+    new_conversation,
+    say,
+    texts,
+    tracker,
+)
+from tests.support import seed_order
 
 pytestmark = pytest.mark.rasa_server
 
 LINK = "https://track.acme-shop.example/1Z999AA10123456784"
+DIGIT_WORDS = "zero one two three four five six seven eight nine".split()
+NOT_FOUND = "I couldn't find order {}. Please check the number."
+ASK_NUMBER = "What's your order number? It's the 5-digit number in your confirmation email."
+SIGN_IN = (
+    "I can only look up orders for signed-in customers. Please sign in on our website and open "
+    "the chat again, or text us from the phone number on the order."
+)
 
 
 def test_voice_speaks_the_date_and_offers_to_text_the_link(rasa_stack: RasaStack) -> None:
-    sender = new_conversation()
-    [message] = say(rasa_stack, sender, "where is order 12345", channel="voice")
+    sender, number = customer_with_order(rasa_stack)
+    [message] = say(rasa_stack, sender, f"where is order {number}", channel="voice")
 
     assert message["text"] == (
-        "Order 12345, the trail running shoes, has shipped with UPS and should arrive on "
+        f"Order {number}, the trail running shoes, has shipped with UPS and should arrive on "
         "Thursday, November 26th. Would you like me to text you the tracking link?"
     )
     assert not message.get("buttons")
@@ -26,56 +43,60 @@ def test_voice_speaks_the_date_and_offers_to_text_the_link(rasa_stack: RasaStack
 
 
 def test_sms_gets_one_short_line_with_the_link(rasa_stack: RasaStack) -> None:
-    sender = new_conversation()
-    [message] = say(rasa_stack, sender, "where is order 12345", channel="sms")
+    sender, number = customer_with_order(rasa_stack)
+    [message] = say(rasa_stack, sender, f"where is order {number}", channel="sms")
 
     assert message["text"] == (
-        f"Order 12345 (Trail running shoes): shipped via UPS, arriving Thu Nov 26. Track: {LINK}"
+        f"Order {number} (Trail running shoes): shipped via UPS, arriving Thu Nov 26. Track: {LINK}"
     )
     assert len(message["text"]) <= 160
     assert tracker(rasa_stack, sender)["slots"]["offer"] is None
 
 
 def test_chat_gets_markdown_and_a_track_package_button(rasa_stack: RasaStack) -> None:
-    sender = new_conversation()
-    [message] = say(rasa_stack, sender, "where is order 12345", channel="chat")
+    sender, number = customer_with_order(rasa_stack)
+    [message] = say(rasa_stack, sender, f"where is order {number}", channel="chat")
 
     assert message["text"] == (
-        "**Order 12345** (Trail running shoes) has shipped with UPS and should arrive on "
+        f"**Order {number}** (Trail running shoes) has shipped with UPS and should arrive on "
         "**Thursday, November 26, 2026**."
     )
     assert message["buttons"] == [{"title": "Track package", "payload": LINK}]
 
 
 def test_delivered_order_offers_nothing_on_voice(rasa_stack: RasaStack) -> None:
-    sender = new_conversation()
-    [message] = say(rasa_stack, sender, "where is order 77801", channel="voice")
+    sender, number = customer_with_order(rasa_stack, like="77801")
+    [message] = say(rasa_stack, sender, f"where is order {number}", channel="voice")
 
-    assert message["text"] == "Order 77801, the gift card, was delivered on Friday, November 6th."
+    assert message["text"] == (
+        f"Order {number}, the gift card, was delivered on Friday, November 6th."
+    )
     assert tracker(rasa_stack, sender)["slots"]["offer"] is None
 
 
 def test_tracking_number_by_channel_without_asking_for_the_order_again(
     rasa_stack: RasaStack,
 ) -> None:
-    sender = new_conversation()
-    say(rasa_stack, sender, "where is order 12345", channel="voice")
+    sender, number = customer_with_order(rasa_stack)
+    say(rasa_stack, sender, f"where is order {number}", channel="voice")
     [by_sms] = say(rasa_stack, sender, "what's my tracking number", channel="sms")
     [in_chat] = say(rasa_stack, sender, "what's my tracking number", channel="chat")
 
-    assert by_sms["text"] == f"Order 12345 UPS tracking 1Z999AA10123456784: {LINK}"
+    assert by_sms["text"] == f"Order {number} UPS tracking 1Z999AA10123456784: {LINK}"
     assert in_chat["text"] == (
-        "The **UPS** tracking number for order 12345 is `1Z999AA10123456784`."
+        f"The **UPS** tracking number for order {number} is `1Z999AA10123456784`."
     )
     assert in_chat["buttons"] == [{"title": "Track package", "payload": LINK}]
 
 
 def test_order_not_shipped_yet_has_no_tracking(rasa_stack: RasaStack) -> None:
-    sender = new_conversation()
-    [message] = say(rasa_stack, sender, "tracking number for order 40213 please", channel="voice")
+    sender, number = customer_with_order(rasa_stack, like="40213")
+    [message] = say(
+        rasa_stack, sender, f"tracking number for order {number} please", channel="voice"
+    )
 
     assert message["text"] == (
-        "Order 40213 hasn't shipped yet, so there's no tracking number. It should arrive on "
+        f"Order {number} hasn't shipped yet, so there's no tracking number. It should arrive on "
         "Monday, November 30th."
     )
 
@@ -110,21 +131,62 @@ def test_chat_hand_off_is_a_clear_message(rasa_stack: RasaStack) -> None:
 
 
 def test_a_wrong_number_is_asked_again_for_the_same_request(rasa_stack: RasaStack) -> None:
-    sender = new_conversation()
+    sender, number = customer_with_order(rasa_stack, like="55555")
     say(rasa_stack, sender, "I want a refund", channel="chat")
 
     wrong = texts(say(rasa_stack, sender, "99999", channel="chat"))
-    corrected = texts(say(rasa_stack, sender, "55555", channel="chat"))
+    corrected = texts(say(rasa_stack, sender, number, channel="chat"))
 
-    assert wrong == [
-        "I couldn't find order 99999. Please check the number.",
-        "What's your order number? It's the 5-digit number in your confirmation email.",
-    ]
+    assert wrong == [NOT_FOUND.format("99999"), ASK_NUMBER]
     # The corrected number answers the refund request, not an order-status question.
     assert corrected == [
-        "I've started a refund request for order 55555. You'll get a return label by email "
+        f"I've started a refund request for order {number}. You'll get a return label by email "
         "within the hour."
     ]
+
+
+def test_someone_elses_order_is_not_found_like_a_number_that_does_not_exist(
+    rasa_stack: RasaStack,
+) -> None:
+    sender, _ = customer_conversation(rasa_stack)
+    say(rasa_stack, sender, "I want a refund", channel="chat")
+
+    theirs = texts(say(rasa_stack, sender, "55555", channel="chat"))  # the demo customer's
+    missing = texts(say(rasa_stack, sender, "99999", channel="chat"))
+
+    assert theirs == [NOT_FOUND.format("55555"), ASK_NUMBER]
+    assert missing == [NOT_FOUND.format("99999"), ASK_NUMBER]
+    assert tracker(rasa_stack, sender)["slots"]["order_number"] is None
+    refunds = [
+        e
+        for e in tracker(rasa_stack, sender)["events"]
+        if e["event"] == "bot" and "refund request" in (e.get("text") or "")
+    ]
+    assert refunds == []
+
+
+def test_an_order_owned_by_a_site_user_is_not_told_to_a_phone_without_it(
+    rasa_stack: RasaStack,
+) -> None:
+    sender, phone = customer_conversation(rasa_stack)
+    number = seed_order(rasa_stack, user_id="shopper-" + phone[-6:])
+
+    assert texts(say(rasa_stack, sender, f"where is order {number}", channel="sms")) == [
+        NOT_FOUND.format(number),
+        ASK_NUMBER,
+    ]
+
+
+@pytest.mark.parametrize("number", ["12345", "99999"])
+def test_a_conversation_nobody_is_known_in_is_asked_to_sign_in(
+    rasa_stack: RasaStack, number: str
+) -> None:
+    sender = new_conversation()  # as an anonymous web chat visitor's
+
+    reply = texts(say(rasa_stack, sender, f"where is order {number}", channel="chat"))
+
+    # The same answer whether the order exists or not, and no order details.
+    assert reply == [SIGN_IN]
 
 
 def test_never_mind_leaves_the_order_number_question(rasa_stack: RasaStack) -> None:
@@ -142,12 +204,13 @@ def test_never_mind_leaves_the_order_number_question(rasa_stack: RasaStack) -> N
 
 
 def test_order_number_spoken_digit_by_digit(rasa_stack: RasaStack) -> None:
-    sender = new_conversation()
+    sender, number = customer_with_order(rasa_stack)
     say(rasa_stack, sender, "where is my order", channel="voice")
+    spoken = " ".join(DIGIT_WORDS[int(digit)] for digit in number)
 
-    [message] = say(rasa_stack, sender, "it's one two three four five", channel="voice")
+    [message] = say(rasa_stack, sender, f"it's {spoken}", channel="voice")
 
-    assert message["text"].startswith("Order 12345, the trail running shoes, has shipped")
+    assert message["text"].startswith(f"Order {number}, the trail running shoes, has shipped")
 
 
 def test_help_outside_sms_names_no_sms_keywords(rasa_stack: RasaStack) -> None:
@@ -157,14 +220,11 @@ def test_help_outside_sms_names_no_sms_keywords(rasa_stack: RasaStack) -> None:
 
 
 def test_hold_on_while_asked_for_the_order_number_gives_time(rasa_stack: RasaStack) -> None:
-    sender = new_conversation()
+    sender, number = customer_with_order(rasa_stack, like="40213")
     say(rasa_stack, sender, "what's my tracking number", channel="chat")
 
     waited = texts(say(rasa_stack, sender, "hold on, let me find it", channel="chat"))
-    [found] = say(rasa_stack, sender, "it's 40213", channel="chat")
+    [found] = say(rasa_stack, sender, f"it's {number}", channel="chat")
 
-    assert waited == [
-        "Sure, take your time.",
-        "What's your order number? It's the 5-digit number in your confirmation email.",
-    ]
-    assert found["text"].startswith("Order 40213 hasn't shipped yet")
+    assert waited == ["Sure, take your time.", ASK_NUMBER]
+    assert found["text"].startswith(f"Order {number} hasn't shipped yet")

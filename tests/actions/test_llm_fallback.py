@@ -17,7 +17,7 @@ from devtools.stack import RasaStack
 from omnichannel.rendering.messages import split_sentences
 from omnichannel.rendering.sms import sms_segments
 from omnichannel.rendering.styles import STYLES
-from tests.actions.helpers import new_conversation, say, texts, tracker
+from tests.actions.helpers import customer_with_order, new_conversation, say, texts, tracker
 from tests.support import GIBBERISH
 
 pytestmark = pytest.mark.rasa_server
@@ -38,9 +38,9 @@ def llm(fake_llm: FakeLlm) -> FakeLlm:
 def test_prompt_carries_the_cross_channel_history_slots_and_chat_limits(
     rasa_stack: RasaStack, llm: FakeLlm
 ) -> None:
-    sender = new_conversation()
+    sender, number = customer_with_order(rasa_stack)
     say(rasa_stack, sender, "where is my order", channel="voice")
-    say(rasa_stack, sender, "it's 12345", channel="voice")
+    say(rasa_stack, sender, f"it's {number}", channel="voice")
     say(rasa_stack, sender, "what's your refund policy", channel="sms")
     llm.script(LlmReply(content="Happy to help with **that**."))
 
@@ -56,14 +56,14 @@ def test_prompt_carries_the_cross_channel_history_slots_and_chat_limits(
     assert "You are answering on: chat." in system["content"]
     assert "at most 600 characters" in system["content"]
     assert "markdown allowed" in system["content"]
-    assert "- order_number: 12345" in system["content"]
+    assert f"- order_number: {number}" in system["content"]
     assert "tracking number: 1Z999AA10123456784" in system["content"]
     history = [(m["role"], m["content"]) for m in messages[1:]]
     assert history[0] == ("user", "[voice] where is my order")
     assert history[1][0] == "assistant" and history[1][1].startswith("[voice] ")
-    assert ("user", "[voice] it's 12345") in history
+    assert ("user", f"[voice] it's {number}") in history
     assert any(
-        role == "assistant" and content.startswith("[voice] Order 12345")
+        role == "assistant" and content.startswith(f"[voice] Order {number}")
         for role, content in history
     )
     assert ("user", "[sms] what's your refund policy") in history
@@ -222,17 +222,17 @@ async def test_a_failure_says_why_in_the_log(
 def test_inside_a_form_the_llm_answers_and_the_form_asks_again(
     rasa_stack: RasaStack, llm: FakeLlm
 ) -> None:
-    sender = new_conversation()
+    sender, number = customer_with_order(rasa_stack)
     say(rasa_stack, sender, "where is my order", channel="chat")
     llm.script(LlmReply(content="We ship worldwide."))
 
     reply = texts(say(rasa_stack, sender, GIBBERISH, channel="chat"))
-    status = texts(say(rasa_stack, sender, "12345", channel="chat"))
+    status = texts(say(rasa_stack, sender, number, channel="chat"))
 
     assert reply == [
         "We ship worldwide.",
         "What's your order number? It's the 5-digit number in your confirmation email.",
     ]
     # The number the form asked for is taken, not sent to the LLM again.
-    assert status[0].startswith("**Order 12345**")
+    assert status[0].startswith(f"**Order {number}**")
     assert len(llm.requests) == 1

@@ -7,7 +7,11 @@ from typing import Any, Dict, List
 from rasa_sdk import Tracker
 
 from actions.llm_fallback import build_messages, conversation_turns
+from omnichannel.orders import Customer
 from omnichannel.rendering.styles import STYLES
+
+#: The demo customer, who owns the demo orders (omnichannel/fixtures/orders.json).
+OWNER = Customer(phone="+14155552671")
 
 
 def make_tracker(events: List[Dict[str, Any]], slots: Dict[str, Any]) -> Tracker:
@@ -69,15 +73,17 @@ def test_every_turn_is_labelled_with_its_channel() -> None:
     ]
 
 
+SLOTS = {
+    "channel": "sms",
+    "order_number": "12345",
+    "requested_slot": None,
+    "unheard": {"text": "You can return most items within 30 days."},
+    "last_call": {"summary": "The caller asked about order 12345.", "transcript": "x" * 5000},
+}
+
+
 def test_instructions_carry_the_channel_limits_slots_and_order() -> None:
-    slots = {
-        "channel": "sms",
-        "order_number": "12345",
-        "requested_slot": None,
-        "unheard": {"text": "You can return most items within 30 days."},
-        "last_call": {"summary": "The caller asked about order 12345.", "transcript": "x" * 5000},
-    }
-    messages = build_messages(make_tracker(EVENTS, slots), STYLES["sms"])
+    messages = build_messages(make_tracker(EVENTS, SLOTS), STYLES["sms"], OWNER)
 
     system = messages[0]["content"]
     assert "You are answering on: sms." in system
@@ -87,3 +93,13 @@ def test_instructions_carry_the_channel_limits_slots_and_order() -> None:
     assert "x" * 100 not in system and "requested_slot" not in system and "unheard" not in system
     assert "- order 12345: items: Trail running shoes, status: shipped, carrier: UPS" in system
     assert messages[-1] == {"role": "user", "content": "[chat] zxqv blorft"}
+
+
+def test_the_facts_of_someone_elses_order_never_reach_the_llm() -> None:
+    """The slot fills from any message naming a number (even one NLU cannot place, which is
+    what reaches the LLM), so the order's facts go in only for its owner."""
+    for customer in (Customer(phone="+16175550123"), Customer()):
+        system = build_messages(make_tracker(EVENTS, SLOTS), STYLES["sms"], customer)[0]
+        assert "- order_number: 12345" in system["content"]
+        assert "Trail running shoes" not in system["content"]
+        assert "- order 12345:" not in system["content"]

@@ -4,17 +4,20 @@ the action server and the Twilio connector's SmsSender, against the fake Twilio 
 from __future__ import annotations
 
 import json
+import secrets
 
 import pytest
 import websockets
 
 from devtools.fake_twilio import FakeTwilio
 from devtools.stack import RasaStack
+from omnichannel.identity import user_address
 from tests.actions.helpers import (
     bot_events,
     chat_token,
     chat_turn,
     chat_url,
+    conversation_for,
     conversation_of,
     frame,
     new_conversation,
@@ -23,7 +26,7 @@ from tests.actions.helpers import (
     send_sms,
     texts,
 )
-from tests.support import new_phone_number
+from tests.support import new_phone_number, seed_order
 
 pytestmark = pytest.mark.rasa_server
 
@@ -34,13 +37,14 @@ async def test_yes_to_the_offer_texts_the_tracking_link_and_records_it(
     rasa_stack: RasaStack, fake_twilio: FakeTwilio
 ) -> None:
     call = phone_call(rasa_stack)
-    status = await call.say("where is order 12345")
+    number = seed_order(rasa_stack, phone=call.number)
+    status = await call.say(f"where is order {number}")
     assert status.text.endswith("Would you like me to text you the tracking link?")
 
     confirmation = await call.say("yes please")
 
     [sms] = fake_twilio.wait_for_messages(call.number, 1)
-    assert sms.body == f"Acme Shop order 12345 (UPS): track it at {LINK}"
+    assert sms.body == f"Acme Shop order {number} (UPS): track it at {LINK}"
     assert sms.from_ == rasa_stack.env["TWILIO_PHONE_NUMBER"]
     # The call hears the confirmation only; the texted copy is not read out.
     assert confirmation.text == "Done, I've texted you the tracking link."
@@ -55,7 +59,7 @@ async def test_okay_to_the_offer_also_texts_the_link(
     rasa_stack: RasaStack, fake_twilio: FakeTwilio
 ) -> None:
     call = phone_call(rasa_stack)
-    await call.say("where is order 12345")
+    await call.say(f"where is order {seed_order(rasa_stack, phone=call.number)}")
 
     confirmation = await call.say("okay")
 
@@ -81,7 +85,7 @@ async def test_refuses_after_stop_and_sends_nothing(
     rasa_stack: RasaStack, fake_twilio: FakeTwilio
 ) -> None:
     call = phone_call(rasa_stack)
-    await call.say("where is order 12345")
+    await call.say(f"where is order {seed_order(rasa_stack, phone=call.number)}")
     await send_sms(rasa_stack, call.number, "STOP")
 
     reply = await call.say("text me the tracking link")
@@ -94,16 +98,17 @@ async def test_text_me_that_from_the_chat_of_a_customer_with_a_verified_phone(
     rasa_stack: RasaStack, fake_twilio: FakeTwilio
 ) -> None:
     phone = new_phone_number()
+    number = seed_order(rasa_stack, phone=phone)
     async with websockets.connect(chat_url(rasa_stack)) as ws:
         await ws.send(json.dumps({"type": "auth", "token": chat_token(rasa_stack, phone)}))
         assert (await frame(ws))["type"] == "ready"
         assert (await frame(ws))["type"] == "history"
-        await chat_turn(ws, "where is order 12345")
+        await chat_turn(ws, f"where is order {number}")
 
         shown = await chat_turn(ws, "text me the tracking link")
 
     [sms] = fake_twilio.wait_for_messages(phone, 1)
-    assert sms.body == f"Acme Shop order 12345 (UPS): track it at {LINK}"
+    assert sms.body == f"Acme Shop order {number} (UPS): track it at {LINK}"
     assert shown[0]["text"] == "Done! I've texted the tracking link to your phone."
     # The chat shows the texted copy too, badged as the SMS it was, as the history does.
     [copy] = [message for message in shown if LINK in message.get("text", "")]
@@ -111,8 +116,12 @@ async def test_text_me_that_from_the_chat_of_a_customer_with_a_verified_phone(
 
 
 async def test_chat_without_a_phone_number_is_told_so(rasa_stack: RasaStack) -> None:
-    sender = new_conversation()
-    say(rasa_stack, sender, "where is order 12345", channel="chat")
+    """A signed-in site user without a phone number on file, asking about their own order."""
+    user_id = "shopper-" + secrets.token_hex(6)
+    sender = conversation_for(rasa_stack, user_address(user_id))
+    number = seed_order(rasa_stack, user_id=user_id)
+    [status] = say(rasa_stack, sender, f"where is order {number}", channel="chat")
+    assert status["text"].startswith(f"**Order {number}** (Trail running shoes) has shipped")
 
     reply = texts(say(rasa_stack, sender, "text me the tracking link", channel="chat"))
 

@@ -30,6 +30,7 @@ from tests.connectors.webchat.helpers import (
     tracker_events,
     user_token,
 )
+from tests.support import seed_order
 
 pytestmark = [pytest.mark.rasa_server, pytest.mark.browser]
 
@@ -47,6 +48,7 @@ ARTIFACTS = ROOT / "test-artifacts"
 
 def test_widget_shows_history_chats_and_updates_live(rasa_stack: RasaStack) -> None:
     phone = fresh_phone()
+    number = seed_order(rasa_stack, phone=phone)
     call = VapiCall(
         base_url=rasa_stack.base_url,
         server_secret=rasa_stack.env["VAPI_SERVER_SECRET"],
@@ -118,10 +120,10 @@ def test_widget_shows_history_chats_and_updates_live(rasa_stack: RasaStack) -> N
             expect(page.get_by_label("Message to the assistant")).to_be_focused()
 
             # The customer texts the order number meanwhile: it appears live, badged SMS.
-            text_from_phone(rasa_stack, phone, "12345")
-            texted = log.locator("li.omni-user", has_text=re.compile(r"^\s*.*12345"))
+            text_from_phone(rasa_stack, phone, number)
+            texted = log.locator("li.omni-user", has_text=re.compile(rf"^\s*.*{number}"))
             expect(texted.locator(".omni-badge-sms")).to_be_visible()
-            answer = log.locator("li.omni-bot", has_text=re.compile(r"12345.*UPS"))
+            answer = log.locator("li.omni-bot", has_text=re.compile(rf"{number}.*UPS"))
             expect(answer).to_be_visible()
             expect(answer.locator(".omni-badge-sms")).to_be_visible()
 
@@ -134,7 +136,7 @@ def test_widget_shows_history_chats_and_updates_live(rasa_stack: RasaStack) -> N
 
     order = [
         next(i for i, text in enumerate(texts) if needle in text)
-        for needle in ("Call summary", "what's your refund policy", "Where is my order?", "12345")
+        for needle in ("Call summary", "what's your refund policy", "Where is my order?", number)
     ]
     assert order == sorted(order)
     assert outside_requests == []

@@ -5,20 +5,24 @@ from __future__ import annotations
 
 import json
 import uuid
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 
+from connectors.vapi.callers import Callers
 from connectors.vapi.server_messages import ServerMessages
+from connectors.vapi.tools import UNKNOWN_CALLER
 from connectors.vapi.wire import ServerMessage
 from devtools.fake_llm import LlmReply
+from omnichannel.identity import IdentityStore
 from omnichannel.settings import Settings
 from tests.connectors.vapi.helpers import (
     conversation_of_stack,
     tracker_of,
     wait_until,
 )
-from tests.support import GIBBERISH, post_sms
+from tests.support import GIBBERISH, post_sms, seed_order
 
 
 @pytest.mark.rasa_server
@@ -79,6 +83,9 @@ async def test_end_of_call_report_reads_legacy_top_level_fields(stack, make_call
 @pytest.mark.rasa_server
 async def test_other_server_messages(stack, make_call):
     call = make_call()
+    shipped = seed_order(stack, phone=call.number)
+    delivered = seed_order(stack, phone=call.number, like="77801")
+    processing = seed_order(stack, phone=call.number, like="40213")
     for message in (
         {"type": "status-update", "status": "in-progress"},
         {"type": "user-interrupted", "turnId": "t1"},
@@ -91,11 +98,14 @@ async def test_other_server_messages(stack, make_call):
         {
             "type": "tool-calls",
             "toolCallList": [
-                {"id": "a", "name": "order_status", "arguments": {"order_number": "12345"}},
+                {"id": "a", "name": "order_status", "arguments": {"order_number": shipped}},
                 {
                     "id": "b",
                     "type": "function",
-                    "function": {"name": "order_status", "arguments": '{"order_number": "77801"}'},
+                    "function": {
+                        "name": "order_status",
+                        "arguments": json.dumps({"order_number": delivered}),
+                    },
                 },
                 {"id": "c", "name": "launch_rocket", "arguments": {}},
                 {"id": "d", "name": "order_status", "arguments": "{not json"},
@@ -105,7 +115,7 @@ async def test_other_server_messages(stack, make_call):
     )
     assert tools.status_code == 200
     results = {r["toolCallId"]: r for r in tools.json()["results"]}
-    assert "1 2 3 4 5" in results["a"]["result"] and "shipped" in results["a"]["result"]
+    assert " ".join(shipped) in results["a"]["result"] and "shipped" in results["a"]["result"]
     assert "delivered" in results["b"]["result"]
     assert "launch_rocket" in results["c"]["error"] and "result" not in results["c"]
     assert "JSON" in results["d"]["error"]
@@ -113,10 +123,10 @@ async def test_other_server_messages(stack, make_call):
     legacy = await call.event(
         {
             "type": "function-call",
-            "functionCall": {"name": "order_status", "parameters": {"order_number": "40213"}},
+            "functionCall": {"name": "order_status", "parameters": {"order_number": processing}},
         }
     )
-    assert "4 0 2 1 3" in legacy.json()["result"]
+    assert " ".join(processing) in legacy.json()["result"]
     unknown = await call.event({"type": "function-call", "functionCall": {"name": "x"}})
     assert unknown.json() == {"error": "Unknown tool 'x'."}
     transfer = await call.event({"type": "transfer-destination-request"})
@@ -180,22 +190,46 @@ async def test_call_report_while_redis_refuses_writes_is_a_503(stack, make_call)
 
 def _messages(**env: str) -> ServerMessages:
     settings = Settings.from_env({"VAPI_SERVER_SECRET": "s" * 32, **env})
-    return ServerMessages(settings, callers=None, greeter=None, calls=None)
+    # Callers only reads the message here (the caller's number); no identity lookups.
+    callers = Callers(IdentityStore(), "US", webchat_jwt_secret=None, trust_user_id_variable=False)
+    return ServerMessages(settings, callers=callers, greeter=None, calls=None)
 
 
-def test_tool_calls_are_answered_one_by_one() -> None:
-    message = ServerMessage(
-        type="tool-calls",
-        toolCalls=[
-            {"id": "a", "function": {"name": "order_status", "arguments": {"order_number": 12345}}},
-            {"name": "nope"},
-        ],
-    )
-    results = _messages().tool_calls(message)["results"]
+def _order_status(order_number: Any, **message: Any) -> ServerMessage:
+    tool = {
+        "id": "a",
+        "function": {"name": "order_status", "arguments": {"order_number": order_number}},
+    }
+    return ServerMessage(type="tool-calls", toolCalls=[tool, {"name": "nope"}], **message)
+
+
+def test_tool_calls_are_answered_one_by_one_for_the_caller() -> None:
+    # The demo orders belong to +1 415 555 2671 (omnichannel/fixtures/orders.json).
+    owner = {"call": {"id": "call-1", "customer": {"number": "+14155552671"}}}
+    results = _messages().tool_calls(_order_status(12345, **owner))["results"]
     assert [r["toolCallId"] for r in results] == ["a", ""]
-    assert "1 2 3 4 5" in results[0]["result"]
+    assert "1 2 3 4 5" in results[0]["result"] and "shipped" in results[0]["result"]
     assert results[1] == {"toolCallId": "", "name": "nope", "error": "Unknown tool 'nope'."}
     assert _messages().tool_calls(ServerMessage(type="tool-calls")) == {"results": []}
+
+
+def test_tools_tell_another_caller_nothing_about_an_order() -> None:
+    stranger = {"call": {"id": "call-2"}, "customer": {"number": "+16175550123"}}
+    theirs = _messages().tool_calls(_order_status("12345", **stranger))["results"][0]
+    missing = _messages().tool_calls(_order_status("99999", **stranger))["results"][0]
+    assert theirs["result"] == "I couldn't find order 1 2 3 4 5."
+    assert missing["result"] == "I couldn't find order 9 9 9 9 9."
+    # A message naming no call and no number is nobody's: no order for it either.
+    nobody = _messages().tool_calls(_order_status("12345"))["results"][0]
+    assert nobody["result"] == UNKNOWN_CALLER
+    legacy = _messages().function_call(
+        ServerMessage(
+            type="function-call",
+            functionCall={"name": "order_status", "parameters": {"order_number": "12345"}},
+            **stranger,
+        )
+    )
+    assert legacy == {"result": "I couldn't find order 1 2 3 4 5."}
 
 
 def test_the_transfer_destination_is_the_hand_off_line() -> None:

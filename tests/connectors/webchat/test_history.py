@@ -33,6 +33,7 @@ from tests.connectors.webchat.helpers import (
     text_from_phone,
     user_token,
 )
+from tests.support import seed_order
 
 
 def user(text: str, timestamp: float, **fields: Any) -> Dict[str, Any]:
@@ -180,9 +181,10 @@ async def test_history_spans_sms_voice_and_call_summaries(
         server_secret=rasa_stack.env["VAPI_SERVER_SECRET"],
         number=phone,
     )
+    order = seed_order(rasa_stack, phone=phone)
     await call.say("where is my order")
-    await call.say("it's 12345")
-    await call.hang_up(summary="The caller asked where order 12345 is.")
+    await call.say(f"it's {order}")
+    await call.hang_up(summary=f"The caller asked where order {order} is.")
     conversation = await phone_conversation(rasa_stack, phone)
     append_events(
         rasa_stack,
@@ -206,11 +208,11 @@ async def test_history_spans_sms_voice_and_call_summaries(
     assert chat.history["before"] is None
     shown = [(m["role"], m["channel"], m["text"]) for m in messages]
     assert shown[0] == ("user", "voice", "where is my order")
-    assert ("user", "voice", "it's 12345") in shown
-    spoken = [m for m in messages if m["role"] == "bot" and "12345" in m["text"]]
+    assert ("user", "voice", f"it's {order}") in shown
+    spoken = [m for m in messages if m["role"] == "bot" and f"Order {order}, the" in m["text"]]
     assert spoken and {m["channel"] for m in spoken} == {"voice"}
     summary = next(m for m in messages if m.get("kind") == "call_summary")
-    assert summary["text"] == "Call summary: The caller asked where order 12345 is."
+    assert summary["text"] == f"Call summary: The caller asked where order {order} is."
     assert summary["channel"] == "voice" and summary["id"] == f"call:{call.call_id}"
     unknown = next(m for m in messages if m.get("kind") == "survey_invite_v9")
     assert unknown["text"] == "A note of a kind no widget knows."
