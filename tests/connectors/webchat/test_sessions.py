@@ -138,6 +138,8 @@ async def test_every_record_of_an_anonymous_visitor_expires(rasa_stack, stack_re
             for key in client.scan_iter(match=pattern, count=1000)
         ]
         ttls = {key.decode(): client.pttl(key) for key in keys}
+    # -2: gone between the scan and the look (the socket's place, released as it closed).
+    ttls = {key: ttl for key, ttl in ttls.items() if ttl != -2}
     assert len(ttls) >= 3
     assert all(0 < ttl <= ANONYMOUS_TTL_SECONDS * 1000 for ttl in ttls.values()), ttls
 
