@@ -16,7 +16,9 @@ as the text it is.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, List, Optional
@@ -25,6 +27,8 @@ from rasa.core.channels.channel import UserMessage
 from rasa.core.lock_store import LockError
 
 from connectors.tracker_store import install_loud_state_failures
+from omnichannel import metrics
+from omnichannel.channels import kind_of
 from omnichannel.redis_client import REDIS_FAILURES, StateUnavailable
 
 logger = logging.getLogger(__name__)
@@ -92,15 +96,32 @@ async def run_turn(
     install_loud_state_failures(agent)
     failures: List[str] = []
     token = _turn_failures.set(failures)
+    outcome = metrics.TURN_ERROR
+    started = time.perf_counter()
     try:
-        await on_new_message(message)
-    except LockError as error:
-        raise TurnFailed(f"conversation busy: {error}", before_processing=True) from error
-    except StateUnavailable as error:
-        raise TurnFailed(f"conversation state unavailable: {error}") from error
-    except REDIS_FAILURES as error:
-        raise TurnFailed(f"conversation state unavailable: {type(error).__name__}") from error
+        try:
+            await on_new_message(message)
+        except LockError as error:
+            outcome = metrics.TURN_BUSY
+            raise TurnFailed(f"conversation busy: {error}", before_processing=True) from error
+        except StateUnavailable as error:
+            outcome = metrics.TURN_STATE_UNAVAILABLE
+            raise TurnFailed(f"conversation state unavailable: {error}") from error
+        except REDIS_FAILURES as error:
+            outcome = metrics.TURN_STATE_UNAVAILABLE
+            raise TurnFailed(f"conversation state unavailable: {type(error).__name__}") from error
+        except asyncio.CancelledError:
+            outcome = metrics.TURN_CANCELLED
+            raise
+        finally:
+            _turn_failures.reset(token)
+        if failures:
+            outcome = metrics.TURN_ACTION_FAILED
+            raise TurnFailed("action server failed: " + "; ".join(failures))
+        outcome = metrics.TURN_OK
     finally:
-        _turn_failures.reset(token)
-    if failures:
-        raise TurnFailed("action server failed: " + "; ".join(failures))
+        metrics.turn_ended(
+            kind_of(message.metadata, message.input_channel),
+            outcome,
+            time.perf_counter() - started,
+        )

@@ -40,6 +40,7 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from omnichannel import metrics
 from omnichannel.redis_config import CLUSTER, SENTINEL, RedisConfig, RedisConfigError
 
 logger = logging.getLogger(__name__)
@@ -144,7 +145,9 @@ class _RetryingCommands:
             except _TRANSIENT as error:
                 pause = delay * random.uniform(0.5, 1.0)
                 if time.monotonic() + pause > deadline:
+                    metrics.REDIS_COMMAND_FAILURES.labels(command=metrics.command_name(args)).inc()
                     raise
+                metrics.REDIS_RETRIES.labels(command=metrics.command_name(args)).inc()
                 logger.warning(
                     "Redis %s failed (%s: %s); retrying in %.0f ms",
                     args[0] if args else "command",

@@ -107,6 +107,9 @@ def rasa_stack(
         "TRUST_PROXY_HEADERS": "true",
         # The demo orders plus each test's own (tests.support.seed_order), owned by its customer.
         "ORDERS_FIXTURE": str(stack_orders(work)),
+        # Prometheus /metrics (tests/connectors/test_ops.py); a replica on the same host finds
+        # the port taken and serves without metrics.
+        "METRICS_PORT": str(free_port()),
     }
     stack = RasaStack(
         model=trained_model,

@@ -37,6 +37,7 @@ from connectors.twilio_sms.auth import MAX_REQUEST_BYTES, WebhookValidator
 from connectors.twilio_sms.inbound import InboundSms, Rejected, StatusCallback, idempotency_token
 from connectors.twilio_sms.ledger import DeliveryLedger, OfferedButtons
 from connectors.twilio_sms.twiml import EMPTY_TWIML, twiml
+from omnichannel import metrics
 from omnichannel.channels import SMS, TWILIO_SMS
 from omnichannel.identity import IdentityStore, mask
 from omnichannel.options import ConnectorOptions
@@ -244,6 +245,7 @@ class TwilioSmsInput(InputChannel):
             return APOLOGY_TWIML
         if not claim.first:
             logger.info("SMS %s is a duplicate delivery: not a new turn", inbound.message_sid)
+            metrics.DEDUPE_HITS.labels(channel=SMS).inc()
             return claim.answer
         try:
             answer = await self._handle(app_context, inbound, started, on_new_message)

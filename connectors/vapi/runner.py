@@ -35,7 +35,8 @@ from connectors.vapi.call_state import CallStore
 from connectors.vapi.hearing import SpokenTurn, barge_in, spoken_turn, supersedes
 from connectors.vapi.turn import APOLOGY, END, VoiceTurn
 from connectors.vapi.wire import USER_TEXT_MAX_CHARS, ChatMessage
-from omnichannel.channels import VAPI
+from omnichannel import metrics
+from omnichannel.channels import VAPI, VOICE
 from omnichannel.redis_client import StateUnavailable
 from omnichannel.tasks import BackgroundTasks
 
@@ -281,6 +282,7 @@ class TurnRunner:
 
     async def _replay(self, turn: VoiceTurn, record: Dict[str, Any], queue: asyncio.Queue) -> None:
         """A duplicate: the recorded answer, waiting for it while another replica runs it."""
+        metrics.DEDUPE_HITS.labels(channel=VOICE).inc()
         deadline = time.monotonic() + self.duplicate_wait_seconds
         while record.get("state") == "running" and time.monotonic() < deadline:
             local = self._turns.get(turn.answer_key)

@@ -29,6 +29,7 @@ from connectors.webchat.auth import (
 from connectors.webchat.connection import ChatConnection
 from connectors.webchat.frames import MAX_HISTORY_LIMIT
 from connectors.webchat.sessions import SessionLimits
+from omnichannel import metrics
 from omnichannel.channels import WEBCHAT
 from omnichannel.options import ConnectorOptions
 from omnichannel.redis_client import REDIS_FAILURES, redis_client
@@ -200,7 +201,8 @@ class WebChatInput(InputChannel):
 
         @bp.websocket("/ws")
         async def chat(request: Request, ws: Any) -> None:
-            await ChatConnection(ws, self, request.app.ctx.agent, on_new_message).run()
+            with metrics.OPEN_CHAT_SOCKETS.track_inprogress():
+                await ChatConnection(ws, self, request.app.ctx.agent, on_new_message).run()
 
         return bp
 

@@ -57,6 +57,7 @@ from connectors.webchat.history import EventLog, chat_message, next_turn_channel
 from connectors.webchat.live import LiveFeedLost, LiveSubscription, live_hub
 from connectors.webchat.rate_limit import TokenBucket
 from connectors.webchat.sessions import SOCKET_LEASE_SECONDS, SocketHold
+from omnichannel import metrics
 from omnichannel.channels import CHAT, LABELS, WEBCHAT
 from omnichannel.identity import IdentityStore
 from omnichannel.redis_client import (
@@ -428,6 +429,8 @@ class ChatConnection:
         if first:
             _remember(self._own_client_ids, frame.id)
             self.turns.put_nowait((frame, key))
+        else:
+            metrics.DEDUPE_HITS.labels(channel=CHAT).inc()
 
     async def _offered(self, payload: str) -> bool:
         """Whether the bot offered a button with this payload in this conversation: on this

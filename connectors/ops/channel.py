@@ -1,0 +1,100 @@
+"""The Rasa input channel ``ops``: probes' routes, and the process's metrics exporter.
+
+Routes (under ``/webhooks/ops``), unauthenticated as probes need them, revealing no more than
+ok/failed per check:
+
+- ``GET /livez``: 200 while the process serves HTTP (a liveness probe restarts it otherwise).
+- ``GET /readyz``: 200 ``{"status": "ready", "checks": {...}}`` when Redis, the action server
+  and the model are there, else 503 with the failed check(s) (a readiness probe or load
+  balancer then sends it no traffic). See :mod:`connectors.ops.checks`.
+
+With ``METRICS_PORT`` set, the process serves Prometheus's ``/metrics`` on that port, apart
+from the public one (so it stays on the internal network; see ``omnichannel/metrics.py``).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Awaitable, Callable, Dict, Optional
+
+from pydantic import confloat
+from rasa.core.channels.channel import InputChannel, UserMessage
+from sanic import Blueprint, Sanic, response
+from sanic.request import Request
+
+from connectors.ops.checks import Readiness
+from omnichannel import metrics
+from omnichannel.options import ConnectorOptions
+from omnichannel.settings import Settings, load_settings
+
+SECTION = "connectors.ops.channel.OpsInput"
+NO_STORE = {"Cache-Control": "no-store"}
+
+
+class OpsOptions(ConnectorOptions):
+    """Tunables from credentials.yml."""
+
+    #: Seconds each readiness check (Redis PING, action server /health) may take.
+    check_timeout: confloat(gt=0, le=10) = 1.0
+    #: Seconds a readiness verdict is reused, so frequent probes do not hammer the dependencies.
+    cache_seconds: confloat(ge=0, le=60) = 2.0
+
+
+class OpsInput(InputChannel):
+    """Rasa input channel ``ops``; credentials.yml: ``connectors.ops.channel.OpsInput``
+    (its options: :class:`OpsOptions`)."""
+
+    def __init__(self, settings: Settings, options: OpsOptions) -> None:
+        #: Checked here so a bad METRICS_PORT stops start-up with its name.
+        self.metrics_port = metrics.metrics_port()
+        self.app: Optional[Sanic] = None
+        self.readiness = Readiness(
+            settings.redis_url,
+            self._action_server_url,
+            model_loaded=self._model_loaded,
+            timeout=options.check_timeout,
+            cache_seconds=options.cache_seconds,
+        )
+
+    @classmethod
+    def name(cls) -> str:
+        return "ops"
+
+    @classmethod
+    def from_credentials(cls, credentials: Optional[Dict[str, Any]]) -> OpsInput:
+        given = {key: value for key, value in (credentials or {}).items() if value is not None}
+        return cls(load_settings(), OpsOptions.parse(SECTION, given))
+
+    def _agent(self) -> Any:
+        return getattr(self.app.ctx, "agent", None) if self.app is not None else None
+
+    def _action_server_url(self) -> Optional[str]:
+        """endpoints.yml's action_endpoint as Rasa loaded it, else ACTION_SERVER_URL."""
+        endpoint = getattr(self._agent(), "action_endpoint", None)
+        return getattr(endpoint, "url", None) or os.environ.get("ACTION_SERVER_URL")
+
+    def _model_loaded(self) -> bool:
+        agent = self._agent()
+        return agent is not None and agent.is_ready()
+
+    def blueprint(self, on_new_message: Callable[[UserMessage], Awaitable[Any]]) -> Blueprint:
+        bp = Blueprint("omni_ops", __name__)
+
+        @bp.listener("before_server_start")
+        async def start(app: Sanic, _: Any) -> None:
+            self.app = app
+            if self.metrics_port is not None:
+                metrics.serve(self.metrics_port)
+
+        @bp.route("/livez", methods=["GET"])
+        async def livez(_: Request) -> Any:
+            return response.json({"status": "alive"}, headers=NO_STORE)
+
+        @bp.route("/readyz", methods=["GET"])
+        async def readyz(_: Request) -> Any:
+            report = await self.readiness.report()
+            return response.json(
+                report.as_json(), status=200 if report.ready else 503, headers=NO_STORE
+            )
+
+        return bp

@@ -1,0 +1,116 @@
+"""The Prometheus metrics of a Rasa server process: the one place that names and defines them.
+
+Every part increments the objects defined here, so a metric's name, help text and labels are
+decided once. Label values are bounded sets (channel kinds, fixed outcomes, Redis command
+names), so a replica's series stay few however many conversations it serves.
+
+Each process exposes its own figures on ``METRICS_PORT`` (:func:`serve`, started by the ops
+channel); fleet-wide figures are Prometheus's sums over the replicas it scrapes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from typing import Any, Mapping, Optional
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+from omnichannel.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+#: The channel label of a turn that came in on no channel of ours (Rasa's REST channel, a shell).
+OTHER_CHANNEL = "other"
+
+#: Turn outcomes (the ``outcome`` label of :data:`TURNS`).
+TURN_OK = "ok"
+TURN_BUSY = "busy"
+TURN_STATE_UNAVAILABLE = "state_unavailable"
+TURN_ACTION_FAILED = "action_failed"
+#: Stopped by its channel (a voice turn superseded by the caller's next words, a shutdown).
+TURN_CANCELLED = "cancelled"
+TURN_ERROR = "error"
+
+TURNS = Counter(
+    "omnichannel_turns",
+    "User turns run through Rasa, by channel kind and outcome.",
+    ["channel", "outcome"],
+)
+TURN_SECONDS = Histogram(
+    "omnichannel_turn_seconds",
+    "Time from handing a user message to Rasa until its turn ended (lock wait included).",
+    ["channel"],
+    # Voice answers must start within about a second; SMS answers inline within 5 s.
+    buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 30.0, 60.0),
+)
+REDIS_RETRIES = Counter(
+    "omnichannel_redis_retries",
+    "Redis commands retried after a transient failure (failover, resharding, lost connection).",
+    ["command"],
+)
+REDIS_COMMAND_FAILURES = Counter(
+    "omnichannel_redis_command_failures",
+    "Redis commands that failed for a transient reason and were not retried further.",
+    ["command"],
+)
+OPEN_CHAT_SOCKETS = Gauge("omnichannel_chat_open_sockets", "Web chat sockets open on this process.")
+DEDUPE_HITS = Counter(
+    "omnichannel_dedupe_hits",
+    "Deliveries recognised as duplicates and not run as new turns, by channel kind.",
+    ["channel"],
+)
+
+_served_on: Optional[int] = None
+_serve_lock = threading.Lock()
+
+
+def turn_ended(channel: Optional[str], outcome: str, seconds: float) -> None:
+    """Count one turn of ``channel`` (a channel kind; None: :data:`OTHER_CHANNEL`)."""
+    label = channel or OTHER_CHANNEL
+    TURNS.labels(channel=label, outcome=outcome).inc()
+    TURN_SECONDS.labels(channel=label).observe(seconds)
+
+
+def command_name(args: Any) -> str:
+    """The Redis command of an ``execute_command`` call, as a label value."""
+    if not args:
+        return "unknown"
+    name = args[0]
+    if isinstance(name, bytes):
+        name = name.decode("ascii", "replace")
+    return str(name).split(" ", 1)[0].upper()
+
+
+def metrics_port(env: Optional[Mapping[str, str]] = None) -> Optional[int]:
+    """``METRICS_PORT`` from ``env`` (default: the process's environment); None when unset."""
+    value = ((os.environ if env is None else env).get("METRICS_PORT") or "").strip()
+    if not value:
+        return None
+    if not value.isdigit() or not 0 < int(value) < 65536:
+        raise ConfigError(f"METRICS_PORT must be a TCP port (1-65535), got {value!r}")
+    return int(value)
+
+
+def serve(port: int) -> bool:
+    """Serve ``/metrics`` on ``port`` (all interfaces), once per process; True if serving.
+
+    A port already taken (a second server process on the same host with the same environment)
+    is logged as an error and leaves this process without an exporter: its chats still work,
+    and Prometheus shows the target as down.
+    """
+    global _served_on
+    with _serve_lock:
+        if _served_on is not None:
+            if _served_on != port:
+                logger.warning("metrics already served on port %d, not %d", _served_on, port)
+            return True
+        try:
+            start_http_server(port)
+        except OSError as error:
+            logger.error("metrics: cannot serve on port %d: %s", port, error)
+            return False
+        _served_on = port
+        logger.info("metrics: serving /metrics on port %d", port)
+        return True
