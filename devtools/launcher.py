@@ -2,8 +2,11 @@
 
 Starts an embedded Redis (unless REDIS_URL is set), the action server and the Rasa server with
 every connector, prints the URLs to paste into VAPI and Twilio and a signed-in chat link, and
-stops all of it on Ctrl-C. Local secrets are generated into .env on first run; the simulators
-read the same file, so local traffic passes the same signature checks as production traffic.
+stops all of it on Ctrl-C: the Rasa server first, by SIGTERM, which drains it as a deploy does
+(connectors/drain.py: accepted turns finish, chat sockets close with 1012), then the action
+server and Redis that those last turns still need. Local secrets are generated into .env on
+first run; the simulators read the same file, so local traffic passes the same signature checks
+as production traffic.
 """
 
 from __future__ import annotations
@@ -32,6 +35,9 @@ ACTION_PORT = 5055
 REDIS_PORT = 6379
 FAKE_TWILIO_PORT = 5056
 LOCAL_TWILIO_API = f"http://127.0.0.1:{FAKE_TWILIO_PORT}"
+#: How long a stopping process may take before it is killed: the Rasa server's drain (20 s by
+#: default) plus its own shutdown, as the deploy files' 30 s grace period allows.
+STOP_GRACE_SECONDS = 30
 
 
 def read_env_file(path: Path = ENV_FILE) -> Dict[str, str]:
@@ -169,7 +175,7 @@ def main() -> int:
     finally:
         print("\nStopping…", flush=True)
         for proc in reversed(processes):
-            stop(proc)
+            stop(proc, timeout=STOP_GRACE_SECONDS)
         if redis_server:
             redis_server.stop()
     return 0

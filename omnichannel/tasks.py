@@ -4,25 +4,36 @@ asyncio holds only a weak reference to a task, so a task nobody keeps can be gar
 mid-run; and an exception in a task nobody awaits is reported only when the task is destroyed,
 if ever. :class:`BackgroundTasks` keeps each task until it ends and logs its failure at once,
 with what it was for (a late SMS reply, a chat turn worker, a supersede watcher).
+
+Work a customer was promised (an accepted turn, a reply due by REST) runs in groups made with
+``in_flight=True`` (the default): a draining server waits for those (:func:`wait_for_in_flight`)
+before it exits. Work that never ends by itself (a feed reader) opts out.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Coroutine, Set, TypeVar
+import time
+import weakref
+from typing import Any, Coroutine, List, Set, TypeVar
 
 logger = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 
+#: Every live group whose tasks a drain waits for.
+_IN_FLIGHT: weakref.WeakSet[BackgroundTasks] = weakref.WeakSet()
+
 
 class BackgroundTasks:
     """The running background tasks of one owner (a connector instance)."""
 
-    def __init__(self, owner: str) -> None:
+    def __init__(self, owner: str, *, in_flight: bool = True) -> None:
         self.owner = owner
         self._tasks: Set[asyncio.Task] = set()
+        if in_flight:
+            _IN_FLIGHT.add(self)
 
     def start(self, work: Coroutine[Any, Any, _T], purpose: str) -> asyncio.Task[_T]:
         """Run ``work`` in the background, kept until it ends; ``purpose`` names it in logs."""
@@ -54,6 +65,26 @@ class BackgroundTasks:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def in_flight_tasks() -> List[asyncio.Task]:
+    """The running in-flight tasks of this event loop (a test process may hold other loops')."""
+    loop = asyncio.get_running_loop()
+    return [
+        task
+        for group in list(_IN_FLIGHT)
+        for task in list(group._tasks)
+        if not task.done() and task.get_loop() is loop
+    ]
+
+
+async def wait_for_in_flight(deadline: float) -> List[asyncio.Task]:
+    """Waits until no in-flight task runs, or until ``deadline`` (``time.monotonic()``); returns
+    the tasks still running then. Tasks started meanwhile (a webhook still served) are waited
+    for too."""
+    while (running := in_flight_tasks()) and (left := deadline - time.monotonic()) > 0:
+        await asyncio.wait(running, timeout=left)
+    return in_flight_tasks()
 
 
 def retrieve_outcome(task: asyncio.Future) -> None:

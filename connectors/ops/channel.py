@@ -6,7 +6,9 @@ ok/failed per check:
 - ``GET /livez``: 200 while the process serves HTTP (a liveness probe restarts it otherwise).
 - ``GET /readyz``: 200 ``{"status": "ready", "checks": {...}}`` when Redis, the action server
   and the model are there, else 503 with the failed check(s) (a readiness probe or load
-  balancer then sends it no traffic). See :mod:`connectors.ops.checks`.
+  balancer then sends it no traffic). See :mod:`connectors.ops.checks`. While the server drains
+  (after SIGTERM, see :mod:`connectors.drain`) it is 503 ``{"status": "draining"}`` at once,
+  whatever the checks say.
 
 With ``METRICS_PORT`` set, the process serves Prometheus's ``/metrics`` on that port, apart
 from the public one (so it stays on the internal network; see ``omnichannel/metrics.py``).
@@ -22,6 +24,7 @@ from rasa.core.channels.channel import InputChannel, UserMessage
 from sanic import Blueprint, Sanic, response
 from sanic.request import Request
 
+from connectors.drain import DEFAULT_DRAIN_SECONDS, drain_before_stop, drain_of
 from connectors.ops.checks import Readiness
 from omnichannel import metrics
 from omnichannel.options import ConnectorOptions
@@ -38,6 +41,9 @@ class OpsOptions(ConnectorOptions):
     check_timeout: confloat(gt=0, le=10) = 1.0
     #: Seconds a readiness verdict is reused, so frequent probes do not hammer the dependencies.
     cache_seconds: confloat(ge=0, le=60) = 2.0
+    #: Longest a SIGTERM'd server spends finishing accepted work before it exits; keep it below
+    #: the orchestrator's grace period (30 s in deploy/) so the process is not killed mid-drain.
+    drain_seconds: confloat(ge=0, le=600) = DEFAULT_DRAIN_SECONDS
 
 
 class OpsInput(InputChannel):
@@ -48,6 +54,7 @@ class OpsInput(InputChannel):
         #: Checked here so a bad METRICS_PORT stops start-up with its name.
         self.metrics_port = metrics.metrics_port()
         self.app: Optional[Sanic] = None
+        self.drain_seconds = options.drain_seconds
         self.readiness = Readiness(
             settings.redis_url,
             self._action_server_url,
@@ -83,6 +90,7 @@ class OpsInput(InputChannel):
         @bp.listener("before_server_start")
         async def start(app: Sanic, _: Any) -> None:
             self.app = app
+            drain_of(app).seconds = self.drain_seconds
             if self.metrics_port is not None:
                 metrics.serve(self.metrics_port)
 
@@ -91,10 +99,13 @@ class OpsInput(InputChannel):
             return response.json({"status": "alive"}, headers=NO_STORE)
 
         @bp.route("/readyz", methods=["GET"])
-        async def readyz(_: Request) -> Any:
+        async def readyz(request: Request) -> Any:
+            if drain_of(request.app).draining:
+                return response.json({"status": "draining"}, status=503, headers=NO_STORE)
             report = await self.readiness.report()
             return response.json(
                 report.as_json(), status=200 if report.ready else 503, headers=NO_STORE
             )
 
+        drain_before_stop(bp)
         return bp

@@ -5,20 +5,26 @@ Routes (under ``/webhooks/webchat``):
 - ``GET /``: the widget page; ``GET /static/<file>``: its script and stylesheet.
 - ``POST /session``: a signed anonymous session token, when ``WEBCHAT_ALLOW_ANONYMOUS`` is on.
 - ``WS /ws``: the chat (one :class:`~connectors.webchat.connection.ChatConnection` per socket).
+
+While the server drains (:mod:`connectors.drain`), a new socket is closed with 1012 at once and
+each open one once its accepted messages are answered; the widget reconnects (to another
+replica) and resends what was not acknowledged.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Dict, Optional
+from typing import Any, Awaitable, Callable, Dict, Optional, Set
 
 from pydantic import confloat, conint, constr
 from rasa.core.channels.channel import InputChannel, UserMessage
-from sanic import Blueprint, response
+from sanic import Blueprint, Sanic, response
 from sanic.request import Request
 
+from connectors.drain import CLOSE_SERVICE_RESTART, Drain, drain_before_stop, drain_of
 from connectors.http_limits import BodyRefused, guard_slow_headers, read_body
 from connectors.webchat.auth import (
     ANONYMOUS_TOKEN_LIFETIME,
@@ -63,7 +69,8 @@ class WebChatOptions(ConnectorOptions):
     history_page_size: conint(ge=1, le=MAX_HISTORY_LIMIT) = 50
     #: Seconds a new socket has to send its auth frame.
     auth_timeout: confloat(gt=0, le=120) = 10.0
-    #: Frames a socket may send at once, then ``rate_limit_per_second``.
+    #: Frames one session (all its sockets, on every replica) may send at once, then
+    #: ``rate_limit_per_second``.
     rate_limit_burst: conint(ge=1, le=1000) = 10
     rate_limit_per_second: confloat(gt=0, le=1000) = 1.0
     #: How long a client message id is remembered: a resend within it is not run again.
@@ -104,6 +111,21 @@ class WebChatInput(InputChannel):
         )
         #: Turn workers of sockets, kept until their accepted turns are done (even once closed).
         self.turn_workers = BackgroundTasks("web chat")
+        #: This process's open sockets, closed with 1012 when it drains.
+        self.connections: Set[ChatConnection] = set()
+        #: The server's drain, known once it starts.
+        self.drain: Optional[Drain] = None
+
+    @property
+    def draining(self) -> bool:
+        return self.drain is not None and self.drain.draining
+
+    async def _close_sockets(self, deadline: float) -> None:
+        """The drain's web chat step: every socket closes with 1012 once its accepted messages
+        are answered (at ``deadline`` at the latest)."""
+        await asyncio.gather(
+            *(connection.close_for_restart(deadline) for connection in list(self.connections))
+        )
 
     @classmethod
     def name(cls) -> str:
@@ -118,6 +140,11 @@ class WebChatInput(InputChannel):
     def blueprint(self, on_new_message: Callable[[UserMessage], Awaitable[Any]]) -> Blueprint:
         bp = Blueprint("omni_webchat", __name__)
         guard_slow_headers(bp)
+
+        @bp.listener("before_server_start")
+        async def start(app: Sanic, _: Any) -> None:
+            self.drain = drain_of(app)
+            self.drain.add_step(self._close_sockets)
 
         @bp.route("/", methods=["GET"])
         async def page(request: Request) -> Any:
@@ -201,9 +228,18 @@ class WebChatInput(InputChannel):
 
         @bp.websocket("/ws")
         async def chat(request: Request, ws: Any) -> None:
-            with metrics.OPEN_CHAT_SOCKETS.track_inprogress():
-                await ChatConnection(ws, self, request.app.ctx.agent, on_new_message).run()
+            if self.draining:
+                await ws.close(CLOSE_SERVICE_RESTART, "server restarting; reconnect")
+                return
+            connection = ChatConnection(ws, self, request.app.ctx.agent, on_new_message)
+            self.connections.add(connection)
+            try:
+                with metrics.OPEN_CHAT_SOCKETS.track_inprogress():
+                    await connection.run()
+            finally:
+                self.connections.discard(connection)
 
+        drain_before_stop(bp)  # after the socket route: see connectors.drain on listener order
         return bp
 
 

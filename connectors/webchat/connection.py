@@ -7,6 +7,10 @@ and stored even if the customer closes the tab meanwhile (cancelling would lose 
 A button frame's payload goes to Rasa as it is (Rasa reads ``/intent{entities}`` in it), so it
 is accepted only when the bot offered that payload in this conversation; typed text is escaped
 by ``run_turn``. A customer can choose what the bot offered, never name an intent of their own.
+
+While the server drains, message frames are not acknowledged (nor refused: the widget keeps an
+unacknowledged message and resends it once it has reconnected) and the socket closes with 1012
+as soon as the messages it accepted are answered.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from rasa.core.channels.channel import OutputChannel, UserMessage
 from sanic.exceptions import WebsocketClosed
 from websockets.exceptions import ConnectionClosed
 
+from connectors.drain import CLOSE_SERVICE_RESTART
 from connectors.turns import TurnFailed, run_turn
 from connectors.webchat.auth import AuthRefused, ChatIdentity
 from connectors.webchat.frames import (
@@ -55,7 +60,7 @@ from connectors.webchat.frames import (
 )
 from connectors.webchat.history import EventLog, chat_message, next_turn_channel
 from connectors.webchat.live import LiveFeedLost, LiveSubscription, live_hub
-from connectors.webchat.rate_limit import TokenBucket
+from connectors.webchat.rate_limit import SessionBucket
 from connectors.webchat.sessions import SOCKET_LEASE_SECONDS, SocketHold
 from omnichannel import metrics
 from omnichannel.channels import CHAT, LABELS, WEBCHAT
@@ -150,7 +155,7 @@ class ChatConnection:
         self.on_new_message = on_new_message
         self.identity: Optional[ChatIdentity] = None
         self.conversation_id = ""
-        self.bucket = TokenBucket(self.options.rate_limit_burst, self.options.rate_limit_per_second)
+        self.bucket: Optional[SessionBucket] = None
         self.turns: asyncio.Queue[Optional[Tuple[TurnFrame, str]]] = asyncio.Queue()
         self.turn_channel: Optional[str] = None
         self._own_ids: Dict[str, None] = {}
@@ -200,6 +205,12 @@ class ChatConnection:
             logger.info("web chat: socket refused: %s", refused.reason)
             await self.ws.close(refused.code, refused.reason)
             return
+        self.bucket = SessionBucket(
+            self.channel.redis_url,
+            self.identity.address,
+            self.options.rate_limit_burst,
+            self.options.rate_limit_per_second,
+        )
         socket_id = uuid.uuid4().hex
         if not await self._hold_place(socket_id):
             return
@@ -244,6 +255,20 @@ class ChatConnection:
             await asyncio.gather(*tasks, return_exceptions=True)
             await hub.unsubscribe(subscription)
             await self._release_place(socket_id)
+
+    async def close_for_restart(self, deadline: float) -> None:
+        """Closes the socket with 1012 once the messages it accepted are answered, or at
+        ``deadline`` (``time.monotonic()``): the client reconnects, to another replica."""
+        try:
+            await asyncio.wait_for(self.turns.join(), max(0.0, deadline - time.monotonic()))
+        except asyncio.TimeoutError:
+            logger.warning(
+                "web chat %s: turns still running at the drain's bound", self.conversation_id
+            )
+        try:
+            await self.ws.close(CLOSE_SERVICE_RESTART, "server restarting; reconnect")
+        except SOCKET_CLOSED:
+            pass
 
     # -- the socket's place in its session (sessions.py) -------------------------------------
 
@@ -346,7 +371,8 @@ class ChatConnection:
             data = await self.ws.recv()
             if data is None:
                 continue
-            wait = self.bucket.take()
+            assert self.bucket is not None
+            wait = await self.bucket.take()
             if wait:
                 await self.error(
                     RATE_LIMITED,
@@ -381,7 +407,15 @@ class ChatConnection:
 
     async def _accept(self, frame: TurnFrame) -> None:
         """Acknowledges a message once, however often it is resent; queues its turn. A button
-        whose payload the bot did not offer is refused, unacknowledged."""
+        whose payload the bot did not offer is refused, unacknowledged. While the server
+        drains, nothing is acknowledged (see the module's docstring)."""
+        if self.channel.draining:
+            logger.info(
+                "web chat %s: message %s left unacknowledged (draining)",
+                self.conversation_id,
+                frame.id,
+            )
+            return
         if isinstance(frame, ButtonFrame):
             try:
                 offered = await self._offered(frame.payload)
@@ -452,7 +486,10 @@ class ChatConnection:
 
     async def _run_turns(self) -> None:
         while (item := await self.turns.get()) is not None:
-            await self._turn(*item)
+            try:
+                await self._turn(*item)
+            finally:
+                self.turns.task_done()  # close_for_restart waits for these
 
     async def _turn(self, frame: TurnFrame, dedupe_key: str) -> None:
         assert self.identity is not None

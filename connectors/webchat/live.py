@@ -72,7 +72,7 @@ class LiveHub:
         self._redis_url = redis_url
         self._pubsub: Any = None
         self._reader: Optional[asyncio.Task] = None
-        self._tasks = BackgroundTasks("web chat live hub")
+        self._tasks = BackgroundTasks("web chat live hub", in_flight=False)
         self._subscribers: Dict[str, Set[LiveSubscription]] = {}
         self._confirmations: Dict[str, asyncio.Future] = {}
         self._lock = asyncio.Lock()

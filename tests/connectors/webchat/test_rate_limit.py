@@ -1,4 +1,5 @@
-"""The per-socket token bucket, alone and at a real socket."""
+"""The chat rate limit: a session's bucket in Redis, shared by its sockets (tabs, replicas), with
+a bucket of the socket's own while Redis fails."""
 
 from __future__ import annotations
 
@@ -6,11 +7,16 @@ import asyncio
 import json
 import secrets
 import time
+from pathlib import Path
 
 import pytest
 
-from connectors.webchat.rate_limit import TokenBucket
+from connectors.webchat.rate_limit import SessionBucket, TokenBucket
+from devtools.processes import RedisServer
+from devtools.redis_topologies import RedisDeployment
 from devtools.stack import RasaStack
+from omnichannel.identity import user_address
+from omnichannel.redis_client import redis_client
 from tests.connectors.webchat.helpers import open_chat, recv_frame, user_token
 
 
@@ -40,3 +46,47 @@ async def test_rate_limit_drops_excess_frames_then_recovers(
     await chat.ws.send(json.dumps({"type": "ping", "id": "after"}))
     assert await recv_frame(chat.ws) == {"type": "pong", "id": "after"}
     await chat.ws.close()
+
+
+async def test_a_session_bucket_is_shared_by_its_sockets_and_expires(
+    redis_deployment: RedisDeployment,
+) -> None:
+    address = user_address("tabs-" + secrets.token_hex(4))
+    tabs = [SessionBucket(redis_deployment.url, address, burst=3, rate=2) for _ in range(2)]
+    waits = [await tabs[n % 2].take() for n in range(6)]
+    assert waits[:3] == [0, 0, 0], "the burst, whichever tab sends"
+    assert all(0 < wait <= 0.5 for wait in waits[3:]), waits
+    other = SessionBucket(redis_deployment.url, user_address("someone-else"), burst=3, rate=2)
+    assert await other.take() == 0, "another session has its own bucket"
+    ttl = await redis_client(redis_deployment.url).pttl(tabs[0].key)
+    assert 0 < ttl <= 3 / 2 * 1000 + 1000, "it expires once it would be full again"
+    await asyncio.sleep(0.55)
+    assert await tabs[1].take() == 0, "refilled at the rate"
+
+
+async def test_the_socket_keeps_a_limit_of_its_own_while_redis_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REDIS_RETRY_SECONDS", "0")
+    server = RedisServer(tmp_path / "redis").start()
+    bucket = SessionBucket(server.url, user_address("outage"), burst=2, rate=1)
+    assert await bucket.take() == 0
+    server.stop()
+    assert [await bucket.take() > 0 for _ in range(3)] == [False, False, True]
+
+
+@pytest.mark.rasa_server
+async def test_two_tabs_of_one_session_share_one_allowance(
+    rasa_stack: RasaStack, secret: str
+) -> None:
+    token = user_token(secret, "tabs-" + secrets.token_hex(4))
+    tabs = [await open_chat(rasa_stack, token) for _ in range(2)]
+    for number in range(15):
+        for tab, chat in enumerate(tabs):
+            await chat.ws.send(json.dumps({"type": "ping", "id": f"t{tab}-{number}"}))
+    frames = [await recv_frame(chat.ws) for chat in tabs for _ in range(15)]
+    pongs = [f for f in frames if f["type"] == "pong"]
+    assert {f["code"] for f in frames if f["type"] == "error"} == {"rate_limited"}
+    assert 10 <= len(pongs) <= 13, "the burst (10) once, not once per tab"
+    for chat in tabs:
+        await chat.ws.close()
