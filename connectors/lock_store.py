@@ -54,6 +54,7 @@ from typing import (
 from rasa.core.lock_store import LOCK_LIFETIME, LockError, LockStore
 from rasa.utils.endpoints import EndpointConfig
 
+from omnichannel.metrics import LOCK_WAIT_SECONDS
 from omnichannel.redis_client import (
     REDIS_FAILURES,
     AnyRedis,
@@ -463,6 +464,7 @@ class RedisFifoLockStore(LockStore):
                 )
             )
         turn.waited_seconds = time.monotonic() - started
+        LOCK_WAIT_SECONDS.observe(turn.waited_seconds)
         logger.debug(
             "conversation %s: ticket %d holds the lock after %.1f ms",
             turn.conversation_id,

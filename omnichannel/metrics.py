@@ -62,6 +62,19 @@ DEDUPE_HITS = Counter(
     ["channel"],
 )
 
+VOICE_TURN_PART_SECONDS = Histogram(
+    "omnichannel_voice_turn_part_seconds",
+    "A voice turn's parts, server side: until its first words left (first_speech), in Rasa "
+    "(lock + processor: rasa) and added around Rasa by the connector (connector).",
+    ["part"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0),
+)
+LOCK_WAIT_SECONDS = Histogram(
+    "omnichannel_lock_wait_seconds",
+    "Time a turn waited for its conversation's lock (turns queued behind others).",
+    buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0),
+)
+
 _served_on: Optional[int] = None
 _serve_lock = threading.Lock()
 

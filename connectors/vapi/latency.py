@@ -1,11 +1,15 @@
-"""Server-side timings of the last turns, for ``GET /webhooks/vapi/stats`` (monitoring and the
-benchmark): when the first words left, time in Rasa (lock + processor, what
-``agent.handle_message`` does) and the time the connector added around it."""
+"""Server-side timings of the last turns: when the first words left, time in Rasa (lock +
+processor, what ``agent.handle_message`` does) and the time the connector added around it.
+
+``GET /webhooks/vapi/stats`` shows each of the last turns (the benchmark reads them there);
+Prometheus gets the same as histograms that it can sum over the replicas."""
 
 from __future__ import annotations
 
 from collections import deque
 from typing import Any, Deque, Dict, Tuple
+
+from omnichannel.metrics import VOICE_TURN_PART_SECONDS
 
 
 class LatencyLog:
@@ -15,7 +19,11 @@ class LatencyLog:
         self._turns: Deque[Tuple[float, float, float]] = deque(maxlen=self.KEPT)
 
     def add(self, first_speech: float, rasa: float, total: float) -> None:
+        """Keeps the turn for ``/stats`` and observes it in the Prometheus histograms."""
         self._turns.append((first_speech * 1000, rasa * 1000, (total - rasa) * 1000))
+        VOICE_TURN_PART_SECONDS.labels(part="first_speech").observe(first_speech)
+        VOICE_TURN_PART_SECONDS.labels(part="rasa").observe(rasa)
+        VOICE_TURN_PART_SECONDS.labels(part="connector").observe(max(0.0, total - rasa))
 
     def summary(self) -> Dict[str, Any]:
         turns = list(self._turns)

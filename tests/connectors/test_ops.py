@@ -22,6 +22,7 @@ from devtools.twilio_webhook import signed_sms
 from omnichannel.errors import ConfigError
 from omnichannel.metrics import metrics_port
 from omnichannel.redis_client import REDIS_FAILURES, redis_client, redis_config
+from tests.actions.helpers import phone_call
 from tests.support import new_phone_number, post_sms
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,6 +35,8 @@ FAMILIES = {
     "omnichannel_redis_command_failures",
     "omnichannel_chat_open_sockets",
     "omnichannel_dedupe_hits",
+    "omnichannel_voice_turn_part_seconds",
+    "omnichannel_lock_wait_seconds",
 }
 
 
@@ -178,3 +181,22 @@ async def test_metrics_expose_the_counters_and_they_move_with_traffic(
     assert after.get(turns, 0) >= before.get(turns, 0) + 2
     assert after.get(latency, 0) >= before.get(latency, 0) + 2
     assert after.get(dedupe, 0) >= before.get(dedupe, 0) + 1
+    # Every turn took its conversation's lock, and the lock's wait was observed.
+    lock_waits = ("omnichannel_lock_wait_seconds_count", frozenset())
+    assert after.get(lock_waits, 0) >= before.get(lock_waits, 0) + 2
+
+
+@pytest.mark.rasa_server
+async def test_a_voice_turn_is_timed_in_its_parts(rasa_stack: RasaStack) -> None:
+    """First words out, time in Rasa and the connector's own time: what /stats shows, as
+    histograms Prometheus can sum over the replicas."""
+    parts = {
+        part: ("omnichannel_voice_turn_part_seconds_count", frozenset({("part", part)}))
+        for part in ("first_speech", "rasa", "connector")
+    }
+    _, before = _scrape(rasa_stack)
+    reply = await phone_call(rasa_stack).say("hello")
+    assert reply.finish_reason == "stop"
+    _, after = _scrape(rasa_stack)
+    for key in parts.values():
+        assert after.get(key, 0) >= before.get(key, 0) + 1, key
