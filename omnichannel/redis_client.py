@@ -116,7 +116,7 @@ def check_namespace(namespace: Optional[str]) -> str:
 
 
 def global_key(*parts: str) -> str:
-    """Key of a record that belongs to no conversation (SMS dedupe, rate limits): a single-key
+    """Key of a record that belongs to no conversation (SMS dedupe by MessageSid): a single-key
     record, so it may live in any slot."""
     return ":".join((KEY_PREFIX,) + parts)
 

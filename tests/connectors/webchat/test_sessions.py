@@ -19,7 +19,7 @@ from connectors.webchat.auth import MAX_TOKEN_LIFETIME, TokenVerifier
 from connectors.webchat.frames import CLOSE_TOO_MANY, CLOSE_UNAUTHENTICATED
 from connectors.webchat.sessions import SessionLimits
 from omnichannel.identity import ANONYMOUS_TTL_SECONDS, anon_address
-from omnichannel.redis_client import redis_client
+from omnichannel.redis_client import build_client, redis_client, redis_config
 
 pytestmark = pytest.mark.rasa_server
 
@@ -145,13 +145,18 @@ async def test_every_record_of_an_anonymous_visitor_expires(rasa_stack, stack_re
 
 
 async def test_session_limits_hold_across_clients_of_one_redis(redis_deployment) -> None:
-    """Two replicas share the count: two clients of the same deployment see one limit."""
+    """Two replicas share the count: two separate clients of the same deployment see one limit."""
     limits = SessionLimits(max_sockets=2, sessions_per_minute=3)
-    first, second = redis_client(redis_deployment.url), redis_client(redis_deployment.url)
-    outcomes = [await limits.allow_new_session(c, "10.1.1.1") for c in (first, second) * 2]
-    assert outcomes[:3] == [None, None, None] and outcomes[3] is not None
-    visitor = anon_address(secrets.token_urlsafe(18))
-    held = [await limits.hold_socket(first, visitor, f"s{i}") for i in range(3)]
-    assert [hold.held for hold in held] == [True, True, False]
-    await limits.revoke(second, visitor, 60)
-    assert (await limits.hold_socket(first, visitor, "s0")).revoked
+    first = redis_client(redis_deployment.url)
+    second = build_client(redis_config(redis_deployment.url))
+    assert first is not second
+    try:
+        outcomes = [await limits.allow_new_session(c, "10.1.1.1") for c in (first, second) * 2]
+        assert outcomes[:3] == [None, None, None] and outcomes[3] is not None
+        visitor = anon_address(secrets.token_urlsafe(18))
+        held = [await limits.hold_socket(first, visitor, f"s{i}") for i in range(3)]
+        assert [hold.held for hold in held] == [True, True, False]
+        await limits.revoke(second, visitor, 60)
+        assert (await limits.hold_socket(first, visitor, "s0")).revoked
+    finally:
+        await second.close()
