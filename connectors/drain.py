@@ -31,6 +31,7 @@ from typing import Any, Awaitable, Callable, List, Optional
 
 from sanic import Blueprint, Sanic
 
+from omnichannel.leases import takeover
 from omnichannel.tasks import wait_for_in_flight
 
 logger = logging.getLogger(__name__)
@@ -64,6 +65,8 @@ class Drain:
 
     async def _drain(self) -> None:
         self.draining = True
+        # Work other replicas left is theirs to take over now, not this one's.
+        takeover().pause()
         started = time.monotonic()
         deadline = started + self.seconds
         logger.warning(

@@ -74,6 +74,17 @@ LOCK_WAIT_SECONDS = Histogram(
     "Time a turn waited for its conversation's lock (turns queued behind others).",
     buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0),
 )
+IN_FLIGHT_WORK = Gauge(
+    "omnichannel_in_flight_work",
+    "Durable in-flight items not done yet, fleet-wide (omnichannel/leases.py), by kind "
+    "(sms_outbox is the SMS outbox's depth); every replica reports the same figure: use max().",
+    ["kind"],
+)
+TAKEOVERS = Counter(
+    "omnichannel_takeovers",
+    "In-flight items this process took over from a replica that stopped renewing their lease.",
+    ["kind"],
+)
 
 _served_on: Optional[int] = None
 _serve_lock = threading.Lock()
