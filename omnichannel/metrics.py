@@ -86,6 +86,21 @@ TAKEOVERS = Counter(
     ["kind"],
 )
 
+#: Outcomes of one SMS part sent through Twilio's Messages API (omnichannel/sms_sender.py).
+SMS_SENT = "sent"
+SMS_FAILED = "failed"
+SMS_OPTED_OUT = "opted_out"
+#: A send whose outcome was unknown (timeout, dropped connection, 5xx), found in Twilio's
+#: records (so not sent again) or not found there (so sent again).
+SMS_RECONCILED_SENT = "reconciled_sent"
+SMS_RECONCILED_MISSING = "reconciled_missing"
+SMS_SENDS = Counter(
+    "omnichannel_sms_sends",
+    "SMS parts this process asked Twilio to send, by outcome (sent, failed, opted_out, and for "
+    "an unknown outcome checked against Twilio's records: reconciled_sent, reconciled_missing).",
+    ["outcome"],
+)
+
 _served_on: Optional[int] = None
 _serve_lock = threading.Lock()
 
