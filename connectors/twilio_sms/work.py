@@ -210,12 +210,7 @@ class SmsTurns:
             await self._complete(lease, EMPTY_TWIML)
             return
         if inline is not None and all(not m.params for m in rendering.messages) and inline.take():
-            answer = twiml(rendering.messages)
-            try:
-                # Stored before the webhook returns it: a duplicate gets the same answer.
-                await self._complete(lease, answer)
-            finally:
-                inline.give(answer)
+            await self._answer_inline(lease, inline, twiml(rendering.messages))
             return
         if inline is not None and inline.take():
             inline.give(EMPTY_TWIML)  # what a custom payload needs is sent by REST
@@ -240,14 +235,28 @@ class SmsTurns:
         if reply is not None:
             await self._held(self.outbox.work, reply, self.outbox.deliver(reply))
 
-    async def _complete(self, lease: Lease, answer: str, by_rest: bool = False) -> None:
+    async def _answer_inline(self, lease: Lease, inline: InlineAnswer, answer: str) -> None:
+        """Stores the answer, then gives it to the webhook; when it could not be stored (the
+        lease was lost to a replica that will answer by REST, or Redis failed and a sweeper
+        will), the webhook answers with an empty TwiML instead: never twice."""
+        store = asyncio.ensure_future(self._complete(lease, answer))
+        try:
+            await asyncio.shield(store)
+        finally:
+            # Even when a drain's hand-off cancels this task, the webhook must answer only
+            # what was stored: that one Redis call is waited for.
+            inline.give(answer if await store else EMPTY_TWIML)
+
+    async def _complete(self, lease: Lease, answer: str, by_rest: bool = False) -> bool:
+        """True when the item is done with ``answer`` here."""
         try:
             done = await self.work.complete(lease, {"twiml": answer, "by_rest": by_rest})
         except REDIS_FAILURES as error:
             logger.error("SMS %s: answer not stored (%s)", lease.item_id, type(error).__name__)
-            return
+            return False
         if not done:
-            logger.warning("SMS %s: lease lost; another replica finished it", lease.item_id)
+            logger.warning("SMS %s: lease lost; another replica answers it", lease.item_id)
+        return done
 
     async def _rendering(self, lease: Lease) -> SmsRendering:
         """What the turn answers: nothing for an opt-out keyword or an opted-out number, the
