@@ -32,7 +32,7 @@ from devtools.stack import RasaStack
 from devtools.twilio_webhook import new_sid, signed_sms, sms_form
 from omnichannel.channels import SMS
 from omnichannel.identity import IdentityStore, phone_address
-from omnichannel.leases import InFlightWork, Takeover
+from omnichannel.leases import DEFAULT_LEASE_SECONDS, InFlightWork, Takeover
 from omnichannel.rendering.sms import SmsMessage
 from omnichannel.settings import Settings
 from omnichannel.sms_sender import SmsSender
@@ -355,8 +355,12 @@ def test_a_replica_killed_mid_turn_leaves_the_reply_to_another(
         assert replies(answer) == []  # acknowledged at the inline budget
         replica.rasa_proc.kill()
         replica.rasa_proc.wait(10)
+        killed_at = time.time()
         [sent] = fake_twilio.wait_for_messages(number, 1, timeout=40)
         assert "Our stores open at 9am every day." in sent.body
+        # Within the dead replica's lease (6 s), a sweep (1 s) and a turn on the live one
+        # (10 s: a loaded machine).
+        assert sent.received_at - killed_at < DEFAULT_LEASE_SECONDS + 1 + 10
         time.sleep(1.5)
         assert len(fake_twilio.messages_to(number)) == 1
         cid = conversation_of(stack_redis, number)
