@@ -47,6 +47,8 @@ CHANNELS = (SMS, VOICE, CHAT)
 
 #: What customers say: answered by the model or the actions without ending the conversation
 #: (no goodbye, hand-off or "text me that", which would end a call or text another channel).
+#: The last three are beyond the model (nlu_fallback): the LLM fallback answers them, as slowly
+#: as the fleet's fake LLM is told to be, so kills and restarts find turns in flight.
 UTTERANCES = (
     "hi",
     "what is your refund policy",
@@ -56,6 +58,9 @@ UTTERANCES = (
     "hello there",
     "can you help me",
     "how do refunds work",
+    "do penguins have knees",
+    "which planets have rings",
+    "recommend a good novel",
 )
 
 CHAT_PATH = "/webhooks/webchat/ws"
@@ -131,6 +136,8 @@ class Traffic:
     sent: List[Sent] = field(default_factory=list)
     #: (start, end, what) of each disruption (kill, restart, failover), wall-clock seconds.
     disruptions: List[Tuple[float, Optional[float], str]] = field(default_factory=list)
+    #: Kinds of the durable work items the SIGKILLed replicas held when killed.
+    killed_holding: List[str] = field(default_factory=list)
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property

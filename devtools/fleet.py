@@ -32,7 +32,7 @@ from typing import Dict, List, Optional, Union
 
 import redis
 
-from devtools.fake_llm import FakeLlm
+from devtools.fake_llm import FakeLlm, LlmReply
 from devtools.fake_twilio import FakeTwilio
 from devtools.fake_vapi_control import FakeVapiControl
 from devtools.model import ensure_model
@@ -143,6 +143,10 @@ class Fleet:
     #: replica is out of rotation within two of them. Under 1 s, a replica busy with turns
     #: misses probes (its event loop answers late) and HAProxy takes it out for nothing.
     check_inter_ms: int = 1000
+    #: How long the fake LLM takes to answer: by default past the SMS connector's 5 s inline
+    #: budget, so those replies are texted later by REST, the work a dying replica must not
+    #: take with it.
+    llm_seconds: float = 6.0
     lb_port: int = field(default_factory=free_port)
     action_port: int = field(default_factory=free_port)
     redis: Optional[Redis] = None
@@ -195,7 +199,7 @@ class Fleet:
         secrets = local_secrets(self.lb_port)
         self.twilio = FakeTwilio(secrets["TWILIO_ACCOUNT_SID"], secrets["TWILIO_AUTH_TOKEN"])
         self.twilio.start()
-        self.llm = FakeLlm().start()
+        self.llm = FakeLlm(default=LlmReply(delay=self.llm_seconds)).start()
         self.control = FakeVapiControl().start()
         self.env = {
             **secrets,
@@ -340,6 +344,24 @@ class Fleet:
         assert self.redis is not None
         node = self.redis.master if isinstance(self.redis, RedisSentinelProcesses) else self.redis
         return node.admin_client()
+
+    def work_held_by(self, replica: Replica) -> List[str]:
+        """The kinds of the running durable work items (omnichannel/leases.py) the replica's
+        process owns, one entry per item: what a SIGKILL now leaves for a takeover."""
+        if not replica.running:
+            return []
+        assert replica.proc is not None
+        # An owner is "<host>/<pid>/<random>" (leases.REPLICA_ID).
+        pid = f"/{replica.proc.pid}/".encode()
+        held: List[str] = []
+        with self.admin_client() as client:
+            for key in client.scan_iter(match="omni:{*}:work:*", count=1000):
+                if client.type(key) != b"hash":
+                    continue
+                state, owner = client.hmget(key, "state", "owner")
+                if state == b"running" and pid in (owner or b""):
+                    held.append(key.decode().split(":work:", 1)[1].split(":", 1)[0])
+        return held
 
     # -- status -----------------------------------------------------------------------------------
 

@@ -8,8 +8,9 @@ The issue's standard, checked after the traffic (``devtools.customers.Traffic``)
 - each got its reply or the channel's explicit apology;
 - no SMS was sent twice for one inbound message (the fake Twilio's records: a REST send besides
   an inline answer, the same body twice for one message, or one idempotency token twice);
-- nothing is left "running": SMS ledger records, voice answer records and calls' in-flight
-  turns, and durable work items (``omni:{cid}:work:<kind>:<id>``, omnichannel/leases.py).
+- nothing is left "running": durable work items (``omni:{cid}:work:<kind>:<id>``,
+  omnichannel/leases.py: SMS turns, the SMS outbox, ...), voice answer records and calls'
+  in-flight turns.
 
 :func:`check` waits up to ``settle_seconds`` for running work to finish (a takeover after a
 SIGKILL waits out a lease) and returns a :class:`Report`: figures per channel, reply-time
@@ -85,17 +86,14 @@ def _json(raw: Optional[bytes]) -> Dict[str, Any]:
 def left_running(client: redis.Redis) -> List[str]:
     """Work still marked running in Redis, one line per item (empty: nothing)."""
     found: List[str] = []
-    for key in client.scan_iter(match="omni:sms:msg:*", count=1000):
-        if _json(client.get(key)).get("state") == "running":
-            found.append(f"SMS ledger {key.decode()} running")
     for key in client.scan_iter(match="omni:*:vapi:turn:*", count=1000):
         if _json(client.get(key)).get("state") == "running":
             found.append(f"voice answer {key.decode()} running")
     for key in client.scan_iter(match="omni:*:vapi:call:*", count=1000):
         if client.type(key) == b"hash" and client.hexists(key, "inflight"):
             found.append(f"voice call {key.decode()} has a turn in flight")
-    # Durable work with leases (omnichannel/leases.py): the item, not its kind's index, says
-    # whether it is still running.
+    # Durable work with leases (omnichannel/leases.py: SMS turns and the SMS outbox, chat and
+    # voice turns): the item, not its kind's index, says whether it is still running.
     for key in client.scan_iter(match="omni:{*}:work:*", count=1000):
         if client.type(key) == b"hash" and client.hget(key, "state") == b"running":
             owner = (client.hget(key, "owner") or b"?").decode()
@@ -124,6 +122,7 @@ class Report:
     problems: List[str]
     disruptions: List[Tuple[float, Optional[float], str]]
     seconds: float
+    killed_holding: List[str]
 
     @property
     def accepted(self) -> int:
@@ -152,14 +151,17 @@ class Report:
         kinds = Counter(what for _, _, what in self.disruptions)
         lines.append(
             f"SMS sent twice: {self.sms_sent_twice}; left running: {len(self.running)}; "
-            f"disruptions: {dict(kinds)}; traffic {self.seconds:.0f} s"
+            f"disruptions: {dict(kinds)}; traffic {self.seconds:.0f} s; work held by killed "
+            f"replicas: {dict(Counter(self.killed_holding))}"
         )
         return "\n".join(lines)
 
 
 def _disrupted(item: Sent, windows: Sequence[Tuple[float, Optional[float], str]]) -> bool:
+    """Whether the message was under way (sent, not yet answered) during a disruption."""
     now = time.time()
-    return any(start <= item.started <= (end or now) for start, end, _ in windows)
+    answered = item.replied_at or now
+    return any(item.started <= (end or now) and answered >= start for start, end, _ in windows)
 
 
 async def _conversations(client: redis.Redis, items: Sequence[Sent]) -> Dict[str, Optional[str]]:
@@ -266,4 +268,5 @@ def check(traffic: Traffic, settle_seconds: float = 60) -> Report:
         ],
         disruptions=list(traffic.disruptions),
         seconds=ended - started,
+        killed_holding=list(traffic.killed_holding),
     )

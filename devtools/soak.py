@@ -17,7 +17,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, List, Optional
 
 from devtools.customers import Traffic
 from devtools.fleet import Fleet
@@ -33,16 +33,29 @@ async def disrupt(traffic: Traffic, what: str, action: Callable[[], object]) -> 
         traffic.disruption_over(index)
 
 
-async def kill_and_replace(traffic: Traffic, replica_index: int) -> None:
-    """SIGKILL one replica, as a crash, and start it again (as its orchestrator would)."""
+#: How long a kill waits for its victim to hold work in flight.
+BUSY_WAIT_SECONDS = 15
+
+
+async def kill_and_replace(traffic: Traffic, replica_index: int) -> List[str]:
+    """SIGKILL one replica, as a crash, once it holds durable work in flight (or after
+    BUSY_WAIT_SECONDS), and start it again (as its orchestrator would). Returns the kinds of
+    the work items it held when killed: what the other replicas had to take over."""
     fleet = traffic.fleet
     replica = fleet.members[replica_index]
+    deadline = time.monotonic() + BUSY_WAIT_SECONDS
+    while len(held := await asyncio.to_thread(fleet.work_held_by, replica)) < 2:
+        if time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.2)
 
     def crash_and_restart() -> None:
         fleet.kill(replica)
         fleet.start_replica(replica)
 
     await disrupt(traffic, "kill", crash_and_restart)
+    traffic.killed_holding.extend(held)
+    return held
 
 
 async def until_sent(traffic: Traffic, count: int, at_least_seconds: float = 0) -> None:

@@ -35,7 +35,7 @@ async def _run(traffic: Traffic) -> None:
     customers = asyncio.create_task(traffic.run())
     try:
         await until_sent(traffic, 30)
-        await kill_and_replace(traffic, 0)
+        assert await kill_and_replace(traffic, 0), "the killed replica held no work in flight"
         await until_sent(traffic, 0, 3)
         await disrupt(traffic, "rolling restart", traffic.fleet.rolling_restart)
         await until_sent(traffic, MIN_MESSAGES, 5)
