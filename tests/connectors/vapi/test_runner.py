@@ -9,9 +9,9 @@ import pytest
 from rasa.shared.core.events import UserUttered
 
 from devtools.fake_llm import LlmReply
-from devtools.sim_vapi import VapiCall
 from tests.connectors.vapi.helpers import (
     conversation_of_stack,
+    same_call_on,
     tracker_of,
     user_texts,
     wait_until,
@@ -104,13 +104,7 @@ async def test_a_reported_interruption_is_a_barge_in_even_when_most_was_heard(st
 async def test_replicas_share_duplicates_and_supersedes(stack, rasa_replica, make_call, fake_llm):
     call = make_call()
     on_one = await call.say("where is my order")
-    other = VapiCall(
-        base_url=rasa_replica.base_url,
-        server_secret=call.server_secret,
-        number=call.number,
-        call_id=call.call_id,
-        control_url=call.control_url,
-    )
+    other = same_call_on(call, rasa_replica.base_url)
     replayed = await other.complete(call.history[:-1])
     assert replayed.text == on_one.text
     conversation = await conversation_of_stack(stack, call.number)
