@@ -188,8 +188,8 @@ async def test_metrics_expose_the_counters_and_they_move_with_traffic(
 
 @pytest.mark.rasa_server
 async def test_a_voice_turn_is_timed_in_its_parts(rasa_stack: RasaStack) -> None:
-    """First words out, time in Rasa and the connector's own time: what /stats shows, as
-    histograms Prometheus can sum over the replicas."""
+    """First words out, time in Rasa and the connector's own time, as histograms Prometheus
+    can sum over the replicas (the benchmark reads its medians there too)."""
     parts = {
         part: ("omnichannel_voice_turn_part_seconds_count", frozenset({("part", part)}))
         for part in ("first_speech", "rasa", "connector")
