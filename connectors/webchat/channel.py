@@ -123,6 +123,8 @@ class WebChatInput(InputChannel):
         self.lease_renewals = BackgroundTasks("web chat leases", in_flight=False)
         #: This process's open sockets, closed with 1012 when it drains.
         self.connections: Set[ChatConnection] = set()
+        #: Connections whose turn worker runs (a closed socket's, until its turns are done).
+        self.workers: Set[ChatConnection] = set()
         #: The server's drain, known once it starts.
         self.drain: Optional[Drain] = None
 
@@ -132,9 +134,13 @@ class WebChatInput(InputChannel):
 
     async def _close_sockets(self, deadline: float) -> None:
         """The drain's web chat step: every socket closes with 1012 once its accepted messages
-        are answered (at ``deadline`` at the latest)."""
+        are answered or, just before ``deadline``, handed off; a closed socket's messages still
+        waiting are handed off too."""
+        open_now = list(self.connections)
+        closed = [connection for connection in self.workers if connection not in open_now]
         await asyncio.gather(
-            *(connection.close_for_restart(deadline) for connection in list(self.connections))
+            *(connection.close_for_restart(deadline) for connection in open_now),
+            *(connection.settle(deadline) for connection in closed),
         )
 
     @classmethod

@@ -276,9 +276,17 @@ class ChatConnection:
             await self._release_place(socket_id)
 
     async def close_for_restart(self, deadline: float) -> None:
-        """Closes the socket with 1012 once the messages it accepted are answered, or just
-        before ``deadline`` (``time.monotonic()``), handing off those not done: the client
-        reconnects, to another replica, which also takes the handed-off messages over."""
+        """Closes the socket with 1012 once :meth:`settle` returns: the client reconnects, to
+        another replica, which also takes the handed-off messages over."""
+        await self.settle(deadline)
+        try:
+            await self.ws.close(CLOSE_SERVICE_RESTART, "server restarting; reconnect")
+        except SOCKET_CLOSED:
+            pass
+
+    async def settle(self, deadline: float) -> None:
+        """Returns once the messages this socket accepted are answered, or just before
+        ``deadline`` (``time.monotonic()``), handing off those not done."""
         bound = deadline - HANDOFF_SECONDS
         try:
             await asyncio.wait_for(self.turns.join(), max(0.0, bound - time.monotonic()))
@@ -289,10 +297,6 @@ class ChatConnection:
                 self.conversation_id,
                 released,
             )
-        try:
-            await self.ws.close(CLOSE_SERVICE_RESTART, "server restarting; reconnect")
-        except SOCKET_CLOSED:
-            pass
 
     # -- the socket's place in its session (sessions.py) -------------------------------------
 
@@ -556,14 +560,23 @@ class ChatConnection:
         return released
 
     async def _run_turns(self) -> None:
-        while (turn := await self.turns.get()) is not None:
-            try:
-                if turn.lost:
-                    logger.info("web chat: %s runs on the replica that took it", turn.frame.id)
-                elif not self._handed_off:
-                    await self._turn(turn)
-            finally:
-                self.turns.task_done()  # close_for_restart waits for these
+        """The socket's worker, until the socket closed and its accepted turns are done (a
+        drain settles it even once the socket is gone)."""
+        self.channel.workers.add(self)
+        try:
+            while True:
+                turn = await self.turns.get()
+                try:
+                    if turn is None:
+                        return
+                    if turn.lost:
+                        logger.info("web chat: %s runs on the replica that took it", turn.frame.id)
+                    elif not self._handed_off:
+                        await self._turn(turn)
+                finally:
+                    self.turns.task_done()  # settle waits for these
+        finally:
+            self.channel.workers.discard(self)
 
     async def _done(self, turn: AcceptedTurn, outcome: Dict[str, Any]) -> None:
         self.accepted.pop(turn.frame.id, None)

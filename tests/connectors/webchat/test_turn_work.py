@@ -95,6 +95,28 @@ async def test_queued_messages_keep_their_leases_and_a_drain_hands_them_off(
     assert again.turns.empty()
 
 
+async def test_a_drain_hands_off_what_a_closed_tab_left_waiting(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The customer closed the tab; its accepted messages wait for the worker (busy with a long
+    turn): the drain's web chat step hands them off too, without touching the closed socket."""
+    monkeypatch.setenv("WEBCHAT_JWT_SECRET", secrets.token_urlsafe(32))
+    channel = WebChatInput.from_credentials({})
+    channel.work = _work(redis_url, "replica-a", lease=30)
+    connection = ChatConnection(RecordedSocket(), channel, None)
+    connection.identity = ChatIdentity(user_address("tab-closed"))
+    cid = connection.conversation_id = "c_" + secrets.token_hex(8)
+    ids = [f"left-{n}-{secrets.token_hex(3)}" for n in range(2)]
+    for client_id in ids:
+        await connection._accept(TextFrame(type="message", id=client_id, text="are you there"))
+    channel.workers.add(connection)  # its worker runs on; the socket is gone (not in connections)
+
+    await channel._close_sockets(time.monotonic() + HANDOFF_SECONDS + 0.2)
+    assert connection.ws.closed is None
+    other = _work(redis_url, "replica-b", lease=30)
+    assert [(await other.take_over(cid, client_id)).attempt for client_id in ids] == [2, 2]
+
+
 # -- takeover through the shared stack -------------------------------------------------------
 
 
