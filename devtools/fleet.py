@@ -28,7 +28,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Union
+from typing import Dict, List, Optional, Tuple, Union
 
 import redis
 
@@ -103,6 +103,19 @@ def haproxy_command(socket_path: Path, command: str) -> str:
         while chunk := sock.recv(65536):
             chunks.append(chunk)
     return b"".join(chunks).decode()
+
+
+def running_work(client: redis.Redis) -> List[Tuple[str, str]]:
+    """(key, owner) of each durable work item (omnichannel/leases.py) still running: the item,
+    not its kind's index, says so."""
+    found: List[Tuple[str, str]] = []
+    for key in client.scan_iter(match="omni:{*}:work:*", count=1000):
+        if client.type(key) != b"hash":
+            continue
+        state, owner = client.hmget(key, "state", "owner")
+        if state == b"running":
+            found.append((key.decode(), (owner or b"?").decode()))
+    return found
 
 
 @dataclass
@@ -352,16 +365,13 @@ class Fleet:
             return []
         assert replica.proc is not None
         # An owner is "<host>/<pid>/<random>" (leases.REPLICA_ID).
-        pid = f"/{replica.proc.pid}/".encode()
-        held: List[str] = []
+        pid = f"/{replica.proc.pid}/"
         with self.admin_client() as client:
-            for key in client.scan_iter(match="omni:{*}:work:*", count=1000):
-                if client.type(key) != b"hash":
-                    continue
-                state, owner = client.hmget(key, "state", "owner")
-                if state == b"running" and pid in (owner or b""):
-                    held.append(key.decode().split(":work:", 1)[1].split(":", 1)[0])
-        return held
+            return [
+                key.split(":work:", 1)[1].split(":", 1)[0]
+                for key, owner in running_work(client)
+                if pid in owner
+            ]
 
     # -- status -----------------------------------------------------------------------------------
 

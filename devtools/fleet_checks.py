@@ -9,8 +9,8 @@ The issue's standard, checked after the traffic (``devtools.customers.Traffic``)
 - no SMS was sent twice for one inbound message (the fake Twilio's records: a REST send besides
   an inline answer, the same body twice for one message, or one idempotency token twice);
 - nothing is left "running": durable work items (``omni:{cid}:work:<kind>:<id>``,
-  omnichannel/leases.py: SMS turns, the SMS outbox, ...), voice answer records and calls'
-  in-flight turns.
+  omnichannel/leases.py: SMS turns and outbox, chat turns, voice turns) and calls' in-flight
+  turns (the ``inflight`` field of a call's state).
 
 :func:`check` waits up to ``settle_seconds`` for running work to finish (a takeover after a
 SIGKILL waits out a lease) and returns a :class:`Report`: figures per channel, reply-time
@@ -31,6 +31,7 @@ import redis
 import redis.asyncio as aioredis
 
 from devtools.customers import CHANNELS, CHAT, SMS, Sent, Traffic
+from devtools.fleet import running_work
 from omnichannel.identity import IdentityStore, phone_address
 
 #: How many examples of each kind of failure a report names.
@@ -75,29 +76,13 @@ def occurrences(item: Sent, user_events: Sequence[Dict[str, Any]]) -> int:
     return count
 
 
-def _json(raw: Optional[bytes]) -> Dict[str, Any]:
-    try:
-        value = json.loads(raw) if raw else {}
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
 def left_running(client: redis.Redis) -> List[str]:
     """Work still marked running in Redis, one line per item (empty: nothing)."""
     found: List[str] = []
-    for key in client.scan_iter(match="omni:*:vapi:turn:*", count=1000):
-        if _json(client.get(key)).get("state") == "running":
-            found.append(f"voice answer {key.decode()} running")
     for key in client.scan_iter(match="omni:*:vapi:call:*", count=1000):
         if client.type(key) == b"hash" and client.hexists(key, "inflight"):
             found.append(f"voice call {key.decode()} has a turn in flight")
-    # Durable work with leases (omnichannel/leases.py: SMS turns and the SMS outbox, chat and
-    # voice turns): the item, not its kind's index, says whether it is still running.
-    for key in client.scan_iter(match="omni:{*}:work:*", count=1000):
-        if client.type(key) == b"hash" and client.hget(key, "state") == b"running":
-            owner = (client.hget(key, "owner") or b"?").decode()
-            found.append(f"work item {key.decode()} running (owner {owner})")
+    found += [f"work item {key} running (owner {owner})" for key, owner in running_work(client)]
     return found
 
 
