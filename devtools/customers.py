@@ -38,6 +38,8 @@ import jwt
 import openai
 import websockets
 
+from connectors.twilio_sms.work import APOLOGY as SMS_APOLOGY
+from connectors.vapi.turn import APOLOGY as VOICE_APOLOGY
 from devtools.fleet import Fleet
 from devtools.sim_vapi import VapiCall
 from devtools.twilio_webhook import WEBHOOK_PATH, signed_headers, sms_form
@@ -73,8 +75,8 @@ SMS_TIMEOUT = 15.0
 #: one chat message before the customer gives up on it (not accepted).
 MAX_ATTEMPTS = 8
 
-#: The channels' explicit apologies (connectors/twilio_sms/channel.py, connectors/vapi/turn.py).
-APOLOGY_PREFIX = "Sorry, "
+#: The channels' explicit apologies (a chat refuses with an error frame instead).
+APOLOGIES = {SMS: SMS_APOLOGY, VOICE: VOICE_APOLOGY}
 
 
 def _backoff(attempt: int) -> float:
@@ -121,7 +123,8 @@ class Sent:
 
     @property
     def apology(self) -> bool:
-        return self.reply.startswith(APOLOGY_PREFIX)
+        apology = APOLOGIES.get(self.channel)
+        return apology is not None and apology in self.reply
 
 
 @dataclass
