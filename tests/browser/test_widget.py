@@ -5,19 +5,25 @@ chat turn, a button, and an SMS arriving while the page is open."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
+import os
 import re
 import secrets
+import signal
 import socket
 import threading
 import time
 from pathlib import Path
-from typing import List
+from typing import Any, Callable, Iterator, List, Optional
 
+import httpx
 import pytest
 import redis
 import redis.asyncio as aioredis
 from playwright.sync_api import expect, sync_playwright
 
+from devtools.fake_llm import FakeLlm, LlmReply
 from devtools.processes import ROOT
 from devtools.sim_vapi import VapiCall
 from devtools.stack import RasaStack
@@ -30,7 +36,7 @@ from tests.connectors.webchat.helpers import (
     tracker_events,
     user_token,
 )
-from tests.support import seed_order
+from tests.support import GIBBERISH, seed_order
 
 pytestmark = [pytest.mark.rasa_server, pytest.mark.browser]
 
@@ -148,6 +154,7 @@ class CuttableProxy:
     and whose door can be shut, as a flaky network or a restarting load balancer would."""
 
     def __init__(self, upstream_port: int) -> None:
+        #: Where new connections go (a test may point it at another replica, as a balancer).
         self.upstream_port = upstream_port
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
@@ -206,53 +213,126 @@ class CuttableProxy:
         self.listener.close()
 
 
+@contextlib.contextmanager
+def widget_page(
+    port: int, token: str, watch: Optional[Callable[[Any], None]] = None
+) -> Iterator[Any]:
+    """A headless Chromium page of the widget served on ``port``, once it is connected;
+    ``watch`` gets each WebSocket the page opens."""
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            page = browser.new_page()
+            if watch is not None:
+                page.on("websocket", watch)
+            page.goto(f"http://127.0.0.1:{port}/webhooks/webchat/#token={token}")
+            expect(page.locator(".omni-status")).to_have_text("Connected")
+            yield page
+        finally:
+            browser.close()
+
+
 def test_widget_reconnects_and_delivers_what_was_typed_offline(rasa_stack: RasaStack) -> None:
     sub = "offline-" + secrets.token_hex(4)
     token = user_token(rasa_stack.env["WEBCHAT_JWT_SECRET"], sub)
     proxy = CuttableProxy(rasa_stack.rasa_port)
     try:
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(
-                executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        with widget_page(proxy.port, token) as page:
+            status = page.locator(".omni-status")
+            log = page.get_by_role("log", name="Conversation")
+            box = page.get_by_label("Message to the assistant")
+            box.fill("hello")
+            box.press("Enter")
+            expect(log.locator("li.omni-bot", has_text="What can I do for you?")).to_be_visible()
+
+            proxy.cut()
+            expect(status).to_contain_text("reconnecting")
+            box.fill("what's your refund policy")
+            box.press("Enter")
+            expect(log.locator("li.omni-user.omni-pending")).to_have_text(
+                re.compile("what's your refund policy")
             )
-            try:
-                page = browser.new_page()
-                page.goto(f"http://127.0.0.1:{proxy.port}/webhooks/webchat/#token={token}")
-                status = page.locator(".omni-status")
-                expect(status).to_have_text("Connected")
-                log = page.get_by_role("log", name="Conversation")
-                box = page.get_by_label("Message to the assistant")
-                box.fill("hello")
-                box.press("Enter")
-                expect(
-                    log.locator("li.omni-bot", has_text="What can I do for you?")
-                ).to_be_visible()
+            page.wait_for_timeout(1500)  # at least one more refused attempt: backoff grows
+            proxy.restore()
 
-                proxy.cut()
-                expect(status).to_contain_text("reconnecting")
-                box.fill("what's your refund policy")
-                box.press("Enter")
-                expect(log.locator("li.omni-user.omni-pending")).to_have_text(
-                    re.compile("what's your refund policy")
-                )
-                page.wait_for_timeout(1500)  # at least one more refused attempt: backoff grows
-                proxy.restore()
-
-                expect(status).to_have_text("Connected", timeout=20_000)
-                expect(log.locator("li.omni-bot", has_text="30 days")).to_be_visible(timeout=20_000)
-                expect(log.locator("li.omni-user.omni-pending")).to_have_count(0)
-                expect(
-                    log.locator("li.omni-user", has_text="what's your refund policy")
-                ).to_have_count(1)
-                expect(log.locator("li.omni-user", has_text="hello")).to_have_count(1)
-            finally:
-                browser.close()
+            expect(status).to_have_text("Connected", timeout=20_000)
+            expect(log.locator("li.omni-bot", has_text="30 days")).to_be_visible(timeout=20_000)
+            expect(log.locator("li.omni-user.omni-pending")).to_have_count(0)
+            expect(log.locator("li.omni-user", has_text="what's your refund policy")).to_have_count(
+                1
+            )
+            expect(log.locator("li.omni-user", has_text="hello")).to_have_count(1)
     finally:
         proxy.close()
     with redis.Redis.from_url(rasa_stack.env["REDIS_URL"]) as client:
         conversation = client.get(user_address(sub).record_key).decode()
     texts = [e["text"] for e in tracker_events(rasa_stack, conversation) if e["event"] == "user"]
     assert texts == ["hello", "what's your refund policy"]  # delivered once, after the outage
+
+
+def test_widget_reconnects_after_a_restart_and_resends_only_the_unacknowledged(
+    rasa_stack: RasaStack, fake_llm: FakeLlm
+) -> None:
+    """A replica drains (SIGTERM) while a turn runs: its socket closes with 1012 once the turn
+    is answered, the widget reconnects through the balancer to the other replica and resends
+    the message the draining one did not acknowledge, and only that one."""
+    replica = rasa_stack.replica()
+    sub = "restart-" + secrets.token_hex(4)
+    token = user_token(rasa_stack.env["WEBCHAT_JWT_SECRET"], sub)
+    proxy = CuttableProxy(replica.rasa_port)
+    sockets: List[List[dict]] = []  # the frames the page sent, per socket
+
+    def watch(ws: Any) -> None:
+        sent: List[dict] = []
+        sockets.append(sent)
+        ws.on("framesent", lambda payload: sent.append(json.loads(payload)))
+
+    try:
+        with widget_page(proxy.port, token, watch) as page:
+            status = page.locator(".omni-status")
+            log = page.get_by_role("log", name="Conversation")
+            box = page.get_by_label("Message to the assistant")
+            pending = log.locator("li.omni-user.omni-pending")
+            fake_llm.reset()
+            fake_llm.script(LlmReply(content="Worth the wait.", delay=5))
+            box.fill(GIBBERISH)
+            box.press("Enter")
+            expect(pending).to_have_count(0)  # acknowledged
+            for _ in range(100):  # the turn waits for the LLM
+                if fake_llm.requests:
+                    break
+                page.wait_for_timeout(50)
+
+            os.killpg(replica.rasa_proc.pid, signal.SIGTERM)
+            proxy.upstream_port = rasa_stack.rasa_port  # the balancer stops sending it work
+            for _ in range(100):
+                if httpx.get(f"{replica.base_url}/webhooks/ops/readyz").status_code == 503:
+                    break
+                page.wait_for_timeout(50)
+            box.fill("what's your refund policy")
+            box.press("Enter")
+            expect(pending).to_have_count(1)  # the draining replica will not acknowledge it
+
+            expect(log.locator("li.omni-bot", has_text="Worth the wait.")).to_be_visible(
+                timeout=20_000
+            )
+            expect(log.locator("li.omni-bot", has_text="30 days")).to_be_visible(timeout=30_000)
+            expect(pending).to_have_count(0)
+            expect(status).to_have_text("Connected")
+            expect(log.locator("li.omni-user", has_text=GIBBERISH)).to_have_count(1)
+    finally:
+        proxy.close()
+        replica.stop()
+    messages = [
+        [frame.get("text") for frame in sent if frame["type"] == "message"] for sent in sockets
+    ]
+    assert messages == [[GIBBERISH, "what's your refund policy"], ["what's your refund policy"]]
+    with redis.Redis.from_url(rasa_stack.env["REDIS_URL"]) as client:
+        conversation = client.get(user_address(sub).record_key).decode()
+    texts = [e["text"] for e in tracker_events(rasa_stack, conversation) if e["event"] == "user"]
+    assert texts == [GIBBERISH, "what's your refund policy"]
 
 
 def conversation_of_user(stack: RasaStack, sub: str) -> str:
