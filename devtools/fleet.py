@@ -12,8 +12,11 @@ Docker's DNS) and a probe interval short enough for a test differ.
 Operations: :meth:`Fleet.kill` (SIGKILL, as a crash or an OOM kill), :meth:`Fleet.restart`
 (SIGTERM, wait for the drained process to exit, start it again on the same port, wait until
 HAProxy sees it ready), :meth:`Fleet.rolling_restart` (that, one replica after another, as a
-deploy does), :meth:`Fleet.status`. ``devtools.soak`` and ``tests/fleet`` drive it; run alone it
-starts a fleet and waits (``python -m devtools.fleet --replicas 3``).
+deploy does), :meth:`Fleet.redis_failover` (Sentinel topology: the master SIGKILLed, its replica
+promoted), :meth:`Fleet.status` (HAProxy's view, from its admin socket) and
+:meth:`Fleet.work_held_by` (the durable work a replica holds, so a kill can pick a moment when
+it matters). ``devtools.soak`` and ``tests/fleet`` drive it; run alone it starts a fleet and
+waits (``python -m devtools.fleet --replicas 3``).
 """
 
 from __future__ import annotations
