@@ -164,3 +164,18 @@ async def test_state_from_before_the_window_is_honoured_late(
             assert (await frame(ws))["type"] == "ready"
             assert (await frame(ws))["type"] == "history"
             await _scenario(rasa_stack, call, Chat(ws), kind, fake_twilio, fake_llm)
+
+
+async def test_a_caller_who_texted_before_a_long_call_is_welcomed_back(
+    rasa_stack: RasaStack,
+) -> None:
+    """The welcome-back greeting looks further back than the window: an SMS, then a call of
+    more turns than the window holds, then a second call that recalls the SMS."""
+    first = phone_call(rasa_stack)
+    await send_sms(rasa_stack, first.number, "hi")
+    await _digress(Voice(first), DIGRESSIONS, form_asks=False)
+    second = phone_call(rasa_stack, first.number)
+    answer = await second.assistant_request()
+    assert answer["assistant"]["firstMessage"] == (
+        "Welcome back! I see you texted us earlier. How can I help?"
+    )

@@ -95,7 +95,9 @@ class Greeter:
         conversation_id = await self.identity.lookup(address)
         if conversation_id is None:
             return None
-        tracker = await agent.tracker_store.retrieve(conversation_id)
+        # The whole log: a turn's tracker holds only the last few turns (the store's window),
+        # and the SMS or chat this greeting recalls may be older than those.
+        tracker = await agent.tracker_store.retrieve_full_tracker(conversation_id)
         if tracker is None:
             return None
         now = time.time()
