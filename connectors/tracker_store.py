@@ -30,7 +30,7 @@ Endpoint configuration::
       type: connectors.tracker_store.RedisEventLogTrackerStore
       url: ${REDIS_URL}
       inactivity_expiry: 2592000   # seconds, sliding; 0 = never expire
-      window_turns: 12             # user turns Rasa sees behind the carried state; 0 = all
+      window_turns: 5              # user turns Rasa sees behind the carried state; 0 = all
       rasa_patches: true           # connectors/rasa_patches.py (false = stock Rasa's turn)
       full_history_actions: [action_llm_fallback]   # get the whole session, not the window
 """
