@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -31,7 +32,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple, Union
+from typing import Dict, List, Optional, Set, Tuple, Union
 
 import redis
 
@@ -39,7 +40,7 @@ from devtools.fake_llm import FakeLlm, LlmReply
 from devtools.fake_twilio import FakeTwilio
 from devtools.fake_vapi_control import FakeVapiControl
 from devtools.model import ensure_model
-from devtools.processes import ROOT, RedisServer, free_port, spawn, stop, wait_for_port
+from devtools.processes import ROOT, RedisServer, spawn, stop, wait_for_port
 from devtools.redis_topologies import RedisSentinelProcesses
 from devtools.stack import (
     action_server_command,
@@ -59,6 +60,28 @@ EXIT_GRACE_SECONDS = 45
 MODEL_LOAD_TIMEOUT = 240
 
 Redis = Union[RedisServer, RedisSentinelProcesses]
+
+#: Where the fleet's own ports come from: below Linux's ephemeral range (32768-60999), where
+#: free_port() and outgoing connections take theirs. A replica binds its port only after some
+#: 10 s of imports, and the same port handed meanwhile to another process (a test's metrics
+#: exporter, say) was seen answering the replica's model probe.
+FLEET_PORTS = range(20000, 30000)
+_taken_ports: Set[int] = set()
+
+
+def fleet_port() -> int:
+    """A free loopback port from FLEET_PORTS that no fleet of this process was given yet."""
+    while True:
+        port = random.choice(FLEET_PORTS)
+        if port in _taken_ports:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _taken_ports.add(port)
+        return port
 
 
 def haproxy_config(
@@ -163,8 +186,8 @@ class Fleet:
     #: budget, so those replies are texted later by REST, the work a dying replica must not
     #: take with it.
     llm_seconds: float = 6.0
-    lb_port: int = field(default_factory=free_port)
-    action_port: int = field(default_factory=free_port)
+    lb_port: int = field(default_factory=fleet_port)
+    action_port: int = field(default_factory=fleet_port)
     redis: Optional[Redis] = None
     twilio: Optional[FakeTwilio] = None
     llm: Optional[FakeLlm] = None
@@ -234,7 +257,8 @@ class Fleet:
             log_path=self.log_dir / "actions.log",
         )
         self.members = [
-            Replica(f"rasa{index + 1}", free_port(), free_port()) for index in range(self.replicas)
+            Replica(f"rasa{index + 1}", fleet_port(), fleet_port())
+            for index in range(self.replicas)
         ]
         # Each replica loads the model for tens of seconds: all at once.
         for replica in self.members:
