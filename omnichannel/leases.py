@@ -332,6 +332,9 @@ class InFlightWork:
         try:
             yield hold
         finally:
+            # Stopped by the flag too: a cancellation that lands inside a Redis call can come
+            # back as a Redis error, which the renewer logs and carries on after.
+            hold.stopped = True
             renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await renewer
@@ -344,10 +347,14 @@ class LeaseHold:
         self.work = work
         self.lease = lease
         self.lost = False
+        #: Set when the block holding the lease ends.
+        self.stopped = False
 
     async def keep_renewing(self) -> None:
-        while True:
+        while not self.stopped:
             await asyncio.sleep(self.work.lease_seconds / 3)
+            if self.stopped:
+                return
             try:
                 if not await self.work.renew(self.lease):
                     self.lost = True
