@@ -10,12 +10,15 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SYSTEM_STAMP := var/.system-packages
 
-.PHONY: help install system-packages model run test lint pytest validate story-test bench lock clean
+.PHONY: help install system-packages model run test lint pytest validate responses preview conversations story-test bench lock clean
 
 help:
 	@echo "make run     start Redis (embedded unless REDIS_URL is set), the action server and Rasa"
 	@echo "make test    install what is missing, then lint, pytest, rasa data validate, rasa test"
 	@echo "make bench   benchmarks against Rasa's stock parts"
+	@echo "make responses              check every response of domain.yml for every channel"
+	@echo "make preview RESPONSE=utter_x   print a response as voice, SMS and chat render it"
+	@echo "make conversations          play tests/conversations/ against a running \`make run\`"
 	@echo "make lock    re-pin requirements.lock from requirements.in"
 
 $(STAMP): requirements.lock
@@ -63,11 +66,21 @@ pytest: $(STAMP) $(SYSTEM_STAMP) model
 validate: $(STAMP)
 	$(VENV)/bin/rasa data validate --fail-on-warnings
 
+responses: $(STAMP)
+	$(PY) -m devtools.responses check
+
+preview: $(STAMP)
+	@test -n "$(RESPONSE)" || { echo "usage: make preview RESPONSE=utter_greet"; exit 2; }
+	$(PY) -m devtools.responses preview $(RESPONSE)
+
+conversations: $(STAMP)
+	$(PY) -m devtools.conversations
+
 story-test: model
 	$(VENV)/bin/rasa test core --stories tests/ --model $$($(PY) -m devtools.model --quiet | tail -1) \
 		--fail-on-prediction-errors --out results/core
 
-test: lint validate model pytest story-test
+test: lint validate responses model pytest story-test
 	@echo "make test: all checks passed"
 
 bench: $(STAMP)
