@@ -10,11 +10,12 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SYSTEM_STAMP := var/.system-packages
 
-.PHONY: help install system-packages model run test lint pytest validate responses preview conversations story-test bench lock clean
+.PHONY: help install system-packages model run test lint pytest validate responses preview conversations story-test nlu-test bench lock clean
 
 help:
 	@echo "make run     start Redis (embedded unless REDIS_URL is set), the action server and Rasa"
-	@echo "make test    install what is missing, then lint, pytest, rasa data validate, rasa test"
+	@echo "make test    install what is missing, then lint, validate, the response check, pytest,"
+	@echo "             end-to-end story tests and the NLU evaluation"
 	@echo "make bench   benchmarks against Rasa's stock parts"
 	@echo "make responses              check every response of domain.yml for every channel"
 	@echo "make preview RESPONSE=utter_x   print a response as voice, SMS and chat render it"
@@ -76,11 +77,15 @@ preview: $(STAMP)
 conversations: $(STAMP)
 	$(PY) -m devtools.conversations
 
+# End-to-end story tests (NLU and dialogue), every failing story listed; results/stories/.
 story-test: model
-	$(VENV)/bin/rasa test core --stories tests/ --model $$($(PY) -m devtools.model --quiet | tail -1) \
-		--fail-on-prediction-errors --out results/core
+	$(PY) -m devtools.evaluate stories
 
-test: lint validate responses model pytest story-test
+# NLU cross-validation with a threshold and a per-intent report; results/nlu/.
+nlu-test: $(STAMP)
+	$(PY) -m devtools.evaluate nlu
+
+test: lint validate responses model pytest story-test nlu-test
 	@echo "make test: all checks passed"
 
 bench: $(STAMP)
