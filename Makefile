@@ -10,13 +10,14 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SYSTEM_STAMP := var/.system-packages
 
-.PHONY: help install system-packages model run test lint pytest validate responses preview conversations story-test nlu-test bench lock clean
+.PHONY: help install system-packages model run shell test lint pytest validate responses preview conversations story-test nlu-test bench lock clean
 
 help:
 	@echo "make run     start Redis (embedded unless REDIS_URL is set), the action server and Rasa"
 	@echo "make test    install what is missing, then lint, validate, the response check, pytest,"
 	@echo "             end-to-end story tests and the NLU evaluation"
 	@echo "make bench   benchmarks against Rasa's stock parts"
+	@echo "make shell CHANNEL=voice|sms|chat   talk to the assistant as that channel's customer"
 	@echo "make responses              check every response of domain.yml for every channel"
 	@echo "make preview RESPONSE=utter_x   print a response as voice, SMS and chat render it"
 	@echo "make conversations          play tests/conversations/ against a running \`make run\`"
@@ -57,6 +58,11 @@ model: $(STAMP)
 
 run: $(STAMP)
 	$(PY) -m devtools.launcher
+
+# Talk to the assistant as a voice, SMS or chat customer (own Redis and servers on free ports).
+CHANNEL ?= chat
+shell: $(STAMP) model
+	$(PY) -m devtools.shell --channel $(CHANNEL)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
