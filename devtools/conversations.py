@@ -37,7 +37,6 @@ import argparse
 import asyncio
 import difflib
 import json
-import os
 import re
 import secrets
 import sys
@@ -403,7 +402,7 @@ def summary(results: Sequence[CaseResult]) -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    from devtools.launcher import RASA_PORT, REDIS_PORT, read_env_file
+    from devtools.launcher import RASA_PORT, REDIS_PORT, local_settings
 
     parser = argparse.ArgumentParser(
         prog="python -m devtools.conversations", description=__doc__.split("\n\n")[0]
@@ -417,7 +416,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (BadTestFile, OSError, yaml.YAMLError) as error:
         print(error, file=sys.stderr)
         return 2
-    env = {"REDIS_URL": f"redis://127.0.0.1:{REDIS_PORT}", **read_env_file(), **os.environ}
+    env = {"REDIS_URL": f"redis://127.0.0.1:{REDIS_PORT}", **local_settings()}
     server = Server(arguments.server.rstrip("/"), env)
     results = asyncio.run(run_cases(cases, server, arguments.domain))
     print(summary(results))

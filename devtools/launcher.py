@@ -53,6 +53,32 @@ def read_env_file(path: Path = ENV_FILE) -> Dict[str, str]:
     return values
 
 
+def local_settings(path: Path = ENV_FILE) -> Dict[str, str]:
+    """The settings the local tools sign and connect with: ``.env`` (what ``make run`` wrote),
+    each overridden by the same variable exported in the environment."""
+    values = read_env_file(path)
+    values.update(
+        {name: os.environ[name] for name in values.keys() | _EXPORTED if name in os.environ}
+    )
+    return values
+
+
+#: Settings a tool may take from the environment even when .env lacks them.
+_EXPORTED = frozenset(
+    {
+        "PUBLIC_BASE_URL",
+        "REDIS_URL",
+        "TWILIO_ACCOUNT_SID",
+        "TWILIO_AUTH_TOKEN",
+        "TWILIO_PHONE_NUMBER",
+        "TWILIO_API_BASE_URL",
+        "VAPI_SERVER_SECRET",
+        "VAPI_CUSTOM_LLM_KEY",
+        "WEBCHAT_JWT_SECRET",
+    }
+)
+
+
 def first_run_settings() -> Dict[str, str]:
     """A fresh .env for local use: random secrets, fixed local ports, the local fake Twilio."""
     return {
