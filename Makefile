@@ -10,13 +10,14 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SYSTEM_STAMP := var/.system-packages
 
-.PHONY: help install system-packages model run shell test lint pytest validate responses preview conversations story-test nlu-test bench lock clean
+.PHONY: help install system-packages model run shell test lint pytest validate responses preview conversations story-test nlu-test bench soak lock clean
 
 help:
 	@echo "make run     start Redis (embedded unless REDIS_URL is set), the action server and Rasa"
 	@echo "make test    install what is missing, then lint, validate, the response check, pytest,"
 	@echo "             end-to-end story tests and the NLU evaluation"
 	@echo "make bench   benchmarks against Rasa's stock parts"
+	@echo "make soak    the long fleet run: replicas behind HAProxy, kills, restarts, figures"
 	@echo "make shell CHANNEL=voice|sms|chat   talk to the assistant as that channel's customer"
 	@echo "make responses              check every response of domain.yml for every channel"
 	@echo "make preview RESPONSE=utter_x   print a response as voice, SMS and chat render it"
@@ -32,24 +33,25 @@ $(STAMP): requirements.lock
 
 install: $(STAMP)
 
-# Debian packages the tests need: Chromium (the browser test, driven by Playwright) and
+# Debian packages the tests need: Chromium (the browser test, driven by Playwright),
 # redis-server 7 (the cluster, Sentinel and TLS fixtures; devtools/processes.py looks for
-# /usr/bin/redis-server). The packages' services must not start: when the machine has no
+# /usr/bin/redis-server) and HAProxy (the load balancer of the fleet test and `make soak`;
+# devtools/fleet.py looks for /usr/sbin/haproxy). The packages' services must not start: when the machine has no
 # policy-rc.d, one that refuses every start stands in for the install (invoke-rc.d and, under
 # systemd, deb-systemd-invoke both ask it).
 $(SYSTEM_STAMP): Makefile
 	@mkdir -p var
-	@if ! command -v chromium >/dev/null || ! test -x /usr/bin/redis-server; then \
+	@if ! command -v chromium >/dev/null || ! test -x /usr/bin/redis-server || ! test -x /usr/sbin/haproxy; then \
 		sudo=; [ "$$(id -u)" = 0 ] || sudo=sudo; \
 		policy=/usr/sbin/policy-rc.d; added=; \
 		if [ ! -e $$policy ]; then \
 			printf '#!/bin/sh\nexit 101\n' | $$sudo tee $$policy >/dev/null && $$sudo chmod 755 $$policy && added=1; \
 		fi; \
 		$$sudo apt-get update -qq && \
-			$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium redis-server >/dev/null; \
+			$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium redis-server haproxy >/dev/null; \
 		status=$$?; [ -z "$$added" ] || $$sudo rm -f $$policy; exit $$status; \
 	fi
-	@command -v chromium >/dev/null && test -x /usr/bin/redis-server && touch $@
+	@command -v chromium >/dev/null && test -x /usr/bin/redis-server && test -x /usr/sbin/haproxy && touch $@
 
 system-packages: $(SYSTEM_STAMP)
 
@@ -98,6 +100,9 @@ test: lint validate responses model pytest story-test nlu-test
 
 bench: $(STAMP)
 	$(PY) -m bench
+
+soak: $(STAMP) $(SYSTEM_STAMP) model
+	$(PY) -m devtools.soak
 
 lock:
 	rm -rf var/lock-venv && $(PYTHON) -m venv var/lock-venv

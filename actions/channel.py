@@ -1,5 +1,5 @@
 """The channel kind of a message (``voice``, ``sms``, ``chat``), and backchannels that are not
-turns. The ``channel`` slot is filled from :func:`channel_of` by actions/turn_context.py."""
+turns. The ``channel`` slot is filled by omnichannel/turn_context.py."""
 
 from __future__ import annotations
 

@@ -20,9 +20,10 @@ from rasa_sdk import Action, Tracker
 from rasa_sdk.events import BotUttered, EventType, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
-from actions.barge_in import OFFER_UNHEARD, RESPONSE_TOPICS, pending_unheard
+from actions.barge_in import pending_unheard
 from actions.business import OFFER_TRACKING_LINK, tracking_sms, verified_customer
 from actions.formatting import current_channel
+from omnichannel.barge_in import OFFER_UNHEARD, RESPONSE_TOPICS
 from omnichannel.orders import VerifiedIdentity, find_order
 from omnichannel.sms_sender import NoPhoneOnFile, SmsOptedOut, SmsSender, SmsSendFailed
 

@@ -8,6 +8,13 @@ event, and answers reads from a per-process copy of the last session that only h
 with the events written since it was last read. A turn costs the same at turn 10 and at turn
 1000.
 
+The tracker it hands to Rasa is bounded (``window_turns``): the last user turns of the session,
+behind a few events that carry the state the older events established (every slot, the active
+form and its requested slot), so Rasa's policies, its action payloads and the action server
+work on the same number of events at turn 10 and at turn 1,000 (see README, "Flat turns").
+The whole log stays in Redis for what needs history (the web chat, the LLM prompt: see
+:meth:`RedisEventLogTrackerStore.session_history`).
+
 Redis keys (hash-tagged by conversation, so one Cluster slot holds them all):
 
 - ``omni:{<cid>}:events``: LIST, one JSON event per entry, exactly as Rasa serialises events.
@@ -23,12 +30,17 @@ Endpoint configuration::
       type: connectors.tracker_store.RedisEventLogTrackerStore
       url: ${REDIS_URL}
       inactivity_expiry: 2592000   # seconds, sliding; 0 = never expire
+      window_turns: 12             # user turns Rasa sees behind the carried state; 0 = all
+      rasa_patches: true           # connectors/rasa_patches.py (false = stock Rasa's turn)
+      full_history_actions: [action_llm_fallback]   # sent the whole session, not the window
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
+import itertools
 import json
 import logging
 import os
@@ -39,11 +51,24 @@ from typing import Any, Awaitable, Dict, Iterable, List, Optional, Sequence, Typ
 
 from rasa.core.brokers.broker import EventBroker
 from rasa.core.tracker_store import FailSafeTrackerStore, TrackerStore
-from rasa.shared.core.constants import ACTION_SESSION_START_NAME
+from rasa.shared.core.constants import (
+    ACTION_LISTEN_NAME,
+    ACTION_SESSION_START_NAME,
+    REQUESTED_SLOT,
+)
 from rasa.shared.core.domain import Domain
-from rasa.shared.core.events import ActionExecuted, Event
+from rasa.shared.core.events import (
+    ActionExecuted,
+    ActiveLoop,
+    Event,
+    LoopInterrupted,
+    SessionStarted,
+    SlotSet,
+    UserUttered,
+)
 from rasa.shared.core.trackers import DialogueStateTracker
 
+from connectors import rasa_patches as patches
 from omnichannel.redis_client import (
     REDIS_FAILURES,
     AnyRedis,
@@ -61,6 +86,14 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_INACTIVITY_EXPIRY = 30 * 24 * 3600
 DEFAULT_CACHED_CONVERSATIONS = 1000
+#: User turns a handed-out tracker holds behind its carried state. Memoization looks at 4
+#: states and the longest rule at 5 (2 user turns); 5 turns leave room for a form's unhappy path.
+DEFAULT_WINDOW_TURNS = 5
+#: Actions whose payload carries the whole session (they quote the conversation).
+DEFAULT_FULL_HISTORY_ACTIONS = ("action_llm_fallback", "action_handle_barge_in")
+#: Metadata key that marks the events carrying the state of the turns before the window;
+#: they are never stored, and the LLM's history leaves them out.
+CARRIED = "carried_state"
 
 #: How often a save re-reads and retries when other writers keep appending in between.
 MAX_APPEND_ATTEMPTS = 20
@@ -152,6 +185,10 @@ class _SessionCopy:
     log_length: int
     session_start: int
     last_raw_event: bytes
+    #: Index in ``tracker.events`` where the handed-out window begins (an ``action_listen``
+    #: before a user message), and the events that rebuild the state before it.
+    window_start: int = 0
+    carried: List[Event] = dataclasses.field(default_factory=list)
 
 
 @dataclass
@@ -207,6 +244,9 @@ class RedisEventLogTrackerStore(TrackerStore):
         cached_conversations: Union[int, str] = DEFAULT_CACHED_CONVERSATIONS,
         key_prefix: Optional[str] = None,
         record_exp: Union[int, str, None] = None,
+        window_turns: Union[int, str] = DEFAULT_WINDOW_TURNS,
+        rasa_patches: Union[bool, str] = True,
+        full_history_actions: Sequence[str] = DEFAULT_FULL_HISTORY_ACTIONS,
         **options: Any,
     ) -> None:
         # Rasa falls back to the in-memory store on AttributeError/ImportError here, so
@@ -225,6 +265,14 @@ class RedisEventLogTrackerStore(TrackerStore):
             inactivity_expiry = record_exp
         self.inactivity_expiry = _non_negative_int("inactivity_expiry", inactivity_expiry)
         self.cached_conversations = _non_negative_int("cached_conversations", cached_conversations)
+        self.window_turns = _non_negative_int("window_turns", window_turns)
+        if str(rasa_patches).lower() not in ("true", "false"):
+            raise ConfigError(
+                f"tracker_store: rasa_patches must be true or false, got {rasa_patches!r}"
+            )
+        if str(rasa_patches).lower() == "true":
+            patches.install()
+            patches.send_history_to(frozenset(full_history_actions), self.session_history)
         self._sessions: OrderedDict[str, _SessionCopy] = OrderedDict()
         self._positions = _LogPositions()
         super().__init__(domain, event_broker)
@@ -281,7 +329,7 @@ class RedisEventLogTrackerStore(TrackerStore):
         session = await self._last_session(sender_id)
         if session is None:
             return None
-        return self._hand_out(session.tracker, session.log_length)
+        return self._hand_out(session)
 
     async def retrieve_full_tracker(self, conversation_id: str) -> Optional[DialogueStateTracker]:
         """The tracker of every session; reads the whole log, unlike ``retrieve``."""
@@ -405,7 +453,7 @@ class RedisEventLogTrackerStore(TrackerStore):
             conversation_id,
             self._client().lrange(self._events_key(conversation_id), 0, -1),
         )
-        pending = [_PendingEvent.of(event) for event in tracker.events]
+        pending = [_PendingEvent.of(event) for event in tracker.events if not _is_carried(event)]
         parsed = [json.loads(raw) for raw in stored]
         logged = [_canonical_form(parameters) for parameters in parsed]
         missing = _without(pending, logged)
@@ -471,10 +519,43 @@ class RedisEventLogTrackerStore(TrackerStore):
         )
         return int(length), int(session_start), int(start), list(raw_events)
 
-    def _hand_out(self, source: DialogueStateTracker, log_length: int) -> DialogueStateTracker:
-        tracker = _copy_tracker(source, self.max_event_history)
-        self._positions.remember(tracker, log_length)
+    def _hand_out(self, session: _SessionCopy) -> DialogueStateTracker:
+        """A copy of the session's tracker whose events are its carried state + its window."""
+        if self.window_turns:
+            _advance_window(session, self.window_turns, self.domain)
+        events: Iterable[Event] = session.tracker.events
+        if session.window_start:
+            events = itertools.chain(
+                session.carried, itertools.islice(events, session.window_start, None)
+            )
+        tracker = _copy_tracker(session.tracker, self.max_event_history, events)
+        self._positions.remember(tracker, session.log_length)
         return tracker
+
+    def session_history(self, tracker: DialogueStateTracker) -> Optional[List[Event]]:
+        """The whole session behind a windowed ``tracker`` (or a copy of one): the events
+        before its window, from this process's copy of the session, then its own.
+
+        None when ``tracker`` is not windowed, or its session is no longer cached here (the
+        caller then has the window only). Costs time in proportion to the session, so Rasa
+        asks for it only for actions that quote the conversation (``full_history_actions``).
+        """
+        events = tracker.events
+        carried = 0
+        while carried < len(events) and _is_carried(events[carried]):
+            carried += 1
+        session = self._sessions.get(tracker.sender_id)
+        if not carried or carried == len(events) or session is None:
+            return None
+        first_in_window = events[carried]
+        for index in range(session.window_start, -1, -1):
+            if index < len(session.tracker.events) and (
+                session.tracker.events[index] is first_in_window
+            ):
+                return list(itertools.islice(session.tracker.events, index)) + list(
+                    itertools.islice(events, carried, None)
+                )
+        return None
 
 
 def install_loud_state_failures(agent: Any) -> None:
@@ -602,22 +683,92 @@ def _event_class(type_name: Optional[str]) -> Optional[type[Event]]:
     return Event.resolve_by_type(type_name) if type_name else None
 
 
+def _is_carried(event: Event) -> bool:
+    return bool(event.metadata) and CARRIED in event.metadata
+
+
+def _advance_window(session: _SessionCopy, window_turns: int, domain: Domain) -> None:
+    """Moves the session's window to start ``window_turns`` user messages from its end.
+
+    The state before the new start is rebuilt from the old carried state plus the events that
+    leave the window (a replay of whole turns, so a revert inside one stays inside it); over
+    a conversation each event is replayed once more, so the cost per turn stays flat.
+    """
+    events = session.tracker.events
+    start = _window_start(events, window_turns)
+    if start <= session.window_start:
+        return
+    leaving = list(itertools.islice(events, session.window_start, start))
+    before = DialogueStateTracker.from_events(
+        session.tracker.sender_id, session.carried + leaving, slots=domain.slots
+    )
+    session.carried = _carried_state(before, events[start].timestamp)
+    session.window_start = start
+
+
+def _window_start(events: Sequence[Event], window_turns: int) -> int:
+    """Index of the ``action_listen`` before the ``window_turns``-th last user message, or 0
+    when the session is not longer than that. Walks back from the end only."""
+    users = 0
+    index = len(events)
+    for event in reversed(events):
+        index -= 1
+        if isinstance(event, UserUttered):
+            users += 1
+            if users == window_turns:
+                break
+    else:
+        return 0
+    while index > 0:
+        index -= 1
+        event = events[index]
+        if isinstance(event, ActionExecuted) and event.action_name == ACTION_LISTEN_NAME:
+            return index
+    return 0
+
+
+def _carried_state(tracker: DialogueStateTracker, timestamp: float) -> List[Event]:
+    """Events that rebuild ``tracker``'s state on an empty tracker, shaped like a session start
+    (with the active form, if any, just run): the start of a session as Rasa would carry it
+    over, so policies see the carried slots and form on the first state of the window."""
+    mark = {CARRIED: True}
+    carried: List[Event] = [
+        ActionExecuted(ACTION_SESSION_START_NAME, timestamp=timestamp, metadata=mark),
+        SessionStarted(timestamp=timestamp, metadata=mark),
+    ]
+    for name, slot in tracker.slots.items():
+        if name != REQUESTED_SLOT and slot.value != slot.initial_value:
+            carried.append(SlotSet(name, slot.value, timestamp=timestamp, metadata=mark))
+    loop = tracker.active_loop_name
+    if loop:
+        carried.append(ActionExecuted(loop, timestamp=timestamp, metadata=mark))
+        carried.append(ActiveLoop(loop, timestamp=timestamp, metadata=mark))
+        if tracker.active_loop.is_interrupted:
+            carried.append(LoopInterrupted(True, timestamp=timestamp, metadata=mark))
+    requested = tracker.get_slot(REQUESTED_SLOT)
+    if requested is not None:
+        carried.append(SlotSet(REQUESTED_SLOT, requested, timestamp=timestamp, metadata=mark))
+    return carried
+
+
 def _copy_tracker(
-    source: DialogueStateTracker, max_event_history: Optional[int]
+    source: DialogueStateTracker, max_event_history: Optional[int], events: Iterable[Event]
 ) -> DialogueStateTracker:
-    """An independent tracker equal to ``source``, made without replaying its events.
+    """An independent tracker with ``source``'s state and ``events``, made without replaying.
 
     Replaying costs time in proportion to the session's length, on every turn; copying the
     state does not. Event objects are shared, not copied: Rasa appends events to a tracker but
-    treats logged events as immutable.
+    treats logged events as immutable. The active loop is copied too: Rasa changes it in place
+    (``interrupt_loop``, ``reject_action``).
     """
     tracker = copy.copy(source)
     for name, value in vars(source).items():
         if isinstance(value, (dict, list, set)) and name != "slots":
             setattr(tracker, name, copy.deepcopy(value))
+    tracker.active_loop = copy.deepcopy(source.active_loop)
     tracker.slots = {name: copy.copy(slot) for name, slot in source.slots.items()}
     tracker._max_event_history = max_event_history
-    tracker.events = deque(source.events, maxlen=max_event_history)
+    tracker.events = deque(events, maxlen=max_event_history)
     return tracker
 
 

@@ -97,6 +97,7 @@ class RasaStack:
     action_proc: Optional[subprocess.Popen] = None
     rasa_proc: Optional[subprocess.Popen] = None
     owns_action_server: bool = True
+    endpoints: Path = ROOT / "endpoints.yml"
 
     @property
     def base_url(self) -> str:
@@ -119,7 +120,11 @@ class RasaStack:
     def start_rasa(self) -> None:
         self.rasa_proc = spawn(
             rasa_server_command(
-                self.model, self.rasa_port, self.credentials, self.env["RASA_AUTH_TOKEN"]
+                self.model,
+                self.rasa_port,
+                self.credentials,
+                self.env["RASA_AUTH_TOKEN"],
+                self.endpoints,
             ),
             env=self.process_env(),
             log_path=self.log_dir / f"rasa-{self.rasa_port}.log",
@@ -151,6 +156,7 @@ class RasaStack:
             action_port=self.action_port,
             action_proc=self.action_proc,
             owns_action_server=False,
+            endpoints=self.endpoints,
         )
         other.start_rasa()
         wait_for_model(other.base_url, self.env["RASA_AUTH_TOKEN"], timeout, other.rasa_proc)

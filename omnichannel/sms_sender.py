@@ -73,6 +73,11 @@ class SmsSendFailed(Exception):
         self.sent = list(sent)
 
 
+class TwilioUnreachable(SmsSendFailed):
+    """No connection to Twilio's API could be opened (after retries): nothing was sent, and a
+    later attempt may succeed."""
+
+
 class SmsOutcomeUnknown(SmsSendFailed):
     """A send that may have reached Twilio, whose records could not be read to tell: it is
     neither sent again nor known to have failed. The SMS outbox keeps such a reply and
@@ -315,7 +320,7 @@ class SmsSender:
             except aiohttp.ClientConnectorError as error:
                 if attempt >= self.attempts:
                     metrics.SMS_SENDS.labels(outcome=metrics.SMS_FAILED).inc()
-                    raise SmsSendFailed(
+                    raise TwilioUnreachable(
                         f"Twilio API unreachable after {attempt} attempts: {error.strerror}"
                     ) from None
                 reason = f"connection not established ({error.strerror}; nothing was sent)"

@@ -8,8 +8,10 @@ Where to look:
   :mod:`connectors.twilio_sms.inbound`; the TwiML answer: :mod:`connectors.twilio_sms.twiml`;
 - (c) how a reply is rendered as SMS (length, buttons as "Reply 1 for …", GSM-7):
   :mod:`omnichannel.rendering.sms`; sending by REST: :mod:`omnichannel.sms_sender`;
-- (d) channel state in Redis (delivery dedupe, the options last offered):
-  :mod:`connectors.twilio_sms.ledger`;
+- (d) channel state in Redis: accepted deliveries as durable in-flight work (their dedupe,
+  takeover by another replica, drain hand-off): :mod:`connectors.twilio_sms.work`; replies due
+  by REST: :mod:`connectors.twilio_sms.outbox`; idempotency tokens and the options last
+  offered: :mod:`connectors.twilio_sms.ledger`;
 - (e) routes, options (credentials.yml) and the Rasa input/output channels:
   :mod:`connectors.twilio_sms.channel`.
 """

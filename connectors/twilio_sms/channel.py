@@ -7,11 +7,13 @@ client and runs Twilio's duplicate deliveries twice. ``TwilioSmsInput`` instead:
 
 - checks ``X-Twilio-Signature`` before reading anything (:mod:`.auth`);
 - maps ``From`` (also ``whatsapp:+…``) to ``tel:+E164`` and the conversation (identity);
-- claims each delivery in the ledger (:mod:`.ledger`), so a duplicate on any replica is not a
-  second turn: it gets the first delivery's stored answer, or an empty TwiML while that runs;
+- records each delivery as durable in-flight work before answering it (:mod:`.work`), so a
+  duplicate on any replica is not a second turn (it gets the first delivery's stored answer,
+  or an empty TwiML while that runs) and a replica that dies leaves the turn to another one;
 - answers inline (TwiML) when the turn ends within ``inline_budget_seconds``; otherwise it
-  acknowledges with an empty TwiML at the budget and texts the replies through the REST API
-  (:class:`omnichannel.sms_sender.SmsSender`) when the turn ends;
+  acknowledges with an empty TwiML at the budget and texts the replies through the SMS outbox
+  (:mod:`.outbox`: recorded, then sent, reconciled with Twilio's records when a send's outcome
+  is unknown) when the turn ends;
 - handles the opt-out keywords before Rasa sees them, maps numbered button replies back to
   payloads, turns picture-only MMS into a turn, and records failed deliveries reported to
   ``/webhooks/twilio_sms/status``.
@@ -19,40 +21,33 @@ client and runs Twilio's duplicate deliveries twice. ``TwilioSmsInput`` instead:
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from typing import Any, Awaitable, Callable, Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 from multidict import MultiDict
 from pydantic import confloat, conint
-from rasa.core.channels.channel import InputChannel, OutputChannel, UserMessage
-from sanic import Blueprint, response
+from rasa.core.channels.channel import InputChannel, OutputChannel
+from sanic import Blueprint, Sanic, response
 from sanic.request import Request
 from sanic.response import HTTPResponse
 
+from connectors.drain import drain_before_stop, drain_of
 from connectors.http_limits import BodyRefused, guard_slow_headers, read_body
-from connectors.turns import TurnFailed, run_turn
 from connectors.twilio_sms.auth import MAX_REQUEST_BYTES, WebhookValidator
 from connectors.twilio_sms.inbound import InboundSms, Rejected, StatusCallback, idempotency_token
 from connectors.twilio_sms.ledger import DeliveryLedger, OfferedButtons
-from connectors.twilio_sms.twiml import EMPTY_TWIML, twiml
-from omnichannel import metrics
+from connectors.twilio_sms.outbox import SmsOutbox
+from connectors.twilio_sms.twiml import EMPTY_TWIML
+from connectors.twilio_sms.work import APOLOGY, APOLOGY_TWIML, SmsTurns, TwilioSmsOutput
 from omnichannel.channels import SMS, TWILIO_SMS
 from omnichannel.identity import IdentityStore, mask
 from omnichannel.options import ConnectorOptions
 from omnichannel.redis_client import REDIS_FAILURES, StateUnavailable, redis_client
-from omnichannel.rendering.messages import BotMessage, TurnOutput
-from omnichannel.rendering.sms import (
-    SMS_MAX_LENGTH,
-    SmsMessage,
-    SmsRendering,
-    match_button_reply,
-    render_sms,
-)
+from omnichannel.rendering.messages import BotMessage
+from omnichannel.rendering.sms import SMS_MAX_LENGTH, match_button_reply, render_sms
 from omnichannel.settings import Settings, load_settings
 from omnichannel.sms_sender import SmsRefused, SmsSender, SmsSendFailed, require_twilio
-from omnichannel.tasks import BackgroundTasks
 
 logger = logging.getLogger(__name__)
 
@@ -61,14 +56,7 @@ MAX_INLINE_BUDGET = 12.0
 #: Longest a MessageSid or an offered option is remembered (Twilio retries within hours).
 MAX_TTL_SECONDS = 30 * 24 * 3600
 
-APOLOGY = (
-    "Sorry, something went wrong on our side and your message could not be handled. "
-    "Please try again in a few minutes."
-)
-APOLOGY_RENDERING = SmsRendering(messages=(SmsMessage(body=APOLOGY),))
-APOLOGY_TWIML = twiml(APOLOGY_RENDERING.messages)
-
-OnNewMessage = Callable[[UserMessage], Awaitable[Any]]
+__all__ = ["APOLOGY", "TwilioSmsInput", "TwilioSmsOptions", "TwilioSmsOutput"]
 
 
 class TwilioSmsOptions(ConnectorOptions):
@@ -79,7 +67,7 @@ class TwilioSmsOptions(ConnectorOptions):
     inline_budget_seconds: confloat(gt=0, le=MAX_INLINE_BUDGET) = 5.0
     #: One SMS body at most (Twilio's limit is 1600).
     max_message_length: conint(ge=1, le=SMS_MAX_LENGTH) = SMS_MAX_LENGTH
-    #: How long a MessageSid is remembered.
+    #: How long a MessageSid (its turn, its reply in the outbox) is remembered.
     dedupe_ttl_seconds: conint(ge=60, le=MAX_TTL_SECONDS) = 24 * 3600
     #: How long "reply 1 for …" stays answerable.
     buttons_ttl_seconds: conint(ge=60, le=MAX_TTL_SECONDS) = 24 * 3600
@@ -92,23 +80,6 @@ def _twiml_response(body: str) -> HTTPResponse:
 def _refusal(kind: str, rejection: Rejected) -> HTTPResponse:
     logger.warning("SMS %s rejected (%d): %s", kind, rejection.status, rejection.reason)
     return response.text(rejection.reason, status=rejection.status)
-
-
-class TwilioSmsOutput(OutputChannel):
-    """Collects one turn's bot messages; the connector renders them as TwiML or REST SMS.
-
-    ``name()`` is the input channel's, so designers' ``channel: twilio_sms`` variations apply.
-    """
-
-    @classmethod
-    def name(cls) -> str:
-        return TWILIO_SMS
-
-    def __init__(self) -> None:
-        self.turn = TurnOutput()
-
-    async def send_response(self, recipient_id: str, message: Dict[str, Any]) -> None:
-        self.turn.add(message)
 
 
 class TwilioSmsPushOutput(OutputChannel):
@@ -160,7 +131,20 @@ class TwilioSmsInput(InputChannel):
         self.region = settings.default_phone_region
         self.ledger = DeliveryLedger(settings.redis_url, options.dedupe_ttl_seconds)
         self.buttons = OfferedButtons(settings.redis_url, options.buttons_ttl_seconds)
-        self.tasks = BackgroundTasks(TWILIO_SMS)
+        self.outbox = SmsOutbox(
+            settings.redis_url,
+            lambda: self._sender(self._identity()),
+            keep_seconds=options.dedupe_ttl_seconds,
+        )
+        self.turns = SmsTurns(
+            settings.redis_url,
+            keep_seconds=options.dedupe_ttl_seconds,
+            inline_budget_seconds=options.inline_budget_seconds,
+            max_message_length=options.max_message_length,
+            buttons=self.buttons,
+            identity=self._identity,
+            outbox=self.outbox,
+        )
 
     def _identity(self) -> IdentityStore:
         """The identity store on this event loop's client for the configured Redis."""
@@ -182,9 +166,20 @@ class TwilioSmsInput(InputChannel):
             raise Rejected(error.status, error.reason) from None
         return self.validator.signed_form(request.path, request.query_string, request.headers, body)
 
-    def blueprint(self, on_new_message: OnNewMessage) -> Blueprint:
+    def blueprint(self, on_new_message: Any) -> Blueprint:
+        """The routes. Turns do not go through Rasa's ``on_new_message``: they may run twice
+        (on a takeover), so they run through :func:`connectors.once.handle_once` on the app's
+        agent, which skips a message the event log already holds."""
         bp = Blueprint("omni_twilio_sms", __name__)
         guard_slow_headers(bp)
+
+        @bp.listener("before_server_start")
+        async def join_drain(app: Sanic, _: Any) -> None:
+            drain_of(app).add_step(self.turns.hand_off)
+
+        @bp.listener("after_server_start")
+        async def resume_abandoned_work(app: Sanic, _: Any) -> None:
+            self.turns.start(app.ctx)
 
         @bp.route("/", methods=["GET"])
         async def health(_: Request) -> HTTPResponse:
@@ -204,8 +199,9 @@ class TwilioSmsInput(InputChannel):
                 )
                 return _twiml_response(EMPTY_TWIML)
             token = idempotency_token(request.headers.get("i-twilio-idempotency-token"))
-            answer = await self._answer(request.app.ctx, inbound, token, started, on_new_message)
-            return _twiml_response(answer)
+            if self.turns.app_context is None:
+                self.turns.app_context = request.app.ctx
+            return _twiml_response(await self._answer(inbound, token, started))
 
         @bp.route("/status", methods=["POST"], stream=True)
         async def status(request: Request) -> HTTPResponse:
@@ -220,35 +216,20 @@ class TwilioSmsInput(InputChannel):
                 return response.text("state unavailable", status=503)
             return response.empty()
 
+        drain_before_stop(bp)
         return bp
 
     # -- messages -----------------------------------------------------------------------------
 
-    async def _answer(
-        self,
-        app_context: Any,
-        inbound: InboundSms,
-        token: Optional[str],
-        started: float,
-        on_new_message: OnNewMessage,
-    ) -> str:
-        """The TwiML for one delivery; failures of Redis or the turn give a texted apology."""
+    async def _answer(self, inbound: InboundSms, token: Optional[str], started: float) -> str:
+        """The TwiML for one delivery. When the delivery cannot be recorded (Redis), it is not
+        accepted: the texter gets an apology inline."""
         try:
-            claim = await self.ledger.claim(inbound.message_sid, token)
-        except REDIS_FAILURES as error:
-            logger.error(
-                "SMS %s from %s: delivery ledger unavailable (%s); apologising",
-                inbound.message_sid,
-                inbound.address.masked(),
-                type(error).__name__,
-            )
-            return APOLOGY_TWIML
-        if not claim.first:
-            logger.info("SMS %s is a duplicate delivery: not a new turn", inbound.message_sid)
-            metrics.DEDUPE_HITS.labels(channel=SMS).inc()
-            return claim.answer
-        try:
-            answer = await self._handle(app_context, inbound, started, on_new_message)
+            message_sid = await self.ledger.delivery_of(inbound.message_sid, token)
+            identity = self._identity()
+            cid = await identity.resolve_conversation(inbound.address, channel=SMS)
+            payload = await self._turn_payload(inbound, cid, identity)
+            return await self.turns.accept(cid, message_sid, payload, started)
         except (StateUnavailable, *REDIS_FAILURES) as error:
             logger.error(
                 "SMS %s from %s: conversation state unavailable (%s); apologising",
@@ -256,76 +237,30 @@ class TwilioSmsInput(InputChannel):
                 inbound.address.masked(),
                 mask(str(error)) or type(error).__name__,
             )
-            answer = APOLOGY_TWIML
-        if answer is not None:
-            await self._finish(inbound.message_sid, answer)
-            return answer
-        return EMPTY_TWIML
+            return APOLOGY_TWIML
 
-    async def _finish(self, message_sid: str, answer: str) -> None:
-        try:
-            await self.ledger.finish(message_sid, answer)
-        except REDIS_FAILURES as error:
-            logger.error("SMS %s: answer not stored (%s)", message_sid, type(error).__name__)
-
-    async def _handle(
-        self,
-        app_context: Any,
-        inbound: InboundSms,
-        started: float,
-        on_new_message: OnNewMessage,
-    ) -> Optional[str]:
-        """The answer, or None when the turn outlived the budget and will reply by REST."""
-        identity = self._identity()
-        cid = await identity.resolve_conversation(inbound.address, channel=SMS)
+    async def _turn_payload(
+        self, inbound: InboundSms, cid: str, identity: IdentityStore
+    ) -> Dict[str, Any]:
+        """All it takes to run the turn again on any replica (the ``sms_turn`` item)."""
         profile = await identity.profile(cid)
-        change = inbound.opt_out_change(profile.sms_opted_out)
-        if change is not None:
-            await identity.set_sms_opt_out(cid, change)
-            logger.info(
-                "%s opted %s SMS (conversation %s)",
-                inbound.address.masked(),
-                "out of" if change else "back in to",
-                cid,
-            )
-            return EMPTY_TWIML
-        if profile.sms_opted_out:
-            logger.info(
-                "SMS %s from opted-out %s: not answered (START re-subscribes)",
-                inbound.message_sid,
-                inbound.address.masked(),
-            )
-            return EMPTY_TWIML
-        output = TwilioSmsOutput()
-        message, trusted = await self._user_message(inbound, cid, output)
-        turn = asyncio.create_task(
-            self._run(app_context, on_new_message, message, output, cid, trusted)
-        )
-        remaining = max(0.0, self.options.inline_budget_seconds - (time.monotonic() - started))
-        done, _ = await asyncio.wait({turn}, timeout=remaining)
-        if turn in done:
-            rendering = turn.result()
-            if all(not m.params for m in rendering.messages):
-                return twiml(rendering.messages)
-        else:
-            logger.info(
-                "SMS %s: turn still running after %.1f s; acknowledged, replying by REST",
-                inbound.message_sid,
-                self.options.inline_budget_seconds,
-            )
-        self.tasks.start(
-            self._reply_later(inbound, cid, turn, identity),
-            f"REST reply to SMS {inbound.message_sid}",
-        )
-        return None
+        text, trusted, metadata = await self._user_message(inbound, cid)
+        return {
+            "text": text,
+            "trusted": trusted,
+            "metadata": metadata,
+            "reply_to": inbound.reply_to,
+            "from": inbound.to or None,
+            "opt_out": inbound.opt_out_change(profile.sms_opted_out),
+        }
 
     async def _user_message(
-        self, inbound: InboundSms, cid: str, output: TwilioSmsOutput
-    ) -> Tuple[UserMessage, bool]:
+        self, inbound: InboundSms, cid: str
+    ) -> Tuple[str, bool, Dict[str, Any]]:
         """What Rasa gets: the text, the intent a keyword or a picture stands for, or the
-        payload of the numbered option the text chose; and whether it is such a payload (the
-        connector's own intent or one the bot offered), which Rasa may read as an intent. The
-        customer's own text is not: ``run_turn`` escapes a leading "/"."""
+        payload of the numbered option the text chose; whether it is such a payload (the
+        connector's own intent or one the bot offered), which Rasa may read as an intent (the
+        customer's own text is not: ``run_turn`` escapes a leading "/"); and its metadata."""
         text = inbound.intent or inbound.body.strip()
         trusted = inbound.intent is not None
         metadata = inbound.metadata()
@@ -337,65 +272,7 @@ class TwilioSmsInput(InputChannel):
                 # What the chat history shows for this message (as for a clicked chat button),
                 # rather than the payload the reply stands for.
                 metadata["button_title"] = chosen.title
-        message = UserMessage(
-            text,
-            output,
-            cid,
-            input_channel=TWILIO_SMS,
-            message_id=inbound.message_sid,
-            metadata=metadata,
-        )
-        return message, trusted
-
-    async def _run(
-        self,
-        app_context: Any,
-        on_new_message: OnNewMessage,
-        message: UserMessage,
-        output: TwilioSmsOutput,
-        cid: str,
-        trusted_payload: bool,
-    ) -> SmsRendering:
-        """Run the turn and render it; a failed turn renders as the apology. ``app_context`` is
-        the Sanic app's context, where Rasa keeps its agent."""
-        try:
-            await run_turn(
-                app_context.agent, on_new_message, message, trusted_payload=trusted_payload
-            )
-        except TurnFailed as failure:
-            logger.error(
-                "SMS %s (conversation %s): turn failed: %s; apologising",
-                message.message_id,
-                cid,
-                failure.reason,
-            )
-            return APOLOGY_RENDERING
-        except Exception:  # noqa: BLE001 - an SMS is answered, not dropped with a 500
-            logger.exception(
-                "SMS %s (conversation %s): turn raised; apologising", message.message_id, cid
-            )
-            return APOLOGY_RENDERING
-        rendering = render_sms(output.turn.messages, self.options.max_message_length)
-        await self.buttons.remember(cid, rendering.buttons)
-        return rendering
-
-    async def _reply_later(
-        self, inbound: InboundSms, cid: str, turn: asyncio.Task, identity: IdentityStore
-    ) -> None:
-        """Send a turn's replies by REST once it ends, then store the delivery as answered."""
-        try:
-            rendering = await turn
-        except (StateUnavailable, *REDIS_FAILURES) as error:
-            logger.error("SMS %s: turn state failed (%s)", inbound.message_sid, error)
-            rendering = APOLOGY_RENDERING
-        try:
-            sids = await self._sender(identity).send_rendered(
-                cid, rendering.messages, to=inbound.reply_to, from_number=inbound.to or None
-            )
-            logger.info("SMS %s answered by REST: %s", inbound.message_sid, ", ".join(sids))
-        except (SmsRefused, SmsSendFailed) as error:
-            logger.error("SMS %s: REST reply not sent: %s", inbound.message_sid, error)
-        await self._finish(inbound.message_sid, EMPTY_TWIML)
+        return text, trusted, metadata
 
     # -- status callbacks ----------------------------------------------------------------------
 

@@ -1,11 +1,12 @@
-"""The barge-in arithmetic (actions/barge_in.py): what the caller did not hear; pure functions,
+"""The barge-in arithmetic (omnichannel/barge_in.py): what the caller did not hear; pure functions,
 tested directly."""
 
 from __future__ import annotations
 
 import pytest
 
-from actions.barge_in import BargeIn, heard_position, is_noise, unheard_remainder
+from actions.barge_in import is_noise
+from omnichannel.barge_in import BargeIn, heard_position, unheard_remainder
 
 POLICY = (
     "Here's our refund policy. You can return most items within 30 days of delivery for a full "

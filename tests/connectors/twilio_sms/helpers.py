@@ -4,14 +4,21 @@ connector's stack tests. Forms and signatures come from :mod:`devtools.twilio_we
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import secrets
 import xml.etree.ElementTree as ElementTree
-from typing import Dict, List, Optional
+from typing import AsyncIterator, Dict, List, Optional
 
 import httpx
+import pytest
 import redis
 import redis.asyncio as aioredis
+from rasa.core.lock_store import LockError
+from rasa.core.tracker_store import InMemoryTrackerStore
+from rasa.shared.core.domain import Domain
+from sanic import Sanic
 
-from connectors.twilio_sms.ledger import DeliveryLedger
+from connectors.twilio_sms.work import SMS_TURN
 from devtools.processes import RedisServer
 from devtools.stack import RasaStack
 from devtools.twilio_webhook import WEBHOOK_PATH, signed_headers, sms_form
@@ -80,10 +87,54 @@ def profile(stack_redis: RedisServer, conversation_id: str):
     return asyncio.run(read())
 
 
-def ledger_has(stack_redis: RedisServer, message_sid: str) -> bool:
+def delivery_recorded(stack_redis: RedisServer, message_sid: str) -> bool:
+    """Whether the delivery was accepted: its ``sms_turn`` item exists (in any conversation)."""
     with redis.Redis.from_url(stack_redis.url) as client:
-        return bool(client.exists(DeliveryLedger.message_key(message_sid)))
+        return any(client.scan_iter(match=f"omni:*:work:{SMS_TURN}:{message_sid}"))
 
 
 def stack_settings(stack: RasaStack, **overrides: str) -> Settings:
     return Settings.from_env({**stack.env, **overrides})
+
+
+async def serve_app(app: Sanic, port: int):
+    """Serves a unit-level Sanic app in this process (Sanic must be in test mode)."""
+    server = await app.create_server(
+        host="127.0.0.1", port=port, return_asyncio_server=True, access_log=False
+    )
+    await server.startup()
+    await server.start_serving()
+    return server
+
+
+def channel_env(monkeypatch: pytest.MonkeyPatch, **overrides: str) -> Dict[str, str]:
+    """A Twilio account in the environment, as ``from_credentials`` reads it."""
+    env = {
+        "PUBLIC_BASE_URL": "http://127.0.0.1:1",
+        "TWILIO_AUTH_TOKEN": secrets.token_hex(16),
+        "TWILIO_ACCOUNT_SID": "AC" + "1" * 32,
+        "TWILIO_PHONE_NUMBER": "+15005550006",
+        **overrides,
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return env
+
+
+class AgentWithoutLocks:
+    """The parts of Rasa's Agent a turn touches, with a lock store whose locks never come (as
+    Rasa's does when a conversation stays busy): after ``seconds`` (when ``slow``) the turn
+    fails with Rasa's LockError."""
+
+    def __init__(self, slow: bool, seconds: float = 1.5) -> None:
+        self.tracker_store = InMemoryTrackerStore(Domain.empty())
+        self.slow = slow
+        self.seconds = seconds
+        self.lock_store = self
+
+    @contextlib.asynccontextmanager
+    async def lock(self, conversation_id: str) -> AsyncIterator[None]:
+        if self.slow:
+            await asyncio.sleep(self.seconds)
+        raise LockError("could not acquire lock for the conversation")
+        yield

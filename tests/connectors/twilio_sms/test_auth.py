@@ -21,8 +21,8 @@ from omnichannel.settings import Settings
 from tests.connectors.twilio_sms.helpers import (
     WEBHOOK,
     conversation_of,
+    delivery_recorded,
     inbound,
-    ledger_has,
     post_signed,
     replies,
     text_sms,
@@ -192,7 +192,7 @@ def test_signed_request_is_answered_and_forged_or_unsigned_ones_are_refused(
     assert answer.status_code == 403
 
     for params in (forged, unsigned, tampered):
-        assert not ledger_has(stack_redis, params["MessageSid"])
+        assert not delivery_recorded(stack_redis, params["MessageSid"])
     for number in (forged_number, unsigned_number, tampered_number):
         assert conversation_of(stack_redis, number) is None
 

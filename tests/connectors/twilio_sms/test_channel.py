@@ -37,11 +37,14 @@ from omnichannel.sms_sender import SmsOptedOut, SmsSender
 from tests.actions.helpers import say, texts, tracker
 from tests.connectors.twilio_sms.helpers import (
     STATUS,
+    AgentWithoutLocks,
+    channel_env,
     conversation_of,
     inbound,
     post_signed,
     profile,
     replies,
+    serve_app,
     stack_settings,
     text_sms,
     user_events,
@@ -112,32 +115,9 @@ def _sanic_test_mode(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(Sanic, "test_mode", True)
 
 
-async def _serve(app: Sanic, port: int):
-    server = await app.create_server(
-        host="127.0.0.1", port=port, return_asyncio_server=True, access_log=False
-    )
-    await server.startup()
-    await server.start_serving()
-    return server
-
-
-def _channel_env(monkeypatch: pytest.MonkeyPatch, **overrides: str) -> Dict[str, str]:
-    """A Twilio account in the environment, as ``from_credentials`` reads it."""
-    env = {
-        "PUBLIC_BASE_URL": "http://127.0.0.1:1",
-        "TWILIO_AUTH_TOKEN": secrets.token_hex(16),
-        "TWILIO_ACCOUNT_SID": "AC" + "1" * 32,
-        "TWILIO_PHONE_NUMBER": "+15005550006",
-        **overrides,
-    }
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    return env
-
-
 async def test_redis_down_gets_a_texted_apology(monkeypatch: pytest.MonkeyPatch) -> None:
     """No Redis: the delivery cannot be recorded, so the texter is told, not silently dropped."""
-    env = _channel_env(monkeypatch, REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
+    env = channel_env(monkeypatch, REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
     channel = TwilioSmsInput.from_credentials({"inline_budget_seconds": 2})
     app = Sanic(f"redis_down_{secrets.token_hex(4)}")
 
@@ -146,7 +126,7 @@ async def test_redis_down_gets_a_texted_apology(monkeypatch: pytest.MonkeyPatch)
 
     app.blueprint(channel.blueprint(never_called), url_prefix="/webhooks/twilio_sms")
     port = free_port()
-    server = await _serve(app, port)
+    server = await serve_app(app, port)
     try:
         sms = signed_sms(env, new_phone_number(), "where is my order")
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=20) as client:
@@ -162,14 +142,14 @@ async def test_behind_a_trusted_proxy_the_channel_checks_the_forwarded_url(
 ) -> None:
     """The validator gets Sanic's real headers: a delivery report signed for the tunnel's URL
     is accepted through a trusted proxy, and one signed for the configured URL is not."""
-    env = _channel_env(
+    env = channel_env(
         monkeypatch, PUBLIC_BASE_URL="https://configured.example", TRUST_PROXY_HEADERS="true"
     )
     channel = TwilioSmsInput.from_credentials({})
     app = Sanic(f"proxy_{secrets.token_hex(4)}")
     app.blueprint(channel.blueprint(None), url_prefix="/webhooks/twilio_sms")
     port = free_port()
-    server = await _serve(app, port)
+    server = await serve_app(app, port)
     report = {"MessageSid": new_sid(), "MessageStatus": "delivered", "To": new_phone_number()}
     forwarded = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "abc123.tunnel.example"}
     tunnel = {**env, "PUBLIC_BASE_URL": "https://abc123.tunnel.example"}
@@ -197,28 +177,18 @@ async def test_a_failed_turn_is_answered_with_an_apology(
 ) -> None:
     """Rasa raising out of a turn (here LockError: the conversation's lock never came) is told
     to the texter, inline or by REST, and logged with the reason."""
-    from rasa.core.lock_store import LockError
-    from rasa.core.tracker_store import InMemoryTrackerStore
-    from rasa.shared.core.domain import Domain
-
-    env = _channel_env(
+    env = channel_env(
         monkeypatch,
         TWILIO_AUTH_TOKEN=fake_twilio.auth_token,
         TWILIO_ACCOUNT_SID=fake_twilio.account_sid,
         TWILIO_API_BASE_URL=fake_twilio.url,
     )
     channel = TwilioSmsInput.from_credentials({"inline_budget_seconds": 1})
-
-    async def rasa_gives_up(message) -> None:
-        if slow:
-            await asyncio.sleep(1.5)
-        raise LockError("could not acquire lock for the conversation")
-
     app = Sanic(f"turn_fails_{secrets.token_hex(4)}")
-    app.ctx.agent = InMemoryTrackerStore(Domain.empty())
-    app.blueprint(channel.blueprint(rasa_gives_up), url_prefix="/webhooks/twilio_sms")
+    app.ctx.agent = AgentWithoutLocks(slow)
+    app.blueprint(channel.blueprint(None), url_prefix="/webhooks/twilio_sms")
     port = free_port()
-    server = await _serve(app, port)
+    server = await serve_app(app, port)
     number = new_phone_number()
     sms = signed_sms(env, number, "where is my order")
     try:

@@ -23,8 +23,8 @@ from devtools.twilio_webhook import new_sid, sms_form
 from omnichannel.identity import phone_address
 from tests.connectors.twilio_sms.helpers import (
     conversation_of,
+    delivery_recorded,
     inbound,
-    ledger_has,
     post_signed,
 )
 from tests.support import new_phone_number
@@ -169,7 +169,7 @@ def test_bad_input_is_refused_without_writing_anything(
     assert reason in answer.text
     assert conversation_of(stack_redis, number) is None
     if "MessageSid" in params:
-        assert not ledger_has(stack_redis, params["MessageSid"])
+        assert not delivery_recorded(stack_redis, params["MessageSid"])
 
 
 def status_form(status: str, error: str = "", to: str = SENDER) -> Dict[str, str]:

@@ -1,6 +1,6 @@
-"""The connector's Redis state (connectors/twilio_sms/ledger.py): the delivery ledger and the
+"""The connector's Redis state (connectors/twilio_sms/ledger.py): the idempotency tokens and the
 offered options on a real Redis without Rasa, then duplicate deliveries across two replicas of
-the real stack."""
+the real stack (their dedupe is the sms_turn item, connectors/twilio_sms/work.py)."""
 
 from __future__ import annotations
 
@@ -10,15 +10,14 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from connectors.twilio_sms.ledger import DeliveryLedger, OfferedButtons
-from connectors.twilio_sms.twiml import EMPTY_TWIML, twiml
 from devtools.processes import RedisServer
 from devtools.redis_topologies import RedisDeployment
 from devtools.stack import RasaStack
 from devtools.twilio_webhook import new_sid
 from omnichannel.rendering.messages import Button
-from omnichannel.rendering.sms import SmsMessage
 from tests.connectors.twilio_sms.helpers import (
     conversation_of,
+    delivery_recorded,
     inbound,
     post_signed,
     replies,
@@ -27,48 +26,19 @@ from tests.connectors.twilio_sms.helpers import (
 from tests.redis_matrix import sync_client
 from tests.support import new_phone_number
 
-ANSWER = twiml([SmsMessage(body="Here's our refund policy.")])
 
-
-async def test_a_delivery_is_claimed_once_and_duplicates_get_its_answer(
-    redis_deployment: RedisDeployment,
-) -> None:
-    ledger = DeliveryLedger(redis_deployment.url, ttl_seconds=120)
-    sid = new_sid()
-    assert (await ledger.claim(sid, None)).first
-    running = await ledger.claim(sid, None)
-    assert (running.first, running.answer) == (False, EMPTY_TWIML)  # still running
-    await ledger.finish(sid, ANSWER)
-    done = await ledger.claim(sid, None)
-    assert (done.first, done.answer) == (False, ANSWER)
-    with sync_client(redis_deployment.url) as client:
-        assert 0 < client.ttl(DeliveryLedger.message_key(sid)) <= 120
-
-
-async def test_an_idempotency_token_recognises_a_retry_under_a_new_sid(
+async def test_an_idempotency_token_stands_for_the_delivery_it_first_came_with(
     redis_deployment: RedisDeployment,
 ) -> None:
     ledger = DeliveryLedger(redis_deployment.url, ttl_seconds=120)
     token = secrets.token_hex(16)
     first, retry = new_sid(), new_sid()
-    assert (await ledger.claim(first, token)).first
-    await ledger.finish(first, ANSWER)
-    again = await ledger.claim(retry, token)
-    assert (again.first, again.answer) == (False, ANSWER)
+    assert await ledger.delivery_of(first, token) == first
+    assert await ledger.delivery_of(retry, token) == first  # a retry under a new MessageSid
+    assert await ledger.delivery_of(retry, None) == retry
+    assert await ledger.delivery_of(retry, secrets.token_hex(16)) == retry
     with sync_client(redis_deployment.url) as client:
-        assert not client.exists(DeliveryLedger.message_key(retry))  # no second record
-    assert (await ledger.claim(new_sid(), secrets.token_hex(16))).first
-
-
-async def test_an_unreadable_record_is_answered_with_an_empty_twiml(
-    redis_deployment: RedisDeployment,
-) -> None:
-    ledger = DeliveryLedger(redis_deployment.url, ttl_seconds=120)
-    sid = new_sid()
-    with sync_client(redis_deployment.url) as client:
-        client.set(DeliveryLedger.message_key(sid), b"not json")
-    claim = await ledger.claim(sid, None)
-    assert (claim.first, claim.answer) == (False, EMPTY_TWIML)
+        assert 0 < client.ttl(DeliveryLedger.token_key(token)) <= 120
 
 
 async def test_offered_buttons_are_kept_replaced_and_cleared(
@@ -118,3 +88,5 @@ def test_duplicate_delivery_on_two_replicas_is_one_turn(
     cid = conversation_of(stack_redis, number)
     events = user_events(rasa_stack, cid)
     assert [e["message_id"] for e in events] == [params["MessageSid"]]
+    assert delivery_recorded(stack_redis, params["MessageSid"])
+    assert not delivery_recorded(stack_redis, retried["MessageSid"])  # known by its token
