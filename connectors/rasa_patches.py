@@ -154,8 +154,3 @@ def install() -> None:
     ActionExtractSlots._run_custom_action = _run_custom_action
     RemoteAction._validate_action_result = _validate_action_result
     RemoteAction._action_call_format = _action_call_format
-
-
-def installed() -> bool:
-    """Whether :func:`install` has patched Rasa in this process."""
-    return ActionExtractSlots._run_custom_action is _run_custom_action

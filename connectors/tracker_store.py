@@ -32,7 +32,7 @@ Endpoint configuration::
       inactivity_expiry: 2592000   # seconds, sliding; 0 = never expire
       window_turns: 12             # user turns Rasa sees behind the carried state; 0 = all
       rasa_patches: true           # connectors/rasa_patches.py (false = stock Rasa's turn)
-      full_history_actions: [action_llm_fallback]   # sent the whole session, not the window
+      full_history_actions: [action_llm_fallback]   # get the whole session, not the window
 """
 
 from __future__ import annotations
@@ -89,8 +89,13 @@ DEFAULT_CACHED_CONVERSATIONS = 1000
 #: User turns a handed-out tracker holds behind its carried state. Memoization looks at 4
 #: states and the longest rule at 5 (2 user turns); 5 turns leave room for a form's unhappy path.
 DEFAULT_WINDOW_TURNS = 5
-#: Actions whose payload carries the whole session (they quote the conversation).
-DEFAULT_FULL_HISTORY_ACTIONS = ("action_llm_fallback", "action_handle_barge_in")
+#: Actions whose payload carries the whole session: the LLM's prompt quotes the conversation,
+#: "text me that" looks back for the latest thing worth texting.
+DEFAULT_FULL_HISTORY_ACTIONS = (
+    "action_llm_fallback",
+    "action_handle_barge_in",
+    "action_send_by_sms",
+)
 #: Metadata key that marks the events carrying the state of the turns before the window;
 #: they are never stored, and the LLM's history leaves them out.
 CARRIED = "carried_state"
@@ -269,6 +274,13 @@ class RedisEventLogTrackerStore(TrackerStore):
         if str(rasa_patches).lower() not in ("true", "false"):
             raise ConfigError(
                 f"tracker_store: rasa_patches must be true or false, got {rasa_patches!r}"
+            )
+        if isinstance(full_history_actions, str) or not all(
+            isinstance(name, str) for name in full_history_actions
+        ):
+            raise ConfigError(
+                "tracker_store: full_history_actions must be a list of action names, "
+                f"got {full_history_actions!r}"
             )
         if str(rasa_patches).lower() == "true":
             patches.install()

@@ -122,6 +122,16 @@ return 1
 """
 )
 
+# KEYS: item. ARGV: owner, payload json. Returns 1 when replaced, 0 when the lease was lost.
+_UPDATE = LuaScript(
+    """
+local found = redis.call('HMGET', KEYS[1], 'state', 'owner')
+if found[1] ~= 'running' or found[2] ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'payload', ARGV[2])
+return 1
+"""
+)
+
 # KEYS: item. ARGV: owner. Ends the lease now, so another replica takes the work over at once
 # (a draining replica hands off what it will not finish). Returns 1 when released.
 _RELEASE = LuaScript(
@@ -257,6 +267,17 @@ class InFlightWork:
                 self.index_key, self._member(lease.conversation_id, lease.item_id)
             )
         return bool(int(done))
+
+    async def update(self, lease: Lease, payload: Dict[str, Any]) -> bool:
+        """Replaces the payload a takeover resumes from, for work whose details are known only
+        once it is recorded (a voice turn learns its utterance from the call state its record
+        claims); False when the lease was lost meanwhile."""
+        updated = await _UPDATE(
+            self._redis(),
+            [self.item_key(lease.conversation_id, lease.item_id)],
+            [lease.owner, json.dumps(payload)],
+        )
+        return bool(int(updated))
 
     async def release(self, lease: Lease) -> bool:
         """Hands the work off: its lease ends now, so the next sweep (on any replica) takes it.

@@ -18,10 +18,10 @@ Where to look:
   answer, superseding requests, barge-in.
 - ``turn.py``: one voice turn and its states (claimed, running, superseded, finished).
 - ``call_state.py``: channel state: the call's state and the turns' answers in Redis.
-- ``runner.py``: a turn through Rasa, once: claims, duplicates, supersedes, reverts.
+- ``runner.py``: a turn through Rasa, once: claims, duplicates, takeovers, supersedes, reverts.
 - ``call_control.py``: hanging up and transferring through VAPI's Live Call Control.
 - ``callers.py``: who is calling, and their conversation.
 - ``server_messages.py`` (with ``tools.py``): assistant-request, end-of-call-report, tool calls…
-- ``stream.py``: a turn's speech as the SSE response; ``latency.py``: the ``/stats`` numbers.
+- ``stream.py``: a turn's speech as the SSE response; ``latency.py``: its timings as metrics.
 - ``channel.py``: the Rasa input/output channels, their credentials.yml options and the routes.
 """

@@ -2,9 +2,10 @@
 
 Routes under ``/webhooks/vapi``: ``POST /chat/completions`` (also
 ``/chat/completions/chat/completions``), VAPI's custom LLM, one caller turn in and the
-assistant's speech out as an SSE stream; ``POST /events``, server messages; ``GET /stats``, the
-latency of the last turns; ``GET /``, health. Each route authenticates (auth.py), parses
-(wire.py) and hands over: turns to runner.py, server messages to server_messages.py.
+assistant's speech out as an SSE stream; ``POST /events``, server messages; ``GET /``, health
+(the turns' latency is in the Prometheus metrics, summed over the replicas there). Each route
+authenticates (auth.py), parses (wire.py) and hands over: turns to runner.py, server messages to
+server_messages.py.
 """
 
 from __future__ import annotations
@@ -16,18 +17,18 @@ from typing import Any, Awaitable, Callable, Dict, List, Optional
 from pydantic import confloat, conint, constr
 from rasa.core.channels.channel import InputChannel, OutputChannel, UserMessage
 from rasa.core.lock_store import LockError
-from sanic import Blueprint, response
+from sanic import Blueprint, Sanic, response
 from sanic.request import Request
 from sanic.response import HTTPResponse
 
 from connectors.http_limits import BodyRefused, guard_slow_headers, read_body
 from connectors.vapi.auth import VapiAuth
 from connectors.vapi.call_control import DEFAULT_CONTROL_HOSTS, control_policy
-from connectors.vapi.call_state import CallStore, answer_key, call_key
+from connectors.vapi.call_state import DEFAULT_TURN_LEASE_SECONDS, CallStore, call_key, turn_id
 from connectors.vapi.callers import Callers
 from connectors.vapi.greeting import Greeter
 from connectors.vapi.hearing import dialogue
-from connectors.vapi.latency import LatencyLog
+from connectors.vapi.latency import observe_turn
 from connectors.vapi.runner import TurnRunner
 from connectors.vapi.server_messages import ServerMessages
 from connectors.vapi.stream import stream_speech, stream_static
@@ -45,6 +46,7 @@ from connectors.vapi.wire import (
 )
 from omnichannel.channels import VAPI, VOICE
 from omnichannel.identity import Address, IdentityStore
+from omnichannel.leases import takeover
 from omnichannel.options import ConnectorOptions
 from omnichannel.redis_client import REDIS_FAILURES, StateUnavailable
 from omnichannel.rendering.messages import BotMessage
@@ -73,6 +75,8 @@ class VapiOptions(ConnectorOptions):
     #: How long a duplicate waits for a turn running on another replica (VAPI itself gives up
     #: on a request after the model's timeoutSeconds, at most a minute).
     duplicate_wait_seconds: confloat(ge=0, le=60) = 20.0
+    #: A running turn's lease: a duplicate finding its replica silent this long takes it over.
+    turn_lease_seconds: confloat(ge=0.5, le=30) = DEFAULT_TURN_LEASE_SECONDS
     #: Trust a plain ``user_id`` variable on web calls. Off: a browser starting a web call
     #: sets variableValues itself, so only a signed ``user_token`` (web chat JWT) is trusted.
     trust_user_id_variable: bool = False
@@ -131,7 +135,7 @@ class VapiInput(InputChannel):
             options.trust_user_id_variable,
         )
         self.greeter = Greeter(identity, options.assistant_request_timeout)
-        calls = CallStore(settings.redis_url)
+        calls = CallStore(settings.redis_url, options.turn_lease_seconds)
         self.runner = TurnRunner(
             calls,
             BackgroundTasks(VAPI),
@@ -141,7 +145,6 @@ class VapiInput(InputChannel):
         )
         self.server_messages = ServerMessages(settings, self.callers, self.greeter, calls)
         self.control_policy = control_policy(options.control_url_hosts, settings.public_base_url)
-        self.latency = LatencyLog()
 
     @classmethod
     def name(cls) -> str:
@@ -159,6 +162,12 @@ class VapiInput(InputChannel):
         bp = Blueprint("omni_vapi", __name__)
         guard_slow_headers(bp)
 
+        @bp.listener("after_server_start")
+        async def take_over_abandoned_turns(app: Sanic, _: Any) -> None:
+            # Turns whose replica died and that nobody re-POSTs are finished by the sweeper.
+            calls = self.runner.calls
+            takeover().register(calls.turns, lambda lease: self.runner.resume(app.ctx.agent, lease))
+
         @bp.route("/", methods=["GET"])
         async def health(_: Request) -> HTTPResponse:
             return response.json({"status": "ok"})
@@ -175,12 +184,6 @@ class VapiInput(InputChannel):
             name="completions_doubled",
             stream=True,
         )
-
-        @bp.route("/stats", methods=["GET"])
-        async def stats(request: Request) -> HTTPResponse:
-            if not self.auth.check_shared_secret(request.headers):
-                return response.json({"error": "missing or wrong credentials"}, status=401)
-            return response.json(self.latency.summary())
 
         @bp.route("/events", methods=["POST"], stream=True)
         async def events(request: Request) -> HTTPResponse:
@@ -221,22 +224,22 @@ class VapiInput(InputChannel):
         turn = VoiceTurn(
             conversation_id=conversation_id,
             call_id=call_id,
-            answer_key=answer_key(conversation_id, call_id, ordinal, user_texts[-1]),
+            turn_id=turn_id(call_id, ordinal, user_texts[-1]),
             call_key=call_key(conversation_id, call_id),
             ordinal=ordinal,
             last_text=user_texts[-1],
             control_url=self._control_url(call),
+            metadata=_turn_metadata(address, call, parsed),
         )
-        metadata = _turn_metadata(address, call, parsed)
         try:
-            started = await self.runner.start(agent, turn, parsed.messages, metadata)
+            started = await self.runner.start(agent, turn, parsed.messages)
         except StateUnavailable as error:
             logger.error("voice call %s: %s", call_id, error)
             return await stream_static(request, writer, [APOLOGY])
         first_speech = await stream_speech(request, writer, started.listener, started.turn)
         if started.claimed and turn.rasa_seconds is not None and first_speech is not None:
             total = time.perf_counter() - received
-            self.latency.add(first_speech - received, turn.rasa_seconds, total)
+            observe_turn(first_speech - received, turn.rasa_seconds, total)
         return None
 
     def _control_url(self, call: Call) -> Optional[str]:

@@ -4,6 +4,12 @@
   first request claims the key in Redis (call_state.py) and its answer is recorded there; a
   duplicate replays that answer, live if the turn still runs (here or on another replica),
   without a second Rasa turn.
+- **Takeover.** A running turn holds a short lease on its record, renewed while it runs. A
+  duplicate finding the lease run out (the replica died or hangs) takes the turn over and
+  answers the caller itself; the sweeper (:func:`omnichannel.leases.takeover`) does the same
+  for a turn nobody re-POSTs, so its utterance and answer are recorded. Either way the turn
+  goes through :func:`connectors.once.handle_once`: if the dead replica had processed the
+  utterance, its replies in the event log are spoken (no second Rasa turn), else it runs.
 - **Superseded turns.** When the caller keeps talking, VAPI cancels the request and POSTs again
   with a longer utterance (hearing.supersedes decides). The new turn takes over the call's "in
   flight" record and the old one is superseded (turn.py): on this replica at once, on another
@@ -28,7 +34,9 @@ from typing import Any, Awaitable, Callable, Dict, Optional, Sequence
 from rasa.core.channels.channel import OutputChannel, UserMessage
 from rasa.shared.core.constants import ACTION_LISTEN_NAME
 from rasa.shared.core.events import ActionExecuted, UserUtteranceReverted, UserUttered
+from rasa.shared.core.trackers import DialogueStateTracker
 
+from connectors.once import handle_once, replies_to
 from connectors.turns import TurnFailed, run_turn
 from connectors.vapi.call_control import send_control
 from connectors.vapi.call_state import CallStore
@@ -37,7 +45,9 @@ from connectors.vapi.turn import APOLOGY, END, VoiceTurn
 from connectors.vapi.wire import USER_TEXT_MAX_CHARS, ChatMessage
 from omnichannel import metrics
 from omnichannel.channels import VAPI, VOICE
+from omnichannel.leases import Lease
 from omnichannel.redis_client import StateUnavailable
+from omnichannel.rendering.messages import BotMessage
 from omnichannel.tasks import BackgroundTasks
 
 logger = logging.getLogger(__name__)
@@ -77,7 +87,7 @@ class TurnRunner:
         self.barge_in_threshold = barge_in_threshold
         #: How long a duplicate waits for a turn running on another replica.
         self.duplicate_wait_seconds = duplicate_wait_seconds
-        #: Turns running in this process, by answer key (duplicates attach to them).
+        #: Turns running in this process, by turn id (duplicates attach to them).
         self._turns: Dict[str, VoiceTurn] = {}
 
     async def start(
@@ -85,7 +95,6 @@ class TurnRunner:
         agent: Any,
         turn: VoiceTurn,
         messages: Sequence[ChatMessage],
-        metadata: Dict[str, Any],
     ) -> Started:
         """Claim ``turn`` and run it, or attach to the request that claimed it first.
 
@@ -93,7 +102,7 @@ class TurnRunner:
         the request. Raises StateUnavailable when the turn could not even be claimed.
         """
         started: asyncio.Future = asyncio.get_running_loop().create_future()
-        work = self._claim_and_run(agent, turn, messages, metadata, started)
+        work = self._claim_and_run(agent, turn, messages, started)
         self.tasks.start(self._begin(turn, work, started), f"turn on call {turn.call_id}")
         return await asyncio.shield(started)
 
@@ -114,10 +123,9 @@ class TurnRunner:
         agent: Any,
         turn: VoiceTurn,
         messages: Sequence[ChatMessage],
-        metadata: Dict[str, Any],
         started: asyncio.Future,
     ) -> None:
-        local = self._turns.get(turn.answer_key)
+        local = self._turns.get(turn.turn_id)
         if local is not None:
             started.set_result(Started(local.listen(), local, claimed=False))
             return
@@ -126,40 +134,66 @@ class TurnRunner:
         except StateUnavailable as error:
             started.set_exception(error)
             return
-        if claim.call is None:
+        if claim.call is None or claim.lease is None:
             queue: asyncio.Queue = asyncio.Queue()
             started.set_result(Started(queue, None, claimed=False))
-            await self._replay(turn, claim.answer or {}, queue)
+            await self._replay(agent, turn, claim.answer or {}, queue)
             return
         call = claim.call
         spoken = spoken_turn(messages, call.last_sent) or SpokenTurn(
             turn.ordinal, turn.ordinal, turn.last_text
         )
         turn.hear(spoken, USER_TEXT_MAX_CHARS)
-        previous = None
         if supersedes(call.in_flight, turn.request_id, turn.last_text, spoken):
-            previous = call.in_flight
-            self._supersede_here(str(previous.get("answer_key")))
-            await self.calls.mark_superseded(turn.call_key, str(previous.get("request")))
+            turn.previous = call.in_flight
+            self._supersede_here(str(turn.previous.get("turn_id")))
+            await self.calls.mark_superseded(turn.call_key, str(turn.previous.get("request")))
         heard = barge_in(
             call.last_sent, call.interrupted_at, messages, spoken, self.barge_in_threshold
         )
         if heard:
-            metadata = {**metadata, "barge_in": heard}
+            turn.metadata = {**turn.metadata, "barge_in": heard}
             logger.info(
                 "call %s: barge-in, caller heard %.0f%% of the last answer",
                 turn.call_id,
                 heard["heard_ratio"] * 100,
             )
-        turn.task = asyncio.current_task()
-        self._turns[turn.answer_key] = turn
-        started.set_result(Started(turn.listen(), turn, claimed=True))
-        self.tasks.start(self._watch(turn), f"supersede watcher, call {turn.call_id}")
-        await self._run(agent, turn, metadata, previous)
+        async with self.calls.turns.held(claim.lease):
+            await self.calls.prepare(claim.lease, turn)
+            started.set_result(Started(turn.listen(), turn, claimed=True))
+            await self._own(agent, turn, claim.lease)
 
-    def _supersede_here(self, answer_key: str) -> None:
-        """Supersedes the turn of ``answer_key`` if it runs in this process."""
-        old = self._turns.get(answer_key)
+    async def resume(self, agent: Any, lease: Lease) -> None:
+        """Finishes a turn another replica left running (the sweeper's handler, called while
+        ``lease`` is held): nobody may be listening, but its utterance and answer are recorded
+        and a later re-POST replays them."""
+        await self._own(agent, VoiceTurn.from_payload(lease.payload), lease)
+
+    async def _own(self, agent: Any, turn: VoiceTurn, lease: Lease) -> None:
+        """Runs ``turn`` here (claimed, or taken over) while ``lease`` is held, then records
+        its answer."""
+        turn.task = asyncio.current_task()
+        self._turns[turn.turn_id] = turn
+        self.tasks.start(self._watch(turn), f"supersede watcher, call {turn.call_id}")
+        try:
+            try:
+                await self._answer(agent, turn)
+            except asyncio.CancelledError:
+                # supersede() cancels a turn that has not reached Rasa yet; any other
+                # cancellation is not ours to swallow (the turn is then taken over).
+                if not turn.superseded:
+                    raise
+            if turn.open:
+                turn.finish()
+            await self.calls.finish(lease, turn)
+        finally:
+            if turn.open:
+                turn.finish()
+            self._turns.pop(turn.turn_id, None)
+
+    def _supersede_here(self, turn_id: str) -> None:
+        """Supersedes the turn of ``turn_id`` if it runs in this process."""
+        old = self._turns.get(turn_id)
         if old is not None and old.open:
             old.supersede()
 
@@ -186,40 +220,28 @@ class TurnRunner:
             except StateUnavailable:
                 continue
 
-    async def _run(
-        self,
-        agent: Any,
-        turn: VoiceTurn,
-        metadata: Dict[str, Any],
-        previous: Optional[Dict[str, Any]],
-    ) -> None:
+    async def _answer(self, agent: Any, turn: VoiceTurn) -> None:
+        """Rasa's turn (or, if a replica processed it before it died, what that turn said),
+        then its call controls; a failure is spoken as the apology."""
         message = UserMessage(
             turn.text,
             self.output(turn),
             turn.conversation_id,
             input_channel=VAPI,
-            metadata=metadata,
+            metadata=turn.metadata,
             message_id=turn.message_id,
         )
-        handler = functools.partial(self._locked_turn, agent, turn, previous)
+        before = functools.partial(self._before_processing, agent, turn)
         try:
-            await self._answer(agent, turn, handler, message)
-        except asyncio.CancelledError:
-            # supersede() cancels a turn that has not reached Rasa yet; any other
-            # cancellation is not ours to swallow.
-            if not turn.superseded:
-                raise
-        finally:
-            if turn.open:
-                turn.finish()
-            self.tasks.start(self._store(turn), f"store the answer, call {turn.call_id}")
-
-    async def _answer(
-        self, agent: Any, turn: VoiceTurn, handler: Callable, message: UserMessage
-    ) -> None:
-        """Rasa's turn, then its call controls; a failure is spoken as the apology."""
-        try:
-            await run_turn(agent, handler, message)
+            began = time.perf_counter()
+            await run_turn(agent, functools.partial(handle_once, agent, before=before), message)
+            if turn.checks_seconds is not None:
+                turn.rasa_seconds = time.perf_counter() - began - turn.checks_seconds
+            elif turn.open:
+                # Processed before, by a replica that died before answering.
+                tracker = await agent.processor.get_tracker(turn.conversation_id)
+                for reply in replies_to(tracker, turn.message_id):
+                    turn.add_bot_message(BotMessage.from_rasa(reply))
         except TurnFailed as error:
             logger.error("voice turn on call %s failed: %s", turn.call_id, error)
             turn.say(APOLOGY)
@@ -233,35 +255,25 @@ class TurnRunner:
             if not await send_control(turn.call_id, str(turn.control_url), control.payload):
                 turn.say(control.fallback_speech)
 
-    async def _locked_turn(
-        self,
-        agent: Any,
-        turn: VoiceTurn,
-        previous: Optional[Dict[str, Any]],
-        message: UserMessage,
-    ) -> None:
-        """Rasa's ``agent.handle_message`` plus, in the same lock hold, two checks: a turn
-        superseded while it waited is dropped, and the turn it supersedes is reverted.
-
-        Turns do not go through Rasa's ``on_new_message`` handler for that reason; this does
-        what it does (the lock, then ``processor.handle_message``) with the checks in between,
-        and still runs through ``run_turn``, so failures stay loud."""
+    async def _before_processing(
+        self, agent: Any, turn: VoiceTurn, tracker: DialogueStateTracker
+    ) -> bool:
+        """``handle_once``'s check under the conversation lock, right before Rasa processes the
+        turn: a turn superseded while it waited is dropped, and the turn it supersedes is
+        reverted (same lock hold, so the dialogue holds one user turn for the utterance)."""
+        if not turn.open:
+            return False
+        turn.start()
         began = time.perf_counter()
-        async with agent.lock_store.lock(message.sender_id):
-            turn.start()
-            checks_began = time.perf_counter()
-            if await self._superseded_elsewhere(turn):
-                return
-            if previous:
-                await self._revert(agent, message.sender_id, str(previous["message_id"]))
-            checks = time.perf_counter() - checks_began
-            await agent.processor.handle_message(message)
-        turn.rasa_seconds = time.perf_counter() - began - checks
+        if await self._superseded_elsewhere(turn):
+            return False
+        if turn.previous:
+            await self._revert(agent, tracker, str(turn.previous["message_id"]))
+        turn.checks_seconds = time.perf_counter() - began
+        return True
 
     @staticmethod
-    async def _revert(agent: Any, conversation_id: str, message_id: str) -> None:
-        processor = agent.processor
-        tracker = await processor.get_tracker(conversation_id)
+    async def _revert(agent: Any, tracker: DialogueStateTracker, message_id: str) -> None:
         for event in reversed(tracker.events):
             if isinstance(event, UserUtteranceReverted):
                 return
@@ -271,36 +283,43 @@ class TurnRunner:
                     # listening again leaves the dialogue exactly as it was before it.
                     tracker.update(UserUtteranceReverted())
                     tracker.update(ActionExecuted(ACTION_LISTEN_NAME))
-                    await processor.save_tracker(tracker)
+                    await agent.processor.save_tracker(tracker)
                 return
 
-    async def _store(self, turn: VoiceTurn) -> None:
-        try:
-            await self.calls.store_answer(turn)
-        finally:
-            self._turns.pop(turn.answer_key, None)
-
-    async def _replay(self, turn: VoiceTurn, record: Dict[str, Any], queue: asyncio.Queue) -> None:
-        """A duplicate: the recorded answer, waiting for it while another replica runs it."""
+    async def _replay(
+        self, agent: Any, turn: VoiceTurn, record: Dict[str, Any], queue: asyncio.Queue
+    ) -> None:
+        """A duplicate: the recorded answer, waiting for it while another replica runs the
+        turn, or taking the turn over once that replica stopped renewing its lease."""
         metrics.DEDUPE_HITS.labels(channel=VOICE).inc()
         deadline = time.monotonic() + self.duplicate_wait_seconds
         while record.get("state") == "running" and time.monotonic() < deadline:
-            local = self._turns.get(turn.answer_key)
+            local = self._turns.get(turn.turn_id)
             if local is not None:
-                source = local.listen()
-                while True:
-                    item = await source.get()
-                    queue.put_nowait(item)
-                    if item is END:
-                        return
-            await asyncio.sleep(REPLAY_POLL_SECONDS)
+                local.listen(queue)
+                return
             try:
-                record = await self.calls.answer(turn.answer_key)
+                lease = await self.calls.take_over(turn.conversation_id, turn.turn_id)
+                if lease is not None:
+                    await self._take_over(agent, lease, queue)
+                    return
+                await asyncio.sleep(REPLAY_POLL_SECONDS)
+                record = await self.calls.answer(turn.conversation_id, turn.turn_id)
             except StateUnavailable as error:
                 logger.error("call %s: duplicate turn: %s", turn.call_id, error)
                 break
         if record.get("state") == "running":
             logger.warning("call %s: duplicate of a turn that did not finish", turn.call_id)
+            queue.put_nowait(APOLOGY)
         for speech in record.get("spoken") or []:
             queue.put_nowait(speech)
         queue.put_nowait(END)
+
+    async def _take_over(self, agent: Any, lease: Lease, queue: asyncio.Queue) -> None:
+        """Answers the caller with the turn a dead replica left (this request's ``queue``)."""
+        turn = VoiceTurn.from_payload(lease.payload)
+        logger.warning("call %s: turn taken over (attempt %d)", turn.call_id, lease.attempt)
+        metrics.TAKEOVERS.labels(kind=lease.kind).inc()
+        turn.listen(queue)
+        async with self.calls.turns.held(lease):
+            await self._own(agent, turn, lease)

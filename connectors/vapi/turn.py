@@ -71,8 +71,8 @@ class PendingControl:
 class VoiceTurn:
     conversation_id: str
     call_id: str
-    #: Redis keys of the turn's answer and of the call's state (see call_state.py).
-    answer_key: str
+    #: The turn's id (its answer record in call_state.py) and the Redis key of the call's state.
+    turn_id: str
     call_key: str
     #: Index of the last user message among the call's user messages.
     ordinal: int
@@ -86,10 +86,16 @@ class VoiceTurn:
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     message_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     started_at: float = field(default_factory=time.time)
+    #: The UserMessage metadata (channel, address, call, barge-in).
+    metadata: Dict[str, Any] = field(default_factory=dict)
+    #: The call's record of the turn this one supersedes (reverted before this one is processed).
+    previous: Optional[Dict[str, Any]] = None
     spoken: List[str] = field(default_factory=list)
     controls: List[PendingControl] = field(default_factory=list)
-    #: Time in what ``agent.handle_message`` does (lock + processor), for the latency stats.
+    #: Time in what ``agent.handle_message`` does (lock + processor), for the latency metrics.
     rasa_seconds: Optional[float] = None
+    #: Time the checks before processing took (set once they pass: the turn is processed here).
+    checks_seconds: Optional[float] = None
     #: The task running the turn (cancelled when superseded before it reached Rasa).
     task: Optional[asyncio.Task] = None
     state: TurnState = field(init=False, default=TurnState.CLAIMED)
@@ -99,6 +105,46 @@ class VoiceTurn:
         # Until :meth:`hear` says otherwise, the utterance is the last user message alone.
         self.first_ordinal = self.ordinal
         self.text = self.last_text
+
+    #: What a replica taking the turn over needs to run it again (see :meth:`from_payload`).
+    _PAYLOAD = (
+        "conversation_id",
+        "call_id",
+        "turn_id",
+        "call_key",
+        "ordinal",
+        "last_text",
+        "control_url",
+        "first_ordinal",
+        "text",
+        "request_id",
+        "message_id",
+        "started_at",
+        "metadata",
+        "previous",
+    )
+
+    def payload(self) -> Dict[str, Any]:
+        """The turn as recorded in its answer record while it runs (JSON)."""
+        return {name: getattr(self, name) for name in self._PAYLOAD}
+
+    @classmethod
+    def from_payload(cls, payload: Dict[str, Any]) -> VoiceTurn:
+        """The turn a dead replica left, to be run (or delivered) by this one: same request and
+        message ids, so the event log and the call state recognise it."""
+        init = ("conversation_id", "call_id", "turn_id", "call_key", "ordinal", "last_text")
+        turn = cls(
+            **{name: payload[name] for name in init},
+            control_url=payload.get("control_url"),
+            request_id=payload["request_id"],
+            message_id=payload["message_id"],
+            started_at=payload["started_at"],
+            metadata=payload.get("metadata") or {},
+            previous=payload.get("previous"),
+        )
+        turn.first_ordinal = payload["first_ordinal"]
+        turn.text = payload["text"]
+        return turn
 
     # -- transitions ------------------------------------------------------------------------------
 
@@ -142,9 +188,10 @@ class VoiceTurn:
         self.text = spoken.text[-max_chars:]
         self.first_ordinal = spoken.first_ordinal
 
-    def listen(self) -> asyncio.Queue:
-        """A queue of everything this turn says, from its start; :data:`END` marks the end."""
-        queue: asyncio.Queue = asyncio.Queue()
+    def listen(self, queue: Optional[asyncio.Queue] = None) -> asyncio.Queue:
+        """A queue (``queue``, or a new one) of everything this turn says, from its start;
+        :data:`END` marks the end."""
+        queue = asyncio.Queue() if queue is None else queue
         for speech in self.spoken:
             queue.put_nowait(speech)
         if not self.open:

@@ -18,6 +18,8 @@ Where to look (the protocol itself is documented in the README, "Web chat protoc
 - ``rate_limit.py``: the per-socket token bucket.
 - ``connection.py``: one socket's life (auth, history, frames, turns, live feed) and the
   output channel a turn's replies go through.
+- ``turn_work.py``: accepted messages as durable in-flight work: recorded before the ``ack``,
+  run once (``handle_once``), taken over by another replica if this one dies.
 - ``channel.py``: the Rasa input channel, its credentials.yml options and its routes.
 - ``static/``: the widget (``widget.js``, ``widget.css``) and the page that hosts it.
 """

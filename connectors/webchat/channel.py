@@ -7,8 +7,11 @@ Routes (under ``/webhooks/webchat``):
 - ``WS /ws``: the chat (one :class:`~connectors.webchat.connection.ChatConnection` per socket).
 
 While the server drains (:mod:`connectors.drain`), a new socket is closed with 1012 at once and
-each open one once its accepted messages are answered; the widget reconnects (to another
-replica) and resends what was not acknowledged.
+each open one once its accepted messages are answered (or handed off, at the drain's bound); the
+widget reconnects (to another replica) and resends what was not acknowledged.
+
+Once the server runs, it takes over the chat messages other replicas accepted and did not finish
+(:class:`~connectors.webchat.turn_work.ChatTurnResumer`).
 """
 
 from __future__ import annotations
@@ -35,8 +38,10 @@ from connectors.webchat.auth import (
 from connectors.webchat.connection import ChatConnection
 from connectors.webchat.frames import MAX_HISTORY_LIMIT
 from connectors.webchat.sessions import SessionLimits
+from connectors.webchat.turn_work import ChatTurnResumer, chat_turn_work
 from omnichannel import metrics
 from omnichannel.channels import WEBCHAT
+from omnichannel.leases import takeover
 from omnichannel.options import ConnectorOptions
 from omnichannel.redis_client import REDIS_FAILURES, redis_client
 from omnichannel.settings import ConfigError, Settings, load_settings
@@ -73,7 +78,8 @@ class WebChatOptions(ConnectorOptions):
     #: ``rate_limit_per_second``.
     rate_limit_burst: conint(ge=1, le=1000) = 10
     rate_limit_per_second: confloat(gt=0, le=1000) = 1.0
-    #: How long a client message id is remembered: a resend within it is not run again.
+    #: How long a client message id is remembered (its chat_turn record is kept): a resend
+    #: within it is not run again.
     client_message_id_ttl: conint(ge=60, le=30 * DAY) = DAY
     anonymous_token_lifetime: conint(ge=60, le=365 * DAY) = ANONYMOUS_TOKEN_LIFETIME
     #: Tokens whose ``exp`` lies further ahead are refused (host-site and anonymous alike).
@@ -109,8 +115,12 @@ class WebChatInput(InputChannel):
         self.sessions = SessionLimits(
             options.max_sockets_per_session, options.anonymous_sessions_per_minute
         )
+        #: Accepted messages, recorded before they are acknowledged (turn_work.py).
+        self.work = chat_turn_work(settings.redis_url, options.client_message_id_ttl)
         #: Turn workers of sockets, kept until their accepted turns are done (even once closed).
         self.turn_workers = BackgroundTasks("web chat")
+        #: Sockets' lease renewals (they end with the sockets' accepted messages).
+        self.lease_renewals = BackgroundTasks("web chat leases", in_flight=False)
         #: This process's open sockets, closed with 1012 when it drains.
         self.connections: Set[ChatConnection] = set()
         #: The server's drain, known once it starts.
@@ -138,6 +148,8 @@ class WebChatInput(InputChannel):
         return cls(load_settings(), WebChatOptions.parse(SECTION, given))
 
     def blueprint(self, on_new_message: Callable[[UserMessage], Awaitable[Any]]) -> Blueprint:
+        """The routes. Turns run on Rasa's agent through ``handle_once`` (turn_work.py), not
+        through ``on_new_message``: a message that may run on two replicas is processed once."""
         bp = Blueprint("omni_webchat", __name__)
         guard_slow_headers(bp)
 
@@ -145,6 +157,12 @@ class WebChatInput(InputChannel):
         async def start(app: Sanic, _: Any) -> None:
             self.drain = drain_of(app)
             self.drain.add_step(self._close_sockets)
+
+        @bp.listener("after_server_start")
+        async def take_over_chat_turns(app: Sanic, _: Any) -> None:
+            takeover().register(
+                self.work, ChatTurnResumer(self.work, lambda: getattr(app.ctx, "agent", None))
+            )
 
         @bp.route("/", methods=["GET"])
         async def page(request: Request) -> Any:
@@ -231,7 +249,7 @@ class WebChatInput(InputChannel):
             if self.draining:
                 await ws.close(CLOSE_SERVICE_RESTART, "server restarting; reconnect")
                 return
-            connection = ChatConnection(ws, self, request.app.ctx.agent, on_new_message)
+            connection = ChatConnection(ws, self, request.app.ctx.agent)
             self.connections.add(connection)
             try:
                 with metrics.OPEN_CHAT_SOCKETS.track_inprogress():

@@ -4,13 +4,20 @@ A socket reads frames and pumps the live feed at the same time; its turns run on
 in a worker that outlives the socket, because a message acknowledged as received is processed
 and stored even if the customer closes the tab meanwhile (cancelling would lose the turn).
 
+Each message is recorded in Redis as durable in-flight work before it is acknowledged
+(:mod:`connectors.webchat.turn_work`): the socket renews the leases of all the messages it
+accepted, queued or running, until each is done, so another replica takes them over only once
+this one stopped (died, hung, or lost Redis for a lease). They are renewed together, so they
+lapse together and one sweep takes them all, in order.
+
 A button frame's payload goes to Rasa as it is (Rasa reads ``/intent{entities}`` in it), so it
 is accepted only when the bot offered that payload in this conversation; typed text is escaped
 by ``run_turn``. A customer can choose what the bot offered, never name an intent of their own.
 
 While the server drains, message frames are not acknowledged (nor refused: the widget keeps an
 unacknowledged message and resends it once it has reconnected) and the socket closes with 1012
-as soon as the messages it accepted are answered.
+as soon as the messages it accepted are answered; those not done by the drain's bound are handed
+off (their leases end at once, another replica's sweep takes them).
 """
 
 from __future__ import annotations
@@ -19,14 +26,15 @@ import asyncio
 import logging
 import time
 import uuid
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Dict, Optional, Set, Tuple
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Awaitable, Dict, Optional, Set
 
-from rasa.core.channels.channel import OutputChannel, UserMessage
+from rasa.core.channels.channel import OutputChannel
 from sanic.exceptions import WebsocketClosed
 from websockets.exceptions import ConnectionClosed
 
 from connectors.drain import CLOSE_SERVICE_RESTART
-from connectors.turns import TurnFailed, run_turn
+from connectors.turns import TurnFailed
 from connectors.webchat.auth import AuthRefused, ChatIdentity
 from connectors.webchat.frames import (
     BAD_FRAME,
@@ -62,15 +70,12 @@ from connectors.webchat.history import EventLog, chat_message, next_turn_channel
 from connectors.webchat.live import LiveFeedLost, LiveSubscription, live_hub
 from connectors.webchat.rate_limit import SessionBucket
 from connectors.webchat.sessions import SOCKET_LEASE_SECONDS, SocketHold
+from connectors.webchat.turn_work import complete, forget, run_chat_turn, turn_payload
 from omnichannel import metrics
 from omnichannel.channels import CHAT, LABELS, WEBCHAT
 from omnichannel.identity import IdentityStore
-from omnichannel.redis_client import (
-    REDIS_FAILURES,
-    StateUnavailable,
-    conversation_key,
-    redis_client,
-)
+from omnichannel.leases import Existing, Lease
+from omnichannel.redis_client import REDIS_FAILURES, StateUnavailable, redis_client
 from omnichannel.rendering.messages import BotMessage
 from omnichannel.settings import ConfigError
 
@@ -89,6 +94,18 @@ OWN_MESSAGE_MEMORY = 256
 OFFER_LOOKBACK_MESSAGES = 200
 #: What sending or receiving raises once the client has gone.
 SOCKET_CLOSED = (ConnectionClosed, WebsocketClosed)
+#: Time a drain keeps before its bound to hand off the messages not done yet.
+HANDOFF_SECONDS = 1.0
+
+
+@dataclass(eq=False)
+class AcceptedTurn:
+    """A message this socket acknowledged, held (its lease renewed) until it is done."""
+
+    frame: TurnFrame
+    lease: Lease
+    #: Another replica took it over (this one could not renew the lease in time): not run here.
+    lost: bool = False
 
 
 class WebChatOutput(OutputChannel):
@@ -146,17 +163,19 @@ class ChatConnection:
         ws: Any,
         channel: WebChatInput,
         agent: Any,
-        on_new_message: Callable[[UserMessage], Awaitable[Any]],
     ) -> None:
         self.ws = ws
         self.channel = channel
         self.options = channel.options
         self.agent = agent
-        self.on_new_message = on_new_message
         self.identity: Optional[ChatIdentity] = None
         self.conversation_id = ""
         self.bucket: Optional[SessionBucket] = None
-        self.turns: asyncio.Queue[Optional[Tuple[TurnFrame, str]]] = asyncio.Queue()
+        self.turns: asyncio.Queue[Optional[AcceptedTurn]] = asyncio.Queue()
+        #: Accepted and not done yet (queued or running), by client id, in acceptance order.
+        self.accepted: Dict[str, AcceptedTurn] = {}
+        self._renewer: Optional[asyncio.Task] = None
+        self._handed_off = False
         self.turn_channel: Optional[str] = None
         self._own_ids: Dict[str, None] = {}
         self._own_client_ids: Dict[str, None] = {}
@@ -257,13 +276,18 @@ class ChatConnection:
             await self._release_place(socket_id)
 
     async def close_for_restart(self, deadline: float) -> None:
-        """Closes the socket with 1012 once the messages it accepted are answered, or at
-        ``deadline`` (``time.monotonic()``): the client reconnects, to another replica."""
+        """Closes the socket with 1012 once the messages it accepted are answered, or just
+        before ``deadline`` (``time.monotonic()``), handing off those not done: the client
+        reconnects, to another replica, which also takes the handed-off messages over."""
+        bound = deadline - HANDOFF_SECONDS
         try:
-            await asyncio.wait_for(self.turns.join(), max(0.0, deadline - time.monotonic()))
+            await asyncio.wait_for(self.turns.join(), max(0.0, bound - time.monotonic()))
         except asyncio.TimeoutError:
+            released = await self.hand_off()
             logger.warning(
-                "web chat %s: turns still running at the drain's bound", self.conversation_id
+                "web chat %s: %d accepted message(s) not done at the drain's bound, handed off",
+                self.conversation_id,
+                released,
             )
         try:
             await self.ws.close(CLOSE_SERVICE_RESTART, "server restarting; reconnect")
@@ -445,13 +469,13 @@ class ChatConnection:
                 retry=True,
             )
             return
-        key = conversation_key(self.conversation_id, WEBCHAT, "client_message", frame.id)
+        assert self.identity is not None
         try:
-            first = await redis_client(self.channel.redis_url).set(
-                key, b"1", nx=True, ex=self.options.client_message_id_ttl
+            recorded = await self.channel.work.record(
+                self.conversation_id, frame.id, turn_payload(frame, str(self.identity.address))
             )
         except REDIS_FAILURES as error:
-            logger.error("web chat %s: dedupe failed: %s", self.conversation_id, error)
+            logger.error("web chat %s: message not recorded: %s", self.conversation_id, error)
             await self.error(
                 NOT_PROCESSED,
                 "your message was not processed (conversation state unavailable); please resend it",
@@ -459,12 +483,19 @@ class ChatConnection:
                 retry=True,
             )
             return
-        await self.send(ack_frame(frame.id, duplicate=not first))
-        if first:
-            _remember(self._own_client_ids, frame.id)
-            self.turns.put_nowait((frame, key))
-        else:
+        if isinstance(recorded, Existing):
             metrics.DEDUPE_HITS.labels(channel=CHAT).inc()
+            await self.send(ack_frame(frame.id, duplicate=True))
+            return
+        turn = AcceptedTurn(frame, recorded)
+        self.accepted[frame.id] = turn
+        if self._renewer is None or self._renewer.done():
+            self._renewer = self.channel.lease_renewals.start(
+                self._renew_leases(), f"leases of chat {self.conversation_id}"
+            )
+        _remember(self._own_client_ids, frame.id)
+        self.turns.put_nowait(turn)
+        await self.send(ack_frame(frame.id, duplicate=False))
 
     async def _offered(self, payload: str) -> bool:
         """Whether the bot offered a button with this payload in this conversation: on this
@@ -484,36 +515,71 @@ class ChatConnection:
             for button in message.get("buttons") or ()
         )
 
-    async def _run_turns(self) -> None:
-        while (item := await self.turns.get()) is not None:
+    async def _renew_leases(self) -> None:
+        """Renews the leases of every accepted message not done yet, all in one pass, until
+        none is left (``_accept`` starts it again)."""
+        work = self.channel.work
+        while self.accepted:
+            await asyncio.sleep(work.lease_seconds / 3)
+            for turn in list(self.accepted.values()):
+                try:
+                    renewed = await work.renew(turn.lease)
+                except REDIS_FAILURES as error:
+                    # A lease outlives two missed renewals; the next pass may succeed.
+                    logger.warning("web chat: leases not renewed: %s", type(error).__name__)
+                    break
+                if not renewed and self.accepted.pop(turn.frame.id, None) is not None:
+                    turn.lost = True
+                    logger.warning(
+                        "web chat %s: message %s taken over by another replica",
+                        self.conversation_id,
+                        turn.frame.id,
+                    )
+
+    async def hand_off(self) -> int:
+        """Hands every accepted message not done yet to the fleet (for a drain at its bound):
+        their leases end now, so another replica's next sweep takes them over; a message whose
+        turn still runs here is found processed there if it finishes first. Returns how many."""
+        self._handed_off = True
+        if self._renewer is not None:
+            self._renewer.cancel()  # a renewal after the release would take the work back
+            await asyncio.gather(self._renewer, return_exceptions=True)
+        turns = list(self.accepted.values())
+        self.accepted.clear()
+        released = 0
+        for turn in turns:
             try:
-                await self._turn(*item)
+                released += await self.channel.work.release(turn.lease)
+            except REDIS_FAILURES as error:
+                # Not renewed any more: the lease lapses within a lease's time instead.
+                logger.warning("web chat: %s not handed off: %s", turn.frame.id, error)
+        return released
+
+    async def _run_turns(self) -> None:
+        while (turn := await self.turns.get()) is not None:
+            try:
+                if turn.lost:
+                    logger.info("web chat: %s runs on the replica that took it", turn.frame.id)
+                elif not self._handed_off:
+                    await self._turn(turn)
             finally:
                 self.turns.task_done()  # close_for_restart waits for these
 
-    async def _turn(self, frame: TurnFrame, dedupe_key: str) -> None:
-        assert self.identity is not None
-        metadata: Dict[str, Any] = {
-            "channel": CHAT,
-            "address": str(self.identity.address),
-            "client_message_id": frame.id,
-        }
-        if isinstance(frame, ButtonFrame):
-            text = frame.payload
-            if frame.title:
-                metadata["button_title"] = frame.title
-        else:
-            text = frame.text
-        message = UserMessage(
-            text,
-            WebChatOutput(self),
-            self.conversation_id,
-            input_channel=WEBCHAT,
-            metadata=metadata,
-        )
+    async def _done(self, turn: AcceptedTurn, outcome: Dict[str, Any]) -> None:
+        self.accepted.pop(turn.frame.id, None)
+        await complete(self.channel.work, turn.lease, outcome)
+
+    async def _forget(self, turn: AcceptedTurn) -> None:
+        """Nothing of the message was processed and the client is told to resend it: the
+        record goes, so the resend is a new message."""
+        self.accepted.pop(turn.frame.id, None)
+        await forget(self.channel.work, turn.lease)
+
+    async def _turn(self, turn: AcceptedTurn) -> None:
+        frame = turn.frame
         if not self.agent.is_ready():
             # Rasa would drop the message with only a log line while its model loads.
-            await self._forget_quietly(dedupe_key)
+            await self._forget(turn)
             await self.error(
                 NOT_PROCESSED,
                 "your message was not processed: the assistant is starting; please resend it",
@@ -523,16 +589,14 @@ class ChatConnection:
             return
         await self.send(typing_frame(True))
         try:
-            await run_turn(
-                self.agent,
-                self.on_new_message,
-                message,
-                trusted_payload=isinstance(frame, ButtonFrame),
-            )
+            processed = await run_chat_turn(self.agent, turn.lease, WebChatOutput(self))
+            await self._done(turn, {"processed": processed, "attempt": turn.lease.attempt})
         except TurnFailed as failure:
             logger.error("web chat %s: turn failed: %s", self.conversation_id, failure)
             if failure.before_processing:
-                await self._forget_quietly(dedupe_key)
+                await self._forget(turn)
+            else:
+                await self._done(turn, {"error": failure.reason.split(":")[0]})
             await self.error(
                 NOT_PROCESSED,
                 "your message was not processed: "
@@ -543,17 +607,12 @@ class ChatConnection:
             )
         except Exception:  # noqa: BLE001 - the customer must hear about any failure
             logger.exception("web chat %s: turn crashed", self.conversation_id)
+            await self._done(turn, {"error": "internal error"})
             await self.error(
                 NOT_PROCESSED, "your message was not processed (internal error)", frame.id
             )
         finally:
             await self.send(typing_frame(False))
-
-    async def _forget_quietly(self, key: str) -> None:
-        try:
-            await redis_client(self.channel.redis_url).delete(key)
-        except REDIS_FAILURES as error:
-            logger.warning("web chat: could not clear %s: %s", key, type(error).__name__)
 
 
 async def _state(pending: Awaitable[Any]) -> Any:

@@ -29,6 +29,7 @@ from actions.turn_context import ActionExtractTurnContext
 from connectors import rasa_patches
 from connectors.tracker_store import CARRIED, RedisEventLogTrackerStore
 from omnichannel.redis_client import conversation_key
+from omnichannel.settings import ConfigError
 from tests.redis_matrix import sync_client
 
 DOMAIN = Domain.from_yaml(
@@ -293,3 +294,17 @@ def test_the_patches_refuse_another_rasa_version(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(rasa, "__version__", "3.7.0")
     with pytest.raises(RuntimeError, match="targets Rasa 3.6.21"):
         rasa_patches.install()
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"window_turns": -1},
+        {"window_turns": "a few"},
+        {"rasa_patches": "maybe"},
+        {"full_history_actions": "action_llm_fallback"},
+    ],
+)
+def test_bad_window_options_are_config_errors(redis_url: str, options: dict) -> None:
+    with pytest.raises(ConfigError):
+        store_for(redis_url, **options)

@@ -33,12 +33,13 @@ async def test_record_is_once_and_a_duplicate_sees_the_outcome(
 
 
 async def test_a_renewed_lease_is_not_taken_over(redis_deployment: RedisDeployment) -> None:
-    owner = work(redis_deployment.url, "replica-a")
-    other = work(redis_deployment.url, "replica-b")
+    # A lease long enough that renewals every third of it hold on a loaded machine.
+    owner = work(redis_deployment.url, "replica-a", lease=1.5)
+    other = work(redis_deployment.url, "replica-b", lease=1.5)
     lease = await owner.record("c1", "m1", {"n": 1})
     assert isinstance(lease, Lease)
     async with owner.held(lease) as hold:
-        await asyncio.sleep(LEASE * 3)
+        await asyncio.sleep(4.5)
         # The index still scores the first lease's end; the item says it was renewed.
         assert await other.expired() == [("c1", "m1")]
         assert await other.take_over("c1", "m1") is None

@@ -83,6 +83,17 @@ async def wait_until(condition: Callable[[], bool], timeout: float) -> None:
         await asyncio.sleep(0.05)
 
 
+def same_call_on(call: VapiCall, base_url: str) -> VapiCall:
+    """``call`` as VAPI places it on another replica (same call, caller and control URL)."""
+    return VapiCall(
+        base_url=base_url,
+        server_secret=call.server_secret,
+        number=call.number,
+        call_id=call.call_id,
+        control_url=call.control_url,
+    )
+
+
 def sse_frames(text: str) -> List[str]:
     return [line[len("data: ") :] for line in text.split("\n\n") if line.startswith("data: ")]
 

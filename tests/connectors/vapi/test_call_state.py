@@ -1,4 +1,5 @@
-"""A call's state and its turns' answers in Redis: claims, answers, supersede marks, expiries."""
+"""A call's state and its turns' answers in Redis: claims, leases and takeovers, answers,
+supersede marks, expiries."""
 
 from __future__ import annotations
 
@@ -13,11 +14,13 @@ from connectors.vapi.call_state import (
     CALL_STATE_TTL_SECONDS,
     CallSnapshot,
     CallStore,
-    answer_key,
     call_key,
+    turn_id,
 )
+from connectors.vapi.hearing import SpokenTurn
 from connectors.vapi.turn import VoiceTurn
 from devtools.redis_topologies import RedisDeployment
+from omnichannel.leases import Lease
 from omnichannel.redis_client import StateUnavailable
 from tests.connectors.vapi.helpers import conversation_of_stack
 from tests.redis_matrix import inspector
@@ -29,7 +32,7 @@ def _turn(text: str = "hello", ordinal: int = 0, call_id: str = "call-1") -> Voi
     return VoiceTurn(
         conversation_id=CONVERSATION,
         call_id=call_id,
-        answer_key=answer_key(CONVERSATION, call_id, ordinal, text),
+        turn_id=turn_id(call_id, ordinal, text),
         call_key=call_key(CONVERSATION, call_id),
         ordinal=ordinal,
         last_text=text,
@@ -49,10 +52,10 @@ def test_keys_live_with_the_conversation_and_name_no_call_id() -> None:
     key = call_key(CONVERSATION, "call-1")
     assert key.startswith("omni:{c_calltest}:vapi:call:") and "call-1" not in key
     assert key != call_key(CONVERSATION, "call-2")
-    turn = answer_key(CONVERSATION, "call-1", 0, "hello")
-    assert turn.startswith("omni:{c_calltest}:vapi:turn:")
-    assert len({turn, answer_key(CONVERSATION, "call-1", 1, "hello")}) == 2
-    assert turn != answer_key(CONVERSATION, "call-1", 0, "hello there")
+    turn = CallStore("redis://unused").turns.item_key(CONVERSATION, turn_id("call-1", 0, "hello"))
+    assert turn.startswith("omni:{c_calltest}:work:voice_turn:") and "call-1" not in turn
+    assert len({turn_id("call-1", 0, "hello"), turn_id("call-1", 1, "hello")}) == 2
+    assert turn_id("call-1", 0, "hello") != turn_id("call-1", 0, "hello there")
 
 
 async def test_a_turn_is_claimed_once(redis_deployment: RedisDeployment) -> None:
@@ -60,9 +63,10 @@ async def test_a_turn_is_claimed_once(redis_deployment: RedisDeployment) -> None
     first = _turn()
     claim = await store.claim(first)
     assert claim.call == CallSnapshot(in_flight=None, last_sent=None, interrupted_at=0.0)
+    assert claim.lease is not None and claim.lease.payload == first.payload()
     duplicate = await store.claim(_turn())
-    assert duplicate.call is None
-    assert duplicate.answer == {"state": "running", "request": first.request_id, "spoken": []}
+    assert duplicate.call is None and duplicate.lease is None
+    assert duplicate.answer == {"state": "running"}
     # The next turn of the call finds the first one in flight.
     in_flight = (await store.claim(_turn("where is my order", ordinal=1))).call.in_flight
     assert in_flight == {
@@ -70,7 +74,7 @@ async def test_a_turn_is_claimed_once(redis_deployment: RedisDeployment) -> None
         "ordinal": 0,
         "text": "hello",
         "message_id": first.message_id,
-        "answer_key": first.answer_key,
+        "turn_id": first.turn_id,
     }
 
 
@@ -79,16 +83,17 @@ async def test_a_single_turn_call_state_still_expires(redis_deployment: RedisDep
     with it the expiry); what the turn sent was then stored in a key that never expired."""
     store = CallStore(redis_deployment.url)
     turn = _turn()
-    await store.claim(turn)
-    await store.store_answer(_answered(turn, "Hi there."))
+    lease = (await store.claim(turn)).lease
+    assert await store.finish(lease, _answered(turn, "Hi there."))
     client = inspector(redis_deployment.url)
     try:
         assert set(await client.hkeys(turn.call_key)) == {b"last_sent"}
         assert 0 < await client.ttl(turn.call_key) <= CALL_STATE_TTL_SECONDS
-        assert 0 < await client.ttl(turn.answer_key) <= ANSWER_TTL_SECONDS
+        record = store.turns.item_key(CONVERSATION, turn.turn_id)
+        assert 0 < await client.ttl(record) <= ANSWER_TTL_SECONDS
     finally:
         await client.close()
-    assert await store.answer(turn.answer_key) == {
+    assert await store.answer(CONVERSATION, turn.turn_id) == {
         "state": "done",
         "request": turn.request_id,
         "spoken": ["Hi there."],
@@ -107,15 +112,16 @@ async def test_a_superseded_turn_says_nothing_and_leaves_the_call_to_its_success
 ) -> None:
     store = CallStore(redis_deployment.url)
     cut = _turn("I need my")
-    await store.claim(cut)
+    cut_lease = (await store.claim(cut)).lease
     whole = _turn("I need my tracking number")
-    assert (await store.claim(whole)).call.in_flight["request"] == cut.request_id
+    whole_claim = await store.claim(whole)
+    assert whole_claim.call.in_flight["request"] == cut.request_id
     await store.mark_superseded(whole.call_key, cut.request_id)
     assert await store.is_superseded(cut) and not await store.is_superseded(whole)
     cut.say("Answer to the cut-off question.")
     cut.supersede()
-    await store.store_answer(cut)
-    assert await store.answer(cut.answer_key) == {
+    assert await store.finish(cut_lease, cut)
+    assert await store.answer(CONVERSATION, cut.turn_id) == {
         "state": "superseded",
         "request": cut.request_id,
         "spoken": [],
@@ -123,16 +129,53 @@ async def test_a_superseded_turn_says_nothing_and_leaves_the_call_to_its_success
     client = inspector(redis_deployment.url)
     try:
         assert b"last_sent" not in await client.hkeys(whole.call_key)
-        await store.store_answer(_answered(whole, "Your tracking number is 1Z."))
+        await store.finish(whole_claim.lease, _answered(whole, "Your tracking number is 1Z."))
         assert b"inflight" not in await client.hkeys(whole.call_key)
         assert 0 < await client.ttl(whole.call_key) <= CALL_STATE_TTL_SECONDS
     finally:
         await client.close()
     # An answer that expired counts as done, with nothing to replay.
-    assert await store.answer(answer_key(CONVERSATION, "call-1", 9, "gone")) == {
+    assert await store.answer(CONVERSATION, turn_id("call-1", 9, "gone")) == {
         "state": "done",
         "spoken": [],
     }
+
+
+async def test_a_turn_whose_replica_stopped_is_taken_over_once(
+    redis_deployment: RedisDeployment,
+) -> None:
+    """A running turn's lease holds while renewed; once it runs out exactly one of the
+    replicas asking gets the turn (as prepared, with its utterance), and the dead owner's late
+    answer is not recorded over the new owner's."""
+    dead = CallStore(redis_deployment.url, lease_seconds=0.5)
+    turn = _turn("where is my order", ordinal=1)
+    lease = (await dead.claim(turn)).lease
+    turn.hear(SpokenTurn(ordinal=1, first_ordinal=0, text="hi where is my order"), 100)
+    await dead.prepare(lease, turn)
+    replicas = [CallStore(redis_deployment.url, lease_seconds=5) for _ in range(2)]
+    for replica in replicas:
+        replica.turns.owner = f"replica-{id(replica)}"
+    assert await replicas[0].take_over(CONVERSATION, turn.turn_id) is None  # lease holds
+    await asyncio.sleep(0.6)
+    taken = await asyncio.gather(
+        *(replica.take_over(CONVERSATION, turn.turn_id) for replica in replicas for _ in (1, 2))
+    )
+    leases = [found for found in taken if found is not None]
+    assert len(leases) == 1 and leases[0].attempt == 2
+    assert leases[0].payload["text"] == "hi where is my order"
+    assert leases[0].payload["message_id"] == turn.message_id
+    assert await dead.answer(CONVERSATION, turn.turn_id) == {"state": "running"}
+    # The dead replica coming back cannot record its answer: the turn is not its own now.
+    assert not await dead.finish(lease, _answered(turn, "Stale."))
+    owner = next(r for r in replicas if r.turns.owner == leases[0].owner)
+    again = VoiceTurn.from_payload(leases[0].payload)
+    assert await owner.finish(leases[0], _answered(again, "Your order shipped."))
+    assert await dead.answer(CONVERSATION, turn.turn_id) == {
+        "state": "done",
+        "request": turn.request_id,
+        "spoken": ["Your order shipped."],
+    }
+    assert await owner.take_over(CONVERSATION, turn.turn_id) is None
 
 
 async def test_an_interruption_is_noted_for_the_next_turn(
@@ -156,9 +199,13 @@ async def test_redis_down_is_loud_where_the_caller_would_otherwise_miss_it(caplo
     with pytest.raises(StateUnavailable):
         await store.is_superseded(turn)
     with pytest.raises(StateUnavailable):
-        await store.answer(turn.answer_key)
-    # After the answer was heard, or for a courtesy mark, a failure is only logged.
-    await store.store_answer(_answered(turn, "Hi."))
+        await store.answer(CONVERSATION, turn.turn_id)
+    with pytest.raises(StateUnavailable):
+        await store.take_over(CONVERSATION, turn.turn_id)
+    # After the answer was heard, or for a courtesy mark, a failure is only logged (a turn left
+    # running is taken over by another replica).
+    lease = Lease("voice_turn", CONVERSATION, turn.turn_id, turn.payload(), 1)
+    assert not await store.finish(lease, _answered(turn, "Hi."))
     await store.mark_superseded(turn.call_key, "other")
     assert "could not store the turn's answer" in caplog.text
     assert "could not mark a superseded voice turn" in caplog.text

@@ -171,6 +171,7 @@ def test_the_credentials_yml_section_parses() -> None:
     assert options.max_request_bytes == 1_000_000 and options.max_event_bytes == 5_000_000
     assert options.assistant_request_timeout == 2.0 and options.barge_in_threshold == 0.9
     assert options.duplicate_wait_seconds == 20.0 and options.trust_user_id_variable is False
+    assert options.turn_lease_seconds == 3.0
     assert VapiOptions.parse(SECTION, None) == options
     assert VapiOptions.parse(SECTION, {"trust_user_id_variable": "yes"}).trust_user_id_variable
 
@@ -185,6 +186,7 @@ def test_the_credentials_yml_section_parses() -> None:
         ({"max_request_bytes": "lots"}, "max_request_bytes"),
         ({"max_event_bytes": 10}, "max_event_bytes"),
         ({"duplicate_wait_seconds": -1}, "duplicate_wait_seconds"),
+        ({"turn_lease_seconds": 0.1}, "turn_lease_seconds"),
         ({"trust_user_id_variable": "perhaps"}, "trust_user_id_variable"),
     ],
 )

@@ -8,10 +8,15 @@ import asyncio
 import pytest
 from rasa.shared.core.events import UserUttered
 
+from connectors.vapi.call_state import CallStore, call_key, turn_id
+from connectors.vapi.channel import VapiOutput
+from connectors.vapi.runner import TurnRunner
+from connectors.vapi.turn import APOLOGY, END, VoiceTurn
 from devtools.fake_llm import LlmReply
-from devtools.sim_vapi import VapiCall
+from omnichannel.tasks import BackgroundTasks
 from tests.connectors.vapi.helpers import (
     conversation_of_stack,
+    same_call_on,
     tracker_of,
     user_texts,
     wait_until,
@@ -104,13 +109,7 @@ async def test_a_reported_interruption_is_a_barge_in_even_when_most_was_heard(st
 async def test_replicas_share_duplicates_and_supersedes(stack, rasa_replica, make_call, fake_llm):
     call = make_call()
     on_one = await call.say("where is my order")
-    other = VapiCall(
-        base_url=rasa_replica.base_url,
-        server_secret=call.server_secret,
-        number=call.number,
-        call_id=call.call_id,
-        control_url=call.control_url,
-    )
+    other = same_call_on(call, rasa_replica.base_url)
     replayed = await other.complete(call.history[:-1])
     assert replayed.text == on_one.text
     conversation = await conversation_of_stack(stack, call.number)
@@ -150,3 +149,30 @@ async def test_replicas_share_duplicates_and_supersedes(stack, rasa_replica, mak
     tracker = await tracker_of(stack, conversation)
     assert user_texts(tracker).count("blorft zxqv again") == 1
     assert len(fake_llm.requests) == 1
+
+
+async def test_a_duplicate_still_waiting_at_its_bound_hears_the_apology(redis_url):
+    """A turn running elsewhere past ``duplicate_wait_seconds`` (its replica alive and renewing,
+    so not to be taken over): the duplicate's caller hears the apology, not silence."""
+
+    def the_turn() -> VoiceTurn:
+        return VoiceTurn(
+            conversation_id="c_slowturn",
+            call_id="call-slow",
+            turn_id=turn_id("call-slow", 0, "hello"),
+            call_key=call_key("c_slowturn", "call-slow"),
+            ordinal=0,
+            last_text="hello",
+            control_url=None,
+        )
+
+    elsewhere = CallStore(redis_url, lease_seconds=60)
+    elsewhere.turns.owner = "a-live-replica"
+    assert (await elsewhere.claim(the_turn())).lease is not None
+    runner = TurnRunner(
+        CallStore(redis_url), BackgroundTasks("test"), VapiOutput, 0.9, duplicate_wait_seconds=0.3
+    )
+    started = await runner.start(None, the_turn(), [])
+    assert not started.claimed and started.turn is None
+    said = [await asyncio.wait_for(started.listener.get(), 2) for _ in range(2)]
+    assert said == [APOLOGY, END]

@@ -16,7 +16,7 @@ def _turn(control_url: Optional[str] = "https://vapi.example/control") -> VoiceT
     return VoiceTurn(
         conversation_id="c_1",
         call_id="call-1",
-        answer_key="answer",
+        turn_id="turn",
         call_key="call",
         ordinal=2,
         last_text="my order",

@@ -7,7 +7,7 @@ import asyncio
 import json
 import secrets
 import time
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import httpx
 import jwt
@@ -193,3 +193,18 @@ async def phone_conversation(stack: RasaStack, phone: str, channel: str = "sms")
         )
     finally:
         await client.close()
+
+
+class RecordedSocket:
+    """The server side of a socket as ChatConnection uses it, for units without a server: the
+    frames sent and the close are kept."""
+
+    def __init__(self) -> None:
+        self.sent: List[Frame] = []
+        self.closed: Optional[Tuple[int, str]] = None
+
+    async def send(self, data: str) -> None:
+        self.sent.append(json.loads(data))
+
+    async def close(self, code: int, reason: str) -> None:
+        self.closed = (code, reason)

@@ -24,7 +24,7 @@ from devtools.stack import RasaStack
 from omnichannel.identity import user_address
 from tests.connectors.webchat.helpers import (
     Chat,
-    Frame,
+    RecordedSocket,
     drain,
     open_chat,
     recv_until,
@@ -149,24 +149,15 @@ async def test_a_resent_message_is_acknowledged_without_a_second_turn(
     assert user_turns[0]["metadata"]["client_message_id"] == client_id
 
 
-class _Socket:
-    """The server side of a socket as ChatConnection uses it: frames sent are recorded."""
-
-    def __init__(self) -> None:
-        self.sent: List[Frame] = []
-
-    async def send(self, data: str) -> None:
-        self.sent.append(json.loads(data))
-
-
 async def test_a_message_redis_cannot_record_is_answered_with_an_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     server = RedisServer(tmp_path / "redis").start()
     monkeypatch.setenv("REDIS_URL", server.url)
     monkeypatch.setenv("WEBCHAT_JWT_SECRET", secrets.token_urlsafe(32))
-    socket = _Socket()
-    connection = ChatConnection(socket, WebChatInput.from_credentials({}), None, None)
+    socket = RecordedSocket()
+    connection = ChatConnection(socket, WebChatInput.from_credentials({}), None)
+    connection.identity = ChatIdentity(user_address("unrecorded"))
     connection.conversation_id = "c_" + secrets.token_hex(8)
     server.kill()
     await connection._accept(TextFrame(type="message", id="abcdefgh12", text="hello"))
@@ -187,19 +178,20 @@ async def test_a_message_before_the_model_is_loaded_is_refused_loudly(
     redis_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("WEBCHAT_JWT_SECRET", secrets.token_urlsafe(32))
-    socket = _Socket()
-    connection = ChatConnection(socket, WebChatInput.from_credentials({}), Agent(), None)
+    socket = RecordedSocket()
+    connection = ChatConnection(socket, WebChatInput.from_credentials({}), Agent())
     connection.identity = ChatIdentity(user_address("early-bird"))
     connection.conversation_id = "c_" + secrets.token_hex(8)
     frame = TextFrame(type="message", id="abcdefgh34", text="hello")
     await connection._accept(frame)
     assert socket.sent == [{"type": "ack", "id": "abcdefgh34", "duplicate": False}]
-    await connection._turn(*connection.turns.get_nowait())
+    await connection._turn(connection.turns.get_nowait())
     assert socket.sent[1]["code"] == "not_processed" and socket.sent[1]["retry"] is True
     assert "starting" in socket.sent[1]["message"]
     # Nothing was processed, so resending the same id is a fresh message, not a duplicate.
     await connection._accept(frame)
     assert socket.sent[2] == {"type": "ack", "id": "abcdefgh34", "duplicate": False}
+    await connection.hand_off()
 
 
 async def test_messages_beyond_the_pending_limit_are_refused_not_queued(
@@ -207,8 +199,9 @@ async def test_messages_beyond_the_pending_limit_are_refused_not_queued(
 ) -> None:
     """Turns outlive their socket, so one socket must not queue them without bound."""
     monkeypatch.setenv("WEBCHAT_JWT_SECRET", secrets.token_urlsafe(32))
-    socket = _Socket()
-    connection = ChatConnection(socket, WebChatInput.from_credentials({}), None, None)
+    socket = RecordedSocket()
+    connection = ChatConnection(socket, WebChatInput.from_credentials({}), None)
+    connection.identity = ChatIdentity(user_address("queuer"))
     connection.conversation_id = "c_" + secrets.token_hex(8)
     for index in range(MAX_PENDING_TURNS):
         await connection._accept(TextFrame(type="message", id=f"queued{index:04}", text="hi"))
@@ -221,6 +214,7 @@ async def test_messages_beyond_the_pending_limit_are_refused_not_queued(
     connection.turns.get_nowait()  # once one turn ran, the resend is a fresh message
     await connection._accept(extra)
     assert socket.sent[-1] == {"type": "ack", "id": "onetoomany", "duplicate": False}
+    assert await connection.hand_off() == MAX_PENDING_TURNS + 1
 
 
 # -- orders belong to the customer; customers cannot name intents (issue 14, finding 6) --------
