@@ -10,13 +10,18 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SYSTEM_STAMP := var/.system-packages
 
-.PHONY: help install system-packages model run test lint pytest validate story-test bench soak lock clean
+.PHONY: help install system-packages model run shell test lint pytest validate responses preview conversations story-test nlu-test bench soak lock clean
 
 help:
 	@echo "make run     start Redis (embedded unless REDIS_URL is set), the action server and Rasa"
-	@echo "make test    install what is missing, then lint, pytest, rasa data validate, rasa test"
+	@echo "make test    install what is missing, then lint, validate, the response check, pytest,"
+	@echo "             end-to-end story tests and the NLU evaluation"
 	@echo "make bench   benchmarks against Rasa's stock parts"
 	@echo "make soak    the long fleet run: replicas behind HAProxy, kills, restarts, figures"
+	@echo "make shell CHANNEL=voice|sms|chat   talk to the assistant as that channel's customer"
+	@echo "make responses              check every response of domain.yml for every channel"
+	@echo "make preview RESPONSE=utter_x   print a response as voice, SMS and chat render it"
+	@echo "make conversations          play tests/conversations/ against a running \`make run\`"
 	@echo "make lock    re-pin requirements.lock from requirements.in"
 
 $(STAMP): requirements.lock
@@ -56,20 +61,41 @@ model: $(STAMP)
 run: $(STAMP)
 	$(PY) -m devtools.launcher
 
+# Talk to the assistant as a voice, SMS or chat customer (own Redis and servers on free ports).
+CHANNEL ?= chat
+shell: $(STAMP) model
+	$(PY) -m devtools.shell --channel $(CHANNEL)
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
 pytest: $(STAMP) $(SYSTEM_STAMP) model
 	$(PY) -m pytest
 
+# rasa data validate --fail-on-warnings, with the warnings that are noise dropped at their source
+# and the rest (an unused response included) failing the run: devtools/validate.py.
 validate: $(STAMP)
-	$(VENV)/bin/rasa data validate --fail-on-warnings
+	$(PY) -m devtools.validate
 
+responses: $(STAMP)
+	$(PY) -m devtools.responses check
+
+preview: $(STAMP)
+	@test -n "$(RESPONSE)" || { echo "usage: make preview RESPONSE=utter_greet"; exit 2; }
+	$(PY) -m devtools.responses preview $(RESPONSE)
+
+conversations: $(STAMP)
+	$(PY) -m devtools.conversations
+
+# End-to-end story tests (NLU and dialogue), every failing story listed; results/stories/.
 story-test: model
-	$(VENV)/bin/rasa test core --stories tests/ --model $$($(PY) -m devtools.model --quiet | tail -1) \
-		--fail-on-prediction-errors --out results/core
+	$(PY) -m devtools.evaluate stories
 
-test: lint validate model pytest story-test
+# NLU cross-validation with a threshold and a per-intent report; results/nlu/.
+nlu-test: $(STAMP)
+	$(PY) -m devtools.evaluate nlu
+
+test: lint validate responses model pytest story-test nlu-test
 	@echo "make test: all checks passed"
 
 bench: $(STAMP)

@@ -23,9 +23,11 @@ from rasa_sdk.executor import CollectingDispatcher
 from actions.barge_in import pending_unheard
 from actions.business import OFFER_TRACKING_LINK, tracking_sms, verified_customer
 from actions.formatting import current_channel
-from omnichannel.barge_in import OFFER_UNHEARD, RESPONSE_TOPICS
+from omnichannel.barge_in import OFFER_UNHEARD
+from omnichannel.channels import TWILIO_SMS
 from omnichannel.orders import VerifiedIdentity, find_order
 from omnichannel.sms_sender import NoPhoneOnFile, SmsOptedOut, SmsSender, SmsSendFailed
+from omnichannel.textable import sms_text, sms_topic
 
 logger = logging.getLogger(__name__)
 
@@ -46,11 +48,22 @@ class TextContent:
 
 
 def _response_text(domain: Dict[str, Any], response: str) -> Optional[str]:
-    """A response's plain variation (no ``channel``/``condition``), as written in domain.yml."""
-    for variation in (domain.get("responses") or {}).get(response) or []:
-        plain = not variation.get("channel") and not variation.get("condition")
-        if plain and variation.get("text"):
-            return variation["text"]
+    """What a response says by SMS: its ``sms_text`` metadata, else its SMS variation, else its
+    plain one (no ``channel``/``condition``), as written in domain.yml. (A response said on a
+    call was said in its voice form; the text should read as written.)"""
+    variations = [
+        v
+        for v in (domain.get("responses") or {}).get(response) or []
+        if not v.get("condition") and v.get("channel") in (None, TWILIO_SMS)
+    ]
+    for variation in variations:
+        declared_text = sms_text({"metadata": {"metadata": variation.get("metadata")}})
+        if declared_text:
+            return declared_text
+    for channel in (TWILIO_SMS, None):
+        for variation in variations:
+            if variation.get("channel") == channel and variation.get("text"):
+                return variation["text"]
     return None
 
 
@@ -60,8 +73,9 @@ def _tracking_link(tracker: Tracker, customer: VerifiedIdentity) -> Optional[Tex
     for event in reversed(tracker.events):
         metadata = event.get("metadata") or {}
         if event.get("event") == "bot" and metadata.get("sent_by") != SENT_BY:
-            if isinstance(metadata.get("sms_text"), str):
-                return TextContent(metadata["sms_text"], metadata.get("sms_topic") or "the link")
+            text = sms_text(event)
+            if text:
+                return TextContent(text, sms_topic(event) or "the link")
     order = find_order(tracker.get_slot("order_number"), customer)
     link = tracking_sms(order) if order else None
     return TextContent(link, "the tracking link") if link else None
@@ -86,8 +100,9 @@ def content_to_text(
 
     What the customer named wins ("text me the tracking link", "the refund policy", "the
     rest"); then what the bot just offered; then the latest message worth texting, newest
-    first: one that carries an SMS form (tracking), the refund policy (its unheard remainder
-    when the caller was cut off during it).
+    first: one that declares it can be texted (omnichannel/textable.py: an action's
+    ``sms_text``, such as a tracking link, or a response's ``sms_topic`` in domain.yml, sent in
+    its SMS form; its unheard remainder when the caller was cut off during it).
     """
     asked = (tracker.latest_message or {}).get("text") or ""
     if _ASKS_FOR_LINK.search(asked):
@@ -108,13 +123,15 @@ def content_to_text(
         metadata = event.get("metadata") or {}
         if metadata.get("sent_by") == SENT_BY:
             continue
-        if isinstance(metadata.get("sms_text"), str):
-            return TextContent(metadata["sms_text"], metadata.get("sms_topic") or "the link")
-        topic = RESPONSE_TOPICS.get(metadata.get("utter_action"))
+        text, topic = sms_text(event), sms_topic(event)
+        if text:
+            return TextContent(text, topic or "the link")
         if topic:
             if unheard is not None and unheard.get("topic") == topic:
                 return _unheard(tracker)
-            return _policy(domain) if topic == "the refund policy" else None
+            response = metadata.get("utter_action")
+            written = (_response_text(domain, response) if response else None) or event.get("text")
+            return TextContent(written, topic) if written else None
     return _unheard(tracker)
 
 

@@ -53,6 +53,32 @@ def read_env_file(path: Path = ENV_FILE) -> Dict[str, str]:
     return values
 
 
+def local_settings(path: Path = ENV_FILE) -> Dict[str, str]:
+    """The settings the local tools sign and connect with: ``.env`` (what ``make run`` wrote),
+    each overridden by the same variable exported in the environment."""
+    values = read_env_file(path)
+    values.update(
+        {name: os.environ[name] for name in values.keys() | _EXPORTED if name in os.environ}
+    )
+    return values
+
+
+#: Settings a tool may take from the environment even when .env lacks them.
+_EXPORTED = frozenset(
+    {
+        "PUBLIC_BASE_URL",
+        "REDIS_URL",
+        "TWILIO_ACCOUNT_SID",
+        "TWILIO_AUTH_TOKEN",
+        "TWILIO_PHONE_NUMBER",
+        "TWILIO_API_BASE_URL",
+        "VAPI_SERVER_SECRET",
+        "VAPI_CUSTOM_LLM_KEY",
+        "WEBCHAT_JWT_SECRET",
+    }
+)
+
+
 def first_run_settings() -> Dict[str, str]:
     """A fresh .env for local use: random secrets, fixed local ports, the local fake Twilio."""
     return {
@@ -93,6 +119,7 @@ def print_banner(env: Dict[str, str], redis_url: str) -> None:
         f"  Redis:            {redis_url}",
         f"  Rasa server:      {local}   (HTTP API token in .env: RASA_AUTH_TOKEN)",
         f"  Action server:    http://127.0.0.1:{ACTION_PORT}",
+        f"  Conversation viewer: {local}/webhooks/viewer/   (log in with RASA_AUTH_TOKEN)",
         "",
         "  Web chat (signed in as a demo user linked to +1 415 555 2671):",
         f"    {demo_chat_link(env, local)}",

@@ -106,6 +106,17 @@ def _message(variation: Variation) -> BotMessage:
     )
 
 
+def render_for(kind: str, variation: Variation) -> str:
+    """A variation as the customer on ``kind`` receives it: the speech, the SMS bodies (blank
+    line between messages), the chat message's markdown."""
+    message = _message(variation)
+    if kind == VOICE:
+        return render_voice_message(message)
+    if kind == SMS:
+        return "\n\n".join(sms.body for sms in render_sms([message]).messages)
+    return str(render_chat(message).get("text") or "")
+
+
 def _non_gsm7(text: str) -> List[str]:
     return sorted({ch for ch in text if ch not in GSM7_BASIC and ch not in GSM7_EXTENDED})
 

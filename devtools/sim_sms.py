@@ -15,7 +15,6 @@ points at it, as ``make run`` sets up.
 from __future__ import annotations
 
 import argparse
-import os
 import secrets
 import sys
 import time
@@ -25,7 +24,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import httpx
 
 from devtools.fake_twilio import fetch_messages
-from devtools.launcher import RASA_PORT, read_env_file
+from devtools.launcher import RASA_PORT, local_settings
 from devtools.twilio_webhook import SignedSms, signed_sms
 
 SETTINGS = (
@@ -39,8 +38,7 @@ SETTINGS = (
 
 def load_env() -> Dict[str, str]:
     """``.env`` (what ``make run`` wrote), overridden by the process environment."""
-    values = read_env_file()
-    values.update({name: os.environ[name] for name in SETTINGS if os.environ.get(name)})
+    values = local_settings()
     missing = [name for name in SETTINGS[:3] if not values.get(name)]
     if missing:
         raise SystemExit(f"missing {', '.join(missing)}: run `make run` once to create .env")

@@ -241,7 +241,7 @@ async def play_call(call: VapiCall, utterances: List[str], interrupt_after: Opti
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    from devtools.launcher import read_env_file
+    from devtools.launcher import local_settings
 
     parser = argparse.ArgumentParser(description="Play VAPI against a running Rasa server")
     parser.add_argument("--from", dest="number", help="caller number (E.164); omit: web call")
@@ -251,9 +251,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         "--interrupt-after", type=int, help="cut every bot answer off after N characters"
     )
     args = parser.parse_args(argv)
-    env = read_env_file()
+    env = local_settings()
     if not env.get("VAPI_SERVER_SECRET"):
-        print("VAPI_SERVER_SECRET missing from .env: run `make run` once first", file=sys.stderr)
+        print(
+            "VAPI_SERVER_SECRET is neither exported nor in .env: run `make run` once first",
+            file=sys.stderr,
+        )
         return 2
     call = VapiCall(
         base_url=args.url.rstrip("/"),

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional
 
 from omnichannel.rendering.messages import SENTENCE_END, split_sentences
+from omnichannel.textable import sms_topic
 
 #: A message counts as cut off when the caller heard less than this share of it.
 CUT_OFF_RATIO = 0.98
-#: What a cut-off message was about, for offers ("the rest of the refund policy").
-RESPONSE_TOPICS = {"utter_refund_policy": "the refund policy"}
+#: What a cut-off message was about when it declares no ``sms_topic`` (omnichannel/textable.py).
 DEFAULT_TOPIC = "my last answer"
 
 OFFER_UNHEARD = "unheard"
@@ -110,10 +110,13 @@ def unheard_remainder(barge_in: BargeIn, original: str) -> str:
 
 
 def topic_of(bot_events: List[Dict[str, Any]]) -> str:
+    """What the cut-off turn was about, for offers ("the rest of the refund policy"): the
+    ``topic`` an action gave its message, or the ``sms_topic`` its response declares."""
     for event in reversed(bot_events):
         metadata = event.get("metadata") or {}
         if isinstance(metadata.get("topic"), str):
             return metadata["topic"]
-        if metadata.get("utter_action") in RESPONSE_TOPICS:
-            return RESPONSE_TOPICS[metadata["utter_action"]]
+        topic = sms_topic(event)
+        if topic:
+            return topic
     return DEFAULT_TOPIC

@@ -29,6 +29,7 @@ from sanic.request import Request
 
 from connectors.drain import CLOSE_SERVICE_RESTART, Drain, drain_before_stop, drain_of
 from connectors.http_limits import BodyRefused, guard_slow_headers, read_body
+from connectors.static_pages import add_page_routes
 from connectors.webchat.auth import (
     ANONYMOUS_TOKEN_LIFETIME,
     MAX_TOKEN_LIFETIME,
@@ -170,31 +171,7 @@ class WebChatInput(InputChannel):
                 self.work, ChatTurnResumer(self.work, lambda: getattr(app.ctx, "agent", None))
             )
 
-        @bp.route("/", methods=["GET"])
-        async def page(request: Request) -> Any:
-            if not request.path.endswith("/"):
-                # The page loads its assets by relative URL, which needs the trailing slash.
-                return response.redirect(request.path + "/")
-            return await response.file(
-                STATIC_DIR / "index.html",
-                headers={
-                    "Content-Security-Policy": PAGE_SECURITY_POLICY,
-                    "Cache-Control": "no-cache",
-                    "Referrer-Policy": "no-referrer",
-                    "X-Content-Type-Options": "nosniff",
-                },
-                mime_type="text/html; charset=utf-8",
-            )
-
-        @bp.route("/static/<name>", methods=["GET"])
-        async def static(_: Request, name: str) -> Any:
-            if name not in STATIC_FILES:
-                return response.json({"error": "no such file"}, status=404)
-            return await response.file(
-                STATIC_DIR / name,
-                headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"},
-                mime_type=STATIC_FILES[name],
-            )
+        add_page_routes(bp, STATIC_DIR, STATIC_FILES, PAGE_SECURITY_POLICY)
 
         @bp.route("/session", methods=["POST"], stream=True)
         async def session(request: Request) -> Any:

@@ -261,7 +261,11 @@ async def test_turn_context_in_process_sets_what_the_action_server_sets() -> Non
             ActionExecuted("utter_policy"),
             BotUttered(
                 "Returns within 30 days. Items unused. Refunds in a week.",
-                metadata={"utter_action": "utter_refund_policy"},
+                # As Rasa stores a response's bot event: its domain metadata one level down.
+                metadata={
+                    "utter_action": "utter_refund_policy",
+                    "metadata": {"sms_topic": "the refund policy"},
+                },
             ),
             ActionExecuted("action_listen"),
             UserUttered(

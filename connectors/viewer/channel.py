@@ -1,0 +1,131 @@
+"""The Rasa input channel ``viewer``: the conversation viewer's page and its JSON API.
+
+Routes (under ``/webhooks/viewer``):
+
+- ``GET /``: the page (a login form, then search and timeline); ``GET /static/<file>``: its
+  script and stylesheet. They hold no data, so they are served to anyone.
+- ``POST /api/timeline``: ``Authorization: Bearer <RASA_AUTH_TOKEN>``; a JSON body naming one
+  of ``phone``, ``user_id``, ``conversation_id``, and optionally ``before`` (a log index) and
+  ``limit`` (events). Answers the conversation's profile and timeline page (see
+  :mod:`connectors.viewer.lookup`); 401 without the token, 400 on bad input, 404 when nothing
+  matches, 413 on a body over 4 KiB, 503 when Redis fails.
+
+The channel takes no messages: it reads what the other channels stored.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Awaitable, Callable, Dict, Optional
+
+from pydantic import conint
+from rasa.core.channels.channel import InputChannel, UserMessage
+from sanic import Blueprint, response
+from sanic.request import Request
+
+from connectors.http_limits import BodyRefused, read_body
+from connectors.static_pages import add_page_routes
+from connectors.viewer.auth import is_authorised
+from connectors.viewer.lookup import NotFound, timeline_page
+from connectors.viewer.query import BadQuery, parse_query
+from omnichannel.identity import IdentityStore
+from omnichannel.options import ConnectorOptions
+from omnichannel.redis_client import StateUnavailable
+from omnichannel.settings import ConfigError, Settings, load_settings
+
+logger = logging.getLogger(__name__)
+
+SECTION = "connectors.viewer.channel.ViewerInput"
+#: A query is a few short fields.
+QUERY_MAX_BYTES = 4096
+NO_STORE = {"Cache-Control": "no-store"}
+STATIC_DIR = Path(__file__).parent / "static"
+STATIC_FILES = {
+    "viewer.js": "application/javascript; charset=utf-8",
+    "viewer.css": "text/css; charset=utf-8",
+}
+#: Nothing from elsewhere, no inline script; bot images are shown as links, not loaded.
+PAGE_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+)
+
+
+class ViewerOptions(ConnectorOptions):
+    """Tunables from credentials.yml."""
+
+    #: Events read for a timeline page when the request names no ``limit``.
+    page_events: conint(ge=1, le=5000) = 200
+    #: The largest ``limit`` a request may ask for.
+    max_page_events: conint(ge=1, le=5000) = 1000
+
+
+def event_store(agent: Any) -> Any:
+    """The tracker store under Rasa's wrappers (``_tracker_store``): the log reads are ours."""
+    store = getattr(agent, "tracker_store", None)
+    while hasattr(store, "_tracker_store"):
+        store = store._tracker_store
+    if not hasattr(store, "read_events") or not hasattr(store, "event_count"):
+        raise ConfigError(
+            "the conversation viewer needs tracker_store type "
+            "connectors.tracker_store.RedisEventLogTrackerStore in endpoints.yml"
+        )
+    return store
+
+
+class ViewerInput(InputChannel):
+    """Rasa input channel ``viewer``; credentials.yml: ``connectors.viewer.channel.ViewerInput``
+    (its options: :class:`ViewerOptions`)."""
+
+    def __init__(self, settings: Settings, options: ViewerOptions) -> None:
+        settings.require("RASA_AUTH_TOKEN")
+        if options.page_events > options.max_page_events:
+            raise ConfigError(f"{SECTION}: page_events must not exceed max_page_events")
+        self.auth_token = settings.rasa_auth_token or ""
+        self.options = options
+        self.identity = IdentityStore()
+
+    @classmethod
+    def name(cls) -> str:
+        return "viewer"
+
+    @classmethod
+    def from_credentials(cls, credentials: Optional[Dict[str, Any]]) -> ViewerInput:
+        given = {key: value for key, value in (credentials or {}).items() if value is not None}
+        return cls(load_settings(), ViewerOptions.parse(SECTION, given))
+
+    def blueprint(self, on_new_message: Callable[[UserMessage], Awaitable[Any]]) -> Blueprint:
+        bp = Blueprint("omni_viewer", __name__)
+
+        add_page_routes(bp, STATIC_DIR, STATIC_FILES, PAGE_SECURITY_POLICY)
+
+        @bp.route("/api/timeline", methods=["POST"], stream=True)
+        async def timeline(request: Request) -> Any:
+            if not is_authorised(request.headers.get("authorization"), self.auth_token):
+                return response.json(
+                    {"error": "send the Rasa auth token as a Bearer token"},
+                    status=401,
+                    headers={**NO_STORE, "WWW-Authenticate": "Bearer"},
+                )
+            try:
+                query = parse_query(
+                    await read_body(request, QUERY_MAX_BYTES),
+                    page_events=self.options.page_events,
+                    max_page_events=self.options.max_page_events,
+                )
+                answer = await timeline_page(
+                    self.identity, event_store(request.app.ctx.agent), query
+                )
+            except BodyRefused as error:
+                return response.json({"error": error.reason}, status=error.status)
+            except BadQuery as error:
+                return response.json({"error": str(error)}, status=400, headers=NO_STORE)
+            except NotFound as error:
+                return response.json({"error": str(error)}, status=404, headers=NO_STORE)
+            except StateUnavailable as error:
+                logger.error("viewer: %s", error)
+                return response.json({"error": "try again later"}, status=503, headers=NO_STORE)
+            return response.json(answer, headers=NO_STORE)
+
+        return bp

@@ -1,0 +1,78 @@
+"""Finding the conversation a query names and reading one page of its timeline from Redis.
+
+The identity store maps a phone number or a site user to its conversation; the tracker store's
+event log (:class:`connectors.tracker_store.RedisEventLogTrackerStore`) holds every event of it,
+whatever the channel. Each page costs two bounded reads: the page's events, and up to
+``CHANNEL_LOOKBACK_EVENTS`` before them to learn which channel the page's first bot messages
+answered on. Redis failures surface as :class:`~omnichannel.redis_client.StateUnavailable`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Optional
+
+from connectors.viewer.query import Query
+from connectors.viewer.timeline import Masker, build_timeline
+from connectors.webchat.history import CHANNEL_LOOKBACK_EVENTS
+from omnichannel.channels import kind_of_event
+from omnichannel.identity import IdentityStore
+
+
+class NotFound(LookupError):
+    """No conversation matches; the message is safe to return in a 404."""
+
+
+async def find_conversation(identity: IdentityStore, store: Any, query: Query) -> str:
+    """The id of the conversation ``query`` names, which must have a stored event."""
+    if query.address is not None:
+        conversation_id = await identity.lookup(query.address)
+        if conversation_id is None:
+            what = "phone number" if query.address.scheme == "tel" else "user id"
+            raise NotFound(f"no conversation for that {what}")
+    else:
+        conversation_id = query.conversation_id or ""
+    if not await store.event_count(conversation_id):
+        raise NotFound("that conversation has no stored events")
+    return conversation_id
+
+
+async def _channel_before(store: Any, conversation_id: str, index: int) -> Optional[str]:
+    """The channel of the last user turn before event ``index``, looking back a bounded way."""
+    if index <= 0:
+        return None
+    start = max(0, index - CHANNEL_LOOKBACK_EVENTS)
+    for event in reversed(await store.read_events(conversation_id, start, index - 1)):
+        if event.get("event") == "user":
+            return kind_of_event(event)
+    return None
+
+
+async def timeline_page(identity: IdentityStore, store: Any, query: Query) -> Dict[str, Any]:
+    """The JSON answer of ``POST /api/timeline``: the conversation, its contact profile and the
+    entries of up to ``query.limit`` events before ``query.before`` (oldest first), with the
+    cursor of the next older page (``older_before``, None at the start of the log)."""
+    conversation_id = await find_conversation(identity, store, query)
+    total = await store.event_count(conversation_id)
+    stop = total if query.before is None else min(query.before, total)
+    start = max(0, stop - query.limit)
+    events = await store.read_events(conversation_id, start, stop - 1) if stop > start else []
+    masker = Masker(query.searched_phone)
+    entries = build_timeline(
+        list(enumerate(events, start)),
+        await _channel_before(store, conversation_id, start),
+        masker,
+    )
+    profile = await identity.profile(conversation_id)
+    return {
+        "conversation_id": conversation_id,
+        "profile": {
+            "phone": masker(profile.phone) if profile.phone else None,
+            "user_id": profile.user_id,
+            "channels_seen": profile.channels,
+            "sms_opted_out": profile.sms_opted_out,
+        },
+        "total_events": total,
+        "page": {"start": start, "stop": stop},
+        "older_before": start if start > 0 else None,
+        "entries": entries,
+    }

@@ -1,0 +1,254 @@
+/* Conversation viewer: log in with the Rasa auth token, find a conversation, read its timeline.
+ *
+ * The token lives in sessionStorage (this tab only) and travels in an Authorization header,
+ * never in a URL. Everything shown is set as text (textContent); the chat HTML the server
+ * rendered is parsed inertly and rebuilt from a short list of tags, so no event text can put
+ * markup or script into the page. */
+(function () {
+  "use strict";
+
+  var TOKEN_KEY = "omni-viewer-token";
+  var API = "api/timeline";
+  var LABELS = { voice: "Voice", sms: "SMS", chat: "Chat" };
+  var SAFE_TAGS = { P: 1, BR: 1, STRONG: 1, EM: 1, B: 1, I: 1, CODE: 1, UL: 1, OL: 1, LI: 1, A: 1 };
+  var SAFE_LINK = /^(https?:|mailto:|tel:)/i;
+
+  var $ = function (id) { return document.getElementById(id); };
+  var current = null; // the search whose timeline is shown: {key: value}
+
+  function el(tag, className, text) {
+    var node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text !== undefined && text !== null) node.textContent = String(text);
+    return node;
+  }
+
+  function token() { return sessionStorage.getItem(TOKEN_KEY); }
+
+  function show(loggedIn) {
+    $("v-login").hidden = loggedIn;
+    $("v-search").hidden = !loggedIn;
+    $("v-logout").hidden = !loggedIn;
+    if (!loggedIn) $("v-result").hidden = true;
+    (loggedIn ? $("v-value") : $("v-token")).focus();
+  }
+
+  function logOut(message) {
+    sessionStorage.removeItem(TOKEN_KEY);
+    $("v-login-error").textContent = message || "";
+    show(false);
+  }
+
+  function post(body) {
+    return fetch(API, {
+      method: "POST",
+      headers: { "Content-Type": "application/json", Authorization: "Bearer " + token() },
+      body: JSON.stringify(body),
+      credentials: "omit",
+      cache: "no-store",
+    }).then(function (answer) {
+      return answer.json().catch(function () { return {}; }).then(function (data) {
+        return { status: answer.status, data: data };
+      });
+    });
+  }
+
+  function when(timestamp) {
+    if (typeof timestamp !== "number") return "";
+    return new Date(timestamp * 1000).toISOString().replace("T", " ").slice(0, 19) + " UTC";
+  }
+
+  function badge(channel) {
+    if (!channel) return el("span", "v-badge", "channel unknown");
+    return el("span", "v-badge v-badge-" + channel, LABELS[channel] || channel);
+  }
+
+  /* The server's chat HTML, rebuilt from text nodes and a few harmless tags. */
+  function safeHtml(html) {
+    var parsed = new DOMParser().parseFromString("<body>" + html, "text/html").body;
+    var out = el("div", "v-html");
+    function copy(from, to) {
+      from.childNodes.forEach(function (node) {
+        if (node.nodeType === Node.TEXT_NODE) {
+          to.appendChild(document.createTextNode(node.nodeValue));
+        } else if (node.nodeType === Node.ELEMENT_NODE && SAFE_TAGS[node.tagName]) {
+          var copyNode = document.createElement(node.tagName.toLowerCase());
+          if (node.tagName === "A") {
+            var href = node.getAttribute("href") || "";
+            if (SAFE_LINK.test(href)) {
+              copyNode.setAttribute("href", href);
+              copyNode.setAttribute("rel", "noopener noreferrer");
+              copyNode.setAttribute("target", "_blank");
+            }
+          }
+          copy(node, copyNode);
+          to.appendChild(copyNode);
+        } else if (node.nodeType === Node.ELEMENT_NODE) {
+          copy(node, to);
+        }
+      });
+    }
+    copy(parsed, out);
+    return out;
+  }
+
+  function percent(confidence) {
+    return typeof confidence === "number" ? " (" + Math.round(confidence * 100) + "%)" : "";
+  }
+
+  function userBody(entry, li) {
+    li.appendChild(el("p", "v-text", entry.text));
+    var nlu = el("p", "v-nlu", "Intent: " + (entry.intent || "none") + percent(entry.confidence));
+    (entry.entities || []).forEach(function (entity) {
+      nlu.appendChild(document.createTextNode(" · " + entity.entity + "=" + entity.value));
+    });
+    li.appendChild(nlu);
+    if (entry.barge_in) {
+      var heard = typeof entry.barge_in.heard_ratio === "number"
+        ? Math.round(entry.barge_in.heard_ratio * 100) + "% heard" : "";
+      li.appendChild(el("p", "v-nlu", "Barged in after hearing: “" + entry.barge_in.heard_text + "” " + heard));
+    }
+  }
+
+  function botBody(entry, li) {
+    var shown = entry.rendered || {};
+    if (entry.channel === "voice") {
+      li.appendChild(el("p", "v-text", "Said: " + shown.speech));
+    } else if (entry.channel === "sms") {
+      li.appendChild(el("p", "v-text", shown.body));
+      li.appendChild(el("p", "v-nlu", shown.segments + " segment(s), " + shown.encoding));
+    } else if (entry.channel === "chat") {
+      li.appendChild(safeHtml(shown.html || ""));
+      if (shown.buttons) {
+        var list = el("ul", "v-buttons");
+        shown.buttons.forEach(function (button) {
+          list.appendChild(el("li", "", button.title + (button.url ? " → " + button.url : "")));
+        });
+        li.appendChild(list);
+      }
+    } else {
+      li.appendChild(el("p", "v-text", shown.text));
+    }
+    if (entry.delivered_on) li.appendChild(el("p", "v-nlu", "Delivered by " + (LABELS[entry.delivered_on] || entry.delivered_on)));
+  }
+
+  var RENDER = {
+    user: function (entry, li, meta) {
+      meta.prepend(el("span", "v-who", "Customer"));
+      meta.appendChild(badge(entry.channel));
+      if (entry.barge_in) meta.appendChild(el("span", "v-badge v-badge-barge", "Barge-in"));
+      userBody(entry, li);
+    },
+    bot: function (entry, li, meta) {
+      meta.prepend(el("span", "v-who", "Bot"));
+      meta.appendChild(badge(entry.channel));
+      botBody(entry, li);
+    },
+    call_summary: function (entry, li, meta) {
+      meta.prepend(el("span", "v-who", "Call summary"));
+      meta.appendChild(badge("voice"));
+      li.appendChild(el("p", "v-text", entry.summary || "(no summary)"));
+      var facts = [];
+      if (entry.ended_reason) facts.push("ended: " + entry.ended_reason);
+      if (typeof entry.duration_seconds === "number") facts.push(Math.round(entry.duration_seconds) + " s");
+      if (facts.length) li.appendChild(el("p", "v-nlu", facts.join(" · ")));
+    },
+    action: function (entry, li, meta) {
+      meta.prepend(el("span", "v-who", "Action"));
+      li.appendChild(el("span", "", entry.name + (entry.policy ? " — " + entry.policy : "") + percent(entry.confidence)));
+    },
+    slot: function (entry, li, meta) {
+      meta.prepend(el("span", "v-who", "Slot"));
+      if (entry.barge_in) meta.appendChild(el("span", "v-badge v-badge-barge", "Barge-in slot"));
+      li.appendChild(el("span", "v-text", entry.name + " = " + (entry.value === null ? "null" : entry.value)));
+    },
+    session: function (entry, li, meta) { meta.prepend(el("span", "v-who", "New session")); },
+    form: function (entry, li, meta) {
+      meta.prepend(el("span", "v-who", "Form"));
+      li.appendChild(el("span", "", entry.name ? entry.name + " active" : "form ended"));
+    },
+    event: function (entry, li, meta) {
+      meta.prepend(el("span", "v-who", "Event"));
+      li.appendChild(el("span", "", entry.event));
+    },
+  };
+
+  function entryNode(entry) {
+    var li = el("li", "v-entry v-entry-" + entry.type);
+    var meta = el("div", "v-meta");
+    meta.appendChild(el("time", "", when(entry.timestamp)));
+    li.appendChild(meta);
+    (RENDER[entry.type] || RENDER.event)(entry, li, meta);
+    return li;
+  }
+
+  function showProfile(data) {
+    var profile = data.profile || {};
+    var rows = [
+      ["Phone", profile.phone || "—"],
+      ["Site user", profile.user_id || "—"],
+      ["Channels seen", Object.keys(profile.channels_seen || {}).join(", ") || "—"],
+      ["SMS opted out", profile.sms_opted_out ? "yes" : "no"],
+      ["Events", data.total_events],
+    ];
+    var list = $("v-profile");
+    list.replaceChildren();
+    rows.forEach(function (row) {
+      list.appendChild(el("dt", "", row[0]));
+      list.appendChild(el("dd", "", row[1]));
+    });
+  }
+
+  function load(search, before) {
+    var body = Object.assign({}, search);
+    if (before !== undefined) body.before = before;
+    return post(body).then(function (answer) {
+      if (answer.status === 401) { logOut("The token was refused; log in again."); return; }
+      if (answer.status !== 200) {
+        $("v-search-error").textContent = answer.data.error || "Error " + answer.status;
+        if (before === undefined) $("v-result").hidden = true;
+        return;
+      }
+      var data = answer.data;
+      $("v-search-error").textContent = "";
+      $("v-cid").textContent = data.conversation_id;
+      showProfile(data);
+      var timeline = $("v-timeline");
+      var nodes = data.entries.map(entryNode);
+      if (before === undefined) timeline.replaceChildren.apply(timeline, nodes);
+      else timeline.prepend.apply(timeline, nodes);
+      var older = $("v-older");
+      older.hidden = data.older_before === null;
+      older.dataset.before = data.older_before === null ? "" : String(data.older_before);
+      $("v-result").hidden = false;
+    }).catch(function () {
+      $("v-search-error").textContent = "The server could not be reached.";
+    });
+  }
+
+  $("v-login").addEventListener("submit", function (event) {
+    event.preventDefault();
+    sessionStorage.setItem(TOKEN_KEY, $("v-token").value.trim());
+    $("v-token").value = "";
+    // An empty query is refused (400) only once the token is accepted.
+    post({}).then(function (answer) {
+      if (answer.status === 401) logOut("The token was refused.");
+      else { $("v-login-error").textContent = ""; show(true); }
+    }).catch(function () { logOut("The server could not be reached."); });
+  });
+
+  $("v-search").addEventListener("submit", function (event) {
+    event.preventDefault();
+    current = {};
+    current[$("v-by").value] = $("v-value").value.trim();
+    load(current);
+  });
+
+  $("v-older").addEventListener("click", function () {
+    if (current && this.dataset.before) load(current, Number(this.dataset.before));
+  });
+
+  $("v-logout").addEventListener("click", function () { logOut(""); });
+
+  show(Boolean(token()));
+})();

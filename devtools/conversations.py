@@ -1,0 +1,427 @@
+"""Conversation tests per channel: YAML test cases played through the real connectors of a
+running server, checked against what each customer actually receives.
+
+The format follows Rasa Pro's end-to-end test cases (``test_cases:``, each a ``test_case:`` name
+and ``steps:`` of ``user:`` and expected ``utter:`` / ``bot:``), plus the channel::
+
+    test_cases:
+      - test_case: order status, call then text
+        channel: voice              # the case's channel: voice, sms or chat (default chat)
+        never_twice: [utter_ask_order_number]   # responses the customer must not get twice
+        steps:
+          - user: "where is my order"
+          - utter: utter_ask_order_number    # one of its variations, rendered for voice
+          - user: "12345"
+          - bot: "Order 1 2 3 4 5 has shipped..."   # the exact text the caller hears
+          - user: "and the tracking number?"
+            channel: sms                    # this step (and the next ones) by SMS
+          - bot: "..."
+
+Each case is one customer (a fresh phone number; on chat a signed-in site user with that
+verified phone), so voice, SMS and chat share one conversation, as for a real customer. A
+customer's turn is sent as the channel's real client sends it: the ``openai`` SDK as VAPI, a
+Twilio-signed webhook (replies inline as TwiML or, for slow turns, by REST at the Twilio API the
+server uses, which must be the local fake), a WebSocket with a JWT. The expected text is what
+the customer receives after rendering (speech, SMS bodies, chat markdown); ``{slot}`` in a
+response's text matches any value. After each ``user:`` step the following ``bot:``/``utter:``
+steps consume the turn's replies in order; replies left over are fine (as in Rasa's tests).
+
+Run ``python -m devtools.conversations [files or folders]`` against ``make run``'s server (its
+``.env`` secrets), or from tests with :func:`run_cases`. Every failing case is reported with a
+diff per failing step, not only the first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import difflib
+import json
+import re
+import secrets
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence
+from xml.etree import ElementTree
+
+import httpx
+import jwt
+import websockets
+import yaml
+
+from devtools.responses import ROOT, candidates, load_responses, render_for
+from devtools.sim_vapi import VapiCall
+from devtools.twilio_webhook import signed_sms
+from omnichannel.channels import CHAT, KINDS, SMS, VOICE
+from omnichannel.identity import IdentityStore, phone_address
+from omnichannel.redis_client import redis_client
+
+#: How long a turn's replies may take on any channel.
+TURN_TIMEOUT = 30.0
+#: After an SMS webhook answered with empty TwiML, how long replies by REST are waited for.
+REST_REPLY_SECONDS = 15.0
+_SPACES = re.compile(r"\s+")
+
+
+class BadTestFile(ValueError):
+    """A test file that does not follow the format; the message names the file and case."""
+
+
+@dataclass(frozen=True)
+class Step:
+    kind: str  # "user", "bot" or "utter"
+    value: str
+    channel: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class TestCase:
+    name: str
+    source: str
+    channel: str
+    steps: Sequence[Step]
+    never_twice: Sequence[str] = ()
+    #: The customer's phone (e.g. the owner of demo orders); None: a fresh number.
+    phone: Optional[str] = None
+
+
+def _step(raw: Any, where: str) -> Step:
+    if not isinstance(raw, Mapping):
+        raise BadTestFile(f"{where}: a step is a mapping (user:, bot: or utter:)")
+    kinds = [kind for kind in ("user", "bot", "utter") if kind in raw]
+    unknown = set(raw) - {"user", "bot", "utter", "channel"}
+    if len(kinds) != 1 or unknown:
+        raise BadTestFile(f"{where}: a step has exactly one of user:, bot:, utter: (and channel:)")
+    channel = raw.get("channel")
+    if channel is not None and channel not in KINDS:
+        raise BadTestFile(f"{where}: channel {channel!r} is not one of {', '.join(KINDS)}")
+    if channel is not None and kinds[0] != "user":
+        raise BadTestFile(f"{where}: only a user: step names a channel (the bot answers on it)")
+    return Step(kinds[0], str(raw[kinds[0]]), channel)
+
+
+def load_cases(paths: Sequence[Path]) -> List[TestCase]:
+    """The test cases of every YAML file given (folders: every ``*.yml`` in them)."""
+    files: List[Path] = []
+    for path in paths:
+        files.extend(sorted(path.rglob("*.yml")) if path.is_dir() else [path])
+    cases: List[TestCase] = []
+    for path in files:
+        content = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        for raw in content.get("test_cases") or []:
+            name = str(raw.get("test_case") or "")
+            where = f"{path.name}: {name or '(unnamed case)'}"
+            if not name:
+                raise BadTestFile(f"{where}: every case needs a test_case: name")
+            unknown = set(raw) - {"test_case", "channel", "steps", "never_twice", "phone"}
+            if unknown:
+                raise BadTestFile(f"{where}: unknown keys {', '.join(sorted(unknown))}")
+            channel = raw.get("channel", CHAT)
+            if channel not in KINDS:
+                raise BadTestFile(f"{where}: channel {channel!r} is not one of {', '.join(KINDS)}")
+            if not isinstance(raw.get("steps"), list) or not raw["steps"]:
+                raise BadTestFile(f"{where}: steps: is a list of user:, bot: and utter: steps")
+            steps = [_step(step, f"{where}, step {n}") for n, step in enumerate(raw["steps"], 1)]
+            phone = raw.get("phone")
+            cases.append(
+                TestCase(
+                    name,
+                    str(path),
+                    channel,
+                    steps,
+                    tuple(raw.get("never_twice") or ()),
+                    str(phone) if phone else None,
+                )
+            )
+    return cases
+
+
+def normalised(text: str) -> str:
+    return _SPACES.sub(" ", text).strip()
+
+
+@dataclass(frozen=True)
+class Server:
+    """Where the connectors run and the secrets their clients sign with."""
+
+    base_url: str
+    env: Mapping[str, str]
+
+    @property
+    def twilio_api(self) -> str:
+        return self.env.get("TWILIO_API_BASE_URL", "")
+
+    async def forget(self, phone: str) -> None:
+        """Starts the phone's next contact in a new conversation (identity erasure), so a case
+        with a fixed phone begins where a first-time customer would."""
+        identity = IdentityStore(redis_client(self.env["REDIS_URL"]))
+        conversation_id = await identity.lookup(phone_address(phone))
+        if conversation_id is not None:
+            await identity.forget(conversation_id)
+
+
+# -- one customer on three channels ---------------------------------------------------------
+
+
+@dataclass
+class Customer:
+    """One customer of a test case: a phone number, a call, a chat socket, texts."""
+
+    server: Server
+    phone: str = field(default_factory=lambda: f"+1415555{secrets.randbelow(10000):04d}")
+    call: Optional[VapiCall] = None
+    chat: Any = None
+    greeting: str = ""
+
+    async def say(self, channel: str, text: str) -> List[str]:
+        """What the customer receives in answer to ``text`` on ``channel``."""
+        if channel == VOICE:
+            return await self._speak(text)
+        if channel == SMS:
+            return await self._text(text)
+        return await self._type(text)
+
+    async def _speak(self, text: str) -> List[str]:
+        if self.call is None:
+            self.call = VapiCall(
+                self.server.base_url, self.server.env["VAPI_SERVER_SECRET"], number=self.phone
+            )
+            answer = await self.call.assistant_request()
+            self.greeting = (answer.get("assistant") or {}).get("firstMessage") or ""
+        reply = await self.call.say(text)
+        return [reply.text] if reply.text else []
+
+    def _rest_messages(self) -> List[Dict[str, Any]]:
+        with urllib.request.urlopen(self.server.twilio_api + "/fake/messages", timeout=5) as got:
+            return [m for m in json.load(got) if m["to"] == self.phone]
+
+    async def _text(self, text: str) -> List[str]:
+        before = len(await asyncio.to_thread(self._rest_messages))
+        sms = signed_sms(self.server.env, self.phone, text)
+        async with httpx.AsyncClient(timeout=TURN_TIMEOUT) as client:
+            answer = await client.post(
+                self.server.base_url + sms.path, data=sms.form, headers=sms.headers
+            )
+        if answer.status_code != 200:
+            return [f"(webhook answered HTTP {answer.status_code}: {answer.text[:100]})"]
+        inline = [m.text or "" for m in ElementTree.fromstring(answer.text).findall("Message")]
+        if inline:
+            return inline
+        deadline = time.monotonic() + REST_REPLY_SECONDS
+        while time.monotonic() < deadline:
+            found = (await asyncio.to_thread(self._rest_messages))[before:]
+            if found:
+                await asyncio.sleep(0.5)  # the turn's other parts, sent one after another
+                return [m["body"] for m in (await asyncio.to_thread(self._rest_messages))[before:]]
+            await asyncio.sleep(0.2)
+        return []
+
+    async def _type(self, text: str) -> List[str]:
+        if self.chat is None:
+            self.chat = await websockets.connect(
+                self.server.base_url.replace("http", "ws", 1) + "/webhooks/webchat/ws"
+            )
+            token = jwt.encode(
+                {
+                    "sub": f"conversation-test-{secrets.token_hex(6)}",
+                    "phone_number": self.phone,
+                    "phone_number_verified": True,
+                    "exp": int(time.time()) + 3600,
+                },
+                self.server.env["WEBCHAT_JWT_SECRET"],
+                algorithm="HS256",
+            )
+            await self.chat.send(json.dumps({"type": "auth", "token": token}))
+            await self._frame(lambda f: f["type"] == "history")
+        await self.chat.send(
+            json.dumps({"type": "message", "id": secrets.token_hex(8), "text": text})
+        )
+        replies: List[str] = []
+        while True:
+            frame = await self._frame(lambda f: f["type"] in ("message", "typing", "error"))
+            if frame["type"] == "error":
+                replies.append(f"(error: {frame.get('message')})")
+                return replies
+            if frame["type"] == "typing" and not frame["on"]:
+                return replies
+            if frame["type"] == "message" and frame["message"]["role"] == "bot":
+                replies.append(frame["message"].get("text") or "")
+
+    async def _frame(self, wanted: Any) -> Dict[str, Any]:
+        while True:
+            frame = json.loads(await asyncio.wait_for(self.chat.recv(), TURN_TIMEOUT))
+            if wanted(frame):
+                return frame
+
+    async def close(self) -> None:
+        if self.call is not None:
+            await self.call.hang_up(summary="Conversation test call.")
+            await self.call.aclose()
+        if self.chat is not None:
+            await self.chat.close()
+
+
+# -- expectations -----------------------------------------------------------------------------
+
+
+def _pattern(text: str) -> str:
+    """``text`` as a regex in which each ``{name}`` (a slot in a response, or anything a test
+    leaves open, such as a date) matches any text; one that ends the text matches up to the end
+    of its sentence."""
+    pattern = re.sub(r"\\\{[^}]*\\\}", ".+?", re.escape(normalised(text)))
+    if pattern.endswith(".+?"):
+        pattern = pattern[: -len(".+?")] + r".+?(?:[.!?](?= |$)|$)"
+    return pattern
+
+
+def expected_forms(step: Step, channel: str, responses: Mapping[str, Any]) -> List[str]:
+    """The texts a ``bot:`` or ``utter:`` step accepts on ``channel``, as regexes."""
+    if step.kind == "bot":
+        return [_pattern(step.value)]
+    return [
+        _pattern(render_for(channel, variation))
+        for variation in candidates(responses.get(step.value) or [], channel)
+    ]
+
+
+@dataclass
+class StepResult:
+    number: int
+    channel: str
+    step: Step
+    received: str
+    failure: Optional[str] = None
+
+
+@dataclass
+class CaseResult:
+    case: TestCase
+    steps: List[StepResult] = field(default_factory=list)
+    error: Optional[str] = None
+
+    @property
+    def failures(self) -> List[StepResult]:
+        return [result for result in self.steps if result.failure]
+
+    @property
+    def passed(self) -> bool:
+        return self.error is None and not self.failures
+
+    def report(self) -> str:
+        """The case's failures as a readable diff per failing step."""
+        lines = [f"FAILED {self.case.name} ({self.case.source})"]
+        if self.error:
+            lines.append(f"  {self.error}")
+        for result in self.failures:
+            lines.append(
+                f"  step {result.number} ({result.step.kind}: {result.step.value!r}) on "
+                f"{result.channel}: {result.failure}"
+            )
+            if result.step.kind == "bot":
+                diff = difflib.ndiff([normalised(result.step.value)], [result.received])
+                lines.extend(f"    {line}" for line in diff if not line.startswith("?"))
+            else:
+                lines.append(f"    received: {result.received!r}")
+        return "\n".join(lines)
+
+
+async def run_case(case: TestCase, server: Server, responses: Mapping[str, Any]) -> CaseResult:
+    result = CaseResult(case)
+    customer = Customer(server)
+    if case.phone:
+        customer.phone = case.phone
+        await server.forget(case.phone)
+    channel = case.channel
+    remaining = ""
+    received_all: List[str] = []
+    try:
+        for number, step in enumerate(case.steps, 1):
+            if step.kind == "user":
+                channel = step.channel or channel
+                replies = await customer.say(channel, step.value)
+                received_all.extend(replies)
+                remaining = normalised(" ".join(replies))
+                result.steps.append(StepResult(number, channel, step, remaining))
+                continue
+            forms = expected_forms(step, channel, responses)
+            outcome = StepResult(number, channel, step, remaining)
+            if step.kind == "utter" and not forms:
+                outcome.failure = f"no response {step.value} in the domain for {channel}"
+            else:
+                match = next((m for f in forms if (m := re.match(f"(?:{f})", remaining))), None)
+                if match is None:
+                    outcome.failure = (
+                        "the customer did not receive this next"
+                        if remaining
+                        else "nothing (more) was received"
+                    )
+                else:
+                    remaining = remaining[match.end() :].strip()
+            result.steps.append(outcome)
+    except Exception as error:  # noqa: BLE001 - one broken case must not hide the others
+        result.error = f"{type(error).__name__}: {error}"
+    finally:
+        try:
+            await customer.close()
+        except Exception as error:  # noqa: BLE001
+            result.error = result.error or f"closing the customer failed: {error!r}"
+    for name in case.never_twice:
+        forms = [
+            form for kind in KINDS for form in expected_forms(Step("utter", name), kind, responses)
+        ]
+        hits = [text for text in received_all if any(re.search(f, normalised(text)) for f in forms)]
+        if len(hits) > 1:
+            result.steps.append(
+                StepResult(
+                    len(case.steps) + 1,
+                    "all",
+                    Step("utter", name),
+                    " | ".join(hits),
+                    f"received {len(hits)} times (never_twice)",
+                )
+            )
+    return result
+
+
+async def run_cases(
+    cases: Sequence[TestCase], server: Server, domain: Path = ROOT / "domain.yml"
+) -> List[CaseResult]:
+    """Plays every case, one after another; returns every result (failed ones included)."""
+    responses = load_responses(domain)
+    return [await run_case(case, server, responses) for case in cases]
+
+
+def summary(results: Sequence[CaseResult]) -> str:
+    failed = [r for r in results if not r.passed]
+    lines = [r.report() for r in failed]
+    lines.append(f"{len(results) - len(failed)} of {len(results)} conversation tests passed")
+    return "\n".join(lines)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    from devtools.launcher import RASA_PORT, REDIS_PORT, local_settings
+
+    parser = argparse.ArgumentParser(
+        prog="python -m devtools.conversations", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("paths", nargs="*", type=Path, default=[ROOT / "tests" / "conversations"])
+    parser.add_argument("--server", default=f"http://127.0.0.1:{RASA_PORT}")
+    parser.add_argument("--domain", type=Path, default=ROOT / "domain.yml")
+    arguments = parser.parse_args(argv)
+    try:
+        cases = load_cases(arguments.paths)
+    except (BadTestFile, OSError, yaml.YAMLError) as error:
+        print(error, file=sys.stderr)
+        return 2
+    env = {"REDIS_URL": f"redis://127.0.0.1:{REDIS_PORT}", **local_settings()}
+    server = Server(arguments.server.rstrip("/"), env)
+    results = asyncio.run(run_cases(cases, server, arguments.domain))
+    print(summary(results))
+    return 0 if all(r.passed for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,99 @@
+"""The conversation viewer in a real headless Chromium (Debian's package, driven by Playwright)
+against the real stack: log in with the Rasa auth token, search a phone number, read the
+timeline of a call and an SMS made through the real VAPI and Twilio connectors."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import expect, sync_playwright
+
+from devtools.stack import RasaStack
+from tests.browser.test_widget import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
+from tests.connectors.viewer.helpers import CALL_SUMMARY, call_and_hang_up
+from tests.connectors.webchat.helpers import fresh_phone, text_from_phone
+
+pytestmark = [pytest.mark.rasa_server, pytest.mark.browser]
+
+MARKUP = '<img src="x" onerror="document.title=1">'
+
+
+def test_an_operator_logs_in_searches_a_phone_and_reads_the_timeline(
+    rasa_stack: RasaStack,
+) -> None:
+    phone = fresh_phone()
+    asyncio.run(call_and_hang_up(rasa_stack, phone))
+    text_from_phone(rasa_stack, phone, "what's your refund policy")
+    text_from_phone(rasa_stack, phone, f"is this shown as text {MARKUP}")
+    token = rasa_stack.env["RASA_AUTH_TOKEN"]
+    ARTIFACTS.mkdir(exist_ok=True)
+    screenshot = ARTIFACTS / "conversation-viewer.png"
+    outside_requests = []
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1000, "height": 1400})
+            page.on(
+                "request",
+                lambda request: (
+                    None
+                    if request.url.startswith(rasa_stack.base_url)
+                    else outside_requests.append(request.url)
+                ),
+            )
+            page.goto(f"{rasa_stack.base_url}/webhooks/viewer")
+
+            # A wrong token is refused; the right one opens the search.
+            page.get_by_label("Rasa auth token").fill("wrong-token")
+            page.get_by_role("button", name="Log in").click()
+            expect(page.get_by_role("alert").first).to_have_text("The token was refused.")
+            page.get_by_label("Rasa auth token").fill(token)
+            page.get_by_role("button", name="Log in").click()
+            expect(page.get_by_label("Search for")).to_be_focused()
+            expect(page.get_by_label("Rasa auth token")).to_be_hidden()
+            assert page.evaluate("sessionStorage.getItem('omni-viewer-token')") == token
+
+            page.get_by_label("Search by").select_option("phone")
+            page.get_by_label("Search for").fill(phone)
+            page.get_by_role("button", name="Find").click()
+            timeline = page.get_by_role("list", name="Timeline")
+            spoken = timeline.locator("li.v-entry-user", has_text="hello").first
+            expect(spoken.locator(".v-badge-voice")).to_have_text("Voice")
+            expect(spoken.locator(".v-nlu")).to_contain_text("Intent: greet")
+            texted = timeline.locator("li.v-entry-user", has_text="refund policy")
+            expect(texted.locator(".v-badge-sms")).to_have_text("SMS")
+            answer = timeline.locator("li.v-entry-bot", has_text="30 days").first
+            expect(answer.locator(".v-badge-sms")).to_be_visible()
+            expect(answer).to_contain_text("segment(s), GSM-7")
+            summary = timeline.locator("li.v-entry-call_summary")
+            expect(summary).to_contain_text(CALL_SUMMARY)
+            expect(
+                timeline.locator("li.v-entry-slot", has_text="channel = sms").first
+            ).to_be_visible()
+            expect(page.locator("#v-profile")).to_contain_text(phone)  # the number searched for
+
+            # Event text is shown as text: the customer's markup is neither parsed nor run.
+            markup = timeline.locator("li.v-entry-user", has_text="is this shown as text")
+            expect(markup.locator(".v-text")).to_have_text(f"is this shown as text {MARKUP}")
+            assert timeline.locator("img").count() == 0
+            assert page.title() == "Conversation viewer"
+            assert token not in page.url and phone not in page.url
+            page.screenshot(path=str(screenshot), full_page=True)
+
+            # Reloading keeps the tab logged in; logging out forgets the token.
+            page.reload()
+            expect(page.get_by_label("Search for")).to_be_visible()
+            page.get_by_role("button", name="Log out").click()
+            expect(page.get_by_label("Rasa auth token")).to_be_visible()
+            expect(page.get_by_role("list", name="Timeline")).to_be_hidden()
+            assert page.evaluate("sessionStorage.getItem('omni-viewer-token')") is None
+        finally:
+            browser.close()
+
+    assert outside_requests == []
+    assert Path(screenshot).stat().st_size > 10_000
