@@ -570,6 +570,22 @@ class RedisEventLogTrackerStore(TrackerStore):
         return None
 
 
+def event_log_of(agent: Any, needed_by: str) -> Any:
+    """The agent's event-log store, under the wrappers Rasa puts around the configured store
+    (``FailSafeTrackerStore``, ``AwaitableTrackerStore`` keep it in ``_tracker_store``), for the
+    paged reads that are ours, not in Rasa's interface (``read_events``, ``event_count``).
+    ``needed_by`` names the part that needs them when the configured store lacks them."""
+    store = getattr(agent, "tracker_store", None)
+    while hasattr(store, "_tracker_store"):
+        store = store._tracker_store
+    if not hasattr(store, "read_events") or not hasattr(store, "event_count"):
+        raise ConfigError(
+            f"{needed_by} needs tracker_store type "
+            "connectors.tracker_store.RedisEventLogTrackerStore in endpoints.yml"
+        )
+    return store
+
+
 def install_loud_state_failures(agent: Any) -> None:
     """Makes the agent's tracker store raise StateUnavailable instead of failing silently.
 

@@ -26,6 +26,7 @@ from sanic.request import Request
 
 from connectors.http_limits import BodyRefused, read_body
 from connectors.static_pages import add_page_routes
+from connectors.tracker_store import event_log_of
 from connectors.viewer.auth import is_authorised
 from connectors.viewer.lookup import NotFound, timeline_page
 from connectors.viewer.query import BadQuery, parse_query
@@ -62,16 +63,8 @@ class ViewerOptions(ConnectorOptions):
 
 
 def event_store(agent: Any) -> Any:
-    """The tracker store under Rasa's wrappers (``_tracker_store``): the log reads are ours."""
-    store = getattr(agent, "tracker_store", None)
-    while hasattr(store, "_tracker_store"):
-        store = store._tracker_store
-    if not hasattr(store, "read_events") or not hasattr(store, "event_count"):
-        raise ConfigError(
-            "the conversation viewer needs tracker_store type "
-            "connectors.tracker_store.RedisEventLogTrackerStore in endpoints.yml"
-        )
-    return store
+    """The event-log store the viewer reads pages of."""
+    return event_log_of(agent, "the conversation viewer")
 
 
 class ViewerInput(InputChannel):

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Set, Tuple
 
+from connectors.tracker_store import event_log_of
 from omnichannel.channels import VOICE, kind_of_event
 from omnichannel.rendering.chat import render_chat
 from omnichannel.rendering.messages import BotMessage
-from omnichannel.settings import ConfigError
 
 #: The slot the VAPI connector stores each call's end-of-call report in (summary included).
 CALL_REPORT_SLOT = "last_call"
@@ -116,17 +116,7 @@ class EventLog:
 
     @classmethod
     def of_agent(cls, agent: Any) -> EventLog:
-        store = getattr(agent, "tracker_store", None)
-        # Rasa wraps the configured store (FailSafeTrackerStore, AwaitableTrackerStore), keeping
-        # it in ``_tracker_store``; the paging reads below are ours, not in Rasa's interface.
-        while hasattr(store, "_tracker_store"):
-            store = store._tracker_store
-        if not hasattr(store, "read_events") or not hasattr(store, "event_count"):
-            raise ConfigError(
-                "the web chat history needs tracker_store type "
-                "connectors.tracker_store.RedisEventLogTrackerStore in endpoints.yml"
-            )
-        return cls(store)
+        return cls(event_log_of(agent, "the web chat history"))
 
     async def length(self, conversation_id: str) -> int:
         return await self._store.event_count(conversation_id)
