@@ -6,11 +6,17 @@ from __future__ import annotations
 import asyncio
 from typing import List
 
+from prometheus_client import REGISTRY
+
 from devtools.redis_topologies import RedisDeployment
 from omnichannel.leases import Existing, InFlightWork, Lease, Takeover
 from omnichannel.redis_client import redis_client
 
 LEASE = 0.3
+
+
+def takeovers_counted() -> float:
+    return REGISTRY.get_sample_value("omnichannel_takeovers_total", {"kind": "test_kind"}) or 0.0
 
 
 def work(url: str, owner: str, lease: float = LEASE) -> InFlightWork:
@@ -110,9 +116,13 @@ async def test_the_sweeper_resumes_abandoned_work_through_its_kind(
 
     sweeper = Takeover(interval_seconds=60)
     sweeper.register(here, resume)
+    taken_before = takeovers_counted()
     assert await sweeper.sweep_once() == 0  # the leases still hold
+    # The sweep reports the fleet-wide depth of the kind (Prometheus /metrics).
+    assert REGISTRY.get_sample_value("omnichannel_in_flight_work", {"kind": "test_kind"}) == 3
     await asyncio.sleep(LEASE + 0.1)
     assert await sweeper.sweep_once() == 3
+    assert takeovers_counted() == taken_before + 3
     for _ in range(50):
         if len(resumed) == 3 and await here.depth() == 0:
             break
