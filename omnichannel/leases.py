@@ -44,7 +44,7 @@ from omnichannel.redis_client import (
     global_key,
     redis_client,
 )
-from omnichannel.tasks import BackgroundTasks
+from omnichannel.tasks import BackgroundTasks, cancellable
 
 logger = logging.getLogger(__name__)
 
@@ -433,7 +433,8 @@ class Takeover:
         while True:
             await asyncio.sleep(self.interval)
             if not self.paused:
-                await self.sweep_once()
+                # A cancel landing in a Redis call must end the loop (see tasks.cancellable).
+                await cancellable(self.sweep_once())
 
 
 #: The sweeper of each event loop (tests run several servers' code on separate loops).

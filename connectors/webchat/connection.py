@@ -78,6 +78,7 @@ from omnichannel.leases import Existing, Lease
 from omnichannel.redis_client import REDIS_FAILURES, StateUnavailable, redis_client
 from omnichannel.rendering.messages import BotMessage
 from omnichannel.settings import ConfigError
+from omnichannel.tasks import cancellable
 
 if TYPE_CHECKING:
     from connectors.webchat.channel import WebChatInput
@@ -330,8 +331,11 @@ class ChatConnection:
         while True:
             await asyncio.sleep(SOCKET_LEASE_SECONDS / 3)
             try:
-                hold = await self.channel.sessions.hold_socket(
-                    redis_client(self.channel.redis_url), self.identity.address, socket_id
+                # Cancelled with its socket, even inside a Redis call (tasks.cancellable).
+                hold = await cancellable(
+                    self.channel.sessions.hold_socket(
+                        redis_client(self.channel.redis_url), self.identity.address, socket_id
+                    )
                 )
             except REDIS_FAILURES as error:
                 logger.warning("web chat: socket lease not renewed: %s", type(error).__name__)
