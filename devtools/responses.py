@@ -180,7 +180,8 @@ def check_variation(
 
 def _gsm7_segments(body: str) -> int:
     """Segments ``body`` would take with its non-GSM-7 characters removed."""
-    return sms_segments("".join(ch for ch in body if ch not in _non_gsm7(body))).segments
+    outside = set(_non_gsm7(body))
+    return sms_segments("".join(ch for ch in body if ch not in outside)).segments
 
 
 def check_response(

@@ -143,6 +143,15 @@ return 1
 """
 )
 
+# KEYS: index. ARGV: score (lease end, ms), member, keep seconds. One round trip on the path
+# that accepts work: the entry and the index's expiry together.
+_INDEX = LuaScript(
+    """
+redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
+return redis.call('EXPIRE', KEYS[1], ARGV[3])
+"""
+)
+
 # KEYS: index. ARGV: limit. Members whose score (lease end) has passed.
 _EXPIRED = LuaScript(
     _NOW_MS
@@ -219,9 +228,11 @@ class InFlightWork:
         return json.dumps([conversation_id, item_id])
 
     async def _index(self, conversation_id: str, item_id: str, lease_until_ms: int) -> None:
-        redis = self._redis()
-        await redis.zadd(self.index_key, {self._member(conversation_id, item_id): lease_until_ms})
-        await redis.expire(self.index_key, self.keep_seconds)
+        await _INDEX(
+            self._redis(),
+            [self.index_key],
+            [lease_until_ms, self._member(conversation_id, item_id), self.keep_seconds],
+        )
 
     async def record(
         self, conversation_id: str, item_id: str, payload: Dict[str, Any]
