@@ -17,6 +17,8 @@ from rasa.core.channels.channel import UserMessage
 from rasa.shared.core.events import ActionExecuted, BotUttered, UserUttered
 from rasa.shared.core.trackers import DialogueStateTracker
 
+from connectors.handoff import turns as handoff_turns
+
 #: Runs under the lock before the message is processed; returns False to drop the message
 #: (a voice turn superseded while it waited).
 BeforeProcessing = Callable[[DialogueStateTracker], Awaitable[bool]]
@@ -55,6 +57,8 @@ async def handle_once(
 ) -> bool:
     """Rasa's ``agent.handle_message`` (the conversation lock, then the processor) unless the
     event log already holds ``message.message_id``; True when the message was processed here.
+    While a person holds the conversation the bot stands aside
+    (:func:`connectors.handoff.turns.handle_message`).
 
     Use it as the ``on_new_message`` of :func:`connectors.turns.run_turn`, which keeps failures
     loud. ``message.message_id`` must be the channel's own stable id of the message (the same on
@@ -66,5 +70,5 @@ async def handle_once(
             return False
         if before is not None and not await before(tracker):
             return False
-        await agent.processor.handle_message(message)
+        await handoff_turns.handle_message(agent, message, tracker)
     return True

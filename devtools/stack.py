@@ -26,6 +26,8 @@ def local_secrets(rasa_port: int) -> Dict[str, str]:
         "VAPI_SERVER_SECRET": secrets.token_urlsafe(24),
         "WEBCHAT_JWT_SECRET": secrets.token_urlsafe(32),
         "WEBCHAT_ALLOW_ANONYMOUS": "true",
+        # Agents' inbox tokens: the host's SSO would sign them (connectors/inbox/auth.py).
+        "INBOX_JWT_SECRET": secrets.token_urlsafe(32),
         "DEFAULT_PHONE_REGION": "US",
     }
 

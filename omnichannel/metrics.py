@@ -101,6 +101,37 @@ SMS_SENDS = Counter(
     ["outcome"],
 )
 
+#: What happened to a hand-off (the ``event`` label of :data:`HANDOFFS`): the transitions of
+#: omnichannel/handoff/state.py, plus ``taken_over`` (an agent took another's claim).
+HANDOFF_EVENTS = (
+    "requested",
+    "claimed",
+    "taken_over",
+    "handed_back",
+    "resolved",
+    "abandoned",
+    "transferred",
+)
+HANDOFFS = Counter(
+    "omnichannel_handoffs",
+    "Hand-offs to a person, by the channel kind the customer asked on and what happened: "
+    "requested, claimed, taken_over, handed_back, resolved, abandoned, transferred (a call put "
+    "through to the support line).",
+    ["channel", "event"],
+)
+HANDOFF_CLAIM_SECONDS = Histogram(
+    "omnichannel_handoff_claim_seconds",
+    "Time from a hand-off's request until an agent claimed it, by channel kind.",
+    ["channel"],
+    buckets=(5, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400, 28800, 86400),
+)
+HANDOFFS_OPEN = Gauge(
+    "omnichannel_handoffs_open",
+    "Open hand-offs fleet-wide, by state (queued: waiting for an agent; claimed: an agent holds "
+    "it); every replica reports the same figure: use max().",
+    ["state"],
+)
+
 _served_on: Optional[int] = None
 _serve_lock = threading.Lock()
 
@@ -110,6 +141,11 @@ def turn_ended(channel: Optional[str], outcome: str, seconds: float) -> None:
     label = channel or OTHER_CHANNEL
     TURNS.labels(channel=label, outcome=outcome).inc()
     TURN_SECONDS.labels(channel=label).observe(seconds)
+
+
+def handoff_event(channel: Optional[str], event: str) -> None:
+    """Count one hand-off ``event`` (one of HANDOFF_EVENTS) on ``channel`` (a channel kind)."""
+    HANDOFFS.labels(channel=channel or OTHER_CHANNEL, event=event).inc()
 
 
 def command_name(args: Any) -> str:

@@ -9,10 +9,16 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Dict, Mapping, Optional, Tuple
 
 from omnichannel.errors import ConfigError
+from omnichannel.handoff.hours import BusinessHours
+from omnichannel.handoff.policy import (
+    DEFAULT_GIVE_UP_SECONDS,
+    DEFAULT_WAIT_NOTICE_SECONDS,
+    WaitingBounds,
+)
 from omnichannel.redis_config import LOCAL_REDIS_URL, RedisConfig
 
 LOCAL_BASE_URL = "http://127.0.0.1:5005"
@@ -23,6 +29,34 @@ __all__ = ["ConfigError", "Settings", "load_settings"]
 
 def _flag(value: Optional[str]) -> bool:
     return (value or "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _positive(name: str, value: Optional[str], default: float, unit: float) -> float:
+    """``value`` (a number of ``unit``-second units) in seconds; ``default`` when unset."""
+    if value is None:
+        return default
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if not number > 0:
+        raise ConfigError(f"{name} must be a positive number, got {value!r}")
+    return number * unit
+
+
+#: VAPI transfer modes a hand-off on a call may use (docs/specs/vapi-outbound-and-transfer.md):
+#: the summary modes brief the person who answers; the warm ones need Twilio telephony, SIP
+#: lines get the summary in a header. The default waits for a person to speak before the
+#: summary, so a voicemail never gets it.
+TRANSFER_MODES = (
+    "warm-transfer-wait-for-operator-to-speak-first-and-then-say-summary",
+    "warm-transfer-say-summary",
+    "blind-transfer-add-summary-to-sip-header",
+    "blind-transfer",
+)
+
+#: The audience agents' inbox tokens must carry unless INBOX_JWT_AUDIENCE names another.
+DEFAULT_INBOX_AUDIENCE = "omni-inbox"
 
 
 @dataclass(frozen=True)
@@ -46,9 +80,19 @@ class Settings:
     openai_base_url: Optional[str]
     llm_model: str
     default_phone_region: str
-    #: Where "talk to a person" transfers a phone call (E.164); None: no transfer, a clear
-    #: spoken message instead.
+    #: Where "talk to a person" transfers a phone call (E.164); None: no transfer: the
+    #: hand-off is queued for the team, who answer by text.
     handoff_phone_number: Optional[str] = None
+    #: How a call is put through to that number (one of TRANSFER_MODES).
+    handoff_transfer_mode: str = TRANSFER_MODES[0]
+    #: The support team's hours and how long a hand-off may wait in them (HANDOFF_TIMEZONE,
+    #: HANDOFF_HOURS, HANDOFF_HOLIDAYS, HANDOFF_WAIT_NOTICE_MINUTES, HANDOFF_GIVE_UP_HOURS).
+    handoff_waiting: WaitingBounds = field(
+        default_factory=lambda: WaitingBounds(BusinessHours.parse())
+    )
+    #: HS256 key of agents' inbox tokens (signed by the host's SSO); None: no inbox.
+    inbox_jwt_secret: Optional[str] = None
+    inbox_jwt_audience: str = DEFAULT_INBOX_AUDIENCE
 
     @classmethod
     def from_env(cls, env: Optional[Mapping[str, str]] = None) -> Settings:
@@ -72,6 +116,26 @@ class Settings:
             raise ConfigError(
                 f"HANDOFF_PHONE_NUMBER must be an E.164 number (+ and 7-15 digits), got {handoff!r}"
             )
+        transfer_mode = get("HANDOFF_TRANSFER_MODE") or TRANSFER_MODES[0]
+        if transfer_mode not in TRANSFER_MODES:
+            raise ConfigError(
+                f"HANDOFF_TRANSFER_MODE must be one of {', '.join(TRANSFER_MODES)}, "
+                f"got {transfer_mode!r}"
+            )
+        waiting = WaitingBounds(
+            BusinessHours.parse(
+                get("HANDOFF_TIMEZONE"), get("HANDOFF_HOURS"), get("HANDOFF_HOLIDAYS")
+            ),
+            notice_seconds=_positive(
+                "HANDOFF_WAIT_NOTICE_MINUTES",
+                get("HANDOFF_WAIT_NOTICE_MINUTES"),
+                DEFAULT_WAIT_NOTICE_SECONDS,
+                60,
+            ),
+            give_up_seconds=_positive(
+                "HANDOFF_GIVE_UP_HOURS", get("HANDOFF_GIVE_UP_HOURS"), DEFAULT_GIVE_UP_SECONDS, 3600
+            ),
+        )
         region = (get("DEFAULT_PHONE_REGION") or "US").upper()
         if len(region) != 2 or not region.isalpha():
             raise ConfigError(
@@ -97,6 +161,10 @@ class Settings:
             llm_model=get("LLM_MODEL") or "gpt-4o-mini",
             default_phone_region=region,
             handoff_phone_number=handoff,
+            handoff_transfer_mode=transfer_mode,
+            handoff_waiting=waiting,
+            inbox_jwt_secret=get("INBOX_JWT_SECRET"),
+            inbox_jwt_audience=get("INBOX_JWT_AUDIENCE") or DEFAULT_INBOX_AUDIENCE,
         )
 
     def require(self, *names: str) -> None:
@@ -142,6 +210,14 @@ _VARIABLES = _REDIS_VARIABLES + (
     "LLM_MODEL",
     "DEFAULT_PHONE_REGION",
     "HANDOFF_PHONE_NUMBER",
+    "HANDOFF_TRANSFER_MODE",
+    "HANDOFF_TIMEZONE",
+    "HANDOFF_HOURS",
+    "HANDOFF_HOLIDAYS",
+    "HANDOFF_WAIT_NOTICE_MINUTES",
+    "HANDOFF_GIVE_UP_HOURS",
+    "INBOX_JWT_SECRET",
+    "INBOX_JWT_AUDIENCE",
 )
 _parsed: Dict[Tuple[Optional[str], ...], Settings] = {}
 

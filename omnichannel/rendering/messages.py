@@ -37,6 +37,9 @@ class BotMessage:
     #: channel's history shows it, but a live channel must not say it again (see
     #: :meth:`is_for`).
     delivered_on: Optional[str] = None
+    #: The person from the support team who wrote it (an agent's reply during a hand-off,
+    #: ``{"agent": {"name": …}}`` in the message): channels show it as theirs, not the bot's.
+    author: Optional[str] = None
 
     @classmethod
     def from_rasa(cls, message: Mapping[str, Any]) -> BotMessage:
@@ -61,6 +64,8 @@ class BotMessage:
             text = "\n".join([text, *elements]) if text else "\n".join(elements)
         custom = message.get("custom")
         attachment = message.get("attachment")
+        agent = message.get("agent")
+        author = agent.get("name") if isinstance(agent, Mapping) else None
         return cls(
             text=text,
             buttons=buttons,
@@ -72,6 +77,7 @@ class BotMessage:
                 if message.get("channel") in ("voice", "sms", "chat")
                 else None
             ),
+            author=str(author) if isinstance(author, str) and author.strip() else None,
         )
 
     def is_for(self, channel: str) -> bool:
@@ -94,6 +100,8 @@ class BotMessage:
             result["custom"] = self.custom
         if self.delivered_on:
             result["channel"] = self.delivered_on
+        if self.author:
+            result["agent"] = {"name": self.author}
         return result
 
 

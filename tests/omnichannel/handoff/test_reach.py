@@ -1,0 +1,38 @@
+"""Where a person can answer (omnichannel/handoff/reach.py)."""
+
+from __future__ import annotations
+
+from omnichannel.handoff.reach import reach
+from omnichannel.identity import ContactProfile
+from omnichannel.settings import Settings
+
+TWILIO = {
+    "TWILIO_ACCOUNT_SID": "AC" + "0" * 32,
+    "TWILIO_AUTH_TOKEN": "token",
+    "TWILIO_PHONE_NUMBER": "+15005550006",
+}
+
+
+def test_sms_and_chat_by_what_is_known_and_allowed() -> None:
+    settings = Settings.from_env(TWILIO)
+    texter = ContactProfile("c1", phone="+14155550123", channels={"sms": 1.0})
+    found = reach(texter, settings, "sms")
+    assert found.available == ("sms",) and found.default == "sms"
+    assert "never used the web chat" in found.unavailable["chat"]
+
+    both = ContactProfile("c2", phone="+14155550123", user_id="u1", channels={"voice": 1.0})
+    assert reach(both, settings, "voice").default == "sms", "a caller is answered by text"
+    assert reach(both, settings, "chat").default == "chat"
+
+    opted_out = ContactProfile("c3", phone="+14155550123", user_id="u1", sms_opted_out=True)
+    found = reach(opted_out, settings, "voice")
+    assert found.available == ("chat",) and found.default == "chat"
+    assert "opted out" in found.unavailable["sms"]
+
+
+def test_nobody_can_be_reached_without_a_phone_or_a_chat() -> None:
+    anonymous_caller = ContactProfile("c4", channels={"voice": 1.0})
+    found = reach(anonymous_caller, Settings.from_env(TWILIO), "voice")
+    assert not found.reachable and found.default is None
+    no_twilio = reach(ContactProfile("c5", phone="+14155550123"), Settings.from_env({}), "sms")
+    assert "Twilio" in no_twilio.unavailable["sms"] and not no_twilio.reachable
