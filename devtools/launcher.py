@@ -75,6 +75,8 @@ _EXPORTED = frozenset(
         "VAPI_SERVER_SECRET",
         "VAPI_CUSTOM_LLM_KEY",
         "WEBCHAT_JWT_SECRET",
+        "INBOX_JWT_SECRET",
+        "INBOX_JWT_AUDIENCE",
     }
 )
 
@@ -121,6 +123,9 @@ def print_banner(env: Dict[str, str], redis_url: str) -> None:
         f"  Action server:    http://127.0.0.1:{ACTION_PORT}",
         f"  Conversation viewer: {local}/webhooks/viewer/   (log in with RASA_AUTH_TOKEN)",
         "",
+        "  Agent inbox (signed in as a local agent; your SSO signs real agents' tokens):",
+        f"    {inbox_link(env, local)}",
+        "",
         "  Web chat (signed in as a demo user linked to +1 415 555 2671):",
         f"    {demo_chat_link(env, local)}",
         "  Paste into VAPI (assistant > Model > Custom LLM URL; Server URL):",
@@ -140,6 +145,12 @@ def print_banner(env: Dict[str, str], redis_url: str) -> None:
             f"  SMS sent by REST land on the fake Twilio API: {LOCAL_TWILIO_API}/fake/messages"
         ]
     print("\n".join(lines), flush=True)
+
+
+def inbox_link(env: Dict[str, str], local: str) -> str:
+    from devtools.shell import inbox_link as link
+
+    return link(env, local)
 
 
 def demo_chat_link(env: Dict[str, str], local: str) -> str:

@@ -25,3 +25,19 @@ def test_exported_variables_override_the_env_file(
     assert settings["TWILIO_AUTH_TOKEN"] == in_file
     assert settings["WEBCHAT_JWT_SECRET"] == only_exported
     assert "HOME" not in settings  # only the tools' own settings, not the whole environment
+
+
+def test_make_run_prints_an_inbox_link_a_local_agent_signs_in_with(
+    capsys: pytest.CaptureFixture,
+) -> None:
+    from connectors.inbox.auth import AgentVerifier
+    from devtools.launcher import print_banner
+    from devtools.stack import local_secrets
+
+    env = local_secrets(5005)
+    print_banner(env, "redis://127.0.0.1:6379")
+    printed = capsys.readouterr().out
+    [link] = [line.strip() for line in printed.splitlines() if "/webhooks/inbox/#token=" in line]
+    assert link.startswith("http://127.0.0.1:5005/webhooks/inbox/#token=")
+    agent = AgentVerifier(env["INBOX_JWT_SECRET"], "omni-inbox").verify(link.split("=", 1)[1])
+    assert agent.actor.name == "Local agent"
