@@ -69,6 +69,7 @@ from rasa.shared.core.events import (
 from rasa.shared.core.trackers import DialogueStateTracker
 
 from connectors import rasa_patches as patches
+from omnichannel.errors import ConfigError
 from omnichannel.redis_client import (
     REDIS_FAILURES,
     AnyRedis,
@@ -80,7 +81,6 @@ from omnichannel.redis_client import (
     redis_client,
 )
 from omnichannel.redis_config import RASA_CONNECTION_OPTIONS, from_rasa_options
-from omnichannel.settings import ConfigError
 
 logger = logging.getLogger(__name__)
 

@@ -25,12 +25,12 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from devtools.conversations import Customer, Server
-from devtools.fake_twilio import FakeTwilio
 from devtools.model import ensure_model
-from devtools.processes import RedisServer, free_port
-from devtools.stack import RasaStack, local_secrets
 from omnichannel.channels import KINDS, SMS, VOICE
 from omnichannel.rendering.sms import sms_segments
+from testkit.fake_twilio import FakeTwilio
+from testkit.processes import RedisServer, free_port
+from testkit.stack import RasaStack, local_secrets
 
 DEMO_CUSTOMER = "+14155552671"
 _PASSED_THROUGH = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "LLM_MODEL", "HANDOFF_PHONE_NUMBER")

@@ -12,9 +12,9 @@ from typing import Any, Optional, Union
 import httpx
 import phonenumbers
 
-from devtools.stack import RasaStack
-from devtools.twilio_webhook import signed_sms
 from omnichannel.orders import DEFAULT_FIXTURE
+from testkit.stack import RasaStack
+from testkit.twilio_webhook import signed_sms
 
 #: Text NLU cannot place, so its turn goes through the LLM fallback (and the fake LLM's script).
 GIBBERISH = "zxqv blorft wibble"

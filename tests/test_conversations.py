@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from devtools.conversations import ROOT, BadTestFile, Server, load_cases, run_cases, summary
-from devtools.stack import RasaStack
+from testkit.stack import RasaStack
 
 pytestmark = pytest.mark.rasa_server
 

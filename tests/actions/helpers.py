@@ -19,9 +19,9 @@ import httpx
 import jwt
 import redis.asyncio as aioredis
 
-from devtools.sim_vapi import VapiCall
-from devtools.stack import RasaStack
 from omnichannel.identity import Address, IdentityStore, phone_address
+from testkit.stack import RasaStack
+from testkit.vapi_call import VapiCall
 from tests.support import new_phone_number, post_sms, seed_order
 
 

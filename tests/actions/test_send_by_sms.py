@@ -9,9 +9,9 @@ import secrets
 import pytest
 import websockets
 
-from devtools.fake_twilio import FakeTwilio
-from devtools.stack import RasaStack
 from omnichannel.identity import user_address
+from testkit.fake_twilio import FakeTwilio
+from testkit.stack import RasaStack
 from tests.actions.helpers import (
     bot_events,
     chat_token,

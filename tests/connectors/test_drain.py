@@ -20,11 +20,11 @@ import websockets
 
 from connectors.drain import CLOSE_SERVICE_RESTART, DEFAULT_DRAIN_SECONDS, Drain
 from connectors.ops.channel import OpsInput
-from devtools.fake_llm import FakeLlm, LlmReply
-from devtools.fake_twilio import FakeTwilio
-from devtools.stack import RasaStack
 from omnichannel.errors import ConfigError
 from omnichannel.tasks import BackgroundTasks
+from testkit.fake_llm import FakeLlm, LlmReply
+from testkit.fake_twilio import FakeTwilio
+from testkit.stack import RasaStack
 from tests.connectors.webchat.helpers import (
     open_chat,
     recv_frame,

@@ -52,9 +52,9 @@ from connectors.lock_store import (
     RedisFifoLockStore,
 )
 from connectors.tracker_store import RedisEventLogTrackerStore
-from devtools.processes import ROOT, RedisServer, python, stop
-from devtools.redis_topologies import RedisClusterProcesses, RedisSentinelProcesses
 from omnichannel.redis_client import StateUnavailable, conversation_key
+from testkit.processes import ROOT, RedisServer, python, stop
+from testkit.redis_topologies import RedisClusterProcesses, RedisSentinelProcesses
 
 CONVERSATIONS = 30
 REPLICAS = ("replica-a", "replica-b")

@@ -11,7 +11,7 @@ import pytest
 
 from devtools.conversations import Customer, Server
 from devtools.shell import converse, shown
-from devtools.stack import RasaStack
+from testkit.stack import RasaStack
 from tests.support import new_phone_number
 
 

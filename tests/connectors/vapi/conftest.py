@@ -6,8 +6,8 @@ from typing import Any, Optional
 
 import pytest
 
-from devtools.fake_vapi_control import FakeVapiControl
-from devtools.sim_vapi import VapiCall
+from testkit.fake_vapi_control import FakeVapiControl
+from testkit.vapi_call import VapiCall
 from tests.support import new_phone_number
 
 

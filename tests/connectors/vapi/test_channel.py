@@ -14,10 +14,11 @@ from rasa.shared.core.events import BotUttered, UserUttered
 from rasa.shared.core.trackers import DialogueStateTracker
 
 from connectors.vapi.channel import SECTION, VapiInput, VapiOptions, VapiOutput
-from connectors.vapi.turn import APOLOGY, VoiceTurn
-from devtools.processes import ROOT
-from devtools.sim_vapi import VapiCall, play_call
-from omnichannel.settings import ConfigError
+from connectors.vapi.voice_turn import APOLOGY, VoiceTurn
+from devtools.sim_vapi import play_call
+from omnichannel.errors import ConfigError
+from testkit.processes import ROOT
+from testkit.vapi_call import VapiCall
 from tests.connectors.vapi.helpers import (
     completion_body,
     conversation_of_stack,
