@@ -47,10 +47,10 @@ import yaml
 from devtools.model import ensure_model
 from omnichannel.identity import IdentityStore, phone_address
 from omnichannel.redis_client import conversation_key
+from testkit.phone_numbers import new_phone_number
 from testkit.processes import ROOT, RedisServer, free_port
 from testkit.stack import RasaStack, local_secrets
 from testkit.vapi_call import VapiCall
-from tests.support import new_phone_number
 
 CHECKPOINTS = (10, 100, 500, 1000)
 MEASURED = 8

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from devtools.conversations import ROOT, BadTestFile, Server, load_cases, run_cases, summary
+from devtools.conversations import BadTestFile, Server, load_cases, run_cases, summary
+from devtools.responses import ROOT
 from testkit.stack import RasaStack
 
 pytestmark = pytest.mark.rasa_server

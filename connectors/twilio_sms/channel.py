@@ -37,7 +37,7 @@ from connectors.http_limits import BodyRefused, guard_slow_headers, read_body
 from connectors.twilio_sms.auth import MAX_REQUEST_BYTES, WebhookValidator
 from connectors.twilio_sms.outbox import SmsOutbox
 from connectors.twilio_sms.state import DeliveryLedger, OfferedButtons
-from connectors.twilio_sms.turns import APOLOGY, APOLOGY_TWIML, SmsTurns, TwilioSmsOutput
+from connectors.twilio_sms.turns import APOLOGY_TWIML, SmsTurns
 from connectors.twilio_sms.wire import (
     EMPTY_TWIML,
     InboundSms,
@@ -60,8 +60,6 @@ logger = logging.getLogger(__name__)
 MAX_INLINE_BUDGET = 12.0
 #: Longest a MessageSid or an offered option is remembered (Twilio retries within hours).
 MAX_TTL_SECONDS = 30 * 24 * 3600
-
-__all__ = ["APOLOGY", "TwilioSmsInput", "TwilioSmsOptions", "TwilioSmsOutput"]
 
 
 class TwilioSmsOptions(ConnectorOptions):

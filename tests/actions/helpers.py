@@ -20,9 +20,10 @@ import jwt
 import redis.asyncio as aioredis
 
 from omnichannel.identity import Address, IdentityStore, phone_address
+from testkit.phone_numbers import new_phone_number
 from testkit.stack import RasaStack
 from testkit.vapi_call import VapiCall
-from tests.support import new_phone_number, post_sms, seed_order
+from tests.support import post_sms, seed_order
 
 
 def new_conversation() -> str:

@@ -27,8 +27,8 @@ from omnichannel.sms_sender import (
     SmsSendFailed,
 )
 from testkit.fake_twilio import AFTER_CREATE_500, AFTER_CREATE_DROP, FakeTwilio
+from testkit.phone_numbers import new_phone_number
 from testkit.processes import free_port
-from tests.support import new_phone_number
 
 
 @pytest.fixture

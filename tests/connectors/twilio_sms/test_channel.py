@@ -22,7 +22,8 @@ import pytest
 import redis.asyncio as aioredis
 from sanic import Sanic
 
-from connectors.twilio_sms.channel import APOLOGY, TwilioSmsInput, TwilioSmsOptions
+from connectors.twilio_sms.channel import TwilioSmsInput, TwilioSmsOptions
+from connectors.twilio_sms.turns import APOLOGY
 from devtools import sim_sms
 from omnichannel.channels import TWILIO_SMS
 from omnichannel.errors import ConfigError
@@ -31,6 +32,7 @@ from omnichannel.rendering.sms import is_gsm7
 from omnichannel.sms_sender import SmsOptedOut, SmsSender
 from testkit.fake_llm import FakeLlm, LlmReply
 from testkit.fake_twilio import FakeTwilio
+from testkit.phone_numbers import new_phone_number
 from testkit.processes import RedisServer, free_port
 from testkit.stack import RasaStack
 from testkit.twilio_webhook import new_sid, signed_headers, signed_sms, sms_form
@@ -49,7 +51,7 @@ from tests.connectors.twilio_sms.helpers import (
     text_sms,
     user_events,
 )
-from tests.support import GIBBERISH, new_phone_number, seed_order
+from tests.support import GIBBERISH, seed_order
 
 # ---------------------------------------------------------------------------------------------
 # Options

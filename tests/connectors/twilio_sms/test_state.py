@@ -11,6 +11,7 @@ import pytest
 
 from connectors.twilio_sms.state import DeliveryLedger, OfferedButtons
 from omnichannel.rendering.messages import Button
+from testkit.phone_numbers import new_phone_number
 from testkit.processes import RedisServer
 from testkit.redis_topologies import RedisDeployment
 from testkit.stack import RasaStack
@@ -24,7 +25,6 @@ from tests.connectors.twilio_sms.helpers import (
     user_events,
 )
 from tests.redis_matrix import sync_client
-from tests.support import new_phone_number
 
 
 async def test_an_idempotency_token_stands_for_the_delivery_it_first_came_with(

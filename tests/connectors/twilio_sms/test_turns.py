@@ -34,6 +34,7 @@ from omnichannel.settings import Settings
 from omnichannel.sms_sender import SmsSender
 from testkit.fake_llm import FakeLlm, LlmReply
 from testkit.fake_twilio import AFTER_CREATE_DROP, FakeTwilio
+from testkit.phone_numbers import new_phone_number
 from testkit.processes import RedisServer, free_port
 from testkit.stack import RasaStack
 from testkit.twilio_webhook import new_sid, signed_sms, sms_form
@@ -47,7 +48,7 @@ from tests.connectors.twilio_sms.helpers import (
     stack_settings,
     user_events,
 )
-from tests.support import GIBBERISH, new_phone_number
+from tests.support import GIBBERISH
 
 PARTS = [SmsMessage(body="Your refund is on its way."), SmsMessage(body="Anything else?")]
 OUR_NUMBER = "+15005550006"

@@ -23,6 +23,7 @@ from connectors.twilio_sms.wire import (
 )
 from omnichannel.identity import phone_address
 from omnichannel.rendering.sms import SmsMessage
+from testkit.phone_numbers import new_phone_number
 from testkit.processes import RedisServer
 from testkit.stack import RasaStack
 from testkit.twilio_webhook import new_sid, sms_form
@@ -32,7 +33,6 @@ from tests.connectors.twilio_sms.helpers import (
     inbound,
     post_signed,
 )
-from tests.support import new_phone_number
 
 ENV = {"TWILIO_ACCOUNT_SID": "AC" + "1" * 32, "TWILIO_PHONE_NUMBER": "+15005550006"}
 SENDER = "+14155552671"

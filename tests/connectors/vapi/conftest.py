@@ -7,8 +7,8 @@ from typing import Any, Optional
 import pytest
 
 from testkit.fake_vapi_control import FakeVapiControl
+from testkit.phone_numbers import new_phone_number
 from testkit.vapi_call import VapiCall
-from tests.support import new_phone_number
 
 
 @pytest.fixture(scope="module")

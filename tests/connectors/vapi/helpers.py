@@ -22,9 +22,9 @@ from rasa.shared.core.events import UserUtteranceReverted, UserUttered
 from rasa.shared.core.trackers import DialogueStateTracker
 
 from omnichannel.identity import IdentityStore, phone_address
+from testkit.phone_numbers import new_phone_number
 from testkit.processes import ROOT
 from testkit.vapi_call import VapiCall
-from tests.support import new_phone_number
 
 
 async def conversation_of_stack(stack, number: str) -> Optional[str]:

@@ -17,6 +17,7 @@ from connectors.vapi.channel import SECTION, VapiInput, VapiOptions, VapiOutput
 from connectors.vapi.voice_turn import APOLOGY, VoiceTurn
 from devtools.sim_vapi import play_call
 from omnichannel.errors import ConfigError
+from testkit.phone_numbers import new_phone_number
 from testkit.processes import ROOT
 from testkit.vapi_call import VapiCall
 from tests.connectors.vapi.helpers import (
@@ -28,7 +29,7 @@ from tests.connectors.vapi.helpers import (
     user_texts,
     wait_until,
 )
-from tests.support import new_phone_number, post_sms, seed_order
+from tests.support import post_sms, seed_order
 
 
 @pytest.mark.rasa_server
