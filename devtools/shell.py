@@ -1,8 +1,8 @@
 """``make shell CHANNEL=voice|sms|chat``: talk to the assistant as a customer of one channel.
 
 ``rasa shell`` cannot say which channel a turn came from (``channel:`` variations never apply,
-the ``channel`` slot stays unset) and needs a Redis and an action server the README would have
-you start by hand. This starts its own on free ports (an embedded Redis in a fresh directory, the
+the ``channel`` slot stays unset) and needs a Redis and an action server you would start by
+hand. This starts its own on free ports (an embedded Redis in a fresh directory, the
 action server, the Rasa server with every connector, the local fake of Twilio's API), then sends
 what you type through the real connector of the channel, with the real client (the ``openai``
 SDK as VAPI, a Twilio-signed webhook, a WebSocket with a JWT), and prints what that customer

@@ -7,7 +7,7 @@ the signed-in customer, so the chat shows (and continues) what they said on the 
 SMS, and it pushes every new turn of that conversation, whichever channel or replica handled
 it, to every open tab through the tracker store's Redis publish on ``omni:{<cid>}:live``.
 
-Where to look (the protocol itself is documented in the README, "Web chat protocol"):
+Where to look (the protocol itself is documented in docs/INTEGRATORS.md, "Web chat protocol"):
 
 - ``auth.py``: who a token says the client is (host-site JWTs, anonymous tokens, the demo link).
 - ``wire.py``: the wire format: client frames and their parser, server frames, error and

@@ -1,7 +1,7 @@
 """The web chat wire format: client frames parsed at the edge, server frames built in one place.
 
-No Sanic and no Rasa here: this module is the protocol the README documents ("Web chat
-protocol"), as data. :func:`parse_frame` is total: whatever a client sends (valid JSON of the
+No Sanic and no Rasa here: this module is the protocol docs/INTEGRATORS.md documents ("Web
+chat protocol"), as data. :func:`parse_frame` is total: whatever a client sends (valid JSON of the
 wrong shape, nesting deeper than the JSON parser's recursion limit, numbers too large to read)
 gives a frame or :class:`BadFrame`, never another exception, so a hostile or buggy frame costs
 the client an error frame, not the socket and a traceback in the log.
@@ -31,7 +31,7 @@ CLOSE_FORBIDDEN = 4403
 CLOSE_TOO_MANY = 4429
 CLOSE_SERVER_ERROR = 1011
 
-# Error codes of ``error`` frames (the README lists what each means to a client).
+# Error codes of ``error`` frames (docs/INTEGRATORS.md lists what each means to a client).
 BAD_FRAME = "bad_frame"
 FRAME_TOO_LARGE = "frame_too_large"
 RATE_LIMITED = "rate_limited"

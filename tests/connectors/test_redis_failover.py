@@ -277,7 +277,7 @@ class FailoverRun:
     on_victim: List[str]
 
     def summary(self, label: str) -> str:
-        """The figures the README's Production Redis section quotes."""
+        """The figures docs/OPERATORS.md quotes under "Production Redis"."""
         ok = [turn for turn in self.turns if turn.outcome == "ok"]
         after_retry = [turn for turn in ok if turn.retries]
         failed = Counter(turn.outcome for turn in self.turns if turn.outcome != "ok")
