@@ -1,8 +1,8 @@
 """``make shell CHANNEL=voice|sms|chat``: talk to the assistant as a customer of one channel.
 
 ``rasa shell`` cannot say which channel a turn came from (``channel:`` variations never apply,
-the ``channel`` slot stays unset) and needs a Redis and an action server the README would have
-you start by hand. This starts its own on free ports (an embedded Redis in a fresh directory, the
+the ``channel`` slot stays unset) and needs a Redis and an action server you would start by
+hand. This starts its own on free ports (an embedded Redis in a fresh directory, the
 action server, the Rasa server with every connector, the local fake of Twilio's API), then sends
 what you type through the real connector of the channel, with the real client (the ``openai``
 SDK as VAPI, a Twilio-signed webhook, a WebSocket with a JWT), and prints what that customer
@@ -30,13 +30,14 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 from devtools.conversations import Customer, Server
-from devtools.fake_twilio import FakeTwilio
+from devtools.launcher import inbox_link
 from devtools.model import ensure_model
-from devtools.processes import RedisServer, free_port
-from devtools.stack import RasaStack, local_secrets
 from omnichannel.channels import KINDS, LABELS, SMS, VOICE
 from omnichannel.redis_client import conversation_key, redis_client
 from omnichannel.rendering.sms import sms_segments
+from testkit.fake_twilio import FakeTwilio
+from testkit.processes import RedisServer, free_port
+from testkit.stack import RasaStack, local_secrets
 
 DEMO_CUSTOMER = "+14155552671"
 _PASSED_THROUGH = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "LLM_MODEL", "HANDOFF_PHONE_NUMBER")
@@ -142,21 +143,6 @@ def start_stack(work: Path) -> tuple[RasaStack, RedisServer, FakeTwilio]:
     print(f"starting Redis, the action server and Rasa on free ports (logs in {work}/logs) …")
     stack.start()
     return stack, redis, twilio
-
-
-def inbox_link(env: Dict[str, str], base_url: str) -> str:
-    """The inbox signed in as a local agent (the token rides in the fragment)."""
-    from connectors.inbox.auth import agent_token
-    from omnichannel.settings import DEFAULT_INBOX_AUDIENCE
-
-    token = agent_token(
-        env["INBOX_JWT_SECRET"],
-        "local-agent",
-        "Local agent",
-        audience=env.get("INBOX_JWT_AUDIENCE") or DEFAULT_INBOX_AUDIENCE,
-        lifetime=12 * 3600,
-    )
-    return f"{base_url.rstrip('/')}/webhooks/inbox/#token={token}"
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -15,9 +15,9 @@ from typing import Any, Dict, List
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
-from devtools.fake_twilio import FakeTwilio
-from devtools.sim_vapi import VapiCall
-from devtools.stack import RasaStack
+from testkit.fake_twilio import FakeTwilio
+from testkit.stack import RasaStack
+from testkit.vapi_call import VapiCall
 from tests.browser.test_widget import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
 from tests.connectors.inbox.helpers import token_for, wait_for
 from tests.connectors.twilio_sms.helpers import conversation_of

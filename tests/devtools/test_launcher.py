@@ -1,39 +1,17 @@
-"""The settings every local tool (the SMS and VAPI simulators, the conversation tests) reads:
-``.env``, overridden by exported variables."""
+"""``make run``'s banner (devtools/launcher.py): the links it prints work as printed."""
 
 from __future__ import annotations
 
-import secrets
-from pathlib import Path
-
 import pytest
 
-from devtools.launcher import local_settings
-
-
-def test_exported_variables_override_the_env_file(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    in_file, exported, only_exported = (secrets.token_hex(8) for _ in range(3))
-    env_file = tmp_path / ".env"
-    env_file.write_text(f"VAPI_SERVER_SECRET={in_file}\nTWILIO_AUTH_TOKEN={in_file}\n")
-    monkeypatch.setenv("VAPI_SERVER_SECRET", exported)
-    monkeypatch.setenv("WEBCHAT_JWT_SECRET", only_exported)
-    monkeypatch.delenv("TWILIO_AUTH_TOKEN", raising=False)
-    settings = local_settings(env_file)
-    assert settings["VAPI_SERVER_SECRET"] == exported
-    assert settings["TWILIO_AUTH_TOKEN"] == in_file
-    assert settings["WEBCHAT_JWT_SECRET"] == only_exported
-    assert "HOME" not in settings  # only the tools' own settings, not the whole environment
+from connectors.inbox.auth import AgentVerifier
+from devtools.launcher import print_banner
+from testkit.stack import local_secrets
 
 
 def test_make_run_prints_an_inbox_link_a_local_agent_signs_in_with(
     capsys: pytest.CaptureFixture,
 ) -> None:
-    from connectors.inbox.auth import AgentVerifier
-    from devtools.launcher import print_banner
-    from devtools.stack import local_secrets
-
     env = local_secrets(5005)
     print_banner(env, "redis://127.0.0.1:6379")
     printed = capsys.readouterr().out

@@ -13,9 +13,9 @@ import pytest
 
 from devtools.conversations import Customer, Server
 from devtools.shell import converse, from_the_team, shown
-from devtools.stack import RasaStack
+from testkit.phone_numbers import new_phone_number
+from testkit.stack import RasaStack
 from tests.connectors.inbox.helpers import inbox, reply, token_for
-from tests.support import new_phone_number
 
 
 def test_replies_are_shown_as_each_channel_delivers_them() -> None:

@@ -13,9 +13,9 @@ import redis
 from rasa.shared.core.events import BotUttered
 
 from connectors.handoff.messages import HANDOFF_MESSAGE, MESSAGE_ID, outbox_id, sms_parts
-from devtools.fake_twilio import FakeTwilio
-from devtools.stack import RasaStack
 from omnichannel.redis_client import conversation_key, global_key
+from testkit.fake_twilio import FakeTwilio
+from testkit.stack import RasaStack
 from tests.connectors.inbox.helpers import inbox, token_for, wait_for
 from tests.connectors.twilio_sms.helpers import conversation_of, text_sms
 from tests.connectors.webchat.helpers import append_events, fresh_phone, tracker_events

@@ -13,12 +13,12 @@ from typing import Any, Dict
 import pytest
 import redis
 
-from devtools.fake_twilio import FakeTwilio
-from devtools.fake_vapi_control import FakeVapiControl
-from devtools.processes import RedisServer, free_port
-from devtools.sim_vapi import VapiCall
-from devtools.stack import RasaStack
 from omnichannel.handoff.store import HandoffStore
+from testkit.fake_twilio import FakeTwilio
+from testkit.fake_vapi_control import FakeVapiControl
+from testkit.processes import RedisServer, free_port
+from testkit.stack import RasaStack
+from testkit.vapi_call import VapiCall
 from tests.connectors.inbox.helpers import inbox, reply, token_for, wait_for
 from tests.connectors.twilio_sms.helpers import conversation_of, text_sms
 from tests.connectors.webchat.helpers import fresh_phone, tracker_events

@@ -10,9 +10,9 @@ import time
 import pytest
 import redis
 
-from devtools.fake_twilio import FakeTwilio
-from devtools.stack import RasaStack
 from omnichannel.handoff.store import HandoffStore
+from testkit.fake_twilio import FakeTwilio
+from testkit.stack import RasaStack
 from tests.connectors.inbox.helpers import inbox, token_for, wait_for
 from tests.connectors.twilio_sms.helpers import conversation_of, text_sms
 from tests.connectors.webchat.helpers import fresh_phone, tracker_events

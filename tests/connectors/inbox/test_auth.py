@@ -8,7 +8,8 @@ import jwt
 import pytest
 
 from connectors.inbox.auth import AgentRefused, AgentVerifier, agent_token, bearer_token
-from omnichannel.settings import ConfigError, Settings
+from omnichannel.errors import ConfigError
+from omnichannel.settings import Settings
 
 SECRET = "s" * 40
 VERIFIER = AgentVerifier(SECRET, "omni-inbox")
