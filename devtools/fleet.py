@@ -248,7 +248,7 @@ class Fleet:
             "OPENAI_API_KEY": "sk-local-fake",
             "LLM_MODEL": "fake-model",
             "HANDOFF_PHONE_NUMBER": "+14155550100",
-            "TRUST_PROXY_HEADERS": "true",
+            "TRUSTED_PROXY_HOPS": "1",
             "ACTION_SERVER_URL": f"http://127.0.0.1:{self.action_port}/webhook",
         }
         self.action_proc = spawn(

@@ -21,10 +21,11 @@ from typing import Any, Awaitable, Callable, Dict, Optional
 
 from pydantic import confloat
 from rasa.core.channels.channel import InputChannel, UserMessage
-from sanic import Blueprint, Sanic, response
+from sanic import Sanic, response
 from sanic.request import Request
 
 from connectors.drain import DEFAULT_DRAIN_SECONDS, drain_before_stop, drain_of
+from connectors.http_limits import ChannelBlueprint
 from connectors.ops.checks import Readiness
 from omnichannel import metrics
 from omnichannel.options import ConnectorOptions
@@ -84,8 +85,10 @@ class OpsInput(InputChannel):
         agent = self._agent()
         return agent is not None and agent.is_ready()
 
-    def blueprint(self, on_new_message: Callable[[UserMessage], Awaitable[Any]]) -> Blueprint:
-        bp = Blueprint("omni_ops", __name__)
+    def blueprint(
+        self, on_new_message: Callable[[UserMessage], Awaitable[Any]]
+    ) -> ChannelBlueprint:
+        bp = ChannelBlueprint("omni_ops", __name__)
 
         @bp.listener("before_server_start")
         async def start(app: Sanic, _: Any) -> None:

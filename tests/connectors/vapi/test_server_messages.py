@@ -191,7 +191,7 @@ async def test_call_report_while_redis_refuses_writes_is_a_503(stack, make_call)
 def _messages(**env: str) -> ServerMessages:
     settings = Settings.from_env({"VAPI_SERVER_SECRET": "s" * 32, **env})
     # Callers only reads the message here (the caller's number); no identity lookups.
-    callers = Callers(IdentityStore(), "US", webchat_jwt_secret=None, trust_user_id_variable=False)
+    callers = Callers(IdentityStore(), "US", user_tokens=None, trust_user_id_variable=False)
     return ServerMessages(settings, callers=callers, greeter=None, calls=None)
 
 
