@@ -163,7 +163,9 @@ class VapiInput(InputChannel):
     @classmethod
     def from_credentials(cls, credentials: Optional[Dict[str, Any]]) -> VapiInput:
         settings = load_settings()
-        settings.require("VAPI_SERVER_SECRET")
+        # Both: the custom-LLM key is what VAPI's dashboard holds for our model, so no answer
+        # ever has to hand VAPI a secret (see ServerMessages.assistant_request).
+        settings.require("VAPI_SERVER_SECRET", "VAPI_CUSTOM_LLM_KEY")
         return cls(settings, VapiOptions.parse(SECTION, credentials))
 
     def blueprint(

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from devtools.launcher import local_settings
+from devtools.launcher import ensure_env_file, local_settings, read_env_file
 
 
 def test_exported_variables_override_the_env_file(
@@ -25,3 +25,14 @@ def test_exported_variables_override_the_env_file(
     assert settings["TWILIO_AUTH_TOKEN"] == in_file
     assert settings["WEBCHAT_JWT_SECRET"] == only_exported
     assert "HOME" not in settings  # only the tools' own settings, not the whole environment
+
+
+def test_first_run_fills_in_missing_and_empty_secrets_only(tmp_path: Path) -> None:
+    """A .env copied from .env.example leaves VAPI_CUSTOM_LLM_KEY empty; the VAPI channel needs
+    it, so `make run` generates it, while a setting left empty on purpose stays empty."""
+    env_file = tmp_path / ".env"
+    env_file.write_text("VAPI_CUSTOM_LLM_KEY=\nTWILIO_API_BASE_URL=\nRASA_AUTH_TOKEN=mine\n")
+    values = ensure_env_file(env_file)
+    assert len(values["VAPI_CUSTOM_LLM_KEY"]) >= 24
+    assert values["TWILIO_API_BASE_URL"] == "" and values["RASA_AUTH_TOKEN"] == "mine"  # noqa: S105
+    assert read_env_file(env_file) == values

@@ -189,10 +189,18 @@ def test_malformed_requests_never_500(rasa_stack: RasaStack, stack_redis: RedisS
     huge = httpx.post(
         url,
         content=b"Body=" + b"x" * 70_000,
-        headers={"Content-Type": "application/x-www-form-urlencoded"},
+        headers={"Content-Type": "application/x-www-form-urlencoded", "X-Twilio-Signature": "x"},
         timeout=10,
     )
     assert huge.status_code == 413
+    # Without a signature it is refused before its body is read.
+    unsigned = httpx.post(
+        url,
+        content=b"Body=" + b"x" * 70_000,
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+        timeout=10,
+    )
+    assert unsigned.status_code == 403
     broken = httpx.post(
         url,
         content=b"Body=\xff\xfe&From=%2B14155552671",
