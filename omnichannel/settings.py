@@ -20,9 +20,6 @@ LOCAL_BASE_URL = "http://127.0.0.1:5005"
 MAX_PROXY_HOPS = 10
 
 
-__all__ = ["ConfigError", "Settings", "load_settings"]
-
-
 def _flag(value: Optional[str]) -> bool:
     return (value or "").strip().lower() in {"1", "true", "yes", "on"}
 

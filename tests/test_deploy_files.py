@@ -21,13 +21,13 @@ import pytest
 import trustme
 import yaml
 
+from bench.fleet.local_fleet import HAPROXY, haproxy_config
 from connectors.drain import DEFAULT_DRAIN_SECONDS
 from connectors.http_limits import HEAD_DEADLINE_SECONDS
 from devtools import image_locks
-from devtools.fleet import HAPROXY, haproxy_config
-from devtools.processes import ROOT, free_port, wait_for_port
-from devtools.stack import action_server_command
 from omnichannel.settings import _VARIABLES
+from testkit.processes import ROOT, free_port, wait_for_port
+from testkit.stack import action_server_command
 
 DEPLOY = ROOT / "deploy"
 BIN = Path(sys.executable).parent

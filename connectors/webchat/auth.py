@@ -14,7 +14,7 @@ from typing import Optional, Tuple
 
 import jwt
 
-from connectors.webchat.frames import CLOSE_FORBIDDEN, CLOSE_UNAUTHENTICATED
+from connectors.webchat.wire import CLOSE_FORBIDDEN, CLOSE_UNAUTHENTICATED
 from omnichannel.channels import WEBCHAT
 from omnichannel.customer_tokens import (
     JWT_ALGORITHM,
