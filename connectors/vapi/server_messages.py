@@ -14,6 +14,7 @@ from typing import Any, Dict, Optional, Tuple
 from rasa.core.channels.channel import CollectingOutputChannel
 from rasa.shared.core.events import SlotSet
 
+from connectors.handoff.engine import handoff_engine
 from connectors.tracker_store import install_loud_state_failures
 from connectors.vapi.callers import Callers
 from connectors.vapi.greeting import Greeter
@@ -184,6 +185,9 @@ class ServerMessages:
         except REDIS_FAILURES as error:
             raise StateUnavailable(f"storing the call report: {type(error).__name__}") from error
         logger.info("call %s: end-of-call report stored (%s)", call.call_id, message.ended_reason)
+        # A caller's queued hand-off now has the call's transcript: agents' pages and helpdesks
+        # see it at once.
+        await handoff_engine().conversation_changed(conversation_id)
 
     async def user_interrupted(self, message: ServerMessage) -> None:
         """Noted for the call's next turn: it tells a barge-in even when most was heard."""
