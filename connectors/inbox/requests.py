@@ -19,9 +19,10 @@ from omnichannel.handoff.reach import REPLY_CHANNELS
 MAX_BODY_BYTES = 64 * 1024
 MAX_FRAME_BYTES = 16 * 1024
 MAX_TEXT_CHARS = 10_000
-CONVERSATION_ID = r"^[A-Za-z0-9_.:@+-]{1,128}$"
-CLIENT_ID = r"^[A-Za-z0-9_-]{8,64}$"
-CHANNEL = "^(" + "|".join(REPLY_CHANNELS) + ")$"
+# Each ends in \Z: pydantic matches with re.match, and "$" would let a trailing newline through.
+CONVERSATION_ID = r"^[A-Za-z0-9_.:@+-]{1,128}\Z"
+CLIENT_ID = r"^[A-Za-z0-9_-]{8,64}\Z"
+CHANNEL = "^(" + "|".join(REPLY_CHANNELS) + r")\Z"
 
 
 class BadRequest(ValueError):
@@ -69,18 +70,18 @@ class Queue(Body):
 
 
 class AuthFrame(Body):
-    type: constr(regex=r"^auth$")
+    type: constr(regex=r"^auth\Z")
     token: constr(min_length=1, max_length=8192)
 
 
 class WatchFrame(Body):
-    type: constr(regex=r"^watch$")
+    type: constr(regex=r"^watch\Z")
     #: None: stop watching.
     conversation_id: Optional[constr(regex=CONVERSATION_ID)] = None
 
 
 class PingFrame(Body):
-    type: constr(regex=r"^ping$")
+    type: constr(regex=r"^ping\Z")
 
 
 _B = TypeVar("_B", bound=Body)
