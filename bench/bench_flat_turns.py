@@ -1,4 +1,4 @@
-"""Flat turns (issue 15): per-turn time at turns 10, 100, 500 and 1,000 of one conversation.
+"""Flat turns: per-turn time at turns 10, 100, 500 and 1,000 of one conversation.
 
 Two Rasa servers run side by side on one Redis, the same trained model and the same connectors:
 - **ours**: endpoints.yml as shipped (the bounded tracker, the turn context in process, the

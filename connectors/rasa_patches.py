@@ -1,6 +1,6 @@
 """Three small patches to Rasa 3.6.21's turn, each found by profiling a long conversation.
 
-A 400-turn profile of the Rasa server (issue 15) put three costs on every turn that neither the
+A 400-turn profile of the Rasa server put three costs on every turn that neither the
 tracker window (connectors/tracker_store.py) nor any setting removes:
 
 - **The turn context as a remote call.** ``action_extract_turn_context`` (the custom slot

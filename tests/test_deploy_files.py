@@ -1,4 +1,4 @@
-"""The deployment files agree with the code (issue 13): images cannot be built on this machine,
+"""The deployment files agree with the code: images cannot be built on this machine,
 so what can drift is checked here: environment variable names, ports, probe routes, commands
 and the Python version."""
 

@@ -1,6 +1,6 @@
 """What became of every customer message of a fleet run, read back from Redis and the fakes.
 
-The issue's standard, checked after the traffic (``bench.fleet.customers.Traffic``) stops:
+The standard, checked after the traffic (``bench.fleet.customers.Traffic``) stops:
 
 - every accepted message is in its conversation's event log exactly once (matched on the SMS
   ``message_sid``, the chat ``client_message_id``, or for voice the call's user message with the

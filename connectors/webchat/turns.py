@@ -1,4 +1,4 @@
-"""Chat turns as durable in-flight work (issue 13): an acknowledged message is processed once,
+"""Chat turns as durable in-flight work: an acknowledged message is processed once,
 even when the replica that acknowledged it dies.
 
 A message frame is recorded as a ``chat_turn`` item (:mod:`omnichannel.leases`) of its

@@ -1,4 +1,4 @@
-"""Hostile bodies on the webhook routes (issue 14, findings 2 and 3), through raw sockets to the
+"""Hostile bodies on the webhook routes (unbounded bodies, slow clients), through raw sockets to the
 shared Rasa server: huge bodies are refused before they are buffered, slow ones are cut off."""
 
 from __future__ import annotations

@@ -37,7 +37,7 @@ PASSWORD = secrets.token_hex(12)
 WRONG_PASSWORD = secrets.token_hex(12)
 SECRETS = (PASSWORD, WRONG_PASSWORD)
 
-#: ACL rights per user name. "minimal" is what issue 12 asks for and all that is needed;
+#: ACL rights per user name. "minimal" is the least the code needs and all that is needed;
 #: "hardened" also withholds dangerous commands, and then needs INFO back: redis-py's cluster
 #: client checks ``cluster_enabled`` with INFO before it reads CLUSTER SLOTS.
 RIGHTS: Dict[str, str] = {

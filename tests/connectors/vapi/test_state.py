@@ -79,7 +79,7 @@ async def test_a_turn_is_claimed_once(redis_deployment: RedisDeployment) -> None
 
 
 async def test_a_single_turn_call_state_still_expires(redis_deployment: RedisDeployment) -> None:
-    """Issue 14, finding 5: finishing the call's only turn removed the hash's only field (and
+    """Before: finishing the call's only turn removed the hash's only field (and
     with it the expiry); what the turn sent was then stored in a key that never expired."""
     store = CallStore(redis_deployment.url)
     turn = _turn()

@@ -217,7 +217,7 @@ async def test_messages_beyond_the_pending_limit_are_refused_not_queued(
     assert await connection.hand_off() == MAX_PENDING_TURNS + 1
 
 
-# -- orders belong to the customer; customers cannot name intents (issue 14, finding 6) --------
+# -- orders belong to the customer; customers cannot name intents ----------------------------------
 
 ASK_NUMBER = "What's your order number? It's the 5-digit number in your confirmation email."
 

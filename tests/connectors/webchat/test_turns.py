@@ -1,4 +1,4 @@
-"""Chat messages as durable in-flight work (issue 13): an acknowledged message is processed once
+"""Chat messages as durable in-flight work: an acknowledged message is processed once
 (in its conversation's event log once), even when the replica that acknowledged it dies.
 
 A "dead" replica is an owner that records work and never renews it; the replica that takes it
