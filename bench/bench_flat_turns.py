@@ -45,7 +45,8 @@ import websockets
 import yaml
 
 from devtools.model import ensure_model
-from omnichannel.identity import IdentityStore, phone_address
+from omnichannel.addresses import phone_address
+from omnichannel.identity import IdentityStore
 from omnichannel.redis_client import conversation_key
 from testkit.phone_numbers import new_phone_number
 from testkit.processes import ROOT, RedisServer, free_port

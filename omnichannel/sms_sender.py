@@ -25,7 +25,8 @@ from twilio.rest import Client
 from omnichannel import metrics
 from omnichannel.channels import TWILIO_SMS
 from omnichannel.errors import ConfigError
-from omnichannel.identity import IdentityStore, mask
+from omnichannel.identity import IdentityStore
+from omnichannel.masking import mask
 from omnichannel.redis_client import StateUnavailable
 from omnichannel.rendering.messages import BotMessage
 from omnichannel.rendering.sms import SMS_MAX_LENGTH, SmsMessage, render_sms

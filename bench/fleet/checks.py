@@ -32,7 +32,8 @@ import redis.asyncio as aioredis
 
 from bench.fleet.customers import CHANNELS, CHAT, SMS, Sent, Traffic
 from bench.fleet.local_fleet import running_work
-from omnichannel.identity import IdentityStore, phone_address
+from omnichannel.addresses import phone_address
+from omnichannel.identity import IdentityStore
 
 #: How many examples of each kind of failure a report names.
 EXAMPLES = 5

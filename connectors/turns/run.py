@@ -26,7 +26,7 @@ from typing import Any, Awaitable, Callable, List, Optional
 from rasa.core.channels.channel import UserMessage
 from rasa.core.lock_store import LockError
 
-from connectors.tracker_store import install_loud_state_failures
+from connectors.rasa_patches import install_loud_state_failures
 from omnichannel import metrics
 from omnichannel.channels import kind_of
 from omnichannel.redis_client import REDIS_FAILURES, StateUnavailable

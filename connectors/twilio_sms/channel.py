@@ -46,7 +46,8 @@ from connectors.twilio_sms.wire import (
     idempotency_token,
 )
 from omnichannel.channels import SMS, TWILIO_SMS
-from omnichannel.identity import IdentityStore, mask
+from omnichannel.identity import IdentityStore
+from omnichannel.masking import mask
 from omnichannel.options import ConnectorOptions
 from omnichannel.redis_client import REDIS_FAILURES, StateUnavailable, redis_client
 from omnichannel.rendering.messages import BotMessage

@@ -15,15 +15,9 @@ from typing import Optional, Tuple
 import jwt
 
 from connectors.vapi.wire import Call, Customer
+from omnichannel.addresses import Address, InvalidAddress, anon_address, phone_address, user_address
 from omnichannel.channels import VOICE
-from omnichannel.identity import (
-    Address,
-    IdentityStore,
-    InvalidAddress,
-    anon_address,
-    phone_address,
-    user_address,
-)
+from omnichannel.identity import IdentityStore
 
 logger = logging.getLogger(__name__)
 

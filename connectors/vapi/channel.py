@@ -44,8 +44,9 @@ from connectors.vapi.wire import (
     parse_completion_request,
     parse_server_message,
 )
+from omnichannel.addresses import Address
 from omnichannel.channels import VAPI, VOICE
-from omnichannel.identity import Address, IdentityStore
+from omnichannel.identity import IdentityStore
 from omnichannel.leases import takeover
 from omnichannel.options import ConnectorOptions
 from omnichannel.redis_client import REDIS_FAILURES, StateUnavailable

@@ -21,9 +21,10 @@ from typing import Any, Optional
 from rasa.shared.core.events import UserUttered
 from rasa.shared.core.trackers import DialogueStateTracker
 
-from connectors.tracker_store import install_loud_state_failures
+from connectors.rasa_patches import install_loud_state_failures
+from omnichannel.addresses import Address
 from omnichannel.channels import CHAT, SMS, VAPI
-from omnichannel.identity import Address, IdentityStore
+from omnichannel.identity import IdentityStore
 from omnichannel.redis_client import REDIS_FAILURES, StateUnavailable
 from omnichannel.rendering.messages import BotMessage
 from omnichannel.rendering.voice import render_voice

@@ -14,7 +14,8 @@ from typing import Any, Dict, Optional, Tuple
 from rasa.core.channels.channel import CollectingOutputChannel
 from rasa.shared.core.events import SlotSet
 
-from connectors.tracker_store import install_loud_state_failures
+from connectors.event_log.reading import CALL_REPORT_SLOT
+from connectors.rasa_patches import install_loud_state_failures
 from connectors.vapi.callers import Callers
 from connectors.vapi.greeting import Greeter
 from connectors.vapi.state import CallStore
@@ -176,7 +177,7 @@ class ServerMessages:
                 tracker = await agent.processor.fetch_tracker_with_initial_session(
                     conversation_id, CollectingOutputChannel(), {"channel": VOICE}
                 )
-                tracker.update(SlotSet("last_call", report))
+                tracker.update(SlotSet(CALL_REPORT_SLOT, report))
                 await agent.processor.save_tracker(tracker)
         except REDIS_FAILURES as error:
             raise StateUnavailable(f"storing the call report: {type(error).__name__}") from error

@@ -24,9 +24,9 @@ from rasa.core.channels.channel import InputChannel, UserMessage
 from sanic import Blueprint, response
 from sanic.request import Request
 
+from connectors.event_log.reading import event_log_of
 from connectors.http_limits import BodyRefused, read_body
 from connectors.static_pages import add_page_routes
-from connectors.tracker_store import event_log_of
 from connectors.viewer.auth import is_authorised
 from connectors.viewer.lookup import NotFound, timeline_page
 from connectors.viewer.wire import BadQuery, parse_query

@@ -15,15 +15,9 @@ from typing import Any, Dict, Optional, Tuple
 import jwt
 
 from connectors.webchat.wire import CLOSE_FORBIDDEN, CLOSE_UNAUTHENTICATED
+from omnichannel.addresses import Address, InvalidAddress, anon_address, phone_address, user_address
 from omnichannel.channels import WEBCHAT
 from omnichannel.errors import ConfigError
-from omnichannel.identity import (
-    Address,
-    InvalidAddress,
-    anon_address,
-    phone_address,
-    user_address,
-)
 
 logger = logging.getLogger(__name__)
 

@@ -34,9 +34,10 @@ from sanic.exceptions import WebsocketClosed
 from websockets.exceptions import ConnectionClosed
 
 from connectors.drain import CLOSE_SERVICE_RESTART
+from connectors.event_log.reading import next_turn_channel
 from connectors.turns.run import TurnFailed
 from connectors.webchat.auth import AuthRefused, ChatIdentity, TokenVerifier
-from connectors.webchat.history import EventLog, chat_message, next_turn_channel
+from connectors.webchat.history import EventLog, chat_message
 from connectors.webchat.live import LiveFeedLost, LiveSubscription, live_hub
 from connectors.webchat.state import SOCKET_LEASE_SECONDS, SessionBucket, SessionLimits, SocketHold
 from connectors.webchat.turns import complete, forget, run_chat_turn, turn_payload

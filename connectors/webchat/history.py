@@ -9,15 +9,16 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Set, Tuple
 
-from connectors.tracker_store import event_log_of
+from connectors.event_log.reading import (
+    CALL_REPORT_SLOT,
+    CHANNEL_LOOKBACK_EVENTS,
+    event_log_of,
+    next_turn_channel,
+)
 from omnichannel.channels import VOICE, kind_of_event
 from omnichannel.rendering.chat import render_chat
 from omnichannel.rendering.messages import BotMessage
 
-#: The slot the VAPI connector stores each call's end-of-call report in (summary included).
-CALL_REPORT_SLOT = "last_call"
-#: How far back a history page looks for the turn a bot message answered (its channel).
-CHANNEL_LOOKBACK_EVENTS = 500
 HISTORY_READ_CHUNK = 200
 
 Event = Dict[str, Any]
@@ -99,13 +100,6 @@ def _call_summary(event: Event, base: Message) -> Optional[Message]:
         "kind": "call_summary",
         **render_chat(BotMessage(text=text)),
     }
-
-
-def next_turn_channel(event: Event, turn_channel: Optional[str]) -> Optional[str]:
-    """The channel later bot events answer after ``event``: a user event's, when it has one."""
-    if event.get("event") == "user":
-        return kind_of_event(event) or turn_channel
-    return turn_channel
 
 
 class EventLog:

@@ -26,8 +26,9 @@ from rasa.utils.endpoints import EndpointConfig
 
 from connectors.lock_store import RedisFifoLockStore
 from connectors.tracker_store import RedisEventLogTrackerStore
+from omnichannel.addresses import phone_address
 from omnichannel.errors import ConfigError
-from omnichannel.identity import IdentityStore, phone_address
+from omnichannel.identity import IdentityStore
 from omnichannel.redis_client import conversation_key, redis_client, subscriber
 from testkit.processes import RedisServer
 from testkit.redis_topologies import RedisClusterProcesses, with_credentials

@@ -26,8 +26,9 @@ from connectors.twilio_sms.channel import TwilioSmsInput
 from connectors.twilio_sms.outbox import SMS_OUTBOX, SmsOutbox
 from connectors.twilio_sms.turns import SMS_TURN
 from connectors.twilio_sms.wire import InboundSms
+from omnichannel.addresses import phone_address
 from omnichannel.channels import SMS
-from omnichannel.identity import IdentityStore, phone_address
+from omnichannel.identity import IdentityStore
 from omnichannel.leases import DEFAULT_LEASE_SECONDS, InFlightWork, Takeover
 from omnichannel.rendering.sms import SmsMessage
 from omnichannel.settings import Settings

@@ -19,7 +19,7 @@ from rasa.shared.core.events import UserUttered
 
 from connectors.vapi.state import CallStore, call_key, turn_id
 from connectors.vapi.voice_turn import APOLOGY, VoiceTurn
-from omnichannel.identity import phone_address
+from omnichannel.addresses import phone_address
 from testkit.fake_llm import LlmReply
 from testkit.vapi_call import VapiCall
 from tests.connectors.vapi.helpers import (

@@ -18,7 +18,7 @@ from connectors.webchat.auth import ChatIdentity
 from connectors.webchat.channel import WebChatInput
 from connectors.webchat.connection import MAX_PENDING_TURNS, ChatConnection
 from connectors.webchat.wire import TextFrame
-from omnichannel.identity import user_address
+from omnichannel.addresses import user_address
 from testkit.fake_llm import FakeLlm, LlmReply
 from testkit.processes import RedisServer
 from testkit.stack import RasaStack

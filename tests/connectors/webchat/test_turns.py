@@ -23,7 +23,7 @@ from connectors.webchat.channel import WebChatInput
 from connectors.webchat.connection import HANDOFF_SECONDS, ChatConnection
 from connectors.webchat.turns import CHAT_TURN, message_id_of, turn_payload
 from connectors.webchat.wire import TextFrame
-from omnichannel.identity import user_address
+from omnichannel.addresses import user_address
 from omnichannel.leases import InFlightWork, Lease
 from testkit.fake_llm import FakeLlm, LlmReply
 from testkit.stack import RasaStack
