@@ -7,6 +7,9 @@ turn that may be run twice goes through :func:`handle_once`: under the conversat
 same hold Rasa's processor runs in, it looks for a user event with the message's id in the event
 log and processes the message only when there is none. Whoever comes second finds the first
 one's events (:func:`replies_to`) instead of running the turn again.
+
+Every channel runs its turns through :func:`run_once` (``run_turn`` around ``handle_once``) and,
+when that finds the message processed by a run that did not answer, delivers :func:`replay`.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from typing import Any, Awaitable, Callable, Dict, List, Optional
 from rasa.core.channels.channel import UserMessage
 from rasa.shared.core.events import ActionExecuted, BotUttered, UserUttered
 from rasa.shared.core.trackers import DialogueStateTracker
+
+from connectors.turns.run import run_turn
 
 #: Runs under the lock before the message is processed; returns False to drop the message
 #: (a voice turn superseded while it waited).
@@ -68,3 +73,30 @@ async def handle_once(
             return False
         await agent.processor.handle_message(message)
     return True
+
+
+async def run_once(
+    agent: Any,
+    message: UserMessage,
+    *,
+    trusted_payload: bool = False,
+    before: Optional[BeforeProcessing] = None,
+) -> bool:
+    """A channel's turn: :func:`connectors.turns.run.run_turn` (failures loud, a customer's
+    ``/…`` escaped unless ``trusted_payload``) around :func:`handle_once`; True when this run
+    processed the message, False when the event log held it already or ``before`` dropped it.
+    Raises TurnFailed."""
+    processed: List[bool] = []
+
+    async def once(message: UserMessage) -> None:
+        processed.append(await handle_once(agent, message, before))
+
+    await run_turn(agent, once, message, trusted_payload=trusted_payload)
+    return bool(processed and processed[0])
+
+
+async def replay(agent: Any, message: UserMessage) -> List[Dict[str, Any]]:
+    """What the run that processed ``message`` before (on a replica that stopped before
+    answering) said, from the event log, for the channel to deliver as this turn's replies."""
+    tracker = await agent.processor.get_tracker(message.sender_id)
+    return replies_to(tracker, message.message_id)

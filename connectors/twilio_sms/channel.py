@@ -172,7 +172,7 @@ class TwilioSmsInput(InputChannel):
 
     def blueprint(self, on_new_message: Any) -> Blueprint:
         """The routes. Turns do not go through Rasa's ``on_new_message``: they may run twice
-        (on a takeover), so they run through :func:`connectors.turns.once.handle_once` on the app's
+        (on a takeover), so they run through :func:`connectors.turns.once.run_once` on the app's
         agent, which skips a message the event log already holds."""
         bp = Blueprint("omni_twilio_sms", __name__)
         guard_slow_headers(bp)

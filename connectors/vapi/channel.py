@@ -47,7 +47,6 @@ from connectors.vapi.wire import (
 from omnichannel.addresses import Address
 from omnichannel.channels import VAPI, VOICE
 from omnichannel.identity import IdentityStore
-from omnichannel.leases import takeover
 from omnichannel.options import ConnectorOptions
 from omnichannel.redis_client import REDIS_FAILURES, StateUnavailable
 from omnichannel.rendering.messages import BotMessage
@@ -167,7 +166,7 @@ class VapiInput(InputChannel):
         async def take_over_abandoned_turns(app: Sanic, _: Any) -> None:
             # Turns whose replica died and that nobody re-POSTs are finished by the sweeper.
             calls = self.runner.calls
-            takeover().register(calls.turns, lambda lease: self.runner.resume(app.ctx.agent, lease))
+            calls.turns.resume_with(lambda lease: self.runner.resume(app.ctx.agent, lease))
 
         @bp.route("/", methods=["GET"])
         async def health(_: Request) -> HTTPResponse:

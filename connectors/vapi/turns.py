@@ -1,4 +1,6 @@
-"""Answering one caller utterance through Rasa exactly once, whatever VAPI re-POSTs.
+"""Answering one caller utterance through Rasa exactly once, whatever VAPI re-POSTs: the durable
+turn of :mod:`connectors.turns.durable`, with the voice wire (VAPI's transcribed history) and
+delivery (speech streamed to every request listening, recorded for duplicates).
 
 - **Duplicates.** A turn is keyed by (call id, ordinal of its last user message, its text); the
   first request claims the key in Redis (state.py) and its answer is recorded there; a
@@ -8,7 +10,7 @@
   duplicate finding the lease run out (the replica died or hangs) takes the turn over and
   answers the caller itself; the sweeper (:func:`omnichannel.leases.takeover`) does the same
   for a turn nobody re-POSTs, so its utterance and answer are recorded. Either way the turn
-  goes through :func:`connectors.turns.once.handle_once`: if the dead replica had processed the
+  goes through :func:`connectors.turns.once.run_once`: if the dead replica had processed the
   utterance, its replies in the event log are spoken (no second Rasa turn), else it runs.
 - **Superseded turns.** When the caller keeps talking, VAPI cancels the request and POSTs again
   with a longer utterance (hearing.supersedes decides). The new turn takes over the call's "in
@@ -36,15 +38,15 @@ from rasa.shared.core.constants import ACTION_LISTEN_NAME
 from rasa.shared.core.events import ActionExecuted, UserUtteranceReverted, UserUttered
 from rasa.shared.core.trackers import DialogueStateTracker
 
-from connectors.turns.once import handle_once, replies_to
-from connectors.turns.run import TurnFailed, run_turn
+from connectors.turns.once import replay, run_once
+from connectors.turns.run import TurnFailed
 from connectors.vapi.call_control import send_control
 from connectors.vapi.hearing import SpokenTurn, barge_in, spoken_turn, supersedes
 from connectors.vapi.state import CallStore
 from connectors.vapi.voice_turn import APOLOGY, END, VoiceTurn
 from connectors.vapi.wire import USER_TEXT_MAX_CHARS, ChatMessage
 from omnichannel import metrics
-from omnichannel.channels import VAPI, VOICE
+from omnichannel.channels import VAPI
 from omnichannel.leases import Lease
 from omnichannel.redis_client import StateUnavailable
 from omnichannel.rendering.messages import BotMessage
@@ -234,13 +236,12 @@ class TurnRunner:
         before = functools.partial(self._before_processing, agent, turn)
         try:
             began = time.perf_counter()
-            await run_turn(agent, functools.partial(handle_once, agent, before=before), message)
-            if turn.checks_seconds is not None:
+            processed = await run_once(agent, message, before=before)
+            if processed and turn.checks_seconds is not None:
                 turn.rasa_seconds = time.perf_counter() - began - turn.checks_seconds
-            elif turn.open:
+            elif not processed and turn.open:
                 # Processed before, by a replica that died before answering.
-                tracker = await agent.processor.get_tracker(turn.conversation_id)
-                for reply in replies_to(tracker, turn.message_id):
+                for reply in await replay(agent, message):
                     turn.add_bot_message(BotMessage.from_rasa(reply))
         except TurnFailed as error:
             logger.error("voice turn on call %s failed: %s", turn.call_id, error)
@@ -258,7 +259,7 @@ class TurnRunner:
     async def _before_processing(
         self, agent: Any, turn: VoiceTurn, tracker: DialogueStateTracker
     ) -> bool:
-        """``handle_once``'s check under the conversation lock, right before Rasa processes the
+        """``run_once``'s check under the conversation lock, right before Rasa processes the
         turn: a turn superseded while it waited is dropped, and the turn it supersedes is
         reverted (same lock hold, so the dialogue holds one user turn for the utterance)."""
         if not turn.open:
@@ -290,8 +291,8 @@ class TurnRunner:
         self, agent: Any, turn: VoiceTurn, record: Dict[str, Any], queue: asyncio.Queue
     ) -> None:
         """A duplicate: the recorded answer, waiting for it while another replica runs the
-        turn, or taking the turn over once that replica stopped renewing its lease."""
-        metrics.DEDUPE_HITS.labels(channel=VOICE).inc()
+        turn, or taking the turn over once that replica stopped renewing its lease. (Counted
+        as a duplicate where its claim found the turn recorded.)"""
         deadline = time.monotonic() + self.duplicate_wait_seconds
         while record.get("state") == "running" and time.monotonic() < deadline:
             local = self._turns.get(turn.turn_id)

@@ -38,12 +38,11 @@ from connectors.webchat.auth import (
 )
 from connectors.webchat.connection import ChatConnection
 from connectors.webchat.state import SessionLimits
-from connectors.webchat.turns import ChatTurnResumer, chat_turn_work
+from connectors.webchat.turns import ChatTurnResumer, chat_turns
 from connectors.webchat.wire import MAX_HISTORY_LIMIT
 from omnichannel import metrics
 from omnichannel.channels import WEBCHAT
 from omnichannel.errors import ConfigError
-from omnichannel.leases import takeover
 from omnichannel.options import ConnectorOptions
 from omnichannel.redis_client import REDIS_FAILURES, redis_client
 from omnichannel.settings import Settings, load_settings
@@ -118,7 +117,7 @@ class WebChatInput(InputChannel):
             options.max_sockets_per_session, options.anonymous_sessions_per_minute
         )
         #: Accepted messages, recorded before they are acknowledged (turns.py).
-        self.work = chat_turn_work(settings.redis_url, options.client_message_id_ttl)
+        self.turns = chat_turns(settings.redis_url, options.client_message_id_ttl)
         #: Turn workers of sockets, kept until their accepted turns are done (even once closed).
         self.turn_workers = BackgroundTasks("web chat")
         #: Sockets' lease renewals (they end with the sockets' accepted messages).
@@ -168,8 +167,8 @@ class WebChatInput(InputChannel):
 
         @bp.listener("after_server_start")
         async def take_over_chat_turns(app: Sanic, _: Any) -> None:
-            takeover().register(
-                self.work, ChatTurnResumer(self.work, lambda: getattr(app.ctx, "agent", None))
+            self.turns.resume_with(
+                ChatTurnResumer(self.turns, lambda: getattr(app.ctx, "agent", None))
             )
 
         add_page_routes(bp, STATIC_DIR, STATIC_FILES, PAGE_SECURITY_POLICY)

@@ -245,7 +245,7 @@ async def test_a_draining_replica_hands_off_the_turn_it_cannot_finish(
     finally:
         server.close()
         await server.wait_closed()
-    state = await channel.turns.work.state(cid, sms.form["MessageSid"])
+    state = await channel.turns.durable.state(cid, sms.form["MessageSid"])
     assert (state["state"], state["lease_until"]) == ("running", "0")  # handed off
     other = InFlightWork(redis_url, SMS_TURN, owner="another-replica")
     assert (cid, sms.form["MessageSid"]) in await other.expired()
