@@ -167,11 +167,13 @@ def main() -> int:
     print(_row("VAPI: first content chunk (client)", voice["first"]))
     print(_row("VAPI: [DONE] (client)", voice["done"], f"x{ratio:.2f} of stock REST"))
     print(_row("stock REST channel: round trip (client)", rest))
-    print(_figures("server: Rasa's handle_message (lock+processor)", *rasa_ms, "(histogram)"))
+    rasa_label = "server: Rasa's handle_message (lock+processor)"
+    print(_figures(rasa_label, rasa_ms[0], rasa_ms[1], "(histogram)"))
     print(
         _figures(
             "server: added by the VAPI connector",
-            *added_ms,
+            added_ms[0],
+            added_ms[1],
             f"(histogram) target <= {TARGET_ADDED_MS:g} ms median",
         )
     )

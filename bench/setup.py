@@ -60,15 +60,15 @@ class BenchSetup:
         environment = {**local_secrets(port), "REDIS_URL": self.redis.url, **env}
         if callable(credentials):
             credentials = credentials(environment)
-        options = {"endpoints": endpoints} if endpoints is not None else {}
         stack = RasaStack(
             model=self.model,
             env=environment,
             credentials=credentials,
             log_dir=self.work / (f"logs-{name}" if name else "logs"),
             rasa_port=port,
-            **options,
         )
+        if endpoints is not None:
+            stack.endpoints = endpoints
         return self.keep(stack)
 
     def stop(self) -> None:

@@ -136,7 +136,7 @@ class _History:
 def send_history_to(actions: FrozenSet[str], source: HistorySource) -> None:
     """Calls to ``actions`` carry the events ``source`` returns (None: the tracker's own)."""
     _History.actions = actions
-    _History.source = weakref.WeakMethod(source)  # type: ignore[arg-type]
+    _History.source = weakref.WeakMethod(source)
 
 
 def _action_call_format(
@@ -158,9 +158,10 @@ def install() -> None:
             f"connectors/rasa_patches.py targets Rasa {RASA_VERSION}, found {rasa.__version__}: "
             "re-read the patched methods in the new version, or set rasa_patches: false"
         )
-    ActionExtractSlots._run_custom_action = _run_custom_action
-    RemoteAction._validate_action_result = _validate_action_result
-    RemoteAction._action_call_format = _action_call_format
+    # Patching methods is the point here (mypy's method-assign warns against it in general).
+    ActionExtractSlots._run_custom_action = _run_custom_action  # type: ignore[method-assign]
+    RemoteAction._validate_action_result = _validate_action_result  # type: ignore[method-assign]
+    RemoteAction._action_call_format = _action_call_format  # type: ignore[method-assign]
 
 
 def install_loud_state_failures(agent: Any) -> None:

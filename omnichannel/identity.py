@@ -77,7 +77,7 @@ class ContactProfile:
     channels: Dict[str, float] = field(default_factory=dict)
     sms_opted_out: bool = False
     sms_opted_out_at: Optional[float] = None
-    sms_failures: List[dict] = field(default_factory=list)
+    sms_failures: List[Dict[str, Any]] = field(default_factory=list)
     extra: Dict[str, str] = field(default_factory=dict)
 
 

@@ -15,7 +15,7 @@ import re
 _PHONE_LIKE = re.compile(r"(?<![\w+])\+?\d(?:[\s().\-]{0,3}\d){6,}(?!\w)")
 
 
-def _mask_digits(match: re.Match) -> str:
+def _mask_digits(match: re.Match[str]) -> str:
     text = match.group(0)
     digits = re.sub(r"\D", "", text)
     tail = 4 if len(digits) >= 10 else 2

@@ -90,7 +90,7 @@ class _BoundedAsyncHttpClient(AsyncTwilioHttpClient):
     """twilio-python's async client, with its timeout applied to every request (8.x passes only
     a per-call timeout to aiohttp, and the Messages API never sets one)."""
 
-    async def request(  # type: ignore[override]
+    async def request(
         self,
         method: str,
         url: str,
@@ -107,7 +107,8 @@ class _BoundedAsyncHttpClient(AsyncTwilioHttpClient):
 
 
 #: Twilio clients per event loop (aiohttp sessions belong to the loop that made them).
-_twilio_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Dict[tuple, Client]] = (
+_ClientsOfLoop = Dict[Tuple[Any, ...], Client]
+_twilio_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _ClientsOfLoop] = (
     weakref.WeakKeyDictionary()
 )
 
@@ -339,7 +340,7 @@ class SmsSender:
                     len(message.media_urls),
                     conversation_id,
                 )
-                return created.sid
+                return str(created.sid)
             if unknown is not None:
                 found = await self._reconcile(to, message, from_number, since, sent, unknown)
                 if found is not None:

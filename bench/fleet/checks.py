@@ -223,9 +223,11 @@ def check(traffic: Traffic, settle_seconds: float = 60) -> Report:
             f.refused += 1
             continue
         f.accepted += 1
-        cid = conversations.get(item.customer)
-        seen = occurrences(item, logs.get(cid, [])) if cid else 0
-        label = f"{item.channel} {item.key} {item.text!r} (conversation {cid}, {item.errors})"
+        conversation = conversations.get(item.customer)
+        seen = occurrences(item, logs.get(conversation, [])) if conversation else 0
+        label = (
+            f"{item.channel} {item.key} {item.text!r} (conversation {conversation}, {item.errors})"
+        )
         if seen == 0:
             f.lost += 1
             problems["lost (accepted, not in the event log)"].append(label)

@@ -6,10 +6,13 @@ most ``CHANNEL_LOOKBACK_EVENTS`` back from a page's start).
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from typing import TYPE_CHECKING, Any, Dict, Optional
 
 from omnichannel.channels import kind_of_event
 from omnichannel.errors import ConfigError
+
+if TYPE_CHECKING:
+    from rasa.core.agent import Agent
 
 #: The slot the VAPI connector stores each call's end-of-call report in (summary included).
 CALL_REPORT_SLOT = "last_call"
@@ -19,12 +22,12 @@ CHANNEL_LOOKBACK_EVENTS = 500
 Event = Dict[str, Any]
 
 
-def event_log_of(agent: Any, needed_by: str) -> Any:
+def event_log_of(agent: Agent, needed_by: str) -> Any:
     """The agent's event-log store, under the wrappers Rasa puts around the configured store
     (``FailSafeTrackerStore``, ``AwaitableTrackerStore`` keep it in ``_tracker_store``), for the
     paged reads that are ours, not in Rasa's interface (``read_events``, ``event_count``).
     ``needed_by`` names the part that needs them when the configured store lacks them."""
-    store = getattr(agent, "tracker_store", None)
+    store: Any = getattr(agent, "tracker_store", None)
     while hasattr(store, "_tracker_store"):
         store = store._tracker_store
     if not hasattr(store, "read_events") or not hasattr(store, "event_count"):

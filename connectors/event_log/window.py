@@ -100,7 +100,7 @@ def carried_state(tracker: DialogueStateTracker, timestamp: float) -> List[Event
     if loop:
         carried.append(ActionExecuted(loop, timestamp=timestamp, metadata=mark))
         carried.append(ActiveLoop(loop, timestamp=timestamp, metadata=mark))
-        if tracker.active_loop.is_interrupted:
+        if tracker.active_loop is not None and tracker.active_loop.is_interrupted:
             carried.append(LoopInterrupted(True, timestamp=timestamp, metadata=mark))
     requested = tracker.get_slot(REQUESTED_SLOT)
     if requested is not None:

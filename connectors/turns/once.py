@@ -14,13 +14,16 @@ when that finds the message processed by a run that did not answer, delivers :fu
 
 from __future__ import annotations
 
-from typing import Any, Awaitable, Callable, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Dict, List, Optional
 
 from rasa.core.channels.channel import UserMessage
 from rasa.shared.core.events import ActionExecuted, BotUttered, UserUttered
 from rasa.shared.core.trackers import DialogueStateTracker
 
-from connectors.turns.run import run_turn
+from connectors.turns.run import processor_of, run_turn
+
+if TYPE_CHECKING:
+    from rasa.core.agent import Agent
 
 #: Runs under the lock before the message is processed; returns False to drop the message
 #: (a voice turn superseded while it waited).
@@ -56,7 +59,7 @@ def replies_to(tracker: DialogueStateTracker, message_id: str) -> List[Dict[str,
 
 
 async def handle_once(
-    agent: Any, message: UserMessage, before: Optional[BeforeProcessing] = None
+    agent: Agent, message: UserMessage, before: Optional[BeforeProcessing] = None
 ) -> bool:
     """Rasa's ``agent.handle_message`` (the conversation lock, then the processor) unless the
     event log already holds ``message.message_id``; True when the message was processed here.
@@ -66,17 +69,17 @@ async def handle_once(
     every attempt), not one made up per attempt.
     """
     async with agent.lock_store.lock(message.sender_id):
-        tracker = await agent.processor.get_tracker(message.sender_id)
+        tracker = await processor_of(agent).get_tracker(message.sender_id)
         if find_user_event(tracker, message.message_id) is not None:
             return False
         if before is not None and not await before(tracker):
             return False
-        await agent.processor.handle_message(message)
+        await processor_of(agent).handle_message(message)
     return True
 
 
 async def run_once(
-    agent: Any,
+    agent: Agent,
     message: UserMessage,
     *,
     trusted_payload: bool = False,
@@ -95,8 +98,8 @@ async def run_once(
     return bool(processed and processed[0])
 
 
-async def replay(agent: Any, message: UserMessage) -> List[Dict[str, Any]]:
+async def replay(agent: Agent, message: UserMessage) -> List[Dict[str, Any]]:
     """What the run that processed ``message`` before (on a replica that stopped before
     answering) said, from the event log, for the channel to deliver as this turn's replies."""
-    tracker = await agent.processor.get_tracker(message.sender_id)
+    tracker = await processor_of(agent).get_tracker(message.sender_id)
     return replies_to(tracker, message.message_id)

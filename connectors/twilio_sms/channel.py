@@ -26,7 +26,7 @@ import time
 from typing import Any, Dict, Optional, Tuple
 
 from multidict import MultiDict
-from pydantic import confloat, conint
+from pydantic import Field
 from rasa.core.channels.channel import InputChannel, OutputChannel
 from sanic import Blueprint, Sanic, response
 from sanic.request import Request
@@ -68,13 +68,13 @@ class TwilioSmsOptions(ConnectorOptions):
     (secrets come from the environment)."""
 
     #: Answer inline within this, else acknowledge and reply by REST.
-    inline_budget_seconds: confloat(gt=0, le=MAX_INLINE_BUDGET) = 5.0
+    inline_budget_seconds: float = Field(default=5.0, gt=0, le=MAX_INLINE_BUDGET)
     #: One SMS body at most (Twilio's limit is 1600).
-    max_message_length: conint(ge=1, le=SMS_MAX_LENGTH) = SMS_MAX_LENGTH
+    max_message_length: int = Field(default=SMS_MAX_LENGTH, ge=1, le=SMS_MAX_LENGTH)
     #: How long a MessageSid (its turn, its reply in the outbox) is remembered.
-    dedupe_ttl_seconds: conint(ge=60, le=MAX_TTL_SECONDS) = 24 * 3600
+    dedupe_ttl_seconds: int = Field(default=24 * 3600, ge=60, le=MAX_TTL_SECONDS)
     #: How long "reply 1 for …" stays answerable.
-    buttons_ttl_seconds: conint(ge=60, le=MAX_TTL_SECONDS) = 24 * 3600
+    buttons_ttl_seconds: int = Field(default=24 * 3600, ge=60, le=MAX_TTL_SECONDS)
 
 
 def _twiml_response(body: str) -> HTTPResponse:

@@ -31,7 +31,7 @@ import functools
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Dict, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Dict, Optional, Sequence
 
 from rasa.core.channels.channel import OutputChannel, UserMessage
 from rasa.shared.core.constants import ACTION_LISTEN_NAME
@@ -39,7 +39,7 @@ from rasa.shared.core.events import ActionExecuted, UserUtteranceReverted, UserU
 from rasa.shared.core.trackers import DialogueStateTracker
 
 from connectors.turns.once import replay, run_once
-from connectors.turns.run import TurnFailed
+from connectors.turns.run import TurnFailed, processor_of
 from connectors.vapi.call_control import send_control
 from connectors.vapi.hearing import SpokenTurn, barge_in, spoken_turn, supersedes
 from connectors.vapi.state import CallStore
@@ -51,6 +51,9 @@ from omnichannel.leases import Lease
 from omnichannel.redis_client import StateUnavailable
 from omnichannel.rendering.messages import BotMessage
 from omnichannel.tasks import BackgroundTasks
+
+if TYPE_CHECKING:
+    from rasa.core.agent import Agent
 
 logger = logging.getLogger(__name__)
 
@@ -94,7 +97,7 @@ class TurnRunner:
 
     async def start(
         self,
-        agent: Any,
+        agent: Agent,
         turn: VoiceTurn,
         messages: Sequence[ChatMessage],
     ) -> Started:
@@ -122,7 +125,7 @@ class TurnRunner:
 
     async def _claim_and_run(
         self,
-        agent: Any,
+        agent: Agent,
         turn: VoiceTurn,
         messages: Sequence[ChatMessage],
         started: asyncio.Future,
@@ -146,10 +149,11 @@ class TurnRunner:
             turn.ordinal, turn.ordinal, turn.last_text
         )
         turn.hear(spoken, USER_TEXT_MAX_CHARS)
-        if supersedes(call.in_flight, turn.request_id, turn.last_text, spoken):
-            turn.previous = call.in_flight
-            self._supersede_here(str(turn.previous.get("turn_id")))
-            await self.calls.mark_superseded(turn.call_key, str(turn.previous.get("request")))
+        previous = call.in_flight
+        if previous is not None and supersedes(previous, turn.request_id, turn.last_text, spoken):
+            turn.previous = previous
+            self._supersede_here(str(previous.get("turn_id")))
+            await self.calls.mark_superseded(turn.call_key, str(previous.get("request")))
         heard = barge_in(
             call.last_sent, call.interrupted_at, messages, spoken, self.barge_in_threshold
         )
@@ -165,13 +169,13 @@ class TurnRunner:
             started.set_result(Started(turn.listen(), turn, claimed=True))
             await self._own(agent, turn, claim.lease)
 
-    async def resume(self, agent: Any, lease: Lease) -> None:
+    async def resume(self, agent: Agent, lease: Lease) -> None:
         """Finishes a turn another replica left running (the sweeper's handler, called while
         ``lease`` is held): nobody may be listening, but its utterance and answer are recorded
         and a later re-POST replays them."""
         await self._own(agent, VoiceTurn.from_payload(lease.payload), lease)
 
-    async def _own(self, agent: Any, turn: VoiceTurn, lease: Lease) -> None:
+    async def _own(self, agent: Agent, turn: VoiceTurn, lease: Lease) -> None:
         """Runs ``turn`` here (claimed, or taken over) while ``lease`` is held, then records
         its answer."""
         turn.task = asyncio.current_task()
@@ -222,7 +226,7 @@ class TurnRunner:
             except StateUnavailable:
                 continue
 
-    async def _answer(self, agent: Any, turn: VoiceTurn) -> None:
+    async def _answer(self, agent: Agent, turn: VoiceTurn) -> None:
         """Rasa's turn (or, if a replica processed it before it died, what that turn said),
         then its call controls; a failure is spoken as the apology."""
         message = UserMessage(
@@ -257,7 +261,7 @@ class TurnRunner:
                 turn.say(control.fallback_speech)
 
     async def _before_processing(
-        self, agent: Any, turn: VoiceTurn, tracker: DialogueStateTracker
+        self, agent: Agent, turn: VoiceTurn, tracker: DialogueStateTracker
     ) -> bool:
         """``run_once``'s check under the conversation lock, right before Rasa processes the
         turn: a turn superseded while it waited is dropped, and the turn it supersedes is
@@ -274,7 +278,7 @@ class TurnRunner:
         return True
 
     @staticmethod
-    async def _revert(agent: Any, tracker: DialogueStateTracker, message_id: str) -> None:
+    async def _revert(agent: Agent, tracker: DialogueStateTracker, message_id: str) -> None:
         for event in reversed(tracker.events):
             if isinstance(event, UserUtteranceReverted):
                 return
@@ -284,11 +288,11 @@ class TurnRunner:
                     # listening again leaves the dialogue exactly as it was before it.
                     tracker.update(UserUtteranceReverted())
                     tracker.update(ActionExecuted(ACTION_LISTEN_NAME))
-                    await agent.processor.save_tracker(tracker)
+                    await processor_of(agent).save_tracker(tracker)
                 return
 
     async def _replay(
-        self, agent: Any, turn: VoiceTurn, record: Dict[str, Any], queue: asyncio.Queue
+        self, agent: Agent, turn: VoiceTurn, record: Dict[str, Any], queue: asyncio.Queue
     ) -> None:
         """A duplicate: the recorded answer, waiting for it while another replica runs the
         turn, or taking the turn over once that replica stopped renewing its lease. (Counted
@@ -316,7 +320,7 @@ class TurnRunner:
             queue.put_nowait(speech)
         queue.put_nowait(END)
 
-    async def _take_over(self, agent: Any, lease: Lease, queue: asyncio.Queue) -> None:
+    async def _take_over(self, agent: Agent, lease: Lease, queue: asyncio.Queue) -> None:
         """Answers the caller with the turn a dead replica left (this request's ``queue``)."""
         turn = VoiceTurn.from_payload(lease.payload)
         logger.warning("call %s: turn taken over (attempt %d)", turn.call_id, lease.attempt)

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Dict, Optional
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Dict, Optional
 
-from pydantic import conint
+from pydantic import Field
 from rasa.core.channels.channel import InputChannel, UserMessage
 from sanic import Blueprint, response
 from sanic.request import Request
@@ -35,6 +35,9 @@ from omnichannel.identity import IdentityStore
 from omnichannel.options import ConnectorOptions
 from omnichannel.redis_client import StateUnavailable
 from omnichannel.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from rasa.core.agent import Agent
 
 logger = logging.getLogger(__name__)
 
@@ -58,12 +61,12 @@ class ViewerOptions(ConnectorOptions):
     """Tunables from credentials.yml."""
 
     #: Events read for a timeline page when the request names no ``limit``.
-    page_events: conint(ge=1, le=5000) = 200
+    page_events: int = Field(default=200, ge=1, le=5000)
     #: The largest ``limit`` a request may ask for.
-    max_page_events: conint(ge=1, le=5000) = 1000
+    max_page_events: int = Field(default=1000, ge=1, le=5000)
 
 
-def event_store(agent: Any) -> Any:
+def event_store(agent: Agent) -> Any:
     """The event-log store the viewer reads pages of."""
     return event_log_of(agent, "the conversation viewer")
 

@@ -25,7 +25,7 @@ import asyncio
 import logging
 import time
 import uuid
-from typing import Any, Awaitable, Dict, Optional, Protocol, Set
+from typing import TYPE_CHECKING, Any, Awaitable, Dict, Optional, Protocol, Set
 
 from rasa.core.channels.channel import OutputChannel
 from sanic.exceptions import WebsocketClosed
@@ -76,6 +76,9 @@ from omnichannel.identity import IdentityStore
 from omnichannel.redis_client import REDIS_FAILURES, StateUnavailable, redis_client
 from omnichannel.rendering.messages import BotMessage
 from omnichannel.tasks import BackgroundTasks, cancellable
+
+if TYPE_CHECKING:
+    from rasa.core.agent import Agent
 
 logger = logging.getLogger(__name__)
 
@@ -162,7 +165,7 @@ class ChatConnection:
         self,
         ws: Any,
         channel: ChatChannel,
-        agent: Any,
+        agent: Agent,
     ) -> None:
         self.ws = ws
         self.channel = channel

@@ -23,7 +23,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Dict, Optional
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Dict, Optional
 
 from rasa.core.channels.channel import OutputChannel, UserMessage
 
@@ -35,6 +35,9 @@ from omnichannel.channels import CHAT, WEBCHAT
 from omnichannel.leases import Existing, InFlightWork, Lease
 from omnichannel.redis_client import REDIS_FAILURES
 from omnichannel.tasks import BackgroundTasks
+
+if TYPE_CHECKING:
+    from rasa.core.agent import Agent
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +75,7 @@ def message_id_of(conversation_id: str, client_id: str) -> str:
     return f"{WEBCHAT}:{conversation_id}:{client_id}"
 
 
-async def run_chat_turn(agent: Any, lease: Lease, output: OutputChannel) -> bool:
+async def run_chat_turn(agent: Agent, lease: Lease, output: OutputChannel) -> bool:
     """Runs the item's message through Rasa once (see the module); True when this run
     processed it, False when the event log held it already. Raises TurnFailed."""
     payload = lease.payload
@@ -120,7 +123,7 @@ class ChatTurnResumer:
     sweep takes them one by one, so each first waits ``TAKEOVER_GATHER_SECONDS`` for the others.
     """
 
-    def __init__(self, turns: DurableTurns, agent_of: Callable[[], Optional[Any]]) -> None:
+    def __init__(self, turns: DurableTurns, agent_of: Callable[[], Optional[Agent]]) -> None:
         self.turns = turns
         #: Rasa's current agent (a model reload replaces it).
         self.agent_of = agent_of
