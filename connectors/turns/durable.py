@@ -32,6 +32,8 @@ import logging
 import time
 from typing import Any, AsyncIterator, Dict, List, Optional, Tuple, Union
 
+from rasa.core.channels.channel import OutputChannel, UserMessage
+
 from omnichannel import metrics
 from omnichannel.leases import Existing, InFlightWork, Lease, Resume, takeover
 from omnichannel.redis_client import REDIS_FAILURES, redis_client
@@ -40,6 +42,22 @@ logger = logging.getLogger(__name__)
 
 #: A draining replica hands its unfinished work off this long before the drain's bound.
 HAND_OFF_MARGIN_SECONDS = 1.0
+
+
+def leased_message(
+    lease: Lease, output: OutputChannel, input_channel: str, message_id: Optional[str] = None
+) -> UserMessage:
+    """The ``UserMessage`` an item's payload stands for (its ``text`` and ``metadata``, as the
+    channel recorded them), answered through ``output``; its id is the item's unless the channel
+    makes one of its own, the same on every run."""
+    return UserMessage(
+        lease.payload["text"],
+        output,
+        lease.conversation_id,
+        input_channel=input_channel,
+        message_id=message_id or lease.item_id,
+        metadata=dict(lease.payload["metadata"]),
+    )
 
 
 class DurableTurns:

@@ -28,9 +28,9 @@ import logging
 import time
 from typing import Any, Awaitable, Callable, Dict, Optional
 
-from rasa.core.channels.channel import OutputChannel, UserMessage
+from rasa.core.channels.channel import OutputChannel
 
-from connectors.turns.durable import DurableTurns
+from connectors.turns.durable import DurableTurns, leased_message
 from connectors.turns.once import replay, run_once
 from connectors.turns.run import TurnFailed
 from connectors.twilio_sms.outbox import SmsOutbox
@@ -269,14 +269,7 @@ class SmsTurns:
         payload = lease.payload
         agent = self.app_context.agent
         output = TwilioSmsOutput()
-        message = UserMessage(
-            payload["text"],
-            output,
-            lease.conversation_id,
-            input_channel=TWILIO_SMS,
-            message_id=lease.item_id,
-            metadata=payload["metadata"],
-        )
+        message = leased_message(lease, output, TWILIO_SMS)
         try:
             processed = await run_once(agent, message, trusted_payload=payload["trusted"])
         except TurnFailed as failure:

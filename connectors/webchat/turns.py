@@ -25,9 +25,9 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Dict, Optional
 
-from rasa.core.channels.channel import OutputChannel, UserMessage
+from rasa.core.channels.channel import OutputChannel
 
-from connectors.turns.durable import DurableTurns
+from connectors.turns.durable import DurableTurns, leased_message
 from connectors.turns.once import run_once
 from connectors.turns.run import TurnFailed
 from connectors.webchat.wire import ButtonFrame, TurnFrame
@@ -78,16 +78,9 @@ def message_id_of(conversation_id: str, client_id: str) -> str:
 async def run_chat_turn(agent: Agent, lease: Lease, output: OutputChannel) -> bool:
     """Runs the item's message through Rasa once (see the module); True when this run
     processed it, False when the event log held it already. Raises TurnFailed."""
-    payload = lease.payload
-    message = UserMessage(
-        payload["text"],
-        output,
-        lease.conversation_id,
-        input_channel=WEBCHAT,
-        message_id=message_id_of(lease.conversation_id, lease.item_id),
-        metadata=dict(payload["metadata"]),
-    )
-    return await run_once(agent, message, trusted_payload=bool(payload.get("button")))
+    message_id = message_id_of(lease.conversation_id, lease.item_id)
+    message = leased_message(lease, output, WEBCHAT, message_id)
+    return await run_once(agent, message, trusted_payload=bool(lease.payload.get("button")))
 
 
 class SilentOutput(OutputChannel):
