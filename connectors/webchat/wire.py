@@ -14,13 +14,15 @@ from typing import Any, Dict, List, Mapping, Optional, Type, Union, cast
 
 from pydantic import BaseModel, Field, ValidationError
 
+from omnichannel import bounded_json
+
 #: Frames above this size get an error frame (Sanic itself drops the socket above 1 MiB).
 MAX_FRAME_BYTES = 16 * 1024
 MAX_TEXT_CHARS = 4000
 MAX_TOKEN_CHARS = 8192
 #: A client id that can be named in an error frame without echoing a frame's worth of text.
 MAX_CLIENT_ID_CHARS = 64
-CLIENT_MESSAGE_ID = r"^[A-Za-z0-9_-]{8,64}$"
+CLIENT_MESSAGE_ID = r"^[A-Za-z0-9_-]{8,64}\Z"
 #: Largest page of history a client may ask for.
 MAX_HISTORY_LIMIT = 200
 
@@ -53,31 +55,31 @@ class _ClientFrame(BaseModel):
 
 
 class AuthFrame(_ClientFrame):
-    type: str = Field(..., regex=r"^auth$")
+    type: str = Field(..., regex=r"^auth\Z")
     token: str = Field(..., min_length=1, max_length=MAX_TOKEN_CHARS)
 
 
 class TextFrame(_ClientFrame):
-    type: str = Field(..., regex=r"^message$")
+    type: str = Field(..., regex=r"^message\Z")
     id: str = Field(..., regex=CLIENT_MESSAGE_ID)
     text: str = Field(..., min_length=1, max_length=MAX_TEXT_CHARS)
 
 
 class ButtonFrame(_ClientFrame):
-    type: str = Field(..., regex=r"^button$")
+    type: str = Field(..., regex=r"^button\Z")
     id: str = Field(..., regex=CLIENT_MESSAGE_ID)
     payload: str = Field(..., min_length=1, max_length=MAX_TEXT_CHARS)
     title: str = Field(default="", max_length=MAX_TEXT_CHARS)
 
 
 class HistoryFrame(_ClientFrame):
-    type: str = Field(..., regex=r"^history$")
+    type: str = Field(..., regex=r"^history\Z")
     before: int = Field(..., ge=0)
     limit: Optional[int] = Field(default=None, ge=1, le=MAX_HISTORY_LIMIT)
 
 
 class PingFrame(_ClientFrame):
-    type: str = Field(..., regex=r"^ping$")
+    type: str = Field(..., regex=r"^ping\Z")
     id: Optional[str] = Field(default=None, max_length=MAX_CLIENT_ID_CHARS)
 
 
@@ -111,9 +113,9 @@ def _load_object(data: Any) -> Dict[str, Any]:
     if len(data) > MAX_FRAME_BYTES or len(data.encode("utf-8", "surrogatepass")) > MAX_FRAME_BYTES:
         raise BadFrame(FRAME_TOO_LARGE, f"frames are limited to {MAX_FRAME_BYTES} bytes")
     try:
-        raw = json.loads(data)
-    except RecursionError:
-        raise BadFrame(BAD_FRAME, "frame is nested too deeply") from None
+        raw = bounded_json.loads(data)
+    except bounded_json.TooDeep as error:
+        raise BadFrame(BAD_FRAME, f"frame is {error}") from None
     except ValueError:
         # Also a number of more digits than Python converts (sys.get_int_max_str_digits).
         raise BadFrame(BAD_FRAME, "frame is not valid JSON") from None
