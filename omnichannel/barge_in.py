@@ -22,6 +22,8 @@ CUT_OFF_RATIO = 0.98
 DEFAULT_TOPIC = "my last answer"
 
 OFFER_UNHEARD = "unheard"
+#: The bot (on a call) offered to text a picture or file it could not show.
+OFFER_MEDIA = "media"
 #: Intents that answer an offer ("yes", or "okay" / "uh-huh" which mean yes after a question);
 #: any other intent leaves the offer behind.
 ANSWERS_TO_AN_OFFER = frozenset({"affirm", "backchannel"})

@@ -10,7 +10,9 @@ Rasa that runs without the patches. Both call :func:`turn_context_slots`:
   rules and ``rasa test`` can branch on it;
 - ``interrupted``, ``unheard``: a barge-in reported by the VAPI connector
   (omnichannel/barge_in.py);
-- ``offer``: cleared when the customer answers something other than the bot's offer.
+- ``offer``: cleared when the customer answers something other than the bot's offer; set to
+  ``media`` when a caller says yes to the offer the voice renderer makes for a picture or file
+  it cannot show ("I can text you the picture if you like"), so the yes texts it.
 """
 
 from __future__ import annotations
@@ -18,8 +20,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, List, Mapping, Optional, Sequence, Tuple
 
-from omnichannel.barge_in import ANSWERS_TO_AN_OFFER, BargeIn, topic_of, unheard_remainder
-from omnichannel.channels import kind_of
+from omnichannel.barge_in import (
+    ANSWERS_TO_AN_OFFER,
+    OFFER_MEDIA,
+    BargeIn,
+    topic_of,
+    unheard_remainder,
+)
+from omnichannel.channels import VOICE, kind_of
 from omnichannel.rendering.styles import DEFAULT_CHANNEL, STYLES
 
 #: The slots this mapping fills.
@@ -67,4 +75,17 @@ def turn_context_slots(facts: TurnFacts) -> List[Tuple[str, Any]]:
         updates.append(("interrupted", False))
     if facts.slots.get("offer") and facts.intent not in ANSWERS_TO_AN_OFFER:
         updates.append(("offer", None))
+    elif (
+        not facts.slots.get("offer")
+        and channel == VOICE
+        and facts.intent in ANSWERS_TO_AN_OFFER
+        and any(_has_media(event) for event in facts.bot_events)
+    ):
+        updates.append(("offer", OFFER_MEDIA))
     return updates
+
+
+def _has_media(event: Mapping[str, Any]) -> bool:
+    """Whether a bot event carried a picture or file (which a call could only offer)."""
+    data = event.get("data")
+    return isinstance(data, Mapping) and bool(data.get("image") or data.get("attachment"))

@@ -64,12 +64,21 @@ def test_a_message_is_read_field_by_field() -> None:
     assert sms.media == (InboundMedia(url=picture, content_type="image/jpeg"),)
     assert sms.reply_to == f"whatsapp:{SENDER}"
     assert parse(form()).reply_to == SENDER
+    assert sms.channel == "whatsapp" and parse(form()).channel == "sms"
     assert sms.metadata() == {
-        "channel": "sms",
+        "channel": "whatsapp",
         "address": f"tel:{SENDER}",
         "message_sid": sms.message_sid,
         "to": "+15005550006",
-        "media": [{"url": picture, "content_type": "image/jpeg"}],
+        "media": [
+            {
+                "kind": "image",
+                "content_type": "image/jpeg",
+                "url": picture,
+                "size": None,
+                "source": "twilio",
+            }
+        ],
     }
     assert not sms.is_empty and parse(form("  ")).is_empty
     national = parse(form(From="(415) 555-2671"))
