@@ -222,6 +222,10 @@ class _Handler(JsonHandler):
         if not fake.authorised(fake.account_sid, self.headers.get("Authorization")):
             self.send_json(*_unauthorised())
             return
+        failure = store.next_failure()
+        if failure:
+            self.send_json(failure, {"code": 20500, "message": "Unavailable", "status": failure})
+            return
         base = fake.url
         params = dict(urllib.parse.parse_qsl(query))
         try:

@@ -147,6 +147,16 @@ class ContentStore:
         self.auto_approve = True
         #: Every request seen, as (method, path) pairs, for tests.
         self.requests: List[Tuple[str, str]] = []
+        self._failures: List[int] = []
+
+    def fail_next(self, status: int = 500, count: int = 1) -> None:
+        """Answer the next ``count`` Content API requests with HTTP ``status``."""
+        with self.lock:
+            self._failures.extend([status] * count)
+
+    def next_failure(self) -> Optional[int]:
+        with self.lock:
+            return self._failures.pop(0) if self._failures else None
 
     def create(self, body: Any) -> Content:
         if not isinstance(body, dict):

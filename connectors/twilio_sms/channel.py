@@ -252,8 +252,13 @@ class TwilioSmsInput(InputChannel):
                 return _refusal("status", rejection)
             try:
                 await self._record_status(callback)
-            except StateUnavailable as error:
-                logger.error("SMS status %s not recorded: %s", callback.message_sid, error)
+            except (StateUnavailable, *REDIS_FAILURES) as error:
+                logger.error(
+                    "status %s of %s not recorded: %s",
+                    callback.status,
+                    callback.message_sid,
+                    mask(str(error)) or type(error).__name__,
+                )
                 return response.text("state unavailable", status=503)
             return response.empty()
 

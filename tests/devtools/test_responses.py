@@ -33,7 +33,11 @@ responses:
       text: "Hello caller."
 """,
     )
-    assert found == ["utter_only_voice sms no-default", "utter_only_voice chat no-default"]
+    assert found == [
+        "utter_only_voice sms no-default",
+        "utter_only_voice whatsapp no-default",
+        "utter_only_voice chat no-default",
+    ]
 
 
 def test_only_conditional_variations_leave_a_gap(tmp_path: Path) -> None:
@@ -49,7 +53,9 @@ responses:
       text: "Order 12345 is on its way."
 """,
     )
-    assert found == [f"utter_status {kind} no-default" for kind in ("voice", "sms", "chat")]
+    assert found == [
+        f"utter_status {kind} no-default" for kind in ("voice", "sms", "whatsapp", "chat")
+    ]
 
 
 def test_a_url_button_is_refused_on_sms_and_voice_but_fine_in_chat(tmp_path: Path) -> None:
