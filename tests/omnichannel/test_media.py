@@ -9,11 +9,10 @@ import secrets
 import threading
 import time
 from http.server import BaseHTTPRequestHandler
-from typing import List
 
 import pytest
 
-from devtools.fake_http import FakeServer, JsonHandler
+from devtools.fake_http import FakeServer
 from devtools.fake_twilio import FakeTwilio
 from omnichannel.media import (
     FILE_INTENT,
@@ -30,9 +29,9 @@ from omnichannel.media import (
     sniff_type,
 )
 from omnichannel.settings import Settings
+from tests.support import JPEG, RecordingServer
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32
-JPEG = b"\xff\xd8\xff\xe0" + b"\x00" * 32
 PDF = b"%PDF-1.7\n" + b"\x00" * 32
 OGG = b"OggS" + b"\x00" * 32
 MP4 = b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 32
@@ -97,22 +96,6 @@ def test_only_media_urls_of_our_own_account_on_twilio_are_fetchable() -> None:
         "https://169.254.169.254/latest/meta-data/",
     ):
         assert not is_twilio_media_url(url, production), url
-
-
-class _Recorder(JsonHandler):
-    def do_GET(self) -> None:  # noqa: N802 - stdlib naming
-        self.server.fake.requests.append(self.path)  # type: ignore[attr-defined]
-        self.send_json(200, {"secret": "internal"})
-
-
-class RecordingServer(FakeServer):
-    """A server that must never be asked (an internal address a hostile MediaUrl points at)."""
-
-    handler_class = _Recorder
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.requests: List[str] = []
 
 
 async def test_a_hostile_media_url_is_never_fetched(fake_twilio: FakeTwilio) -> None:
