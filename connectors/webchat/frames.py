@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any, Dict, List, Mapping, Optional, Union
 
-from pydantic import BaseModel, ValidationError, conint, constr
+from pydantic import BaseModel, ValidationError, conint, conlist, constr, root_validator
 
 #: Frames above this size get an error frame (Sanic itself drops the socket above 1 MiB).
 MAX_FRAME_BYTES = 16 * 1024
@@ -23,6 +23,11 @@ MAX_CLIENT_ID_CHARS = 64
 CLIENT_MESSAGE_ID = r"^[A-Za-z0-9_-]{8,64}$"
 #: Largest page of history a client may ask for.
 MAX_HISTORY_LIMIT = 200
+#: Where the widget uploads files and reads them back (``POST``, ``GET …/<upload id>``).
+FILES_PATH = "/webhooks/webchat/files"
+#: Files (uploaded first: omnichannel/uploads.py) one message may carry.
+MAX_ATTACHMENTS = 4
+UPLOAD_ID = r"^u_[A-Za-z0-9_-]{22}$"
 
 # Close codes (4000-4999 are the application's own): the reason text says what went wrong.
 CLOSE_UNAUTHENTICATED = 4401
@@ -58,9 +63,18 @@ class AuthFrame(_ClientFrame):
 
 
 class TextFrame(_ClientFrame):
+    """A message: text, files uploaded before it (their upload ids), or both."""
+
     type: constr(regex=r"^message$")
     id: constr(regex=CLIENT_MESSAGE_ID)
-    text: constr(min_length=1, max_length=MAX_TEXT_CHARS)
+    text: constr(max_length=MAX_TEXT_CHARS) = ""
+    attachments: conlist(constr(regex=UPLOAD_ID), max_items=MAX_ATTACHMENTS) = []
+
+    @root_validator(skip_on_failure=True)
+    def _says_something(cls, values: Dict[str, Any]) -> Dict[str, Any]:  # noqa: N805
+        if not values.get("text") and not values.get("attachments"):
+            raise ValueError("a message needs text or attachments")
+        return values
 
 
 class ButtonFrame(_ClientFrame):
