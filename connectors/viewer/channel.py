@@ -9,15 +9,22 @@ Routes (under ``/webhooks/viewer``):
   ``limit`` (events). Answers the conversation's profile and timeline page (see
   :mod:`connectors.viewer.lookup`); 401 without the token, 400 on bad input, 404 when nothing
   matches, 413 on a body over 4 KiB, 503 when Redis fails.
+- ``POST /api/media``: the same Bearer token; a JSON body ``{"conversation_id", "index" (a
+  user event's log index), "item" (its media's position)}``. Answers the picture or file the
+  customer sent: a web chat upload from the conversation's own uploads, WhatsApp or MMS media
+  fetched from Twilio (its media of our account only, bounded, with a timeout:
+  omnichannel/media.py), served only when its bytes are the type it claims, with that type,
+  ``nosniff``, a sandbox CSP, and anything but a picture as a download.
 
 The channel takes no messages: it reads what the other channels stored.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Dict, Optional
+from typing import Any, Awaitable, Callable, Dict, Optional, Tuple
 
 from pydantic import conint
 from rasa.core.channels.channel import InputChannel, UserMessage
@@ -29,11 +36,13 @@ from connectors.static_pages import add_page_routes
 from connectors.tracker_store import event_log_of
 from connectors.viewer.auth import is_authorised
 from connectors.viewer.lookup import NotFound, timeline_page
-from connectors.viewer.query import BadQuery, parse_query
+from connectors.viewer.query import CONVERSATION_ID, BadQuery, parse_query
 from omnichannel.identity import IdentityStore
+from omnichannel.media import MediaRefused, content_matches, fetch_twilio_media, sniff_type
 from omnichannel.options import ConnectorOptions
-from omnichannel.redis_client import StateUnavailable
+from omnichannel.redis_client import REDIS_FAILURES, StateUnavailable
 from omnichannel.settings import ConfigError, Settings, load_settings
+from omnichannel.uploads import UploadStore, safe_headers
 
 logger = logging.getLogger(__name__)
 
@@ -46,9 +55,10 @@ STATIC_FILES = {
     "viewer.js": "application/javascript; charset=utf-8",
     "viewer.css": "text/css; charset=utf-8",
 }
-#: Nothing from elsewhere, no inline script; bot images are shown as links, not loaded.
+#: Nothing from elsewhere, no inline script; bot images are shown as links, not loaded; a
+#: customer's media is read through the API and shown from a blob.
 PAGE_SECURITY_POLICY = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' blob:; "
     "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
 )
 
@@ -78,6 +88,7 @@ class ViewerInput(InputChannel):
         self.auth_token = settings.rasa_auth_token or ""
         self.options = options
         self.identity = IdentityStore()
+        self.settings = settings
 
     @classmethod
     def name(cls) -> str:
@@ -121,4 +132,88 @@ class ViewerInput(InputChannel):
                 return response.json({"error": "try again later"}, status=503, headers=NO_STORE)
             return response.json(answer, headers=NO_STORE)
 
+        @bp.route("/api/media", methods=["POST"], stream=True)
+        async def media(request: Request) -> Any:
+            if not is_authorised(request.headers.get("authorization"), self.auth_token):
+                return response.json(
+                    {"error": "send the Rasa auth token as a Bearer token"},
+                    status=401,
+                    headers={**NO_STORE, "WWW-Authenticate": "Bearer"},
+                )
+            try:
+                wanted = parse_media_query(await read_body(request, QUERY_MAX_BYTES))
+                item = await media_item(event_store(request.app.ctx.agent), *wanted)
+                data, claimed, name = await self._media_bytes(wanted[0], item)
+            except BodyRefused as error:
+                return response.json({"error": error.reason}, status=error.status)
+            except BadQuery as error:
+                return response.json({"error": str(error)}, status=400, headers=NO_STORE)
+            except NotFound as error:
+                return response.json({"error": str(error)}, status=404, headers=NO_STORE)
+            except MediaRefused as refused:
+                status = 413 if refused.reason == "too_large" else 502
+                return response.json({"error": str(refused)}, status=status, headers=NO_STORE)
+            except (StateUnavailable, *REDIS_FAILURES) as error:
+                logger.error("viewer: media unreadable: %s", type(error).__name__)
+                return response.json({"error": "try again later"}, status=503, headers=NO_STORE)
+            sniffed = sniff_type(data)
+            if not sniffed or not content_matches(claimed, data):
+                return response.json(
+                    {"error": "the file is not the type it claims; not shown"},
+                    status=415,
+                    headers=NO_STORE,
+                )
+            return response.raw(data, headers={**safe_headers(sniffed, name), **NO_STORE})
+
         return bp
+
+    async def _media_bytes(self, conversation_id: str, item: Dict[str, Any]) -> Any:
+        """``(bytes, claimed type, name)`` of a customer's media item."""
+        if item.get("refused"):
+            raise NotFound("that file is of a type we do not take: it was never kept")
+        if item.get("source") == "upload":
+            upload = await UploadStore(self.identity.redis).get(
+                conversation_id, str(item.get("upload_id") or "")
+            )
+            if upload is None:
+                raise NotFound("that upload has expired")
+            return upload.data, upload.content_type, upload.name
+        fetched = await fetch_twilio_media(
+            str(item.get("url") or ""), self.settings, max_bytes=MEDIA_MAX_BYTES, timeout=15.0
+        )
+        claimed = fetched.content_type or str(item.get("content_type") or "")
+        return fetched.data, claimed, f"media.{claimed.rsplit('/', 1)[-1]}"
+
+
+#: The largest customer media the viewer shows (WhatsApp's own limit for a file).
+MEDIA_MAX_BYTES = 16 * 1024 * 1024
+
+
+def parse_media_query(raw: bytes) -> Tuple[str, int, int]:
+    """``(conversation id, event index, media item)`` of a ``POST /api/media`` body."""
+    try:
+        body = json.loads(raw or b"null")
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise BadQuery("the body must be JSON") from None
+    if not isinstance(body, dict) or set(body) != {"conversation_id", "index", "item"}:
+        raise BadQuery("give conversation_id, index and item")
+    conversation_id, index, item = body["conversation_id"], body["index"], body["item"]
+    if not isinstance(conversation_id, str) or not CONVERSATION_ID.fullmatch(conversation_id):
+        raise BadQuery("conversation_id is not a conversation id")
+    for name, value in (("index", index), ("item", item)):
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 10**9:
+            raise BadQuery(f"{name} must be a whole number, 0 or more")
+    return conversation_id, index, item
+
+
+async def media_item(store: Any, conversation_id: str, index: int, item: int) -> Dict[str, Any]:
+    """The ``item``-th media of the user event at log ``index``. Raises NotFound."""
+    events = await store.read_events(conversation_id, index, index)
+    event = events[0] if events else {}
+    media = (event.get("metadata") or {}).get("media") if event.get("event") == "user" else None
+    if not isinstance(media, list) or not 0 <= item < len(media):
+        raise NotFound("no such media in that conversation")
+    found = media[item]
+    if not isinstance(found, dict):
+        raise NotFound("no such media in that conversation")
+    return found
