@@ -87,6 +87,8 @@ class SentMessage:
     received_at: float = field(default_factory=time.time)
     content_sid: Optional[str] = None
     content_variables: Dict[str, str] = field(default_factory=dict)
+    #: The titles of the tappable options a Content resource showed (quick replies, a list).
+    options: List[str] = field(default_factory=list)
     #: What became of it: "sent" until a failure is decided at creation ("failed").
     status: str = "sent"
     error_code: Optional[str] = None
@@ -444,9 +446,15 @@ class FakeTwilio(FakeServer):
         body = one("Body") or ""
         media = params.get("MediaUrl") or []
         content = self.content.get(content_sid) if content_sid else None
+        options: List[str] = []
         if content is not None:
             body = content.rendered(variables)
-            media = list(content.types[content.content_type].get("media") or [])
+            definition = content.types[content.content_type]
+            media = list(definition.get("media") or [])
+            options = [
+                str(choice.get("title") or choice.get("item"))
+                for choice in definition.get("actions") or definition.get("items") or []
+            ]
         if whatsapp:
             media = media[:1]  # one attachment per WhatsApp message; Twilio drops the rest
         if not body and not media and content is None:
@@ -463,6 +471,7 @@ class FakeTwilio(FakeServer):
             idempotency_token=headers.get("I-Twilio-Idempotency-Token"),
             content_sid=content_sid,
             content_variables=variables,
+            options=options,
         )
         if whatsapp:
             failure = self._whatsapp_failure(to, content)
