@@ -6,11 +6,15 @@ the 24-hour window as Twilio does)."""
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 from typing import Dict, List
 
 import pytest
 import redis.asyncio as aioredis
 
+from devtools import sim_sms
 from devtools.fake_twilio import FakeTwilio
 from devtools.processes import RedisServer
 from devtools.stack import RasaStack
@@ -270,3 +274,26 @@ async def test_a_message_held_for_the_window_goes_when_the_customer_writes_again
         "You're welcome! Anything else I can help with?",
     ]
     assert await _state(rasa_stack, lambda c: WhatsAppState(c).held(conversation)) == []
+
+
+def test_the_simulator_writes_as_a_whatsapp_user(
+    rasa_stack: RasaStack, fake_twilio: FakeTwilio
+) -> None:
+    env = {
+        **os.environ,
+        **{name: rasa_stack.env[name] for name in sim_sms.SETTINGS if name in rasa_stack.env},
+        "TWILIO_API_BASE_URL": fake_twilio.url,
+    }
+    run = subprocess.run(
+        [sys.executable, "-m", "devtools.sim_sms", "--whatsapp", "--from", new_phone_number()]
+        + ["--server", rasa_stack.base_url, "hi"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines()[:2] == [
+        "bot (REST)  > Hi! I'm the *Acme Shop* assistant 👋 What can I do for you?",
+        "              [tap: Where's my order? | Start a refund | Refund policy]",
+    ]
