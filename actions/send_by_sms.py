@@ -26,12 +26,12 @@ from rasa_sdk.executor import CollectingDispatcher
 from actions.barge_in import pending_unheard
 from actions.business import OFFER_TRACKING_LINK, tracking_sms, verified_customer
 from actions.formatting import current_channel
-from omnichannel.barge_in import OFFER_MEDIA, OFFER_UNHEARD
 from omnichannel.channels import MESSAGING_KINDS, SMS, TWILIO_SMS, WHATSAPP
 from omnichannel.orders import VerifiedIdentity, find_order
 from omnichannel.rendering.messages import BotMessage
 from omnichannel.sms_sender import NoPhoneOnFile, SmsOptedOut, SmsSender, SmsSendFailed
 from omnichannel.textable import sms_text, sms_topic
+from omnichannel.turn_context import OFFER_MEDIA, OFFER_UNHEARD
 from omnichannel.whatsapp_templates import TemplateRef, template_for
 
 logger = logging.getLogger(__name__)

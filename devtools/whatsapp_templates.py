@@ -28,11 +28,11 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
-from devtools.launcher import read_env_file
 from devtools.responses import ROOT, load_responses
 from omnichannel.settings import load_settings
 from omnichannel.twilio_content import ContentApi, ContentApiError, approval_status
 from omnichannel.whatsapp_templates import TemplateDeclaration, declarations, template_problems
+from testkit.local_env import read_env_file
 
 
 def _same(content: Mapping[str, Any], declaration: TemplateDeclaration) -> bool:

@@ -45,6 +45,7 @@ from omnichannel.channels import (
     kind_of_address,
     messaging_address,
 )
+from omnichannel.errors import ConfigError
 from omnichannel.identity import ContactProfile, IdentityStore, mask
 from omnichannel.receipts import Receipts
 from omnichannel.redis_client import REDIS_FAILURES, StateUnavailable
@@ -56,7 +57,7 @@ from omnichannel.rendering.whatsapp import (
     session_content,
     whatsapp_text,
 )
-from omnichannel.settings import ConfigError, Settings, load_settings
+from omnichannel.settings import Settings, load_settings
 from omnichannel.twilio_content import (
     ContentApi,
     ContentApiError,

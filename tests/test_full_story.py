@@ -16,8 +16,8 @@ import json
 import pytest
 import websockets
 
-from devtools.fake_twilio import FakeTwilio
-from devtools.stack import RasaStack
+from testkit.fake_twilio import FakeTwilio
+from testkit.stack import RasaStack
 from tests.actions.helpers import (
     chat_token,
     chat_turn,
@@ -99,7 +99,8 @@ async def test_call_then_sms_then_chat_is_one_conversation(
         assert [m["text"] for m in refund] == [
             f"I've started a refund request for order {order}. You'll get a return label by email "
             "within the hour. Here's how to pack the item:",
-            "If it arrived damaged, send a photo of it here and I'll add it to your refund request."
+            "If it arrived damaged, send a photo of it here and I'll add it to your refund "
+            "request.",
         ]
 
     state = tracker(rasa_stack, conversation)

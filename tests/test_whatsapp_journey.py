@@ -15,19 +15,20 @@ from typing import List
 import pytest
 import redis.asyncio as aioredis
 
-from devtools.fake_twilio import FakeTwilio, SentMessage
 from devtools.responses import ROOT, load_responses
-from devtools.stack import RasaStack
-from devtools.twilio_webhook import WEBHOOK_PATH, whatsapp_form
 from devtools.whatsapp_templates import sync
 from omnichannel.refunds import RefundRequests
 from omnichannel.settings import Settings
 from omnichannel.twilio_content import ContentApi, template_catalog
 from omnichannel.whatsapp_templates import declarations
 from omnichannel.whatsapp_window import WhatsAppState
+from testkit.fake_twilio import FakeTwilio, SentMessage
+from testkit.phone_numbers import new_phone_number
+from testkit.stack import RasaStack
+from testkit.twilio_webhook import WEBHOOK_PATH, whatsapp_form
 from tests.actions.helpers import conversation_of, phone_call, send_sms
 from tests.connectors.twilio_sms.helpers import replies_of
-from tests.support import JPEG, new_phone_number, seed_order
+from tests.support import JPEG, seed_order
 
 pytestmark = pytest.mark.rasa_server
 

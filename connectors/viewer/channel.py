@@ -36,12 +36,13 @@ from connectors.static_pages import add_page_routes
 from connectors.tracker_store import event_log_of
 from connectors.viewer.auth import is_authorised
 from connectors.viewer.lookup import NotFound, timeline_page
-from connectors.viewer.query import CONVERSATION_ID, BadQuery, parse_query
+from connectors.viewer.wire import CONVERSATION_ID, BadQuery, parse_query
+from omnichannel.errors import ConfigError
 from omnichannel.identity import IdentityStore
 from omnichannel.media import MediaRefused, content_matches, fetch_twilio_media, sniff_type
 from omnichannel.options import ConnectorOptions
 from omnichannel.redis_client import REDIS_FAILURES, StateUnavailable
-from omnichannel.settings import ConfigError, Settings, load_settings
+from omnichannel.settings import Settings, load_settings
 from omnichannel.uploads import UploadStore, safe_headers
 
 logger = logging.getLogger(__name__)

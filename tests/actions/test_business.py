@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from devtools.stack import RasaStack
+from testkit.stack import RasaStack
 from tests.actions.helpers import (
     customer_conversation,
     customer_with_order,
@@ -143,7 +143,7 @@ def test_a_wrong_number_is_asked_again_for_the_same_request(rasa_stack: RasaStac
         f"I've started a refund request for order {number}. You'll get a return label by email "
         "within the hour. Here's how to pack the item:",
         "",  # Rasa's REST channel sends the picture as a message of its own
-        "If it arrived damaged, send a photo of it here and I'll add it to your refund request."
+        "If it arrived damaged, send a photo of it here and I'll add it to your refund request.",
     ]
 
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
-from devtools.fake_twilio import FakeTwilio
-from devtools.stack import RasaStack
-from devtools.twilio_webhook import WEBHOOK_PATH, whatsapp_form
+from testkit.fake_twilio import FakeTwilio
+from testkit.stack import RasaStack
+from testkit.twilio_webhook import WEBHOOK_PATH, whatsapp_form
 from tests.browser.test_widget import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
 from tests.connectors.viewer.helpers import CALL_SUMMARY, call_and_hang_up
 from tests.connectors.webchat.helpers import fresh_phone, text_from_phone

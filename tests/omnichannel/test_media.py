@@ -12,8 +12,6 @@ from http.server import BaseHTTPRequestHandler
 
 import pytest
 
-from devtools.fake_http import FakeServer
-from devtools.fake_twilio import FakeTwilio
 from omnichannel.media import (
     FILE_INTENT,
     LOCATION_INTENT,
@@ -29,6 +27,8 @@ from omnichannel.media import (
     sniff_type,
 )
 from omnichannel.settings import Settings
+from testkit.fake_http import FakeServer
+from testkit.fake_twilio import FakeTwilio
 from tests.support import JPEG, RecordingServer
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32

@@ -10,7 +10,6 @@ import time
 
 import pytest
 
-from devtools.fake_twilio import FakeTwilio
 from omnichannel import metrics
 from omnichannel.channels import SMS, WHATSAPP
 from omnichannel.identity import IdentityStore, phone_address
@@ -21,7 +20,8 @@ from omnichannel.sms_sender import SmsOptedOut, SmsSender, preferred_channel
 from omnichannel.twilio_content import ContentApi, template_catalog
 from omnichannel.whatsapp_templates import TemplateRef
 from omnichannel.whatsapp_window import WINDOW_SECONDS, WhatsAppState
-from tests.support import new_phone_number
+from testkit.fake_twilio import FakeTwilio
+from testkit.phone_numbers import new_phone_number
 
 GREETING = BotMessage.from_rasa(
     {

@@ -15,12 +15,13 @@ import pytest
 import redis.asyncio as aioredis
 
 from devtools import sim_sms
-from devtools.fake_twilio import FakeTwilio
-from devtools.processes import RedisServer
-from devtools.stack import RasaStack
-from devtools.twilio_webhook import WEBHOOK_PATH, new_sid, signed_headers, whatsapp_form
 from omnichannel.receipts import Receipts
 from omnichannel.whatsapp_window import WhatsAppState
+from testkit.fake_twilio import FakeTwilio
+from testkit.phone_numbers import new_phone_number
+from testkit.processes import RedisServer
+from testkit.stack import RasaStack
+from testkit.twilio_webhook import WEBHOOK_PATH, new_sid, signed_headers, whatsapp_form
 from tests.actions.helpers import send_sms
 from tests.connectors.twilio_sms.helpers import (
     STATUS,
@@ -29,7 +30,7 @@ from tests.connectors.twilio_sms.helpers import (
     replies_of,
     user_events,
 )
-from tests.support import JPEG, RecordingServer, new_phone_number, seed_order
+from tests.support import JPEG, RecordingServer, seed_order
 
 pytestmark = pytest.mark.rasa_server
 

@@ -11,9 +11,9 @@ from typing import Any, Dict, Optional
 import httpx
 import pytest
 
-from devtools.fake_twilio import FakeTwilio
-from devtools.stack import RasaStack
-from devtools.twilio_webhook import WEBHOOK_PATH, whatsapp_form
+from testkit.fake_twilio import FakeTwilio
+from testkit.stack import RasaStack
+from testkit.twilio_webhook import WEBHOOK_PATH, whatsapp_form
 from tests.connectors.viewer.helpers import CALL_SUMMARY, call_and_hang_up
 from tests.connectors.webchat.helpers import fresh_phone, open_chat, text_from_phone, user_token
 from tests.support import JPEG

@@ -11,8 +11,8 @@ import secrets
 import httpx
 import pytest
 
-from devtools.stack import RasaStack
 from omnichannel.uploads import MAX_UPLOAD_BYTES
+from testkit.stack import RasaStack
 from tests.connectors.webchat.helpers import open_chat, recv_until, user_token
 from tests.support import JPEG, seed_order
 
