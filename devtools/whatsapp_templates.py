@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from devtools.responses import ROOT, load_responses
-from omnichannel.settings import load_settings
+from omnichannel.errors import ConfigError
+from omnichannel.settings import Settings
 from omnichannel.twilio_content import ContentApi, ContentApiError, approval_status
 from omnichannel.whatsapp_templates import TemplateDeclaration, declarations, template_problems
 from testkit.local_env import read_env_file
@@ -124,17 +125,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "--replace", action="store_true", help="delete templates whose text changed, recreate"
     )
     arguments = parser.parse_args(argv)
-    # Under make, the local secrets (.env) unless the environment says otherwise.
-    for name, value in read_env_file().items():
-        os.environ.setdefault(name, value)
     wanted = declarations(load_responses(arguments.domain))
     if not wanted:
         print("no response declares a whatsapp_template")
         return 0
     try:
-        api = ContentApi(load_settings())
+        # Under make, the local secrets (.env), each overridden by the environment.
+        api = ContentApi(Settings.from_env({**read_env_file(), **os.environ}))
         return asyncio.run(sync(api, wanted, check_only=arguments.check, replace=arguments.replace))
-    except ContentApiError as error:
+    except (ContentApiError, ConfigError) as error:
         print(f"Twilio's Content API: {error}", file=sys.stderr)
         return 2
 
