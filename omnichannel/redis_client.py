@@ -423,6 +423,12 @@ class RedisBacked:
     def redis(self) -> AnyRedis:
         return self._redis if self._redis is not None else redis_client()
 
+    @property
+    def given(self) -> Optional[AnyRedis]:
+        """The client this store was given (None: the running loop's), for a store working
+        beside it on the same client."""
+        return self._redis
+
 
 class LuaScript:
     """A Lua script run atomically on Redis: EVALSHA first, EVAL when the server lacks it.

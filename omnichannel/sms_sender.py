@@ -247,8 +247,8 @@ class SmsSender:
         self.settings = settings
         self.max_message_length = max_message_length
         self.identity = identity or IdentityStore()
-        self.whatsapp = whatsapp or WhatsAppState(self.identity._redis)
-        self.receipts = receipts or Receipts(self.identity._redis)
+        self.whatsapp = whatsapp or WhatsAppState(self.identity.given)
+        self.receipts = receipts or Receipts(self.identity.given)
         self.timeout = timeout
         self.attempts = attempts
         self.backoff_seconds = backoff_seconds
