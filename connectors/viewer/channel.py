@@ -21,22 +21,22 @@ The channel takes no messages: it reads what the other channels stored.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Dict, Optional, Tuple
+from typing import Any, Awaitable, Callable, Dict, Optional
 
 from pydantic import conint
 from rasa.core.channels.channel import InputChannel, UserMessage
-from sanic import Blueprint, response
+from sanic import response
 from sanic.request import Request
+from sanic.response import HTTPResponse
 
-from connectors.http_limits import BodyRefused, read_body
+from connectors.http_limits import ChannelBlueprint, bounded_body
 from connectors.static_pages import add_page_routes
 from connectors.tracker_store import event_log_of
 from connectors.viewer.auth import is_authorised
 from connectors.viewer.lookup import NotFound, timeline_page
-from connectors.viewer.wire import CONVERSATION_ID, BadQuery, parse_query
+from connectors.viewer.wire import BadQuery, parse_media_query, parse_query
 from omnichannel.errors import ConfigError
 from omnichannel.identity import IdentityStore
 from omnichannel.media import MediaRefused, content_matches, fetch_twilio_media, sniff_type
@@ -100,30 +100,38 @@ class ViewerInput(InputChannel):
         given = {key: value for key, value in (credentials or {}).items() if value is not None}
         return cls(load_settings(), ViewerOptions.parse(SECTION, given))
 
-    def blueprint(self, on_new_message: Callable[[UserMessage], Awaitable[Any]]) -> Blueprint:
-        bp = Blueprint("omni_viewer", __name__)
+    def _unauthorised(self, request: Request) -> Optional[HTTPResponse]:
+        """A request without the token, refused (before its body is read)."""
+        if is_authorised(request.headers.get("authorization"), self.auth_token):
+            return None
+        return response.json(
+            {"error": "send the Rasa auth token as a Bearer token"},
+            status=401,
+            headers={**NO_STORE, "WWW-Authenticate": "Bearer"},
+        )
+
+    def blueprint(
+        self, on_new_message: Callable[[UserMessage], Awaitable[Any]]
+    ) -> ChannelBlueprint:
+        bp = ChannelBlueprint("omni_viewer", __name__)
 
         add_page_routes(bp, STATIC_DIR, STATIC_FILES, PAGE_SECURITY_POLICY)
 
-        @bp.route("/api/timeline", methods=["POST"], stream=True)
+        @bp.route("/api/timeline", methods=["POST"])
+        @bounded_body(QUERY_MAX_BYTES, admit=self._unauthorised)
         async def timeline(request: Request) -> Any:
-            if not is_authorised(request.headers.get("authorization"), self.auth_token):
-                return response.json(
-                    {"error": "send the Rasa auth token as a Bearer token"},
-                    status=401,
-                    headers={**NO_STORE, "WWW-Authenticate": "Bearer"},
-                )
+            refusal = self._unauthorised(request)
+            if refusal is not None:
+                return refusal
             try:
                 query = parse_query(
-                    await read_body(request, QUERY_MAX_BYTES),
+                    request.body or b"",
                     page_events=self.options.page_events,
                     max_page_events=self.options.max_page_events,
                 )
                 answer = await timeline_page(
                     self.identity, event_store(request.app.ctx.agent), query
                 )
-            except BodyRefused as error:
-                return response.json({"error": error.reason}, status=error.status)
             except BadQuery as error:
                 return response.json({"error": str(error)}, status=400, headers=NO_STORE)
             except NotFound as error:
@@ -133,20 +141,16 @@ class ViewerInput(InputChannel):
                 return response.json({"error": "try again later"}, status=503, headers=NO_STORE)
             return response.json(answer, headers=NO_STORE)
 
-        @bp.route("/api/media", methods=["POST"], stream=True)
+        @bp.route("/api/media", methods=["POST"])
+        @bounded_body(QUERY_MAX_BYTES, admit=self._unauthorised)
         async def media(request: Request) -> Any:
-            if not is_authorised(request.headers.get("authorization"), self.auth_token):
-                return response.json(
-                    {"error": "send the Rasa auth token as a Bearer token"},
-                    status=401,
-                    headers={**NO_STORE, "WWW-Authenticate": "Bearer"},
-                )
+            refusal = self._unauthorised(request)
+            if refusal is not None:
+                return refusal
             try:
-                wanted = parse_media_query(await read_body(request, QUERY_MAX_BYTES))
+                wanted = parse_media_query(request.body or b"")
                 item = await media_item(event_store(request.app.ctx.agent), *wanted)
                 data, claimed, name = await self._media_bytes(wanted[0], item)
-            except BodyRefused as error:
-                return response.json({"error": error.reason}, status=error.status)
             except BadQuery as error:
                 return response.json({"error": str(error)}, status=400, headers=NO_STORE)
             except NotFound as error:
@@ -188,23 +192,6 @@ class ViewerInput(InputChannel):
 
 #: The largest customer media the viewer shows (WhatsApp's own limit for a file).
 MEDIA_MAX_BYTES = 16 * 1024 * 1024
-
-
-def parse_media_query(raw: bytes) -> Tuple[str, int, int]:
-    """``(conversation id, event index, media item)`` of a ``POST /api/media`` body."""
-    try:
-        body = json.loads(raw or b"null")
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise BadQuery("the body must be JSON") from None
-    if not isinstance(body, dict) or set(body) != {"conversation_id", "index", "item"}:
-        raise BadQuery("give conversation_id, index and item")
-    conversation_id, index, item = body["conversation_id"], body["index"], body["item"]
-    if not isinstance(conversation_id, str) or not CONVERSATION_ID.fullmatch(conversation_id):
-        raise BadQuery("conversation_id is not a conversation id")
-    for name, value in (("index", index), ("item", item)):
-        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 10**9:
-            raise BadQuery(f"{name} must be a whole number, 0 or more")
-    return conversation_id, index, item
 
 
 async def media_item(store: Any, conversation_id: str, index: int, item: int) -> Dict[str, Any]:

@@ -30,24 +30,21 @@ from urllib.parse import unquote
 
 from pydantic import confloat, conint, constr
 from rasa.core.channels.channel import InputChannel, UserMessage
-from sanic import Blueprint, Sanic, response
+from sanic import Sanic, response
 from sanic.request import Request
 
 from connectors.drain import CLOSE_SERVICE_RESTART, Drain, drain_before_stop, drain_of
-from connectors.http_limits import BodyRefused, guard_slow_headers, read_body
+from connectors.forwarded import client_address
+from connectors.http_limits import ChannelBlueprint, bounded_body
 from connectors.static_pages import add_page_routes
-from connectors.webchat.auth import (
-    ANONYMOUS_TOKEN_LIFETIME,
-    MAX_TOKEN_LIFETIME,
-    AuthRefused,
-    TokenVerifier,
-)
+from connectors.webchat.auth import ANONYMOUS_TOKEN_LIFETIME, AuthRefused, TokenVerifier
 from connectors.webchat.connection import ChatConnection
 from connectors.webchat.state import SessionBucket, SessionLimits
 from connectors.webchat.turns import ChatTurnResumer, chat_turn_work
 from connectors.webchat.wire import FILES_PATH, MAX_HISTORY_LIMIT
 from omnichannel import metrics
 from omnichannel.channels import CHAT, WEBCHAT
+from omnichannel.customer_tokens import MAX_TOKEN_LIFETIME
 from omnichannel.errors import ConfigError
 from omnichannel.identity import IdentityStore
 from omnichannel.leases import takeover
@@ -60,6 +57,8 @@ from omnichannel.uploads import MAX_UPLOAD_BYTES, UploadRefused, UploadStore, sa
 logger = logging.getLogger(__name__)
 
 SECTION = "connectors.webchat.channel.WebChatInput"
+#: How long an upload of up to MAX_UPLOAD_BYTES may take to arrive (a slow mobile link).
+UPLOAD_SECONDS = 60.0
 #: POST /session takes no body; the widget sends none.
 SESSION_BODY_MAX_BYTES = 1024
 DAY = 24 * 3600
@@ -114,7 +113,6 @@ class WebChatInput(InputChannel):
             )
         self.options = options
         self.redis_url = settings.redis_url
-        self.trust_proxy_headers = settings.trust_proxy_headers
         self.verifier = TokenVerifier(
             settings.webchat_jwt_secret or "",
             settings.webchat_allow_anonymous,
@@ -163,11 +161,12 @@ class WebChatInput(InputChannel):
         given = {key: value for key, value in (credentials or {}).items() if value is not None}
         return cls(load_settings(), WebChatOptions.parse(SECTION, given))
 
-    def blueprint(self, on_new_message: Callable[[UserMessage], Awaitable[Any]]) -> Blueprint:
+    def blueprint(
+        self, on_new_message: Callable[[UserMessage], Awaitable[Any]]
+    ) -> ChannelBlueprint:
         """The routes. Turns run on Rasa's agent through ``handle_once`` (turns.py), not
         through ``on_new_message``: a message that may run on two replicas is processed once."""
-        bp = Blueprint("omni_webchat", __name__)
-        guard_slow_headers(bp)
+        bp = ChannelBlueprint("omni_webchat", __name__)
 
         @bp.listener("before_server_start")
         async def start(app: Sanic, _: Any) -> None:
@@ -182,17 +181,14 @@ class WebChatInput(InputChannel):
 
         add_page_routes(bp, STATIC_DIR, STATIC_FILES, PAGE_SECURITY_POLICY)
 
-        @bp.route("/session", methods=["POST"], stream=True)
+        @bp.route("/session", methods=["POST"])
+        @bounded_body(SESSION_BODY_MAX_BYTES)
         async def session(request: Request) -> Any:
-            try:
-                await read_body(request, SESSION_BODY_MAX_BYTES)
-            except BodyRefused as error:
-                return response.json({"error": error.reason}, status=error.status)
             if not self.verifier.allow_anonymous:
                 return response.json({"error": "anonymous chat is disabled"}, status=403)
             try:
                 wait = await self.sessions.allow_new_session(
-                    redis_client(self.redis_url), client_address(request, self.trust_proxy_headers)
+                    redis_client(self.redis_url), client_address(request)
                 )
             except REDIS_FAILURES as error:
                 logger.error("web chat: session limit unavailable: %s", type(error).__name__)
@@ -236,24 +232,22 @@ class WebChatInput(InputChannel):
                 return response.json({"error": "try again later"}, status=503)
             return response.empty()
 
-        @bp.route("/files", methods=["POST"], stream=True)
+        @bp.route("/files", methods=["POST"])
+        @bounded_body(MAX_UPLOAD_BYTES, admit=self._token_refusal, deadline=UPLOAD_SECONDS)
         async def upload(request: Request) -> Any:
             """A file the customer attaches; refused (4xx with a reason) unless its bytes are a
-            photo or a PDF within the size bound."""
-            try:
-                data = await read_body(request, MAX_UPLOAD_BYTES)
-            except BodyRefused as error:
-                return response.json({"error": error.reason}, status=error.status)
+            photo or a PDF within the size bound (a larger body is refused before it is read
+            whole, by the server's HTTP edge)."""
             found = await self._file_session(request)
             if isinstance(found, response.HTTPResponse):
                 return found
             name = unquote(request.headers.get("x-file-name") or "")[:300]
             try:
-                stored = await UploadStore(redis_client(self.redis_url)).put(found, data, name)
-            except UploadRefused as refused:
-                status = (
-                    413 if refused.code == "too_large" else 415 if refused.code == "type" else 400
+                stored = await UploadStore(redis_client(self.redis_url)).put(
+                    found, request.body or b"", name
                 )
+            except UploadRefused as refused:
+                status = {"too_large": 413, "type": 415}.get(refused.code, 400)
                 return response.json({"error": str(refused), "code": refused.code}, status=status)
             except REDIS_FAILURES as error:
                 logger.error("web chat: upload not kept: %s", type(error).__name__)
@@ -294,6 +288,17 @@ class WebChatInput(InputChannel):
         drain_before_stop(bp)  # after the socket route: see connectors.drain on listener order
         return bp
 
+    def _token_refusal(self, request: Request) -> Optional[response.HTTPResponse]:
+        """A file request without a valid chat token, refused on its head (401)."""
+        scheme, _, token = (request.headers.get("authorization") or "").partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            return response.json({"error": "send the chat token as a Bearer token"}, status=401)
+        try:
+            self.verifier.verify(token.strip())
+        except AuthRefused as refused:
+            return response.json({"error": refused.reason}, status=401)
+        return None
+
     async def _file_session(self, request: Request) -> Any:
         """The conversation of the chat token in ``Authorization: Bearer`` (as the socket
         resolves it), or the error response: no or a bad token (401), an ended session (401),
@@ -328,13 +333,3 @@ class WebChatInput(InputChannel):
         except (StateUnavailable, *REDIS_FAILURES) as error:
             logger.error("web chat: file request: state unavailable: %s", type(error).__name__)
             return response.json({"error": "try again later"}, status=503)
-
-
-def client_address(request: Request, trust_proxy_headers: bool) -> str:
-    """The client's IP address: the socket's peer, or, behind a proxy we trust, the address
-    that proxy appended last to ``X-Forwarded-For`` (earlier entries are the client's to forge)."""
-    if trust_proxy_headers:
-        forwarded = [part.strip() for part in request.headers.get("x-forwarded-for", "").split(",")]
-        if forwarded[-1]:
-            return forwarded[-1]
-    return request.ip or "unknown"

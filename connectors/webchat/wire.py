@@ -14,20 +14,22 @@ from typing import Any, Dict, List, Mapping, Optional, Union
 
 from pydantic import BaseModel, ValidationError, conint, conlist, constr, root_validator
 
+from omnichannel import bounded_json
+
 #: Frames above this size get an error frame (Sanic itself drops the socket above 1 MiB).
 MAX_FRAME_BYTES = 16 * 1024
 MAX_TEXT_CHARS = 4000
 MAX_TOKEN_CHARS = 8192
 #: A client id that can be named in an error frame without echoing a frame's worth of text.
 MAX_CLIENT_ID_CHARS = 64
-CLIENT_MESSAGE_ID = r"^[A-Za-z0-9_-]{8,64}$"
+CLIENT_MESSAGE_ID = r"^[A-Za-z0-9_-]{8,64}\Z"
 #: Largest page of history a client may ask for.
 MAX_HISTORY_LIMIT = 200
 #: Where the widget uploads files and reads them back (``POST``, ``GET …/<upload id>``).
 FILES_PATH = "/webhooks/webchat/files"
 #: Files (uploaded first: omnichannel/uploads.py) one message may carry.
 MAX_ATTACHMENTS = 4
-UPLOAD_ID = r"^u_[A-Za-z0-9_-]{22}$"
+UPLOAD_ID = r"^u_[A-Za-z0-9_-]{22}\Z"
 
 # Close codes (4000-4999 are the application's own): the reason text says what went wrong.
 CLOSE_UNAUTHENTICATED = 4401
@@ -58,14 +60,14 @@ class _ClientFrame(BaseModel):
 
 
 class AuthFrame(_ClientFrame):
-    type: constr(regex=r"^auth$")
+    type: constr(regex=r"^auth\Z")
     token: constr(min_length=1, max_length=MAX_TOKEN_CHARS)
 
 
 class TextFrame(_ClientFrame):
     """A message: text, files uploaded before it (their upload ids), or both."""
 
-    type: constr(regex=r"^message$")
+    type: constr(regex=r"^message\Z")
     id: constr(regex=CLIENT_MESSAGE_ID)
     text: constr(max_length=MAX_TEXT_CHARS) = ""
     attachments: conlist(constr(regex=UPLOAD_ID), max_items=MAX_ATTACHMENTS) = []
@@ -78,20 +80,20 @@ class TextFrame(_ClientFrame):
 
 
 class ButtonFrame(_ClientFrame):
-    type: constr(regex=r"^button$")
+    type: constr(regex=r"^button\Z")
     id: constr(regex=CLIENT_MESSAGE_ID)
     payload: constr(min_length=1, max_length=MAX_TEXT_CHARS)
     title: constr(max_length=MAX_TEXT_CHARS) = ""
 
 
 class HistoryFrame(_ClientFrame):
-    type: constr(regex=r"^history$")
+    type: constr(regex=r"^history\Z")
     before: conint(ge=0)
     limit: Optional[conint(ge=1, le=MAX_HISTORY_LIMIT)] = None
 
 
 class PingFrame(_ClientFrame):
-    type: constr(regex=r"^ping$")
+    type: constr(regex=r"^ping\Z")
     id: Optional[constr(max_length=MAX_CLIENT_ID_CHARS)] = None
 
 
@@ -125,9 +127,9 @@ def _load_object(data: Any) -> Dict[str, Any]:
     if len(data) > MAX_FRAME_BYTES or len(data.encode("utf-8", "surrogatepass")) > MAX_FRAME_BYTES:
         raise BadFrame(FRAME_TOO_LARGE, f"frames are limited to {MAX_FRAME_BYTES} bytes")
     try:
-        raw = json.loads(data)
-    except RecursionError:
-        raise BadFrame(BAD_FRAME, "frame is nested too deeply") from None
+        raw = bounded_json.loads(data)
+    except bounded_json.TooDeep as error:
+        raise BadFrame(BAD_FRAME, f"frame is {error}") from None
     except ValueError:
         # Also a number of more digits than Python converts (sys.get_int_max_str_digits).
         raise BadFrame(BAD_FRAME, "frame is not valid JSON") from None
