@@ -55,8 +55,9 @@ import websockets
 import yaml
 
 from devtools.responses import ROOT, candidates, load_responses, render_for
+from omnichannel.addresses import phone_address
 from omnichannel.channels import CHAT, KINDS, SMS, VOICE, WHATSAPP
-from omnichannel.identity import IdentityStore, phone_address
+from omnichannel.identity import IdentityStore
 from omnichannel.redis_client import redis_client
 from testkit.twilio_webhook import WEBHOOK_PATH, signed_sms, whatsapp_form
 from testkit.vapi_call import VapiCall

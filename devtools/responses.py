@@ -245,11 +245,11 @@ def check_variation(
                     f"characters), more than {max_sms_segments}",
                 )
     elif kind == WHATSAPP:
-        rendering = render_whatsapp([message])
-        if not rendering.messages:
+        shown = render_whatsapp([message])
+        if not shown.messages:
             yield Problem(name, kind, "says-nothing", "renders to no WhatsApp message")
         choices = [b for b in message.buttons if not _URL.match(b.payload.strip())]
-        tappable = any(session_content(m) for m in rendering.messages)
+        tappable = any(session_content(m) for m in shown.messages)
         if choices and not tappable:
             yield Problem(
                 name,

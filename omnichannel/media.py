@@ -230,7 +230,7 @@ def is_twilio_media_url(url: str, settings: Settings) -> bool:
     if parts.query or parts.fragment or parts.username or parts.password:
         return False
     match = _MEDIA_PATH.match(parts.path)
-    return bool(match) and match.group(1) == settings.twilio_account_sid
+    return match is not None and match.group(1) == settings.twilio_account_sid
 
 
 def _redirect_allowed(url: str, settings: Settings) -> bool:

@@ -46,7 +46,8 @@ from omnichannel.channels import (
     messaging_address,
 )
 from omnichannel.errors import ConfigError
-from omnichannel.identity import ContactProfile, IdentityStore, mask
+from omnichannel.identity import ContactProfile, IdentityStore
+from omnichannel.masking import mask
 from omnichannel.receipts import Receipts
 from omnichannel.redis_client import REDIS_FAILURES, StateUnavailable
 from omnichannel.rendering.messages import BotMessage, Button
@@ -189,7 +190,7 @@ class _BoundedAsyncHttpClient(AsyncTwilioHttpClient):
     """twilio-python's async client, with its timeout applied to every request (8.x passes only
     a per-call timeout to aiohttp, and the Messages API never sets one)."""
 
-    async def request(  # type: ignore[override]
+    async def request(
         self,
         method: str,
         url: str,
@@ -206,7 +207,8 @@ class _BoundedAsyncHttpClient(AsyncTwilioHttpClient):
 
 
 #: Twilio clients per event loop (aiohttp sessions belong to the loop that made them).
-_twilio_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Dict[tuple, Client]] = (
+_ClientsOfLoop = Dict[Tuple[Any, ...], Client]
+_twilio_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _ClientsOfLoop] = (
     weakref.WeakKeyDictionary()
 )
 
@@ -677,7 +679,7 @@ class SmsSender:
                         len(message.media_urls),
                         conversation_id,
                     )
-                    return created.sid
+                    return str(created.sid)
                 logger.info(
                     "SMS %s sent to %s (%d segment(s), %s, %d media) for %s",
                     created.sid,
@@ -687,7 +689,7 @@ class SmsSender:
                     len(message.media_urls),
                     conversation_id,
                 )
-                return created.sid
+                return str(created.sid)
             if unknown is not None:
                 found = await self._reconcile(to, message, from_number, since, sent, unknown)
                 if found is not None:

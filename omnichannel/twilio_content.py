@@ -62,6 +62,7 @@ class ContentApi:
 
     def __init__(self, settings: Settings, timeout: float = 10.0) -> None:
         settings.require("TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN")
+        assert settings.twilio_account_sid and settings.twilio_auth_token  # required just above
         self.base_url = (settings.twilio_api_base_url or CONTENT_BASE_URL).rstrip("/")
         self.auth = aiohttp.BasicAuth(settings.twilio_account_sid, settings.twilio_auth_token)
         self.timeout = aiohttp.ClientTimeout(total=timeout)
@@ -177,8 +178,9 @@ class SessionContents:
 def content_body(types: Mapping[str, Any]) -> str:
     """The text a Content resource shows (the ``body`` of its first type that has one)."""
     for definition in types.values():
-        if isinstance(definition, Mapping) and isinstance(definition.get("body"), str):
-            return definition["body"]
+        body = definition.get("body") if isinstance(definition, Mapping) else None
+        if isinstance(body, str):
+            return body
     return ""
 
 

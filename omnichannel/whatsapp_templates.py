@@ -125,7 +125,7 @@ def _numbered(text: str) -> Tuple[str, Tuple[Tuple[str, str], ...]]:
     """``text`` with ``{name}`` replaced by ``{{n}}`` (the same name, the same number)."""
     numbers: Dict[str, str] = {}
 
-    def number(match: re.Match) -> str:
+    def number(match: re.Match[str]) -> str:
         name = match.group(1)
         if name not in numbers:
             numbers[name] = str(len(numbers) + 1)
@@ -195,7 +195,8 @@ def template_of(message: Mapping[str, Any]) -> Optional[TemplateRef]:
     response's ``metadata.whatsapp_template`` (nested one level, where Rasa keeps a response's
     metadata) or an action's own ``whatsapp_template`` keyword; its variables are read off the
     message's text when sent (:func:`match_variables`)."""
-    metadata = message.get("metadata") if isinstance(message.get("metadata"), Mapping) else {}
+    found = message.get("metadata")
+    metadata: Mapping[str, Any] = found if isinstance(found, Mapping) else {}
     for source in (message, metadata, metadata.get("metadata") or {}):
         declared = source.get(TEMPLATE_KEY) if isinstance(source, Mapping) else None
         if isinstance(declared, Mapping) and declared.get("name"):

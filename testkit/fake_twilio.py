@@ -50,7 +50,7 @@ from typing import Dict, List, Optional, Set, Tuple
 from twilio.request_validator import RequestValidator
 
 from testkit.fake_http import FakeServer, JsonHandler
-from testkit.fake_twilio_content import SESSION_ONLY, ContentError, ContentStore
+from testkit.fake_twilio_content import SESSION_ONLY, Content, ContentError, ContentStore
 from testkit.local_env import read_env_file
 
 MESSAGES_PATH = re.compile(r"^/2010-04-01/Accounts/(AC[0-9a-fA-F]{32})/Messages\.json$")
@@ -235,8 +235,8 @@ class _Handler(JsonHandler):
             if path in ("/v1/ContentAndApprovals", "/v1/Content") and method == "GET":
                 size = min(int(params.get("PageSize") or 50), 500)
                 page = int(params.get("Page") or 0)
-                approvals = path == "/v1/ContentAndApprovals"
-                self.send_json(200, store.page(base, path, approvals, page, size))
+                listed_with_approvals = path == "/v1/ContentAndApprovals"
+                self.send_json(200, store.page(base, path, listed_with_approvals, page, size))
                 return
             match = CONTENT_PATH.match(path)
             if not match:
@@ -482,7 +482,7 @@ class FakeTwilio(FakeServer):
             self.messages.append(message)
         return message
 
-    def _whatsapp_failure(self, to: str, content: Optional[object]) -> Optional[str]:
+    def _whatsapp_failure(self, to: str, content: Optional[Content]) -> Optional[str]:
         """The error a WhatsApp message fails with after its creation, as Twilio reports it
         by status callback: 63024 for a number not on WhatsApp, 63016 for anything but an
         approved template outside the window (or a session-only type), None when it goes."""
@@ -589,6 +589,9 @@ class FakeTwilio(FakeServer):
     def report_status(self, message: SentMessage) -> None:
         """Twilio's status callbacks for ``message``, signed with the auth token: sent, then
         delivered (and read, on WhatsApp), or the failure."""
+        callback = message.status_callback
+        if not callback:
+            return
         with self.lock:
             failure = self._delivery_failures.get(message.to)
         if message.error_code:
@@ -614,12 +617,10 @@ class FakeTwilio(FakeServer):
             if error_code:
                 form["ErrorCode"] = error_code
             request = urllib.request.Request(
-                message.status_callback,
+                callback,
                 data=urllib.parse.urlencode(form).encode(),
                 headers={
-                    "X-Twilio-Signature": validator.compute_signature(
-                        message.status_callback, form
-                    ),
+                    "X-Twilio-Signature": validator.compute_signature(callback, form),
                     "Content-Type": "application/x-www-form-urlencoded",
                 },
             )

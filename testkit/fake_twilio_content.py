@@ -110,9 +110,9 @@ def _check_types(types: Any) -> None:
     if kind in ("twilio/text", "twilio/quick-reply", "twilio/list-picker"):
         if not isinstance(body, str) or not body.strip():
             raise ContentError(400, 20001, f"{kind}: body is required")
-    if kind == "twilio/text" and len(body) > 1600:
+    if kind == "twilio/text" and len(str(body)) > 1600:
         raise ContentError(400, 20001, "twilio/text: body longer than 1600 characters")
-    if kind in ("twilio/quick-reply", "twilio/list-picker") and len(body) > 1024:
+    if kind in ("twilio/quick-reply", "twilio/list-picker") and len(str(body)) > 1024:
         raise ContentError(400, 20001, f"{kind}: body longer than 1024 characters")
     if kind == "twilio/quick-reply":
         actions = definition.get("actions")

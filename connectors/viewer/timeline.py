@@ -21,7 +21,7 @@ paging cursor), ``timestamp`` and ``type``:
 - ``session``: a new conversation session began; ``form``: a form became active or ended;
   ``event``: anything else, by Rasa's event name.
 
-Phone numbers in every text shown are masked (:func:`omnichannel.identity.mask`), except the
+Phone numbers in every text shown are masked (:func:`omnichannel.masking.mask`), except the
 number the operator searched by, which they already know (:class:`Masker`).
 """
 
@@ -32,9 +32,9 @@ import re
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from connectors.webchat.history import CALL_REPORT_SLOT, next_turn_channel
+from connectors.event_log.reading import CALL_REPORT_SLOT, next_turn_channel
 from omnichannel.channels import CHAT, SMS, VOICE, WHATSAPP, kind_of_event
-from omnichannel.identity import mask
+from omnichannel.masking import mask
 from omnichannel.receipts import PROGRESS, Receipt
 from omnichannel.rendering.chat import render_chat
 from omnichannel.rendering.messages import BotMessage
@@ -105,15 +105,17 @@ def render_for(channel: Optional[str], message: BotMessage, masker: Masker) -> D
     if channel == WHATSAPP:
         bubbles = []
         for bubble in render_whatsapp([message]).messages:
-            shown: Dict[str, Any] = {"body": masker(bubble.body)}
+            bubble_shown: Dict[str, Any] = {"body": masker(bubble.body)}
             if bubble.media_urls:
-                shown["media"] = list(bubble.media_urls)
+                bubble_shown["media"] = list(bubble.media_urls)
             content = session_content(bubble)
             if content is not None:
                 [definition] = content["types"].values()
                 items = definition.get("actions") or definition.get("items") or []
-                shown["options"] = [masker(str(i.get("title") or i.get("item"))) for i in items]
-            bubbles.append(shown)
+                bubble_shown["options"] = [
+                    masker(str(i.get("title") or i.get("item"))) for i in items
+                ]
+            bubbles.append(bubble_shown)
         return {"bubbles": bubbles}
     if channel == CHAT:
         chat = render_chat(message)

@@ -114,7 +114,7 @@ def whatsapp_text(markdown: str) -> str:
     text = _CODE_BLOCK.sub(lambda m: keep(f"```{m.group(1).strip()}```"), text)
     text = _INLINE_CODE.sub(lambda m: keep(f"```{m.group(1)}```"), text)
 
-    def link(match: re.Match) -> str:
+    def link(match: re.Match[str]) -> str:
         label, url = match.group(1).strip(), match.group(2)
         if label == url or not label:
             return keep(url)

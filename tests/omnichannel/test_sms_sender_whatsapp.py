@@ -11,8 +11,9 @@ import time
 import pytest
 
 from omnichannel import metrics
+from omnichannel.addresses import phone_address
 from omnichannel.channels import SMS, WHATSAPP
-from omnichannel.identity import IdentityStore, phone_address
+from omnichannel.identity import IdentityStore
 from omnichannel.receipts import Receipts
 from omnichannel.rendering.messages import BotMessage
 from omnichannel.settings import Settings
