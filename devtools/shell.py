@@ -1,4 +1,5 @@
-"""``make shell CHANNEL=voice|sms|chat``: talk to the assistant as a customer of one channel.
+"""``make shell CHANNEL=voice|sms|whatsapp|chat``: talk to the assistant as a customer of one
+channel.
 
 ``rasa shell`` cannot say which channel a turn came from (``channel:`` variations never apply,
 the ``channel`` slot stays unset) and needs a Redis and an action server you would start by
@@ -6,14 +7,17 @@ hand. This starts its own on free ports (an embedded Redis in a fresh directory,
 action server, the Rasa server with every connector, the local fake of Twilio's API), then sends
 what you type through the real connector of the channel, with the real client (the ``openai``
 SDK as VAPI, a Twilio-signed webhook, a WebSocket with a JWT), and prints what that customer
-receives: the speech, each SMS with its segments and encoding, the chat message's markdown.
+receives: the speech, each SMS with its segments and encoding, each WhatsApp message in
+WhatsApp's formatting with the options it offers to tap, the chat message's markdown. A
+WhatsApp message is delivered by the local fake of Twilio, as Twilio would (it opens the 24-hour
+window); type an option's number or title to choose it.
 
 You are the demo customer (+1 415 555 2671, who owns the demo orders) unless ``PHONE=`` says
 otherwise. ``make shell INBOX=1`` also opens the agent inbox of this stack in your browser
 (and prints its sign-in link), so you can ask for a person here and answer yourself there:
 what the support team sends you (an agent's reply, a hand-back) is printed as it arrives.
-``/voice``, ``/sms`` and ``/chat`` switch channel mid-conversation (the same conversation, as
-for a real customer); ``/quit`` or Ctrl-D ends. The LLM fallback uses
+``/voice``, ``/sms``, ``/whatsapp`` and ``/chat`` switch channel mid-conversation (the same
+conversation, as for a real customer); ``/quit`` or Ctrl-D ends. The LLM fallback uses
 ``OPENAI_API_KEY``/``OPENAI_BASE_URL``/``LLM_MODEL`` when they are set, else says it is offline.
 """
 
@@ -32,7 +36,7 @@ from typing import Any, Dict, List, Optional, Sequence
 from devtools.conversations import Customer, Server
 from devtools.launcher import inbox_link
 from devtools.model import ensure_model
-from omnichannel.channels import KINDS, LABELS, SMS, VOICE
+from omnichannel.channels import KINDS, LABELS, SMS, VOICE, WHATSAPP
 from omnichannel.redis_client import conversation_key, redis_client
 from omnichannel.rendering.sms import sms_segments
 from testkit.fake_twilio import FakeTwilio
@@ -54,6 +58,9 @@ def shown(channel: str, replies: Sequence[str]) -> List[str]:
         elif channel == SMS:
             count = sms_segments(reply)
             lines.append(f"  bot texts ({count.segments} segment(s), {count.encoding}):")
+            lines.extend(f"    {line}" for line in reply.splitlines() or [""])
+        elif channel == WHATSAPP:
+            lines.append("  bot sends on WhatsApp:")
             lines.extend(f"    {line}" for line in reply.splitlines() or [""])
         else:
             lines.append("  bot writes:")
@@ -101,7 +108,10 @@ async def print_team_messages(customer: Customer, seconds: float = 0.5) -> None:
 
 
 async def converse(customer: Customer, channel: str, team: bool = False) -> None:
-    print(f"You are {customer.phone}, on {channel}. /voice /sms /chat switch channel; /quit ends.")
+    print(
+        f"You are {customer.phone}, on {channel}. /voice /sms /whatsapp /chat switch channel; "
+        "/quit ends."
+    )
     watcher = asyncio.create_task(print_team_messages(customer)) if team else None
     try:
         await _converse(customer, channel)

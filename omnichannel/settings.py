@@ -95,6 +95,16 @@ class Settings:
     #: HS256 key of agents' inbox tokens (signed by the host's SSO); None: no inbox.
     inbox_jwt_secret: Optional[str] = None
     inbox_jwt_audience: str = DEFAULT_INBOX_AUDIENCE
+    #: Our WhatsApp sender (``whatsapp:+1…``) for messages to a customer who has not written to
+    #: a sender of ours lately; None: ``TWILIO_PHONE_NUMBER`` on WhatsApp.
+    twilio_whatsapp_number: Optional[str] = None
+
+    @property
+    def whatsapp_sender(self) -> Optional[str]:
+        """The WhatsApp sender business-initiated messages go from."""
+        if self.twilio_whatsapp_number:
+            return self.twilio_whatsapp_number
+        return f"whatsapp:{self.twilio_phone_number}" if self.twilio_phone_number else None
 
     @classmethod
     def from_env(cls, env: Optional[Mapping[str, str]] = None) -> Settings:
@@ -118,6 +128,14 @@ class Settings:
             raise ConfigError(
                 f"HANDOFF_PHONE_NUMBER must be an E.164 number (+ and 7-15 digits), got {handoff!r}"
             )
+        whatsapp = get("TWILIO_WHATSAPP_NUMBER")
+        if whatsapp and not re.fullmatch(r"(?:whatsapp:)?\+[1-9]\d{6,14}", whatsapp):
+            raise ConfigError(
+                "TWILIO_WHATSAPP_NUMBER must be an E.164 number, optionally prefixed "
+                f"whatsapp:, got {whatsapp!r}"
+            )
+        if whatsapp and not whatsapp.startswith("whatsapp:"):
+            whatsapp = "whatsapp:" + whatsapp
         if _flag(get("TRUST_PROXY_HEADERS")):
             raise ConfigError(
                 "TRUST_PROXY_HEADERS is replaced by TRUSTED_PROXY_HOPS, the number of proxies in "
@@ -179,6 +197,7 @@ class Settings:
             handoff_waiting=waiting,
             inbox_jwt_secret=get("INBOX_JWT_SECRET"),
             inbox_jwt_audience=get("INBOX_JWT_AUDIENCE") or DEFAULT_INBOX_AUDIENCE,
+            twilio_whatsapp_number=whatsapp,
         )
 
     def require(self, *names: str) -> None:
@@ -232,6 +251,7 @@ _VARIABLES = _REDIS_VARIABLES + (
     "HANDOFF_GIVE_UP_HOURS",
     "INBOX_JWT_SECRET",
     "INBOX_JWT_AUDIENCE",
+    "TWILIO_WHATSAPP_NUMBER",
 )
 #: Variables no longer read, refused at start-up with what replaces them.
 _RETIRED = ("TRUST_PROXY_HEADERS",)
