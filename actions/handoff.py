@@ -11,10 +11,11 @@ designer writes. What it does depends on what the system can keep:
 - **otherwise** the conversation is queued for the team (``omnichannel.handoff.store``) and
   the bot stands aside (``ConversationPaused``; connectors/handoff/ takes it from there), but
   only when a person can answer: some replica serves a desk (the inbox, a helpdesk) and the
-  customer can be reached by SMS or chat (:mod:`omnichannel.handoff.reach`). The customer
-  hears where the answer will come (here, by text, in the chat), and, out of the team's hours,
-  when the team is back. A caller hears that a person will text them (or answer in the chat),
-  and the call ends: the hand-off carries the call's transcript (the end-of-call report);
+  customer can be reached by SMS, WhatsApp or chat (:mod:`omnichannel.handoff.reach`). The
+  customer hears where the answer will come (here, by text, in the chat), and, out of the
+  team's hours, when the team is back. A caller hears that a person will text them (or
+  answer in the chat), and the call ends: the hand-off carries the call's transcript (the
+  end-of-call report);
 - when nobody can answer, the customer is told so plainly, and the bot carries on.
 """
 
@@ -29,7 +30,7 @@ from rasa_sdk.events import ConversationPaused, EventType
 from rasa_sdk.executor import CollectingDispatcher
 
 from actions.formatting import current_channel
-from omnichannel.channels import CHAT, LABELS, SMS, VOICE, kind_of_event
+from omnichannel.channels import CHAT, LABELS, VOICE, kind_of_event
 from omnichannel.handoff.reach import reach
 from omnichannel.handoff.state import ASSISTANT_GAVE_UP, CUSTOMER_ASKED, Handoff
 from omnichannel.handoff.store import HandoffStore
@@ -150,7 +151,7 @@ class ActionHandoffToHuman(Action):
         if answered_on == channel:
             return "utter_handoff_queued"
         return (
-            "utter_handoff_queued_by_sms" if answered_on == SMS else "utter_handoff_queued_in_chat"
+            "utter_handoff_queued_in_chat" if answered_on == CHAT else "utter_handoff_queued_by_sms"
         )
 
     async def _transfer(

@@ -36,7 +36,7 @@ from connectors.handoff.messages import CustomerMessages
 from connectors.turns.run import processor_of
 from connectors.twilio_sms.outbox import SmsOutbox
 from omnichannel import metrics
-from omnichannel.channels import CONNECTOR_OF_KIND, kind_of_event
+from omnichannel.channels import OUTPUT_OF_KIND, kind_of_event
 from omnichannel.handoff.policy import (
     DEFAULT_ANSWER_INTENTS,
     DEFAULT_MIN_CONFIDENCE,
@@ -325,7 +325,7 @@ class HandoffEngine:
             self.rasa_agent(),
             tracker,
             response,
-            CONNECTOR_OF_KIND[target],
+            OUTPUT_OF_KIND[target],
             {bot.HANDOFF: {"event": what, "handoff_id": handoff.id}},
             values=self.template_values(time.time()),
         )

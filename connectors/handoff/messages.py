@@ -11,10 +11,12 @@ it is acknowledged and carried out by whichever replica holds its lease:
    what reaches the web chat: the tracker store publishes every appended event on the
    conversation's live channel, which every open chat tab, on any replica, shows at once
    (:mod:`connectors.webchat.live`), and the history shows it to a tab opened later;
-2. a message for SMS then goes into the SMS outbox (:mod:`connectors.twilio_sms.outbox`, the
-   one way a reply is texted: opt-outs refused, rendered once, reconciled with Twilio's records
-   before any resend), under an id derived from the message's, so a takeover that finds it
-   there already leaves it to the outbox's own lease and sweeper.
+2. a message for SMS or WhatsApp then takes the one sending path: the sender's plan
+   (:meth:`omnichannel.sms_sender.SmsSender.plan`: opt-outs refused, rendered by the channel's
+   renderer, WhatsApp in its 24-hour window or else held until the customer writes there
+   again), then the SMS outbox (:mod:`connectors.twilio_sms.outbox`: recorded, reconciled with
+   Twilio's records before any resend), under an id derived from the message's, so a takeover
+   that finds it there already leaves it to the outbox's own lease and sweeper.
 
 A replica killed at any point leaves the item to another replica, which repeats only what is
 missing: the customer gets each message once, and the log holds it once.
@@ -32,12 +34,12 @@ from rasa.shared.core.events import BotUttered
 from connectors.event_log.reading import event_log_of
 from connectors.handoff import bot
 from connectors.twilio_sms.outbox import SMS_OUTBOX, SmsOutbox
-from omnichannel.channels import CHAT, SMS
-from omnichannel.identity import IdentityStore
+from omnichannel import metrics
+from omnichannel.channels import CHAT, MESSAGING_KINDS
 from omnichannel.leases import Existing, InFlightWork, Lease
-from omnichannel.redis_client import REDIS_FAILURES, redis_client
+from omnichannel.redis_client import REDIS_FAILURES
 from omnichannel.rendering.messages import BotMessage
-from omnichannel.rendering.sms import SMS_MAX_LENGTH, SmsMessage, render_sms
+from omnichannel.sms_sender import SmsRefused, SmsSendFailed
 from omnichannel.tasks import BackgroundTasks
 
 logger = logging.getLogger(__name__)
@@ -52,20 +54,13 @@ KEEP_SECONDS = 7 * 24 * 3600
 SENDING = "sending"
 SENT = "sent"
 NOT_SENT = "not_sent"
+#: WhatsApp outside its window: sent when the customer next writes there.
+HELD = "held"
 
 
 def outbox_id(message_id: str) -> str:
     """The SMS outbox item of a hand-off message."""
     return f"handoff-{message_id}"
-
-
-def sms_parts(event: BotUttered, max_length: int = SMS_MAX_LENGTH) -> List[SmsMessage]:
-    """The SMS a logged message is texted as (the SMS renderer's form, the agent's name first)."""
-    return list(render_sms([BotMessage.from_rasa(event.message())], max_length).messages)
-
-
-def _part(message: SmsMessage) -> Dict[str, Any]:
-    return {"body": message.body, "media_urls": list(message.media_urls)}
 
 
 class CustomerMessages:
@@ -97,10 +92,10 @@ class CustomerMessages:
         background; False when a message with this id was recorded already (a resend: nothing
         new is sent). Raises a Redis failure when it cannot be recorded: it is then not
         accepted."""
-        if channel not in (SMS, CHAT):
-            raise ValueError(f"hand-off messages go by SMS or chat, not {channel!r}")
-        if channel == SMS and self.outbox is None:
-            raise ValueError("SMS is not set up")
+        if channel not in (*MESSAGING_KINDS, CHAT):
+            raise ValueError(f"hand-off messages go by SMS, WhatsApp or chat, not {channel!r}")
+        if channel in MESSAGING_KINDS and self.outbox is None:
+            raise ValueError("Twilio is not set up")
         event.metadata = {**event.metadata, MESSAGE_ID: message_id, "channel": channel}
         log_from = await event_log_of(self.agent(), "hand-off messages").event_count(
             conversation_id
@@ -111,7 +106,6 @@ class CustomerMessages:
             {
                 "channel": channel,
                 "event": event.as_dict(),
-                "sms": [_part(part) for part in sms_parts(event)] if channel == SMS else [],
                 "log_from": log_from,
                 "since": time.time(),
             },
@@ -126,15 +120,15 @@ class CustomerMessages:
             await self.deliver(lease)
 
     async def deliver(self, lease: Lease) -> None:
-        """Logs the message once and, for SMS, hands it to the SMS outbox once; then completes
+        """Logs the message once and, for SMS or WhatsApp, sends it once; then completes
         the item. Also the sweeper's handler for items a replica left (the caller renews)."""
         payload = lease.payload
         conversation_id = lease.conversation_id
         event = BotUttered._from_parameters(payload["event"])
         await self._log_once(conversation_id, lease.item_id, event, int(payload["log_from"]))
         outcome: Dict[str, Any] = {"logged": True}
-        if payload["channel"] == SMS:
-            outcome["sms"] = await self._text(lease, payload)
+        if payload["channel"] in MESSAGING_KINDS:
+            outcome["sent"] = await self._send(lease, event, payload["channel"])
         if not await self.work.complete(lease, outcome):
             logger.warning("hand-off message %s: completed by another replica", lease.item_id)
             return
@@ -157,47 +151,84 @@ class CustomerMessages:
                     return
             await bot.append(agent, conversation_id, [event])
 
-    async def _text(self, lease: Lease, payload: Dict[str, Any]) -> str:
-        """Puts the SMS in the outbox (once) and, when this attempt did, sends it here."""
+    async def _send(self, lease: Lease, event: BotUttered, channel: str) -> Dict[str, Any]:
+        """Plans the message on its messaging channel and puts it in the SMS outbox (once), or
+        holds it for WhatsApp; when this attempt posted it, sends it here. Returns the route
+        (or why it was not sent)."""
         assert self.outbox is not None
-        identity = IdentityStore(redis_client(self.redis_url))
-        profile = await identity.profile(lease.conversation_id)
-        if not profile.phone:
-            logger.warning("hand-off message %s: no phone on file", lease.item_id)
-            return "no phone on file"
-        parts = [
-            SmsMessage(body=part["body"], media_urls=tuple(part["media_urls"]))
-            for part in payload["sms"]
-        ]
+        sender = self.outbox.sender()
+        message = BotMessage.from_rasa(event.message())
+        try:
+            plan = await sender.plan(lease.conversation_id, [message], channel=channel)
+        except (SmsRefused, SmsSendFailed) as error:
+            logger.warning("hand-off message %s not sent: %s", lease.item_id, error)
+            return {"refused": str(error)}
+        if plan.route == metrics.ROUTE_HELD:
+            if not (lease.taken_over and await self._held_already(lease, message)):
+                await sender.hold(lease.conversation_id, [message], str(plan.reason))
+            return {"route": plan.route, "reason": plan.reason}
         reply = await self.outbox.post(
-            lease.conversation_id, outbox_id(lease.item_id), parts, profile.phone, None
+            lease.conversation_id,
+            outbox_id(lease.item_id),
+            plan.messages,
+            str(plan.to),
+            plan.sender,
         )
-        if reply is None:
-            return "in the SMS outbox"
-        async with self.outbox.work.held(reply):
-            await self.outbox.deliver(reply)
-        return "delivered to the SMS outbox"
+        if reply is not None:
+            plan.sent(())
+            async with self.outbox.work.held(reply):
+                await self.outbox.deliver(reply)
+        return {"route": plan.route, "channel": plan.channel, "reason": plan.reason}
+
+    async def _held_already(self, lease: Lease, message: BotMessage) -> bool:
+        """Whether a replica that died holding ``lease`` had held ``message`` for WhatsApp
+        already (held since the item was recorded): a takeover then does not hold it twice."""
+        assert self.outbox is not None
+        wanted = message.as_dict()
+        for entry in await self.outbox.sender().whatsapp.held(lease.conversation_id):
+            if entry.get("at", 0) >= lease.payload["since"] and entry.get("messages") == [wanted]:
+                return True
+        return False
 
     async def status(self, conversation_id: str, message_id: str) -> Dict[str, Any]:
-        """Where a message stands, for agents' pages: ``sending``, ``sent`` (logged; for SMS,
-        accepted by Twilio) or ``not_sent`` with the reason (an opt-out, a failure)."""
+        """Where a message stands, for agents' pages: ``sending``, ``sent`` (logged; for SMS
+        and WhatsApp, accepted by Twilio; with a reason when it went otherwise than asked),
+        ``held`` (WhatsApp, outside its window) or ``not_sent`` with the reason (an opt-out, a
+        failure)."""
         item = await self.work.state(conversation_id, message_id)
         if not item:
             return {"state": NOT_SENT, "reason": "unknown message"}
         if item.get("state") != "done":
             return {"state": SENDING}
-        if "sms" not in json.loads(item.get("outcome") or "{}"):
-            return {"state": SENT}
+        sent = json.loads(item.get("outcome") or "{}").get("sent")
+        if not isinstance(sent, dict):
+            return {"state": SENT}  # logged: shown in the chat
+        if sent.get("refused"):
+            return {"state": NOT_SENT, "reason": sent["refused"]}
+        if sent.get("route") == metrics.ROUTE_HELD:
+            return {
+                "state": HELD,
+                "reason": "sent when the customer next writes on WhatsApp "
+                f"({sent.get('reason') or 'outside its 24-hour window'})",
+            }
+        # Sent otherwise than asked: by SMS outside WhatsApp's window, or as its template.
+        how = (
+            {"reason": f"by SMS ({sent['reason']})"}
+            if sent.get("route") == metrics.ROUTE_SMS_FALLBACK
+            else {"reason": str(sent["reason"])}
+            if sent.get("route") == metrics.ROUTE_TEMPLATE and sent.get("reason")
+            else {}
+        )
         sms = await InFlightWork(self.redis_url, SMS_OUTBOX).state(
             conversation_id, outbox_id(message_id)
         )
         if not sms:
-            return {"state": NOT_SENT, "reason": "no phone on file"}
+            return {"state": NOT_SENT, "reason": "not in the outbox"}
         if sms.get("state") != "done":
             return {"state": SENDING}
         outcome = json.loads(sms.get("outcome") or "{}")
         if outcome.get("sids") and not outcome.get("failed"):
-            return {"state": SENT}
+            return {"state": SENT, **how}
         return {"state": NOT_SENT, "reason": outcome.get("refused") or outcome.get("failed") or ""}
 
     async def statuses(self, conversation_id: str, message_ids: List[str]) -> Dict[str, Any]:

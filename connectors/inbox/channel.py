@@ -10,9 +10,10 @@ JWT>`` (:mod:`.auth`) and a JSON body (:mod:`.requests`), and answers JSON:
   the delivery of each agent reply (``conversation_id``, ``before``).
 - ``POST /api/claim`` (``take_over`` to take another agent's), ``/api/hand_back``,
   ``/api/resolve``: the hand-off's transitions (409 with the reason when they do not apply).
-- ``POST /api/reply``: ``message_id``, ``channel`` (``sms``/``chat``), ``text``; 202 once the
-  reply is recorded (durable: sent once, whatever happens to this replica).
-- ``POST /api/preview``: a reply as the channel will render it (SMS parts, segments, encoding).
+- ``POST /api/reply``: ``message_id``, ``channel`` (``sms``/``whatsapp``/``chat``), ``text``;
+  202 once the reply is recorded (durable: sent once, whatever happens to this replica).
+- ``POST /api/preview``: a reply as the channel will render it (SMS parts, segments, encoding;
+  WhatsApp bubbles).
 - ``POST /api/note``: an internal note (``note_id``, ``text``); customers never see notes.
 - ``WS /ws``: live updates (:mod:`.live`).
 
@@ -55,7 +56,7 @@ from connectors.inbox.requests import (
 )
 from connectors.static_pages import add_page_routes
 from connectors.viewer.lookup import NotFound
-from omnichannel.channels import SMS
+from omnichannel.channels import SMS, WHATSAPP
 from omnichannel.handoff.state import TransitionRefused
 from omnichannel.identity import IdentityStore
 from omnichannel.options import ConnectorOptions
@@ -63,6 +64,7 @@ from omnichannel.redis_client import REDIS_FAILURES, StateUnavailable, redis_cli
 from omnichannel.rendering.chat import render_chat
 from omnichannel.rendering.messages import BotMessage
 from omnichannel.rendering.sms import render_sms
+from omnichannel.rendering.whatsapp import render_whatsapp
 from omnichannel.settings import Settings, load_settings
 
 logger = logging.getLogger(__name__)
@@ -293,5 +295,8 @@ def preview_reply(channel: str, text: str, agent_name: str) -> Dict[str, Any]:
             if any(part.segments.encoding == "UCS-2" for part in parts)
             else "GSM-7",
         }
+    if channel == WHATSAPP:
+        bubbles = [bubble for bubble in render_whatsapp([message]).messages if bubble.body]
+        return {"channel": WHATSAPP, "bubbles": [{"body": bubble.body} for bubble in bubbles]}
     chat = render_chat(message)
     return {"channel": channel, "text": chat["text"], "html": chat["html"]}

@@ -3,6 +3,9 @@ person will text you here") and the agent's reply box both rely on. Pure.
 
 - **SMS** when Twilio is configured, the conversation has a phone number and it has not
   opted out (STOP);
+- **WhatsApp** likewise, for a customer who has written to us on WhatsApp: the one sending path
+  (:meth:`omnichannel.sms_sender.SmsSender.plan`) sends in WhatsApp's 24-hour window, else holds
+  the reply until the customer next writes there;
 - **chat** when the customer has a web chat identity (a signed-in site user, or an anonymous
   visitor who chatted): an agent's reply lands in the conversation, shown live in every open
   chat tab and in the history when they next open the chat;
@@ -15,12 +18,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Dict, Optional, Tuple
 
-from omnichannel.channels import CHAT, SMS, VOICE
+from omnichannel.channels import CHAT, SMS, VOICE, WHATSAPP
 from omnichannel.identity import ContactProfile
 from omnichannel.settings import Settings
 
 #: Channels an agent can reply on, in the order they are offered.
-REPLY_CHANNELS = (SMS, CHAT)
+REPLY_CHANNELS = (SMS, WHATSAPP, CHAT)
 
 
 @dataclass(frozen=True)
@@ -47,14 +50,18 @@ def twilio_configured(settings: Settings) -> bool:
 
 def reach(profile: ContactProfile, settings: Settings, last_channel: Optional[str]) -> Reach:
     """Where ``profile``'s customer can be answered; by default on ``last_channel`` (the one
-    they last wrote or spoke on), a call's by SMS, else the first available."""
+    they last wrote or spoke on), a call's by SMS (what the caller is told: "a person will
+    text you at this number"), else the first available."""
     unavailable: Dict[str, str] = {}
-    if not twilio_configured(settings):
-        unavailable[SMS] = "SMS is not set up (Twilio settings missing)"
-    elif not profile.phone:
-        unavailable[SMS] = "no phone number on file"
-    elif profile.sms_opted_out:
-        unavailable[SMS] = "the customer opted out of texts (STOP)"
+    for channel in (SMS, WHATSAPP):
+        if not twilio_configured(settings):
+            unavailable[channel] = "Twilio is not set up (its settings are missing)"
+        elif not profile.phone:
+            unavailable[channel] = "no phone number on file"
+        elif profile.sms_opted_out:
+            unavailable[channel] = "the customer opted out of our messages (STOP)"
+    if WHATSAPP not in unavailable and WHATSAPP not in profile.channels:
+        unavailable[WHATSAPP] = "the customer has never written to us on WhatsApp"
     if not (profile.user_id or CHAT in profile.channels):
         unavailable[CHAT] = "the customer has never used the web chat"
     available = tuple(channel for channel in REPLY_CHANNELS if channel not in unavailable)

@@ -46,13 +46,7 @@ def held_turn_done(stack: RasaStack, cid: str, text: str) -> List[Dict[str, Any]
                 return None
         return None
 
-    try:
-        return wait_for(after, what=f"the turn of {text!r}")
-    except AssertionError:
-        import json
-        for e in tracker_events(stack, cid)[-16:]:
-            print(e["event"], e.get("name"), e.get("text"), json.dumps(e.get("metadata"))[:200])
-        raise
+    return wait_for(after, what=f"the turn of {text!r}")
 
 
 def test_an_sms_hand_off_is_answered_from_the_inbox_and_handed_back(
@@ -90,11 +84,15 @@ def test_an_sms_hand_off_is_answered_from_the_inbox_and_handed_back(
             # The customer texts about their order, then asks for a person.
             text_from_phone(rasa_stack, phone, f"where is my order {number}")
             cid = conversation_of(stack_redis, phone)
+            asked = time.monotonic()
             text_from_phone(rasa_stack, phone, "i want to talk to a person")
             answered = time.monotonic()
             item = inbox.locator(f'#i-queue li[data-conversation="{cid}"]')
-            expect(item).to_contain_text("i want to talk to a person", timeout=1000)
-            appeared = time.monotonic() - answered
+            expect(item).to_contain_text("i want to talk to a person", timeout=5000)
+            # From the customer's SMS reaching our webhook (the turn included) to the agent's
+            # page showing it, pushed over the inbox's socket.
+            appeared = time.monotonic() - asked
+            turn = answered - asked
             expect(item.locator(".i-badge-sms").first).to_have_text("SMS")
             expect(item).to_contain_text("Waiting")
 
@@ -164,7 +162,10 @@ def test_an_sms_hand_off_is_answered_from_the_inbox_and_handed_back(
         finally:
             browser.close()
 
-    print(f"hand-off in the inbox {appeared * 1000:.0f} ms after the SMS webhook answered")
+    print(
+        f"hand-off in the inbox {appeared * 1000:.0f} ms after the customer's SMS "
+        f"(its turn: {turn * 1000:.0f} ms)"
+    )
     assert appeared < 1.0
     assert len(fake_twilio.messages_to(phone)) == sent_before + 1, "one SMS from Dana, no more"
     assert outside_requests == []

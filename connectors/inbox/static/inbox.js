@@ -9,7 +9,7 @@
   "use strict";
 
   var TOKEN_KEY = "omni-inbox-token";
-  var LABELS = { voice: "Voice", sms: "SMS", chat: "Chat" };
+  var LABELS = { voice: "Voice", sms: "SMS", whatsapp: "WhatsApp", chat: "Chat" };
   var STATES = { queued: "Waiting", claimed: "Claimed", handed_back: "Handed back to the bot", resolved: "Resolved", abandoned: "Abandoned", transferred: "Put through to the phone line" };
   var WHY = { requested: "the customer asked for a person", answer_while_waiting: "answered a question while the customer waits", withdrawn: "the customer withdrew the request", handed_back: "handed back", resolved: "resolved", given_up: "nobody claimed it in time", repaired: "state repaired" };
   var SHOWN = { user: 1, bot: 1, call_summary: 1, bot_state: 1, session: 1 };
@@ -288,7 +288,7 @@
     current.reach = reach;
     var select = $("i-channel");
     select.replaceChildren();
-    ["sms", "chat"].forEach(function (channel) {
+    ["sms", "whatsapp", "chat"].forEach(function (channel) {
       var option = el("option", "", LABELS[channel]);
       option.value = channel;
       if (reach.available.indexOf(channel) < 0) {
@@ -322,6 +322,7 @@
     var shown = entry.rendered || {};
     if (entry.channel === "voice") return shown.speech;
     if (entry.channel === "sms") return shown.body;
+    if (entry.channel === "whatsapp") return (shown.bubbles || []).map(function (b) { return b.body; }).filter(Boolean).join("\n\n");
     return shown.text;
   }
 
@@ -377,7 +378,7 @@
   }
 
   function showStatus(messageId, status) {
-    var labels = { sending: "sending…", sent: "sent", not_sent: "not sent" };
+    var labels = { sending: "sending…", sent: "sent", held: "waiting for the customer", not_sent: "not sent" };
     document.querySelectorAll('.i-status[data-message="' + CSS.escape(messageId) + '"]').forEach(function (node) {
       node.textContent = labels[status.state] + (status.reason ? ": " + status.reason : "");
       node.className = "i-status i-status-" + status.state;
@@ -423,7 +424,9 @@
       var data = answer.data;
       $("i-preview").textContent = channel === "sms"
         ? "By SMS: " + data.segments + " segment" + (data.segments === 1 ? "" : "s") + " (" + data.encoding + "), sent as “" + data.parts.map(function (p) { return p.body; }).join(" … ") + "”"
-        : "In the chat, shown as from " + me.name + ".";
+        : channel === "whatsapp"
+          ? "On WhatsApp, sent as “" + data.bubbles.map(function (b) { return b.body; }).join(" … ") + "”. If their last WhatsApp message is over 24 hours old, it goes when they next write there (or by SMS, if they also text us)."
+          : "In the chat, shown as from " + me.name + ".";
     });
   }
 

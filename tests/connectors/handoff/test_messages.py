@@ -12,7 +12,7 @@ import pytest
 import redis
 from rasa.shared.core.events import BotUttered
 
-from connectors.handoff.messages import HANDOFF_MESSAGE, MESSAGE_ID, outbox_id, sms_parts
+from connectors.handoff.messages import HANDOFF_MESSAGE, MESSAGE_ID, outbox_id
 from omnichannel.redis_client import conversation_key, global_key
 from testkit.fake_twilio import FakeTwilio
 from testkit.stack import RasaStack
@@ -37,11 +37,9 @@ def left_by_a_dead_replica(
             "channel": "sms",
         },
     )
-    parts = [{"body": p.body, "media_urls": list(p.media_urls)} for p in sms_parts(event)]
     payload = {
         "channel": "sms",
         "event": event.as_dict(),
-        "sms": parts,
         "log_from": log_from,
         "since": time.time(),
     }

@@ -41,9 +41,12 @@ def test_anything_else_is_refused_with_a_reason(body: bytes, problem: str) -> No
         parse_body(Claim, body)
 
 
-def test_replies_go_by_sms_or_chat_with_an_id_the_page_chose() -> None:
+def test_replies_go_by_sms_whatsapp_or_chat_with_an_id_the_page_chose() -> None:
     base = {"conversation_id": "c_x1", "message_id": "m" * 8, "text": "Hi"}
-    for channel in ("voice", "sms\n", "whatsapp"):
+    for channel in ("sms", "whatsapp", "chat"):
+        body = json.dumps({**base, "channel": channel}).encode()
+        assert parse_body(Reply, body).channel == channel
+    for channel in ("voice", "sms\n", "whatsapp:", "email"):
         with pytest.raises(BadRequest, match="channel"):
             parse_body(Reply, json.dumps({**base, "channel": channel}).encode())
     with pytest.raises(BadRequest, match="message_id"):

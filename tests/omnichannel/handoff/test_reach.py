@@ -36,3 +36,22 @@ def test_nobody_can_be_reached_without_a_phone_or_a_chat() -> None:
     assert not found.reachable and found.default is None
     no_twilio = reach(ContactProfile("c5", phone="+14155550123"), Settings.from_env({}), "sms")
     assert "Twilio" in no_twilio.unavailable["sms"] and not no_twilio.reachable
+
+
+def test_whatsapp_for_customers_who_wrote_there() -> None:
+    settings = Settings.from_env(TWILIO)
+    writer = ContactProfile("c6", phone="+14155550123", channels={"whatsapp": 2.0, "sms": 1.0})
+    found = reach(writer, settings, "whatsapp")
+    assert found.available == ("sms", "whatsapp") and found.default == "whatsapp"
+    assert reach(writer, settings, "voice").default == "sms", "a caller is told: by text"
+
+    texter = ContactProfile("c7", phone="+14155550123", channels={"sms": 1.0})
+    assert "never written to us on WhatsApp" in reach(texter, settings, "sms").unavailable[
+        "whatsapp"
+    ]
+    stopped = ContactProfile(
+        "c8", phone="+14155550123", channels={"whatsapp": 1.0}, sms_opted_out=True
+    )
+    found = reach(stopped, settings, "whatsapp")
+    assert not found.reachable
+    assert "opted out" in found.unavailable["whatsapp"]
