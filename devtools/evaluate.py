@@ -32,7 +32,7 @@ from typing import List, Optional, Sequence, Tuple
 import yaml
 
 from devtools.model import ensure_model
-from devtools.processes import ROOT
+from testkit.processes import ROOT
 
 RESULTS = ROOT / "results"
 #: Intent classification's weighted F1 under cross-validation below which ``nlu`` fails

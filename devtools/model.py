@@ -15,8 +15,8 @@ import sys
 import time
 from pathlib import Path
 
-from devtools.processes import ROOT
-
+#: The project root (the image of deploy/rasa.Dockerfile copies only devtools/ of the tooling).
+ROOT = Path(__file__).resolve().parent.parent
 TRAINING_INPUTS = ("config.yml", "domain.yml", "data")
 MODELS_DIR = ROOT / "models"
 

@@ -23,7 +23,7 @@ import warnings
 from pathlib import Path
 from typing import Iterable, List, Set, Tuple
 
-from devtools.processes import ROOT
+from testkit.processes import ROOT
 
 CODE_DIRECTORIES = ("actions", "connectors", "omnichannel")
 #: Strings in our code that look like response names but are Rasa's field names (the metadata

@@ -14,7 +14,7 @@ the dialogue state looks as Rasa's policies expect when the bot takes over again
 Every change here is one append to the event log under the conversation's lock (the lock Rasa
 takes for a turn), as ``docs/specs/rasa-3.6-notes.md`` says state is injected outside a turn.
 Functions named ``*_locked`` take the lock; the others expect the caller to hold it (a turn in
-:mod:`connectors.once`, which already does).
+:mod:`connectors.turns.once`, which already does).
 """
 
 from __future__ import annotations

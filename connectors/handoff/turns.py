@@ -1,5 +1,5 @@
 """A customer's turn, hand-off aware: the one place every channel's turn passes (from
-:func:`connectors.once.handle_once`, under the conversation's lock).
+:func:`connectors.turns.once.handle_once`, under the conversation's lock).
 
 - No hand-off open: Rasa handles the message as always. If the turn asked for a person (the
   hand-off action recorded a hand-off and paused the bot), the turn is closed the way any turn

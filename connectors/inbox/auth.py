@@ -20,8 +20,9 @@ from typing import Any, Dict, Optional
 
 import jwt
 
+from omnichannel.errors import ConfigError
 from omnichannel.handoff.state import MAX_NAME_CHARS, Actor
-from omnichannel.settings import ConfigError, Settings
+from omnichannel.settings import Settings
 
 JWT_ALGORITHM = "HS256"
 #: RFC 7518 3.2: an HS256 key is at least as long as the hash.

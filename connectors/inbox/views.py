@@ -13,8 +13,8 @@ from typing import Any, Dict, List, Optional
 
 from connectors.handoff.engine import HandoffEngine
 from connectors.viewer.lookup import NotFound, timeline_page
-from connectors.viewer.query import Query
 from connectors.viewer.timeline import Masker
+from connectors.viewer.wire import Query
 from omnichannel.channels import kind_of_event
 from omnichannel.handoff.state import Handoff
 from omnichannel.identity import IdentityStore

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from devtools.fake_twilio import FakeTwilio
-from devtools.stack import RasaStack
+from testkit.fake_twilio import FakeTwilio
+from testkit.stack import RasaStack
 from tests.connectors.inbox.helpers import inbox, queued_ids, reply, token_for, wait_for
 from tests.connectors.twilio_sms.helpers import conversation_of, text_sms
 from tests.connectors.webchat.helpers import fresh_phone, tracker_events

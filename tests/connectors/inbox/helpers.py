@@ -9,8 +9,8 @@ from typing import Any, Dict, List, Optional
 import httpx
 
 from connectors.inbox.auth import agent_token
-from devtools.stack import RasaStack
 from omnichannel.settings import DEFAULT_INBOX_AUDIENCE
+from testkit.stack import RasaStack
 
 
 def token_for(stack: RasaStack, name: str = "Dana", agent_id: Optional[str] = None) -> str:

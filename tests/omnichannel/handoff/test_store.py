@@ -8,10 +8,10 @@ import json
 
 import pytest
 
-from devtools.redis_topologies import RedisDeployment
 from omnichannel.handoff.state import CLAIMED, QUEUED, Actor, Handoff, TransitionRefused
 from omnichannel.handoff.store import FLEET_FEED, HandoffStore, StaleHandoff, live_channel
 from omnichannel.redis_client import redis_client, subscriber
+from testkit.redis_topologies import RedisDeployment
 
 DANA = Actor.agent("agent-dana", "Dana")
 SAM = Actor.agent("agent-sam", "Sam")
