@@ -47,3 +47,9 @@ class AgentDesk(ABC):
     async def sync(self, conversation_id: str, engine: HandoffEngine) -> None:
         """Brings the desk up to date with the conversation (see the module docstring).
         Raising leaves the work item to be retried (after its lease) by any replica."""
+
+    def retry_delay(self, attempt: int) -> float:
+        """Seconds before a sync that failed on its ``attempt``-th try is tried again (by any
+        replica); 0: after the work item's lease, as any work taken over. A desk calling a
+        vendor backs off here."""
+        return 0.0
