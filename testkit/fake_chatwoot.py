@@ -239,6 +239,8 @@ class FakeChatwoot(FakeServer):
         self._after_create: List[Tuple[str, str]] = []
         self._holds: Dict[str, threading.Event] = {}
         self.held = threading.Event()
+        # An answer to a caller that died meanwhile (a replica killed mid-request) is expected.
+        self._httpd.handle_error = lambda request, client_address: None  # type: ignore[method-assign]
         self.agents = {1: Agent(1, "Alex Agent"), 2: Agent(2, "Sam Senior")}
 
     # -- the API --------------------------------------------------------------------------------
