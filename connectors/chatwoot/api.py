@@ -12,8 +12,9 @@ admin's access token: an agent bot's token cannot create contacts, ``BOT_ACCESSI
 - ``POST /conversations`` (``source_id``, ``inbox_id``, ``contact_id``, ``status``,
   ``additional_attributes``) → the conversation (``id``: its display id);
 - ``POST /conversations/{id}/messages`` (``content``, ``message_type``, ``private``,
-  ``source_id``) → the message; ``GET /conversations/{id}/messages[?before=<id>]`` →
-  ``{"meta": …, "payload": [message, …]}``: the 20 latest (before ``before``), oldest first;
+  ``source_id``: kept on the message since Chatwoot 3.3, pull 8359, ``Messages::MessageBuilder``)
+  → the message; ``GET /conversations/{id}/messages[?before=<id>]`` → ``{"meta": …, "payload":
+  [message, …]}``: the 20 latest (with ``id`` below ``before``), oldest first (``MessageFinder``);
 - ``POST /conversations/{id}/toggle_status`` (``status``) → ``{"payload": {"current_status":
   …}}``.
 
