@@ -19,6 +19,7 @@ help:
 	@echo "make bench   benchmarks against Rasa's stock parts"
 	@echo "make soak    the long fleet run: replicas behind HAProxy, kills, restarts, figures"
 	@echo "make shell CHANNEL=voice|sms|chat   talk to the assistant as that channel's customer"
+	@echo "           (INBOX=1: and answer yourself from the agent inbox, opened beside it)"
 	@echo "make responses              check every response of domain.yml for every channel"
 	@echo "make preview RESPONSE=utter_x   print a response as voice, SMS and chat render it"
 	@echo "make conversations          play tests/conversations/ against a running \`make run\`"
@@ -64,7 +65,7 @@ run: $(STAMP)
 # Talk to the assistant as a voice, SMS or chat customer (own Redis and servers on free ports).
 CHANNEL ?= chat
 shell: $(STAMP) model
-	$(PY) -m devtools.shell --channel $(CHANNEL)
+	$(PY) -m devtools.shell --channel $(CHANNEL) $(if $(INBOX),--inbox)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -9,8 +9,11 @@ SDK as VAPI, a Twilio-signed webhook, a WebSocket with a JWT), and prints what t
 receives: the speech, each SMS with its segments and encoding, the chat message's markdown.
 
 You are the demo customer (+1 415 555 2671, who owns the demo orders) unless ``PHONE=`` says
-otherwise. ``/voice``, ``/sms`` and ``/chat`` switch channel mid-conversation (the same
-conversation, as for a real customer); ``/quit`` or Ctrl-D ends. The LLM fallback uses
+otherwise. ``make shell INBOX=1`` also opens the agent inbox of this stack in your browser
+(and prints its sign-in link), so you can ask for a person here and answer yourself there:
+what the support team sends you (an agent's reply, a hand-back) is printed as it arrives.
+``/voice``, ``/sms`` and ``/chat`` switch channel mid-conversation (the same conversation, as
+for a real customer); ``/quit`` or Ctrl-D ends. The LLM fallback uses
 ``OPENAI_API_KEY``/``OPENAI_BASE_URL``/``LLM_MODEL`` when they are set, else says it is offline.
 """
 
@@ -18,15 +21,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import sys
 import tempfile
+import webbrowser
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 from devtools.conversations import Customer, Server
+from devtools.launcher import inbox_link
 from devtools.model import ensure_model
-from omnichannel.channels import KINDS, SMS, VOICE
+from omnichannel.channels import KINDS, LABELS, SMS, VOICE
+from omnichannel.redis_client import conversation_key, redis_client
 from omnichannel.rendering.sms import sms_segments
 from testkit.fake_twilio import FakeTwilio
 from testkit.processes import RedisServer, free_port
@@ -54,8 +61,52 @@ def shown(channel: str, replies: Sequence[str]) -> List[str]:
     return lines
 
 
-async def converse(customer: Customer, channel: str) -> None:
+def from_the_team(event: Dict[str, Any]) -> Optional[str]:
+    """A logged message the support team's side sent (an agent's reply, a hand-off notice) as
+    the shell prints it; None for anything else."""
+    metadata = event.get("metadata") or {}
+    if event.get("event") != "bot" or "handoff_message_id" not in metadata:
+        return None
+    agent = (metadata.get("agent") or {}).get("name")
+    sender = f"{agent} (support team)" if agent else "bot"
+    by = LABELS.get(metadata.get("channel"), metadata.get("channel") or "?")
+    return f"  {sender} sends by {by}: {event.get('text') or ''}"
+
+
+async def print_team_messages(customer: Customer, seconds: float = 0.5) -> None:
+    """Prints, as they are logged, the messages the support team's side sends the customer."""
+    key: Optional[str] = None
+    seen = -1
+    client = redis_client(customer.server.env["REDIS_URL"])
+    while True:
+        await asyncio.sleep(seconds)
+        if key is None:
+            conversation_id = await customer.server.conversation_of(customer.phone)
+            if conversation_id is None:
+                continue
+            key = conversation_key(conversation_id, "events")
+        length = await client.llen(key)
+        if seen < 0:
+            seen = length
+        for raw in await client.lrange(key, seen, length - 1):
+            line = from_the_team(json.loads(raw))
+            if line:
+                print("\n" + line, flush=True)
+        seen = length
+
+
+async def converse(customer: Customer, channel: str, team: bool = False) -> None:
     print(f"You are {customer.phone}, on {channel}. /voice /sms /chat switch channel; /quit ends.")
+    watcher = asyncio.create_task(print_team_messages(customer)) if team else None
+    try:
+        await _converse(customer, channel)
+    finally:
+        if watcher is not None:
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
+
+
+async def _converse(customer: Customer, channel: str) -> None:
     while True:
         try:
             text = (await asyncio.to_thread(input, f"you ({channel})> ")).strip()
@@ -98,12 +149,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m devtools.shell", description=__doc__)
     parser.add_argument("--channel", choices=KINDS, default=os.environ.get("CHANNEL") or "chat")
     parser.add_argument("--phone", default=os.environ.get("PHONE") or DEMO_CUSTOMER)
+    parser.add_argument(
+        "--inbox",
+        action="store_true",
+        default=bool(os.environ.get("INBOX")),
+        help="open this stack's agent inbox beside the shell (signed in as a local agent)",
+    )
     arguments = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="omni-shell-") as directory:
         stack, redis, twilio = start_stack(Path(directory))
         try:
             customer = Customer(Server(stack.base_url, stack.env), phone=arguments.phone)
-            asyncio.run(converse(customer, arguments.channel))
+            if arguments.inbox:
+                link = inbox_link(stack.env, stack.base_url)
+                print(f"Agent inbox (signed in as a local agent): {link}")
+                webbrowser.open(link)
+            asyncio.run(converse(customer, arguments.channel, team=arguments.inbox))
         finally:
             stack.stop()
             twilio.stop()

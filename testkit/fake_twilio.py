@@ -9,8 +9,10 @@ real client is pointed at it through ``TWILIO_API_BASE_URL``.
 
 Tests script failures (:meth:`FakeTwilio.fail_next`), sends whose outcome the caller cannot know
 (:meth:`FakeTwilio.fail_after_create`: the message is created, then the answer is a 500 or the
-connection drops), opted-out numbers (error 21610) and failed deliveries
-(:meth:`FakeTwilio.fail_delivery`, reported through signed status callbacks when
+connection drops; :meth:`FakeTwilio.hold_after_create`: created, and the answer held back until
+the test releases it, so a sender can be killed while its send is in flight), opted-out numbers
+(error 21610) and failed deliveries (:meth:`FakeTwilio.fail_delivery`, reported through signed
+status callbacks when
 ``send_status_callbacks`` is on), and read :attr:`FakeTwilio.messages`. Other processes read
 ``GET /fake/messages``.
 
@@ -162,6 +164,9 @@ class _Handler(JsonHandler):
         )
         with fake.lock:
             fake.messages.append(message)
+        held = fake.next_hold()
+        if held is not None:
+            held.wait(60)
         after = fake.next_after_create()
         if after == AFTER_CREATE_DROP:
             # Created, but the caller never hears of it (a connection lost mid-answer).
@@ -216,6 +221,7 @@ class FakeTwilio(FakeServer):
         self._failures: List[int] = []
         self._after_create: List[str] = []
         self._list_failures: List[int] = []
+        self._holds: List[threading.Event] = []
         #: Post signed status callbacks ("sent", then "delivered" or a scripted failure) to each
         #: message's StatusCallback URL, as Twilio does. Off unless asked for.
         self.send_status_callbacks = False
@@ -243,6 +249,18 @@ class FakeTwilio(FakeServer):
             raise ValueError(f"unknown failure after creation: {how}")
         with self.lock:
             self._after_create.extend([how] * count)
+
+    def hold_after_create(self) -> threading.Event:
+        """Create the next message, then hold the answer until the returned event is set (or a
+        minute passes): the sender is left waiting with its message already created."""
+        release = threading.Event()
+        with self.lock:
+            self._holds.append(release)
+        return release
+
+    def next_hold(self) -> Optional[threading.Event]:
+        with self.lock:
+            return self._holds.pop(0) if self._holds else None
 
     def fail_next_list(self, status: int = 500, count: int = 1) -> None:
         """Answer the next ``count`` reads of the Messages list with HTTP ``status``."""

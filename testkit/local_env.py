@@ -50,5 +50,7 @@ _EXPORTED = frozenset(
         "VAPI_SERVER_SECRET",
         "VAPI_CUSTOM_LLM_KEY",
         "WEBCHAT_JWT_SECRET",
+        "INBOX_JWT_SECRET",
+        "INBOX_JWT_AUDIENCE",
     }
 )

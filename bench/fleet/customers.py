@@ -65,6 +65,11 @@ UTTERANCES = (
     "recommend a good novel",
 )
 
+#: The utterances only the LLM fallback answers. A script never has three in a row: the
+#: fallback hands a customer it answered that often to a person (actions/llm_fallback.py), and
+#: a held conversation is not answered by the bot.
+BEYOND_THE_MODEL = UTTERANCES[-3:]
+
 CHAT_PATH = "/webhooks/webchat/ws"
 
 #: How long a customer waits for a reply before counting the message unanswered.
@@ -176,7 +181,13 @@ class Traffic:
             await customer()
 
     def _script(self) -> List[str]:
-        return random.sample(UTTERANCES, min(self.messages_per_customer, len(UTTERANCES)))
+        while True:
+            script = random.sample(UTTERANCES, min(self.messages_per_customer, len(UTTERANCES)))
+            if not any(
+                all(text in BEYOND_THE_MODEL for text in script[i : i + 3])
+                for i in range(len(script) - 2)
+            ):
+                return script
 
     async def _think(self) -> None:
         await asyncio.sleep(random.uniform(*self.think))

@@ -31,6 +31,7 @@ from rasa.shared.core.events import (
     ConversationPaused,
     ConversationResumed,
     Event,
+    UserUttered,
 )
 from rasa.shared.core.trackers import DialogueStateTracker
 
@@ -50,9 +51,15 @@ def resume_event(why: str, **details: Any) -> ConversationResumed:
 
 
 def listened(tracker: DialogueStateTracker) -> List[Event]:
-    """``action_listen``, unless the tracker's latest action already is it."""
-    if tracker.latest_action_name == ACTION_LISTEN_NAME:
-        return []
+    """``action_listen``, unless the bot already listens: its latest action (after the latest
+    user message) is ``action_listen``."""
+    for event in reversed(tracker.events):
+        if isinstance(event, UserUttered):
+            break
+        if isinstance(event, ActionExecuted):
+            if event.action_name == ACTION_LISTEN_NAME:
+                return []
+            break
     return [ActionExecuted(ACTION_LISTEN_NAME)]
 
 

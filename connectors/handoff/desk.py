@@ -14,7 +14,7 @@ keeps its own copy of each handed-off conversation, so it implements :class:`Age
   retried after a crash. Calls can repeat and can come after later changes, so a desk syncs to
   *the state it reads*, not to the change that triggered it, keeping its own cursor (the log
   index it mirrored up to) in Redis; syncs of one conversation run one at a time
-  (:meth:`HandoffEngine.sync_desk` holds a per-conversation, per-desk lock).
+  (:meth:`HandoffEngine.sync_lock` holds a per-conversation, per-desk lock).
 - **in** (the desk's webhooks call the engine): ``claim``, ``reply``, ``note``, ``hand_back``,
   ``resolve`` of :class:`~connectors.handoff.engine.HandoffEngine`, with the agent as an
   :class:`~omnichannel.handoff.state.Actor` (``Actor.agent(id, name)``): the same transitions,
@@ -28,10 +28,18 @@ after ``handoff_engine().start(app.ctx)``);
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, ClassVar
+from typing import Any, ClassVar, Protocol
 
-if TYPE_CHECKING:
-    from connectors.handoff.engine import HandoffEngine
+from omnichannel.handoff.store import HandoffStore
+
+
+class DeskContext(Protocol):
+    """What a desk's sync reads (the engine is one): the hand-off records and the
+    conversations' event logs (``read_events(cid, start, stop)``, ``event_count(cid)``)."""
+
+    store: HandoffStore
+
+    def event_log(self) -> Any: ...
 
 
 class AgentDesk(ABC):
@@ -44,7 +52,7 @@ class AgentDesk(ABC):
     owns_agent_side: ClassVar[bool] = False
 
     @abstractmethod
-    async def sync(self, conversation_id: str, engine: HandoffEngine) -> None:
+    async def sync(self, conversation_id: str, engine: DeskContext) -> None:
         """Brings the desk up to date with the conversation (see the module docstring).
         Raising leaves the work item to be retried (after its lease) by any replica."""
 

@@ -85,7 +85,11 @@ async def _after_turn(
         )
         await bot.append(agent, cid, events)
         logger.info("conversation %s handed off (%s, %s)", cid, after.channel, after.reason)
-    await engine.changed(cid)
+        # The request was published before this turn's events were stored: pages refresh the
+        # queue item now that the customer's words are in the log.
+        await engine.customer_wrote(cid)
+    else:
+        await engine.changed(cid)
 
 
 async def _held_turn(

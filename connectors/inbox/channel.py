@@ -113,6 +113,10 @@ class InboxInput(InputChannel):
         given = {key: value for key, value in (credentials or {}).items() if value is not None}
         return cls(load_settings(), InboxOptions.parse(SECTION, given))
 
+    @property
+    def auth_timeout(self) -> float:
+        return self.options.auth_timeout
+
     @staticmethod
     def engine() -> HandoffEngine:
         return handoff_engine()

@@ -24,12 +24,13 @@ import asyncio
 import json
 import logging
 import time
-from typing import TYPE_CHECKING, Any, Dict, Optional
+from typing import Any, Dict, Optional, Protocol, Set
 
 from sanic.exceptions import WebsocketClosed
 from websockets.exceptions import ConnectionClosed
 
-from connectors.inbox.auth import AgentRefused, SignedInAgent
+from connectors.handoff.engine import HandoffEngine
+from connectors.inbox.auth import AgentRefused, AgentVerifier, SignedInAgent
 from connectors.inbox.requests import AuthFrame, BadRequest, PingFrame, WatchFrame, parse_frame
 from connectors.inbox.views import queue_item
 from connectors.viewer.timeline import Masker, entry_of
@@ -39,9 +40,6 @@ from omnichannel.handoff.state import Handoff
 from omnichannel.handoff.store import FLEET_FEED
 from omnichannel.redis_client import REDIS_FAILURES, StateUnavailable
 
-if TYPE_CHECKING:
-    from connectors.inbox.channel import InboxInput
-
 logger = logging.getLogger(__name__)
 
 CLOSE_UNAUTHENTICATED = 4401
@@ -49,10 +47,26 @@ CLOSE_SERVER_ERROR = 1011
 SOCKET_CLOSED = (ConnectionClosed, WebsocketClosed)
 
 
+class SocketHost(Protocol):
+    """What a socket needs of the inbox channel that serves it."""
+
+    verifier: AgentVerifier
+    redis_url: str
+    #: The channel's open sockets (closed with 1012 when the server drains).
+    sockets: Set[Any]
+
+    @property
+    def auth_timeout(self) -> float: ...
+
+    def engine(self) -> HandoffEngine: ...
+
+    def event_log(self, agent: Any) -> Any: ...
+
+
 class InboxSocket:
     """The life of one agent page's socket (see the module docstring)."""
 
-    def __init__(self, ws: Any, channel: InboxInput, rasa_agent: Any) -> None:
+    def __init__(self, ws: Any, channel: SocketHost, rasa_agent: Any) -> None:
         self.ws = ws
         self.channel = channel
         self.rasa_agent = rasa_agent
@@ -70,7 +84,7 @@ class InboxSocket:
 
     async def _authenticate(self) -> Optional[SignedInAgent]:
         try:
-            raw = await self.ws.recv(timeout=self.channel.options.auth_timeout)
+            raw = await self.ws.recv(timeout=self.channel.auth_timeout)
             frame = parse_frame(raw or "")
             if not isinstance(frame, AuthFrame):
                 raise BadRequest("the first frame must be an auth frame")

@@ -1,7 +1,8 @@
 """The fleet test (issue 13): HAProxy in front of two Rasa replicas, the action server, Redis and
 the fakes; customers on all three channels through the load balancer; one replica SIGKILLed
 mid-run and a rolling restart by SIGTERM; then every accepted message is checked against the
-event logs in Redis and what the fake Twilio received (bench.fleet.checks).
+event logs in Redis and what the fake Twilio received (bench.fleet.checks). Then a hand-off
+whose agent reply is in flight when its replica is killed.
 
 The long version is `make soak` (bench/fleet/soak.py).
 """
@@ -9,14 +10,22 @@ The long version is `make soak` (bench/fleet/soak.py).
 from __future__ import annotations
 
 import asyncio
+import json
+import secrets
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from bench.fleet.checks import check
 from bench.fleet.customers import CHANNELS, Traffic
-from bench.fleet.local_fleet import Fleet
+from bench.fleet.local_fleet import Fleet, Replica
 from bench.fleet.soak import disrupt, kill_and_replace, until_sent
+from connectors.inbox.auth import agent_token
+from omnichannel.identity import phone_address
+from omnichannel.redis_client import conversation_key
+from testkit.twilio_webhook import signed_sms
 
 #: The issue's floor for the short run.
 MIN_MESSAGES = 150
@@ -59,3 +68,62 @@ def test_fleet_loses_nothing_through_a_crash_and_a_rolling_restart(fleet: Fleet)
     assert [replica.kills for replica in fleet.members] == [1, 0]
     assert all(replica.terminations == 1 for replica in fleet.members)
     assert not report.problems, "\n".join([report.table(), *report.problems])
+
+
+@pytest.mark.timeout(300)
+def test_an_agents_reply_in_flight_survives_its_replica_being_killed(fleet: Fleet) -> None:
+    """A hand-off through the load balancer; the agent's page is on replica 1, whose SMS send is
+    in flight (Twilio created the message, its answer is held) when the replica is SIGKILLed.
+    Replica 2 takes the work over, finds the message in Twilio's records and sends nothing
+    again: the customer gets the reply once, and the event log holds it once."""
+    assert fleet.twilio is not None
+    phone = f"+1628555{secrets.randbelow(10000):04d}"
+    sms = signed_sms(fleet.env, phone, "i want to talk to a person")
+    answer = httpx.post(fleet.url + sms.path, data=sms.form, headers=sms.headers, timeout=30)
+    assert "passed this to our support team" in answer.text
+    cid = conversation_for(fleet, phone)
+    first, second = fleet.members
+    token = agent_token(fleet.env["INBOX_JWT_SECRET"], "agent-dana", "Dana", audience="omni-inbox")
+
+    def inbox(replica: Replica, path: str, body: dict) -> httpx.Response:
+        return httpx.post(
+            f"{replica.base_url}/webhooks/inbox/api/{path}",
+            json=body,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=30,
+        )
+
+    assert inbox(first, "claim", {"conversation_id": cid}).status_code == 200
+    release = fleet.twilio.hold_after_create()
+    message_id = secrets.token_hex(8)
+    text = "Hi, Dana here. A replacement is on its way."
+    reply = {"conversation_id": cid, "message_id": message_id, "channel": "sms", "text": text}
+    assert inbox(first, "reply", reply).status_code == 202
+    fleet.twilio.wait_for_messages(phone, count=1, timeout=30)  # created; the answer is held
+    assert "sms_outbox" in fleet.work_held_by(first), "the send is in flight on replica 1"
+    fleet.kill(first)
+    release.set()
+    # (Not restarted: this is the module's last test, and a model load costs half a minute.)
+    item = conversation_key(cid, "work", "sms_outbox", f"handoff-{message_id}")
+    deadline = time.monotonic() + 60
+    with fleet.admin_client() as client:
+        while client.hget(item, "state") != b"done":
+            assert time.monotonic() < deadline, "replica 2 did not finish the reply"
+            time.sleep(0.2)
+        outcome = json.loads(client.hget(item, "outcome"))
+        taken_over_by = client.hget(item, "owner").decode()
+        events = [json.loads(raw) for raw in client.lrange(f"omni:{{{cid}}}:events", 0, -1)]
+    assert [m.body for m in fleet.twilio.messages_to(phone)] == [f"Dana: {text}"]
+    assert outcome["sids"] == [fleet.twilio.messages_to(phone)[0].sid]
+    assert f"/{second.proc.pid}/" in taken_over_by
+    logged = [
+        e for e in events if (e.get("metadata") or {}).get("handoff_message_id") == message_id
+    ]
+    assert len(logged) == 1 and logged[0]["metadata"]["agent"]["name"] == "Dana"
+    # The other replica serves the agent from here on: the hand-off carries on.
+    assert inbox(second, "hand_back", {"conversation_id": cid}).status_code == 200
+
+
+def conversation_for(fleet: Fleet, phone: str) -> str:
+    with fleet.admin_client() as client:
+        return client.get(phone_address(phone).record_key).decode()

@@ -215,7 +215,10 @@
       renderQueue();
       if (current && current.id === frame.item.conversation_id) showHandoff(frame.item);
     } else if (current && frame.conversation_id === current.id) {
-      if (frame.type === "entry") addEntry(frame.entry, false);
+      if (frame.type === "entry") {
+        addEntry(frame.entry, false);
+        lastUsed(frame.entry);
+      }
       else if (frame.type === "note") addNote(frame.note);
       else if (frame.type === "message_status") showStatus(frame.message_id, frame.status);
     }
@@ -297,6 +300,17 @@
     });
     if (reach.default) select.value = reach.default;
     schedulePreview();
+  }
+
+  // The reply goes where the customer last wrote, unless the agent already chose and typed.
+  function lastUsed(entry) {
+    var reach = current && current.reach;
+    if (!reach || entry.type !== "user" || $("i-text").value) return;
+    var channel = entry.channel === "voice" ? "sms" : entry.channel;
+    if (reach.available.indexOf(channel) >= 0 && channel !== reach.default) {
+      reach.default = channel;
+      showReach(reach);
+    }
   }
 
   function entryKey(entry) {

@@ -140,7 +140,8 @@
       userBody(entry, li);
     },
     bot: function (entry, li, meta) {
-      meta.prepend(el("span", "v-who", "Bot"));
+      // A person from the support team wrote it during a hand-off: shown as theirs.
+      meta.prepend(el("span", "v-who", entry.agent ? entry.agent + " (support team)" : "Bot"));
       meta.appendChild(badge(entry.channel));
       botBody(entry, li);
     },
@@ -163,6 +164,10 @@
       li.appendChild(el("span", "v-text", entry.name + " = " + (entry.value === null ? "null" : entry.value)));
     },
     session: function (entry, li, meta) { meta.prepend(el("span", "v-who", "New session")); },
+    bot_state: function (entry, li, meta) {
+      meta.prepend(el("span", "v-who", entry.paused ? "Bot stands aside (hand-off)" : "Bot is back"));
+      li.appendChild(el("span", "", (entry.why || "") + (entry.by ? " — " + entry.by : "")));
+    },
     form: function (entry, li, meta) {
       meta.prepend(el("span", "v-who", "Form"));
       li.appendChild(el("span", "", entry.name ? entry.name + " active" : "form ended"));

@@ -42,6 +42,7 @@ def test_sms_hand_off_stands_the_bot_aside_until_handed_back(
     assert text_sms(rasa_stack, phone, "hello? is anyone there") == []
     held = tracker_events(rasa_stack, cid)[before:]
     assert [e["event"] for e in held if e["event"] in ("user", "bot")] == ["user"]
+    assert held[-1]["event"] == "action" and held[-1]["name"] == "action_listen"
     assert held[0]["text"] == "hello? is anyone there" and held[0]["parse_data"]["intent"]["name"]
 
     dana = token_for(rasa_stack, "Dana")
