@@ -175,11 +175,12 @@ def build_messages(
 
 def fallback_streak(tracker: Tracker) -> int:
     """How many of the customer's messages in a row before the latest one the LLM fallback
-    answered (with the LLM or its offline response)."""
+    answered (with the LLM or its offline response). Turns taken back (a voice turn superseded
+    by the caller's longer utterance, a backchannel) do not count."""
     streak = 0
     answered_by_fallback = False
     users = 0
-    for event in reversed(tracker.events):
+    for event in reversed(tracker.applied_events()):
         kind = event.get("event")
         if kind == "bot":
             metadata = event.get("metadata") or {}

@@ -41,10 +41,12 @@ def _positive(name: str, value: Optional[str], default: float, unit: float) -> f
     return number * unit
 
 
-#: VAPI transfer modes a hand-off on a call may use (docs/specs/vapi-outbound-and-transfer.md):
-#: the summary modes brief the person who answers; the warm ones need Twilio telephony, SIP
-#: lines get the summary in a header. The default waits for a person to speak before the
-#: summary, so a voicemail never gets it.
+#: VAPI transfer modes a hand-off on a call may use (docs/specs/vapi-outbound-and-transfer.md;
+#: the names checked against VAPI's current TransferPlan.mode enum and its warm-transfer guide,
+#: https://docs.vapi.ai/tools/transfer-call/warm-transfer: "warm-transfer-with-summary" is the
+#: legacy name): the summary modes brief the person who answers; the warm ones need Twilio
+#: telephony, SIP lines get the summary in a header. The default waits for a person to speak
+#: before the summary, so a voicemail never gets it.
 TRANSFER_MODES = (
     "warm-transfer-wait-for-operator-to-speak-first-and-then-say-summary",
     "warm-transfer-say-summary",

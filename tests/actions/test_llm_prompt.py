@@ -132,3 +132,16 @@ def test_the_fallback_counts_its_own_answers_in_a_row() -> None:
     assert fallback_streak(make_tracker(two, {})) == 2
     broken = [user("a", "sms"), fallback, user("refunds?", "sms"), answered, latest]
     assert fallback_streak(make_tracker(broken, {})) == 0
+    # A turn taken back (a superseded voice turn) is not one of them.
+    listen = {"event": "action", "name": "action_listen"}
+    taken_back = [
+        listen,
+        user("a", "voice"),
+        fallback,
+        {"event": "rewind"},
+        listen,
+        user("a b", "voice"),
+        fallback,
+        latest,
+    ]
+    assert fallback_streak(make_tracker(taken_back, {})) == 1
