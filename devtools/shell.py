@@ -75,9 +75,15 @@ def from_the_team(event: Dict[str, Any]) -> Optional[str]:
 
 async def print_team_messages(customer: Customer, seconds: float = 0.5) -> None:
     """Prints, as they are logged, the messages the support team's side sends the customer."""
-    key: Optional[str] = None
-    seen = -1
     client = redis_client(customer.server.env["REDIS_URL"])
+    key: Optional[str] = None
+    # From now on: what the conversation held before the shell started is not news (a
+    # conversation that does not exist yet starts empty).
+    seen = 0
+    conversation_id = await customer.server.conversation_of(customer.phone)
+    if conversation_id is not None:
+        key = conversation_key(conversation_id, "events")
+        seen = await client.llen(key)
     while True:
         await asyncio.sleep(seconds)
         if key is None:
@@ -86,8 +92,6 @@ async def print_team_messages(customer: Customer, seconds: float = 0.5) -> None:
                 continue
             key = conversation_key(conversation_id, "events")
         length = await client.llen(key)
-        if seen < 0:
-            seen = length
         for raw in await client.lrange(key, seen, length - 1):
             line = from_the_team(json.loads(raw))
             if line:
