@@ -101,9 +101,9 @@ class ChatwootDesk(AgentDesk):
     async def sync(self, conversation_id: str, engine: HandoffEngine) -> None:
         try:
             await self._sync(conversation_id, engine)
-        except Exception as error:
+        except Exception:
+            # The engine logs it with the attempt and when it is retried.
             metrics.DESK_SYNCS.labels(desk=self.name, outcome="failed").inc()
-            logger.warning("Chatwoot mirror of %s failed: %s", conversation_id, error)
             raise
         metrics.DESK_SYNCS.labels(desk=self.name, outcome="ok").inc()
 

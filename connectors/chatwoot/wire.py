@@ -15,7 +15,10 @@ bots (``app/listeners/webhook_listener.rb``, ``agent_bot_listener.rb`` of chatwo
   ``conversation_resolved``): the conversation's ``webhook_data`` itself: ``id`` (its display
   id, the number in Chatwoot's URLs and API paths), ``inbox_id``, ``status`` (``open``,
   ``resolved``, ``pending``, ``snoozed``), ``meta.assignee`` (``{id, name, type}`` or null),
-  ``changed_attributes`` (``[{"status": {"previous_value": …, "current_value": …}}, …]``).
+  ``changed_attributes`` (``[{"status": {"previous_value": …, "current_value": …}}, …]``,
+  ``BaseListener#extract_changed_attributes``). ``conversation_updated`` fires when one of
+  ``Conversation#list_of_keys`` changed (``assignee_id``, ``status``, ``team_id``, …): an
+  assignment is one whose ``changed_attributes`` name ``assignee_id``.
 
 Anything else is kept out: a payload is parsed only after its signature was checked
 (:mod:`.auth`), and only the fields above are read, each bounded.

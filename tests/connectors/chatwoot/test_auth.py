@@ -94,3 +94,17 @@ def test_a_secret_url_that_is_not_configured_does_not_exist() -> None:
     with pytest.raises(WebhookRefused) as refused:
         WebhookVerifier(SECRET, None).verify(signed(), "guess", BODY, NOW)
     assert refused.value.status == 404
+
+
+def test_the_head_alone_is_checked_before_the_body_is_read() -> None:
+    """What needs no body (the secret URL, the signature headers' presence, form and age) is
+    refused before a byte of the body is read; the signature itself needs the body."""
+    verifier = WebhookVerifier(SECRET, "u" * 40)
+    verifier.check_head(signed(body=b"another body"), "u" * 40, NOW)
+    for headers, url_secret, reason in [
+        (signed(), None, "secret URL only"),
+        ({}, "u" * 40, "unsigned"),
+        (signed(at=NOW - 900), "u" * 40, "ago"),
+    ]:
+        with pytest.raises(WebhookRefused, match=reason):
+            verifier.check_head(headers, url_secret, NOW)
