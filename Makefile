@@ -23,7 +23,7 @@ help:
 	@echo "make responses              check every response of domain.yml for every channel"
 	@echo "make preview RESPONSE=utter_x   print a response as voice, SMS and chat render it"
 	@echo "make conversations          play tests/conversations/ against a running \`make run\`"
-	@echo "make lock    re-pin requirements.lock from requirements.in"
+	@echo "make lock    re-pin requirements.lock from requirements.in (and each image's share of it)"
 
 $(STAMP): requirements.lock
 	@test -n "$(PYTHON)" || { echo "Python $(PYTHON_VERSION) not found (Rasa 3.6 needs 3.10): install it, e.g. 'pyenv install $(PYTHON_VERSION)'"; exit 1; }
@@ -110,6 +110,7 @@ lock:
 	var/lock-venv/bin/pip install --quiet pip==24.0 && var/lock-venv/bin/pip install --quiet -r requirements.in
 	(echo "# Generated from requirements.in by \`make lock\` (pip freeze of a clean Python 3.10 venv). Do not edit by hand."; \
 	 var/lock-venv/bin/pip freeze --exclude-editable | grep -v -E '^(pip|setuptools|wheel)==' | sort -f) > requirements.lock
+	var/lock-venv/bin/python -m devtools.image_locks
 	rm -rf var/lock-venv
 
 clean:

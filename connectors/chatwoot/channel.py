@@ -7,12 +7,13 @@ inbox (:mod:`.desk`) and agents answer there; the embedded inbox then only shows
 - ``POST /webhooks/chatwoot/webhook`` (signed: ``X-Chatwoot-Signature``), or
   ``POST /webhooks/chatwoot/webhook/<secret>`` when ``webhook_url_secret`` is set;
 
-each body bounded in size and time (:mod:`connectors.http_limits`), verified before it is
-parsed (:mod:`.auth`), refused when replayed (a delivery or signature already taken), then
-carried out (:mod:`.agent_actions`). Answers: 200 (done, or nothing to do: ``{"result":
-"ignored"}``), 400, 401 (verification failed), 404 (a conversation never handed off), 409 (a
-replay), 408/413 (body), 503 (Redis; Chatwoot may retry), each ``{"error": reason}`` or
-``{"result": …, "detail": …}``. A refused request changes nothing.
+what its head shows checked before its body is read (the secret URL, the signature headers'
+presence and age), the body bounded in size and time (:mod:`connectors.http_limits`, as every
+route), then verified before it is parsed (:mod:`.auth`), refused when replayed (a delivery or
+signature already taken), and carried out (:mod:`.agent_actions`). Answers: 200 (done, or
+nothing to do: ``{"result": "ignored"}``), 400, 401 (verification failed), 404 (a conversation
+never handed off), 409 (a replay), 408/413 (body), 503 (Redis; Chatwoot may retry), each
+``{"error": reason}`` or ``{"result": …, "detail": …}``. A refused request changes nothing.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import time
 from typing import Any, Awaitable, Callable, Dict, Optional
 
 from rasa.core.channels.channel import InputChannel, UserMessage
-from sanic import Blueprint, Sanic, response
+from sanic import Sanic, response
 from sanic.request import Request
 from sanic.response import HTTPResponse
 
@@ -34,7 +35,7 @@ from connectors.chatwoot.options import SECTION, ChatwootOptions
 from connectors.chatwoot.wire import BadPayload, parse_event
 from connectors.drain import drain_before_stop
 from connectors.handoff.engine import handoff_engine
-from connectors.http_limits import BodyRefused, guard_slow_headers, read_body
+from connectors.http_limits import ChannelBlueprint, bounded_body
 from omnichannel import metrics
 from omnichannel.handoff.state import TransitionRefused
 from omnichannel.redis_client import REDIS_FAILURES, StateUnavailable
@@ -73,9 +74,10 @@ class ChatwootInput(InputChannel):
         given = {key: value for key, value in (credentials or {}).items() if value is not None}
         return cls(ChatwootOptions.parse(SECTION, given), load_settings().redis_url)
 
-    def blueprint(self, on_new_message: Callable[[UserMessage], Awaitable[Any]]) -> Blueprint:
-        bp = Blueprint("omni_chatwoot", __name__)
-        guard_slow_headers(bp)
+    def blueprint(
+        self, on_new_message: Callable[[UserMessage], Awaitable[Any]]
+    ) -> ChannelBlueprint:
+        bp = ChannelBlueprint("omni_chatwoot", __name__)
 
         @bp.listener("after_server_start")
         async def start(app: Sanic, _: Any) -> None:
@@ -83,26 +85,36 @@ class ChatwootInput(InputChannel):
             engine.start(app.ctx)
             await engine.add_desk(self.desk)
 
-        # stream=True: bodies are read by read_body, bounded in size and time.
-        @bp.route("/webhook", methods=["POST"], stream=True)
+        bounded = bounded_body(self.options.max_body_bytes, admit=self.admit)
+
+        @bp.route("/webhook", methods=["POST"])
+        @bounded
         async def webhook(request: Request) -> HTTPResponse:
             return await self.receive(request, None)
 
         if self.options.webhook_url_secret is not None:
 
-            @bp.route("/webhook/<secret:str>", methods=["POST"], stream=True)
+            @bp.route("/webhook/<secret:str>", methods=["POST"])
+            @bounded
             async def webhook_at_secret_url(request: Request, secret: str) -> HTTPResponse:
                 return await self.receive(request, secret)
 
         drain_before_stop(bp)
         return bp
 
+    def admit(self, request: Request) -> Optional[HTTPResponse]:
+        """The head's checks (:meth:`~.auth.WebhookVerifier.check_head`), before the body."""
+        headers = {name.lower(): value for name, value in request.headers.items()}
+        try:
+            self.verifier.check_head(headers, request.match_info.get("secret"), time.time())
+        except WebhookRefused as refusal:
+            logger.warning("Chatwoot webhook refused: %s", refusal.reason)
+            return _error(refusal.status, refusal.reason, "refused")
+        return None
+
     async def receive(self, request: Request, url_secret: Optional[str]) -> HTTPResponse:
         """One webhook delivery (see the module docstring). The URL's secret is never logged."""
-        try:
-            body = await read_body(request, self.options.max_body_bytes)
-        except BodyRefused as error:
-            return _error(error.status, error.reason, "bad_request")
+        body = request.body or b""
         headers = {name.lower(): value for name, value in request.headers.items()}
         try:
             delivery = self.verifier.verify(headers, url_secret, body, time.time())

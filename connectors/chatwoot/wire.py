@@ -26,9 +26,10 @@ Anything else is kept out: a payload is parsed only after its signature was chec
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any, FrozenSet, Mapping, Optional
+
+from omnichannel import bounded_json
 
 MESSAGE_CREATED = "message_created"
 MESSAGE_UPDATED = "message_updated"
@@ -168,7 +169,9 @@ def _status(value: Any) -> Optional[str]:
 def parse_event(body: bytes) -> WebhookEvent:
     """The webhook ``body`` (JSON) as a :class:`WebhookEvent`; raises BadPayload."""
     try:
-        raw = json.loads(body)
+        raw = bounded_json.loads(body)
+    except bounded_json.TooDeep as error:
+        raise BadPayload(str(error)) from None
     except (UnicodeDecodeError, ValueError):
         raise BadPayload("the body is not JSON") from None
     if not isinstance(raw, Mapping):

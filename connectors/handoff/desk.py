@@ -30,16 +30,20 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar, Protocol
 
+from omnichannel.handoff.reach import Reach
 from omnichannel.handoff.store import HandoffStore
 
 
 class DeskContext(Protocol):
-    """What a desk's sync reads (the engine is one): the hand-off records and the
-    conversations' event logs (``read_events(cid, start, stop)``, ``event_count(cid)``)."""
+    """What a desk's sync reads (the engine is one): the hand-off records, the conversations'
+    event logs (``read_events(cid, start, stop)``, ``event_count(cid)``) and where each
+    customer can be answered."""
 
     store: HandoffStore
 
     def event_log(self) -> Any: ...
+
+    async def reach(self, conversation_id: str) -> Reach: ...
 
 
 class AgentDesk(ABC):

@@ -389,6 +389,7 @@ class HandoffEngine:
         after = handoff.with_notice_sent(now)
         await self.store.save(handoff, after)
         await self.notify(after, "utter_handoff_wait_notice", "wait_notice")
+        await self.changed(after.conversation_id)
 
     async def _sweep_forever(self) -> None:
         while True:
@@ -401,6 +402,19 @@ class HandoffEngine:
                 logger.exception("hand-off sweep failed")
 
     # -- helpdesks ----------------------------------------------------------------------------
+
+    async def conversation_changed(self, conversation_id: str) -> None:
+        """Something agents should see reached a conversation outside a customer's turn (a
+        call's end-of-call report with its transcript): told like a customer's message when
+        the conversation has an open hand-off. A Redis failure here is logged, not raised (the
+        change itself is stored)."""
+        try:
+            handoff = await self.store.get(conversation_id)
+        except REDIS_FAILURES as error:
+            logger.warning("hand-off of %s not looked up: %s", conversation_id, error)
+            return
+        if handoff is not None and handoff.is_open:
+            await self.customer_wrote(conversation_id)
 
     async def customer_wrote(self, conversation_id: str) -> None:
         """The customer wrote while a hand-off is open: agents' pages refresh the queue's last

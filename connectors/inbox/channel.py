@@ -29,12 +29,13 @@ from typing import Any, Awaitable, Callable, Dict, Optional, Set, Type
 
 from pydantic import confloat, conint
 from rasa.core.channels.channel import InputChannel, UserMessage
-from sanic import Blueprint, Sanic, response
+from sanic import Sanic, response
 from sanic.request import Request
+from sanic.response import HTTPResponse
 
 from connectors.drain import CLOSE_SERVICE_RESTART, drain_before_stop, drain_of
 from connectors.handoff.engine import INBOX, HandoffEngine, Unreachable, handoff_engine
-from connectors.http_limits import BodyRefused, guard_slow_headers, read_body
+from connectors.http_limits import ChannelBlueprint, bounded_body
 from connectors.inbox import views
 from connectors.inbox.auth import AgentRefused, AgentVerifier, SignedInAgent, bearer_token
 from connectors.inbox.live import InboxSocket
@@ -131,9 +132,10 @@ class InboxInput(InputChannel):
 
     # -- routes -----------------------------------------------------------------------------
 
-    def blueprint(self, on_new_message: Callable[[UserMessage], Awaitable[Any]]) -> Blueprint:
-        bp = Blueprint("omni_inbox", __name__)
-        guard_slow_headers(bp)
+    def blueprint(
+        self, on_new_message: Callable[[UserMessage], Awaitable[Any]]
+    ) -> ChannelBlueprint:
+        bp = ChannelBlueprint("omni_inbox", __name__)
 
         @bp.listener("before_server_start")
         async def join_drain(app: Sanic, _: Any) -> None:
@@ -152,7 +154,9 @@ class InboxInput(InputChannel):
                 return await self._answer(request, model, handler, status)
 
             route.__name__ = "inbox_" + path.replace("/", "_")
-            bp.add_route(route, f"/api/{path}", methods=["POST"], stream=True)
+            # The agent's token is checked on the head: no body is read for anyone else.
+            bounded = bounded_body(MAX_BODY_BYTES, admit=self._unauthorised)(route)
+            bp.add_route(bounded, f"/api/{path}", methods=["POST"])
 
         agent_of = self._rasa_agent
 
@@ -235,22 +239,28 @@ class InboxInput(InputChannel):
                 f"agents answer in {owner}; this inbox only shows conversations"
             )
 
-    async def _answer(
-        self, request: Request, model: Type[Body], handler: Handler, status: int
-    ) -> Any:
+    def _unauthorised(self, request: Request) -> Optional[HTTPResponse]:
+        """A request without an agent's token, refused (before its body is read)."""
         try:
-            agent = self.verifier.verify(bearer_token(request.headers.get("authorization")))
+            self.verifier.verify(bearer_token(request.headers.get("authorization")))
         except AgentRefused as error:
             return response.json(
                 {"error": str(error)},
                 status=401,
                 headers={**NO_STORE, "WWW-Authenticate": "Bearer"},
             )
+        return None
+
+    async def _answer(
+        self, request: Request, model: Type[Body], handler: Handler, status: int
+    ) -> Any:
         try:
-            body = parse_body(model, await read_body(request, MAX_BODY_BYTES))
+            agent = self.verifier.verify(bearer_token(request.headers.get("authorization")))
+        except AgentRefused:
+            return self._unauthorised(request)
+        try:
+            body = parse_body(model, request.body or b"")
             answer = await handler(agent, body)
-        except BodyRefused as error:
-            return response.json({"error": error.reason}, status=error.status)
         except (BadRequest, ValueError) as error:
             return response.json({"error": str(error)}, status=400, headers=NO_STORE)
         except (NotFound, LookupError) as error:

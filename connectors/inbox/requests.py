@@ -8,11 +8,11 @@ note ids come from the page (so a resent reply is the same reply) and are short 
 
 from __future__ import annotations
 
-import json
 from typing import Any, Optional, Type, TypeVar, Union
 
 from pydantic import BaseModel, ValidationError, conint, constr
 
+from omnichannel import bounded_json
 from omnichannel.handoff.reach import REPLY_CHANNELS
 
 #: A body is a few short fields and at most one reply or note.
@@ -96,8 +96,10 @@ def _problem(error: ValidationError) -> str:
 
 def _json(raw: Union[bytes, str]) -> Any:
     try:
-        return json.loads(raw or b"null")
-    except (UnicodeDecodeError, ValueError, RecursionError):
+        return bounded_json.loads(raw or b"null")
+    except bounded_json.TooDeep as error:
+        raise BadRequest(str(error)) from None
+    except (UnicodeDecodeError, ValueError):
         raise BadRequest("the body must be JSON") from None
 
 

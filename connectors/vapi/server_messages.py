@@ -14,6 +14,7 @@ from typing import Any, Dict, Optional, Tuple
 from rasa.core.channels.channel import CollectingOutputChannel
 from rasa.shared.core.events import SlotSet
 
+from connectors.handoff.engine import handoff_engine
 from connectors.tracker_store import install_loud_state_failures
 from connectors.vapi.callers import Callers
 from connectors.vapi.greeting import Greeter
@@ -74,7 +75,13 @@ class ServerMessages:
         return {}
 
     async def assistant_request(self, agent: Any, message: ServerMessage) -> Dict[str, Any]:
-        """The assistant for this call: our custom LLM, greeting the caller by what we know."""
+        """The assistant for this call: our custom LLM, greeting the caller by what we know.
+
+        The answer carries no credential: VAPI authenticates the custom-LLM requests with the
+        custom-LLM credential stored in its dashboard (``VAPI_CUSTOM_LLM_KEY``, which the channel
+        requires). It once carried the server secret when that key was unset, and a captured
+        signed assistant-request, replayed within the signature's five minutes, then yielded
+        the secret that signs every server message."""
         address = self.callers.known_caller(message.call or Call(), message.customer)
         model: Dict[str, Any] = {
             "provider": "custom-llm",
@@ -83,9 +90,6 @@ class ServerMessages:
             "metadataSendMode": "variable",
             "timeoutSeconds": 20,
         }
-        if not self.settings.vapi_custom_llm_key and self.settings.vapi_server_secret:
-            # Without a custom-LLM credential, VAPI authenticates with the server secret.
-            model["headers"] = {"X-Vapi-Secret": self.settings.vapi_server_secret}
         return {
             "assistant": {
                 "name": await self.greeter.assistant_name(agent),
@@ -181,6 +185,9 @@ class ServerMessages:
         except REDIS_FAILURES as error:
             raise StateUnavailable(f"storing the call report: {type(error).__name__}") from error
         logger.info("call %s: end-of-call report stored (%s)", call.call_id, message.ended_reason)
+        # A caller's queued hand-off now has the call's transcript: agents' pages and helpdesks
+        # see it at once.
+        await handoff_engine().conversation_changed(conversation_id)
 
     async def user_interrupted(self, message: ServerMessage) -> None:
         """Noted for the call's next turn: it tells a barge-in even when most was heard."""

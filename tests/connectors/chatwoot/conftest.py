@@ -78,7 +78,7 @@ def chatwoot_stack(
             "OPENAI_API_KEY": "sk-local-fake",
             "LLM_MODEL": "fake-model",
             "ORDERS_FIXTURE": str(stack_orders(work)),
-            "TRUST_PROXY_HEADERS": "true",
+            "TRUSTED_PROXY_HOPS": "1",
             "CHATWOOT_URL": chatwoot.url,
             "CHATWOOT_ACCOUNT_ID": str(chatwoot.account_id),
             "CHATWOOT_INBOX_ID": str(chatwoot.inbox_id),

@@ -135,15 +135,25 @@ def test_a_conversation_never_handed_off_is_refused_without_side_effects(
     assert not taken(world, answer), "a refusal is not remembered as a delivery taken"
 
 
-def test_bodies_too_large_or_not_json_are_refused(chatwoot_stack: ChatwootStack) -> None:
+def test_bodies_unsigned_too_large_too_deep_or_not_json_are_refused(
+    chatwoot_stack: ChatwootStack,
+) -> None:
     world = chatwoot_stack
-    too_large = httpx.post(
-        world.webhook_url,
-        content=b"{" + b" " * 1_000_001 + b"}",
-        headers={"Content-Type": "application/json"},
-        timeout=30,
-    )
+    huge = b"{" + b" " * 1_000_001 + b"}"
+    unsigned = httpx.post(world.webhook_url, content=huge, timeout=30)
+    assert (unsigned.status_code, unsigned.json()["error"]) == (
+        401,
+        "unsigned request (X-Chatwoot-Signature, X-Chatwoot-Timestamp)",
+    ), "refused on its head, before the body is read"
+    signed_head = dict(world.chatwoot.request_for({}, url=world.webhook_url).header_items())
+    too_large = httpx.post(world.webhook_url, content=huge, headers=signed_head, timeout=30)
     assert too_large.status_code == 413
+    too_deep = b"[" * 100 + b"]" * 100
+    deep = world.chatwoot.request_for({}, url=world.webhook_url)
+    deep.data = too_deep
+    stamp = deep.get_header("X-chatwoot-timestamp")
+    deep.add_header("X-Chatwoot-Signature", sign(world.chatwoot.webhook_secret, stamp, too_deep))
+    assert world.chatwoot.send(deep).status == 400
     garbage = world.chatwoot.send(
         world.chatwoot.request_for({"event": "x"}, url=world.webhook_url), "garbage"
     )

@@ -120,6 +120,7 @@ def test_an_assignment_is_a_conversation_update_naming_assignee_id() -> None:
         (b"{}", "no event"),
         (json.dumps({"event": "message_created", "id": "x"}).encode(), "message's id"),
         (b"\xff\xfe", "not JSON"),
+        (b"[" * 70 + b"]" * 70, "nested deeper"),
     ],
 )
 def test_what_is_not_a_payload_is_refused(body: bytes, reason: str) -> None:

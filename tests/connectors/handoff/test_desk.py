@@ -108,3 +108,20 @@ async def test_one_conversations_syncs_never_overlap(redis_url: str) -> None:
         await engine.changed("c_d4")
     await until(lambda: len(desk.synced) == 4)
     assert not desk.overlapped
+
+
+async def test_news_outside_a_turn_reaches_the_desk_only_while_the_hand_off_is_open(
+    redis_url: str,
+) -> None:
+    """A call's end-of-call report lands on a queued hand-off: the desk syncs; on a closed one
+    (or none), nothing is asked of it."""
+    desk = RecordingDesk()
+    engine = engine_with(redis_url, desk)
+    await engine.conversation_changed("c_d5")
+    await engine.store.request(Handoff.requested("c_d5", "voice", "customer_asked", 1.0))
+    await engine.conversation_changed("c_d5")
+    await until(lambda: desk.synced == [("c_d5", "queued")])
+    await engine.store.update("c_d5", lambda h: h.resolve(Actor.agent("a", "A"), 2.0))
+    await engine.conversation_changed("c_d5")
+    # A sync would have been recorded before conversation_changed returned: none was.
+    assert desk.synced == [("c_d5", "queued")] and await engine.desk_work.depth() == 0
