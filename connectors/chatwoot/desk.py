@@ -45,8 +45,7 @@ from connectors.chatwoot.transcript import (
     summary_note,
 )
 from connectors.chatwoot.wire import OPEN, OUR_SOURCE_PREFIX, RESOLVED
-from connectors.handoff.desk import AgentDesk
-from connectors.handoff.engine import HandoffEngine
+from connectors.handoff.desk import AgentDesk, DeskContext
 from connectors.viewer.timeline import Masker
 from omnichannel import metrics
 from omnichannel.channels import kind_of_event
@@ -98,7 +97,7 @@ class ChatwootDesk(AgentDesk):
             self.options.retry_base_seconds * 2 ** max(0, attempt - 1),
         )
 
-    async def sync(self, conversation_id: str, engine: HandoffEngine) -> None:
+    async def sync(self, conversation_id: str, engine: DeskContext) -> None:
         try:
             await self._sync(conversation_id, engine)
         except Exception:
@@ -107,7 +106,7 @@ class ChatwootDesk(AgentDesk):
             raise
         metrics.DESK_SYNCS.labels(desk=self.name, outcome="ok").inc()
 
-    async def _sync(self, conversation_id: str, engine: HandoffEngine) -> None:
+    async def _sync(self, conversation_id: str, engine: DeskContext) -> None:
         handoff = await engine.store.get(conversation_id)
         if handoff is None:
             return  # expired or erased: nothing left to mirror
@@ -133,7 +132,7 @@ class _Mirror:
         self,
         desk: ChatwootDesk,
         api: ChatwootApi,
-        engine: HandoffEngine,
+        engine: DeskContext,
         conversation_id: str,
         thread: Thread,
     ) -> None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, Optional
 
-from pydantic import AnyHttpUrl, SecretStr, confloat, conint, root_validator, validator
+from pydantic import AnyHttpUrl, Field, SecretStr, root_validator, validator
 
 from omnichannel.options import ConnectorOptions
 
@@ -36,9 +36,9 @@ class ChatwootOptions(ConnectorOptions):
     #: Chatwoot's base URL (https://chatwoot.example.com).
     url: AnyHttpUrl
     #: The account (the number after /app/accounts/ in Chatwoot's URLs).
-    account_id: conint(ge=1)
+    account_id: int = Field(ge=1)
     #: The API inbox hand-offs are mirrored into (Settings → Inboxes → the inbox's id).
-    inbox_id: conint(ge=1)
+    inbox_id: int = Field(ge=1)
     #: An agent's or administrator's access token (Profile settings → Access token); an agent
     #: bot's token cannot create contacts.
     api_access_token: SecretStr
@@ -49,9 +49,9 @@ class ChatwootOptions(ConnectorOptions):
     #: (/webhooks/chatwoot/webhook/<secret>), at least 32 characters.
     webhook_url_secret: Optional[SecretStr] = None
     #: A signed request older than this is refused (a replay).
-    webhook_max_age_seconds: conint(ge=30, le=3600) = 300
+    webhook_max_age_seconds: int = Field(default=300, ge=30, le=3600)
     #: Largest webhook body accepted (a message event carries its conversation).
-    max_body_bytes: conint(ge=10_000, le=10_000_000) = 1_000_000
+    max_body_bytes: int = Field(default=1_000_000, ge=10_000, le=10_000_000)
     #: What resolving the conversation in Chatwoot does: hand_back (the customer is told the
     #: assistant is back) or resolve (nothing is said; the assistant answers their next message).
     on_resolve: str = HAND_BACK
@@ -59,15 +59,15 @@ class ChatwootOptions(ConnectorOptions):
     #: transcript. Off: masked, as in the embedded inbox (agents answer through the channels).
     share_phone_number: bool = False
     #: Messages before the hand-off mirrored into a new Chatwoot conversation.
-    transcript_messages: conint(ge=0, le=200) = 30
+    transcript_messages: int = Field(default=30, ge=0, le=200)
     #: Each call to Chatwoot's API must answer within this.
-    request_timeout_seconds: confloat(gt=0, le=30) = 5.0
+    request_timeout_seconds: float = Field(default=5.0, gt=0, le=30)
     #: One sync of a conversation stops starting new calls after this (it continues in the next
     #: one); kept well inside the hand-off engine's 30 s per-conversation sync lock.
-    sync_budget_seconds: confloat(gt=0, le=20) = 12.0
+    sync_budget_seconds: float = Field(default=12.0, gt=0, le=20)
     #: Retries of a failed sync wait base × 2^(attempt-1) seconds, at most max.
-    retry_base_seconds: confloat(ge=0, le=60) = 2.0
-    retry_max_seconds: confloat(ge=1, le=3600) = 300.0
+    retry_base_seconds: float = Field(default=2.0, ge=0, le=60)
+    retry_max_seconds: float = Field(default=300.0, ge=1, le=3600)
 
     @validator("on_resolve")
     def _known_resolve(cls, value: str) -> str:  # noqa: N805 - pydantic validator

@@ -153,7 +153,7 @@ def message_type(value: Any) -> str:
 
 
 def _changed(raw: Any) -> FrozenSet[str]:
-    names = set()
+    names: set[str] = set()
     for entry in raw if isinstance(raw, list) else ():
         if isinstance(entry, Mapping):
             names.update(str(key)[:60] for key in list(entry)[:20])

@@ -37,13 +37,16 @@ from omnichannel.handoff.store import HandoffStore
 class DeskContext(Protocol):
     """What a desk's sync reads (the engine is one): the hand-off records, the conversations'
     event logs (``read_events(cid, start, stop)``, ``event_count(cid)``) and where each
-    customer can be answered."""
+    customer can be answered; and how it asks for another sync."""
 
     store: HandoffStore
 
     def event_log(self) -> Any: ...
 
     async def reach(self, conversation_id: str) -> Reach: ...
+
+    async def changed(self, conversation_id: str) -> None:
+        """Asks for another sync (durably): a desk that ran out of time continues there."""
 
 
 class AgentDesk(ABC):
