@@ -2,7 +2,7 @@
 body, the time), like twilio-python's ``RequestValidator``.
 
 Chatwoot signs its webhooks since v4.11.2 (account webhooks) and v4.13.0 (API inboxes and agent
-bots, each with its own ``secret``) (chatwoot/chatwoot pull 13573, issue 13862):
+bots, each with its own ``secret``) (github.com/chatwoot/chatwoot/pull/13573, /issues/13862):
 
 - ``X-Chatwoot-Signature: sha256=<hex>``: HMAC-SHA256, keyed with the secret, of
   ``"{timestamp}.{raw body}"``;
