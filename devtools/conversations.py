@@ -72,8 +72,9 @@ import yaml
 
 from connectors.inbox.auth import agent_token
 from devtools.responses import ROOT, candidates, load_responses, render_for
+from omnichannel.addresses import phone_address
 from omnichannel.channels import CHAT, KINDS, SMS, VOICE
-from omnichannel.identity import IdentityStore, phone_address
+from omnichannel.identity import IdentityStore
 from omnichannel.redis_client import conversation_key, redis_client
 from omnichannel.settings import DEFAULT_INBOX_AUDIENCE
 from testkit.twilio_webhook import signed_sms

@@ -69,7 +69,8 @@ def from_the_team(event: Dict[str, Any]) -> Optional[str]:
         return None
     agent = (metadata.get("agent") or {}).get("name")
     sender = f"{agent} (support team)" if agent else "bot"
-    by = LABELS.get(metadata.get("channel"), metadata.get("channel") or "?")
+    channel = str(metadata.get("channel") or "?")
+    by = LABELS.get(channel, channel)
     return f"  {sender} sends by {by}: {event.get('text') or ''}"
 
 

@@ -24,12 +24,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
+from connectors.event_log.reading import next_turn_channel
 from connectors.viewer.timeline import Masker, entry_of
-from connectors.webchat.history import next_turn_channel
 from omnichannel.channels import LABELS, VOICE
 from omnichannel.handoff.reach import Reach
 from omnichannel.handoff.state import ASSISTANT_GAVE_UP, Handoff
-from omnichannel.identity import ContactProfile, mask
+from omnichannel.identity import ContactProfile
+from omnichannel.masking import mask
 
 #: Our id of an agent's reply sent from Chatwoot (the hand-off engine's ``message_id``).
 CHATWOOT_REPLY_PREFIX = "chatwoot-"

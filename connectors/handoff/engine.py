@@ -26,13 +26,13 @@ import time
 import uuid
 from typing import Any, AsyncIterator, Dict, List, Optional, Set
 
-from pydantic import confloat, conint, constr
+from pydantic import Field, validator
 from rasa.shared.core.events import BotUttered
 
+from connectors.event_log.reading import event_log_of
 from connectors.handoff import bot
 from connectors.handoff.desk import AgentDesk
 from connectors.handoff.messages import CustomerMessages
-from connectors.tracker_store import event_log_of
 from connectors.twilio_sms.outbox import SmsOutbox
 from omnichannel import metrics
 from omnichannel.channels import CONNECTOR_OF_KIND, kind_of_event
@@ -74,27 +74,34 @@ return 0
 """
 )
 
-Intent = constr(min_length=1, max_length=100)
+#: The longest intent name an option may list.
+MAX_INTENT_CHARS = 100
 
 
 class HandoffOptions(ConnectorOptions):
     """Tunables from credentials.yml (``connectors.handoff.channel.HandoffInput``)."""
 
     #: Intents that take back a request while nobody has claimed it ("never mind").
-    withdraw_intents: List[Intent] = list(DEFAULT_WITHDRAW_INTENTS)
+    withdraw_intents: List[str] = Field(default_factory=lambda: list(DEFAULT_WITHDRAW_INTENTS))
     #: Questions the bot answers while the customer waits (the request keeps its place).
-    answer_intents: List[Intent] = list(DEFAULT_ANSWER_INTENTS)
+    answer_intents: List[str] = Field(default_factory=lambda: list(DEFAULT_ANSWER_INTENTS))
     #: NLU confidence those intents need; below it a message waits for the person.
-    min_confidence: confloat(ge=0, le=1) = DEFAULT_MIN_CONFIDENCE
+    min_confidence: float = Field(default=DEFAULT_MIN_CONFIDENCE, ge=0, le=1)
     #: How often each replica looks for waiting notices and hand-offs to give up.
-    sweep_seconds: confloat(gt=0, le=60) = 1.0
+    sweep_seconds: float = Field(default=1.0, gt=0, le=60)
     #: Longest reply an agent may send.
-    max_reply_chars: conint(ge=1, le=10_000) = 1600
+    max_reply_chars: int = Field(default=1600, ge=1, le=10_000)
     #: Days an open hand-off's record is kept after its last change (a claimed one that
     #: nobody closes; the customer's next message then finds it gone and the bot answers).
-    open_days: conint(ge=1, le=90) = 14
+    open_days: int = Field(default=14, ge=1, le=90)
     #: Hours a closed hand-off stays visible to agents.
-    closed_hours: conint(ge=1, le=24 * 30) = 72
+    closed_hours: int = Field(default=72, ge=1, le=24 * 30)
+
+    @validator("withdraw_intents", "answer_intents", each_item=True)
+    def _intent_name(cls, name: str) -> str:  # noqa: N805 - pydantic validator
+        if not 1 <= len(name) <= MAX_INTENT_CHARS:
+            raise ValueError(f"an intent name has 1 to {MAX_INTENT_CHARS} characters")
+        return name
 
 
 class Unreachable(Exception):

@@ -29,8 +29,8 @@ from typing import Any, Awaitable, Callable, Dict, List, Optional
 
 from rasa.shared.core.events import BotUttered
 
+from connectors.event_log.reading import event_log_of
 from connectors.handoff import bot
-from connectors.tracker_store import event_log_of
 from connectors.twilio_sms.outbox import SMS_OUTBOX, SmsOutbox
 from omnichannel.channels import CHAT, SMS
 from omnichannel.identity import IdentityStore

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Optional
+from typing import Any, Dict, Optional
 
 from rasa.core.channels.channel import UserMessage
 from rasa.shared.core.trackers import DialogueStateTracker
@@ -104,7 +104,7 @@ async def _held_turn(
     # Parsed once: Rasa reuses ``parse_data`` when it logs the message.
     message.parse_data = await agent.processor.parse_message(message, tracker)
     intent = message.parse_data.get("intent") or {}
-    decision = engine.policy.decide(
+    decision: Optional[str] = engine.policy.decide(
         handoff, intent.get("name"), float(intent.get("confidence") or 0.0)
     )
     if decision == WITHDRAW:
@@ -143,9 +143,8 @@ async def _held_turn(
     await agent.processor.handle_message(message)  # logged with its NLU; nothing predicted
     notice = engine.policy.notice(handoff, HOLD, kind_of(message.metadata, message.input_channel))
     if notice is not None:
-        await bot.say(
-            agent, cid, output, notice, listen=True, **engine.template_values(time.time())
-        )
+        values: Dict[str, Any] = dict(engine.template_values(time.time()))
+        await bot.say(agent, cid, output, notice, listen=True, **values)
     else:
         await bot.append(agent, cid, bot.listened(await agent.processor.get_tracker(cid)))
     await engine.customer_wrote(cid)

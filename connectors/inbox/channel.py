@@ -27,13 +27,14 @@ import logging
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Dict, Optional, Set, Type
 
-from pydantic import confloat, conint
+from pydantic import Field
 from rasa.core.channels.channel import InputChannel, UserMessage
 from sanic import Sanic, response
 from sanic.request import Request
 from sanic.response import HTTPResponse
 
 from connectors.drain import CLOSE_SERVICE_RESTART, drain_before_stop, drain_of
+from connectors.event_log.reading import event_log_of
 from connectors.handoff.engine import INBOX, HandoffEngine, Unreachable, handoff_engine
 from connectors.http_limits import ChannelBlueprint, bounded_body
 from connectors.inbox import views
@@ -53,7 +54,6 @@ from connectors.inbox.requests import (
     parse_body,
 )
 from connectors.static_pages import add_page_routes
-from connectors.tracker_store import event_log_of
 from connectors.viewer.lookup import NotFound
 from omnichannel.channels import SMS
 from omnichannel.handoff.state import TransitionRefused
@@ -87,11 +87,11 @@ class InboxOptions(ConnectorOptions):
     """Tunables from credentials.yml."""
 
     #: Events read for a conversation's timeline page.
-    page_events: conint(ge=1, le=5000) = 300
+    page_events: int = Field(default=300, ge=1, le=5000)
     #: Open hand-offs the queue lists at most.
-    queue_limit: conint(ge=1, le=1000) = 200
+    queue_limit: int = Field(default=200, ge=1, le=1000)
     #: Seconds a new socket has to send its auth frame.
-    auth_timeout: confloat(gt=0, le=120) = 10.0
+    auth_timeout: float = Field(default=10.0, gt=0, le=120)
 
 
 class InboxInput(InputChannel):

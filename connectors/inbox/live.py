@@ -29,12 +29,12 @@ from typing import Any, Dict, Optional, Protocol, Set
 from sanic.exceptions import WebsocketClosed
 from websockets.exceptions import ConnectionClosed
 
+from connectors.event_log.reading import next_turn_channel
 from connectors.handoff.engine import HandoffEngine
 from connectors.inbox.auth import AgentRefused, AgentVerifier, SignedInAgent
 from connectors.inbox.requests import AuthFrame, BadRequest, PingFrame, WatchFrame, parse_frame
 from connectors.inbox.views import queue_item
 from connectors.viewer.timeline import Masker, entry_of
-from connectors.webchat.history import next_turn_channel
 from connectors.webchat.live import LiveFeedLost, LiveSubscription, live_hub
 from omnichannel.handoff.state import Handoff
 from omnichannel.handoff.store import FLEET_FEED

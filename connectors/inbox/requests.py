@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Optional, Type, TypeVar, Union
 
-from pydantic import BaseModel, ValidationError, conint, constr
+from pydantic import BaseModel, Field, ValidationError
 
 from omnichannel import bounded_json
 from omnichannel.handoff.reach import REPLY_CHANNELS
@@ -35,12 +35,12 @@ class Body(BaseModel):
 
 
 class Conversation(Body):
-    conversation_id: constr(regex=CONVERSATION_ID)
+    conversation_id: str = Field(regex=CONVERSATION_ID)
 
 
 class TimelinePage(Conversation):
     #: Events before this log index (None: the latest page).
-    before: Optional[conint(ge=0)] = None
+    before: Optional[int] = Field(default=None, ge=0)
 
 
 class Claim(Conversation):
@@ -49,38 +49,38 @@ class Claim(Conversation):
 
 
 class Reply(Conversation):
-    message_id: constr(regex=CLIENT_ID)
-    channel: constr(regex=CHANNEL)
-    text: constr(min_length=1, max_length=MAX_TEXT_CHARS)
+    message_id: str = Field(regex=CLIENT_ID)
+    channel: str = Field(regex=CHANNEL)
+    text: str = Field(min_length=1, max_length=MAX_TEXT_CHARS)
 
 
 class Note(Conversation):
-    note_id: constr(regex=CLIENT_ID)
-    text: constr(min_length=1, max_length=MAX_TEXT_CHARS)
+    note_id: str = Field(regex=CLIENT_ID)
+    text: str = Field(min_length=1, max_length=MAX_TEXT_CHARS)
 
 
 class Preview(Body):
-    channel: constr(regex=CHANNEL)
-    text: constr(max_length=MAX_TEXT_CHARS)
+    channel: str = Field(regex=CHANNEL)
+    text: str = Field(max_length=MAX_TEXT_CHARS)
 
 
 class Queue(Body):
-    limit: conint(ge=1, le=1000) = 200
+    limit: int = Field(default=200, ge=1, le=1000)
 
 
 class AuthFrame(Body):
-    type: constr(regex=r"^auth$")
-    token: constr(min_length=1, max_length=8192)
+    type: str = Field(regex=r"^auth$")
+    token: str = Field(min_length=1, max_length=8192)
 
 
 class WatchFrame(Body):
-    type: constr(regex=r"^watch$")
+    type: str = Field(regex=r"^watch$")
     #: None: stop watching.
-    conversation_id: Optional[constr(regex=CONVERSATION_ID)] = None
+    conversation_id: Optional[str] = Field(default=None, regex=CONVERSATION_ID)
 
 
 class PingFrame(Body):
-    type: constr(regex=r"^ping$")
+    type: str = Field(regex=r"^ping$")
 
 
 _B = TypeVar("_B", bound=Body)

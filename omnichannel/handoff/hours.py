@@ -99,12 +99,12 @@ class BusinessHours:
             for day in _day_indexes(days):
                 per_day[day].extend(_spans(spans))
         weekly = []
-        for spans in per_day:
-            spans.sort()
-            for (_, end), (start, _) in zip(spans, spans[1:], strict=False):
+        for day_spans in per_day:
+            day_spans.sort()
+            for (_, end), (start, _) in zip(day_spans, day_spans[1:], strict=False):
                 if start < end:
                     raise ConfigError("HANDOFF_HOURS: spans of one day overlap")
-            weekly.append(tuple(spans))
+            weekly.append(tuple(day_spans))
         if not any(weekly):
             raise ConfigError("HANDOFF_HOURS: no day has opening hours")
         closed = set()

@@ -1,4 +1,4 @@
-"""The fleet test (issue 13): HAProxy in front of two Rasa replicas, the action server, Redis and
+"""The fleet test: HAProxy in front of two Rasa replicas, the action server, Redis and
 the fakes; customers on all three channels through the load balancer; one replica SIGKILLed
 mid-run and a rolling restart by SIGTERM; then every accepted message is checked against the
 event logs in Redis and what the fake Twilio received (bench.fleet.checks). Then a hand-off
@@ -23,11 +23,11 @@ from bench.fleet.customers import CHANNELS, Traffic
 from bench.fleet.local_fleet import Fleet, Replica
 from bench.fleet.soak import disrupt, kill_and_replace, until_sent
 from connectors.inbox.auth import agent_token
-from omnichannel.identity import phone_address
+from omnichannel.addresses import phone_address
 from omnichannel.redis_client import conversation_key
 from testkit.twilio_webhook import signed_sms
 
-#: The issue's floor for the short run.
+#: The floor of messages for the short run.
 MIN_MESSAGES = 150
 
 

@@ -20,8 +20,9 @@ from connectors.chatwoot.options import SECTION, ChatwootOptions
 from connectors.handoff.engine import HandoffEngine
 from connectors.tracker_store import RedisEventLogTrackerStore
 from omnichannel import metrics
+from omnichannel.addresses import phone_address
 from omnichannel.handoff.state import CUSTOMER_ASKED, Actor, Handoff
-from omnichannel.identity import IdentityStore, phone_address
+from omnichannel.identity import IdentityStore
 from omnichannel.redis_client import redis_client
 from omnichannel.settings import load_settings
 from testkit.fake_chatwoot import AFTER_CREATE_500, AFTER_CREATE_DROP, FakeChatwoot

@@ -11,8 +11,8 @@ from connectors.chatwoot.transcript import (
     reply_message_id,
     summary_note,
 )
+from connectors.event_log.reading import CALL_REPORT_SLOT
 from connectors.viewer.timeline import Masker
-from connectors.webchat.history import CALL_REPORT_SLOT
 from omnichannel.handoff.reach import Reach
 from omnichannel.handoff.state import Actor, Handoff
 from omnichannel.identity import ContactProfile
