@@ -492,3 +492,5 @@ def _non_negative_int(name: str, value: Union[int, str]) -> int:
     if number < 0:
         raise ConfigError(f"tracker_store: {name} must be a whole number >= 0, got {value!r}")
     return number
+
+

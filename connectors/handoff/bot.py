@@ -20,7 +20,7 @@ Functions named ``*_locked`` take the lock; the others expect the caller to hold
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from rasa.core.actions.action import create_bot_utterance
 from rasa.core.channels.channel import OutputChannel
@@ -34,6 +34,8 @@ from rasa.shared.core.events import (
     UserUttered,
 )
 from rasa.shared.core.trackers import DialogueStateTracker
+
+from connectors.turns.run import processor_of
 
 logger = logging.getLogger(__name__)
 
@@ -65,10 +67,10 @@ def listened(tracker: DialogueStateTracker) -> List[Event]:
 
 async def append(agent: Any, conversation_id: str, events: Sequence[Event]) -> DialogueStateTracker:
     """Appends ``events`` to the conversation (the caller holds its lock); returns the tracker."""
-    tracker = await agent.processor.get_tracker(conversation_id)
+    tracker = await processor_of(agent).get_tracker(conversation_id)
     for event in events:
         tracker.update(event)
-    await agent.processor.save_tracker(tracker)
+    await processor_of(agent).save_tracker(tracker)
     return tracker
 
 
@@ -83,11 +85,11 @@ async def append_locked(
 async def resume_locked(agent: Any, conversation_id: str, why: str, **details: Any) -> bool:
     """Resumes the bot unless it is not paused; True when it was."""
     async with agent.lock_store.lock(conversation_id):
-        tracker = await agent.processor.get_tracker(conversation_id)
+        tracker = await processor_of(agent).get_tracker(conversation_id)
         if not tracker.is_paused():
             return False
         tracker.update(resume_event(why, **details))
-        await agent.processor.save_tracker(tracker)
+        await processor_of(agent).save_tracker(tracker)
         return True
 
 
@@ -97,12 +99,14 @@ async def bot_message(
     response: str,
     output_channel: str,
     metadata: Optional[Dict[str, Any]] = None,
-    **values: Any,
+    values: Optional[Mapping[str, str]] = None,
 ) -> Optional[BotUttered]:
     """The domain's ``response`` as Rasa would utter it on ``output_channel`` (a connector
     name, for its ``channel:`` variations), filled with ``values`` and the tracker's slots;
     None (logged) when the domain lacks it."""
-    generated = await agent.processor.nlg.generate(response, tracker, output_channel, **values)
+    generated = await processor_of(agent).nlg.generate(
+        response, tracker, output_channel, **dict(values or {})
+    )
     if generated is None:
         logger.error("hand-off: the domain has no response %s", response)
         return None
@@ -121,19 +125,19 @@ async def say(
     *,
     after: Sequence[Event] = (),
     listen: bool = False,
-    **values: Any,
+    values: Optional[Mapping[str, str]] = None,
 ) -> None:
     """Says ``response`` on the turn's ``output`` channel and logs it, then ``after`` (and
     ``action_listen`` when ``listen``), as if an action had uttered it; the caller holds the
     lock."""
-    tracker = await agent.processor.get_tracker(conversation_id)
-    uttered = await bot_message(agent, tracker, response, output.name(), **values)
+    tracker = await processor_of(agent).get_tracker(conversation_id)
+    uttered = await bot_message(agent, tracker, response, output.name(), values=values)
     if uttered is not None:
         tracker.update(uttered)
     for event in after:
         tracker.update(event)
     for event in listened(tracker) if listen else ():
         tracker.update(event)
-    await agent.processor.save_tracker(tracker)
+    await processor_of(agent).save_tracker(tracker)
     if uttered is not None:
         await output.send_response(conversation_id, uttered.message())

@@ -33,6 +33,7 @@ from connectors.event_log.reading import event_log_of
 from connectors.handoff import bot
 from connectors.handoff.desk import AgentDesk
 from connectors.handoff.messages import CustomerMessages
+from connectors.turns.run import processor_of
 from connectors.twilio_sms.outbox import SmsOutbox
 from omnichannel import metrics
 from omnichannel.channels import CONNECTOR_OF_KIND, kind_of_event
@@ -74,17 +75,18 @@ return 0
 """
 )
 
-#: The longest intent name an option may list.
-MAX_INTENT_CHARS = 100
-
 
 class HandoffOptions(ConnectorOptions):
     """Tunables from credentials.yml (``connectors.handoff.channel.HandoffInput``)."""
 
     #: Intents that take back a request while nobody has claimed it ("never mind").
-    withdraw_intents: List[str] = Field(default_factory=lambda: list(DEFAULT_WITHDRAW_INTENTS))
+    withdraw_intents: List[str] = Field(
+        default_factory=lambda: list(DEFAULT_WITHDRAW_INTENTS), max_items=100
+    )
     #: Questions the bot answers while the customer waits (the request keeps its place).
-    answer_intents: List[str] = Field(default_factory=lambda: list(DEFAULT_ANSWER_INTENTS))
+    answer_intents: List[str] = Field(
+        default_factory=lambda: list(DEFAULT_ANSWER_INTENTS), max_items=100
+    )
     #: NLU confidence those intents need; below it a message waits for the person.
     min_confidence: float = Field(default=DEFAULT_MIN_CONFIDENCE, ge=0, le=1)
     #: How often each replica looks for waiting notices and hand-offs to give up.
@@ -98,9 +100,9 @@ class HandoffOptions(ConnectorOptions):
     closed_hours: int = Field(default=72, ge=1, le=24 * 30)
 
     @validator("withdraw_intents", "answer_intents", each_item=True)
-    def _intent_name(cls, name: str) -> str:  # noqa: N805 - pydantic validator
-        if not 1 <= len(name) <= MAX_INTENT_CHARS:
-            raise ValueError(f"an intent name has 1 to {MAX_INTENT_CHARS} characters")
+    def _intent_name(cls, name: str) -> str:  # noqa: N805 - pydantic's validator signature
+        if not 0 < len(name) <= 100:
+            raise ValueError("an intent name has 1 to 100 characters")
         return name
 
 
@@ -318,14 +320,14 @@ class HandoffEngine:
         if target is None:
             logger.warning("hand-off of %s: %s not sent (customer unreachable)", cid, response)
             return False
-        tracker = await self.rasa_agent().processor.get_tracker(cid)
+        tracker = await processor_of(self.rasa_agent()).get_tracker(cid)
         event = await bot.bot_message(
             self.rasa_agent(),
             tracker,
             response,
             CONNECTOR_OF_KIND[target],
             {bot.HANDOFF: {"event": what, "handoff_id": handoff.id}},
-            **self.template_values(time.time()),
+            values=self.template_values(time.time()),
         )
         if event is None:
             return False

@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Dict, Optional
+from typing import Any, Optional
 
 from rasa.core.channels.channel import UserMessage
 from rasa.shared.core.trackers import DialogueStateTracker
 
 from connectors.handoff import bot
 from connectors.handoff.engine import HandoffEngine, handoff_engine
+from connectors.turns.run import processor_of
 from omnichannel import metrics
 from omnichannel.channels import kind_of
 from omnichannel.handoff.policy import ANSWER, HOLD, WITHDRAW
@@ -57,7 +58,7 @@ async def handle_message(agent: Any, message: UserMessage, tracker: DialogueStat
         logger.warning("conversation %s was paused with no open hand-off: resumed", cid)
         await bot.append(agent, cid, [bot.resume_event("repaired")])
     if not held:
-        await agent.processor.handle_message(message)
+        await processor_of(agent).handle_message(message)
         await _after_turn(engine, agent, cid, handoff)
         return
     assert handoff is not None
@@ -79,7 +80,7 @@ async def _after_turn(
     if after.state == TRANSFERRED:
         metrics.handoff_event(after.channel, "transferred")
     if after.is_open:
-        tracker = await agent.processor.get_tracker(cid)
+        tracker = await processor_of(agent).get_tracker(cid)
         events = bot.listened(tracker) + (
             [] if tracker.is_paused() else [bot.pause_event("repaired")]
         )
@@ -102,7 +103,7 @@ async def _held_turn(
     cid = message.sender_id
     output = message.output_channel
     # Parsed once: Rasa reuses ``parse_data`` when it logs the message.
-    message.parse_data = await agent.processor.parse_message(message, tracker)
+    message.parse_data = await processor_of(agent).parse_message(message, tracker)
     intent = message.parse_data.get("intent") or {}
     decision: Optional[str] = engine.policy.decide(
         handoff, intent.get("name"), float(intent.get("confidence") or 0.0)
@@ -117,7 +118,7 @@ async def _held_turn(
             decision = None  # an agent claimed it meanwhile: the message is theirs
         else:
             metrics.handoff_event(after.channel, "abandoned")
-            await agent.processor.handle_message(message)  # logged; the bot still stands aside
+            await processor_of(agent).handle_message(message)  # logged; the bot still stands aside
             await bot.say(
                 agent,
                 cid,
@@ -130,7 +131,7 @@ async def _held_turn(
             return
     if decision == ANSWER:
         await bot.append(agent, cid, [bot.resume_event("answer_while_waiting")])
-        await agent.processor.handle_message(message)
+        await processor_of(agent).handle_message(message)
         await bot.say(
             agent,
             cid,
@@ -140,11 +141,12 @@ async def _held_turn(
         )
         await engine.customer_wrote(cid)
         return
-    await agent.processor.handle_message(message)  # logged with its NLU; nothing predicted
+    await processor_of(agent).handle_message(message)  # logged with its NLU; nothing predicted
     notice = engine.policy.notice(handoff, HOLD, kind_of(message.metadata, message.input_channel))
     if notice is not None:
-        values: Dict[str, Any] = dict(engine.template_values(time.time()))
-        await bot.say(agent, cid, output, notice, listen=True, **values)
+        await bot.say(
+            agent, cid, output, notice, listen=True, values=engine.template_values(time.time())
+        )
     else:
-        await bot.append(agent, cid, bot.listened(await agent.processor.get_tracker(cid)))
+        await bot.append(agent, cid, bot.listened(await processor_of(agent).get_tracker(cid)))
     await engine.customer_wrote(cid)

@@ -19,9 +19,10 @@ from omnichannel.handoff.reach import REPLY_CHANNELS
 MAX_BODY_BYTES = 64 * 1024
 MAX_FRAME_BYTES = 16 * 1024
 MAX_TEXT_CHARS = 10_000
-CONVERSATION_ID = r"^[A-Za-z0-9_.:@+-]{1,128}$"
-CLIENT_ID = r"^[A-Za-z0-9_-]{8,64}$"
-CHANNEL = "^(" + "|".join(REPLY_CHANNELS) + ")$"
+# Each ends in \Z: pydantic matches with re.match, and "$" would let a trailing newline through.
+CONVERSATION_ID = r"^[A-Za-z0-9_.:@+-]{1,128}\Z"
+CLIENT_ID = r"^[A-Za-z0-9_-]{8,64}\Z"
+CHANNEL = "^(" + "|".join(REPLY_CHANNELS) + r")\Z"
 
 
 class BadRequest(ValueError):
@@ -35,7 +36,7 @@ class Body(BaseModel):
 
 
 class Conversation(Body):
-    conversation_id: str = Field(regex=CONVERSATION_ID)
+    conversation_id: str = Field(..., regex=CONVERSATION_ID)
 
 
 class TimelinePage(Conversation):
@@ -49,19 +50,19 @@ class Claim(Conversation):
 
 
 class Reply(Conversation):
-    message_id: str = Field(regex=CLIENT_ID)
-    channel: str = Field(regex=CHANNEL)
-    text: str = Field(min_length=1, max_length=MAX_TEXT_CHARS)
+    message_id: str = Field(..., regex=CLIENT_ID)
+    channel: str = Field(..., regex=CHANNEL)
+    text: str = Field(..., min_length=1, max_length=MAX_TEXT_CHARS)
 
 
 class Note(Conversation):
-    note_id: str = Field(regex=CLIENT_ID)
-    text: str = Field(min_length=1, max_length=MAX_TEXT_CHARS)
+    note_id: str = Field(..., regex=CLIENT_ID)
+    text: str = Field(..., min_length=1, max_length=MAX_TEXT_CHARS)
 
 
 class Preview(Body):
-    channel: str = Field(regex=CHANNEL)
-    text: str = Field(max_length=MAX_TEXT_CHARS)
+    channel: str = Field(..., regex=CHANNEL)
+    text: str = Field(..., max_length=MAX_TEXT_CHARS)
 
 
 class Queue(Body):
@@ -69,18 +70,18 @@ class Queue(Body):
 
 
 class AuthFrame(Body):
-    type: str = Field(regex=r"^auth$")
-    token: str = Field(min_length=1, max_length=8192)
+    type: str = Field(..., regex=r"^auth\Z")
+    token: str = Field(..., min_length=1, max_length=8192)
 
 
 class WatchFrame(Body):
-    type: str = Field(regex=r"^watch$")
+    type: str = Field(..., regex=r"^watch\Z")
     #: None: stop watching.
     conversation_id: Optional[str] = Field(default=None, regex=CONVERSATION_ID)
 
 
 class PingFrame(Body):
-    type: str = Field(regex=r"^ping$")
+    type: str = Field(..., regex=r"^ping\Z")
 
 
 _B = TypeVar("_B", bound=Body)

@@ -55,7 +55,9 @@ def chat_message(event: Event, turn_channel: Optional[str]) -> Optional[Message]
     ``agent_name``: the customer sees who answered.
     """
     kind = event.get("event")
-    metadata: Dict[str, Any] = event["metadata"] if isinstance(event.get("metadata"), dict) else {}
+    metadata: Dict[str, Any] = (
+        event["metadata"] if isinstance(event.get("metadata"), dict) else {}
+    )
     base = {"id": message_id(event), "timestamp": event.get("timestamp")}
     if kind == "user":
         text = event.get("text")
@@ -75,8 +77,8 @@ def chat_message(event: Event, turn_channel: Optional[str]) -> Optional[Message]
         shown = parsed.text or parsed.buttons or parsed.image or parsed.attachment
         if not (shown or "custom" in rendered):
             return None
-        raw_agent = metadata.get("agent")
-        agent: Dict[str, Any] = raw_agent if isinstance(raw_agent, dict) else {}
+        found = metadata.get("agent")
+        agent: Dict[str, Any] = found if isinstance(found, dict) else {}
         message = {
             **base,
             "role": "agent" if agent.get("name") else "bot",

@@ -98,7 +98,7 @@ class BusinessHours:
                 raise ConfigError(f"HANDOFF_HOURS: {clause!r} needs days and spans")
             for day in _day_indexes(days):
                 per_day[day].extend(_spans(spans))
-        weekly = []
+        weekly: List[Tuple[Span, ...]] = []
         for day_spans in per_day:
             day_spans.sort()
             for (_, end), (start, _) in zip(day_spans, day_spans[1:], strict=False):
