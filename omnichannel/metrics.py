@@ -196,6 +196,32 @@ def error_label(code: Optional[str]) -> str:
 #: The exporter's address unless METRICS_ADDRESS says otherwise: only this host can scrape.
 DEFAULT_METRICS_ADDRESS = "127.0.0.1"
 
+#: Outcomes of a call to Chatwoot's Application API (the ``outcome`` label of
+#: :data:`CHATWOOT_REQUESTS`): done, refused (a 4xx other than 429), failed (network, timeout,
+#: 429, 5xx: the sync is retried with backoff).
+CHATWOOT_OK = "ok"
+CHATWOOT_REFUSED = "refused"
+CHATWOOT_FAILED = "failed"
+CHATWOOT_REQUESTS = Counter(
+    "omnichannel_chatwoot_requests",
+    "Calls to Chatwoot's Application API, by operation (create_contact, create_conversation, "
+    "create_message, …) and outcome (ok, refused, failed).",
+    ["operation", "outcome"],
+)
+CHATWOOT_WEBHOOKS = Counter(
+    "omnichannel_chatwoot_webhooks",
+    "Chatwoot webhook deliveries, by outcome: acted (an agent's reply, note, claim, hand-back), "
+    "ignored (our own echo, other events), refused (failed verification), replayed, unknown "
+    "(a conversation never handed off), bad_request, failed (retry later).",
+    ["outcome"],
+)
+DESK_SYNCS = Counter(
+    "omnichannel_desk_syncs",
+    "Helpdesk syncs of one conversation, by desk and outcome (ok; failed: retried with backoff "
+    "through the desk_sync work items, given up after many with an error in the log).",
+    ["desk", "outcome"],
+)
+
 _served_on: Optional[int] = None
 _serve_lock = threading.Lock()
 
@@ -265,3 +291,8 @@ def serve(port: int, address: str = DEFAULT_METRICS_ADDRESS) -> bool:
         _served_on = port
         logger.info("metrics: serving /metrics on %s port %d", address, port)
         return True
+
+
+def chatwoot_request(operation: str, outcome: str) -> None:
+    """Count one call to Chatwoot's API (``operation``: named in connectors/chatwoot/api.py)."""
+    CHATWOOT_REQUESTS.labels(operation=operation, outcome=outcome).inc()

@@ -37,13 +37,16 @@ from omnichannel.handoff.store import HandoffStore
 class DeskContext(Protocol):
     """What a desk's sync reads (the engine is one): the hand-off records, the conversations'
     event logs (``read_events(cid, start, stop)``, ``event_count(cid)``) and where each
-    customer can be answered."""
+    customer can be answered; and how it asks for another sync."""
 
     store: HandoffStore
 
     def event_log(self) -> Any: ...
 
     async def reach(self, conversation_id: str) -> Reach: ...
+
+    async def changed(self, conversation_id: str) -> None:
+        """Asks for another sync (durably): a desk that ran out of time continues there."""
 
 
 class AgentDesk(ABC):
@@ -59,3 +62,9 @@ class AgentDesk(ABC):
     async def sync(self, conversation_id: str, engine: DeskContext) -> None:
         """Brings the desk up to date with the conversation (see the module docstring).
         Raising leaves the work item to be retried (after its lease) by any replica."""
+
+    def retry_delay(self, attempt: int) -> float:
+        """Seconds before a sync that failed on its ``attempt``-th try is tried again (by any
+        replica); 0: after the work item's lease, as any work taken over. A desk calling a
+        vendor backs off here."""
+        return 0.0

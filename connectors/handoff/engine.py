@@ -462,13 +462,18 @@ class HandoffEngine:
                 await desk.sync(lease.conversation_id, self)
         except Exception as error:  # noqa: BLE001 - retried after the lease, by any replica
             if lease.attempt < MAX_SYNC_ATTEMPTS:
+                delay = desk.retry_delay(lease.attempt)
                 logger.warning(
-                    "%s sync of %s failed (attempt %d): %s",
+                    "%s sync of %s failed (attempt %d, retried in %.0f s): %s",
                     name,
                     lease.conversation_id,
                     lease.attempt,
+                    delay,
                     error,
                 )
+                if delay > 0:
+                    with contextlib.suppress(*REDIS_FAILURES):  # then: after the lease
+                        await self.desk_work.postpone(lease, delay)
                 return
             logger.error("%s sync of %s given up: %s", name, lease.conversation_id, error)
         await self.desk_work.complete(lease, {"desk": name})
