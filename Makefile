@@ -35,23 +35,24 @@ install: $(STAMP)
 
 # Debian packages the tests need: Chromium (the browser test, driven by Playwright),
 # redis-server 7 (the cluster, Sentinel and TLS fixtures; testkit/processes.py looks for
-# /usr/bin/redis-server) and HAProxy (the load balancer of the fleet test and `make soak`;
-# bench/fleet/local_fleet.py looks for /usr/sbin/haproxy). The packages' services must not start: when the machine has no
-# policy-rc.d, one that refuses every start stands in for the install (invoke-rc.d and, under
-# systemd, deb-systemd-invoke both ask it).
+# /usr/bin/redis-server), HAProxy (the load balancer of the fleet test and `make soak`;
+# bench/fleet/local_fleet.py looks for /usr/sbin/haproxy) and faketime (libfaketime: the lease
+# test runs replicas whose clocks are an hour off). The packages' services must not start: when
+# the machine has no policy-rc.d, one that refuses every start stands in for the install
+# (invoke-rc.d and, under systemd, deb-systemd-invoke both ask it).
 $(SYSTEM_STAMP): Makefile
 	@mkdir -p var
-	@if ! command -v chromium >/dev/null || ! test -x /usr/bin/redis-server || ! test -x /usr/sbin/haproxy; then \
+	@if ! command -v chromium >/dev/null || ! test -x /usr/bin/redis-server || ! test -x /usr/sbin/haproxy || ! command -v faketime >/dev/null; then \
 		sudo=; [ "$$(id -u)" = 0 ] || sudo=sudo; \
 		policy=/usr/sbin/policy-rc.d; added=; \
 		if [ ! -e $$policy ]; then \
 			printf '#!/bin/sh\nexit 101\n' | $$sudo tee $$policy >/dev/null && $$sudo chmod 755 $$policy && added=1; \
 		fi; \
 		$$sudo apt-get update -qq && \
-			$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium redis-server haproxy >/dev/null; \
+			$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium redis-server haproxy faketime >/dev/null; \
 		status=$$?; [ -z "$$added" ] || $$sudo rm -f $$policy; exit $$status; \
 	fi
-	@command -v chromium >/dev/null && test -x /usr/bin/redis-server && test -x /usr/sbin/haproxy && touch $@
+	@command -v chromium >/dev/null && test -x /usr/bin/redis-server && test -x /usr/sbin/haproxy && command -v faketime >/dev/null && touch $@
 
 system-packages: $(SYSTEM_STAMP)
 
