@@ -10,10 +10,12 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SYSTEM_STAMP := var/.system-packages
 
-.PHONY: help install system-packages model run shell test lint pytest validate responses preview conversations story-test nlu-test bench soak lock clean
+.PHONY: help install system-packages model run shell check unit test lint pytest validate responses preview conversations story-test nlu-test bench soak lock clean
 
 help:
 	@echo "make run     start Redis (embedded unless REDIS_URL is set), the action server and Rasa"
+	@echo "make check   the fast tier (under a minute): lint, validate, the response check and the"
+	@echo "             unit tests (pytest -m unit: no server, process or model)"
 	@echo "make test    install what is missing, then lint, validate, the response check, pytest,"
 	@echo "             end-to-end story tests and the NLU evaluation"
 	@echo "make bench   benchmarks against Rasa's stock parts"
@@ -72,6 +74,15 @@ lint: $(STAMP)
 
 pytest: $(STAMP) $(SYSTEM_STAMP) model
 	$(PY) -m pytest
+
+# The tests marked `unit`: pure logic, no server, process or trained model (tests/tiers.py fails
+# a unit test that starts one), so they answer in seconds.
+unit: $(STAMP)
+	$(PY) -m pytest -m unit -q
+
+# The fast tier, for the inner loop: everything here is also part of `make test`.
+check: lint validate responses unit
+	@echo "make check: the fast tier passed (make test runs the rest)"
 
 # rasa data validate --fail-on-warnings, with the warnings that are noise dropped at their source
 # and the rest (an unused response included) failing the run: devtools/validate.py.

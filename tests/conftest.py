@@ -13,6 +13,7 @@ from testkit.fake_twilio import FakeTwilio
 from testkit.processes import RedisServer, free_port
 from testkit.redis_topologies import RedisClusterProcesses, RedisDeployment, RedisSentinelProcesses
 from testkit.stack import RasaStack, local_secrets, with_rest_channel
+from tests import tiers
 from tests.support import stack_orders
 
 #: The shared stack's Rasa port, chosen once so its secrets (PUBLIC_BASE_URL) are known early.
@@ -173,3 +174,28 @@ def redis_deployment(
     deployment.flushall()
     monkeypatch.setenv("REDIS_URL", deployment.url)
     return RedisDeployment(kind=request.param, url=deployment.url)
+
+
+# --- tiers -----------------------------------------------------------------------------------
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list) -> None:
+    tiers.refuse_server_fixtures(items)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item):
+    with tiers.guarded(item):
+        return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item):
+    with tiers.guarded(item):
+        return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item):
+    with tiers.guarded(item):
+        return (yield)

@@ -49,6 +49,7 @@ async def _closed_with(ws: websockets.WebSocketClientProtocol, timeout: float) -
     return ws.close_code
 
 
+@pytest.mark.unit
 async def test_a_drain_waits_for_in_flight_work_started_meanwhile_within_its_bound() -> None:
     replies = BackgroundTasks("late replies")
     feed = BackgroundTasks("a feed reader", in_flight=False)
@@ -75,6 +76,7 @@ async def test_a_drain_waits_for_in_flight_work_started_meanwhile_within_its_bou
     await feed.cancel_all()
 
 
+@pytest.mark.unit
 def test_drain_seconds_is_an_ops_option() -> None:
     assert OpsInput.from_credentials({"drain_seconds": 25}).drain_seconds == 25
     assert OpsInput.from_credentials(None).drain_seconds == DEFAULT_DRAIN_SECONDS

@@ -278,6 +278,7 @@ async def test_cancelled_waiter_leaves_and_an_empty_queue_leaves_no_keys(redis_d
     assert leftover == []
 
 
+@pytest.mark.unit
 async def test_unreachable_redis_raises_state_unavailable_after_the_retry_bound(monkeypatch):
     monkeypatch.setenv("REDIS_RETRY_SECONDS", "1.5")
     store = fast_store(f"redis://127.0.0.1:{free_port()}/0")
@@ -345,6 +346,7 @@ async def test_endpoints_yml_entry_builds_the_store(redis_url, tmp_path):
         store.issue_ticket("c_any")
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     "options, reason",
     [

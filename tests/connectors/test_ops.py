@@ -92,6 +92,7 @@ async def test_an_unreachable_action_server_fails_readiness_within_the_timeout(
     assert (await readiness.report()).checks == {REDIS: True, ACTION_SERVER: False}
 
 
+@pytest.mark.unit
 def test_options_from_credentials_yml_and_metrics_port_checked_at_start_up(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

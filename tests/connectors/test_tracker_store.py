@@ -140,6 +140,7 @@ def test_endpoints_yml_entry_builds_the_store(redis_url: str) -> None:
     assert store.domain is DOMAIN
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     "options",
     [

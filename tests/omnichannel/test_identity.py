@@ -51,6 +51,7 @@ def store(redis_deployment: RedisDeployment) -> IdentityStore:
 # --- addresses --------------------------------------------------------------------------------
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("raw", "region", "expected"),
     [
@@ -73,6 +74,7 @@ def test_phone_numbers_normalise_to_e164(raw: str, region: str | None, expected:
     assert str(address) == f"tel:{expected}"
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     "raw",
     [
@@ -97,6 +99,7 @@ def test_invalid_phone_numbers_are_rejected_without_echoing_them(raw: str) -> No
         assert digits not in re.sub(r"\D", "", str(error.value))
 
 
+@pytest.mark.unit
 def test_national_numbers_use_the_configured_default_region(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -108,6 +111,7 @@ def test_national_numbers_use_the_configured_default_region(
         phone_address("020 7946 0958")
 
 
+@pytest.mark.unit
 def test_user_and_anon_addresses_are_validated() -> None:
     assert str(user_address("auth0|64f1c2")) == "user:auth0|64f1c2"
     assert str(anon_address(ANON_ID)) == f"anon:{ANON_ID}"
@@ -123,6 +127,7 @@ def test_user_and_anon_addresses_are_validated() -> None:
         Address("email", "someone@example.com")
 
 
+@pytest.mark.unit
 def test_parse_address_round_trips_and_normalises() -> None:
     for address in [phone_address("+442079460958"), user_address("u:1"), anon_address(ANON_ID)]:
         assert parse_address(str(address)) == address
@@ -132,6 +137,7 @@ def test_parse_address_round_trips_and_normalises() -> None:
             parse_address(bad)
 
 
+@pytest.mark.unit
 def test_masked_addresses_hide_the_middle() -> None:
     assert phone_address("+14155552671").masked() == "tel:+1415***2671"
     assert phone_address("+447911123456").masked() == "tel:+4479***3456"
@@ -140,6 +146,7 @@ def test_masked_addresses_hide_the_middle() -> None:
     assert anon_address(ANON_ID).masked() == "anon:k3J9***"
 
 
+@pytest.mark.unit
 def test_mask_hides_phone_numbers_inside_text() -> None:
     text = (
         "From=whatsapp:+14155552671, callback (415) 555-2671 or 415.555.2671; "

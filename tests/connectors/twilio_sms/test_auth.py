@@ -67,6 +67,7 @@ def refusal(params: Union[Mapping[str, str], bytes], headers: Mapping[str, str],
 # ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.unit
 def test_the_shared_builders_requests_pass_and_their_fields_are_read() -> None:
     sms = signed_sms(ENV, "+14155552671", "hi, café ✓")
     form = check(sms.form, sms.headers)
@@ -77,6 +78,7 @@ def test_the_shared_builders_requests_pass_and_their_fields_are_read() -> None:
     assert check(blank_kept, signed_headers(ENV, blank_kept))["ToCity"] == ""
 
 
+@pytest.mark.unit
 def test_missing_forged_or_tampered_signatures_and_other_accounts_are_refused() -> None:
     sms = signed_sms(ENV, "+14155552671", "hello")
     assert refusal(sms.form, {}) == (403, "missing X-Twilio-Signature")
@@ -92,6 +94,7 @@ def test_missing_forged_or_tampered_signatures_and_other_accounts_are_refused() 
     assert refusal(other, signed_headers(ENV, other)) == (403, "request for another Twilio account")
 
 
+@pytest.mark.unit
 def test_size_type_encoding_and_field_count_are_bounded() -> None:
     sms = signed_sms(ENV, "+14155552671", "hello")
     assert refusal(b"Body=" + b"x" * 70_000, sms.headers) == (413, "request body too large")
@@ -105,6 +108,7 @@ def test_size_type_encoding_and_field_count_are_bounded() -> None:
     assert refusal(crowded, signed_headers(ENV, crowded))[0] == 400
 
 
+@pytest.mark.unit
 def test_public_url_reconstruction() -> None:
     headers = {"x-forwarded-proto": "https", "x-forwarded-host": "bot.example.com", "host": "a:1"}
     base = "https://public.example.org"
@@ -125,6 +129,7 @@ def test_public_url_reconstruction() -> None:
         assert public_url(WEBHOOK, "", bad, base, True) == base + WEBHOOK
 
 
+@pytest.mark.unit
 def test_behind_a_trusted_proxy_the_forwarded_url_is_checked() -> None:
     """Settings with TRUST_PROXY_HEADERS: the URL X-Forwarded-* name is the one checked."""
     settings = Settings.from_env({**ENV, "TRUST_PROXY_HEADERS": "true"})

@@ -115,6 +115,7 @@ async def test_a_forged_control_url_is_never_requested(stack, make_call, control
     assert f"call {call.call_id}: control URL on a host not allowed; not used" in stack.rasa_log()
 
 
+@pytest.mark.unit
 def test_control_url_policy() -> None:
     production = control_policy(["*.vapi.ai"], "https://bot.example.com")
     assert production.allows("https://phone-call-websocket.aws-us-west-2.vapi.ai/c1/control")
@@ -142,6 +143,7 @@ def test_control_url_policy() -> None:
 # -- the payloads, on data ---------------------------------------------------------------------
 
 
+@pytest.mark.unit
 def test_the_control_a_bot_message_asks_for() -> None:
     end = {"call_control": "end_call"}
     transfer = {"call_control": "transfer", "destination": "+14155550100", "content": "Hold on."}
@@ -153,6 +155,7 @@ def test_the_control_a_bot_message_asks_for() -> None:
     assert requested_control(BotMessage(custom={"call_control": "explode"})) is None
 
 
+@pytest.mark.unit
 def test_control_payloads_say_the_message_first() -> None:
     end = {"call_control": "end_call"}
     assert control_payload(end, "Bye!") == {
@@ -171,6 +174,7 @@ def test_control_payloads_say_the_message_first() -> None:
     assert "content" not in bare
 
 
+@pytest.mark.unit
 async def test_an_unusable_control_url_fails_quietly() -> None:
     payload = {"type": "end-call"}
     assert not await send_control("call-1", "http://a..b/control/secret-token", payload)

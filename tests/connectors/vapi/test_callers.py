@@ -71,6 +71,7 @@ def _web_call(**variables: str) -> Call:
     return Call(id="web-1", type="webCall", assistantOverrides={"variableValues": variables})
 
 
+@pytest.mark.unit
 def test_a_phone_caller_is_their_number() -> None:
     callers = _callers()
     call = Call(id="call-1", customer={"number": "(415) 555-2671"})
@@ -83,6 +84,7 @@ def test_a_phone_caller_is_their_number() -> None:
     assert callers.address(Call(id="call-1", customer={"number": "123"}), None).scheme == "anon"
 
 
+@pytest.mark.unit
 def test_a_web_caller_is_the_user_a_signed_token_names() -> None:
     callers = _callers()
     assert callers.address(_web_call(user_token=_token("user-7")), None) == user_address("user-7")
@@ -96,6 +98,7 @@ def test_a_web_caller_is_the_user_a_signed_token_names() -> None:
     )
 
 
+@pytest.mark.unit
 def test_an_anonymous_caller_is_the_call() -> None:
     callers = _callers()
     first = callers.address(Call(id="call-1"), None)
@@ -105,6 +108,7 @@ def test_an_anonymous_caller_is_the_call() -> None:
     assert callers.known_caller(Call(), Customer(number="+14155552671")) is not None
 
 
+@pytest.mark.unit
 async def test_a_calls_conversation_is_resolved_once(monkeypatch) -> None:
     callers = _callers()
     address = phone_address("+14155552671")

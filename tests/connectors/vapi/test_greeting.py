@@ -99,6 +99,7 @@ def _said(text: str, channel: str, age: float = 60.0) -> UserUttered:
     return UserUttered(text, metadata={"channel": channel}, timestamp=time.time() - age)
 
 
+@pytest.mark.unit
 async def test_the_greeting_and_the_name_come_from_the_domain() -> None:
     agent = await _agent_with()
     greeter = Greeter(_Identity(), timeout=1.0)
@@ -107,6 +108,7 @@ async def test_the_greeting_and_the_name_come_from_the_domain() -> None:
     assert await greeter.greeting(agent, CALLER) == GENERIC
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     "events, expected",
     [
@@ -135,6 +137,7 @@ async def test_a_recent_caller_is_welcomed_back(events: List[Event], expected: s
     assert await Greeter(_Identity(), timeout=1.0).greeting(agent, CALLER) == expected
 
 
+@pytest.mark.unit
 async def test_without_state_in_time_the_caller_still_gets_the_greeting() -> None:
     agent = await _agent_with(_said("hi", "sms"))
     assert await Greeter(_Identity(None), timeout=1.0).greeting(agent, CALLER) == GENERIC
@@ -145,6 +148,7 @@ async def test_without_state_in_time_the_caller_still_gets_the_greeting() -> Non
     assert time.monotonic() - began < 1.0
 
 
+@pytest.mark.unit
 async def test_a_domain_without_the_responses_gives_nothing_to_say() -> None:
     agent = _Agent(Domain.empty())
     greeter = Greeter(_Identity(None), timeout=1.0)

@@ -124,6 +124,7 @@ def _body(**overrides: Any) -> bytes:
     return json.dumps(body).encode()
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     "body, status, reason",
     [
@@ -155,6 +156,7 @@ def test_a_bad_completion_request_says_why(body: bytes, status: int, reason: str
     assert (refused.value.status, refused.value.reason) == (status, reason)
 
 
+@pytest.mark.unit
 def test_completion_request_current_and_legacy_shapes() -> None:
     parsed = parse_completion_request(
         _body(
@@ -185,6 +187,7 @@ def test_completion_request_current_and_legacy_shapes() -> None:
     assert Call(id="c", monitor={"controlUrl": "file:///etc/passwd"}).control_url is None
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     "body, status, reason",
     [
@@ -202,6 +205,7 @@ def test_a_bad_server_message_says_why(body: bytes, status: int, reason: str) ->
     assert refused.value.status == status and reason in refused.value.reason
 
 
+@pytest.mark.unit
 def test_server_message_fields_by_their_vapi_names() -> None:
     message = parse_server_message(
         json.dumps(
@@ -221,6 +225,7 @@ def test_server_message_fields_by_their_vapi_names() -> None:
     assert message.tool_call_list[0].tool_name == "f"
 
 
+@pytest.mark.unit
 def test_tool_call_arguments() -> None:
     assert ToolCall(arguments={"a": 1}).tool_arguments == {"a": 1}
     assert ToolCall(function={"arguments": '{"a": 2}'}).tool_arguments == {"a": 2}
@@ -231,6 +236,7 @@ def test_tool_call_arguments() -> None:
             ToolCall(arguments=bad).tool_arguments  # noqa: B018 - the property raises
 
 
+@pytest.mark.unit
 def test_chunks_are_openai_completion_chunks() -> None:
     writer = ChunkWriter(model="rasa", completion_id="chatcmpl-1", created=7)
     frames = [writer.role(), writer.content("Hi."), writer.stop()]

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from typing import Any, Dict, List
 
+import pytest
+
 from connectors.viewer.timeline import MAX_VALUE_CHARS, Masker, build_timeline
+
+pytestmark = pytest.mark.unit
 
 SEARCHED = "+14155550123"
 OTHER = "+16505550199"

@@ -177,6 +177,7 @@ async def test_session_limits_hold_across_clients_of_one_redis(redis_deployment)
 # -- the rate limit per session --------------------------------------------------------------
 
 
+@pytest.mark.unit
 def test_token_bucket_allows_a_burst_then_the_rate() -> None:
     bucket = TokenBucket(burst=3, rate=20)
     assert [bucket.take() for _ in range(3)] == [0, 0, 0]

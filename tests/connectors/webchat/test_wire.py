@@ -46,6 +46,7 @@ def nested(depth: int) -> str:
     return "[" * depth + "]" * depth
 
 
+@pytest.mark.unit
 def test_each_frame_type_parses_to_its_model() -> None:
     token = secrets.token_urlsafe(8)
     auth = parse_frame(json.dumps({"type": "auth", "token": token}))
@@ -57,6 +58,7 @@ def test_each_frame_type_parses_to_its_model() -> None:
     assert parse_frame('{"type": "ping"}') == PingFrame(type="ping")
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("kind", ["[]", "{}", "1", "null", "true", '["message"]', '{"a": 1}'])
 def test_a_type_field_of_the_wrong_json_type_is_a_bad_frame(kind: str) -> None:
     error = bad(f'{{"type": {kind}, "id": "abcdefgh", "text": "hi"}}')
@@ -64,12 +66,14 @@ def test_a_type_field_of_the_wrong_json_type_is_a_bad_frame(kind: str) -> None:
     assert error.frame_id == "abcdefgh"
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("data", ["[1, 2]", '"auth"', "42", "null", "true", "[]"])
 def test_json_that_is_not_an_object_is_a_bad_frame(data: str) -> None:
     error = bad(data)
     assert (error.code, str(error)) == ("bad_frame", "frame must be a JSON object")
 
 
+@pytest.mark.unit
 def test_nesting_deeper_than_the_json_parser_goes_is_a_bad_frame() -> None:
     depth = (MAX_FRAME_BYTES - 100) // 2
     assert depth > sys.getrecursionlimit()  # the case that raised RecursionError
@@ -86,6 +90,7 @@ def test_nesting_deeper_than_the_json_parser_goes_is_a_bad_frame() -> None:
     assert frame_id(nested(depth)) is None
 
 
+@pytest.mark.unit
 def test_numbers_too_large_or_not_finite_are_bad_frames() -> None:
     too_many_digits = '{"type": "history", "before": ' + "9" * 5000 + "}"
     assert str(bad(too_many_digits)) == "frame is not valid JSON"
@@ -97,6 +102,7 @@ def test_numbers_too_large_or_not_finite_are_bad_frames() -> None:
     assert isinstance(huge, HistoryFrame) and huge.before == int("9" * 300)
 
 
+@pytest.mark.unit
 def test_other_inputs_are_bad_frames_too() -> None:
     assert "binary" in str(bad(b"\x00\x01"))
     for data in (None, 5, ["{}"], {"type": "ping"}):
@@ -108,6 +114,7 @@ def test_other_inputs_are_bad_frames_too() -> None:
     assert parse_frame('{"type": "ping", "id": "\ud800"}') == PingFrame(type="ping", id="\ud800")
 
 
+@pytest.mark.unit
 def test_parse_frame_is_total_on_random_json() -> None:
     """Whatever JSON a client sends, the answer is a frame or BadFrame, never another error."""
     rng = random.Random(20240611)
@@ -133,12 +140,14 @@ def test_parse_frame_is_total_on_random_json() -> None:
         frame_id(json.dumps(frame))
 
 
+@pytest.mark.unit
 def test_frame_id_names_only_a_short_string_id() -> None:
     assert frame_id('{"id": "abcdefgh"}') == "abcdefgh"
     assert frame_id(json.dumps({"id": "x" * 65})) is None
     assert frame_id('{"id": 5}') is None and frame_id("[1]") is None and frame_id(b"{}") is None
 
 
+@pytest.mark.unit
 def test_ready_names_the_channel_labels() -> None:
     ready = ready_frame("c_1", "user:al***", {"max_text_chars": 4000}, LABELS)
     assert ready["channels"] == {"voice": "Voice", "sms": "SMS", "chat": "Chat"}
