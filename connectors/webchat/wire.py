@@ -53,32 +53,32 @@ class _ClientFrame(BaseModel):
 
 
 class AuthFrame(_ClientFrame):
-    type: constr(regex=r"^auth$")
-    token: constr(min_length=1, max_length=MAX_TOKEN_CHARS)
+    type: constr(strict=True, regex=r"^auth$")
+    token: constr(strict=True, min_length=1, max_length=MAX_TOKEN_CHARS)
 
 
 class TextFrame(_ClientFrame):
-    type: constr(regex=r"^message$")
-    id: constr(regex=CLIENT_MESSAGE_ID)
-    text: constr(min_length=1, max_length=MAX_TEXT_CHARS)
+    type: constr(strict=True, regex=r"^message$")
+    id: constr(strict=True, regex=CLIENT_MESSAGE_ID)
+    text: constr(strict=True, min_length=1, max_length=MAX_TEXT_CHARS)
 
 
 class ButtonFrame(_ClientFrame):
-    type: constr(regex=r"^button$")
-    id: constr(regex=CLIENT_MESSAGE_ID)
-    payload: constr(min_length=1, max_length=MAX_TEXT_CHARS)
-    title: constr(max_length=MAX_TEXT_CHARS) = ""
+    type: constr(strict=True, regex=r"^button$")
+    id: constr(strict=True, regex=CLIENT_MESSAGE_ID)
+    payload: constr(strict=True, min_length=1, max_length=MAX_TEXT_CHARS)
+    title: constr(strict=True, max_length=MAX_TEXT_CHARS) = ""
 
 
 class HistoryFrame(_ClientFrame):
-    type: constr(regex=r"^history$")
-    before: conint(ge=0)
-    limit: Optional[conint(ge=1, le=MAX_HISTORY_LIMIT)] = None
+    type: constr(strict=True, regex=r"^history$")
+    before: conint(strict=True, ge=0)
+    limit: Optional[conint(strict=True, ge=1, le=MAX_HISTORY_LIMIT)] = None
 
 
 class PingFrame(_ClientFrame):
-    type: constr(regex=r"^ping$")
-    id: Optional[constr(max_length=MAX_CLIENT_ID_CHARS)] = None
+    type: constr(strict=True, regex=r"^ping$")
+    id: Optional[constr(strict=True, max_length=MAX_CLIENT_ID_CHARS)] = None
 
 
 ClientFrame = Union[AuthFrame, TextFrame, ButtonFrame, HistoryFrame, PingFrame]
@@ -123,8 +123,9 @@ def _load_object(data: Any) -> Dict[str, Any]:
 
 
 def _id_of(raw: Mapping[str, Any]) -> Optional[str]:
+    """The frame's ``id`` when an error may name it: a string of at most MAX_CLIENT_ID_CHARS."""
     frame_id = raw.get("id")
-    return frame_id if isinstance(frame_id, str) else None
+    return frame_id if isinstance(frame_id, str) and len(frame_id) <= MAX_CLIENT_ID_CHARS else None
 
 
 def parse_frame(data: Any) -> ClientFrame:
@@ -150,11 +151,9 @@ def parse_frame(data: Any) -> ClientFrame:
 def frame_id(data: Any) -> Optional[str]:
     """The ``id`` of a frame that will not be parsed (so its error can name it), if any."""
     try:
-        raw = _load_object(data)
+        return _id_of(_load_object(data))
     except BadFrame:
         return None
-    found = _id_of(raw)
-    return found if found is not None and len(found) <= MAX_CLIENT_ID_CHARS else None
 
 
 # -- server -> client --------------------------------------------------------------------------

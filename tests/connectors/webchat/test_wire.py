@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import re
 import secrets
 import sys
-from typing import Any
+from collections import Counter
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import pytest
 
@@ -114,11 +116,51 @@ def test_other_inputs_are_bad_frames_too() -> None:
     assert parse_frame('{"type": "ping", "id": "\ud800"}') == PingFrame(type="ping", id="\ud800")
 
 
+#: The protocol of docs/INTEGRATORS.md ("Web chat protocol"), written out independently of the
+#: parser: for each frame type, each field's check and whether it is required.
+_PROTOCOL: Dict[str, Dict[str, Tuple[Callable[[Any], bool], bool]]] = {
+    "auth": {"token": (lambda v: isinstance(v, str) and 1 <= len(v) <= 8192, True)},
+    "message": {
+        "id": (lambda v: isinstance(v, str) and re.fullmatch(r"[A-Za-z0-9_-]{8,64}", v), True),
+        "text": (lambda v: isinstance(v, str) and 1 <= len(v) <= 4000, True),
+    },
+    "button": {
+        "id": (lambda v: isinstance(v, str) and re.fullmatch(r"[A-Za-z0-9_-]{8,64}", v), True),
+        "payload": (lambda v: isinstance(v, str) and 1 <= len(v) <= 4000, True),
+        "title": (lambda v: isinstance(v, str) and len(v) <= 4000, False),
+    },
+    "history": {
+        "before": (lambda v: type(v) is int and v >= 0, True),
+        "limit": (lambda v: v is None or (type(v) is int and 1 <= v <= 200), False),
+    },
+    "ping": {"id": (lambda v: v is None or (isinstance(v, str) and len(v) <= 64), False)},
+}
+
+
+def expected_verdict(frame: Dict[str, Any]) -> Optional[str]:
+    """What the protocol says of ``frame``: None when it is a valid frame, else the reason
+    class ("unknown frame type" or "invalid <type> frame")."""
+    kind = frame.get("type")
+    if not isinstance(kind, str) or kind not in _PROTOCOL:
+        return "unknown frame type"
+    fields = _PROTOCOL[kind]
+    for name, value in frame.items():
+        if name == "type":
+            continue
+        if name not in fields or not fields[name][0](value):
+            return f"invalid {kind} frame"
+    if any(required and name not in frame for name, (_, required) in fields.items()):
+        return f"invalid {kind} frame"
+    return None
+
+
 @pytest.mark.unit
-def test_parse_frame_is_total_on_random_json() -> None:
-    """Whatever JSON a client sends, the answer is a frame or BadFrame, never another error."""
+def test_random_json_frames_get_the_answer_the_protocol_gives() -> None:
+    """Whatever JSON object a client sends, the parser answers as the protocol says: the frame
+    with its fields as sent when it is valid, else BadFrame naming the problem and the frame's
+    id when it has a short string id; never another exception."""
     rng = random.Random(20240611)
-    leaves = [None, True, 0, -1, 1.5, 10**30, "", "auth", "message", "abcdefgh", "x" * 70]
+    leaves = [None, True, False, 0, -1, 1, 1.5, 10**30, "", "auth", "message", "abcdefgh", "x" * 70]
 
     def value(depth: int) -> Any:
         roll = rng.random()
@@ -129,15 +171,48 @@ def test_parse_frame_is_total_on_random_json() -> None:
         return {rng.choice(["type", "id", "text", "x"]): value(depth + 1) for _ in range(2)}
 
     fields = ["type", "id", "text", "token", "payload", "title", "before", "limit", "extra"]
+    verdicts: Counter = Counter()
     for _ in range(3000):
         frame = {name: value(0) for name in rng.sample(fields, rng.randint(0, 5))}
         if rng.random() < 0.7:
             frame["type"] = rng.choice(["auth", "message", "button", "history", "ping", "x"])
-        try:
-            parse_frame(json.dumps(frame))
-        except BadFrame:
-            pass
-        frame_id(json.dumps(frame))
+        if rng.random() < 0.3:  # often enough, a frame that is all right
+            frame = valid_frame(rng)
+        data = json.dumps(frame)
+        expected = expected_verdict(frame)
+        verdicts[expected or "valid"] += 1
+        sent_id = frame.get("id")
+        short_id = sent_id if isinstance(sent_id, str) and len(sent_id) <= 64 else None
+        assert frame_id(data) == short_id
+        if expected is None:
+            parsed = parse_frame(data)
+            assert parsed.dict(exclude_unset=True) == frame, frame
+        else:
+            error = bad(data)
+            assert error.code == "bad_frame" and str(error).startswith(
+                "unknown frame type" if expected == "unknown frame type" else expected
+            ), (frame, str(error))
+            assert error.frame_id == short_id, frame
+    # The run covers every answer, not only errors.
+    assert verdicts["valid"] > 500 and verdicts["unknown frame type"] > 300
+    assert all(verdicts[f"invalid {kind} frame"] > 50 for kind in _PROTOCOL), verdicts
+
+
+def valid_frame(rng: random.Random) -> Dict[str, Any]:
+    """A random frame the protocol allows, optional fields sometimes left out."""
+    client_id = "".join(rng.choice("abcXYZ019_-") for _ in range(rng.randint(8, 64)))
+    text = "".join(rng.choice("héllo wörld 12") for _ in range(rng.randint(1, 60)))
+    frames = [
+        {"type": "auth", "token": text},
+        {"type": "message", "id": client_id, "text": text},
+        {"type": "button", "id": client_id, "payload": "/" + text, "title": text[:9]},
+        {"type": "button", "id": client_id, "payload": "/greet"},
+        {"type": "history", "before": rng.randint(0, 10**6), "limit": rng.randint(1, 200)},
+        {"type": "history", "before": 0},
+        {"type": "ping", "id": text[:64]},
+        {"type": "ping"},
+    ]
+    return rng.choice(frames)
 
 
 @pytest.mark.unit
