@@ -13,7 +13,7 @@ from testkit.fake_twilio import FakeTwilio
 from testkit.processes import RedisServer, free_port
 from testkit.redis_topologies import RedisClusterProcesses, RedisDeployment, RedisSentinelProcesses
 from testkit.stack import RasaStack, local_secrets, with_rest_channel
-from tests import tiers
+from tests import parallel, tiers
 from tests.support import key_kinds, stack_orders
 
 #: The shared stack's Rasa port, chosen once so its secrets (PUBLIC_BASE_URL) are known early.
@@ -208,3 +208,16 @@ def pytest_runtest_call(item: pytest.Item):
 def pytest_runtest_teardown(item: pytest.Item):
     with tiers.guarded(item):
         return (yield)
+
+
+# --- parallel workers (make test) -----------------------------------------------------------
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if getattr(config, "workerinput", None) is None and config.getoption("numprocesses", None):
+        ensure_model(quiet=True)  # trained once, before the workers start and all load it
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> parallel.LongestFirst:
+    return parallel.LongestFirst(config, log)
