@@ -162,12 +162,15 @@ async def hand_off_seconds(store: RedisFifoLockStore) -> float:
 
 
 async def test_next_waiter_starts_milliseconds_after_release(redis_deployment):
-    """With the safety re-check at its slowest (4 s), only the wake-up can explain a fast start."""
+    """With the safety re-check at its slowest (4 s), only the wake-up can explain a fast start:
+    re-checks alone would start the next waiter 2 s after a release in the median, and some
+    of twelve hand-offs 3 s after (the bounds leave a loaded machine room). How many
+    milliseconds a hand-off takes is measured by `make bench` (bench_lock_store)."""
     store = fast_store(recheck_interval=MAX_RECHECK_INTERVAL)
     gaps = [await hand_off_seconds(store) for _ in range(12)]
 
-    assert statistics.median(gaps) < 0.2, gaps
-    assert max(gaps) < 1.0, gaps
+    assert statistics.median(gaps) < MAX_RECHECK_INTERVAL / 4, gaps
+    assert max(gaps) < MAX_RECHECK_INTERVAL / 2, gaps
 
 
 async def test_lease_is_renewed_while_a_long_turn_runs(redis_deployment, workers):
@@ -255,8 +258,10 @@ async def test_waiting_past_the_bound_raises_and_leaves_the_queue(redis_deployme
     assert await store.live_tickets(conversation) == 1
     release.set()
     await holding
+    assert await store.live_tickets(conversation) == 0
     async with store.lock(conversation) as turn:
-        assert turn.waited_seconds < 0.1
+        # A ticket left behind would hold the queue for its lease.
+        assert turn.waited_seconds < LEASE
 
 
 async def test_cancelled_waiter_leaves_and_an_empty_queue_leaves_no_keys(redis_deployment):

@@ -240,7 +240,8 @@ async def test_a_draining_replica_hands_off_the_turn_it_cannot_finish(
         drain.seconds = 2.0
         started = time.monotonic()
         await drain.run()
-        assert time.monotonic() - started < 2.5
+        # At its bound, not after the 60 s turn (a loaded machine may add seconds).
+        assert time.monotonic() - started < drain.seconds + 8
     finally:
         server.close()
         await server.wait_closed()

@@ -45,7 +45,7 @@ async def test_assistant_request_answers_in_time_when_redis_hangs(stack, make_ca
     assert reply.status_code == 200
     call = make_call(number)
     client = aioredis.Redis.from_url(stack.env["REDIS_URL"])
-    await client.execute_command("CLIENT", "PAUSE", 4000, "ALL")
+    await client.execute_command("CLIENT", "PAUSE", 15000, "ALL")
     began = time.monotonic()
     try:
         answer = await call.assistant_request()
@@ -54,7 +54,8 @@ async def test_assistant_request_answers_in_time_when_redis_hangs(stack, make_ca
         # Waits for the pause to end (the pause holds this client too).
         await client.execute_command("CLIENT", "UNPAUSE")
         await client.close()
-    assert elapsed < 3.0  # VAPI's budget is 7.5 s; the Redis read gets 2 s
+    # Within VAPI's budget (7.5 s), the Redis read given up after 2 s: not at the pause's end.
+    assert elapsed < 7.5
     assert answer["assistant"]["firstMessage"] == (
         "Hi, this is the Acme Shop assistant. How can I help?"
     )
@@ -143,9 +144,9 @@ async def test_without_state_in_time_the_caller_still_gets_the_greeting() -> Non
     assert await Greeter(_Identity(None), timeout=1.0).greeting(agent, CALLER) == GENERIC
     assert await Greeter(_Identity("fail"), timeout=1.0).greeting(agent, CALLER) == GENERIC
     began = time.monotonic()
-    slow = Greeter(_Identity(delay=5.0), timeout=0.1)
+    slow = Greeter(_Identity(delay=60.0), timeout=0.1)
     assert await slow.greeting(agent, CALLER) == GENERIC
-    assert time.monotonic() - began < 1.0
+    assert time.monotonic() - began < 10  # at its timeout, not when the lookup answers
 
 
 @pytest.mark.unit

@@ -25,7 +25,7 @@ async def test_filler_streams_first_while_a_slow_action_runs(stack, make_call, f
     assert "I looked into it for you." in reply.text
     assert reply.text.index("One moment.") < reply.text.index("I looked into it")
     # The filler left the server long before the 2 s action finished.
-    assert reply.first_content_seconds < 1.0
+    assert reply.done_seconds - reply.first_content_seconds >= 1.5
     assert reply.done_seconds >= 2.0
     # The filler is flushed so VAPI speaks it at once instead of waiting for more text.
     assert reply.chunks[1] == "<flush />"
