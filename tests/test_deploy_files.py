@@ -7,15 +7,12 @@ from __future__ import annotations
 import re
 from typing import Dict, Iterator, List, Set
 
-import pytest
 import yaml
 
 from connectors.drain import DEFAULT_DRAIN_SECONDS
 from omnichannel.settings import _VARIABLES
 from testkit.processes import ROOT
 from testkit.stack import action_server_command
-
-pytestmark = pytest.mark.unit
 
 DEPLOY = ROOT / "deploy"
 #: Sanic 21.12's GRACEFUL_SHUTDOWN_TIMEOUT default, which Rasa does not change.
