@@ -36,7 +36,7 @@ from typing import List, Optional, Sequence, Tuple
 import yaml
 
 from devtools.model import ensure_model
-from testkit.processes import ROOT
+from testkit.processes import ROOT, rasa_cli
 
 RESULTS = ROOT / "results"
 #: Intent classification's weighted F1 under cross-validation below which ``nlu`` fails
@@ -50,19 +50,12 @@ _PREDICTED = re.compile(r"#\s*predicted:\s*(.+)$")
 #: Rasa's cross-validation shuffles with numpy's global generator and no seed
 #: (``StratifiedKFold(shuffle=True)``), so its figure moves by ±0.02 from run to run; seeded,
 #: the same data always gives the same folds and the threshold tests the data, not the dice.
-_SEEDED_RASA = (
-    "import sys, numpy; numpy.random.seed(int(sys.argv.pop(1))); "
-    "from rasa.__main__ import main; sys.argv[0] = 'rasa'; main()"
-)
 FOLD_SEED = 42
 
 
 def _rasa(*arguments: str, seed: Optional[int] = None) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "rasa"]
-    if seed is not None:
-        command = [sys.executable, "-c", _SEEDED_RASA, str(seed)]
     return subprocess.run(
-        [*command, *arguments],
+        rasa_cli(*arguments, seed=seed),
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -234,3 +234,28 @@ class RedisServer:
 def python() -> str:
     """The interpreter of the project's venv (the one running us)."""
     return sys.executable
+
+
+#: Rasa's command line as ``rasa`` runs it, with skops.io imported first (and numpy's global
+#: generator seeded when a seed is given). When a model with Rasa's LogisticRegressionClassifier
+#: loads, skops.io is imported, and on import it looks up the module of every numpy and scipy
+#: ufunc by scanning all of ``sys.modules`` (skops 0.9, ``skops/io/_utils.py:whichmodule``): with
+#: Rasa and TensorFlow loaded that is some 6,000 modules, 5 to 13 s of CPU in every process that
+#: loads a model, two thirds of a Rasa server's start. Imported first, it takes under a second and
+#: finds the same modules (tests/testkit/test_processes.py compares the trusted types).
+RASA_MAIN = """
+import sys
+seed = sys.argv.pop(1)
+import skops.io
+if seed:
+    import numpy
+    numpy.random.seed(int(seed))
+from rasa.__main__ import main
+sys.argv[0] = "rasa"
+main()
+"""
+
+
+def rasa_cli(*arguments: str, seed: Optional[int] = None) -> List[str]:
+    """The command that runs ``rasa *arguments`` (see RASA_MAIN)."""
+    return [python(), "-c", RASA_MAIN, "" if seed is None else str(seed), *arguments]
