@@ -24,7 +24,7 @@ help:
 	@echo "make responses              check every response of domain.yml for every channel"
 	@echo "make preview RESPONSE=utter_x   print a response as voice, SMS and chat render it"
 	@echo "make conversations          play tests/conversations/ against a running \`make run\`"
-	@echo "make lock    re-pin requirements.lock from requirements.in"
+	@echo "make lock    re-pin requirements.lock from requirements.in (and each image's share of it)"
 
 # Plain `rasa test` looks for test stories under "." (Rasa's DEFAULT_E2E_TESTS_PATH, walked with
 # links followed: rasa/shared/data.py), which takes in the venv: the Rasa wheel ships the test
@@ -139,6 +139,7 @@ lock:
 	var/lock-venv/bin/pip install --quiet pip==24.0 && var/lock-venv/bin/pip install --quiet -r requirements.in
 	(echo "# Generated from requirements.in by \`make lock\` (pip freeze of a clean Python 3.10 venv). Do not edit by hand."; \
 	 var/lock-venv/bin/pip freeze --exclude-editable | grep -v -E '^(pip|setuptools|wheel)==' | sort -f) > requirements.lock
+	var/lock-venv/bin/python -m devtools.image_locks
 	rm -rf var/lock-venv
 
 clean:

@@ -24,6 +24,7 @@ def local_secrets(rasa_port: int) -> Dict[str, str]:
         "TWILIO_AUTH_TOKEN": secrets.token_hex(16),
         "TWILIO_PHONE_NUMBER": "+15005550006",
         "VAPI_SERVER_SECRET": secrets.token_urlsafe(24),
+        "VAPI_CUSTOM_LLM_KEY": secrets.token_urlsafe(24),
         "WEBCHAT_JWT_SECRET": secrets.token_urlsafe(32),
         "WEBCHAT_ALLOW_ANONYMOUS": "true",
         "DEFAULT_PHONE_REGION": "US",

@@ -28,13 +28,13 @@ from typing import Any, Dict, Optional, Tuple
 from multidict import MultiDict
 from pydantic import confloat, conint
 from rasa.core.channels.channel import InputChannel, OutputChannel
-from sanic import Blueprint, Sanic, response
+from sanic import Sanic, response
 from sanic.request import Request
 from sanic.response import HTTPResponse
 
 from connectors.drain import drain_before_stop, drain_of
-from connectors.http_limits import BodyRefused, guard_slow_headers, read_body
-from connectors.twilio_sms.auth import MAX_REQUEST_BYTES, WebhookValidator
+from connectors.http_limits import ChannelBlueprint, bounded_body
+from connectors.twilio_sms.auth import MAX_REQUEST_BYTES, WebhookValidator, head_refusal
 from connectors.twilio_sms.outbox import SmsOutbox
 from connectors.twilio_sms.state import DeliveryLedger, OfferedButtons
 from connectors.twilio_sms.turns import APOLOGY_TWIML, SmsTurns
@@ -83,6 +83,16 @@ def _twiml_response(body: str) -> HTTPResponse:
 def _refusal(kind: str, rejection: Rejected) -> HTTPResponse:
     logger.warning("SMS %s rejected (%d): %s", kind, rejection.status, rejection.reason)
     return response.text(rejection.reason, status=rejection.status)
+
+
+def _unsigned_refusal(request: Request) -> Optional[HTTPResponse]:
+    """A request that cannot be Twilio's by its headers, refused before its body is read."""
+    rejection = head_refusal(request.headers)
+    return None if rejection is None else _refusal(request.path.rsplit("/", 1)[-1], rejection)
+
+
+def _limit_refusal(status: int, reason: str) -> HTTPResponse:
+    return _refusal("body", Rejected(status, reason))
 
 
 class TwilioSmsPushOutput(OutputChannel):
@@ -161,20 +171,17 @@ class TwilioSmsInput(InputChannel):
     def get_output_channel(self) -> OutputChannel:
         return TwilioSmsPushOutput(self._sender(self._identity()), self.buttons)
 
-    async def _signed_form(self, request: Request) -> MultiDict:
-        """The form, read bounded (http_limits) and then checked against its signature."""
-        try:
-            body = await read_body(request, MAX_REQUEST_BYTES)
-        except BodyRefused as error:
-            raise Rejected(error.status, error.reason) from None
-        return self.validator.signed_form(request.path, request.query_string, request.headers, body)
+    def _signed_form(self, request: Request) -> MultiDict:
+        """The form (its body read and bounded by http_limits), checked against its signature."""
+        return self.validator.signed_form(
+            request.path, request.query_string, request.headers, request.body or b""
+        )
 
-    def blueprint(self, on_new_message: Any) -> Blueprint:
+    def blueprint(self, on_new_message: Any) -> ChannelBlueprint:
         """The routes. Turns do not go through Rasa's ``on_new_message``: they may run twice
         (on a takeover), so they run through :func:`connectors.turns.once.handle_once` on the app's
         agent, which skips a message the event log already holds."""
-        bp = Blueprint("omni_twilio_sms", __name__)
-        guard_slow_headers(bp)
+        bp = ChannelBlueprint("omni_twilio_sms", __name__)
 
         @bp.listener("before_server_start")
         async def join_drain(app: Sanic, _: Any) -> None:
@@ -188,12 +195,12 @@ class TwilioSmsInput(InputChannel):
         async def health(_: Request) -> HTTPResponse:
             return response.json({"status": "ok"})
 
-        # stream=True: bodies are read by read_body, bounded in size and time.
-        @bp.route("/webhook", methods=["POST"], stream=True)
+        @bp.route("/webhook", methods=["POST"])
+        @bounded_body(MAX_REQUEST_BYTES, admit=_unsigned_refusal, refuse=_limit_refusal)
         async def webhook(request: Request) -> HTTPResponse:
             started = time.monotonic()
             try:
-                inbound = InboundSms.parse(await self._signed_form(request), self.region)
+                inbound = InboundSms.parse(self._signed_form(request), self.region)
             except Rejected as rejection:
                 return _refusal("webhook", rejection)
             if inbound.is_empty:
@@ -206,10 +213,11 @@ class TwilioSmsInput(InputChannel):
                 self.turns.app_context = request.app.ctx
             return _twiml_response(await self._answer(inbound, token, started))
 
-        @bp.route("/status", methods=["POST"], stream=True)
+        @bp.route("/status", methods=["POST"])
+        @bounded_body(MAX_REQUEST_BYTES, admit=_unsigned_refusal, refuse=_limit_refusal)
         async def status(request: Request) -> HTTPResponse:
             try:
-                callback = StatusCallback.parse(await self._signed_form(request), self.region)
+                callback = StatusCallback.parse(self._signed_form(request), self.region)
             except Rejected as rejection:
                 return _refusal("status", rejection)
             try:

@@ -17,11 +17,11 @@ from typing import Any, Awaitable, Callable, Dict, List, Optional
 from pydantic import confloat, conint, constr
 from rasa.core.channels.channel import InputChannel, OutputChannel, UserMessage
 from rasa.core.lock_store import LockError
-from sanic import Blueprint, Sanic, response
+from sanic import Sanic, response
 from sanic.request import Request
 from sanic.response import HTTPResponse
 
-from connectors.http_limits import BodyRefused, guard_slow_headers, read_body
+from connectors.http_limits import ChannelBlueprint, bounded_body
 from connectors.vapi.auth import VapiAuth
 from connectors.vapi.call_control import DEFAULT_CONTROL_HOSTS, control_policy
 from connectors.vapi.callers import Callers
@@ -45,6 +45,7 @@ from connectors.vapi.wire import (
     parse_server_message,
 )
 from omnichannel.channels import VAPI, VOICE
+from omnichannel.customer_tokens import MAX_TOKEN_LIFETIME, HostTokenPolicy
 from omnichannel.identity import Address, IdentityStore
 from omnichannel.leases import takeover
 from omnichannel.options import ConnectorOptions
@@ -59,7 +60,7 @@ SECTION = "connectors.vapi.channel.VapiInput"
 
 
 #: A host name, or ``*.`` and a domain.
-ControlHost = constr(regex=r"^(\*\.)?[A-Za-z0-9.-]{1,253}$")
+ControlHost = constr(regex=r"^(\*\.)?[A-Za-z0-9.-]{1,253}\Z")
 
 
 class VapiOptions(ConnectorOptions):
@@ -80,6 +81,11 @@ class VapiOptions(ConnectorOptions):
     #: Trust a plain ``user_id`` variable on web calls. Off: a browser starting a web call
     #: sets variableValues itself, so only a signed ``user_token`` (web chat JWT) is trusted.
     trust_user_id_variable: bool = False
+    #: A web call's ``user_token`` is the web chat's token and is checked the same way: its
+    #: ``exp`` at most this far ahead, and its ``aud`` this value when set (set both as the web
+    #: chat's options are set).
+    max_token_lifetime: conint(ge=60, le=365 * 24 * 3600) = MAX_TOKEN_LIFETIME
+    jwt_audience: Optional[constr(min_length=1, max_length=200)] = None
     #: Hosts whose ``monitor.controlUrl`` we POST to (exact names or ``*.`` suffixes; https
     #: only). A server whose PUBLIC_BASE_URL is loopback also reaches loopback (the local fake).
     control_url_hosts: List[ControlHost] = list(DEFAULT_CONTROL_HOSTS)  # type: ignore[valid-type]
@@ -128,11 +134,15 @@ class VapiInput(InputChannel):
         self.options = options
         self.auth = VapiAuth(settings.vapi_server_secret, settings.vapi_custom_llm_key)
         identity = IdentityStore()
+        user_tokens = (
+            HostTokenPolicy(
+                settings.webchat_jwt_secret, options.jwt_audience, options.max_token_lifetime
+            )
+            if settings.webchat_jwt_secret
+            else None
+        )
         self.callers = Callers(
-            identity,
-            settings.default_phone_region,
-            settings.webchat_jwt_secret,
-            options.trust_user_id_variable,
+            identity, settings.default_phone_region, user_tokens, options.trust_user_id_variable
         )
         self.greeter = Greeter(identity, options.assistant_request_timeout)
         calls = CallStore(settings.redis_url, options.turn_lease_seconds)
@@ -153,14 +163,19 @@ class VapiInput(InputChannel):
     @classmethod
     def from_credentials(cls, credentials: Optional[Dict[str, Any]]) -> VapiInput:
         settings = load_settings()
-        settings.require("VAPI_SERVER_SECRET")
+        # Both: the custom-LLM key is what VAPI's dashboard holds for our model, so no answer
+        # ever has to hand VAPI a secret (see ServerMessages.assistant_request).
+        settings.require("VAPI_SERVER_SECRET", "VAPI_CUSTOM_LLM_KEY")
         return cls(settings, VapiOptions.parse(SECTION, credentials))
 
-    def blueprint(self, on_new_message: Callable[[UserMessage], Awaitable[Any]]) -> Blueprint:
+    def blueprint(
+        self, on_new_message: Callable[[UserMessage], Awaitable[Any]]
+    ) -> ChannelBlueprint:
         """The routes. Turns do not go through ``on_new_message``: see
-        ``TurnRunner._locked_turn`` for why and what replaces it."""
-        bp = Blueprint("omni_vapi", __name__)
-        guard_slow_headers(bp)
+        ``TurnRunner._locked_turn`` for why and what replaces it. Bodies are read before the
+        handlers run (connectors/http_limits.py), and only from a client whose headers carry
+        VAPI's credentials."""
+        bp = ChannelBlueprint("omni_vapi", __name__)
 
         @bp.listener("after_server_start")
         async def take_over_abandoned_turns(app: Sanic, _: Any) -> None:
@@ -172,34 +187,48 @@ class VapiInput(InputChannel):
         async def health(_: Request) -> HTTPResponse:
             return response.json({"status": "ok"})
 
+        @bounded_body(
+            self.options.max_request_bytes, admit=self._custom_llm_caller, refuse=_openai_error
+        )
         async def completions(request: Request) -> Optional[HTTPResponse]:
             return await self.handle_completion(request)
 
-        # stream=True: the body is read by read_body, bounded in size and time.
-        bp.add_route(completions, "/chat/completions", methods=["POST"], stream=True)
+        bp.add_route(completions, "/chat/completions", methods=["POST"])
         bp.add_route(
             completions,
             "/chat/completions/chat/completions",
             methods=["POST"],
             name="completions_doubled",
-            stream=True,
         )
 
-        @bp.route("/events", methods=["POST"], stream=True)
+        @bp.route("/events", methods=["POST"])
+        @bounded_body(self.options.max_event_bytes, admit=self._server_message_sender)
         async def events(request: Request) -> HTTPResponse:
             return await self.handle_event(request)
 
         return bp
 
+    def _custom_llm_caller(self, request: Request) -> Optional[HTTPResponse]:
+        """A custom-LLM request without VAPI's credentials, refused before its body is read."""
+        if self.auth.check_custom_llm(request.headers):
+            return None
+        return _openai_error(401, "missing or wrong credentials", "authentication_error")
+
+    def _server_message_sender(self, request: Request) -> Optional[HTTPResponse]:
+        """A server message whose headers cannot authenticate it, refused before its body."""
+        if self.auth.may_authenticate_server_message(request.headers, time.time()):
+            return None
+        return response.json({"error": "missing or wrong credentials"}, status=401)
+
     async def handle_completion(self, request: Request) -> Optional[HTTPResponse]:
-        """One custom-LLM request: the turn's speech streamed (None: the stream was sent)."""
+        """One custom-LLM request (its caller authenticated, its body read and bounded by
+        connectors/http_limits.py): the turn's speech streamed (None: the stream was sent)."""
         received = time.perf_counter()
         if not self.auth.check_custom_llm(request.headers):
             return _openai_error(401, "missing or wrong credentials", "authentication_error")
         try:
-            body = await read_body(request, self.options.max_request_bytes)
-            parsed = parse_completion_request(body, self.options.max_request_bytes)
-        except (BodyRefused, BadRequest) as error:
+            parsed = parse_completion_request(request.body or b"", self.options.max_request_bytes)
+        except BadRequest as error:
             return _openai_error(error.status, error.reason)
         # parse_completion_request refuses a request without a call id.
         call, call_id = parsed.call, str(parsed.call.call_id)
@@ -252,10 +281,7 @@ class VapiInput(InputChannel):
 
     async def handle_event(self, request: Request) -> HTTPResponse:
         """One server message, answered as its type asks (server_messages.py)."""
-        try:
-            body = await read_body(request, self.options.max_event_bytes)
-        except BodyRefused as error:
-            return response.json({"error": error.reason}, status=error.status)
+        body = request.body or b""
         if not self.auth.check_server_message(request.headers, body, time.time()):
             return response.json({"error": "missing or wrong credentials"}, status=401)
         try:

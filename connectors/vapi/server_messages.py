@@ -74,7 +74,13 @@ class ServerMessages:
         return {}
 
     async def assistant_request(self, agent: Any, message: ServerMessage) -> Dict[str, Any]:
-        """The assistant for this call: our custom LLM, greeting the caller by what we know."""
+        """The assistant for this call: our custom LLM, greeting the caller by what we know.
+
+        The answer carries no credential: VAPI authenticates the custom-LLM requests with the
+        custom-LLM credential stored in its dashboard (``VAPI_CUSTOM_LLM_KEY``, which the channel
+        requires). It once carried the server secret when that key was unset, and a captured
+        signed assistant-request, replayed within the signature's five minutes, then yielded
+        the secret that signs every server message."""
         address = self.callers.known_caller(message.call or Call(), message.customer)
         model: Dict[str, Any] = {
             "provider": "custom-llm",
@@ -83,9 +89,6 @@ class ServerMessages:
             "metadataSendMode": "variable",
             "timeoutSeconds": 20,
         }
-        if not self.settings.vapi_custom_llm_key and self.settings.vapi_server_secret:
-            # Without a custom-LLM credential, VAPI authenticates with the server secret.
-            model["headers"] = {"X-Vapi-Secret": self.settings.vapi_server_secret}
         return {
             "assistant": {
                 "name": await self.greeter.assistant_name(agent),

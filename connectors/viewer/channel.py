@@ -21,10 +21,11 @@ from typing import Any, Awaitable, Callable, Dict, Optional
 
 from pydantic import conint
 from rasa.core.channels.channel import InputChannel, UserMessage
-from sanic import Blueprint, response
+from sanic import response
 from sanic.request import Request
+from sanic.response import HTTPResponse
 
-from connectors.http_limits import BodyRefused, read_body
+from connectors.http_limits import ChannelBlueprint, bounded_body
 from connectors.static_pages import add_page_routes
 from connectors.tracker_store import event_log_of
 from connectors.viewer.auth import is_authorised
@@ -89,30 +90,38 @@ class ViewerInput(InputChannel):
         given = {key: value for key, value in (credentials or {}).items() if value is not None}
         return cls(load_settings(), ViewerOptions.parse(SECTION, given))
 
-    def blueprint(self, on_new_message: Callable[[UserMessage], Awaitable[Any]]) -> Blueprint:
-        bp = Blueprint("omni_viewer", __name__)
+    def _unauthorised(self, request: Request) -> Optional[HTTPResponse]:
+        """A request without the token, refused (before its body is read)."""
+        if is_authorised(request.headers.get("authorization"), self.auth_token):
+            return None
+        return response.json(
+            {"error": "send the Rasa auth token as a Bearer token"},
+            status=401,
+            headers={**NO_STORE, "WWW-Authenticate": "Bearer"},
+        )
+
+    def blueprint(
+        self, on_new_message: Callable[[UserMessage], Awaitable[Any]]
+    ) -> ChannelBlueprint:
+        bp = ChannelBlueprint("omni_viewer", __name__)
 
         add_page_routes(bp, STATIC_DIR, STATIC_FILES, PAGE_SECURITY_POLICY)
 
-        @bp.route("/api/timeline", methods=["POST"], stream=True)
+        @bp.route("/api/timeline", methods=["POST"])
+        @bounded_body(QUERY_MAX_BYTES, admit=self._unauthorised)
         async def timeline(request: Request) -> Any:
-            if not is_authorised(request.headers.get("authorization"), self.auth_token):
-                return response.json(
-                    {"error": "send the Rasa auth token as a Bearer token"},
-                    status=401,
-                    headers={**NO_STORE, "WWW-Authenticate": "Bearer"},
-                )
+            refusal = self._unauthorised(request)
+            if refusal is not None:
+                return refusal
             try:
                 query = parse_query(
-                    await read_body(request, QUERY_MAX_BYTES),
+                    request.body or b"",
                     page_events=self.options.page_events,
                     max_page_events=self.options.max_page_events,
                 )
                 answer = await timeline_page(
                     self.identity, event_store(request.app.ctx.agent), query
                 )
-            except BodyRefused as error:
-                return response.json({"error": error.reason}, status=error.status)
             except BadQuery as error:
                 return response.json({"error": str(error)}, status=400, headers=NO_STORE)
             except NotFound as error:

@@ -24,24 +24,21 @@ from typing import Any, Awaitable, Callable, Dict, Optional, Set
 
 from pydantic import confloat, conint, constr
 from rasa.core.channels.channel import InputChannel, UserMessage
-from sanic import Blueprint, Sanic, response
+from sanic import Sanic, response
 from sanic.request import Request
 
 from connectors.drain import CLOSE_SERVICE_RESTART, Drain, drain_before_stop, drain_of
-from connectors.http_limits import BodyRefused, guard_slow_headers, read_body
+from connectors.forwarded import client_address
+from connectors.http_limits import ChannelBlueprint, bounded_body
 from connectors.static_pages import add_page_routes
-from connectors.webchat.auth import (
-    ANONYMOUS_TOKEN_LIFETIME,
-    MAX_TOKEN_LIFETIME,
-    AuthRefused,
-    TokenVerifier,
-)
+from connectors.webchat.auth import ANONYMOUS_TOKEN_LIFETIME, AuthRefused, TokenVerifier
 from connectors.webchat.connection import ChatConnection
 from connectors.webchat.state import SessionLimits
 from connectors.webchat.turns import ChatTurnResumer, chat_turn_work
 from connectors.webchat.wire import MAX_HISTORY_LIMIT
 from omnichannel import metrics
 from omnichannel.channels import WEBCHAT
+from omnichannel.customer_tokens import MAX_TOKEN_LIFETIME
 from omnichannel.errors import ConfigError
 from omnichannel.leases import takeover
 from omnichannel.options import ConnectorOptions
@@ -106,7 +103,6 @@ class WebChatInput(InputChannel):
             )
         self.options = options
         self.redis_url = settings.redis_url
-        self.trust_proxy_headers = settings.trust_proxy_headers
         self.verifier = TokenVerifier(
             settings.webchat_jwt_secret or "",
             settings.webchat_allow_anonymous,
@@ -155,11 +151,12 @@ class WebChatInput(InputChannel):
         given = {key: value for key, value in (credentials or {}).items() if value is not None}
         return cls(load_settings(), WebChatOptions.parse(SECTION, given))
 
-    def blueprint(self, on_new_message: Callable[[UserMessage], Awaitable[Any]]) -> Blueprint:
+    def blueprint(
+        self, on_new_message: Callable[[UserMessage], Awaitable[Any]]
+    ) -> ChannelBlueprint:
         """The routes. Turns run on Rasa's agent through ``handle_once`` (turns.py), not
         through ``on_new_message``: a message that may run on two replicas is processed once."""
-        bp = Blueprint("omni_webchat", __name__)
-        guard_slow_headers(bp)
+        bp = ChannelBlueprint("omni_webchat", __name__)
 
         @bp.listener("before_server_start")
         async def start(app: Sanic, _: Any) -> None:
@@ -174,17 +171,14 @@ class WebChatInput(InputChannel):
 
         add_page_routes(bp, STATIC_DIR, STATIC_FILES, PAGE_SECURITY_POLICY)
 
-        @bp.route("/session", methods=["POST"], stream=True)
+        @bp.route("/session", methods=["POST"])
+        @bounded_body(SESSION_BODY_MAX_BYTES)
         async def session(request: Request) -> Any:
-            try:
-                await read_body(request, SESSION_BODY_MAX_BYTES)
-            except BodyRefused as error:
-                return response.json({"error": error.reason}, status=error.status)
             if not self.verifier.allow_anonymous:
                 return response.json({"error": "anonymous chat is disabled"}, status=403)
             try:
                 wait = await self.sessions.allow_new_session(
-                    redis_client(self.redis_url), client_address(request, self.trust_proxy_headers)
+                    redis_client(self.redis_url), client_address(request)
                 )
             except REDIS_FAILURES as error:
                 logger.error("web chat: session limit unavailable: %s", type(error).__name__)
@@ -244,12 +238,3 @@ class WebChatInput(InputChannel):
         drain_before_stop(bp)  # after the socket route: see connectors.drain on listener order
         return bp
 
-
-def client_address(request: Request, trust_proxy_headers: bool) -> str:
-    """The client's IP address: the socket's peer, or, behind a proxy we trust, the address
-    that proxy appended last to ``X-Forwarded-For`` (earlier entries are the client's to forge)."""
-    if trust_proxy_headers:
-        forwarded = [part.strip() for part in request.headers.get("x-forwarded-for", "").split(",")]
-        if forwarded[-1]:
-            return forwarded[-1]
-    return request.ip or "unknown"

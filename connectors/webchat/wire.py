@@ -14,13 +14,15 @@ from typing import Any, Dict, List, Mapping, Optional, Union
 
 from pydantic import BaseModel, ValidationError, conint, constr
 
+from omnichannel import bounded_json
+
 #: Frames above this size get an error frame (Sanic itself drops the socket above 1 MiB).
 MAX_FRAME_BYTES = 16 * 1024
 MAX_TEXT_CHARS = 4000
 MAX_TOKEN_CHARS = 8192
 #: A client id that can be named in an error frame without echoing a frame's worth of text.
 MAX_CLIENT_ID_CHARS = 64
-CLIENT_MESSAGE_ID = r"^[A-Za-z0-9_-]{8,64}$"
+CLIENT_MESSAGE_ID = r"^[A-Za-z0-9_-]{8,64}\Z"
 #: Largest page of history a client may ask for.
 MAX_HISTORY_LIMIT = 200
 
@@ -53,31 +55,31 @@ class _ClientFrame(BaseModel):
 
 
 class AuthFrame(_ClientFrame):
-    type: constr(strict=True, regex=r"^auth$")
+    type: constr(strict=True, regex=r"^auth\Z")
     token: constr(strict=True, min_length=1, max_length=MAX_TOKEN_CHARS)
 
 
 class TextFrame(_ClientFrame):
-    type: constr(strict=True, regex=r"^message$")
+    type: constr(strict=True, regex=r"^message\Z")
     id: constr(strict=True, regex=CLIENT_MESSAGE_ID)
     text: constr(strict=True, min_length=1, max_length=MAX_TEXT_CHARS)
 
 
 class ButtonFrame(_ClientFrame):
-    type: constr(strict=True, regex=r"^button$")
+    type: constr(strict=True, regex=r"^button\Z")
     id: constr(strict=True, regex=CLIENT_MESSAGE_ID)
     payload: constr(strict=True, min_length=1, max_length=MAX_TEXT_CHARS)
     title: constr(strict=True, max_length=MAX_TEXT_CHARS) = ""
 
 
 class HistoryFrame(_ClientFrame):
-    type: constr(strict=True, regex=r"^history$")
+    type: constr(strict=True, regex=r"^history\Z")
     before: conint(strict=True, ge=0)
     limit: Optional[conint(strict=True, ge=1, le=MAX_HISTORY_LIMIT)] = None
 
 
 class PingFrame(_ClientFrame):
-    type: constr(strict=True, regex=r"^ping$")
+    type: constr(strict=True, regex=r"^ping\Z")
     id: Optional[constr(strict=True, max_length=MAX_CLIENT_ID_CHARS)] = None
 
 
@@ -111,9 +113,9 @@ def _load_object(data: Any) -> Dict[str, Any]:
     if len(data) > MAX_FRAME_BYTES or len(data.encode("utf-8", "surrogatepass")) > MAX_FRAME_BYTES:
         raise BadFrame(FRAME_TOO_LARGE, f"frames are limited to {MAX_FRAME_BYTES} bytes")
     try:
-        raw = json.loads(data)
-    except RecursionError:
-        raise BadFrame(BAD_FRAME, "frame is nested too deeply") from None
+        raw = bounded_json.loads(data)
+    except bounded_json.TooDeep as error:
+        raise BadFrame(BAD_FRAME, f"frame is {error}") from None
     except ValueError:
         # Also a number of more digits than Python converts (sys.get_int_max_str_digits).
         raise BadFrame(BAD_FRAME, "frame is not valid JSON") from None

@@ -200,12 +200,17 @@ def test_bad_options_stop_start_up_naming_the_key(given: Dict[str, Any], named: 
     assert SECTION in str(refused.value)
 
 
-@pytest.mark.unit
-def test_start_up_needs_the_server_secret(monkeypatch) -> None:
+def test_start_up_needs_the_server_secret_and_the_custom_llm_key(monkeypatch) -> None:
+    """Before, VAPI_CUSTOM_LLM_KEY was optional and its absence put the server secret into
+    every assistant-request answer; now the channel does not start without it."""
     monkeypatch.delenv("VAPI_SERVER_SECRET", raising=False)
-    with pytest.raises(ConfigError, match="VAPI_SERVER_SECRET"):
+    monkeypatch.delenv("VAPI_CUSTOM_LLM_KEY", raising=False)
+    with pytest.raises(ConfigError, match="VAPI_SERVER_SECRET, VAPI_CUSTOM_LLM_KEY"):
         VapiInput.from_credentials({})
     monkeypatch.setenv("VAPI_SERVER_SECRET", "s" * 32)
+    with pytest.raises(ConfigError, match="VAPI_CUSTOM_LLM_KEY"):
+        VapiInput.from_credentials({})
+    monkeypatch.setenv("VAPI_CUSTOM_LLM_KEY", "k" * 32)
     channel = VapiInput.from_credentials({"barge_in_threshold": 0.8})
     assert channel.name() == "vapi" and channel.options.barge_in_threshold == 0.8
 
