@@ -109,12 +109,14 @@ def test_size_type_encoding_and_field_count_are_bounded() -> None:
     assert refusal(crowded, signed_headers(ENV, crowded))[0] == 400
 
 
+@pytest.mark.unit
 def test_the_signed_url_is_the_configured_one_whatever_the_headers_say() -> None:
     base = "https://public.example.org"
     assert public_url(WEBHOOK, "", base) == base + WEBHOOK
     assert public_url(WEBHOOK, "a=1", base + "/") == base + WEBHOOK + "?a=1"
 
 
+@pytest.mark.unit
 def test_a_signature_for_a_url_the_forwarded_headers_claim_is_refused() -> None:
     """Before: with TRUST_PROXY_HEADERS=true the URL was rebuilt from X-Forwarded-Proto/Host,
     which a client writes itself (or has a proxy copy from its Host): a signature for a URL of
@@ -128,6 +130,7 @@ def test_a_signature_for_a_url_the_forwarded_headers_claim_is_refused() -> None:
     assert check(params, {**forwarded, "X-Twilio-Signature": configured})["Body"] == "hi"
 
 
+@pytest.mark.unit
 def test_the_retired_trust_proxy_headers_variable_stops_start_up() -> None:
     with pytest.raises(ConfigError, match="TRUSTED_PROXY_HOPS"):
         Settings.from_env({**ENV, "TRUST_PROXY_HEADERS": "true"})

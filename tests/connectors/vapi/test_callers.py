@@ -109,6 +109,7 @@ def test_a_web_caller_is_the_user_a_signed_token_names() -> None:
     )
 
 
+@pytest.mark.unit
 def test_a_user_token_has_the_web_chats_lifetime_and_audience_checks() -> None:
     """Before: a token valid for ten years signed the caller in (and created the user's
     identity record); the web chat refused the same token. Now both check alike."""

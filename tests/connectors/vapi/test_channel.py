@@ -200,6 +200,7 @@ def test_bad_options_stop_start_up_naming_the_key(given: Dict[str, Any], named: 
     assert SECTION in str(refused.value)
 
 
+@pytest.mark.unit
 def test_start_up_needs_the_server_secret_and_the_custom_llm_key(monkeypatch) -> None:
     """Before, VAPI_CUSTOM_LLM_KEY was optional and its absence put the server secret into
     every assistant-request answer; now the channel does not start without it."""

@@ -230,6 +230,7 @@ def test_server_message_fields_by_their_vapi_names() -> None:
     assert message.tool_call_list[0].tool_name == "f"
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("bad_id", ["c1\n", "c1\r\n", "c1\nFORGED", "\nc1"])
 def test_call_and_tool_call_ids_with_a_newline_are_refused(bad_id: str) -> None:
     """Before: the id patterns ended in ``$``, which matches before a final newline, so
@@ -245,6 +246,7 @@ def test_call_and_tool_call_ids_with_a_newline_are_refused(bad_id: str) -> None:
         )
 
 
+@pytest.mark.unit
 def test_no_id_pattern_ends_in_a_dollar() -> None:
     """Pydantic matches ``constr(regex=...)`` with ``re.match``: ``$`` lets one trailing newline
     through, ``\\Z`` does not. Every pattern a model checks input against ends in ``\\Z``."""
