@@ -16,8 +16,8 @@ help:
 	@echo "make run     start Redis (embedded unless REDIS_URL is set), the action server and Rasa"
 	@echo "make check   the fast tier (under a minute): lint, validate, the response check and the"
 	@echo "             unit tests (pytest -m unit: no server, process or model)"
-	@echo "make test    install what is missing, then lint, validate, the response check, pytest,"
-	@echo "             end-to-end story tests and the NLU evaluation"
+	@echo "make test    install what is missing, then make check, the other tests on parallel"
+	@echo "             workers, plain rasa test (the stories end to end) and the NLU evaluation"
 	@echo "make bench   benchmarks against Rasa's stock parts"
 	@echo "make soak    the long fleet run: replicas behind HAProxy, kills, restarts, figures"
 	@echo "make shell CHANNEL=voice|sms|chat   talk to the assistant as that channel's customer"
@@ -125,7 +125,11 @@ story-test: model
 nlu-test: $(STAMP)
 	$(PY) -m devtools.evaluate nlu
 
-test: check model integration story-test nlu-test
+# The fast tier first (a lint error fails in seconds), then the rest side by side: the stories
+# and the NLU evaluation use the cores the integration tests leave while they wait on servers.
+# Each part's output is printed whole when it ends.
+test: check model $(SYSTEM_STAMP)
+	@$(MAKE) --no-print-directory -j3 --output-sync=target integration story-test nlu-test
 	@echo "make test: all checks passed"
 
 bench: $(STAMP)
