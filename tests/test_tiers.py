@@ -11,6 +11,8 @@ from typing import Optional, Tuple
 
 import pytest
 
+from testkit.processes import ROOT
+from tests.parallel import SECONDS
 from tests.tiers import NotAUnitTest, refuse_server_fixtures
 
 
@@ -50,3 +52,11 @@ def test_a_unit_test_asking_for_a_server_fixture_is_refused_at_collection() -> N
     refuse_server_fixtures([_Item("t.py::slow", ("rasa_stack",), marks=())])
     with pytest.raises(pytest.UsageError, match="t.py::bad is marked unit but uses redis_url"):
         refuse_server_fixtures([_Item("t.py::bad", ("tmp_path", "redis_url"))])
+
+
+@pytest.mark.unit
+def test_the_modules_the_schedule_starts_first_exist() -> None:
+    """tests/parallel.py starts the longest modules first; a renamed one would quietly start
+    last and stretch the run."""
+    missing = [module for module in SECONDS if not (ROOT / module).is_file()]
+    assert missing == [], f"rename them in tests/parallel.py SECONDS: {missing}"
