@@ -283,6 +283,73 @@ async def test_cancelled_waiter_leaves_and_an_empty_queue_leaves_no_keys(redis_d
     assert leftover == []
 
 
+class AnswerHoldingProxy:
+    """A TCP proxy in front of Redis that can hold Redis's answers back (requests still pass):
+    a command then runs in Redis while its caller is still waiting for the reply."""
+
+    def __init__(self, redis_port: int) -> None:
+        self.redis_port = redis_port
+        self.port = free_port()
+        self.released = asyncio.Event()
+        self.released.set()
+        self._server: Optional[asyncio.AbstractServer] = None
+
+    async def start(self) -> AnswerHoldingProxy:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+        return self
+
+    async def _serve(self, client_in: asyncio.StreamReader, client_out: asyncio.StreamWriter):
+        redis_in, redis_out = await asyncio.open_connection("127.0.0.1", self.redis_port)
+
+        async def pipe(source, sink, hold: bool) -> None:
+            while data := await source.read(65536):
+                if hold:
+                    await self.released.wait()
+                sink.write(data)
+                await sink.drain()
+            sink.close()
+
+        await asyncio.gather(
+            pipe(client_in, redis_out, hold=False),
+            pipe(redis_in, client_out, hold=True),
+            return_exceptions=True,
+        )
+
+    async def stop(self) -> None:
+        assert self._server is not None
+        self._server.close()
+
+
+async def test_a_waiter_cancelled_before_its_queueing_is_answered_leaves_no_ticket(
+    redis_url: str,
+) -> None:
+    """Redis queued the waiter's ticket, the answer had not come back when the waiter was
+    cancelled (a client gone): the ticket is withdrawn, not left to hold the queue for a
+    lease."""
+    proxy = await AnswerHoldingProxy(int(redis_url.rsplit(":", 1)[1].split("/")[0])).start()
+    direct, proxied = fast_store(), fast_store(f"redis://127.0.0.1:{proxy.port}/0")
+    conversation = new_conversation()
+    try:
+        async with direct.lock(conversation):  # queues a ticket, and loads the scripts
+            assert await proxied.live_tickets(conversation) == 1  # a connection, warm
+            proxy.released.clear()
+
+            async def waiter() -> None:
+                async with proxied.lock(conversation):
+                    pytest.fail("the cancelled waiter got the lock")
+
+            waiting = asyncio.create_task(waiter())
+            await wait_until(lambda: tickets_are(direct, conversation, 2), 5, "queueing")
+            waiting.cancel()
+            proxy.released.set()
+            await asyncio.wait([waiting], timeout=10)
+            assert waiting.cancelled()
+            assert await direct.live_tickets(conversation) == 1
+    finally:
+        proxy.released.set()
+        await proxy.stop()
+
+
 @pytest.mark.unit
 async def test_unreachable_redis_raises_state_unavailable_after_the_retry_bound(monkeypatch):
     monkeypatch.setenv("REDIS_RETRY_SECONDS", "1.5")
