@@ -192,8 +192,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     nlu.add_argument("--min-f1", type=float, default=DEFAULT_MIN_F1)
     arguments = parser.parse_args(argv)
     if arguments.command == "stories":
-        stories = arguments.stories.resolve() if arguments.stories else None
-        return evaluate_stories(stories, arguments.out.resolve())
+        chosen = arguments.stories.resolve() if arguments.stories else None
+        return evaluate_stories(chosen, arguments.out.resolve())
     return evaluate_nlu(arguments.out.resolve(), arguments.min_f1)
 
 

@@ -10,9 +10,9 @@ the client an error frame, not the socket and a traceback in the log.
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, List, Mapping, Optional, Union
+from typing import Any, Dict, List, Mapping, Optional, Type, Union, cast
 
-from pydantic import BaseModel, ValidationError, conint, constr
+from pydantic import BaseModel, Field, StrictStr, ValidationError, validator
 
 from omnichannel import bounded_json
 
@@ -55,38 +55,45 @@ class _ClientFrame(BaseModel):
 
 
 class AuthFrame(_ClientFrame):
-    type: constr(strict=True, regex=r"^auth\Z")
-    token: constr(strict=True, min_length=1, max_length=MAX_TOKEN_CHARS)
+    type: StrictStr = Field(..., regex=r"^auth\Z")
+    token: StrictStr = Field(..., min_length=1, max_length=MAX_TOKEN_CHARS)
 
 
 class TextFrame(_ClientFrame):
-    type: constr(strict=True, regex=r"^message\Z")
-    id: constr(strict=True, regex=CLIENT_MESSAGE_ID)
-    text: constr(strict=True, min_length=1, max_length=MAX_TEXT_CHARS)
+    type: StrictStr = Field(..., regex=r"^message\Z")
+    id: StrictStr = Field(..., regex=CLIENT_MESSAGE_ID)
+    text: StrictStr = Field(..., min_length=1, max_length=MAX_TEXT_CHARS)
 
 
 class ButtonFrame(_ClientFrame):
-    type: constr(strict=True, regex=r"^button\Z")
-    id: constr(strict=True, regex=CLIENT_MESSAGE_ID)
-    payload: constr(strict=True, min_length=1, max_length=MAX_TEXT_CHARS)
-    title: constr(strict=True, max_length=MAX_TEXT_CHARS) = ""
+    type: StrictStr = Field(..., regex=r"^button\Z")
+    id: StrictStr = Field(..., regex=CLIENT_MESSAGE_ID)
+    payload: StrictStr = Field(..., min_length=1, max_length=MAX_TEXT_CHARS)
+    title: StrictStr = Field(default="", max_length=MAX_TEXT_CHARS)
 
 
 class HistoryFrame(_ClientFrame):
-    type: constr(strict=True, regex=r"^history\Z")
-    before: conint(strict=True, ge=0)
-    limit: Optional[conint(strict=True, ge=1, le=MAX_HISTORY_LIMIT)] = None
+    type: StrictStr = Field(..., regex=r"^history\Z")
+    before: int = Field(..., ge=0)
+    limit: Optional[int] = Field(default=None, ge=1, le=MAX_HISTORY_LIMIT)
+
+    @validator("before", "limit", pre=True)
+    def _json_integer(cls, value: Any) -> Any:
+        """JSON integers only: pydantic would read 1.5 as 1, true as 1 and "7" as 7."""
+        if value is not None and type(value) is not int:
+            raise TypeError("value is not an integer")
+        return value
 
 
 class PingFrame(_ClientFrame):
-    type: constr(strict=True, regex=r"^ping\Z")
-    id: Optional[constr(strict=True, max_length=MAX_CLIENT_ID_CHARS)] = None
+    type: StrictStr = Field(..., regex=r"^ping\Z")
+    id: Optional[StrictStr] = Field(default=None, max_length=MAX_CLIENT_ID_CHARS)
 
 
 ClientFrame = Union[AuthFrame, TextFrame, ButtonFrame, HistoryFrame, PingFrame]
 #: A frame that starts a turn.
 TurnFrame = Union[TextFrame, ButtonFrame]
-_FRAME_TYPES = {
+_FRAME_TYPES: Dict[str, Type[_ClientFrame]] = {
     "auth": AuthFrame,
     "message": TextFrame,
     "button": ButtonFrame,
@@ -141,7 +148,7 @@ def parse_frame(data: Any) -> ClientFrame:
             BAD_FRAME, f"unknown frame type; expected one of {', '.join(_FRAME_TYPES)}", frame_id
         )
     try:
-        return model.parse_obj(raw)
+        return cast(ClientFrame, model.parse_obj(raw))
     except ValidationError as error:
         problems = "; ".join(
             f"{'.'.join(str(part) for part in item['loc'])}: {item['msg']}"
