@@ -243,6 +243,7 @@ def _channel_of(module: str) -> str:
     return parts[1] if len(parts) > 1 and parts[0] == "connectors" and parts[1] in CHANNELS else ""
 
 
+@pytest.mark.unit
 def test_no_channel_package_imports_another() -> None:
     """What two channels share lives below them (connectors/turns/, connectors/event_log/, the
     core), so a channel can change, or go, without touching another."""
