@@ -92,8 +92,10 @@ pytest: $(STAMP) $(SYSTEM_STAMP) model
 unit: $(STAMP)
 	$(PY) -m pytest -m unit -q
 
-# The fast tier, for the inner loop: everything here is also part of `make test`.
-check: lint typecheck validate responses unit
+# The fast tier, for the inner loop: everything here is also part of `make test`. Its parts run
+# side by side, each one's output printed whole when it ends.
+check: $(STAMP)
+	@$(MAKE) --no-print-directory -j5 --output-sync=target lint typecheck validate responses unit
 	@echo "make check: the fast tier passed (make test runs the rest)"
 
 # Parallel workers for the other tests (pytest-xdist; tests/parallel.py): each has its own Redis
