@@ -229,7 +229,12 @@ def test_frame_id_names_only_a_short_string_id() -> None:
 @pytest.mark.unit
 def test_ready_names_the_channel_labels() -> None:
     ready = ready_frame("c_1", "user:al***", {"max_text_chars": 4000}, LABELS)
-    assert ready["channels"] == {"voice": "Voice", "sms": "SMS", "chat": "Chat"}
+    assert ready["channels"] == {
+        "voice": "Voice",
+        "sms": "SMS",
+        "whatsapp": "WhatsApp",
+        "chat": "Chat",
+    }
 
 
 async def answer_within_the_rate_limit(ws: Any, data: Any, kind: str) -> Dict[str, Any]:
