@@ -142,7 +142,6 @@ async def test_redis_down_gets_a_texted_apology(monkeypatch: pytest.MonkeyPatch)
     assert replies(answer) == [APOLOGY]
 
 
-@pytest.mark.unit
 async def test_behind_a_trusted_proxy_the_channel_checks_the_configured_url(
     monkeypatch: pytest.MonkeyPatch, redis_url: str
 ) -> None:
