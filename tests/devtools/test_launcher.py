@@ -12,6 +12,7 @@ from testkit.local_env import read_env_file
 from testkit.stack import local_secrets
 
 
+@pytest.mark.unit
 def test_first_run_fills_in_missing_and_empty_secrets_only(tmp_path: Path) -> None:
     """A .env copied from .env.example leaves VAPI_CUSTOM_LLM_KEY empty; the VAPI channel needs
     it, so `make run` generates it, while a setting left empty on purpose stays empty."""
@@ -23,6 +24,7 @@ def test_first_run_fills_in_missing_and_empty_secrets_only(tmp_path: Path) -> No
     assert read_env_file(env_file) == values
 
 
+@pytest.mark.unit
 def test_make_run_prints_an_inbox_link_a_local_agent_signs_in_with(
     capsys: pytest.CaptureFixture,
 ) -> None:
