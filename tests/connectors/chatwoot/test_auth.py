@@ -12,6 +12,8 @@ import pytest
 
 from connectors.chatwoot.auth import WebhookRefused, WebhookVerifier, signature_of
 
+pytestmark = pytest.mark.unit
+
 SECRET = secrets.token_urlsafe(24)
 BODY = b'{"event":"message_created","id":1}'
 NOW = 1_800_000_000.0

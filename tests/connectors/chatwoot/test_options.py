@@ -7,6 +7,8 @@ import pytest
 from connectors.chatwoot.options import SECTION, ChatwootOptions
 from omnichannel.errors import ConfigError
 
+pytestmark = pytest.mark.unit
+
 BASE = {
     "url": "https://chatwoot.example.com",
     "account_id": "3",

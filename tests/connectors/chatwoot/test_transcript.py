@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from connectors.chatwoot.transcript import (
     INCOMING,
     OUTGOING,
@@ -16,6 +18,8 @@ from connectors.viewer.timeline import Masker
 from omnichannel.handoff.reach import Reach
 from omnichannel.handoff.state import Actor, Handoff
 from omnichannel.identity import ContactProfile
+
+pytestmark = pytest.mark.unit
 
 PHONE = "+14155550123"
 

@@ -15,6 +15,8 @@ from connectors.chatwoot.wire import (
     parse_event,
 )
 
+pytestmark = pytest.mark.unit
+
 CONVERSATION = {
     "additional_attributes": {},
     "can_reply": True,

@@ -11,6 +11,8 @@ from connectors.inbox.auth import AgentRefused, AgentVerifier, agent_token, bear
 from omnichannel.errors import ConfigError
 from omnichannel.settings import Settings
 
+pytestmark = pytest.mark.unit
+
 SECRET = "s" * 40
 VERIFIER = AgentVerifier(SECRET, "omni-inbox")
 

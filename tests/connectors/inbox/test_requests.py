@@ -16,6 +16,8 @@ from connectors.inbox.requests import (
     parse_frame,
 )
 
+pytestmark = pytest.mark.unit
+
 
 def test_a_well_formed_reply() -> None:
     body = {"conversation_id": "c_x1", "message_id": "m" * 8, "channel": "sms", "text": "Hi"}

@@ -11,6 +11,8 @@ import pytest
 from omnichannel.errors import ConfigError
 from omnichannel.handoff.hours import BusinessHours
 
+pytestmark = pytest.mark.unit
+
 NY = ZoneInfo("America/New_York")
 
 

@@ -5,9 +5,13 @@ from __future__ import annotations
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+import pytest
+
 from omnichannel.handoff.hours import BusinessHours
 from omnichannel.handoff.policy import ANSWER, HOLD, WITHDRAW, HeldTurn, WaitingBounds
 from omnichannel.handoff.state import Actor, Handoff
+
+pytestmark = pytest.mark.unit
 
 LONDON = ZoneInfo("Europe/London")
 

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+
 from omnichannel.handoff.reach import reach
 from omnichannel.identity import ContactProfile
 from omnichannel.settings import Settings
+
+pytestmark = pytest.mark.unit
 
 TWILIO = {
     "TWILIO_ACCOUNT_SID": "AC" + "0" * 32,

@@ -16,6 +16,8 @@ from omnichannel.handoff.state import (
     TransitionRefused,
 )
 
+pytestmark = pytest.mark.unit
+
 DANA = Actor.agent("agent-dana", "Dana")
 SAM = Actor.agent("agent-sam", "Sam")
 
