@@ -227,7 +227,7 @@
   // -- one conversation ---------------------------------------------------------------------
 
   function open(conversationId) {
-    current = { id: conversationId, handoff: null, keys: {}, reach: null, older: null };
+    current = { id: conversationId, handoff: null, keys: {}, reach: null, older: null, statuses: {} };
     pendingReply = null;
     $("i-text").value = "";
     $("i-preview").textContent = "";
@@ -342,8 +342,10 @@
       li.appendChild(el("p", "i-text", botText(entry)));
       if (entry.channel === "sms" && entry.rendered) li.appendChild(el("p", "i-meta", entry.rendered.segments + " SMS segment(s), " + entry.rendered.encoding));
       if (entry.message_id) {
-        var status = el("span", "i-status i-status-sending", "sending…");
+        var status = el("span", "i-status");
         status.dataset.message = entry.message_id;
+        // A status can arrive before its message's entry (they come by separate channels).
+        paintStatus(status, (current && current.statuses[entry.message_id]) || { state: "sending" });
         meta.appendChild(status);
       }
     } else if (entry.type === "call_summary") {
@@ -377,11 +379,21 @@
     else { list.appendChild(node); list.scrollTop = list.scrollHeight; }
   }
 
+  var STATUS_LABELS = { sending: "sending…", sent: "sent", held: "waiting for the customer", not_sent: "not sent" };
+
+  function paintStatus(node, status) {
+    node.textContent = STATUS_LABELS[status.state] + (status.reason ? ": " + status.reason : "");
+    node.className = "i-status i-status-" + status.state;
+  }
+
+  // A status only moves on: "sending" (the reply's 202, or a page loaded a moment before) never
+  // replaces what the server already announced, whichever arrives last.
   function showStatus(messageId, status) {
-    var labels = { sending: "sending…", sent: "sent", held: "waiting for the customer", not_sent: "not sent" };
+    var known = current && current.statuses[messageId];
+    if (status.state === "sending" && known && known.state !== "sending") return;
+    if (current) current.statuses[messageId] = status;
     document.querySelectorAll('.i-status[data-message="' + CSS.escape(messageId) + '"]').forEach(function (node) {
-      node.textContent = labels[status.state] + (status.reason ? ": " + status.reason : "");
-      node.className = "i-status i-status-" + status.state;
+      paintStatus(node, status);
     });
   }
 

@@ -21,7 +21,8 @@ from tests.connectors.inbox.helpers import inbox, token_for, wait_for
 from tests.connectors.twilio_sms.helpers import conversation_of, text_sms
 from tests.connectors.webchat.helpers import fresh_phone, tracker_events
 
-pytestmark = pytest.mark.rasa_server
+# The Chatwoot stack is started once per worker: its modules run together.
+pytestmark = [pytest.mark.rasa_server, pytest.mark.xdist_group("chatwoot")]
 
 
 def handed_off(world: ChatwootStack) -> Tuple[str, str, int]:

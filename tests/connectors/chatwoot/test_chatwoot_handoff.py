@@ -27,7 +27,8 @@ from tests.connectors.webchat.helpers import (
 )
 from tests.support import seed_order
 
-pytestmark = pytest.mark.rasa_server
+# The Chatwoot stack is started once per worker: its modules run together.
+pytestmark = [pytest.mark.rasa_server, pytest.mark.xdist_group("chatwoot")]
 
 
 def chatwoot_contents(world: ChatwootStack, number: int) -> list:

@@ -15,7 +15,8 @@ from tests.connectors.inbox.helpers import wait_for
 from tests.connectors.twilio_sms.helpers import conversation_of, inbound, post_signed, replies
 from tests.connectors.webchat.helpers import fresh_phone
 
-pytestmark = pytest.mark.rasa_server
+# The Chatwoot stack is started once per worker: its modules run together.
+pytestmark = [pytest.mark.rasa_server, pytest.mark.xdist_group("chatwoot")]
 
 
 def test_a_replica_killed_mid_sync_loses_nothing_and_doubles_nothing(

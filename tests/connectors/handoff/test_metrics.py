@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from omnichannel.channels import KINDS
 from testkit.stack import RasaStack
 from tests.connectors.inbox.helpers import inbox, token_for, wait_for
 from tests.connectors.test_ops import scrape
@@ -54,4 +55,4 @@ def test_hand_offs_are_counted_timed_and_the_queue_measured(
     labels = {
         dict(key[1]).get("channel") for key in after if key[0] == "omnichannel_handoffs_total"
     }
-    assert labels <= {"voice", "sms", "chat", "other"}, "bounded labels: channel kinds only"
+    assert labels <= {*KINDS, "other"}, "bounded labels: channel kinds only"
