@@ -190,6 +190,23 @@ class CustomerMessages:
                 return True
         return False
 
+    async def route(
+        self, conversation_id: str, channel: str, message: BotMessage
+    ) -> Dict[str, Any]:
+        """How ``message`` would go on ``channel`` now, for an agent's preview: the sender's
+        plan (nothing sent, nothing recorded) as ``route`` and ``reason`` (e.g. ``held``,
+        "outside WhatsApp's 24-hour window"), ``refused`` with the reason, or nothing for the
+        chat (or when it cannot be told now)."""
+        if channel not in MESSAGING_KINDS or self.outbox is None:
+            return {}
+        try:
+            plan = await self.outbox.sender().plan(conversation_id, [message], channel=channel)
+        except (SmsRefused, SmsSendFailed) as error:
+            return {"refused": str(error)}
+        except REDIS_FAILURES:
+            return {}
+        return {"route": plan.route, "reason": plan.reason}
+
     async def status(self, conversation_id: str, message_id: str) -> Dict[str, Any]:
         """Where a message stands, for agents' pages: ``sending``, ``sent`` (logged; for SMS
         and WhatsApp, accepted by Twilio; with a reason when it went otherwise than asked),

@@ -13,7 +13,8 @@ JWT>`` (:mod:`.auth`) and a JSON body (:mod:`.requests`), and answers JSON:
 - ``POST /api/reply``: ``message_id``, ``channel`` (``sms``/``whatsapp``/``chat``), ``text``;
   202 once the reply is recorded (durable: sent once, whatever happens to this replica).
 - ``POST /api/preview``: a reply as the channel will render it (SMS parts, segments, encoding;
-  WhatsApp bubbles).
+  WhatsApp bubbles); with ``conversation_id``, also how it would go now (``route``: in
+  WhatsApp's window, ``held`` until the customer writes, by SMS instead; or ``refused``).
 - ``POST /api/note``: an internal note (``note_id``, ``text``); customers never see notes.
 - ``WS /ws``: live updates (:mod:`.live`).
 
@@ -59,6 +60,7 @@ from connectors.viewer.lookup import NotFound
 from omnichannel.channels import SMS, WHATSAPP
 from omnichannel.handoff.state import TransitionRefused
 from omnichannel.identity import IdentityStore
+from omnichannel.metrics import ROUTE_SMS_FALLBACK
 from omnichannel.options import ConnectorOptions
 from omnichannel.redis_client import REDIS_FAILURES, StateUnavailable, redis_client
 from omnichannel.rendering.chat import render_chat
@@ -212,7 +214,14 @@ class InboxInput(InputChannel):
             return {"note": saved}
 
         async def preview(agent: SignedInAgent, body: Preview) -> Any:
-            return preview_reply(body.channel, body.text, agent.actor.name)
+            shown = preview_reply(body.channel, body.text, agent.actor.name)
+            if body.conversation_id is None:
+                return shown
+            message = BotMessage(text=body.text.strip(), author=agent.actor.name)
+            how = await self.engine().messages.route(body.conversation_id, body.channel, message)
+            if how.get("route") == ROUTE_SMS_FALLBACK:
+                shown = preview_reply(SMS, body.text, agent.actor.name)  # as it will go
+            return {**shown, **how}
 
         api("me", Queue, me)
         api("queue", Queue, queue)

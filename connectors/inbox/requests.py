@@ -63,6 +63,9 @@ class Note(Conversation):
 class Preview(Body):
     channel: str = Field(..., regex=CHANNEL)
     text: str = Field(..., max_length=MAX_TEXT_CHARS)
+    #: The conversation the reply is for: the preview then says how it would go now (WhatsApp's
+    #: window open or shut, an opt-out).
+    conversation_id: Optional[str] = Field(default=None, regex=CONVERSATION_ID)
 
 
 class Queue(Body):

@@ -430,16 +430,25 @@
   function preview() {
     var text = $("i-text").value;
     var channel = $("i-channel").value;
-    if (!text.trim() || !channel) { $("i-preview").textContent = ""; return; }
-    api("preview", { channel: channel, text: text }).then(function (answer) {
+    if (!text.trim() || !channel || !current) { $("i-preview").textContent = ""; return; }
+    api("preview", { channel: channel, text: text, conversation_id: current.id }).then(function (answer) {
       if (answer.status !== 200 || $("i-text").value !== text) return;
-      var data = answer.data;
-      $("i-preview").textContent = channel === "sms"
-        ? "By SMS: " + data.segments + " segment" + (data.segments === 1 ? "" : "s") + " (" + data.encoding + "), sent as “" + data.parts.map(function (p) { return p.body; }).join(" … ") + "”"
-        : channel === "whatsapp"
-          ? "On WhatsApp, sent as “" + data.bubbles.map(function (b) { return b.body; }).join(" … ") + "”. If their last WhatsApp message is over 24 hours old, it goes when they next write there (or by SMS, if they also text us)."
-          : "In the chat, shown as from " + me.name + ".";
+      $("i-preview").textContent = previewText(channel, answer.data);
     });
+  }
+
+  // What the customer will get, and how it goes now (the server's plan for this conversation).
+  function previewText(channel, data) {
+    if (data.refused) return "Cannot be sent: " + data.refused + ".";
+    var sms = data.parts && "By SMS: " + data.segments + " segment" + (data.segments === 1 ? "" : "s") + " (" + data.encoding + "), sent as “" + data.parts.map(function (p) { return p.body; }).join(" … ") + "”";
+    if (channel === "sms") return sms;
+    if (channel === "whatsapp") {
+      if (data.route === "sms_fallback") return "WhatsApp's 24-hour window has shut and the customer also texts us, so it goes by SMS. " + sms;
+      var shown = "“" + (data.bubbles || []).map(function (b) { return b.body; }).join(" … ") + "”";
+      if (data.route === "held") return "On WhatsApp, sent as " + shown + " when the customer next writes there (their last WhatsApp message is over 24 hours old).";
+      return "On WhatsApp, sent as " + shown + ".";
+    }
+    return "In the chat, shown as from " + me.name + ".";
   }
 
   function send(event) {

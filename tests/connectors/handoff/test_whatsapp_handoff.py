@@ -1,7 +1,8 @@
 """A hand-off asked for on WhatsApp, on the real stack: the customer hears the WhatsApp wording,
 the agent's reply goes back on WhatsApp (the channel the customer last wrote on) in its 24-hour
-window, and outside it the reply is held, shown to the agent as held, and goes the moment the
-customer writes there again, while the bot still stands aside."""
+window, and outside it the reply is held (the preview says so before it is sent, the status
+after), and goes the moment the customer writes there again, while the bot still stands
+aside."""
 
 from __future__ import annotations
 
@@ -44,6 +45,13 @@ def status_of(stack: RasaStack, token: str, cid: str, message_id: str) -> dict:
     return last_handoff(stack, token, cid)["statuses"].get(message_id) or {}
 
 
+def preview(stack: RasaStack, token: str, cid: str, text: str) -> dict:
+    body = {"channel": "whatsapp", "text": text, "conversation_id": cid}
+    answer = inbox(stack, "preview", token, body)
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
 def handed_off_on_whatsapp(
     stack: RasaStack, fake: FakeTwilio, redis_server: RedisServer, token: str
 ) -> tuple:
@@ -68,6 +76,12 @@ def test_the_agent_answers_on_whatsapp_in_its_window(
     before = len(fake_twilio.messages_to(address))
     message_id = secrets.token_hex(8)
     text = "Hi, Dana here. Refunds take 5 days."
+    assert preview(rasa_stack, dana, cid, text) == {
+        "channel": "whatsapp",
+        "bubbles": [{"body": f"Dana: {text}"}],
+        "route": "session",  # in the window: it goes now
+        "reason": None,
+    }
     answer = reply(rasa_stack, dana, cid, text, "whatsapp", message_id)
     assert answer.status_code == 202, answer.text
     [sent] = wait_for(lambda: fake_twilio.messages_to(address)[before:], what="the WhatsApp reply")
@@ -105,6 +119,8 @@ def test_a_reply_outside_the_window_goes_when_the_customer_writes_again(
     before = len(fake_twilio.messages_to(address))
     message_id = secrets.token_hex(8)
     text = "Sorry for the wait! Your refund went out this morning."
+    shown = preview(rasa_stack, dana, cid, text)
+    assert shown["route"] == "held" and "24-hour window" in shown["reason"]
     assert reply(rasa_stack, dana, cid, text, "whatsapp", message_id).status_code == 202
     status = wait_for(
         lambda: status_of(rasa_stack, dana, cid, message_id).get("state") == "held"

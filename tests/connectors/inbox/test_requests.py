@@ -10,6 +10,7 @@ import pytest
 from connectors.inbox.requests import (
     BadRequest,
     Claim,
+    Preview,
     Reply,
     WatchFrame,
     parse_body,
@@ -67,3 +68,12 @@ def test_frames() -> None:
     ):
         with pytest.raises(BadRequest, match=problem):
             parse_frame(frame)
+
+
+def test_a_preview_may_name_its_conversation() -> None:
+    plain = parse_body(Preview, b'{"channel": "whatsapp", "text": "Hi"}')
+    assert plain.conversation_id is None
+    named = b'{"channel": "whatsapp", "text": "Hi", "conversation_id": "c_x1"}'
+    assert parse_body(Preview, named).conversation_id == "c_x1"
+    with pytest.raises(BadRequest, match="conversation_id"):
+        parse_body(Preview, b'{"channel": "sms", "text": "Hi", "conversation_id": "c x"}')
