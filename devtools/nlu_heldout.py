@@ -53,8 +53,10 @@ ACTING_INTENTS: Dict[str, str] = {
     "request_refund": "starts a refund",
     "goodbye": "ends the call (on voice)",
 }
-#: Acting intents the dialogue itself always confirms before acting, whatever the confidence.
-CONFIRMED_BY_DIALOGUE: frozenset = frozenset()
+#: Acting intents the dialogue itself always confirms before acting, whatever the confidence:
+#: a refund starts only after "Do you want me to start a refund for order …?" is answered yes
+#: (action_request_refund asks, action_start_refund acts; the story tests hold it).
+CONFIRMED_BY_DIALOGUE: frozenset = frozenset({"request_refund"})
 
 ACTS_WRONGLY = "acts on the wrong request"
 CONFIRMS_WRONG_ACT = "asks to confirm the wrong act"
