@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SYSTEM_STAMP := var/.system-packages
 
-.PHONY: help install system-packages model run shell test lint pytest validate responses preview conversations story-test nlu-test bench soak lock clean
+.PHONY: help install system-packages model run shell test lint pytest validate responses preview conversations story-test nlu-test nlu-variations bench soak lock clean
 
 help:
 	@echo "make run     start Redis (embedded unless REDIS_URL is set), the action server and Rasa"
@@ -22,6 +22,8 @@ help:
 	@echo "make responses              check every response of domain.yml for every channel"
 	@echo "make preview RESPONSE=utter_x   print a response as voice, SMS and chat render it"
 	@echo "make conversations          play tests/conversations/ against a running \`make run\`"
+	@echo "make nlu-test               NLU per channel style on held-out phrasings, and cross-validation"
+	@echo "make nlu-variations         regenerate data/nlu_generated.yml after editing data/nlu*.yml"
 	@echo "make lock    re-pin requirements.lock from requirements.in"
 
 $(STAMP): requirements.lock
@@ -95,6 +97,11 @@ story-test: model
 # thresholds that fail the run; results/nlu/.
 nlu-test: model
 	$(PY) -m devtools.evaluate nlu
+
+# Regenerate data/nlu_generated.yml from the hand-written examples (typos, spoken numbers and
+# openings); a test fails while it is out of date.
+nlu-variations: $(STAMP)
+	$(PY) -m devtools.nlu_variations
 
 test: lint validate responses model pytest story-test nlu-test
 	@echo "make test: all checks passed"
