@@ -36,9 +36,9 @@ $(STAMP): requirements.lock
 install: $(STAMP)
 
 # Debian packages the tests need: Chromium (the browser test, driven by Playwright),
-# redis-server 7 (the cluster, Sentinel and TLS fixtures; devtools/processes.py looks for
+# redis-server 7 (the cluster, Sentinel and TLS fixtures; testkit/processes.py looks for
 # /usr/bin/redis-server) and HAProxy (the load balancer of the fleet test and `make soak`;
-# devtools/fleet.py looks for /usr/sbin/haproxy). The packages' services must not start: when the machine has no
+# bench/fleet/local_fleet.py looks for /usr/sbin/haproxy). The packages' services must not start: when the machine has no
 # policy-rc.d, one that refuses every start stands in for the install (invoke-rc.d and, under
 # systemd, deb-systemd-invoke both ask it).
 $(SYSTEM_STAMP): Makefile
@@ -110,7 +110,7 @@ bench: $(STAMP)
 	$(PY) -m bench
 
 soak: $(STAMP) $(SYSTEM_STAMP) model
-	$(PY) -m devtools.soak
+	$(PY) -m bench.fleet.soak
 
 lock:
 	rm -rf var/lock-venv && $(PYTHON) -m venv var/lock-venv

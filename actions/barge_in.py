@@ -3,7 +3,7 @@
 The VAPI connector marks a user message that interrupted the bot with
 ``metadata.barge_in = {"sent_text", "heard_text", "heard_ratio"}``. On every user turn, the
 turn context (omnichannel/turn_context.py, filled inside the Rasa process) turns that into
-dialogue state, with the arithmetic of omnichannel/barge_in.py:
+dialogue state, with the arithmetic of omnichannel/turn_context.py:
 
 - ``interrupted`` (bool, featurized): this message cut the bot off, so rules can branch on it;
 - ``unheard`` (unfeaturized): the part of the cut-off message the caller did not hear, from the
@@ -32,7 +32,7 @@ from rasa_sdk.executor import CollectingDispatcher
 
 from actions.formatting import current_channel
 from actions.llm_fallback import answer_with_llm
-from omnichannel.barge_in import OFFER_UNHEARD
+from omnichannel.turn_context import OFFER_UNHEARD
 
 #: An unclear utterance with at most this many letters and digits is noise, not a request.
 NOISE_MAX_CHARACTERS = 4

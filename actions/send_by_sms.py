@@ -23,11 +23,11 @@ from rasa_sdk.executor import CollectingDispatcher
 from actions.barge_in import pending_unheard
 from actions.business import OFFER_TRACKING_LINK, tracking_sms, verified_customer
 from actions.formatting import current_channel
-from omnichannel.barge_in import OFFER_UNHEARD
 from omnichannel.channels import TWILIO_SMS
 from omnichannel.orders import VerifiedIdentity, find_order
 from omnichannel.sms_sender import NoPhoneOnFile, SmsOptedOut, SmsSender, SmsSendFailed
 from omnichannel.textable import sms_text, sms_topic
+from omnichannel.turn_context import OFFER_UNHEARD
 
 logger = logging.getLogger(__name__)
 

@@ -45,12 +45,12 @@ import websockets
 import yaml
 
 from devtools.model import ensure_model
-from devtools.processes import ROOT, RedisServer, free_port
-from devtools.sim_vapi import VapiCall
-from devtools.stack import RasaStack, local_secrets
 from omnichannel.identity import IdentityStore, phone_address
 from omnichannel.redis_client import conversation_key
-from tests.support import new_phone_number
+from testkit.phone_numbers import new_phone_number
+from testkit.processes import ROOT, RedisServer, free_port
+from testkit.stack import RasaStack, local_secrets
+from testkit.vapi_call import VapiCall
 
 CHECKPOINTS = (10, 100, 500, 1000)
 MEASURED = 8

@@ -22,8 +22,6 @@ from typing import List, Tuple
 
 from redis.asyncio.cluster import RedisCluster
 
-from devtools.processes import RedisServer
-from devtools.redis_topologies import RedisClusterProcesses
 from omnichannel.redis_client import (
     LuaScript,
     build_client,
@@ -31,6 +29,8 @@ from omnichannel.redis_client import (
     redis_config,
     subscriber,
 )
+from testkit.processes import RedisServer
+from testkit.redis_topologies import RedisClusterProcesses
 
 MESSAGES = 2000
 EVENT = {"event": "bot", "text": "Your order has shipped with UPS. " * 4, "timestamp": 0.0}

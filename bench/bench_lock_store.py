@@ -26,8 +26,8 @@ from typing import List, Sequence, Tuple
 from rasa.core.lock_store import LockStore, RedisLockStore
 
 from connectors.lock_store import RedisFifoLockStore
-from devtools.processes import RedisServer
-from devtools.redis_topologies import RedisClusterProcesses
+from testkit.processes import RedisServer
+from testkit.redis_topologies import RedisClusterProcesses
 
 MESSAGES = 3
 TURN_SECONDS = 0.1

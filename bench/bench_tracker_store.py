@@ -44,8 +44,8 @@ from rasa.shared.core.events import (
 from rasa.shared.core.trackers import DialogueStateTracker
 
 from connectors.tracker_store import RedisEventLogTrackerStore
-from devtools.processes import RedisServer
-from devtools.redis_topologies import RedisClusterProcesses
+from testkit.processes import RedisServer
+from testkit.redis_topologies import RedisClusterProcesses
 
 LENGTHS = (10, 100, 150, 500, 1000)
 OURS_CONVERSATIONS = 15

@@ -14,8 +14,8 @@ import urllib.request
 from pathlib import Path
 
 from devtools.model import ensure_model
-from devtools.processes import RedisServer, free_port
-from devtools.stack import RasaStack, local_secrets, with_rest_channel
+from testkit.processes import RedisServer, free_port
+from testkit.stack import RasaStack, local_secrets, with_rest_channel
 
 TURNS = 100
 SCRIPT = (

@@ -34,12 +34,12 @@ from typing import Dict, List, Tuple
 import httpx
 import phonenumbers
 
-from devtools.fake_llm import FakeLlm, LlmReply
-from devtools.fake_twilio import FakeTwilio
 from devtools.model import ensure_model
-from devtools.processes import ROOT, RedisServer, free_port
-from devtools.stack import RasaStack, local_secrets
-from devtools.twilio_webhook import WEBHOOK_PATH, signed_sms
+from testkit.fake_llm import FakeLlm, LlmReply
+from testkit.fake_twilio import FakeTwilio
+from testkit.processes import ROOT, RedisServer, free_port
+from testkit.stack import RasaStack, local_secrets
+from testkit.twilio_webhook import WEBHOOK_PATH, signed_sms
 
 GIBBERISH = "zxqv blorft wibble"
 OURS = WEBHOOK_PATH

@@ -28,11 +28,11 @@ from typing import Dict, List
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.bench_turns import SCRIPT
-from devtools.fake_llm import FakeLlm, LlmReply
 from devtools.model import ensure_model
-from devtools.processes import RedisServer, free_port
-from devtools.sim_vapi import VapiCall
-from devtools.stack import RasaStack, local_secrets, with_rest_channel
+from testkit.fake_llm import FakeLlm, LlmReply
+from testkit.processes import RedisServer, free_port
+from testkit.stack import RasaStack, local_secrets, with_rest_channel
+from testkit.vapi_call import VapiCall
 
 CALLS = 10
 SLOW_TURNS = 6

@@ -32,8 +32,8 @@ import jwt
 import websockets
 
 from devtools.model import ensure_model
-from devtools.processes import ROOT, RedisServer, free_port
-from devtools.stack import RasaStack, local_secrets
+from testkit.processes import ROOT, RedisServer, free_port
+from testkit.stack import RasaStack, local_secrets
 
 TEXT = "what's your refund policy"
 SEQUENTIAL_TURNS = 30

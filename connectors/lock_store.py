@@ -54,6 +54,7 @@ from typing import (
 from rasa.core.lock_store import LOCK_LIFETIME, LockError, LockStore
 from rasa.utils.endpoints import EndpointConfig
 
+from omnichannel.errors import ConfigError
 from omnichannel.metrics import LOCK_WAIT_SECONDS
 from omnichannel.redis_client import (
     REDIS_FAILURES,
@@ -66,7 +67,6 @@ from omnichannel.redis_client import (
     redis_client,
 )
 from omnichannel.redis_config import RASA_CONNECTION_OPTIONS, from_rasa_options
-from omnichannel.settings import ConfigError
 
 logger = logging.getLogger(__name__)
 

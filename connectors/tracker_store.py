@@ -11,7 +11,7 @@ with the events written since it was last read. A turn costs the same at turn 10
 The tracker it hands to Rasa is bounded (``window_turns``): the last user turns of the session,
 behind a few events that carry the state the older events established (every slot, the active
 form and its requested slot), so Rasa's policies, its action payloads and the action server
-work on the same number of events at turn 10 and at turn 1,000 (see README, "Flat turns").
+work on the same number of events at turn 10 and at turn 1,000 (see docs/DESIGN.md, "Flat turns").
 The whole log stays in Redis for what needs history (the web chat, the LLM prompt: see
 :meth:`RedisEventLogTrackerStore.session_history`).
 
@@ -69,6 +69,7 @@ from rasa.shared.core.events import (
 from rasa.shared.core.trackers import DialogueStateTracker
 
 from connectors import rasa_patches as patches
+from omnichannel.errors import ConfigError
 from omnichannel.redis_client import (
     REDIS_FAILURES,
     AnyRedis,
@@ -80,7 +81,6 @@ from omnichannel.redis_client import (
     redis_client,
 )
 from omnichannel.redis_config import RASA_CONNECTION_OPTIONS, from_rasa_options
-from omnichannel.settings import ConfigError
 
 logger = logging.getLogger(__name__)
 

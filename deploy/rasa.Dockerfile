@@ -14,7 +14,7 @@ COPY actions/ actions/
 COPY devtools/ devtools/
 COPY data/ data/
 COPY config.yml domain.yml credentials.yml endpoints.yml .python-version ./
-# Trains the model (named by a hash of config, domain and data) into models/.
+# Trains the model (named by a hash of config, domain, data and the NLU plug-ins) into models/.
 RUN python -m devtools.model --quiet
 
 RUN useradd --system --uid 10001 omni && chown -R omni /app

@@ -53,11 +53,11 @@ import websockets
 import yaml
 
 from devtools.responses import ROOT, candidates, load_responses, render_for
-from devtools.sim_vapi import VapiCall
-from devtools.twilio_webhook import signed_sms
 from omnichannel.channels import CHAT, KINDS, SMS, VOICE
 from omnichannel.identity import IdentityStore, phone_address
 from omnichannel.redis_client import redis_client
+from testkit.twilio_webhook import signed_sms
+from testkit.vapi_call import VapiCall
 
 #: How long a turn's replies may take on any channel.
 TURN_TIMEOUT = 30.0
@@ -402,7 +402,8 @@ def summary(results: Sequence[CaseResult]) -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    from devtools.launcher import RASA_PORT, REDIS_PORT, local_settings
+    from devtools.launcher import RASA_PORT, REDIS_PORT
+    from testkit.local_env import local_settings
 
     parser = argparse.ArgumentParser(
         prog="python -m devtools.conversations", description=__doc__.split("\n\n")[0]

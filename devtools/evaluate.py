@@ -39,7 +39,7 @@ import yaml
 
 from devtools import nlu_heldout, nlu_variations
 from devtools.model import ensure_model
-from devtools.processes import ROOT
+from testkit.processes import ROOT
 
 RESULTS = ROOT / "results"
 #: Intent classification's weighted F1 under cross-validation below which ``nlu`` fails.

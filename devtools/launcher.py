@@ -16,19 +16,18 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Dict, List, Optional
 
 from devtools.model import ensure_model
-from devtools.processes import ROOT, RedisServer, python, spawn, stop, wait_for_port
-from devtools.stack import (
+from testkit.local_env import ENV_FILE, read_env_file
+from testkit.processes import ROOT, RedisServer, python, spawn, stop, wait_for_port
+from testkit.stack import (
     action_server_command,
     local_secrets,
     rasa_server_command,
     wait_for_model,
 )
 
-ENV_FILE = ROOT / ".env"
 DATA_DIR = ROOT / "var"
 RASA_PORT = 5005
 ACTION_PORT = 5055
@@ -38,45 +37,6 @@ LOCAL_TWILIO_API = f"http://127.0.0.1:{FAKE_TWILIO_PORT}"
 #: How long a stopping process may take before it is killed: the Rasa server's drain (20 s by
 #: default) plus its own shutdown, as the deploy files' 30 s grace period allows.
 STOP_GRACE_SECONDS = 30
-
-
-def read_env_file(path: Path = ENV_FILE) -> Dict[str, str]:
-    values: Dict[str, str] = {}
-    if not path.exists():
-        return values
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        key, value = line.split("=", 1)
-        values[key.strip()] = value.strip().strip('"').strip("'")
-    return values
-
-
-def local_settings(path: Path = ENV_FILE) -> Dict[str, str]:
-    """The settings the local tools sign and connect with: ``.env`` (what ``make run`` wrote),
-    each overridden by the same variable exported in the environment."""
-    values = read_env_file(path)
-    values.update(
-        {name: os.environ[name] for name in values.keys() | _EXPORTED if name in os.environ}
-    )
-    return values
-
-
-#: Settings a tool may take from the environment even when .env lacks them.
-_EXPORTED = frozenset(
-    {
-        "PUBLIC_BASE_URL",
-        "REDIS_URL",
-        "TWILIO_ACCOUNT_SID",
-        "TWILIO_AUTH_TOKEN",
-        "TWILIO_PHONE_NUMBER",
-        "TWILIO_API_BASE_URL",
-        "VAPI_SERVER_SECRET",
-        "VAPI_CUSTOM_LLM_KEY",
-        "WEBCHAT_JWT_SECRET",
-    }
-)
 
 
 def first_run_settings() -> Dict[str, str]:
@@ -166,7 +126,7 @@ def main() -> int:
         if os.environ.get("TWILIO_API_BASE_URL", "").rstrip("/") == LOCAL_TWILIO_API:
             # SMS replies sent by REST land on the local fake Twilio API (sim_sms shows them)
             fake_twilio = spawn(
-                [python(), "-m", "devtools.fake_twilio", "--port", str(FAKE_TWILIO_PORT)],
+                [python(), "-m", "testkit.fake_twilio", "--port", str(FAKE_TWILIO_PORT)],
                 log_path=None,
             )
             processes.append(fake_twilio)

@@ -15,8 +15,8 @@ import sys
 import time
 from pathlib import Path
 
-from devtools.processes import ROOT
-
+#: The project root (the image of deploy/rasa.Dockerfile copies only devtools/ of the tooling).
+ROOT = Path(__file__).resolve().parent.parent
 #: What training reads: the assistant's files and the code of its NLU plug-ins (a change to how
 #: customer text is normalised changes the model).
 TRAINING_INPUTS = ("config.yml", "domain.yml", "data", "omnichannel/nlu", "connectors/nlu")

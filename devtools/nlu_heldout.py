@@ -32,9 +32,9 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 
 import yaml
 
-from devtools.processes import ROOT
 from omnichannel.nlu.confirmation import CONFIRM_INTENT, understood_intent
 from omnichannel.orders import order_digits
+from testkit.processes import ROOT
 
 HELD_OUT = ROOT / "tests" / "nlu"
 #: Channel style -> how the report names it; each has its file ``tests/nlu/<style>.yml``.

@@ -29,7 +29,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import yaml
 
-from devtools.processes import ROOT
+from testkit.processes import ROOT
 
 SOURCES = ("data/nlu.yml", "data/nlu_sms.yml", "data/nlu_spoken.yml")
 GENERATED = "data/nlu_generated.yml"

@@ -1,8 +1,8 @@
 """``make shell CHANNEL=voice|sms|chat``: talk to the assistant as a customer of one channel.
 
 ``rasa shell`` cannot say which channel a turn came from (``channel:`` variations never apply,
-the ``channel`` slot stays unset) and needs a Redis and an action server the README would have
-you start by hand. This starts its own on free ports (an embedded Redis in a fresh directory, the
+the ``channel`` slot stays unset) and needs a Redis and an action server you would start by
+hand. This starts its own on free ports (an embedded Redis in a fresh directory, the
 action server, the Rasa server with every connector, the local fake of Twilio's API), then sends
 what you type through the real connector of the channel, with the real client (the ``openai``
 SDK as VAPI, a Twilio-signed webhook, a WebSocket with a JWT), and prints what that customer
@@ -25,12 +25,12 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from devtools.conversations import Customer, Server
-from devtools.fake_twilio import FakeTwilio
 from devtools.model import ensure_model
-from devtools.processes import RedisServer, free_port
-from devtools.stack import RasaStack, local_secrets
 from omnichannel.channels import KINDS, SMS, VOICE
 from omnichannel.rendering.sms import sms_segments
+from testkit.fake_twilio import FakeTwilio
+from testkit.processes import RedisServer, free_port
+from testkit.stack import RasaStack, local_secrets
 
 DEMO_CUSTOMER = "+14155552671"
 _PASSED_THROUGH = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "LLM_MODEL", "HANDOFF_PHONE_NUMBER")

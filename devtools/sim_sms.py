@@ -1,7 +1,7 @@
 """Text the local assistant as Twilio would deliver your SMS.
 
 Each message is POSTed to the SMS webhook with the form fields Twilio sends, signed over
-``PUBLIC_BASE_URL`` + path with the ``.env`` auth token (:mod:`devtools.twilio_webhook`, exactly
+``PUBLIC_BASE_URL`` + path with the ``.env`` auth token (:mod:`testkit.twilio_webhook`, exactly
 what Twilio does), so it passes the same signature check as production traffic.
 Inline replies (TwiML) are printed; replies the connector sends later through the REST API are
 read back from the local fake Twilio API (``GET /fake/messages``) when ``TWILIO_API_BASE_URL``
@@ -23,9 +23,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import httpx
 
-from devtools.fake_twilio import fetch_messages
-from devtools.launcher import RASA_PORT, local_settings
-from devtools.twilio_webhook import SignedSms, signed_sms
+from devtools.launcher import RASA_PORT
+from testkit.fake_twilio import fetch_messages
+from testkit.local_env import local_settings
+from testkit.twilio_webhook import SignedSms, signed_sms
 
 SETTINGS = (
     "PUBLIC_BASE_URL",

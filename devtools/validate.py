@@ -24,8 +24,8 @@ import warnings
 from pathlib import Path
 from typing import Iterable, List, Set, Tuple
 
-from devtools.processes import ROOT
 from omnichannel.nlu.confirmation import CONFIRM_INTENT
+from testkit.processes import ROOT
 
 CODE_DIRECTORIES = ("actions", "connectors", "omnichannel")
 #: Strings in our code that look like response names but are Rasa's field names (the metadata

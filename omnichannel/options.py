@@ -17,7 +17,7 @@ from typing import Any, Mapping, Optional, Type, TypeVar
 
 from pydantic import BaseModel, Extra, ValidationError
 
-from omnichannel.settings import ConfigError
+from omnichannel.errors import ConfigError
 
 _O = TypeVar("_O", bound="ConnectorOptions")
 

@@ -280,7 +280,7 @@ async def subscriber(source: RedisSource = None) -> PubSub:
 
     Classic pub/sub messages reach every node of a cluster, so one connection to any node
     (picked at random, so replicas spread the load) hears all conversations; on Sentinel it
-    follows the master. See the README's "Production Redis" for why not sharded pub/sub.
+    follows the master. See docs/OPERATORS.md, "Production Redis", for why not sharded pub/sub.
     """
     config = redis_config(source)
     if config.deployment != CLUSTER:
@@ -356,7 +356,7 @@ def _access_problem(error: BaseException, config: RedisConfig) -> Optional[str]:
         if right is not None:
             return (
                 f"Redis user {config.username or 'default'!r} on {config.display()} lacks the "
-                f"ACL right {right}; see the README's Production Redis section"
+                f"ACL right {right}; see docs/OPERATORS.md, 'Production Redis'"
             )
     return _tls_problem(error, config)
 

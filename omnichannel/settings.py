@@ -18,9 +18,6 @@ from omnichannel.redis_config import LOCAL_REDIS_URL, RedisConfig
 LOCAL_BASE_URL = "http://127.0.0.1:5005"
 
 
-__all__ = ["ConfigError", "Settings", "load_settings"]
-
-
 def _flag(value: Optional[str]) -> bool:
     return (value or "").strip().lower() in {"1", "true", "yes", "on"}
 

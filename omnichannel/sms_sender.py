@@ -24,11 +24,12 @@ from twilio.rest import Client
 
 from omnichannel import metrics
 from omnichannel.channels import TWILIO_SMS
+from omnichannel.errors import ConfigError
 from omnichannel.identity import IdentityStore, mask
 from omnichannel.redis_client import StateUnavailable
 from omnichannel.rendering.messages import BotMessage
 from omnichannel.rendering.sms import SMS_MAX_LENGTH, SmsMessage, render_sms
-from omnichannel.settings import ConfigError, Settings, load_settings
+from omnichannel.settings import Settings, load_settings
 
 logger = logging.getLogger(__name__)
 

@@ -7,16 +7,12 @@ from pathlib import Path
 import pytest
 import redis
 
-from devtools.fake_llm import FakeLlm
-from devtools.fake_twilio import FakeTwilio
 from devtools.model import ensure_model
-from devtools.processes import RedisServer, free_port
-from devtools.redis_topologies import (
-    RedisClusterProcesses,
-    RedisDeployment,
-    RedisSentinelProcesses,
-)
-from devtools.stack import RasaStack, local_secrets, with_rest_channel
+from testkit.fake_llm import FakeLlm
+from testkit.fake_twilio import FakeTwilio
+from testkit.processes import RedisServer, free_port
+from testkit.redis_topologies import RedisClusterProcesses, RedisDeployment, RedisSentinelProcesses
+from testkit.stack import RasaStack, local_secrets, with_rest_channel
 from tests.support import stack_orders
 
 #: The shared stack's Rasa port, chosen once so its secrets (PUBLIC_BASE_URL) are known early.
@@ -62,7 +58,7 @@ def stack_redis(tmp_path_factory: pytest.TempPathFactory) -> RedisServer:
 
 @pytest.fixture(scope="session")
 def fake_twilio() -> FakeTwilio:
-    """Twilio's REST API on loopback, for the shared stack's account (see devtools/fake_twilio)."""
+    """Twilio's REST API on loopback, for the shared stack's account (see testkit/fake_twilio)."""
     fake = FakeTwilio(STACK_SECRETS["TWILIO_ACCOUNT_SID"], STACK_SECRETS["TWILIO_AUTH_TOKEN"])
     fake.start()
     yield fake

@@ -10,26 +10,13 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 import httpx
-import phonenumbers
 
-from devtools.stack import RasaStack
-from devtools.twilio_webhook import signed_sms
 from omnichannel.orders import DEFAULT_FIXTURE
+from testkit.stack import RasaStack
+from testkit.twilio_webhook import signed_sms
 
 #: Text NLU cannot place, so its turn goes through the LLM fallback (and the fake LLM's script).
 GIBBERISH = "zxqv blorft wibble"
-
-_AREA_CODES = ("212", "312", "415", "510", "617", "628", "646", "650", "718", "917")
-
-
-def new_phone_number() -> str:
-    """A random valid US number, so tests on the shared stack never share a conversation."""
-    while True:
-        area = random.choice(_AREA_CODES)
-        number = f"+1{area}{random.randint(200, 999)}{random.randint(0, 9999):04d}"
-        if phonenumbers.is_valid_number(phonenumbers.parse(number)):
-            return number
-
 
 async def post_sms(stack: RasaStack, number: str, text: str) -> httpx.Response:
     """An inbound SMS through the real Twilio connector, signed as Twilio signs it."""

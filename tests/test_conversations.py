@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from devtools.conversations import ROOT, BadTestFile, Server, load_cases, run_cases, summary
-from devtools.stack import RasaStack
+from devtools.conversations import BadTestFile, Server, load_cases, run_cases, summary
+from devtools.responses import ROOT
+from testkit.stack import RasaStack
 
 pytestmark = pytest.mark.rasa_server
 

@@ -10,9 +10,9 @@ from typing import Dict, Iterator, List, Set
 import yaml
 
 from connectors.drain import DEFAULT_DRAIN_SECONDS
-from devtools.processes import ROOT
-from devtools.stack import action_server_command
 from omnichannel.settings import _VARIABLES
+from testkit.processes import ROOT
+from testkit.stack import action_server_command
 
 DEPLOY = ROOT / "deploy"
 #: Sanic 21.12's GRACEFUL_SHUTDOWN_TIMEOUT default, which Rasa does not change.

@@ -21,11 +21,11 @@ import pytest
 import websockets
 import yaml
 
-from devtools.fake_llm import FakeLlm, LlmReply
-from devtools.fake_twilio import FakeTwilio
-from devtools.processes import ROOT
-from devtools.sim_vapi import VapiCall
-from devtools.stack import RasaStack
+from testkit.fake_llm import FakeLlm, LlmReply
+from testkit.fake_twilio import FakeTwilio
+from testkit.processes import ROOT
+from testkit.stack import RasaStack
+from testkit.vapi_call import VapiCall
 from tests.actions.helpers import (
     chat_token,
     chat_turn,

@@ -16,8 +16,8 @@ import json
 import pytest
 import websockets
 
-from devtools.fake_twilio import FakeTwilio
-from devtools.stack import RasaStack
+from testkit.fake_twilio import FakeTwilio
+from testkit.stack import RasaStack
 from tests.actions.helpers import (
     chat_token,
     chat_turn,

@@ -8,8 +8,8 @@ import secrets
 import httpx
 import pytest
 
-from devtools.fake_llm import DEFAULT_ANSWER, FakeLlm
-from devtools.stack import RasaStack
+from testkit.fake_llm import DEFAULT_ANSWER, FakeLlm
+from testkit.stack import RasaStack
 from tests.actions.helpers import customer_with_order
 
 pytestmark = pytest.mark.rasa_server

@@ -17,7 +17,7 @@ from urllib.parse import parse_qsl
 from multidict import MultiDict
 from twilio.request_validator import RequestValidator
 
-from connectors.twilio_sms.inbound import Rejected
+from connectors.twilio_sms.wire import Rejected
 from omnichannel.settings import Settings
 
 #: A Twilio webhook is a few hundred bytes to a few KB; anything far larger is not Twilio.

@@ -7,7 +7,7 @@ client and runs Twilio's duplicate deliveries twice. ``TwilioSmsInput`` instead:
 
 - checks ``X-Twilio-Signature`` before reading anything (:mod:`.auth`);
 - maps ``From`` (also ``whatsapp:+…``) to ``tel:+E164`` and the conversation (identity);
-- records each delivery as durable in-flight work before answering it (:mod:`.work`), so a
+- records each delivery as durable in-flight work before answering it (:mod:`.turns`), so a
   duplicate on any replica is not a second turn (it gets the first delivery's stored answer,
   or an empty TwiML while that runs) and a replica that dies leaves the turn to another one;
 - answers inline (TwiML) when the turn ends within ``inline_budget_seconds``; otherwise it
@@ -35,11 +35,16 @@ from sanic.response import HTTPResponse
 from connectors.drain import drain_before_stop, drain_of
 from connectors.http_limits import BodyRefused, guard_slow_headers, read_body
 from connectors.twilio_sms.auth import MAX_REQUEST_BYTES, WebhookValidator
-from connectors.twilio_sms.inbound import InboundSms, Rejected, StatusCallback, idempotency_token
-from connectors.twilio_sms.ledger import DeliveryLedger, OfferedButtons
 from connectors.twilio_sms.outbox import SmsOutbox
-from connectors.twilio_sms.twiml import EMPTY_TWIML
-from connectors.twilio_sms.work import APOLOGY, APOLOGY_TWIML, SmsTurns, TwilioSmsOutput
+from connectors.twilio_sms.state import DeliveryLedger, OfferedButtons
+from connectors.twilio_sms.turns import APOLOGY_TWIML, SmsTurns
+from connectors.twilio_sms.wire import (
+    EMPTY_TWIML,
+    InboundSms,
+    Rejected,
+    StatusCallback,
+    idempotency_token,
+)
 from omnichannel.channels import SMS, TWILIO_SMS
 from omnichannel.identity import IdentityStore, mask
 from omnichannel.options import ConnectorOptions
@@ -55,8 +60,6 @@ logger = logging.getLogger(__name__)
 MAX_INLINE_BUDGET = 12.0
 #: Longest a MessageSid or an offered option is remembered (Twilio retries within hours).
 MAX_TTL_SECONDS = 30 * 24 * 3600
-
-__all__ = ["APOLOGY", "TwilioSmsInput", "TwilioSmsOptions", "TwilioSmsOutput"]
 
 
 class TwilioSmsOptions(ConnectorOptions):
@@ -168,7 +171,7 @@ class TwilioSmsInput(InputChannel):
 
     def blueprint(self, on_new_message: Any) -> Blueprint:
         """The routes. Turns do not go through Rasa's ``on_new_message``: they may run twice
-        (on a takeover), so they run through :func:`connectors.once.handle_once` on the app's
+        (on a takeover), so they run through :func:`connectors.turns.once.handle_once` on the app's
         agent, which skips a message the event log already holds."""
         bp = Blueprint("omni_twilio_sms", __name__)
         guard_slow_headers(bp)

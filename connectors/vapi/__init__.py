@@ -16,9 +16,9 @@ Where to look:
   name are responses in ``domain.yml`` (``greeting.py`` renders them).
 - ``hearing.py``: what the caller said and heard, from VAPI's history (pure): the utterance to
   answer, superseding requests, barge-in.
-- ``turn.py``: one voice turn and its states (claimed, running, superseded, finished).
-- ``call_state.py``: channel state: the call's state and the turns' answers in Redis.
-- ``runner.py``: a turn through Rasa, once: claims, duplicates, takeovers, supersedes, reverts.
+- ``voice_turn.py``: one voice turn and its states (claimed, running, superseded, finished).
+- ``state.py``: channel state: the call's state and the turns' answers in Redis.
+- ``turns.py``: a turn through Rasa, once: claims, duplicates, takeovers, supersedes, reverts.
 - ``call_control.py``: hanging up and transferring through VAPI's Live Call Control.
 - ``callers.py``: who is calling, and their conversation.
 - ``server_messages.py`` (with ``tools.py``): assistant-request, end-of-call-report, tool calls…

@@ -4,7 +4,7 @@ Routes under ``/webhooks/vapi``: ``POST /chat/completions`` (also
 ``/chat/completions/chat/completions``), VAPI's custom LLM, one caller turn in and the
 assistant's speech out as an SSE stream; ``POST /events``, server messages; ``GET /``, health
 (the turns' latency is in the Prometheus metrics, summed over the replicas there). Each route
-authenticates (auth.py), parses (wire.py) and hands over: turns to runner.py, server messages to
+authenticates (auth.py), parses (wire.py) and hands over: turns to turns.py, server messages to
 server_messages.py.
 """
 
@@ -24,15 +24,15 @@ from sanic.response import HTTPResponse
 from connectors.http_limits import BodyRefused, guard_slow_headers, read_body
 from connectors.vapi.auth import VapiAuth
 from connectors.vapi.call_control import DEFAULT_CONTROL_HOSTS, control_policy
-from connectors.vapi.call_state import DEFAULT_TURN_LEASE_SECONDS, CallStore, call_key, turn_id
 from connectors.vapi.callers import Callers
 from connectors.vapi.greeting import Greeter
 from connectors.vapi.hearing import dialogue
 from connectors.vapi.latency import observe_turn
-from connectors.vapi.runner import TurnRunner
 from connectors.vapi.server_messages import ServerMessages
+from connectors.vapi.state import DEFAULT_TURN_LEASE_SECONDS, CallStore, call_key, turn_id
 from connectors.vapi.stream import stream_speech, stream_static
-from connectors.vapi.turn import APOLOGY, VoiceTurn
+from connectors.vapi.turns import TurnRunner
+from connectors.vapi.voice_turn import APOLOGY, VoiceTurn
 from connectors.vapi.wire import (
     MODEL_NAME,
     USER_TEXT_MAX_CHARS,

@@ -15,9 +15,9 @@ from rasa.core.channels.channel import CollectingOutputChannel
 from rasa.shared.core.events import SlotSet
 
 from connectors.tracker_store import install_loud_state_failures
-from connectors.vapi.call_state import CallStore
 from connectors.vapi.callers import Callers
 from connectors.vapi.greeting import Greeter
+from connectors.vapi.state import CallStore
 from connectors.vapi.tools import run_tool
 from connectors.vapi.wire import MODEL_NAME, Artifact, Call, ServerMessage, ToolCall, ToolFunction
 from omnichannel.channels import VAPI, VOICE

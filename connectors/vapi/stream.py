@@ -12,7 +12,7 @@ import asyncio
 import time
 from typing import Any, Optional, Sequence
 
-from connectors.vapi.turn import END, VoiceTurn
+from connectors.vapi.voice_turn import END, VoiceTurn
 from connectors.vapi.wire import FLUSH, ChunkWriter
 
 #: A turn quiet this long after speaking gets a FLUSH, so its last words are not held back.

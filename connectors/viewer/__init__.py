@@ -1,9 +1,9 @@
 """The conversation viewer: designers and support staff find a conversation by phone number,
 site user id or conversation id and read its whole cross-channel timeline.
 
-Where to look (the page and its API are described in the README, "Conversation viewer"):
+Where to look (the page and its API are described in docs/DESIGNERS.md, "Conversation viewer"):
 
-- ``query.py``: the request body (one search, a page of events) and its checks. No Sanic.
+- ``wire.py``: the request body (one search, a page of events) and its checks. No Sanic.
 - ``auth.py``: the Rasa auth token as a Bearer token. No Sanic.
 - ``timeline.py``: stored events as timeline entries, bot messages as each channel rendered
   them, phone numbers masked. Pure.

@@ -29,11 +29,12 @@ from connectors.static_pages import add_page_routes
 from connectors.tracker_store import event_log_of
 from connectors.viewer.auth import is_authorised
 from connectors.viewer.lookup import NotFound, timeline_page
-from connectors.viewer.query import BadQuery, parse_query
+from connectors.viewer.wire import BadQuery, parse_query
+from omnichannel.errors import ConfigError
 from omnichannel.identity import IdentityStore
 from omnichannel.options import ConnectorOptions
 from omnichannel.redis_client import StateUnavailable
-from omnichannel.settings import ConfigError, Settings, load_settings
+from omnichannel.settings import Settings, load_settings
 
 logger = logging.getLogger(__name__)
 

@@ -39,7 +39,8 @@ from omnichannel.rendering.voice import render_voice_message
 Event = Dict[str, Any]
 Entry = Dict[str, Any]
 
-#: Slots the barge-in handling sets (README, "Barge-in"); their changes are flagged as such.
+#: Slots the barge-in handling sets (docs/DESIGNERS.md, "Barge-in"); their changes are
+#: flagged as such.
 BARGE_IN_SLOTS = frozenset({"interrupted", "unheard", "offer"})
 #: Longest slot value or text field shown; the rest is cut, marked with an ellipsis.
 MAX_VALUE_CHARS = 2000

@@ -14,8 +14,9 @@ from typing import Any, Dict, Optional, Tuple
 
 import jwt
 
-from connectors.webchat.frames import CLOSE_FORBIDDEN, CLOSE_UNAUTHENTICATED
+from connectors.webchat.wire import CLOSE_FORBIDDEN, CLOSE_UNAUTHENTICATED
 from omnichannel.channels import WEBCHAT
+from omnichannel.errors import ConfigError
 from omnichannel.identity import (
     Address,
     InvalidAddress,
@@ -23,7 +24,6 @@ from omnichannel.identity import (
     phone_address,
     user_address,
 )
-from omnichannel.settings import ConfigError
 
 logger = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ each open one once its accepted messages are answered (or handed off, at the dra
 widget reconnects (to another replica) and resends what was not acknowledged.
 
 Once the server runs, it takes over the chat messages other replicas accepted and did not finish
-(:class:`~connectors.webchat.turn_work.ChatTurnResumer`).
+(:class:`~connectors.webchat.turns.ChatTurnResumer`).
 """
 
 from __future__ import annotations
@@ -37,15 +37,16 @@ from connectors.webchat.auth import (
     TokenVerifier,
 )
 from connectors.webchat.connection import ChatConnection
-from connectors.webchat.frames import MAX_HISTORY_LIMIT
-from connectors.webchat.sessions import SessionLimits
-from connectors.webchat.turn_work import ChatTurnResumer, chat_turn_work
+from connectors.webchat.state import SessionLimits
+from connectors.webchat.turns import ChatTurnResumer, chat_turn_work
+from connectors.webchat.wire import MAX_HISTORY_LIMIT
 from omnichannel import metrics
 from omnichannel.channels import WEBCHAT
+from omnichannel.errors import ConfigError
 from omnichannel.leases import takeover
 from omnichannel.options import ConnectorOptions
 from omnichannel.redis_client import REDIS_FAILURES, redis_client
-from omnichannel.settings import ConfigError, Settings, load_settings
+from omnichannel.settings import Settings, load_settings
 from omnichannel.tasks import BackgroundTasks
 
 logger = logging.getLogger(__name__)
@@ -116,7 +117,7 @@ class WebChatInput(InputChannel):
         self.sessions = SessionLimits(
             options.max_sockets_per_session, options.anonymous_sessions_per_minute
         )
-        #: Accepted messages, recorded before they are acknowledged (turn_work.py).
+        #: Accepted messages, recorded before they are acknowledged (turns.py).
         self.work = chat_turn_work(settings.redis_url, options.client_message_id_ttl)
         #: Turn workers of sockets, kept until their accepted turns are done (even once closed).
         self.turn_workers = BackgroundTasks("web chat")
@@ -155,7 +156,7 @@ class WebChatInput(InputChannel):
         return cls(load_settings(), WebChatOptions.parse(SECTION, given))
 
     def blueprint(self, on_new_message: Callable[[UserMessage], Awaitable[Any]]) -> Blueprint:
-        """The routes. Turns run on Rasa's agent through ``handle_once`` (turn_work.py), not
+        """The routes. Turns run on Rasa's agent through ``handle_once`` (turns.py), not
         through ``on_new_message``: a message that may run on two replicas is processed once."""
         bp = Blueprint("omni_webchat", __name__)
         guard_slow_headers(bp)

@@ -5,7 +5,7 @@ in a worker that outlives the socket, because a message acknowledged as received
 and stored even if the customer closes the tab meanwhile (cancelling would lose the turn).
 
 Each message is recorded in Redis as durable in-flight work before it is acknowledged
-(:mod:`connectors.webchat.turn_work`): the socket renews the leases of all the messages it
+(:mod:`connectors.webchat.turns`): the socket renews the leases of all the messages it
 accepted, queued or running, until each is done, so another replica takes them over only once
 this one stopped (died, hung, or lost Redis for a lease). They are renewed together, so they
 lapse together and one sweep takes them all, in order.
@@ -27,16 +27,20 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Awaitable, Dict, Optional, Set
+from typing import Any, Awaitable, Dict, Optional, Protocol, Set
 
 from rasa.core.channels.channel import OutputChannel
 from sanic.exceptions import WebsocketClosed
 from websockets.exceptions import ConnectionClosed
 
 from connectors.drain import CLOSE_SERVICE_RESTART
-from connectors.turns import TurnFailed
-from connectors.webchat.auth import AuthRefused, ChatIdentity
-from connectors.webchat.frames import (
+from connectors.turns.run import TurnFailed
+from connectors.webchat.auth import AuthRefused, ChatIdentity, TokenVerifier
+from connectors.webchat.history import EventLog, chat_message, next_turn_channel
+from connectors.webchat.live import LiveFeedLost, LiveSubscription, live_hub
+from connectors.webchat.state import SOCKET_LEASE_SECONDS, SessionBucket, SessionLimits, SocketHold
+from connectors.webchat.turns import complete, forget, run_chat_turn, turn_payload
+from connectors.webchat.wire import (
     BAD_FRAME,
     BUSY,
     CLOSE_SERVER_ERROR,
@@ -66,22 +70,14 @@ from connectors.webchat.frames import (
     ready_frame,
     typing_frame,
 )
-from connectors.webchat.history import EventLog, chat_message, next_turn_channel
-from connectors.webchat.live import LiveFeedLost, LiveSubscription, live_hub
-from connectors.webchat.rate_limit import SessionBucket
-from connectors.webchat.sessions import SOCKET_LEASE_SECONDS, SocketHold
-from connectors.webchat.turn_work import complete, forget, run_chat_turn, turn_payload
 from omnichannel import metrics
 from omnichannel.channels import CHAT, LABELS, WEBCHAT
+from omnichannel.errors import ConfigError
 from omnichannel.identity import IdentityStore
-from omnichannel.leases import Existing, Lease
+from omnichannel.leases import Existing, InFlightWork, Lease
 from omnichannel.redis_client import REDIS_FAILURES, StateUnavailable, redis_client
 from omnichannel.rendering.messages import BotMessage
-from omnichannel.settings import ConfigError
-from omnichannel.tasks import cancellable
-
-if TYPE_CHECKING:
-    from connectors.webchat.channel import WebChatInput
+from omnichannel.tasks import BackgroundTasks, cancellable
 
 logger = logging.getLogger(__name__)
 
@@ -156,13 +152,31 @@ def _remember(memory: Dict[str, None], key: str) -> None:
         memory.pop(next(iter(memory)))
 
 
+class ChatChannel(Protocol):
+    """What a socket uses of the channel that accepted it (the ``webchat`` input channel): its
+    options, the token verifier, the session limits, the in-flight work and the workers that run
+    and renew it. A protocol, so this module never imports the channel back."""
+
+    options: Any
+    redis_url: str
+    verifier: TokenVerifier
+    sessions: SessionLimits
+    work: InFlightWork
+    turn_workers: BackgroundTasks
+    lease_renewals: BackgroundTasks
+    workers: Set[ChatConnection]
+
+    @property
+    def draining(self) -> bool: ...
+
+
 class ChatConnection:
     """The lifetime of one authenticated socket: history, frames, turns and the live feed."""
 
     def __init__(
         self,
         ws: Any,
-        channel: WebChatInput,
+        channel: ChatChannel,
         agent: Any,
     ) -> None:
         self.ws = ws
@@ -299,7 +313,7 @@ class ChatConnection:
                 released,
             )
 
-    # -- the socket's place in its session (sessions.py) -------------------------------------
+    # -- the socket's place in its session (state.py) -------------------------------------
 
     async def _hold_place(self, socket_id: str) -> bool:
         """Takes the socket's place in its session; closes the socket when it may not open."""

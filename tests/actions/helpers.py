@@ -19,10 +19,11 @@ import httpx
 import jwt
 import redis.asyncio as aioredis
 
-from devtools.sim_vapi import VapiCall
-from devtools.stack import RasaStack
 from omnichannel.identity import Address, IdentityStore, phone_address
-from tests.support import new_phone_number, post_sms, seed_order
+from testkit.phone_numbers import new_phone_number
+from testkit.stack import RasaStack
+from testkit.vapi_call import VapiCall
+from tests.support import post_sms, seed_order
 
 
 def new_conversation() -> str:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import pytest
 
-from devtools.fake_llm import FakeLlm, LlmReply
-from devtools.stack import RasaStack
 from omnichannel.rendering.messages import split_sentences
+from testkit.fake_llm import FakeLlm, LlmReply
+from testkit.stack import RasaStack
 from tests.actions.helpers import conversation_of, phone_call, send_sms, tracker
 from tests.support import seed_order
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from devtools.stack import RasaStack
+from testkit.stack import RasaStack
 from tests.actions.helpers import (
     customer_conversation,
     customer_with_order,

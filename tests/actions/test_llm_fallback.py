@@ -12,11 +12,11 @@ import time
 import pytest
 
 from actions.llm_fallback import LlmUnavailable, complete
-from devtools.fake_llm import FakeLlm, LlmReply
-from devtools.stack import RasaStack
 from omnichannel.rendering.messages import split_sentences
 from omnichannel.rendering.sms import sms_segments
 from omnichannel.rendering.styles import STYLES
+from testkit.fake_llm import FakeLlm, LlmReply
+from testkit.stack import RasaStack
 from tests.actions.helpers import customer_with_order, new_conversation, say, texts, tracker
 from tests.support import GIBBERISH
 

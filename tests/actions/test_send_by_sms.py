@@ -9,9 +9,10 @@ import secrets
 import pytest
 import websockets
 
-from devtools.fake_twilio import FakeTwilio
-from devtools.stack import RasaStack
 from omnichannel.identity import user_address
+from testkit.fake_twilio import FakeTwilio
+from testkit.phone_numbers import new_phone_number
+from testkit.stack import RasaStack
 from tests.actions.helpers import (
     bot_events,
     chat_token,
@@ -26,7 +27,7 @@ from tests.actions.helpers import (
     send_sms,
     texts,
 )
-from tests.support import new_phone_number, seed_order
+from tests.support import seed_order
 
 pytestmark = pytest.mark.rasa_server
 

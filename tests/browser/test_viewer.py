@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
-from devtools.stack import RasaStack
+from testkit.stack import RasaStack
 from tests.browser.test_widget import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
 from tests.connectors.viewer.helpers import CALL_SUMMARY, call_and_hang_up
 from tests.connectors.webchat.helpers import fresh_phone, text_from_phone

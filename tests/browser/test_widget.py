@@ -23,11 +23,11 @@ import redis
 import redis.asyncio as aioredis
 from playwright.sync_api import expect, sync_playwright
 
-from devtools.fake_llm import FakeLlm, LlmReply
-from devtools.processes import ROOT
-from devtools.sim_vapi import VapiCall
-from devtools.stack import RasaStack
 from omnichannel.identity import IdentityStore, user_address
+from testkit.fake_llm import FakeLlm, LlmReply
+from testkit.processes import ROOT
+from testkit.stack import RasaStack
+from testkit.vapi_call import VapiCall
 from tests.connectors.webchat.helpers import (
     append_events,
     fresh_phone,

@@ -20,11 +20,12 @@ import websockets
 
 from connectors.drain import CLOSE_SERVICE_RESTART, DEFAULT_DRAIN_SECONDS, Drain
 from connectors.ops.channel import OpsInput
-from devtools.fake_llm import FakeLlm, LlmReply
-from devtools.fake_twilio import FakeTwilio
-from devtools.stack import RasaStack
 from omnichannel.errors import ConfigError
 from omnichannel.tasks import BackgroundTasks
+from testkit.fake_llm import FakeLlm, LlmReply
+from testkit.fake_twilio import FakeTwilio
+from testkit.phone_numbers import new_phone_number
+from testkit.stack import RasaStack
 from tests.connectors.webchat.helpers import (
     open_chat,
     recv_frame,
@@ -33,7 +34,7 @@ from tests.connectors.webchat.helpers import (
     user_token,
     ws_url,
 )
-from tests.support import GIBBERISH, new_phone_number, post_sms
+from tests.support import GIBBERISH, post_sms
 
 READYZ = "/webhooks/ops/readyz"
 #: The LLM's answer takes this long, so both turns are still running when SIGTERM comes.

@@ -25,11 +25,11 @@ from rasa.shared.core.trackers import DialogueStateTracker, EventVerbosity
 from rasa_sdk import Tracker as SdkTracker
 from rasa_sdk.executor import CollectingDispatcher
 
-from actions.turn_context import ActionExtractTurnContext
+from actions.slot_mappings import ActionExtractTurnContext
 from connectors import rasa_patches
 from connectors.tracker_store import CARRIED, RedisEventLogTrackerStore
+from omnichannel.errors import ConfigError
 from omnichannel.redis_client import conversation_key
-from omnichannel.settings import ConfigError
 from tests.redis_matrix import sync_client
 
 DOMAIN = Domain.from_yaml(

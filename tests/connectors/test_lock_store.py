@@ -29,9 +29,9 @@ from connectors.lock_store import (
     LockWaitTimeout,
     RedisFifoLockStore,
 )
-from devtools.processes import RedisServer, free_port, python, spawn, stop
+from omnichannel.errors import ConfigError
 from omnichannel.redis_client import StateUnavailable, redis_client
-from omnichannel.settings import ConfigError
+from testkit.processes import RedisServer, free_port, python, spawn, stop
 
 LEASE = 1.0
 RECHECK = 0.2

@@ -25,9 +25,9 @@ import pytest
 from redis.asyncio.cluster import RedisCluster
 
 from connectors.lock_store import LockWaitTimeout
-from devtools.processes import RedisServer, python, spawn, stop
-from devtools.redis_topologies import RedisDeployment
 from omnichannel.redis_client import AnyRedis, redis_client
+from testkit.processes import RedisServer, python, spawn, stop
+from testkit.redis_topologies import RedisDeployment
 from tests.connectors.test_lock_store import (
     SLACK,
     events_key,

@@ -16,14 +16,15 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from connectors.ops.channel import SECTION, OpsInput, OpsOptions
 from connectors.ops.checks import ACTION_SERVER, MODEL, REDIS, Readiness
-from devtools.processes import RedisServer
-from devtools.stack import RasaStack
-from devtools.twilio_webhook import signed_sms
 from omnichannel.errors import ConfigError
 from omnichannel.metrics import metrics_port
 from omnichannel.redis_client import REDIS_FAILURES, redis_client, redis_config
+from testkit.phone_numbers import new_phone_number
+from testkit.processes import RedisServer
+from testkit.stack import RasaStack
+from testkit.twilio_webhook import signed_sms
 from tests.actions.helpers import phone_call
-from tests.support import new_phone_number, post_sms
+from tests.support import post_sms
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -17,8 +17,8 @@ from rasa.shared.core.events import ActionExecuted, SessionStarted, UserUttered
 
 from connectors.lock_store import RedisFifoLockStore
 from connectors.tracker_store import RedisEventLogTrackerStore
-from devtools.processes import RedisServer
 from omnichannel.redis_client import conversation_key
+from testkit.processes import RedisServer
 from tests.connectors.test_tracker_store import DOMAIN, event_dicts
 
 #: The key the start-up ACL check writes (it expires after 10 s): not a store's data.

@@ -26,11 +26,12 @@ from rasa.utils.endpoints import EndpointConfig
 
 from connectors.lock_store import RedisFifoLockStore
 from connectors.tracker_store import RedisEventLogTrackerStore
-from devtools.processes import RedisServer
-from devtools.redis_topologies import RedisClusterProcesses, TlsMaterial, with_credentials
 from omnichannel.errors import ConfigError
 from omnichannel.identity import IdentityStore, phone_address
 from omnichannel.redis_client import conversation_key, redis_client, subscriber
+from testkit.processes import RedisServer
+from testkit.redis_topologies import RedisClusterProcesses, with_credentials
+from testkit.tls import TlsMaterial
 
 PASSWORD = secrets.token_hex(12)
 WRONG_PASSWORD = secrets.token_hex(12)

@@ -52,9 +52,9 @@ from connectors.lock_store import (
     RedisFifoLockStore,
 )
 from connectors.tracker_store import RedisEventLogTrackerStore
-from devtools.processes import ROOT, RedisServer, python, stop
-from devtools.redis_topologies import RedisClusterProcesses, RedisSentinelProcesses
 from omnichannel.redis_client import StateUnavailable, conversation_key
+from testkit.processes import ROOT, RedisServer, python, stop
+from testkit.redis_topologies import RedisClusterProcesses, RedisSentinelProcesses
 
 CONVERSATIONS = 30
 REPLICAS = ("replica-a", "replica-b")
@@ -277,7 +277,7 @@ class FailoverRun:
     on_victim: List[str]
 
     def summary(self, label: str) -> str:
-        """The figures the README's Production Redis section quotes."""
+        """The figures docs/OPERATORS.md quotes under "Production Redis"."""
         ok = [turn for turn in self.turns if turn.outcome == "ok"]
         after_retry = [turn for turn in ok if turn.retries]
         failed = Counter(turn.outcome for turn in self.turns if turn.outcome != "ok")

@@ -32,10 +32,10 @@ from rasa.shared.core.trackers import DialogueStateTracker, EventVerbosity
 from rasa.utils.endpoints import EndpointConfig
 
 from connectors.tracker_store import RedisEventLogTrackerStore, install_loud_state_failures
-from devtools.processes import ROOT, RedisServer, python
-from devtools.redis_topologies import RedisDeployment
+from omnichannel.errors import ConfigError
 from omnichannel.redis_client import StateUnavailable, conversation_key, subscriber
-from omnichannel.settings import ConfigError
+from testkit.processes import ROOT, RedisServer, python
+from testkit.redis_topologies import RedisDeployment
 from tests.redis_matrix import (
     AsyncRedis,
     command_stats,

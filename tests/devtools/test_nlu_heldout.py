@@ -22,8 +22,8 @@ from devtools.nlu_heldout import (
     load_phrasings,
     outcome_of,
 )
-from devtools.processes import ROOT
 from omnichannel.nlu.confirmation import CONFIRM_INTENT, MARKER_INTENTS
+from testkit.processes import ROOT
 
 #: The held-out target: at least this many phrasings per channel style.
 MIN_PER_STYLE = 60

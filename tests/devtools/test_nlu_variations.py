@@ -9,13 +9,13 @@ import random
 from devtools import nlu_variations
 from devtools.nlu_variations import (
     GENERATED,
-    ROOT,
     spoken_digits,
     transcript,
     typo,
     variations,
     with_typo,
 )
+from testkit.processes import ROOT
 
 
 def test_the_generated_file_is_up_to_date_and_says_how_to_regenerate() -> None:

@@ -11,8 +11,8 @@ import pytest
 
 from devtools.conversations import Customer, Server
 from devtools.shell import converse, shown
-from devtools.stack import RasaStack
-from tests.support import new_phone_number
+from testkit.phone_numbers import new_phone_number
+from testkit.stack import RasaStack
 
 
 def test_replies_are_shown_as_each_channel_delivers_them() -> None:

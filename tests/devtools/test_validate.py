@@ -7,7 +7,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from devtools.validate import CODE_DIRECTORIES, ROOT, responses_named_in_code, validate
+from devtools.validate import CODE_DIRECTORIES, responses_named_in_code, validate
+from testkit.processes import ROOT
 
 
 def project_copy(tmp_path: Path) -> Path:

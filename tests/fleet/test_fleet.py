@@ -1,9 +1,9 @@
 """The fleet test (issue 13): HAProxy in front of two Rasa replicas, the action server, Redis and
 the fakes; customers on all three channels through the load balancer; one replica SIGKILLed
 mid-run and a rolling restart by SIGTERM; then every accepted message is checked against the
-event logs in Redis and what the fake Twilio received (devtools.fleet_checks).
+event logs in Redis and what the fake Twilio received (bench.fleet.checks).
 
-The long version is `make soak` (devtools/soak.py).
+The long version is `make soak` (bench/fleet/soak.py).
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from devtools.customers import CHANNELS, Traffic
-from devtools.fleet import Fleet
-from devtools.fleet_checks import check
-from devtools.soak import disrupt, kill_and_replace, until_sent
+from bench.fleet.checks import check
+from bench.fleet.customers import CHANNELS, Traffic
+from bench.fleet.local_fleet import Fleet
+from bench.fleet.soak import disrupt, kill_and_replace, until_sent
 
 #: The issue's floor for the short run.
 MIN_MESSAGES = 150

@@ -13,8 +13,6 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from devtools.processes import ROOT, RedisServer, python
-from devtools.redis_topologies import RedisDeployment
 from omnichannel.identity import (
     SMS_FAILURES_KEPT,
     Address,
@@ -28,6 +26,8 @@ from omnichannel.identity import (
     user_address,
 )
 from omnichannel.redis_client import StateUnavailable, conversation_key
+from testkit.processes import ROOT, RedisServer, python
+from testkit.redis_topologies import RedisDeployment
 from tests.redis_matrix import inspector, sync_client
 
 CONVERSATION_ID = re.compile(r"c_[A-Za-z0-9_-]{22}")

@@ -8,9 +8,9 @@ from typing import List
 
 from prometheus_client import REGISTRY
 
-from devtools.redis_topologies import RedisDeployment
 from omnichannel.leases import Existing, InFlightWork, Lease, Takeover
 from omnichannel.redis_client import redis_client
+from testkit.redis_topologies import RedisDeployment
 
 LEASE = 0.3
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import confloat, conint
 
+from omnichannel.errors import ConfigError
 from omnichannel.options import ConnectorOptions
-from omnichannel.settings import ConfigError
 
 
 class ExampleOptions(ConnectorOptions):

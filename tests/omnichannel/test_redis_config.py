@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from omnichannel.errors import ConfigError
 from omnichannel.redis_config import (
     CLUSTER,
     DEFAULT_RETRY_SECONDS,
@@ -13,7 +14,7 @@ from omnichannel.redis_config import (
     RedisConfigError,
     from_rasa_options,
 )
-from omnichannel.settings import ConfigError, Settings
+from omnichannel.settings import Settings
 
 SECRET = "s3cr3t-pa55"  # noqa: S105 - a test value
 

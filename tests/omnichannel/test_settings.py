@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from omnichannel.settings import ConfigError, Settings, load_settings
+from omnichannel.errors import ConfigError
+from omnichannel.settings import Settings, load_settings
 
 
 def test_a_refused_redis_url_does_not_quote_its_password() -> None:

@@ -13,8 +13,6 @@ import pytest
 from prometheus_client import REGISTRY
 from twilio.rest import Client
 
-from devtools.fake_twilio import AFTER_CREATE_500, AFTER_CREATE_DROP, FakeTwilio
-from devtools.processes import free_port
 from omnichannel import metrics
 from omnichannel.channels import SMS
 from omnichannel.identity import IdentityStore, phone_address, user_address
@@ -28,7 +26,9 @@ from omnichannel.sms_sender import (
     SmsSender,
     SmsSendFailed,
 )
-from tests.support import new_phone_number
+from testkit.fake_twilio import AFTER_CREATE_500, AFTER_CREATE_DROP, FakeTwilio
+from testkit.phone_numbers import new_phone_number
+from testkit.processes import free_port
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@
  * Served page:  <script src="static/widget.js" data-omnichat-page="#omni-chat"> reads the
  *               token from the link's #token=... fragment (then removes it from the address bar).
  *
- * Speaks the JSON frames documented in the README ("Web chat protocol").
+ * Speaks the JSON frames documented in docs/INTEGRATORS.md ("Web chat protocol").
  */
 (function () {
   "use strict";

@@ -1,5 +1,5 @@
 """Talking to the shared stack as Twilio does, and reading its state back, for the Twilio SMS
-connector's stack tests. Forms and signatures come from :mod:`devtools.twilio_webhook`."""
+connector's stack tests. Forms and signatures come from :mod:`testkit.twilio_webhook`."""
 
 from __future__ import annotations
 
@@ -18,13 +18,13 @@ from rasa.core.tracker_store import InMemoryTrackerStore
 from rasa.shared.core.domain import Domain
 from sanic import Sanic
 
-from connectors.twilio_sms.work import SMS_TURN
-from devtools.processes import RedisServer
-from devtools.stack import RasaStack
-from devtools.twilio_webhook import WEBHOOK_PATH, signed_headers, sms_form
+from connectors.twilio_sms.turns import SMS_TURN
 from omnichannel.identity import IdentityStore, phone_address
 from omnichannel.settings import Settings
 from omnichannel.sms_sender import STATUS_PATH
+from testkit.processes import RedisServer
+from testkit.stack import RasaStack
+from testkit.twilio_webhook import WEBHOOK_PATH, signed_headers, sms_form
 from tests.actions.helpers import tracker
 
 WEBHOOK = WEBHOOK_PATH

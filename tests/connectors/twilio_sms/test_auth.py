@@ -13,11 +13,12 @@ import pytest
 from multidict import MultiDict
 
 from connectors.twilio_sms.auth import MAX_FIELDS, WebhookValidator, public_url
-from connectors.twilio_sms.inbound import Rejected
-from devtools.processes import RedisServer
-from devtools.stack import RasaStack
-from devtools.twilio_webhook import new_sid, signature, signed_headers, signed_sms
+from connectors.twilio_sms.wire import Rejected
 from omnichannel.settings import Settings
+from testkit.phone_numbers import new_phone_number
+from testkit.processes import RedisServer
+from testkit.stack import RasaStack
+from testkit.twilio_webhook import new_sid, signature, signed_headers, signed_sms
 from tests.connectors.twilio_sms.helpers import (
     WEBHOOK,
     conversation_of,
@@ -27,7 +28,6 @@ from tests.connectors.twilio_sms.helpers import (
     replies,
     text_sms,
 )
-from tests.support import new_phone_number
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 TOKEN = secrets.token_hex(16)

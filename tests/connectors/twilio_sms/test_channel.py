@@ -2,7 +2,7 @@
 input channel served by a unit-level Sanic app (Redis down, a failed turn, a trusted proxy), and
 the whole connector through the really trained assistant, real Redis and real HTTP.
 
-Webhooks are signed as Twilio signs them (devtools/twilio_webhook.py); replies sent through the
+Webhooks are signed as Twilio signs them (testkit/twilio_webhook.py); replies sent through the
 REST API land on the local fake of Twilio's API (`fake_twilio`).
 """
 
@@ -22,18 +22,20 @@ import pytest
 import redis.asyncio as aioredis
 from sanic import Sanic
 
-from connectors.twilio_sms.channel import APOLOGY, TwilioSmsInput, TwilioSmsOptions
+from connectors.twilio_sms.channel import TwilioSmsInput, TwilioSmsOptions
+from connectors.twilio_sms.turns import APOLOGY
 from devtools import sim_sms
-from devtools.fake_llm import FakeLlm, LlmReply
-from devtools.fake_twilio import FakeTwilio
-from devtools.processes import RedisServer, free_port
-from devtools.stack import RasaStack
-from devtools.twilio_webhook import new_sid, signed_headers, signed_sms, sms_form
 from omnichannel.channels import TWILIO_SMS
+from omnichannel.errors import ConfigError
 from omnichannel.identity import IdentityStore
 from omnichannel.rendering.sms import is_gsm7
-from omnichannel.settings import ConfigError
 from omnichannel.sms_sender import SmsOptedOut, SmsSender
+from testkit.fake_llm import FakeLlm, LlmReply
+from testkit.fake_twilio import FakeTwilio
+from testkit.phone_numbers import new_phone_number
+from testkit.processes import RedisServer, free_port
+from testkit.stack import RasaStack
+from testkit.twilio_webhook import new_sid, signed_headers, signed_sms, sms_form
 from tests.actions.helpers import say, texts, tracker
 from tests.connectors.twilio_sms.helpers import (
     STATUS,
@@ -49,7 +51,7 @@ from tests.connectors.twilio_sms.helpers import (
     text_sms,
     user_events,
 )
-from tests.support import GIBBERISH, new_phone_number, seed_order
+from tests.support import GIBBERISH, seed_order
 
 # ---------------------------------------------------------------------------------------------
 # Options

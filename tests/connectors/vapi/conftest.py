@@ -6,9 +6,9 @@ from typing import Any, Optional
 
 import pytest
 
-from devtools.fake_vapi_control import FakeVapiControl
-from devtools.sim_vapi import VapiCall
-from tests.support import new_phone_number
+from testkit.fake_vapi_control import FakeVapiControl
+from testkit.phone_numbers import new_phone_number
+from testkit.vapi_call import VapiCall
 
 
 @pytest.fixture(scope="module")

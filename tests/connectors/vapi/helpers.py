@@ -1,7 +1,7 @@
 """Talking to the shared stack as VAPI does, and reading its state back, for the VAPI tests.
 
 The caller is the ``openai`` SDK's streaming client (what VAPI itself uses), driven through
-devtools.sim_vapi.VapiCall; VAPI's control URL is the local fake; the LLM is devtools.fake_llm.
+devtools.sim_vapi.VapiCall; VAPI's control URL is the local fake; the LLM is testkit.fake_llm.
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ from rasa.shared.core.domain import Domain
 from rasa.shared.core.events import UserUtteranceReverted, UserUttered
 from rasa.shared.core.trackers import DialogueStateTracker
 
-from devtools.processes import ROOT
-from devtools.sim_vapi import VapiCall
 from omnichannel.identity import IdentityStore, phone_address
-from tests.support import new_phone_number
+from testkit.phone_numbers import new_phone_number
+from testkit.processes import ROOT
+from testkit.vapi_call import VapiCall
 
 
 async def conversation_of_stack(stack, number: str) -> Optional[str]:

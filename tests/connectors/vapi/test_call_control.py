@@ -14,7 +14,7 @@ from connectors.vapi.call_control import (
     requested_control,
     send_control,
 )
-from connectors.vapi.turn import APOLOGY
+from connectors.vapi.voice_turn import APOLOGY
 from omnichannel.rendering.messages import BotMessage
 
 

@@ -14,10 +14,12 @@ from rasa.shared.core.events import BotUttered, UserUttered
 from rasa.shared.core.trackers import DialogueStateTracker
 
 from connectors.vapi.channel import SECTION, VapiInput, VapiOptions, VapiOutput
-from connectors.vapi.turn import APOLOGY, VoiceTurn
-from devtools.processes import ROOT
-from devtools.sim_vapi import VapiCall, play_call
-from omnichannel.settings import ConfigError
+from connectors.vapi.voice_turn import APOLOGY, VoiceTurn
+from devtools.sim_vapi import play_call
+from omnichannel.errors import ConfigError
+from testkit.phone_numbers import new_phone_number
+from testkit.processes import ROOT
+from testkit.vapi_call import VapiCall
 from tests.connectors.vapi.helpers import (
     completion_body,
     conversation_of_stack,
@@ -27,7 +29,7 @@ from tests.connectors.vapi.helpers import (
     user_texts,
     wait_until,
 )
-from tests.support import new_phone_number, post_sms, seed_order
+from tests.support import post_sms, seed_order
 
 
 @pytest.mark.rasa_server

@@ -18,8 +18,9 @@ from rasa.shared.core.trackers import DialogueStateTracker
 from connectors.vapi.greeting import Greeter
 from omnichannel.identity import Address, phone_address
 from omnichannel.redis_client import StateUnavailable
+from testkit.phone_numbers import new_phone_number
 from tests.connectors.vapi.helpers import domain
-from tests.support import new_phone_number, post_sms, seed_order
+from tests.support import post_sms, seed_order
 
 
 @pytest.mark.rasa_server

@@ -14,9 +14,9 @@ from connectors.vapi.callers import Callers
 from connectors.vapi.server_messages import ServerMessages
 from connectors.vapi.tools import UNKNOWN_CALLER
 from connectors.vapi.wire import ServerMessage
-from devtools.fake_llm import LlmReply
 from omnichannel.identity import IdentityStore
 from omnichannel.settings import Settings
+from testkit.fake_llm import LlmReply
 from tests.connectors.vapi.helpers import (
     conversation_of_stack,
     tracker_of,

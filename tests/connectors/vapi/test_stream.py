@@ -9,9 +9,9 @@ from typing import Any, Dict, List
 import pytest
 
 from connectors.vapi.stream import FLUSH_AFTER_SECONDS, stream_speech, stream_static
-from connectors.vapi.turn import VoiceTurn
+from connectors.vapi.voice_turn import VoiceTurn
 from connectors.vapi.wire import FLUSH, ChunkWriter
-from devtools.fake_llm import LlmReply
+from testkit.fake_llm import LlmReply
 from tests.support import GIBBERISH
 
 

@@ -1,4 +1,4 @@
-"""A voice turn whose replica died is answered once anyway (runner.py's takeover), against the
+"""A voice turn whose replica died is answered once anyway (turns.py's takeover), against the
 real stack with the ``openai`` SDK as VAPI.
 
 A "dead replica" here is a claim recorded in the stack's Redis by an owner that never renews it
@@ -17,11 +17,11 @@ from typing import List, Optional
 import pytest
 from rasa.shared.core.events import UserUttered
 
-from connectors.vapi.call_state import CallStore, call_key, turn_id
-from connectors.vapi.turn import APOLOGY, VoiceTurn
-from devtools.fake_llm import LlmReply
-from devtools.sim_vapi import VapiCall
+from connectors.vapi.state import CallStore, call_key, turn_id
+from connectors.vapi.voice_turn import APOLOGY, VoiceTurn
 from omnichannel.identity import phone_address
+from testkit.fake_llm import LlmReply
+from testkit.vapi_call import VapiCall
 from tests.connectors.vapi.helpers import (
     conversation_of_stack,
     same_call_on,

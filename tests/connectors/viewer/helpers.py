@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from devtools.sim_vapi import VapiCall
-from devtools.stack import RasaStack
+from testkit.stack import RasaStack
+from testkit.vapi_call import VapiCall
 
 CALL_SUMMARY = "The caller said hello and will text about a refund."
 

@@ -13,10 +13,10 @@ from rasa.shared.core.events import BotUttered, UserUttered
 
 from connectors.tracker_store import RedisEventLogTrackerStore
 from connectors.viewer.lookup import NotFound, timeline_page
-from connectors.viewer.query import Query, parse_query
-from devtools.processes import RedisServer
+from connectors.viewer.wire import Query, parse_query
 from omnichannel.identity import IdentityStore, phone_address, user_address
 from omnichannel.redis_client import StateUnavailable
+from testkit.processes import RedisServer
 
 PHONE = "+14155550142"
 

@@ -10,7 +10,7 @@ from typing import Any, Dict, Optional
 import httpx
 import pytest
 
-from devtools.stack import RasaStack
+from testkit.stack import RasaStack
 from tests.connectors.viewer.helpers import CALL_SUMMARY, call_and_hang_up
 from tests.connectors.webchat.helpers import fresh_phone, open_chat, text_from_phone, user_token
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from devtools.stack import RasaStack
+from testkit.stack import RasaStack
 
 
 @pytest.fixture

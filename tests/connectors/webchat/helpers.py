@@ -16,9 +16,9 @@ import redis
 import redis.asyncio as aioredis
 import websockets
 
-from devtools.stack import RasaStack
-from devtools.twilio_webhook import signed_sms
 from omnichannel.identity import IdentityStore, phone_address
+from testkit.stack import RasaStack
+from testkit.twilio_webhook import signed_sms
 
 Frame = Dict[str, Any]
 

@@ -18,9 +18,9 @@ from connectors.webchat.auth import (
     TokenVerifier,
     demo_chat_url,
 )
-from devtools.stack import RasaStack
+from omnichannel.errors import ConfigError
 from omnichannel.identity import phone_address, user_address
-from omnichannel.settings import ConfigError
+from testkit.stack import RasaStack
 from tests.connectors.webchat.helpers import (
     fresh_phone,
     open_chat,

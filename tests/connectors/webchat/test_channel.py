@@ -9,9 +9,9 @@ import pytest
 import yaml
 
 from connectors.webchat.channel import SECTION, WebChatInput, WebChatOptions
-from devtools.processes import ROOT
-from devtools.stack import RasaStack
-from omnichannel.settings import ConfigError
+from omnichannel.errors import ConfigError
+from testkit.processes import ROOT
+from testkit.stack import RasaStack
 
 
 def test_configuration_errors_name_the_problem(monkeypatch: pytest.MonkeyPatch) -> None:

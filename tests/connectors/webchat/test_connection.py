@@ -17,11 +17,11 @@ from rasa.core.agent import Agent
 from connectors.webchat.auth import ChatIdentity
 from connectors.webchat.channel import WebChatInput
 from connectors.webchat.connection import MAX_PENDING_TURNS, ChatConnection
-from connectors.webchat.frames import TextFrame
-from devtools.fake_llm import FakeLlm, LlmReply
-from devtools.processes import RedisServer
-from devtools.stack import RasaStack
+from connectors.webchat.wire import TextFrame
 from omnichannel.identity import user_address
+from testkit.fake_llm import FakeLlm, LlmReply
+from testkit.processes import RedisServer
+from testkit.stack import RasaStack
 from tests.connectors.webchat.helpers import (
     Chat,
     RecordedSocket,

@@ -19,10 +19,10 @@ from connectors.webchat.history import (
     is_shown,
     message_id,
 )
-from devtools.sim_vapi import VapiCall
-from devtools.stack import RasaStack
+from omnichannel.errors import ConfigError
 from omnichannel.identity import IdentityStore, user_address
-from omnichannel.settings import ConfigError
+from testkit.stack import RasaStack
+from testkit.vapi_call import VapiCall
 from tests.connectors.webchat.helpers import (
     append_events,
     fresh_phone,

@@ -14,14 +14,10 @@ import pytest
 from redis.crc import key_slot
 
 from connectors.webchat.live import LIVE_BACKLOG_LIMIT, LiveFeedLost, LiveHub
-from devtools.processes import RedisServer
-from devtools.redis_topologies import (
-    RedisClusterProcesses,
-    RedisDeployment,
-    RedisSentinelProcesses,
-)
-from devtools.stack import RasaStack
 from omnichannel.redis_client import StateUnavailable
+from testkit.processes import RedisServer
+from testkit.redis_topologies import RedisClusterProcesses, RedisDeployment, RedisSentinelProcesses
+from testkit.stack import RasaStack
 from tests.conftest import REDIS_DEPLOYMENTS
 from tests.connectors.webchat.helpers import (
     drain,

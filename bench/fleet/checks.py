@@ -1,0 +1,257 @@
+"""What became of every customer message of a fleet run, read back from Redis and the fakes.
+
+The issue's standard, checked after the traffic (``bench.fleet.customers.Traffic``) stops:
+
+- every accepted message is in its conversation's event log exactly once (matched on the SMS
+  ``message_sid``, the chat ``client_message_id``, or for voice the call's user message with the
+  turn's text, alone or joined to the next one, after Rasa's reverts);
+- each got its reply or the channel's explicit apology;
+- no SMS was sent twice for one inbound message (the fake Twilio's records: a REST send besides
+  an inline answer, the same body twice for one message, or one idempotency token twice);
+- nothing is left "running": durable work items (``omni:{cid}:work:<kind>:<id>``,
+  omnichannel/leases.py: SMS turns and outbox, chat turns, voice turns) and calls' in-flight
+  turns (the ``inflight`` field of a call's state).
+
+:func:`check` waits up to ``settle_seconds`` for running work to finish (a takeover after a
+SIGKILL waits out a lease) and returns a :class:`Report`: figures per channel, reply-time
+percentiles outside and during disruptions, and ``problems``, empty when the run met the
+standard.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+
+import redis
+import redis.asyncio as aioredis
+
+from bench.fleet.customers import CHANNELS, CHAT, SMS, Sent, Traffic
+from bench.fleet.local_fleet import running_work
+from omnichannel.identity import IdentityStore, phone_address
+
+#: How many examples of each kind of failure a report names.
+EXAMPLES = 5
+
+
+def percentile(values: Sequence[float], share: float) -> Optional[float]:
+    """The nearest-rank percentile (``share`` in 0..1) of ``values``; None when empty."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, -(-len(ordered) * share // 1))
+    return ordered[int(rank) - 1]
+
+
+def _user_events(events: Iterable[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """The user events that count: each ``rewind`` (UserUtteranceReverted) takes the last back."""
+    kept: List[Dict[str, Any]] = []
+    for event in events:
+        if event.get("event") == "user":
+            kept.append(event)
+        elif event.get("event") == "rewind" and kept:
+            kept.pop()
+    return kept
+
+
+def occurrences(item: Sent, user_events: Sequence[Dict[str, Any]]) -> int:
+    """How often ``item`` is in its conversation's (effective) user events."""
+    count = 0
+    for event in user_events:
+        metadata = event.get("metadata") or {}
+        if item.channel == SMS:
+            count += metadata.get("message_sid") == item.key
+        elif item.channel == CHAT:
+            count += metadata.get("client_message_id") == item.key
+        elif metadata.get("call_id") == item.key:
+            # A turn whose answer the caller never heard is joined to the next one (VAPI
+            # resends it unanswered; connectors/vapi/hearing.py joins with spaces), so a voice
+            # message may be one part of the utterance Rasa got. The customers' utterances
+            # (bench.fleet.customers.UTTERANCES) do not contain one another.
+            count += f" {item.text} " in f" {event.get('text') or ''} "
+    return count
+
+
+def left_running(client: redis.Redis) -> List[str]:
+    """Work still marked running in Redis, one line per item (empty: nothing)."""
+    found: List[str] = []
+    for key in client.scan_iter(match="omni:*:vapi:call:*", count=1000):
+        if client.type(key) == b"hash" and client.hexists(key, "inflight"):
+            found.append(f"voice call {key.decode()} has a turn in flight")
+    found += [f"work item {key} running (owner {owner})" for key, owner in running_work(client)]
+    return found
+
+
+@dataclass
+class ChannelFigures:
+    sent: int = 0
+    accepted: int = 0
+    refused: int = 0
+    lost: int = 0
+    duplicated: int = 0
+    unanswered: int = 0
+    apologies: int = 0
+    normal: List[float] = field(default_factory=list)
+    disrupted: List[float] = field(default_factory=list)
+
+
+@dataclass
+class Report:
+    channels: Dict[str, ChannelFigures]
+    sms_sent_twice: int
+    running: List[str]
+    problems: List[str]
+    disruptions: List[Tuple[float, Optional[float], str]]
+    seconds: float
+    killed_holding: List[str]
+
+    @property
+    def accepted(self) -> int:
+        return sum(figures.accepted for figures in self.channels.values())
+
+    def table(self) -> str:
+        """The figures as a plain-text table (README-ready)."""
+
+        def ms(values: List[float], share: float) -> str:
+            value = percentile(values, share)
+            return "-" if value is None else f"{value * 1000:.0f}"
+
+        head = (
+            f"{'channel':<8}{'sent':>7}{'accepted':>10}{'refused':>9}{'lost':>6}{'dup':>5}"
+            f"{'unanswered':>12}{'apology':>9}  {'p50/p99 ms normal':>19}  "
+            f"{'p50/p99 ms disrupted':>22}"
+        )
+        lines = [head]
+        for name, f in self.channels.items():
+            lines.append(
+                f"{name:<8}{f.sent:>7}{f.accepted:>10}{f.refused:>9}{f.lost:>6}"
+                f"{f.duplicated:>5}{f.unanswered:>12}{f.apologies:>9}  "
+                f"{ms(f.normal, 0.5) + '/' + ms(f.normal, 0.99):>19}  "
+                f"{ms(f.disrupted, 0.5) + '/' + ms(f.disrupted, 0.99):>22}"
+            )
+        kinds = Counter(what for _, _, what in self.disruptions)
+        lines.append(
+            f"SMS sent twice: {self.sms_sent_twice}; left running: {len(self.running)}; "
+            f"disruptions: {dict(kinds)}; traffic {self.seconds:.0f} s; work held by killed "
+            f"replicas: {dict(Counter(self.killed_holding))}"
+        )
+        return "\n".join(lines)
+
+
+def _disrupted(item: Sent, windows: Sequence[Tuple[float, Optional[float], str]]) -> bool:
+    """Whether the message was under way (sent, not yet answered) during a disruption."""
+    now = time.time()
+    answered = item.replied_at or now
+    return any(item.started <= (end or now) and answered >= start for start, end, _ in windows)
+
+
+async def _conversations(client: redis.Redis, items: Sequence[Sent]) -> Dict[str, Optional[str]]:
+    """Customer → conversation id (phone customers through the identity records)."""
+    found: Dict[str, Optional[str]] = {
+        item.customer: item.conversation_id for item in items if item.channel == CHAT
+    }
+    phones = {item.customer for item in items if item.channel != CHAT}
+    kwargs = client.connection_pool.connection_kwargs
+    async_client = aioredis.Redis(
+        host=kwargs["host"], port=kwargs["port"], password=kwargs.get("password")
+    )
+    try:
+        store = IdentityStore(async_client)
+        for phone in phones:
+            found[phone] = await store.lookup(phone_address(phone))
+    finally:
+        await async_client.close()
+    return found
+
+
+def sms_sent_twice(traffic: Traffic) -> Tuple[int, List[str]]:
+    """Inbound SMS answered more than once, judged from what the fake Twilio received."""
+    assert traffic.fleet.twilio is not None
+    outbound = list(traffic.fleet.twilio.messages)
+    examples: List[str] = []
+    twice = 0
+    by_number: Dict[str, List[Sent]] = defaultdict(list)
+    for item in traffic.sent:
+        if item.channel == SMS:
+            by_number[item.customer].append(item)
+    for number, items in by_number.items():
+        items.sort(key=lambda item: item.started)
+        answers: Dict[str, List[str]] = defaultdict(list)
+        for message in outbound:
+            if message.to != number:
+                continue
+            earlier = [item for item in items if item.started <= message.received_at]
+            if earlier:
+                answers[earlier[-1].key].append(message.body)
+        for item in items:
+            bodies = answers.get(item.key, [])
+            if (item.inline and bodies) or len(bodies) != len(set(bodies)):
+                twice += 1
+                examples.append(f"{item.key} ({item.text!r}): inline={item.inline} REST={bodies}")
+    tokens = Counter(m.idempotency_token for m in outbound if m.idempotency_token)
+    repeated = [token for token, count in tokens.items() if count > 1]
+    twice += len(repeated)
+    examples += [f"idempotency token {token} sent {tokens[token]}x" for token in repeated]
+    return twice, examples
+
+
+def check(traffic: Traffic, settle_seconds: float = 60) -> Report:
+    """Wait for running work to finish (up to ``settle_seconds``), then judge every message."""
+    fleet = traffic.fleet
+    started = min((item.started for item in traffic.sent), default=time.time())
+    ended = max((item.replied_at or item.started for item in traffic.sent), default=started)
+    with fleet.admin_client() as client:
+        deadline = time.monotonic() + settle_seconds
+        while (running := left_running(client)) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        conversations = asyncio.run(_conversations(client, traffic.sent))
+        logs: Dict[str, List[Dict[str, Any]]] = {}
+        for cid in {cid for cid in conversations.values() if cid}:
+            raw = client.lrange(f"omni:{{{cid}}}:events", 0, -1)
+            logs[cid] = _user_events(json.loads(entry) for entry in raw)
+    figures = {channel: ChannelFigures() for channel in CHANNELS}
+    problems: Dict[str, List[str]] = defaultdict(list)
+    for item in traffic.sent:
+        f = figures[item.channel]
+        f.sent += 1
+        if not item.accepted:
+            f.refused += 1
+            continue
+        f.accepted += 1
+        cid = conversations.get(item.customer)
+        seen = occurrences(item, logs.get(cid, [])) if cid else 0
+        label = f"{item.channel} {item.key} {item.text!r} (conversation {cid}, {item.errors})"
+        if seen == 0:
+            f.lost += 1
+            problems["lost (accepted, not in the event log)"].append(label)
+        elif seen > 1:
+            f.duplicated += 1
+            problems["in the event log more than once"].append(f"{label}: {seen}x")
+        if item.replied_at is None:
+            f.unanswered += 1
+            problems["no reply and no apology"].append(label)
+            continue
+        f.apologies += item.apology
+        seconds = item.reply_seconds or 0.0
+        (f.disrupted if _disrupted(item, traffic.disruptions) else f.normal).append(seconds)
+    twice, twice_examples = sms_sent_twice(traffic)
+    if twice:
+        problems["SMS sent twice"] = twice_examples
+    if running:
+        problems[f"left running after {settle_seconds:.0f} s"] = running
+    return Report(
+        channels=figures,
+        sms_sent_twice=twice,
+        running=running,
+        problems=[
+            f"{what}: {len(examples)}, e.g. " + "; ".join(examples[:EXAMPLES])
+            for what, examples in problems.items()
+        ],
+        disruptions=list(traffic.disruptions),
+        seconds=ended - started,
+        killed_holding=list(traffic.killed_holding),
+    )

@@ -1,0 +1,70 @@
+"""Processing a customer's message at most once, whichever replica runs it.
+
+Durable in-flight work (:mod:`omnichannel.leases`) is taken over by another replica when its
+owner stops renewing the lease: the owner may have died before Rasa processed the message, or
+after (the event log then holds it, only the reply was not delivered), or only be slow. So every
+turn that may be run twice goes through :func:`handle_once`: under the conversation's lock, the
+same hold Rasa's processor runs in, it looks for a user event with the message's id in the event
+log and processes the message only when there is none. Whoever comes second finds the first
+one's events (:func:`replies_to`) instead of running the turn again.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Awaitable, Callable, Dict, List, Optional
+
+from rasa.core.channels.channel import UserMessage
+from rasa.shared.core.events import ActionExecuted, BotUttered, UserUttered
+from rasa.shared.core.trackers import DialogueStateTracker
+
+#: Runs under the lock before the message is processed; returns False to drop the message
+#: (a voice turn superseded while it waited).
+BeforeProcessing = Callable[[DialogueStateTracker], Awaitable[bool]]
+
+
+def find_user_event(tracker: DialogueStateTracker, message_id: str) -> Optional[int]:
+    """Index of the user event carrying ``message_id`` in ``tracker.events``, newest first."""
+    events = list(tracker.events)
+    for index in range(len(events) - 1, -1, -1):
+        event = events[index]
+        if isinstance(event, UserUttered) and event.message_id == message_id:
+            return index
+    return None
+
+
+def replies_to(tracker: DialogueStateTracker, message_id: str) -> List[Dict[str, Any]]:
+    """The bot messages the turn of ``message_id`` produced (as Rasa hands them to an output
+    channel: text, buttons, image, custom…), for a replica delivering a turn it did not run."""
+    index = find_user_event(tracker, message_id)
+    if index is None:
+        return []
+    replies: List[Dict[str, Any]] = []
+    for event in list(tracker.events)[index + 1 :]:
+        if isinstance(event, UserUttered):
+            break
+        if isinstance(event, BotUttered):
+            data = {key: value for key, value in (event.data or {}).items() if value is not None}
+            replies.append({"text": event.text, **data})
+        elif isinstance(event, ActionExecuted) and event.action_name == "action_listen":
+            break
+    return replies
+
+
+async def handle_once(
+    agent: Any, message: UserMessage, before: Optional[BeforeProcessing] = None
+) -> bool:
+    """Rasa's ``agent.handle_message`` (the conversation lock, then the processor) unless the
+    event log already holds ``message.message_id``; True when the message was processed here.
+
+    Use it as the ``on_new_message`` of :func:`connectors.turns.run.run_turn`, which keeps failures
+    loud. ``message.message_id`` must be the channel's own stable id of the message (the same on
+    every attempt), not one made up per attempt.
+    """
+    async with agent.lock_store.lock(message.sender_id):
+        tracker = await agent.processor.get_tracker(message.sender_id)
+        if find_user_event(tracker, message.message_id) is not None:
+            return False
+        if before is not None and not await before(tracker):
+            return False
+        await agent.processor.handle_message(message)
+    return True

@@ -1,0 +1,371 @@
+"""An incoming SMS as durable in-flight work: recorded before Twilio gets an answer, finished by
+whichever replica is alive.
+
+Each accepted delivery is an ``sms_turn`` item (:mod:`omnichannel.leases`, item id = MessageSid)
+whose payload is all it takes to run the turn again (conversation, text or intent, whether it
+is a trusted payload, metadata, where replies go and from which of our numbers). The item is
+also the delivery's dedupe record, the one place that decides: a duplicate finds it running (an
+empty TwiML: the running turn answers) or done with the TwiML the first delivery got.
+
+The replica that recorded the item runs the turn under the item's lease, through
+:func:`connectors.turns.once.handle_once`, and answers inline when the turn ends within the inline
+budget (the TwiML is stored as the item's outcome before the webhook returns it). Otherwise the
+webhook acknowledges with an empty TwiML and the replies go to the SMS outbox
+(:mod:`.outbox`): recorded first, then the turn item is completed, then they are sent.
+
+A replica that dies leaves its items to the others' sweepers: a turn it had not processed is run
+(``handle_once`` finds no event with its MessageSid); a turn it had processed but not answered is
+answered from the event log (:func:`connectors.turns.once.replies_to`); either way the replies go
+through the outbox by REST. A draining replica hands off (``release``) what it could not finish
+by the drain's bound, so another replica takes it over at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any, AsyncIterator, Awaitable, Callable, Dict, List, Optional, Tuple
+
+from rasa.core.channels.channel import OutputChannel, UserMessage
+
+from connectors.turns.once import handle_once, replies_to
+from connectors.turns.run import TurnFailed, run_turn
+from connectors.twilio_sms.outbox import SmsOutbox
+from connectors.twilio_sms.state import OfferedButtons
+from connectors.twilio_sms.wire import EMPTY_TWIML, twiml
+from omnichannel import metrics
+from omnichannel.channels import SMS, TWILIO_SMS
+from omnichannel.identity import IdentityStore
+from omnichannel.leases import Existing, InFlightWork, Lease, takeover
+from omnichannel.redis_client import REDIS_FAILURES, StateUnavailable
+from omnichannel.rendering.messages import TurnOutput
+from omnichannel.rendering.sms import SmsMessage, SmsRendering, render_sms
+from omnichannel.tasks import BackgroundTasks
+
+logger = logging.getLogger(__name__)
+
+SMS_TURN = "sms_turn"
+
+APOLOGY = (
+    "Sorry, something went wrong on our side and your message could not be handled. "
+    "Please try again in a few minutes."
+)
+APOLOGY_RENDERING = SmsRendering(messages=(SmsMessage(body=APOLOGY),))
+APOLOGY_TWIML = twiml(APOLOGY_RENDERING.messages)
+
+#: A draining replica hands its unfinished work off this long before the drain's bound.
+HAND_OFF_MARGIN_SECONDS = 1.0
+
+
+class TwilioSmsOutput(OutputChannel):
+    """Collects one turn's bot messages; the connector renders them as TwiML or REST SMS.
+
+    ``name()`` is the input channel's, so designers' ``channel: twilio_sms`` variations apply.
+    """
+
+    @classmethod
+    def name(cls) -> str:
+        return TWILIO_SMS
+
+    def __init__(self) -> None:
+        self.turn = TurnOutput()
+
+    async def send_response(self, recipient_id: str, message: Dict[str, Any]) -> None:
+        self.turn.add(message)
+
+
+class InlineAnswer:
+    """The webhook waiting for a turn's TwiML. Exactly one side decides how the turn is
+    answered: the turn takes the inline answer (:meth:`take`), or the webhook gives up at its
+    budget (:meth:`close`) and the turn replies by REST; never both, never neither."""
+
+    def __init__(self) -> None:
+        self.future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._taken = False
+        self._closed = False
+
+    def take(self) -> bool:
+        if self._closed:
+            return False
+        self._taken = True
+        return True
+
+    def close(self) -> bool:
+        """True when the turn will reply by REST; False when it already took the answer."""
+        if self._taken:
+            return False
+        self._closed = True
+        return True
+
+    def give(self, answer: str) -> None:
+        if not self.future.done():
+            self.future.set_result(answer)
+
+
+class SmsTurns:
+    """The ``sms_turn`` items: accepted by the webhook, run and answered here or by the sweeper
+    of any replica."""
+
+    def __init__(
+        self,
+        redis_url: str,
+        *,
+        inline_budget_seconds: float,
+        max_message_length: int,
+        buttons: OfferedButtons,
+        identity: Callable[[], IdentityStore],
+        outbox: SmsOutbox,
+        **work_options: Any,
+    ) -> None:
+        """``work_options`` go to :class:`InFlightWork`, as for :class:`SmsOutbox`."""
+        self.work = InFlightWork(redis_url, SMS_TURN, **work_options)
+        self.inline_budget = inline_budget_seconds
+        self.max_message_length = max_message_length
+        self.buttons = buttons
+        self.identity = identity
+        self.outbox = outbox
+        self.tasks = BackgroundTasks(TWILIO_SMS)
+        #: Where Rasa keeps its agent (the Sanic app's context), known once the server starts.
+        self.app_context: Any = None
+        #: The leases each running task holds (innermost last), handed off by a drain.
+        self._holding: Dict[asyncio.Task, List[Tuple[InFlightWork, Lease]]] = {}
+
+    def start(self, app_context: Any) -> None:
+        """This replica's sweeper resumes both kinds from now on (the server started)."""
+        self.app_context = app_context
+        takeover().register(self.work, self._resume_turn)
+        takeover().register(self.outbox.work, self._resume_reply)
+
+    async def accept(
+        self, conversation_id: str, message_sid: str, payload: Dict[str, Any], started: float
+    ) -> str:
+        """Records the delivery and answers it: the TwiML the turn gives within the inline
+        budget, else an empty one (the replies go by REST); a duplicate gets the stored answer.
+        Raises a Redis failure when the delivery cannot be recorded (it is then not accepted).
+        """
+        found = await self.work.record(conversation_id, message_sid, payload)
+        if isinstance(found, Existing):
+            logger.info("SMS %s is a duplicate delivery (%s)", message_sid, found.state)
+            metrics.DEDUPE_HITS.labels(channel=SMS).inc()
+            return (found.outcome or {}).get("twiml") or EMPTY_TWIML
+        inline = InlineAnswer()
+        self.tasks.start(self._run_held(found, inline), f"SMS turn {message_sid}")
+        remaining = max(0.0, self.inline_budget - (time.monotonic() - started))
+        try:
+            return await asyncio.wait_for(asyncio.shield(inline.future), remaining)
+        except asyncio.TimeoutError:
+            if inline.close():
+                logger.info(
+                    "SMS %s: turn still running after %.1f s; acknowledged, replying by REST",
+                    message_sid,
+                    self.inline_budget,
+                )
+                return EMPTY_TWIML
+            # The turn took the inline answer just now: it is being stored.
+            return await inline.future
+
+    # -- running an item --------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def _tracked(self, work: InFlightWork, lease: Lease) -> AsyncIterator[None]:
+        """Notes that the current task holds ``lease`` (for a drain's hand-off)."""
+        task = asyncio.current_task()
+        assert task is not None
+        stack = self._holding.setdefault(task, [])
+        stack.append((work, lease))
+        try:
+            yield
+        finally:
+            stack.pop()
+            if not stack:
+                self._holding.pop(task, None)
+
+    async def _held(self, work: InFlightWork, lease: Lease, job: Awaitable[None]) -> None:
+        """Runs ``job`` while renewing ``lease`` (the replica that recorded the item)."""
+        async with work.held(lease), self._tracked(work, lease):
+            await job
+
+    async def _run_held(self, lease: Lease, inline: InlineAnswer) -> None:
+        await self._held(self.work, lease, self._carry_out(lease, inline))
+
+    async def _resume_turn(self, lease: Lease) -> None:
+        """The sweeper's handler for a turn another replica left (it holds the lease)."""
+        async with self._tracked(self.work, lease):
+            await self._carry_out(lease, None)
+
+    async def _resume_reply(self, lease: Lease) -> None:
+        """The sweeper's handler for a reply another replica left in the outbox."""
+        async with self._tracked(self.outbox.work, lease):
+            await self.outbox.deliver(lease)
+
+    async def _carry_out(self, lease: Lease, inline: Optional[InlineAnswer]) -> None:
+        """Runs the turn (or finds what it said) and answers it: inline when the webhook still
+        waits, else through the outbox; then completes the item."""
+        rendering = await self._rendering(lease)
+        if not rendering.messages:
+            if inline is not None and inline.take():
+                inline.give(EMPTY_TWIML)
+            await self._complete(lease, EMPTY_TWIML)
+            return
+        if inline is not None and all(not m.params for m in rendering.messages) and inline.take():
+            await self._answer_inline(lease, inline, twiml(rendering.messages))
+            return
+        if inline is not None and inline.take():
+            inline.give(EMPTY_TWIML)  # what a custom payload needs is sent by REST
+        payload = lease.payload
+        try:
+            reply = await self.outbox.post(
+                lease.conversation_id,
+                lease.item_id,
+                rendering.messages,
+                payload["reply_to"],
+                payload["from"],
+            )
+        except REDIS_FAILURES as error:
+            # Left running: its lease runs out and a sweeper answers it from the event log.
+            logger.error(
+                "SMS %s: reply not recorded in the outbox (%s); retried after the lease",
+                lease.item_id,
+                type(error).__name__,
+            )
+            return
+        await self._complete(lease, EMPTY_TWIML, by_rest=True)
+        if reply is not None:
+            await self._held(self.outbox.work, reply, self.outbox.deliver(reply))
+
+    async def _answer_inline(self, lease: Lease, inline: InlineAnswer, answer: str) -> None:
+        """Stores the answer, then gives it to the webhook; when it could not be stored (the
+        lease was lost to a replica that will answer by REST, or Redis failed and a sweeper
+        will), the webhook answers with an empty TwiML instead: never twice."""
+        store = asyncio.ensure_future(self._complete(lease, answer))
+        try:
+            await asyncio.shield(store)
+        finally:
+            # Even when a drain's hand-off cancels this task, the webhook must answer only
+            # what was stored: that one Redis call is waited for.
+            inline.give(answer if await store else EMPTY_TWIML)
+
+    async def _complete(self, lease: Lease, answer: str, by_rest: bool = False) -> bool:
+        """True when the item is done with ``answer`` here."""
+        try:
+            done = await self.work.complete(lease, {"twiml": answer, "by_rest": by_rest})
+        except REDIS_FAILURES as error:
+            logger.error("SMS %s: answer not stored (%s)", lease.item_id, type(error).__name__)
+            return False
+        if not done:
+            logger.warning("SMS %s: lease lost; another replica answers it", lease.item_id)
+        return done
+
+    async def _rendering(self, lease: Lease) -> SmsRendering:
+        """What the turn answers: nothing for an opt-out keyword or an opted-out number, the
+        apology when the turn or its state failed."""
+        payload = lease.payload
+        cid = lease.conversation_id
+        try:
+            identity = self.identity()
+            change = payload["opt_out"]
+            if change is not None:
+                await identity.set_sms_opt_out(cid, change)
+                logger.info(
+                    "conversation %s opted %s SMS", cid, "out of" if change else "back in to"
+                )
+                return SmsRendering(messages=())
+            if (await identity.profile(cid)).sms_opted_out:
+                logger.info(
+                    "SMS %s from an opted-out number (conversation %s): not answered (START "
+                    "re-subscribes)",
+                    lease.item_id,
+                    cid,
+                )
+                return SmsRendering(messages=())
+            return await self._turn(lease)
+        except (StateUnavailable, *REDIS_FAILURES) as error:
+            logger.error(
+                "SMS %s (conversation %s): state unavailable (%s); apologising",
+                lease.item_id,
+                cid,
+                type(error).__name__,
+            )
+            return APOLOGY_RENDERING
+
+    async def _turn(self, lease: Lease) -> SmsRendering:
+        """Runs the turn through ``handle_once``; when the event log already holds it (a replica
+        that died after processing it), its replies come from the log."""
+        payload = lease.payload
+        agent = self.app_context.agent
+        output = TwilioSmsOutput()
+        message = UserMessage(
+            payload["text"],
+            output,
+            lease.conversation_id,
+            input_channel=TWILIO_SMS,
+            message_id=lease.item_id,
+            metadata=payload["metadata"],
+        )
+        processed: List[bool] = []
+
+        async def once(message: UserMessage) -> None:
+            processed.append(await handle_once(agent, message))
+
+        try:
+            await run_turn(agent, once, message, trusted_payload=payload["trusted"])
+        except TurnFailed as failure:
+            logger.error(
+                "SMS %s (conversation %s): turn failed: %s; apologising",
+                lease.item_id,
+                lease.conversation_id,
+                failure.reason,
+            )
+            return APOLOGY_RENDERING
+        except Exception:  # noqa: BLE001 - an SMS is answered, not dropped
+            logger.exception(
+                "SMS %s (conversation %s): turn raised; apologising",
+                lease.item_id,
+                lease.conversation_id,
+            )
+            return APOLOGY_RENDERING
+        if processed == [False]:
+            tracker = await agent.processor.get_tracker(lease.conversation_id)
+            for reply in replies_to(tracker, lease.item_id):
+                output.turn.add(reply)
+            logger.warning(
+                "SMS %s (conversation %s): processed by a replica that stopped; answering what "
+                "it said (%d message(s))",
+                lease.item_id,
+                lease.conversation_id,
+                len(output.turn.messages),
+            )
+        rendering = render_sms(output.turn.messages, self.max_message_length)
+        await self.buttons.remember(lease.conversation_id, rendering.buttons)
+        return rendering
+
+    # -- drain --------------------------------------------------------------------------------
+
+    async def hand_off(self, deadline: float) -> None:
+        """The drain's SMS step: waits for running items until shortly before ``deadline``,
+        then stops those still running and releases their leases, so another replica's
+        sweeper takes them over at once (rather than after the lease, or never)."""
+        bound = deadline - HAND_OFF_MARGIN_SECONDS
+        while self._holding and (wait := bound - time.monotonic()) > 0:
+            await asyncio.wait(list(self._holding), timeout=wait)
+        left = {task: list(stack) for task, stack in self._holding.items()}
+        for task in left:
+            task.cancel()
+        await asyncio.gather(*left, return_exceptions=True)
+        for stack in left.values():
+            for work, lease in stack:
+                try:
+                    released = await work.release(lease)
+                except REDIS_FAILURES as error:
+                    # Its lease runs out instead; a sweeper takes it over then.
+                    logger.error("%s %s not handed off: %s", lease.kind, lease.item_id, error)
+                    continue
+                if released:
+                    logger.warning(
+                        "drain: %s %s of %s handed off to another replica",
+                        lease.kind,
+                        lease.item_id,
+                        lease.conversation_id,
+                    )

@@ -1,0 +1,205 @@
+"""The web chat wire format: client frames parsed at the edge, server frames built in one place.
+
+No Sanic and no Rasa here: this module is the protocol docs/INTEGRATORS.md documents ("Web
+chat protocol"), as data. :func:`parse_frame` is total: whatever a client sends (valid JSON of the
+wrong shape, nesting deeper than the JSON parser's recursion limit, numbers too large to read)
+gives a frame or :class:`BadFrame`, never another exception, so a hostile or buggy frame costs
+the client an error frame, not the socket and a traceback in the log.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Dict, List, Mapping, Optional, Union
+
+from pydantic import BaseModel, ValidationError, conint, constr
+
+#: Frames above this size get an error frame (Sanic itself drops the socket above 1 MiB).
+MAX_FRAME_BYTES = 16 * 1024
+MAX_TEXT_CHARS = 4000
+MAX_TOKEN_CHARS = 8192
+#: A client id that can be named in an error frame without echoing a frame's worth of text.
+MAX_CLIENT_ID_CHARS = 64
+CLIENT_MESSAGE_ID = r"^[A-Za-z0-9_-]{8,64}$"
+#: Largest page of history a client may ask for.
+MAX_HISTORY_LIMIT = 200
+
+# Close codes (4000-4999 are the application's own): the reason text says what went wrong.
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_FORBIDDEN = 4403
+#: The session (user or visitor) already holds as many sockets as it may.
+CLOSE_TOO_MANY = 4429
+CLOSE_SERVER_ERROR = 1011
+
+# Error codes of ``error`` frames (docs/INTEGRATORS.md lists what each means to a client).
+BAD_FRAME = "bad_frame"
+FRAME_TOO_LARGE = "frame_too_large"
+RATE_LIMITED = "rate_limited"
+NOT_PROCESSED = "not_processed"
+BUSY = "busy"
+STATE_UNAVAILABLE = "state_unavailable"
+LIVE_FEED_LOST = "live_feed_lost"
+
+Frame = Dict[str, Any]
+
+
+# -- client -> server --------------------------------------------------------------------------
+
+
+class _ClientFrame(BaseModel):
+    class Config:
+        extra = "forbid"
+        anystr_strip_whitespace = False
+
+
+class AuthFrame(_ClientFrame):
+    type: constr(regex=r"^auth$")
+    token: constr(min_length=1, max_length=MAX_TOKEN_CHARS)
+
+
+class TextFrame(_ClientFrame):
+    type: constr(regex=r"^message$")
+    id: constr(regex=CLIENT_MESSAGE_ID)
+    text: constr(min_length=1, max_length=MAX_TEXT_CHARS)
+
+
+class ButtonFrame(_ClientFrame):
+    type: constr(regex=r"^button$")
+    id: constr(regex=CLIENT_MESSAGE_ID)
+    payload: constr(min_length=1, max_length=MAX_TEXT_CHARS)
+    title: constr(max_length=MAX_TEXT_CHARS) = ""
+
+
+class HistoryFrame(_ClientFrame):
+    type: constr(regex=r"^history$")
+    before: conint(ge=0)
+    limit: Optional[conint(ge=1, le=MAX_HISTORY_LIMIT)] = None
+
+
+class PingFrame(_ClientFrame):
+    type: constr(regex=r"^ping$")
+    id: Optional[constr(max_length=MAX_CLIENT_ID_CHARS)] = None
+
+
+ClientFrame = Union[AuthFrame, TextFrame, ButtonFrame, HistoryFrame, PingFrame]
+#: A frame that starts a turn.
+TurnFrame = Union[TextFrame, ButtonFrame]
+_FRAME_TYPES = {
+    "auth": AuthFrame,
+    "message": TextFrame,
+    "button": ButtonFrame,
+    "history": HistoryFrame,
+    "ping": PingFrame,
+}
+
+
+class BadFrame(ValueError):
+    """A frame the server cannot use; ``code`` and the message go back in an error frame."""
+
+    def __init__(self, code: str, message: str, frame_id: Optional[str] = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.frame_id = frame_id
+
+
+def _load_object(data: Any) -> Dict[str, Any]:
+    """The JSON object a frame holds (BadFrame for anything else, however malformed)."""
+    if isinstance(data, (bytes, bytearray)):
+        raise BadFrame(BAD_FRAME, "frames must be JSON text, not binary")
+    if not isinstance(data, str):
+        raise BadFrame(BAD_FRAME, "frames must be JSON text")
+    if len(data) > MAX_FRAME_BYTES or len(data.encode("utf-8", "surrogatepass")) > MAX_FRAME_BYTES:
+        raise BadFrame(FRAME_TOO_LARGE, f"frames are limited to {MAX_FRAME_BYTES} bytes")
+    try:
+        raw = json.loads(data)
+    except RecursionError:
+        raise BadFrame(BAD_FRAME, "frame is nested too deeply") from None
+    except ValueError:
+        # Also a number of more digits than Python converts (sys.get_int_max_str_digits).
+        raise BadFrame(BAD_FRAME, "frame is not valid JSON") from None
+    if not isinstance(raw, dict):
+        raise BadFrame(BAD_FRAME, "frame must be a JSON object")
+    return raw
+
+
+def _id_of(raw: Mapping[str, Any]) -> Optional[str]:
+    frame_id = raw.get("id")
+    return frame_id if isinstance(frame_id, str) else None
+
+
+def parse_frame(data: Any) -> ClientFrame:
+    """One client frame, checked for size, JSON, type and fields; BadFrame otherwise."""
+    raw = _load_object(data)
+    frame_id = _id_of(raw)
+    kind = raw.get("type")
+    model = _FRAME_TYPES.get(kind) if isinstance(kind, str) else None
+    if model is None:
+        raise BadFrame(
+            BAD_FRAME, f"unknown frame type; expected one of {', '.join(_FRAME_TYPES)}", frame_id
+        )
+    try:
+        return model.parse_obj(raw)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in item['loc'])}: {item['msg']}"
+            for item in error.errors()
+        )
+        raise BadFrame(BAD_FRAME, f"invalid {kind} frame: {problems}"[:300], frame_id) from None
+
+
+def frame_id(data: Any) -> Optional[str]:
+    """The ``id`` of a frame that will not be parsed (so its error can name it), if any."""
+    try:
+        raw = _load_object(data)
+    except BadFrame:
+        return None
+    found = _id_of(raw)
+    return found if found is not None and len(found) <= MAX_CLIENT_ID_CHARS else None
+
+
+# -- server -> client --------------------------------------------------------------------------
+
+
+def encode(frame: Frame) -> str:
+    return json.dumps(frame, ensure_ascii=False)
+
+
+def ready_frame(
+    conversation_id: str, user: str, limits: Mapping[str, Any], channels: Mapping[str, str]
+) -> Frame:
+    """``channels`` maps each channel kind to its label: the widget's badges come from here."""
+    return {
+        "type": "ready",
+        "conversation_id": conversation_id,
+        "user": user,
+        "limits": dict(limits),
+        "channels": dict(channels),
+    }
+
+
+def history_frame(messages: List[Frame], before: Optional[int], *, initial: bool) -> Frame:
+    return {"type": "history", "initial": initial, "messages": messages, "before": before}
+
+
+def message_frame(message: Frame) -> Frame:
+    return {"type": "message", "message": message}
+
+
+def ack_frame(client_id: str, duplicate: bool) -> Frame:
+    return {"type": "ack", "id": client_id, "duplicate": duplicate}
+
+
+def typing_frame(on: bool) -> Frame:
+    return {"type": "typing", "on": on}
+
+
+def pong_frame(ping_id: Optional[str]) -> Frame:
+    return {"type": "pong", **({"id": ping_id} if ping_id else {})}
+
+
+def error_frame(code: str, message: str, client_id: Optional[str] = None, **extra: Any) -> Frame:
+    """``extra``: ``retry`` (resending the same id is safe) or ``retry_after`` (seconds)."""
+    frame = {"type": "error", "code": code, "message": message, **extra}
+    if client_id:
+        frame["id"] = client_id
+    return frame
