@@ -195,6 +195,8 @@ def evaluate_held_out(model: Path, out: Path, targets: NluTargets) -> List[str]:
         )
     for line in nlu_heldout.mistake_lines(outcomes):
         print(line)
+    count, accuracy = nlu_heldout.typo_accuracy(model)
+    print(f"With one typo in each phrasing's longest word: {accuracy:.3f} of {count} understood")
     return missed
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,6 +33,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 
 import yaml
 
+from devtools.nlu_variations import typo
 from omnichannel.nlu.confirmation import CONFIRM_INTENT, understood_intent
 from omnichannel.orders import order_digits
 from testkit.processes import ROOT
@@ -231,6 +233,34 @@ def evaluate(model: Path, folder: Path = HELD_OUT) -> List[Outcome]:
     phrasings = load_phrasings(folder)
     parsed = parse_all(model, [p.text for p in phrasings])
     return [outcome_of(p, result) for p, result in zip(phrasings, parsed, strict=True)]
+
+
+#: Seed of the typo stress test: the same typos every run.
+TYPO_SEED = 7
+_LONG_WORD = re.compile(r"[A-Za-z]{5,}")
+
+
+def with_a_typo(phrasings: Sequence[Phrasing], seed: int = TYPO_SEED) -> List[Phrasing]:
+    """The phrasings that have a word of five letters or more, each with one typo in its
+    longest such word (the generator's kind of slip): how spelling-tolerant the model is."""
+    rnd = random.Random(seed)
+    slipped = []
+    for phrasing in phrasings:
+        words = list(_LONG_WORD.finditer(phrasing.text))
+        if not words:
+            continue
+        word = max(words, key=lambda m: len(m.group()))
+        text = phrasing.text[: word.start()] + typo(word.group(), rnd) + phrasing.text[word.end() :]
+        slipped.append(Phrasing(phrasing.style, text, phrasing.intent, phrasing.order_number))
+    return slipped
+
+
+def typo_accuracy(model: Path, folder: Path = HELD_OUT) -> tuple:
+    """``(phrasings, accuracy)`` of the held-out phrasings with one typo each."""
+    slipped = with_a_typo(load_phrasings(folder))
+    parsed = parse_all(model, [p.text for p in slipped])
+    outcomes = [outcome_of(p, r) for p, r in zip(slipped, parsed, strict=True)]
+    return len(outcomes), (sum(o.correct for o in outcomes) / len(outcomes) if outcomes else 1.0)
 
 
 def mistake_lines(outcomes: Sequence[Outcome]) -> List[str]:

@@ -137,3 +137,14 @@ def test_the_trained_model_is_measured_per_style(trained_model: Path, tmp_path: 
     nonsense = [o for o in outcomes if o.phrasing.text == "zxqv blorft wibble"]
     assert all(not o.correct for o in nonsense)
     assert "zxqv blorft wibble" in "\n".join(nlu_heldout.mistake_lines(outcomes))
+
+
+def test_the_typo_stress_test_slips_one_long_word_per_phrasing() -> None:
+    phrasings = [
+        Phrasing("sms", "wheres my package", "check_order_status"),
+        Phrasing("sms", "hi", "greet"),
+    ]
+    slipped = nlu_heldout.with_a_typo(phrasings)
+    assert [p.intent for p in slipped] == ["check_order_status"]
+    assert slipped[0].text.startswith("wheres my p") and slipped[0].text != "wheres my package"
+    assert slipped == nlu_heldout.with_a_typo(phrasings)  # seeded: the same every run
