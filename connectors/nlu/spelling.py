@@ -5,6 +5,10 @@ In config.yml, right after the tokenizer::
 
     - name: connectors.nlu.spelling.SpellingCorrector
 
+and, after the FallbackClassifier, the fallback for messages with no word the model knows::
+
+    - name: connectors.nlu.spelling.NoKnownWordFallback
+
 It learns the vocabulary of the training examples' tokens when the model is trained and keeps
 it in the model, so a model corrects towards exactly the words it was trained on.
 """
@@ -13,24 +17,28 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Type
 
 from rasa.engine.graph import ExecutionContext, GraphComponent
 from rasa.engine.recipes.default_recipe import DefaultV1Recipe
 from rasa.engine.storage.resource import Resource
 from rasa.engine.storage.storage import ModelStorage
+from rasa.nlu.classifiers.classifier import IntentClassifier
 from rasa.nlu.constants import TOKENS_NAMES
 from rasa.nlu.tokenizers.tokenizer import Token
-from rasa.shared.nlu.constants import TEXT
+from rasa.shared.nlu.constants import INTENT, INTENT_RANKING_KEY, TEXT
 from rasa.shared.nlu.training_data.message import Message
 from rasa.shared.nlu.training_data.training_data import TrainingData
 
 from connectors.nlu import source_fingerprint
 from omnichannel.nlu import customer_text, spelling
+from omnichannel.nlu.confirmation import FALLBACK_INTENT
 from omnichannel.nlu.spelling import SpellingCorrector as Corrector
 
 logger = logging.getLogger(__name__)
 VOCABULARY_FILE = "vocabulary.json"
+#: How many of a message's words the model knows (after correction), for NoKnownWordFallback.
+KNOWN_WORDS = "known_words"
 
 
 @DefaultV1Recipe.register(DefaultV1Recipe.ComponentType.MESSAGE_FEATURIZER, is_trainable=True)
@@ -99,6 +107,7 @@ class SpellingCorrector(GraphComponent):
             if not tokens:
                 continue
             corrected = [self._corrector.correct(token.text) for token in tokens]
+            message.set(KNOWN_WORDS, sum(self._corrector.knows(word) for word in corrected))
             if corrected != [token.text for token in tokens]:
                 message.set(
                     TOKENS_NAMES[TEXT],
@@ -107,4 +116,36 @@ class SpellingCorrector(GraphComponent):
                         for text, t in zip(corrected, tokens, strict=True)
                     ],
                 )
+        return messages
+
+
+@DefaultV1Recipe.register(DefaultV1Recipe.ComponentType.INTENT_CLASSIFIER, is_trainable=False)
+class NoKnownWordFallback(GraphComponent, IntentClassifier):
+    """``nlu_fallback`` for a message none of whose words the model knows: the classifier's
+    guess for it says nothing (Rasa's FallbackClassifier convention: the guess stays ranked
+    under the fallback)."""
+
+    @classmethod
+    def required_components(cls) -> List[Type]:
+        return [SpellingCorrector, IntentClassifier]
+
+    @classmethod
+    def create(
+        cls,
+        config: Dict[str, Any],
+        model_storage: ModelStorage,
+        resource: Resource,
+        execution_context: ExecutionContext,
+    ) -> NoKnownWordFallback:
+        return cls()
+
+    def process(self, messages: List[Message]) -> List[Message]:
+        for message in messages:
+            intent = message.get(INTENT) or {}
+            if message.get(KNOWN_WORDS) != 0 or intent.get("name") == FALLBACK_INTENT:
+                continue
+            fallback = {"name": FALLBACK_INTENT, "confidence": intent.get("confidence", 0.0)}
+            message.set(INTENT, fallback, add_to_output=True)
+            ranking = message.get(INTENT_RANKING_KEY) or []
+            message.set(INTENT_RANKING_KEY, [fallback, *ranking], add_to_output=True)
         return messages

@@ -7,6 +7,10 @@ than the typo did. So :class:`SpellingCorrector` corrects only a word that is ne
 training vocabulary nor an English word (symspellpy's frequency dictionary), and only to a
 training word within a small edit distance (1 for words of up to 5 letters, else 2): symspellpy
 finds the candidates, the most frequent closest training word wins.
+
+A message none of whose words the model knows, even corrected ("zxqv blorft wibble", "shh krr"),
+tells the classifier nothing: its guess is only the intent whose examples are shortest. Such a
+message falls back (``connectors.nlu.spelling.NoKnownWordFallback``).
 """
 
 from __future__ import annotations
@@ -35,12 +39,20 @@ class SpellingCorrector:
 
     @classmethod
     def learn(cls, words: Iterable[str]) -> SpellingCorrector:
-        """A corrector towards ``words`` (each occurrence counts)."""
+        """A corrector towards ``words`` (each occurrence counts). A word met once that is not
+        English is left out: it is a typo of the generated variations or a slip in an example,
+        and correcting towards it would spread the slip."""
         counts: Dict[str, int] = {}
         for word in words:
             word = word.lower()
             counts[word] = counts.get(word, 0) + 1
-        return cls(counts)
+        english = english_words()
+        return cls({w: c for w, c in counts.items() if c > 1 or w in english})
+
+    def knows(self, word: str) -> bool:
+        """True for a word of the vocabulary and for anything with a digit (an order number)."""
+        lower = word.lower()
+        return lower in self.vocabulary or any(c.isdigit() for c in lower)
 
     def correct(self, word: str) -> str:
         """``word``, or the training word it is a misspelling of."""

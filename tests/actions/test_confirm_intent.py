@@ -10,7 +10,7 @@ from rasa_sdk import Tracker
 from rasa_sdk.events import SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
-from actions.confirm_intent import ActionConfirmIntent
+from actions.confirm_intent import ActionAcceptOffer, ActionConfirmIntent
 
 DOMAIN = {"responses": {"utter_confirm_talk_to_human": [{"text": "Do you want a person?"}]}}
 
@@ -41,9 +41,17 @@ def test_an_unsure_act_is_asked_about_and_offered() -> None:
     assert events == [SlotSet("offer", "talk_to_human")]
 
 
-def test_the_answer_takes_the_offer() -> None:
-    said, events = _run(_tracker("affirm", offer="talk_to_human"))
-    assert said == []
+def test_nothing_is_asked_unless_the_gate_stood_in() -> None:
+    said, events = _run(_tracker("talk_to_human", offer=None))
+    assert said == ["utter_default"]
+    assert events == []
+
+
+def test_a_yes_takes_the_offer() -> None:
+    dispatcher = CollectingDispatcher()
+    tracker = _tracker("affirm", offer="talk_to_human")
+    events = asyncio.run(ActionAcceptOffer().run(dispatcher, tracker, DOMAIN))
+    assert dispatcher.messages == []
     assert events == [SlotSet("offer", None)]
 
 

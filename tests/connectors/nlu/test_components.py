@@ -16,7 +16,7 @@ from rasa.shared.nlu.training_data.message import Message
 from rasa.shared.nlu.training_data.training_data import TrainingData
 
 from connectors.nlu.confirmation import ConfirmationGate
-from connectors.nlu.spelling import SpellingCorrector
+from connectors.nlu.spelling import KNOWN_WORDS, NoKnownWordFallback, SpellingCorrector
 from connectors.nlu.tokenizer import CustomerTextTokenizer
 
 
@@ -104,3 +104,23 @@ def test_the_gate_confirms_unsure_acting_intents_only() -> None:
 def test_the_gate_refuses_a_bad_config() -> None:
     with pytest.raises(ValueError):
         ConfirmationGate.validate_config({"thresholds": {"talk_to_human": 2}})
+
+
+def test_a_message_with_no_known_word_falls_back(storage: LocalModelStorage) -> None:
+    resource = Resource("spelling")
+    training = TrainingData([Message(data={TEXT: "wait wait hold on", INTENT: "hold_on"})])
+    _tokenizer().process_training_data(training)
+    corrector = SpellingCorrector.create({}, storage, resource, _context())
+    corrector.train(training)
+    noise, known = Message(data={TEXT: "zxqv blorft"}), Message(data={TEXT: "um wait"})
+    _tokenizer().process([noise, known])
+    corrector.process([noise, known])
+    assert (noise.get(KNOWN_WORDS), known.get(KNOWN_WORDS)) == (0, 1)
+    for message in (noise, known):
+        guess = {"name": "hold_on", "confidence": 0.5}
+        message.set(INTENT, guess)
+        message.set(INTENT_RANKING_KEY, [guess])
+    NoKnownWordFallback().process([noise, known])
+    assert noise.get(INTENT) == {"name": "nlu_fallback", "confidence": 0.5}
+    assert [r["name"] for r in noise.get(INTENT_RANKING_KEY)] == ["nlu_fallback", "hold_on"]
+    assert known.get(INTENT)["name"] == "hold_on"

@@ -46,3 +46,15 @@ def test_the_most_frequent_closest_word_wins() -> None:
     corrector = SpellingCorrector({"order": 10, "odder": 1})
     assert corrector.correct("ordxr") == "order"
     assert SpellingCorrector.learn([]).vocabulary == {}
+
+
+def test_a_slip_met_once_is_not_learnt_as_a_word() -> None:
+    corrector = SpellingCorrector.learn(["mobile", "mobile", "mibile", "frother", "frother"])
+    assert set(corrector.vocabulary) == {"mobile", "frother"}
+    assert corrector.correct("wibble") == "wibble"  # no longer "corrected" towards the slip
+
+
+def test_what_the_model_knows() -> None:
+    corrector = _corrector()
+    assert corrector.knows("Order") and corrector.knows("#40213") and corrector.knows("2")
+    assert not corrector.knows("blorft")
