@@ -39,15 +39,24 @@ class SpellingCorrector:
 
     @classmethod
     def learn(cls, words: Iterable[str]) -> SpellingCorrector:
-        """A corrector towards ``words`` (each occurrence counts). A word met once that is not
-        English is left out: it is a typo of the generated variations or a slip in an example,
-        and correcting towards it would spread the slip."""
+        """A corrector towards ``words`` (each occurrence counts). A word met once, not English
+        and within reach of a surer word (``mibile`` of ``mobile``) is left out: it is a typo of
+        the generated variations or a slip in an example, and correcting towards it would spread
+        the slip. A rare word of its own (``uh-huh``) stays."""
         counts: Dict[str, int] = {}
         for word in words:
             word = word.lower()
             counts[word] = counts.get(word, 0) + 1
         english = english_words()
-        return cls({w: c for w, c in counts.items() if c > 1 or w in english})
+        sure = cls({w: c for w, c in counts.items() if c > 1 or w in english})
+        slips = {w for w, c in counts.items() if c == 1 and w not in english and sure.reaches(w)}
+        return cls({w: c for w, c in counts.items() if w not in slips})
+
+    def reaches(self, word: str) -> bool:
+        """True when a vocabulary word other than ``word`` is within correcting distance."""
+        distance = 1 if len(word) <= SHORT_WORD else 2
+        found = self._symspell.lookup(word.lower(), Verbosity.CLOSEST, max_edit_distance=distance)
+        return any(s.term != word.lower() for s in found)
 
     def knows(self, word: str) -> bool:
         """True for a word of the vocabulary and for anything with a digit (an order number)."""
