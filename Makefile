@@ -10,11 +10,11 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SYSTEM_STAMP := var/.system-packages
 
-.PHONY: help install system-packages model run shell test lint pytest validate responses preview conversations story-test nlu-test nlu-variations bench soak lock clean
+.PHONY: help install system-packages model run shell test lint typecheck pytest validate responses preview conversations story-test nlu-test nlu-variations bench soak lock clean
 
 help:
 	@echo "make run     start Redis (embedded unless REDIS_URL is set), the action server and Rasa"
-	@echo "make test    install what is missing, then lint, validate, the response check, pytest,"
+	@echo "make test    install what is missing, then lint, type check, validate, the response check, pytest,"
 	@echo "             end-to-end story tests and the NLU evaluation"
 	@echo "make bench   benchmarks against Rasa's stock parts"
 	@echo "make soak    the long fleet run: replicas behind HAProxy, kills, restarts, figures"
@@ -24,7 +24,7 @@ help:
 	@echo "make conversations          play tests/conversations/ against a running \`make run\`"
 	@echo "make nlu-test               NLU per channel style on held-out phrasings, and cross-validation"
 	@echo "make nlu-variations         regenerate data/nlu_generated.yml after editing data/nlu*.yml"
-	@echo "make lock    re-pin requirements.lock from requirements.in"
+	@echo "make lock    re-pin requirements.lock from requirements.in (and each image's share of it)"
 
 $(STAMP): requirements.lock
 	@test -n "$(PYTHON)" || { echo "Python $(PYTHON_VERSION) not found (Rasa 3.6 needs 3.10): install it, e.g. 'pyenv install $(PYTHON_VERSION)'"; exit 1; }
@@ -71,6 +71,11 @@ shell: $(STAMP) model
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
+# mypy (pinned in requirements.lock): strict on omnichannel/, the default checks plus untyped
+# function bodies on the rest; the configuration is in pyproject.toml.
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
 pytest: $(STAMP) $(SYSTEM_STAMP) model
 	$(PY) -m pytest
 
@@ -103,7 +108,7 @@ nlu-test: model
 nlu-variations: $(STAMP)
 	$(PY) -m devtools.nlu_variations
 
-test: lint validate responses model pytest story-test nlu-test
+test: lint typecheck validate responses model pytest story-test nlu-test
 	@echo "make test: all checks passed"
 
 bench: $(STAMP)
@@ -117,7 +122,8 @@ lock:
 	var/lock-venv/bin/pip install --quiet pip==24.0 && var/lock-venv/bin/pip install --quiet -r requirements.in
 	(echo "# Generated from requirements.in by \`make lock\` (pip freeze of a clean Python 3.10 venv). Do not edit by hand."; \
 	 var/lock-venv/bin/pip freeze --exclude-editable | grep -v -E '^(pip|setuptools|wheel)==' | sort -f) > requirements.lock
+	var/lock-venv/bin/python -m devtools.image_locks
 	rm -rf var/lock-venv
 
 clean:
-	rm -rf $(VENV) models results var .pytest_cache .ruff_cache
+	rm -rf $(VENV) models results var .pytest_cache .ruff_cache .mypy_cache

@@ -5,11 +5,13 @@ decided once. Label values are bounded sets (channel kinds, fixed outcomes, Redi
 names), so a replica's series stay few however many conversations it serves.
 
 Each process exposes its own figures on ``METRICS_PORT`` (:func:`serve`, started by the ops
-channel); fleet-wide figures are Prometheus's sums over the replicas it scrapes.
+channel), bound to ``METRICS_ADDRESS`` (loopback unless set); fleet-wide figures are
+Prometheus's sums over the replicas it scrapes.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import threading
@@ -54,6 +56,12 @@ REDIS_COMMAND_FAILURES = Counter(
     "omnichannel_redis_command_failures",
     "Redis commands that failed for a transient reason and were not retried further.",
     ["command"],
+)
+DEPENDENCY_UP = Gauge(
+    "omnichannel_dependency_up",
+    "1 when this process's last readiness round reached the dependency (redis, "
+    "action_server), else 0; an action server outage shows here, not in readiness.",
+    ["dependency"],
 )
 OPEN_CHAT_SOCKETS = Gauge("omnichannel_chat_open_sockets", "Web chat sockets open on this process.")
 DEDUPE_HITS = Counter(
@@ -101,6 +109,9 @@ SMS_SENDS = Counter(
     ["outcome"],
 )
 
+#: The exporter's address unless METRICS_ADDRESS says otherwise: only this host can scrape.
+DEFAULT_METRICS_ADDRESS = "127.0.0.1"
+
 _served_on: Optional[int] = None
 _serve_lock = threading.Lock()
 
@@ -132,8 +143,20 @@ def metrics_port(env: Optional[Mapping[str, str]] = None) -> Optional[int]:
     return int(value)
 
 
-def serve(port: int) -> bool:
-    """Serve ``/metrics`` on ``port`` (all interfaces), once per process; True if serving.
+def metrics_address(env: Optional[Mapping[str, str]] = None) -> str:
+    """``METRICS_ADDRESS``, the IP address the exporter binds: loopback unless set (the
+    deployment files set ``0.0.0.0`` for the scraper on the pod or container network)."""
+    value = ((os.environ if env is None else env).get("METRICS_ADDRESS") or "").strip()
+    if not value:
+        return DEFAULT_METRICS_ADDRESS
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise ConfigError(f"METRICS_ADDRESS must be an IP address, got {value!r}") from None
+
+
+def serve(port: int, address: str = DEFAULT_METRICS_ADDRESS) -> bool:
+    """Serve ``/metrics`` on ``address``:``port``, once per process; True if serving.
 
     A port already taken (a second server process on the same host with the same environment)
     is logged as an error and leaves this process without an exporter: its chats still work,
@@ -146,10 +169,10 @@ def serve(port: int) -> bool:
                 logger.warning("metrics already served on port %d, not %d", _served_on, port)
             return True
         try:
-            start_http_server(port)
+            start_http_server(port, addr=address)
         except OSError as error:
-            logger.error("metrics: cannot serve on port %d: %s", port, error)
+            logger.error("metrics: cannot serve on %s port %d: %s", address, port, error)
             return False
         _served_on = port
-        logger.info("metrics: serving /metrics on port %d", port)
+        logger.info("metrics: serving /metrics on %s port %d", address, port)
         return True

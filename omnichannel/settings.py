@@ -16,6 +16,8 @@ from omnichannel.errors import ConfigError
 from omnichannel.redis_config import LOCAL_REDIS_URL, RedisConfig
 
 LOCAL_BASE_URL = "http://127.0.0.1:5005"
+#: More proxies than this in front of one server is a misconfiguration.
+MAX_PROXY_HOPS = 10
 
 
 def _flag(value: Optional[str]) -> bool:
@@ -34,7 +36,8 @@ class Settings:
     twilio_phone_number: Optional[str]
     twilio_messaging_service_sid: Optional[str]
     twilio_api_base_url: Optional[str]
-    trust_proxy_headers: bool
+    #: Proxies in front of this server whose X-Forwarded-For entries are believed (0: none).
+    trusted_proxy_hops: int
     vapi_server_secret: Optional[str]
     vapi_custom_llm_key: Optional[str]
     webchat_jwt_secret: Optional[str]
@@ -69,6 +72,18 @@ class Settings:
             raise ConfigError(
                 f"HANDOFF_PHONE_NUMBER must be an E.164 number (+ and 7-15 digits), got {handoff!r}"
             )
+        if _flag(get("TRUST_PROXY_HEADERS")):
+            raise ConfigError(
+                "TRUST_PROXY_HEADERS is replaced by TRUSTED_PROXY_HOPS, the number of proxies in "
+                "front of this server that set X-Forwarded-For (1 behind one load balancer); the "
+                "URL Twilio signatures are checked against is always PUBLIC_BASE_URL now"
+            )
+        hops = get("TRUSTED_PROXY_HOPS") or "0"
+        if not hops.isascii() or not hops.isdigit() or int(hops) > MAX_PROXY_HOPS:
+            raise ConfigError(
+                f"TRUSTED_PROXY_HOPS must be a number of proxies from 0 to {MAX_PROXY_HOPS}, "
+                f"got {hops!r}"
+            )
         region = (get("DEFAULT_PHONE_REGION") or "US").upper()
         if len(region) != 2 or not region.isalpha():
             raise ConfigError(
@@ -84,7 +99,7 @@ class Settings:
             twilio_phone_number=get("TWILIO_PHONE_NUMBER"),
             twilio_messaging_service_sid=get("TWILIO_MESSAGING_SERVICE_SID"),
             twilio_api_base_url=get("TWILIO_API_BASE_URL"),
-            trust_proxy_headers=_flag(get("TRUST_PROXY_HEADERS")),
+            trusted_proxy_hops=int(hops),
             vapi_server_secret=get("VAPI_SERVER_SECRET"),
             vapi_custom_llm_key=get("VAPI_CUSTOM_LLM_KEY"),
             webchat_jwt_secret=get("WEBCHAT_JWT_SECRET"),
@@ -129,7 +144,7 @@ _VARIABLES = _REDIS_VARIABLES + (
     "TWILIO_PHONE_NUMBER",
     "TWILIO_MESSAGING_SERVICE_SID",
     "TWILIO_API_BASE_URL",
-    "TRUST_PROXY_HEADERS",
+    "TRUSTED_PROXY_HOPS",
     "VAPI_SERVER_SECRET",
     "VAPI_CUSTOM_LLM_KEY",
     "WEBCHAT_JWT_SECRET",
@@ -140,6 +155,8 @@ _VARIABLES = _REDIS_VARIABLES + (
     "DEFAULT_PHONE_REGION",
     "HANDOFF_PHONE_NUMBER",
 )
+#: Variables no longer read, refused at start-up with what replaces them.
+_RETIRED = ("TRUST_PROXY_HEADERS",)
 _parsed: Dict[Tuple[Optional[str], ...], Settings] = {}
 
 
@@ -150,7 +167,7 @@ def load_settings() -> Settings:
     only when one of its variables changed (tests and simulators set them per process), so a
     hot path that calls this pays a dictionary look-up, not a parse.
     """
-    snapshot = tuple(os.environ.get(name) for name in _VARIABLES)
+    snapshot = tuple(os.environ.get(name) for name in _VARIABLES + _RETIRED)
     settings = _parsed.get(snapshot)
     if settings is None:
         settings = Settings.from_env()

@@ -24,6 +24,7 @@ def local_secrets(rasa_port: int) -> Dict[str, str]:
         "TWILIO_AUTH_TOKEN": secrets.token_hex(16),
         "TWILIO_PHONE_NUMBER": "+15005550006",
         "VAPI_SERVER_SECRET": secrets.token_urlsafe(24),
+        "VAPI_CUSTOM_LLM_KEY": secrets.token_urlsafe(24),
         "WEBCHAT_JWT_SECRET": secrets.token_urlsafe(32),
         "WEBCHAT_ALLOW_ANONYMOUS": "true",
         "DEFAULT_PHONE_REGION": "US",
@@ -67,13 +68,16 @@ def rasa_server_command(
     ]
 
 
-def wait_for_model(base_url: str, auth_token: str, timeout: float, proc: subprocess.Popen) -> None:
+def wait_for_model(
+    base_url: str, auth_token: str, timeout: float, proc: Optional[subprocess.Popen]
+) -> None:
     """Rasa answers HTTP before its model is loaded; a turn needs the model, so wait for it."""
     deadline = time.monotonic() + timeout
     url = f"{base_url}/status?token={auth_token}"
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"rasa server exited with {proc.returncode} while loading")
+        if proc is None or proc.poll() is not None:
+            code = proc.returncode if proc is not None else None
+            raise RuntimeError(f"rasa server exited with {code} while loading")
         try:
             with urllib.request.urlopen(url, timeout=2) as response:
                 if json.load(response).get("model_file"):

@@ -100,7 +100,7 @@ def rasa_stack(
         "HANDOFF_PHONE_NUMBER": "+14155550100",
         # As behind a proxy: per-client limits then key on X-Forwarded-For, so each test can
         # be its own client (requests without the header count as 127.0.0.1).
-        "TRUST_PROXY_HEADERS": "true",
+        "TRUSTED_PROXY_HOPS": "1",
         # The demo orders plus each test's own (tests.support.seed_order), owned by its customer.
         "ORDERS_FIXTURE": str(stack_orders(work)),
         # Prometheus /metrics (tests/connectors/test_ops.py); a replica on the same host finds

@@ -2,7 +2,7 @@
 
 The topology of ``deploy/`` (compose.yml, haproxy.cfg), on loopback: every replica has the same
 environment, ``PUBLIC_BASE_URL`` is the load balancer's URL (Twilio signs over it, VAPI is handed
-it), ``TRUST_PROXY_HEADERS=true`` (HAProxy sets ``X-Forwarded-*``), and each replica serves its
+it), ``TRUSTED_PROXY_HOPS=1`` (HAProxy sets ``X-Forwarded-For``), and each replica serves its
 metrics on its own ``METRICS_PORT``. Twilio's REST API, VAPI's control URL and the LLM provider
 are the local fakes the tests use. HAProxy is Debian's (``make system-packages`` installs it),
 run on a config made from ``deploy/haproxy.cfg`` itself, so the fleet test exercises the
@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Set, Tuple, Union
 
-import redis
+from redis import Redis as RedisClient  # the attribute Fleet.redis shadows the module
 
 from devtools.model import ensure_model
 from testkit.fake_llm import FakeLlm, LlmReply
@@ -82,11 +82,12 @@ def fleet_port() -> int:
 def haproxy_config(
     deployed: str, port: int, servers: Dict[str, int], stats_socket: Path, inter_ms: int
 ) -> str:
-    """``deploy/haproxy.cfg`` (``deployed``) for loopback: it binds ``127.0.0.1:port``, its
-    server template becomes one static server per replica (``servers``: name → port) with the
-    deployed check options but a probe every ``inter_ms``, and an admin socket is added for
-    :meth:`Fleet.status`. Everything else (timeouts, forwarded headers, the readiness check)
-    is taken as deployed."""
+    """``deploy/haproxy.cfg`` (``deployed``) for loopback: it binds ``127.0.0.1:port`` in plain
+    HTTP (the TLS listener and the redirect to it are left out: the local clients speak HTTP),
+    its server template becomes one static server per replica (``servers``: name → port) with
+    the deployed check options but a probe every ``inter_ms``, and an admin socket is added for
+    :meth:`Fleet.status`. Everything else (timeouts, retries, forwarded headers, the readiness
+    check) is taken as deployed."""
     lines: List[str] = []
     skipping = False
     for line in deployed.splitlines():
@@ -95,6 +96,10 @@ def haproxy_config(
             # Docker's DNS resolver section has no use without the template.
             skipping = stripped.startswith("resolvers ")
         if skipping:
+            continue
+        if stripped.startswith("http-request redirect scheme https"):
+            continue
+        if stripped.startswith("bind ") and " ssl " in f"{stripped} ":
             continue
         if stripped.startswith("bind "):
             lines.append(f"  bind 127.0.0.1:{port}")
@@ -126,7 +131,7 @@ def haproxy_command(socket_path: Path, command: str) -> str:
     return b"".join(chunks).decode()
 
 
-def running_work(client: redis.Redis) -> List[Tuple[str, str]]:
+def running_work(client: RedisClient) -> List[Tuple[str, str]]:
     """(key, owner) of each durable work item (omnichannel/leases.py) still running: the item,
     not its kind's index, says so."""
     found: List[Tuple[str, str]] = []
@@ -243,7 +248,7 @@ class Fleet:
             "OPENAI_API_KEY": "sk-local-fake",
             "LLM_MODEL": "fake-model",
             "HANDOFF_PHONE_NUMBER": "+14155550100",
-            "TRUST_PROXY_HEADERS": "true",
+            "TRUSTED_PROXY_HOPS": "1",
             "ACTION_SERVER_URL": f"http://127.0.0.1:{self.action_port}/webhook",
         }
         self.action_proc = spawn(
@@ -374,7 +379,7 @@ class Fleet:
         # Sentinels reconfigure it as a replica of the new master as soon as it is up.
         old.start()
 
-    def admin_client(self) -> redis.Redis:
+    def admin_client(self) -> RedisClient:
         """A client of the current Redis master, for reading back state."""
         assert self.redis is not None
         node = self.redis.master if isinstance(self.redis, RedisSentinelProcesses) else self.redis

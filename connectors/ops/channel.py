@@ -4,14 +4,18 @@ Routes (under ``/webhooks/ops``), unauthenticated as probes need them, revealing
 ok/failed per check:
 
 - ``GET /livez``: 200 while the process serves HTTP (a liveness probe restarts it otherwise).
-- ``GET /readyz``: 200 ``{"status": "ready", "checks": {...}}`` when Redis, the action server
-  and the model are there, else 503 with the failed check(s) (a readiness probe or load
-  balancer then sends it no traffic). See :mod:`connectors.ops.checks`. While the server drains
-  (after SIGTERM, see :mod:`connectors.drain`) it is 503 ``{"status": "draining"}`` at once,
-  whatever the checks say.
+- ``GET /readyz``: whether this replica can answer: 200 ``{"status": "ready", "checks":
+  {...}}`` when its model is loaded and it reaches Redis, else 503 with the failed check(s) (a
+  readiness probe or load balancer then sends it no traffic). The action server is checked and
+  reported too (``"status": "degraded"`` when it fails) but does not decide: it is shared by
+  every replica, and a replica without it still answers each channel with its apology, where
+  a fleet taken out of the balancer would answer nothing. See :mod:`connectors.ops.checks`.
+  While the server drains (after SIGTERM, see :mod:`connectors.drain`) it is 503
+  ``{"status": "draining"}`` at once, whatever the checks say.
 
 With ``METRICS_PORT`` set, the process serves Prometheus's ``/metrics`` on that port, apart
-from the public one (so it stays on the internal network; see ``omnichannel/metrics.py``).
+from the public one, bound to ``METRICS_ADDRESS`` (loopback unless set, so only the host can
+scrape it; see ``omnichannel/metrics.py``).
 """
 
 from __future__ import annotations
@@ -19,12 +23,13 @@ from __future__ import annotations
 import os
 from typing import Any, Awaitable, Callable, Dict, Optional
 
-from pydantic import confloat
+from pydantic import Field
 from rasa.core.channels.channel import InputChannel, UserMessage
-from sanic import Blueprint, Sanic, response
+from sanic import Sanic, response
 from sanic.request import Request
 
 from connectors.drain import DEFAULT_DRAIN_SECONDS, drain_before_stop, drain_of
+from connectors.http_limits import ChannelBlueprint
 from connectors.ops.checks import Readiness
 from omnichannel import metrics
 from omnichannel.options import ConnectorOptions
@@ -38,12 +43,12 @@ class OpsOptions(ConnectorOptions):
     """Tunables from credentials.yml."""
 
     #: Seconds each readiness check (Redis PING, action server /health) may take.
-    check_timeout: confloat(gt=0, le=10) = 1.0
+    check_timeout: float = Field(default=1.0, gt=0, le=10)
     #: Seconds a readiness verdict is reused, so frequent probes do not hammer the dependencies.
-    cache_seconds: confloat(ge=0, le=60) = 2.0
+    cache_seconds: float = Field(default=2.0, ge=0, le=60)
     #: Longest a SIGTERM'd server spends finishing accepted work before it exits; keep it below
     #: the orchestrator's grace period (30 s in deploy/) so the process is not killed mid-drain.
-    drain_seconds: confloat(ge=0, le=600) = DEFAULT_DRAIN_SECONDS
+    drain_seconds: float = Field(default=DEFAULT_DRAIN_SECONDS, ge=0, le=600)
 
 
 class OpsInput(InputChannel):
@@ -53,6 +58,7 @@ class OpsInput(InputChannel):
     def __init__(self, settings: Settings, options: OpsOptions) -> None:
         #: Checked here so a bad METRICS_PORT stops start-up with its name.
         self.metrics_port = metrics.metrics_port()
+        self.metrics_address = metrics.metrics_address()
         self.app: Optional[Sanic] = None
         self.drain_seconds = options.drain_seconds
         self.readiness = Readiness(
@@ -84,15 +90,17 @@ class OpsInput(InputChannel):
         agent = self._agent()
         return agent is not None and agent.is_ready()
 
-    def blueprint(self, on_new_message: Callable[[UserMessage], Awaitable[Any]]) -> Blueprint:
-        bp = Blueprint("omni_ops", __name__)
+    def blueprint(
+        self, on_new_message: Callable[[UserMessage], Awaitable[Any]]
+    ) -> ChannelBlueprint:
+        bp = ChannelBlueprint("omni_ops", __name__)
 
         @bp.listener("before_server_start")
         async def start(app: Sanic, _: Any) -> None:
             self.app = app
             drain_of(app).seconds = self.drain_seconds
             if self.metrics_port is not None:
-                metrics.serve(self.metrics_port)
+                metrics.serve(self.metrics_port, self.metrics_address)
 
         @bp.route("/livez", methods=["GET"])
         async def livez(_: Request) -> Any:

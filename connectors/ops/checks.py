@@ -1,10 +1,15 @@
-"""Readiness: whether this process can serve turns now, asked by every probe.
+"""Readiness: whether this process can answer now, asked by every probe.
 
-A turn needs Redis (state, locks, dedupe) and the action server, so readiness checks both
-for real (a PING, a ``GET /health``), each bounded by a short timeout so a probe answers
-within its own deadline even when a dependency hangs. Probes arrive every few seconds from
-several places (each load balancer node, the kubelet), so the verdict is cached for a couple of
-seconds and concurrent probes share one round of checks.
+A replica answers once its model is loaded and it reaches Redis (where every accepted message
+is recorded before it is acknowledged); those checks decide (:data:`DECIDING`). The action
+server is checked too and reported, but does not decide: it is one service behind every
+replica, so its outage would take the whole fleet out of the load balancer and the Kubernetes
+Service at once, and Twilio and VAPI would get 503s or silence where each replica still gives
+the channel's apology. It shows as ``"status": "degraded"``, in the log, and in the
+``omnichannel_dependency_up`` metric. Checks are real (a PING, a ``GET /health``), each bounded
+by a short timeout so a probe answers within its own deadline even when a dependency hangs.
+Probes arrive every few seconds from several places (each load balancer node, the kubelet), so
+the verdict is cached for a couple of seconds and concurrent probes share one round of checks.
 
 The report names each check and says ``ok`` or ``failed``, nothing more: the routes need no
 auth (probes carry no secrets), so they must not reveal addresses or error texts.
@@ -21,6 +26,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from omnichannel import metrics
 from omnichannel.redis_client import REDIS_FAILURES, redis_client, redis_config
 
 logger = logging.getLogger(__name__)
@@ -30,6 +36,8 @@ ACTION_SERVER = "action_server"
 MODEL = "model"
 OK = "ok"
 FAILED = "failed"
+#: The checks whose failure means this replica cannot answer.
+DECIDING = frozenset({REDIS, MODEL})
 
 
 @dataclass(frozen=True)
@@ -40,11 +48,17 @@ class Report:
 
     @property
     def ready(self) -> bool:
-        return all(self.checks.values())
+        return all(passed for name, passed in self.checks.items() if name in DECIDING)
+
+    @property
+    def status(self) -> str:
+        if not self.ready:
+            return "not ready"
+        return "ready" if all(self.checks.values()) else "degraded"
 
     def as_json(self) -> Dict[str, object]:
         return {
-            "status": "ready" if self.ready else "not ready",
+            "status": self.status,
             "checks": {name: OK if passed else FAILED for name, passed in self.checks.items()},
         }
 
@@ -130,6 +144,8 @@ class Readiness:
             action_server_answers(self.action_server_url(), self.timeout),
         )
         verdicts = {REDIS: redis_ok, ACTION_SERVER: action_server_ok}
+        for name, passed in verdicts.items():
+            metrics.DEPENDENCY_UP.labels(dependency=name).set(1 if passed else 0)
         if self.model_loaded is not None:
             verdicts[MODEL] = self.model_loaded()
         self._report = Report(verdicts)

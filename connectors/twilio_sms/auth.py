@@ -9,49 +9,32 @@ account's requests. Unsigned or forged requests are :class:`Rejected` with 403.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
-from typing import Mapping, Optional
+from typing import Dict, Mapping, Optional
 from urllib.parse import parse_qsl
 
 from multidict import MultiDict
 from twilio.request_validator import RequestValidator
 
 from connectors.twilio_sms.wire import Rejected
+from omnichannel.errors import ConfigError
 from omnichannel.settings import Settings
 
 #: A Twilio webhook is a few hundred bytes to a few KB; anything far larger is not Twilio.
 MAX_REQUEST_BYTES = 64 * 1024
 MAX_FIELDS = 200
 
-_FORWARDED_HOST = re.compile(r"[A-Za-z0-9.-]+(:\d{1,5})?|\[[0-9A-Fa-f:.]+\](:\d{1,5})?")
 
-
-def _first_forwarded(value: Optional[str]) -> str:
-    return (value or "").split(",")[0].strip()
-
-
-def public_url(
-    path: str,
-    query_string: str,
-    headers: Mapping[str, str],
-    base_url: str,
-    trust_proxy_headers: bool,
-) -> str:
-    """The URL Twilio called, which is what it signed (``headers`` with lower-case names).
+def public_url(path: str, query_string: str, base_url: str) -> str:
+    """The URL Twilio called, which is what it signed: the configured public base URL and the
+    request's path and query.
 
     TLS usually ends at a proxy, so the URL this process sees (``http://internal:5005``) is not
-    the one Twilio signed. By default the configured public base URL is used; only when the
-    operator says a proxy they control sets them are ``X-Forwarded-Proto``/``X-Forwarded-Host``
-    believed (a client could otherwise pick the URL it is checked against).
+    the one Twilio signed; the operator's ``PUBLIC_BASE_URL`` is. Forwarded headers are never
+    used: a client can write ``X-Forwarded-Proto``/``X-Forwarded-Host`` itself, or have a proxy
+    copy its ``Host`` into them, and so pick the URL its signature is checked against.
     """
-    base = base_url.rstrip("/")
-    if trust_proxy_headers:
-        proto = _first_forwarded(headers.get("x-forwarded-proto")).lower()
-        host = _first_forwarded(headers.get("x-forwarded-host")) or (headers.get("host") or "")
-        if proto in ("http", "https") and _FORWARDED_HOST.fullmatch(host):
-            base = f"{proto}://{host}"
-    url = base + path
+    url = base_url.rstrip("/") + path
     return f"{url}?{query_string}" if query_string else url
 
 
@@ -62,15 +45,16 @@ class WebhookValidator:
     auth_token: str
     account_sid: str
     public_base_url: str
-    trust_proxy_headers: bool = False
 
     @classmethod
     def from_settings(cls, settings: Settings) -> WebhookValidator:
+        token, account = settings.twilio_auth_token, settings.twilio_account_sid
+        if not token or not account:
+            raise ConfigError("TWILIO_AUTH_TOKEN and TWILIO_ACCOUNT_SID check Twilio's signatures")
         return cls(
-            auth_token=settings.twilio_auth_token,
-            account_sid=settings.twilio_account_sid,
+            auth_token=token,
+            account_sid=account,
             public_base_url=settings.public_base_url,
-            trust_proxy_headers=settings.trust_proxy_headers,
         )
 
     def signed_form(
@@ -82,17 +66,13 @@ class WebhookValidator:
         signs them all); blank values are kept, as Twilio signs those too. Header names may come
         in any case; of a repeated header the first counts.
         """
-        lowered: dict = {}
-        for name, value in headers.items():
-            lowered.setdefault(name.lower(), value)
+        lowered = _lowered(headers)
         if len(body) > MAX_REQUEST_BYTES:
             raise Rejected(413, "request body too large")
-        content_type = (lowered.get("content-type") or "").split(";")[0].strip().lower()
-        if content_type != "application/x-www-form-urlencoded":
-            raise Rejected(415, "expected application/x-www-form-urlencoded")
-        signature = lowered.get("x-twilio-signature")
-        if not signature:
-            raise Rejected(403, "missing X-Twilio-Signature")
+        refusal = head_refusal(lowered)
+        if refusal is not None:
+            raise refusal
+        signature = lowered["x-twilio-signature"]
         try:
             pairs = parse_qsl(
                 body.decode("utf-8"),
@@ -103,12 +83,29 @@ class WebhookValidator:
         except (UnicodeDecodeError, ValueError):
             raise Rejected(400, "body is not valid UTF-8 form data") from None
         form = MultiDict(pairs)
-        url = public_url(
-            path, query_string, lowered, self.public_base_url, self.trust_proxy_headers
-        )
+        url = public_url(path, query_string, self.public_base_url)
         if not RequestValidator(self.auth_token).validate(url, form, signature):
             raise Rejected(403, "invalid X-Twilio-Signature")
         account = form.get("AccountSid")
         if account is not None and account != self.account_sid:
             raise Rejected(403, "request for another Twilio account")
         return form
+
+
+def _lowered(headers: Mapping[str, str]) -> Dict[str, str]:
+    """Header names in lower case; of a repeated header the first counts."""
+    lowered: Dict[str, str] = {}
+    for name, value in headers.items():
+        lowered.setdefault(name.lower(), value)
+    return lowered
+
+
+def head_refusal(headers: Mapping[str, str]) -> Optional[Rejected]:
+    """What the headers alone rule out (no signature, not a form), before a body is read."""
+    lowered = _lowered(headers)
+    content_type = (lowered.get("content-type") or "").split(";")[0].strip().lower()
+    if content_type != "application/x-www-form-urlencoded":
+        return Rejected(415, "expected application/x-www-form-urlencoded")
+    if not lowered.get("x-twilio-signature"):
+        return Rejected(403, "missing X-Twilio-Signature")
+    return None

@@ -26,15 +26,15 @@ import time
 from typing import Any, Dict, Optional, Tuple
 
 from multidict import MultiDict
-from pydantic import confloat, conint
+from pydantic import Field
 from rasa.core.channels.channel import InputChannel, OutputChannel
-from sanic import Blueprint, Sanic, response
+from sanic import Sanic, response
 from sanic.request import Request
 from sanic.response import HTTPResponse
 
 from connectors.drain import drain_before_stop, drain_of
-from connectors.http_limits import BodyRefused, guard_slow_headers, read_body
-from connectors.twilio_sms.auth import MAX_REQUEST_BYTES, WebhookValidator
+from connectors.http_limits import ChannelBlueprint, bounded_body
+from connectors.twilio_sms.auth import MAX_REQUEST_BYTES, WebhookValidator, head_refusal
 from connectors.twilio_sms.outbox import SmsOutbox
 from connectors.twilio_sms.state import DeliveryLedger, OfferedButtons
 from connectors.twilio_sms.turns import APOLOGY_TWIML, SmsTurns
@@ -46,7 +46,8 @@ from connectors.twilio_sms.wire import (
     idempotency_token,
 )
 from omnichannel.channels import SMS, TWILIO_SMS
-from omnichannel.identity import IdentityStore, mask
+from omnichannel.identity import IdentityStore
+from omnichannel.masking import mask
 from omnichannel.options import ConnectorOptions
 from omnichannel.redis_client import REDIS_FAILURES, StateUnavailable, redis_client
 from omnichannel.rendering.messages import BotMessage
@@ -67,13 +68,13 @@ class TwilioSmsOptions(ConnectorOptions):
     (secrets come from the environment)."""
 
     #: Answer inline within this, else acknowledge and reply by REST.
-    inline_budget_seconds: confloat(gt=0, le=MAX_INLINE_BUDGET) = 5.0
+    inline_budget_seconds: float = Field(default=5.0, gt=0, le=MAX_INLINE_BUDGET)
     #: One SMS body at most (Twilio's limit is 1600).
-    max_message_length: conint(ge=1, le=SMS_MAX_LENGTH) = SMS_MAX_LENGTH
+    max_message_length: int = Field(default=SMS_MAX_LENGTH, ge=1, le=SMS_MAX_LENGTH)
     #: How long a MessageSid (its turn, its reply in the outbox) is remembered.
-    dedupe_ttl_seconds: conint(ge=60, le=MAX_TTL_SECONDS) = 24 * 3600
+    dedupe_ttl_seconds: int = Field(default=24 * 3600, ge=60, le=MAX_TTL_SECONDS)
     #: How long "reply 1 for …" stays answerable.
-    buttons_ttl_seconds: conint(ge=60, le=MAX_TTL_SECONDS) = 24 * 3600
+    buttons_ttl_seconds: int = Field(default=24 * 3600, ge=60, le=MAX_TTL_SECONDS)
 
 
 def _twiml_response(body: str) -> HTTPResponse:
@@ -83,6 +84,16 @@ def _twiml_response(body: str) -> HTTPResponse:
 def _refusal(kind: str, rejection: Rejected) -> HTTPResponse:
     logger.warning("SMS %s rejected (%d): %s", kind, rejection.status, rejection.reason)
     return response.text(rejection.reason, status=rejection.status)
+
+
+def _unsigned_refusal(request: Request) -> Optional[HTTPResponse]:
+    """A request that cannot be Twilio's by its headers, refused before its body is read."""
+    rejection = head_refusal(request.headers)
+    return None if rejection is None else _refusal(request.path.rsplit("/", 1)[-1], rejection)
+
+
+def _limit_refusal(status: int, reason: str) -> HTTPResponse:
+    return _refusal("body", Rejected(status, reason))
 
 
 class TwilioSmsPushOutput(OutputChannel):
@@ -161,20 +172,17 @@ class TwilioSmsInput(InputChannel):
     def get_output_channel(self) -> OutputChannel:
         return TwilioSmsPushOutput(self._sender(self._identity()), self.buttons)
 
-    async def _signed_form(self, request: Request) -> MultiDict:
-        """The form, read bounded (http_limits) and then checked against its signature."""
-        try:
-            body = await read_body(request, MAX_REQUEST_BYTES)
-        except BodyRefused as error:
-            raise Rejected(error.status, error.reason) from None
-        return self.validator.signed_form(request.path, request.query_string, request.headers, body)
+    def _signed_form(self, request: Request) -> MultiDict:
+        """The form (its body read and bounded by http_limits), checked against its signature."""
+        return self.validator.signed_form(
+            request.path, request.query_string, request.headers, request.body or b""
+        )
 
-    def blueprint(self, on_new_message: Any) -> Blueprint:
+    def blueprint(self, on_new_message: Any) -> ChannelBlueprint:
         """The routes. Turns do not go through Rasa's ``on_new_message``: they may run twice
-        (on a takeover), so they run through :func:`connectors.turns.once.handle_once` on the app's
+        (on a takeover), so they run through :func:`connectors.turns.once.run_once` on the app's
         agent, which skips a message the event log already holds."""
-        bp = Blueprint("omni_twilio_sms", __name__)
-        guard_slow_headers(bp)
+        bp = ChannelBlueprint("omni_twilio_sms", __name__)
 
         @bp.listener("before_server_start")
         async def join_drain(app: Sanic, _: Any) -> None:
@@ -188,12 +196,12 @@ class TwilioSmsInput(InputChannel):
         async def health(_: Request) -> HTTPResponse:
             return response.json({"status": "ok"})
 
-        # stream=True: bodies are read by read_body, bounded in size and time.
-        @bp.route("/webhook", methods=["POST"], stream=True)
+        @bp.route("/webhook", methods=["POST"])
+        @bounded_body(MAX_REQUEST_BYTES, admit=_unsigned_refusal, refuse=_limit_refusal)
         async def webhook(request: Request) -> HTTPResponse:
             started = time.monotonic()
             try:
-                inbound = InboundSms.parse(await self._signed_form(request), self.region)
+                inbound = InboundSms.parse(self._signed_form(request), self.region)
             except Rejected as rejection:
                 return _refusal("webhook", rejection)
             if inbound.is_empty:
@@ -206,10 +214,11 @@ class TwilioSmsInput(InputChannel):
                 self.turns.app_context = request.app.ctx
             return _twiml_response(await self._answer(inbound, token, started))
 
-        @bp.route("/status", methods=["POST"], stream=True)
+        @bp.route("/status", methods=["POST"])
+        @bounded_body(MAX_REQUEST_BYTES, admit=_unsigned_refusal, refuse=_limit_refusal)
         async def status(request: Request) -> HTTPResponse:
             try:
-                callback = StatusCallback.parse(await self._signed_form(request), self.region)
+                callback = StatusCallback.parse(self._signed_form(request), self.region)
             except Rejected as rejection:
                 return _refusal("status", rejection)
             try:

@@ -40,6 +40,20 @@ def _equal(candidate: Optional[str], secret: Optional[str]) -> bool:
     return hmac.compare_digest(candidate.encode("utf-8"), secret.encode("utf-8"))
 
 
+def _fresh(headers: Mapping[str, str], now: float) -> bool:
+    """``x-timestamp`` (seconds or milliseconds since the epoch) within the tolerance of now."""
+    timestamp = (_header(headers, "x-timestamp") or "").strip()
+    try:
+        stamp = float(timestamp)
+    except ValueError:
+        return False
+    if not math.isfinite(stamp):
+        # NaN compares false with everything: it would slip through the tolerance check.
+        return False
+    seconds = stamp / 1000 if stamp > 1e11 else stamp
+    return abs(now - seconds) <= SIGNATURE_TOLERANCE_SECONDS
+
+
 class VapiAuth:
     """The checks of one deployment's secrets (``VAPI_SERVER_SECRET``, ``VAPI_CUSTOM_LLM_KEY``)."""
 
@@ -66,22 +80,21 @@ class VapiAuth:
         """A server message: the server secret, or VAPI's HMAC signature of ``body``."""
         return self.check_shared_secret(headers) or self.check_signature(headers, body, now)
 
+    def may_authenticate_server_message(self, headers: Mapping[str, str], now: float) -> bool:
+        """Whether the headers alone leave a server message a chance: the server secret, or a
+        signature with a fresh timestamp (whose HMAC needs the body). Checked before the body
+        is read, so a sender with neither is refused without it."""
+        if self.check_shared_secret(headers):
+            return True
+        signature = (_header(headers, "x-signature") or "").strip()
+        return bool(signature and self.server_secret and _fresh(headers, now))
+
     def check_signature(self, headers: Mapping[str, str], body: bytes, now: float) -> bool:
         """VAPI's HMAC credential: hex HMAC-SHA256 over "{timestamp}.{body}", fresh timestamp
         (seconds or milliseconds since the epoch)."""
         signature = (_header(headers, "x-signature") or "").strip()
         timestamp = (_header(headers, "x-timestamp") or "").strip()
-        if not signature or not timestamp or not self.server_secret:
-            return False
-        try:
-            stamp = float(timestamp)
-        except ValueError:
-            return False
-        if not math.isfinite(stamp):
-            # NaN compares false with everything: it would slip through the tolerance check.
-            return False
-        seconds = stamp / 1000 if stamp > 1e11 else stamp
-        if abs(now - seconds) > SIGNATURE_TOLERANCE_SECONDS:
+        if not signature or not self.server_secret or not _fresh(headers, now):
             return False
         if signature.lower().startswith("sha256="):
             signature = signature[7:]

@@ -1,8 +1,10 @@
 """Who is calling: the caller's address, and the conversation it belongs to.
 
 A phone caller is their number (``tel:``); a signed-in web caller is the user a web chat JWT in
-the call's variables names (``user:``); anyone else is the call itself (``anon:``), so an
-anonymous caller still has one conversation for the whole call.
+the call's variables names (``user:``), checked as the web chat checks it (signature, expiry, a
+maximum lifetime, the audience when one is configured:
+:class:`~omnichannel.customer_tokens.HostTokenPolicy`); anyone else is the call itself
+(``anon:``), so an anonymous caller still has one conversation for the whole call.
 """
 
 from __future__ import annotations
@@ -12,18 +14,11 @@ import logging
 from collections import OrderedDict
 from typing import Optional, Tuple
 
-import jwt
-
 from connectors.vapi.wire import Call, Customer
+from omnichannel.addresses import Address, InvalidAddress, anon_address, phone_address, user_address
 from omnichannel.channels import VOICE
-from omnichannel.identity import (
-    Address,
-    IdentityStore,
-    InvalidAddress,
-    anon_address,
-    phone_address,
-    user_address,
-)
+from omnichannel.customer_tokens import HostTokenPolicy, TokenRefused
+from omnichannel.identity import IdentityStore
 
 logger = logging.getLogger(__name__)
 
@@ -38,12 +33,13 @@ class Callers:
         self,
         identity: IdentityStore,
         default_phone_region: str,
-        webchat_jwt_secret: Optional[str],
+        user_tokens: Optional[HostTokenPolicy],
         trust_user_id_variable: bool,
     ) -> None:
         self.identity = identity
         self.default_phone_region = default_phone_region
-        self.webchat_jwt_secret = webchat_jwt_secret
+        #: None without WEBCHAT_JWT_SECRET: no web caller can sign in.
+        self.user_tokens = user_tokens
         #: Off: a browser starting a web call sets variableValues itself, so only a signed
         #: ``user_token`` names a user.
         self.trust_user_id_variable = trust_user_id_variable
@@ -61,16 +57,10 @@ class Callers:
                 logger.info("call %s: caller number not usable (%s)", call.call_id, error)
         variables = call.variables
         token = variables.get("user_token") or variables.get("userToken")
-        if token and self.webchat_jwt_secret:
+        if token and self.user_tokens is not None:
             try:
-                claims = jwt.decode(
-                    str(token),
-                    self.webchat_jwt_secret,
-                    algorithms=["HS256"],
-                    options={"require": ["sub", "exp"], "verify_aud": False},
-                )
-                return user_address(str(claims["sub"]))
-            except (jwt.PyJWTError, InvalidAddress) as error:
+                return user_address(str(self.user_tokens.claims(str(token))["sub"]))
+            except (TokenRefused, InvalidAddress) as error:
                 logger.warning("call %s: user_token rejected (%s)", call.call_id, error)
         user_id = variables.get("user_id") or variables.get("userId")
         if user_id and self.trust_user_id_variable:

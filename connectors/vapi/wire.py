@@ -15,6 +15,8 @@ from typing import Any, Dict, List, Optional
 
 from pydantic import BaseModel, Extra, Field, ValidationError, constr
 
+from omnichannel import bounded_json
+
 #: The ``model`` we answer as when the request names none (and the one assistant-request sets).
 MODEL_NAME = "rasa"
 #: VAPI's tag that makes its TTS speak buffered text at once.
@@ -52,7 +54,7 @@ class AssistantOverrides(_VapiModel):
 
 #: What a VAPI id (a UUID) may look like: anything else (a newline that forges a log line, a
 #: megabyte of text) is refused with a 400.
-VapiId = constr(regex=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+VapiId = constr(regex=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}\Z")
 
 
 class Call(_VapiModel):
@@ -147,8 +149,10 @@ class ToolCall(_VapiModel):
         )
         if isinstance(raw, str):
             try:
-                raw = json.loads(raw) if raw.strip() else {}
-            except (ValueError, RecursionError):
+                raw = bounded_json.loads(raw) if raw.strip() else {}
+            except bounded_json.TooDeep as error:
+                raise ValueError(f"arguments are {error}") from None
+            except ValueError:
                 raise ValueError("arguments are not valid JSON") from None
         if raw is None:
             return {}
@@ -198,11 +202,11 @@ def parse_completion_request(body: Optional[bytes], max_bytes: int) -> ChatCompl
     """A custom-LLM request that names its call; BadRequest says what is wrong with it."""
     _check_size(body or b"", max_bytes)
     try:
-        data = json.loads(body or b"")
+        data = bounded_json.loads(body or b"")
+    except bounded_json.TooDeep as error:
+        raise BadRequest(400, f"body is {error}") from None
     except ValueError:
         raise BadRequest(400, "body is not valid JSON") from None
-    except RecursionError:
-        raise BadRequest(400, "body is nested too deeply") from None
     if not isinstance(data, dict):
         raise BadRequest(400, "body must be a JSON object")
     try:
@@ -218,9 +222,11 @@ def parse_server_message(body: Optional[bytes], max_bytes: int) -> ServerMessage
     """The ``message`` of a server-message POST; BadRequest says what is wrong with it."""
     _check_size(body or b"", max_bytes)
     try:
-        return ServerMessageEnvelope.parse_obj(json.loads(body or b"")).message
+        return ServerMessageEnvelope.parse_obj(bounded_json.loads(body or b"")).message
     except ValidationError as error:
         raise BadRequest(400, _first_error(error)) from None
+    except bounded_json.TooDeep as error:
+        raise BadRequest(400, f"body is {error}") from None
     except ValueError:
         raise BadRequest(400, "invalid JSON") from None
     except RecursionError:

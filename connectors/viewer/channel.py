@@ -17,16 +17,17 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Dict, Optional
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Dict, Optional
 
-from pydantic import conint
+from pydantic import Field
 from rasa.core.channels.channel import InputChannel, UserMessage
-from sanic import Blueprint, response
+from sanic import response
 from sanic.request import Request
+from sanic.response import HTTPResponse
 
-from connectors.http_limits import BodyRefused, read_body
+from connectors.event_log.reading import event_log_of
+from connectors.http_limits import ChannelBlueprint, bounded_body
 from connectors.static_pages import add_page_routes
-from connectors.tracker_store import event_log_of
 from connectors.viewer.auth import is_authorised
 from connectors.viewer.lookup import NotFound, timeline_page
 from connectors.viewer.wire import BadQuery, parse_query
@@ -35,6 +36,9 @@ from omnichannel.identity import IdentityStore
 from omnichannel.options import ConnectorOptions
 from omnichannel.redis_client import StateUnavailable
 from omnichannel.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from rasa.core.agent import Agent
 
 logger = logging.getLogger(__name__)
 
@@ -58,12 +62,12 @@ class ViewerOptions(ConnectorOptions):
     """Tunables from credentials.yml."""
 
     #: Events read for a timeline page when the request names no ``limit``.
-    page_events: conint(ge=1, le=5000) = 200
+    page_events: int = Field(default=200, ge=1, le=5000)
     #: The largest ``limit`` a request may ask for.
-    max_page_events: conint(ge=1, le=5000) = 1000
+    max_page_events: int = Field(default=1000, ge=1, le=5000)
 
 
-def event_store(agent: Any) -> Any:
+def event_store(agent: Agent) -> Any:
     """The event-log store the viewer reads pages of."""
     return event_log_of(agent, "the conversation viewer")
 
@@ -89,30 +93,38 @@ class ViewerInput(InputChannel):
         given = {key: value for key, value in (credentials or {}).items() if value is not None}
         return cls(load_settings(), ViewerOptions.parse(SECTION, given))
 
-    def blueprint(self, on_new_message: Callable[[UserMessage], Awaitable[Any]]) -> Blueprint:
-        bp = Blueprint("omni_viewer", __name__)
+    def _unauthorised(self, request: Request) -> Optional[HTTPResponse]:
+        """A request without the token, refused (before its body is read)."""
+        if is_authorised(request.headers.get("authorization"), self.auth_token):
+            return None
+        return response.json(
+            {"error": "send the Rasa auth token as a Bearer token"},
+            status=401,
+            headers={**NO_STORE, "WWW-Authenticate": "Bearer"},
+        )
+
+    def blueprint(
+        self, on_new_message: Callable[[UserMessage], Awaitable[Any]]
+    ) -> ChannelBlueprint:
+        bp = ChannelBlueprint("omni_viewer", __name__)
 
         add_page_routes(bp, STATIC_DIR, STATIC_FILES, PAGE_SECURITY_POLICY)
 
-        @bp.route("/api/timeline", methods=["POST"], stream=True)
+        @bp.route("/api/timeline", methods=["POST"])
+        @bounded_body(QUERY_MAX_BYTES, admit=self._unauthorised)
         async def timeline(request: Request) -> Any:
-            if not is_authorised(request.headers.get("authorization"), self.auth_token):
-                return response.json(
-                    {"error": "send the Rasa auth token as a Bearer token"},
-                    status=401,
-                    headers={**NO_STORE, "WWW-Authenticate": "Bearer"},
-                )
+            refusal = self._unauthorised(request)
+            if refusal is not None:
+                return refusal
             try:
                 query = parse_query(
-                    await read_body(request, QUERY_MAX_BYTES),
+                    request.body or b"",
                     page_events=self.options.page_events,
                     max_page_events=self.options.max_page_events,
                 )
                 answer = await timeline_page(
                     self.identity, event_store(request.app.ctx.agent), query
                 )
-            except BodyRefused as error:
-                return response.json({"error": error.reason}, status=error.status)
             except BadQuery as error:
                 return response.json({"error": str(error)}, status=400, headers=NO_STORE)
             except NotFound as error:

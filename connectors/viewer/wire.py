@@ -7,12 +7,12 @@ browser history.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from typing import Any, Dict, Optional
 
-from omnichannel.identity import Address, InvalidAddress, phone_address, user_address
+from omnichannel import bounded_json
+from omnichannel.addresses import Address, InvalidAddress, phone_address, user_address
 
 #: The searches, by their key in the request body.
 SEARCH_KEYS = ("phone", "user_id", "conversation_id")
@@ -57,8 +57,10 @@ def parse_query(raw: bytes, *, page_events: int, max_page_events: int) -> Query:
     """The query in a request body; ``limit`` defaults to ``page_events`` and may not exceed
     ``max_page_events``. Raises BadQuery."""
     try:
-        body = json.loads(raw or b"null")
-    except (UnicodeDecodeError, json.JSONDecodeError):
+        body = bounded_json.loads(raw or b"null")
+    except bounded_json.TooDeep as error:
+        raise BadQuery(str(error)) from None
+    except ValueError:
         raise BadQuery("the body must be JSON") from None
     if not isinstance(body, dict):
         raise BadQuery("the body must be a JSON object")

@@ -10,32 +10,27 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional, Tuple
+from typing import Optional, Tuple
 
 import jwt
 
 from connectors.webchat.wire import CLOSE_FORBIDDEN, CLOSE_UNAUTHENTICATED
+from omnichannel.addresses import Address, InvalidAddress, anon_address, phone_address, user_address
 from omnichannel.channels import WEBCHAT
-from omnichannel.errors import ConfigError
-from omnichannel.identity import (
-    Address,
-    InvalidAddress,
-    anon_address,
-    phone_address,
-    user_address,
+from omnichannel.customer_tokens import (
+    JWT_ALGORITHM,
+    MAX_TOKEN_LIFETIME,
+    HostTokenPolicy,
+    TokenRefused,
+    checked_expiry,
+    decode,
 )
 
 logger = logging.getLogger(__name__)
 
 ANON_AUDIENCE = "omni-webchat-anonymous"
-JWT_ALGORITHM = "HS256"
-#: RFC 7518 3.2: an HS256 key MUST be at least as long as the hash (32 bytes); a shorter one can
-#: be brute-forced offline from any token, and then any user's conversation signed into.
-JWT_SECRET_MIN_BYTES = 32
 #: How long an anonymous session token lasts unless the channel's options say otherwise.
 ANONYMOUS_TOKEN_LIFETIME = 30 * 24 * 3600
-#: The furthest ahead a token's ``exp`` may lie (option ``max_token_lifetime``).
-MAX_TOKEN_LIFETIME = 30 * 24 * 3600
 DEMO_USER = "demo-customer"
 DEMO_PHONE = "+14155552671"
 
@@ -69,7 +64,9 @@ class TokenVerifier:
     ``omni-webchat-anonymous`` and an unguessable ``anon_id``, so neither kind passes for the
     other.
 
-    The secret is checked here, once: a key too short to sign with refuses to start the channel.
+    Host-site tokens are checked by :class:`~omnichannel.customer_tokens.HostTokenPolicy`, as
+    a VAPI web call's are; its secret check makes a key too short to sign with refuse to start
+    the channel.
     """
 
     def __init__(
@@ -81,14 +78,9 @@ class TokenVerifier:
         anonymous_lifetime: int = ANONYMOUS_TOKEN_LIFETIME,
         max_lifetime: int = MAX_TOKEN_LIFETIME,
     ) -> None:
-        if len(secret.encode("utf-8")) < JWT_SECRET_MIN_BYTES:
-            raise ConfigError(
-                f"WEBCHAT_JWT_SECRET must be at least {JWT_SECRET_MIN_BYTES} bytes "
-                "(HS256 keys shorter than the hash can be guessed from any token)"
-            )
+        self._host_tokens = HostTokenPolicy(secret, audience, max_lifetime)
         self._secret = secret
         self.allow_anonymous = allow_anonymous
-        self._audience = audience
         self._anonymous_lifetime = anonymous_lifetime
         self._max_lifetime = max_lifetime
 
@@ -100,12 +92,11 @@ class TokenVerifier:
             raise AuthRefused(CLOSE_UNAUTHENTICATED, "token is not a JWT") from None
         if unverified.get("aud") == ANON_AUDIENCE:
             return self._verify_anonymous(token)
-        claims = self._decode(
-            token,
-            audience=self._audience,
-            options={"require": ["exp", "sub"], "verify_aud": self._audience is not None},
-        )
-        expires_at = self._checked_expiry(claims)
+        try:
+            claims = self._host_tokens.claims(token)
+        except TokenRefused as refused:
+            raise AuthRefused(CLOSE_UNAUTHENTICATED, refused.reason) from None
+        expires_at = float(claims["exp"])
         try:
             address = user_address(str(claims["sub"]))
         except InvalidAddress as error:
@@ -118,44 +109,25 @@ class TokenVerifier:
                 logger.warning("chat token of %s: phone not linked: %s", address.masked(), error)
         return ChatIdentity(address, expires_at=expires_at)
 
-    def _checked_expiry(self, claims: Dict[str, Any]) -> float:
-        """The token's expiry, refused when it lies further ahead than the maximum lifetime
-        (a token valid until 2300 is a leaked key's dream)."""
-        expires_at = float(claims["exp"])
-        if expires_at - time.time() > self._max_lifetime:
-            raise AuthRefused(
-                CLOSE_UNAUTHENTICATED,
-                f"token lifetime exceeds the maximum of {self._max_lifetime} s",
-            )
-        return expires_at
-
     def _verify_anonymous(self, token: str) -> ChatIdentity:
         if not self.allow_anonymous:
             raise AuthRefused(CLOSE_FORBIDDEN, "anonymous chat is disabled")
-        claims = self._decode(
-            token, audience=ANON_AUDIENCE, options={"require": ["exp", "anon_id"]}
-        )
-        expires_at = self._checked_expiry(claims)
+        try:
+            claims = decode(
+                self._secret,
+                token,
+                audience=ANON_AUDIENCE,
+                options={"require": ["exp", "anon_id"]},
+            )
+            expires_at = checked_expiry(claims, self._max_lifetime)
+        except TokenRefused as refused:
+            raise AuthRefused(CLOSE_UNAUTHENTICATED, refused.reason) from None
         try:
             return ChatIdentity(
                 anon_address(str(claims["anon_id"])), expires_at=expires_at, anonymous=True
             )
         except InvalidAddress as error:
             raise AuthRefused(CLOSE_UNAUTHENTICATED, f"anonymous token: {error}") from None
-
-    def _decode(self, token: str, **kwargs: Any) -> Dict[str, Any]:
-        try:
-            return jwt.decode(token, self._secret, algorithms=[JWT_ALGORITHM], **kwargs)
-        except jwt.ExpiredSignatureError:
-            raise AuthRefused(CLOSE_UNAUTHENTICATED, "token expired") from None
-        except jwt.InvalidSignatureError:
-            raise AuthRefused(CLOSE_UNAUTHENTICATED, "token signature is invalid") from None
-        except jwt.MissingRequiredClaimError as error:
-            raise AuthRefused(
-                CLOSE_UNAUTHENTICATED, f"token lacks the {error.claim!r} claim"
-            ) from None
-        except jwt.PyJWTError as error:
-            raise AuthRefused(CLOSE_UNAUTHENTICATED, f"token rejected: {error}"[:120]) from None
 
     def issue_anonymous(self) -> Tuple[str, int]:
         """A fresh anonymous session token and its expiry (Unix seconds)."""

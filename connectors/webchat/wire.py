@@ -10,9 +10,11 @@ the client an error frame, not the socket and a traceback in the log.
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, List, Mapping, Optional, Union
+from typing import Any, Dict, List, Mapping, Optional, Type, Union, cast
 
-from pydantic import BaseModel, ValidationError, conint, constr
+from pydantic import BaseModel, Field, ValidationError
+
+from omnichannel import bounded_json
 
 #: Frames above this size get an error frame (Sanic itself drops the socket above 1 MiB).
 MAX_FRAME_BYTES = 16 * 1024
@@ -20,7 +22,7 @@ MAX_TEXT_CHARS = 4000
 MAX_TOKEN_CHARS = 8192
 #: A client id that can be named in an error frame without echoing a frame's worth of text.
 MAX_CLIENT_ID_CHARS = 64
-CLIENT_MESSAGE_ID = r"^[A-Za-z0-9_-]{8,64}$"
+CLIENT_MESSAGE_ID = r"^[A-Za-z0-9_-]{8,64}\Z"
 #: Largest page of history a client may ask for.
 MAX_HISTORY_LIMIT = 200
 
@@ -53,38 +55,38 @@ class _ClientFrame(BaseModel):
 
 
 class AuthFrame(_ClientFrame):
-    type: constr(regex=r"^auth$")
-    token: constr(min_length=1, max_length=MAX_TOKEN_CHARS)
+    type: str = Field(..., regex=r"^auth\Z")
+    token: str = Field(..., min_length=1, max_length=MAX_TOKEN_CHARS)
 
 
 class TextFrame(_ClientFrame):
-    type: constr(regex=r"^message$")
-    id: constr(regex=CLIENT_MESSAGE_ID)
-    text: constr(min_length=1, max_length=MAX_TEXT_CHARS)
+    type: str = Field(..., regex=r"^message\Z")
+    id: str = Field(..., regex=CLIENT_MESSAGE_ID)
+    text: str = Field(..., min_length=1, max_length=MAX_TEXT_CHARS)
 
 
 class ButtonFrame(_ClientFrame):
-    type: constr(regex=r"^button$")
-    id: constr(regex=CLIENT_MESSAGE_ID)
-    payload: constr(min_length=1, max_length=MAX_TEXT_CHARS)
-    title: constr(max_length=MAX_TEXT_CHARS) = ""
+    type: str = Field(..., regex=r"^button\Z")
+    id: str = Field(..., regex=CLIENT_MESSAGE_ID)
+    payload: str = Field(..., min_length=1, max_length=MAX_TEXT_CHARS)
+    title: str = Field(default="", max_length=MAX_TEXT_CHARS)
 
 
 class HistoryFrame(_ClientFrame):
-    type: constr(regex=r"^history$")
-    before: conint(ge=0)
-    limit: Optional[conint(ge=1, le=MAX_HISTORY_LIMIT)] = None
+    type: str = Field(..., regex=r"^history\Z")
+    before: int = Field(..., ge=0)
+    limit: Optional[int] = Field(default=None, ge=1, le=MAX_HISTORY_LIMIT)
 
 
 class PingFrame(_ClientFrame):
-    type: constr(regex=r"^ping$")
-    id: Optional[constr(max_length=MAX_CLIENT_ID_CHARS)] = None
+    type: str = Field(..., regex=r"^ping\Z")
+    id: Optional[str] = Field(default=None, max_length=MAX_CLIENT_ID_CHARS)
 
 
 ClientFrame = Union[AuthFrame, TextFrame, ButtonFrame, HistoryFrame, PingFrame]
 #: A frame that starts a turn.
 TurnFrame = Union[TextFrame, ButtonFrame]
-_FRAME_TYPES = {
+_FRAME_TYPES: Dict[str, Type[_ClientFrame]] = {
     "auth": AuthFrame,
     "message": TextFrame,
     "button": ButtonFrame,
@@ -111,9 +113,9 @@ def _load_object(data: Any) -> Dict[str, Any]:
     if len(data) > MAX_FRAME_BYTES or len(data.encode("utf-8", "surrogatepass")) > MAX_FRAME_BYTES:
         raise BadFrame(FRAME_TOO_LARGE, f"frames are limited to {MAX_FRAME_BYTES} bytes")
     try:
-        raw = json.loads(data)
-    except RecursionError:
-        raise BadFrame(BAD_FRAME, "frame is nested too deeply") from None
+        raw = bounded_json.loads(data)
+    except bounded_json.TooDeep as error:
+        raise BadFrame(BAD_FRAME, f"frame is {error}") from None
     except ValueError:
         # Also a number of more digits than Python converts (sys.get_int_max_str_digits).
         raise BadFrame(BAD_FRAME, "frame is not valid JSON") from None
@@ -138,7 +140,7 @@ def parse_frame(data: Any) -> ClientFrame:
             BAD_FRAME, f"unknown frame type; expected one of {', '.join(_FRAME_TYPES)}", frame_id
         )
     try:
-        return model.parse_obj(raw)
+        return cast(ClientFrame, model.parse_obj(raw))
     except ValidationError as error:
         problems = "; ".join(
             f"{'.'.join(str(part) for part in item['loc'])}: {item['msg']}"

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Dict, Tuple
 
 import httpx
+import psutil
 import pytest
 import yaml
 from prometheus_client import REGISTRY
@@ -17,10 +18,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from connectors.ops.channel import SECTION, OpsInput, OpsOptions
 from connectors.ops.checks import ACTION_SERVER, MODEL, REDIS, Readiness
 from omnichannel.errors import ConfigError
-from omnichannel.metrics import metrics_port
+from omnichannel.metrics import metrics_address, metrics_port
 from omnichannel.redis_client import REDIS_FAILURES, redis_client, redis_config
 from testkit.phone_numbers import new_phone_number
-from testkit.processes import RedisServer
+from testkit.processes import RedisServer, free_port
 from testkit.stack import RasaStack
 from testkit.twilio_webhook import signed_sms
 from tests.actions.helpers import phone_call
@@ -30,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 #: Every metric omnichannel/metrics.py defines, as the exposition names its family.
 FAMILIES = {
+    "omnichannel_dependency_up",
     "omnichannel_turns",
     "omnichannel_turn_seconds",
     "omnichannel_redis_retries",
@@ -85,11 +87,31 @@ async def test_concurrent_probes_share_one_round_of_checks(redis_url: str) -> No
     assert reports[0].checks == {REDIS: True, ACTION_SERVER: False}
 
 
-async def test_an_unreachable_action_server_fails_readiness_within_the_timeout(
+async def test_an_action_server_outage_leaves_the_replica_ready_and_says_so(
     redis_url: str,
 ) -> None:
-    readiness = Readiness(redis_url, lambda: None, timeout=0.5, cache_seconds=0)
-    assert (await readiness.report()).checks == {REDIS: True, ACTION_SERVER: False}
+    """Before: readiness failed with the action server, so one outage of that shared service
+    took every replica out of the balancer (503 from the probe, while the replica itself
+    answered a signed SMS with the apology). Now it is reported, and counted, not deciding."""
+    dead = f"http://127.0.0.1:{free_port()}/webhook"
+    readiness = Readiness(redis_url, lambda: dead, model_loaded=lambda: True, timeout=0.5)
+    report = await readiness.report()
+    assert report.checks == {REDIS: True, ACTION_SERVER: False, MODEL: True}
+    assert report.ready
+    assert report.as_json() == {
+        "status": "degraded",
+        "checks": {"redis": "ok", "action_server": "failed", "model": "ok"},
+    }
+    assert REGISTRY.get_sample_value("omnichannel_dependency_up", {"dependency": "redis"}) == 1
+    assert (
+        REGISTRY.get_sample_value("omnichannel_dependency_up", {"dependency": "action_server"})
+        == 0
+    )
+    # What still decides: the model, and Redis.
+    unloaded = Readiness(redis_url, lambda: dead, model_loaded=lambda: False, timeout=0.5)
+    assert not (await unloaded.report()).ready
+    no_url = Readiness(redis_url, lambda: None, timeout=0.5, cache_seconds=0)
+    assert (await no_url.report()).checks == {REDIS: True, ACTION_SERVER: False}
 
 
 def test_options_from_credentials_yml_and_metrics_port_checked_at_start_up(
@@ -153,6 +175,23 @@ def _scrape(stack: RasaStack) -> Tuple[set, Dict[Tuple[str, frozenset], float]]:
         for sample in family.samples
     }
     return {family.name for family in families}, samples
+
+
+@pytest.mark.rasa_server
+def test_the_exporter_listens_on_loopback_unless_told_otherwise(rasa_stack: RasaStack) -> None:
+    """Before: /metrics listened on every interface (0.0.0.0) wherever METRICS_PORT was set."""
+    port = int(rasa_stack.env["METRICS_PORT"])
+    listening = {
+        connection.laddr.ip
+        for connection in psutil.Process(rasa_stack.rasa_proc.pid).net_connections("tcp")
+        if connection.status == psutil.CONN_LISTEN and connection.laddr.port == port
+    }
+    assert listening == {"127.0.0.1"}
+    assert metrics_address({}) == "127.0.0.1"
+    assert metrics_address({"METRICS_ADDRESS": " 0.0.0.0 "}) == "0.0.0.0"
+    assert metrics_address({"METRICS_ADDRESS": "::"}) == "::"
+    with pytest.raises(ConfigError, match="METRICS_ADDRESS"):
+        metrics_address({"METRICS_ADDRESS": "metrics.internal"})
 
 
 @pytest.mark.rasa_server

@@ -25,3 +25,4 @@ def test_exported_variables_override_the_env_file(
     assert settings["TWILIO_AUTH_TOKEN"] == in_file
     assert settings["WEBCHAT_JWT_SECRET"] == only_exported
     assert "HOME" not in settings  # only the tools' own settings, not the whole environment
+

@@ -139,13 +139,14 @@ async def test_redis_down_gets_a_texted_apology(monkeypatch: pytest.MonkeyPatch)
     assert replies(answer) == [APOLOGY]
 
 
-async def test_behind_a_trusted_proxy_the_channel_checks_the_forwarded_url(
+async def test_behind_a_trusted_proxy_the_channel_checks_the_configured_url(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The validator gets Sanic's real headers: a delivery report signed for the tunnel's URL
-    is accepted through a trusted proxy, and one signed for the configured URL is not."""
+    """Through Sanic's real headers, behind one trusted proxy: a delivery report signed for the
+    URL a client's forwarded headers claim is refused (before: accepted, the client chose the
+    URL its signature was checked against), one signed for PUBLIC_BASE_URL is accepted."""
     env = channel_env(
-        monkeypatch, PUBLIC_BASE_URL="https://configured.example", TRUST_PROXY_HEADERS="true"
+        monkeypatch, PUBLIC_BASE_URL="https://configured.example", TRUSTED_PROXY_HOPS="1"
     )
     channel = TwilioSmsInput.from_credentials({})
     app = Sanic(f"proxy_{secrets.token_hex(4)}")
@@ -153,11 +154,15 @@ async def test_behind_a_trusted_proxy_the_channel_checks_the_forwarded_url(
     port = free_port()
     server = await serve_app(app, port)
     report = {"MessageSid": new_sid(), "MessageStatus": "delivered", "To": new_phone_number()}
-    forwarded = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "abc123.tunnel.example"}
-    tunnel = {**env, "PUBLIC_BASE_URL": "https://abc123.tunnel.example"}
+    forwarded = {
+        "X-Forwarded-Proto": "https",
+        "X-Forwarded-Host": "attacker.example",
+        "Host": "attacker.example",
+    }
+    chosen = {**env, "PUBLIC_BASE_URL": "https://attacker.example"}
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=20) as client:
-            for signer, status in ((tunnel, 204), (env, 403)):
+            for signer, status in ((chosen, 403), (env, 204)):
                 answer = await client.post(
                     STATUS,
                     data=report,
@@ -255,7 +260,7 @@ def test_buttons_round_trip_by_number_and_by_title(
     chosen = user_events(rasa_stack, conversation_of(stack_redis, number))[-1]
     assert chosen["text"] == "/check_order_status"
     assert chosen["metadata"]["button_title"] == "Order status"
-    # The offered payload is still Rasa's intent (a typed "/…" is not: see finding 6 below).
+    # The offered payload is still Rasa's intent (a typed "/…" is not: see below).
     assert chosen["parse_data"]["intent"] == {"name": "check_order_status", "confidence": 1.0}
 
     other = new_phone_number()
@@ -568,7 +573,7 @@ def test_whatsapp_sender_is_the_same_customer_as_the_phone_number(
 
 
 # ---------------------------------------------------------------------------------------------
-# Orders belong to the customer; customers cannot name intents (issue 14, finding 6)
+# Orders belong to the customer; customers cannot name intents
 # ---------------------------------------------------------------------------------------------
 
 INJECTED_REFUND = '/request_refund{"order_number":"55555"}'

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import time
 import uuid
-from typing import List
+from typing import List, Optional
 
 import jwt
 import pytest
@@ -14,7 +14,9 @@ import redis.asyncio as aioredis
 import connectors.vapi.callers as callers_module
 from connectors.vapi.callers import Callers
 from connectors.vapi.wire import Call, Customer
-from omnichannel.identity import Address, IdentityStore, anon_address, phone_address, user_address
+from omnichannel.addresses import Address, anon_address, phone_address, user_address
+from omnichannel.customer_tokens import MAX_TOKEN_LIFETIME, HostTokenPolicy
+from omnichannel.identity import IdentityStore
 
 
 @pytest.mark.rasa_server
@@ -38,6 +40,15 @@ async def test_web_calls_use_a_signed_user_token_else_the_call(stack, make_call)
         digest = hashlib.sha256(claimed.call_id.encode()).hexdigest()[:40]
         anonymous = await identity.lookup(anon_address(f"vapi-call-{digest}"))
         assert anonymous is not None and anonymous != user_conversation
+        # A token valid for ten years signs nobody in and creates no record for its user.
+        long_lived = f"web-{uuid.uuid4().hex[:8]}"
+        ten_years = jwt.encode(
+            {"sub": long_lived, "exp": int(time.time()) + 10 * 365 * 24 * 3600},
+            stack.env["WEBCHAT_JWT_SECRET"],
+            algorithm="HS256",
+        )
+        await make_call(None, call_type="webCall", variables={"user_token": ten_years}).say("hi")
+        assert await identity.lookup(user_address(long_lived)) is None
     finally:
         await client.close()
 
@@ -59,12 +70,13 @@ class _Identity:
         return f"c_{len(self.resolved)}"
 
 
-def _callers(trust_user_id: bool = False) -> Callers:
-    return Callers(_Identity(), "US", JWT_SECRET, trust_user_id)
+def _callers(trust_user_id: bool = False, audience: Optional[str] = None) -> Callers:
+    return Callers(_Identity(), "US", HostTokenPolicy(JWT_SECRET, audience), trust_user_id)
 
 
-def _token(sub: str, secret: str = JWT_SECRET, lifetime: int = 600) -> str:
-    return jwt.encode({"sub": sub, "exp": int(time.time()) + lifetime}, secret, algorithm="HS256")
+def _token(sub: str, secret: str = JWT_SECRET, lifetime: int = 600, **claims: str) -> str:
+    claims = {"sub": sub, "exp": int(time.time()) + lifetime, **claims}
+    return jwt.encode(claims, secret, algorithm="HS256")
 
 
 def _web_call(**variables: str) -> Call:
@@ -94,6 +106,26 @@ def test_a_web_caller_is_the_user_a_signed_token_names() -> None:
     assert _callers(trust_user_id=True).address(_web_call(userId="user-7"), None) == (
         user_address("user-7")
     )
+
+
+def test_a_user_token_has_the_web_chats_lifetime_and_audience_checks() -> None:
+    """Before: a token valid for ten years signed the caller in (and created the user's
+    identity record); the web chat refused the same token. Now both check alike."""
+    callers = _callers()
+    ten_years = _token("user-7", lifetime=10 * 365 * 24 * 3600)
+    assert callers.address(_web_call(user_token=ten_years), None).scheme == "anon"
+    at_the_maximum = _token("user-7", lifetime=MAX_TOKEN_LIFETIME - 60)
+    assert callers.address(_web_call(user_token=at_the_maximum), None) == user_address("user-7")
+    for_the_shop = _callers(audience="shop.example")
+    for token, scheme in (
+        (_token("user-7", aud="shop.example"), "user"),
+        (_token("user-7", aud="elsewhere.example"), "anon"),
+        (_token("user-7"), "anon"),
+    ):
+        assert for_the_shop.address(_web_call(user_token=token), None).scheme == scheme
+    # Without WEBCHAT_JWT_SECRET no token signs anyone in.
+    unsigned = Callers(_Identity(), "US", None, False)
+    assert unsigned.address(_web_call(user_token=_token("user-7")), None).scheme == "anon"
 
 
 def test_an_anonymous_caller_is_the_call() -> None:

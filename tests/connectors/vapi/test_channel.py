@@ -198,11 +198,17 @@ def test_bad_options_stop_start_up_naming_the_key(given: Dict[str, Any], named: 
     assert SECTION in str(refused.value)
 
 
-def test_start_up_needs_the_server_secret(monkeypatch) -> None:
+def test_start_up_needs_the_server_secret_and_the_custom_llm_key(monkeypatch) -> None:
+    """Before, VAPI_CUSTOM_LLM_KEY was optional and its absence put the server secret into
+    every assistant-request answer; now the channel does not start without it."""
     monkeypatch.delenv("VAPI_SERVER_SECRET", raising=False)
-    with pytest.raises(ConfigError, match="VAPI_SERVER_SECRET"):
+    monkeypatch.delenv("VAPI_CUSTOM_LLM_KEY", raising=False)
+    with pytest.raises(ConfigError, match="VAPI_SERVER_SECRET, VAPI_CUSTOM_LLM_KEY"):
         VapiInput.from_credentials({})
     monkeypatch.setenv("VAPI_SERVER_SECRET", "s" * 32)
+    with pytest.raises(ConfigError, match="VAPI_CUSTOM_LLM_KEY"):
+        VapiInput.from_credentials({})
+    monkeypatch.setenv("VAPI_CUSTOM_LLM_KEY", "k" * 32)
     channel = VapiInput.from_credentials({"barge_in_threshold": 0.8})
     assert channel.name() == "vapi" and channel.options.barge_in_threshold == 0.8
 
@@ -220,7 +226,7 @@ async def test_rasas_bot_messages_go_to_the_turn() -> None:
 async def test_a_caller_hears_nothing_of_someone_elses_order_and_cannot_name_intents(
     stack, make_call
 ):
-    """Issue 14, finding 6, over a call: the demo customer's order is "not found" for another
+    """Customers name no intents, over a call: the demo customer's order is "not found" for another
     caller, word for word as a number that does not exist; a transcript that reads as Rasa's
     ``/intent{…}`` is text, even for the caller's own order."""
     call = make_call()

@@ -3,10 +3,14 @@ transfer destination, and the 503 when the report cannot be stored."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
+import time
 import uuid
 from typing import Any
 
+import httpx
 import pytest
 import redis.asyncio as aioredis
 
@@ -33,6 +37,35 @@ async def test_assistant_request_points_back_and_greets_newcomers(stack, make_ca
     assert assistant["model"]["provider"] == "custom-llm"
     assert assistant["model"]["url"] == f"{stack.env['PUBLIC_BASE_URL']}/webhooks/vapi"
     assert assistant["firstMessage"] == "Hi, this is the Acme Shop assistant. How can I help?"
+
+
+@pytest.mark.rasa_server
+async def test_a_replayed_signed_assistant_request_yields_no_secret(stack) -> None:
+    """Before: with VAPI_CUSTOM_LLM_KEY unset, the answer's model carried the server secret as
+    an X-Vapi-Secret header, so an HMAC-signed assistant-request captured and replayed within
+    its five minutes returned the secret. Now the key is required and no answer carries one."""
+    body = json.dumps(
+        {
+            "message": {
+                "type": "assistant-request",
+                "call": {"id": f"call-{uuid.uuid4().hex[:8]}", "type": "inboundPhoneCall"},
+                "customer": {"number": "+14155550123"},
+            }
+        }
+    ).encode()
+    stamp = str(int(time.time() * 1000))
+    signed = hmac.new(
+        stack.env["VAPI_SERVER_SECRET"].encode(), stamp.encode() + b"." + body, hashlib.sha256
+    ).hexdigest()
+    headers = {"x-signature": signed, "x-timestamp": stamp, "Content-Type": "application/json"}
+    async with httpx.AsyncClient(base_url=stack.base_url, timeout=30) as client:
+        answers = [await client.post("/webhooks/vapi/events", content=body, headers=headers)]
+        answers.append(await client.post("/webhooks/vapi/events", content=body, headers=headers))
+    for answer in answers:
+        assert answer.status_code == 200 and answer.json()["assistant"]["model"]
+        assert "headers" not in answer.json()["assistant"]["model"]
+        for secret in (stack.env["VAPI_SERVER_SECRET"], stack.env["VAPI_CUSTOM_LLM_KEY"]):
+            assert secret not in answer.text
 
 
 @pytest.mark.rasa_server
@@ -152,7 +185,7 @@ async def test_a_call_hung_up_before_any_turn_still_leaves_its_report(stack, mak
 
 @pytest.mark.rasa_server
 async def test_a_replayed_end_of_call_report_is_applied_once(stack, make_call):
-    """Issue 14, finding 7: a retried or replayed report appended another last_call each time."""
+    """Before: a retried or replayed report appended another last_call each time."""
     call = make_call()
     await call.say("hello")
     report = {"type": "end-of-call-report", "summary": "First and only.", "endedReason": "x"}
@@ -191,7 +224,7 @@ async def test_call_report_while_redis_refuses_writes_is_a_503(stack, make_call)
 def _messages(**env: str) -> ServerMessages:
     settings = Settings.from_env({"VAPI_SERVER_SECRET": "s" * 32, **env})
     # Callers only reads the message here (the caller's number); no identity lookups.
-    callers = Callers(IdentityStore(), "US", webchat_jwt_secret=None, trust_user_id_variable=False)
+    callers = Callers(IdentityStore(), "US", user_tokens=None, trust_user_id_variable=False)
     return ServerMessages(settings, callers=callers, greeter=None, calls=None)
 
 

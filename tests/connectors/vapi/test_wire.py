@@ -4,6 +4,8 @@ bodies, and the OpenAI chunks we stream."""
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -26,6 +28,7 @@ from tests.connectors.vapi.helpers import (
     tracker_of,
 )
 
+ROOT = Path(__file__).resolve().parents[3]
 
 @pytest.mark.rasa_server
 @pytest.mark.parametrize(
@@ -42,8 +45,9 @@ from tests.connectors.vapi.helpers import (
             400,
             "longer than",
         ),
-        (b"[" * 100_000 + b"]" * 100_000, 400, "nested too deeply"),
+        (b"[" * 100_000 + b"]" * 100_000, 400, "nested deeper than 64"),
         (json.dumps(call_body(call={"id": "c1\nFORGED log line"})).encode(), 400, "call.id"),
+        (json.dumps(call_body(call={"id": "c1\n"})).encode(), 400, "call.id"),
         (json.dumps(call_body(call={"id": "x" * 129})).encode(), 400, "call.id"),
     ],
     ids=[
@@ -56,6 +60,7 @@ from tests.connectors.vapi.helpers import (
         "long",
         "deeply-nested",
         "newline-in-call-id",
+        "trailing-newline-call-id",
         "overlong-call-id",
     ],
 )
@@ -130,7 +135,7 @@ def _body(**overrides: Any) -> bytes:
         (b"", 400, "body is not valid JSON"),
         (b"{not json", 400, "body is not valid JSON"),
         (b"[1, 2]", 400, "body must be a JSON object"),
-        (b"[" * 100_000 + b"]" * 100_000, 400, "body is nested too deeply"),
+        (b"[" * 100_000 + b"]" * 100_000, 400, "body is JSON nested deeper than 64 levels"),
         (json.dumps({"call": {"id": "x"}}).encode(), 400, "messages: field required"),
         (_body(messages=[{"content": "hi"}]), 400, "messages.0.role: field required"),
         (_body(call={"type": "webCall"}), 400, "call.id is required"),
@@ -191,7 +196,7 @@ def test_completion_request_current_and_legacy_shapes() -> None:
         (b"{oops", 400, "invalid JSON"),
         (b'{"nomessage": {}}', 400, "message: field required"),
         (b'{"message": {"no_type": 1}}', 400, "message.type: field required"),
-        (b'{"message": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", 400, "nested too deeply"),
+        (b'{"message": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", 400, "nested deeper"),
         (b'{"message": {"type": "x", "pad": "' + b"x" * 500_000 + b'"}}', 413, "larger than"),
     ],
     ids=["malformed", "no-message", "no-type", "deeply-nested", "huge"],
@@ -219,6 +224,35 @@ def test_server_message_fields_by_their_vapi_names() -> None:
     assert message.ended_reason == "customer-ended-call"
     assert message.artifact.recording_url == "https://r/1.wav"
     assert message.tool_call_list[0].tool_name == "f"
+
+
+@pytest.mark.parametrize("bad_id", ["c1\n", "c1\r\n", "c1\nFORGED", "\nc1"])
+def test_call_and_tool_call_ids_with_a_newline_are_refused(bad_id: str) -> None:
+    """Before: the id patterns ended in ``$``, which matches before a final newline, so
+    ``"c1\\n"`` passed and split the log line it was written into."""
+    with pytest.raises(BadRequest, match="call.id"):
+        parse_completion_request(_body(call={"id": bad_id}), max_bytes=10_000)
+    with pytest.raises(BadRequest, match="toolCallList.0.id"):
+        parse_server_message(
+            json.dumps(
+                {"message": {"type": "tool-calls", "toolCallList": [{"id": bad_id, "name": "f"}]}}
+            ).encode(),
+            max_bytes=10_000,
+        )
+
+
+def test_no_id_pattern_ends_in_a_dollar() -> None:
+    """Pydantic matches ``constr(regex=...)`` with ``re.match``: ``$`` lets one trailing newline
+    through, ``\\Z`` does not. Every pattern a model checks input against ends in ``\\Z``."""
+    sources = [*ROOT.glob("connectors/**/*.py"), *ROOT.glob("omnichannel/**/*.py")]
+    patterns = []
+    for path in sources:
+        text = path.read_text(encoding="utf-8")
+        named = dict(re.findall(r'^([A-Z_]+) = r?"([^"]*)"', text, re.MULTILINE))
+        for literal, name in re.findall(r'regex=(?:r?"([^"]*)"|([A-Z_]+))', text):
+            patterns.append((path.name, literal or named[name]))
+    assert len(patterns) >= 8, f"found too few constr(regex=...) patterns: {patterns}"
+    assert [entry for entry in patterns if entry[1].endswith("$")] == []
 
 
 def test_tool_call_arguments() -> None:

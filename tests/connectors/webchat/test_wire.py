@@ -24,6 +24,7 @@ from connectors.webchat.wire import (
     parse_frame,
     ready_frame,
 )
+from omnichannel.bounded_json import MAX_DEPTH, TooDeep
 from omnichannel.channels import LABELS
 from testkit.stack import RasaStack
 from tests.connectors.webchat.helpers import (
@@ -79,9 +80,12 @@ def test_nesting_deeper_than_the_json_parser_goes_is_a_bad_frame() -> None:
         '{"type": ' + nested(depth) + "}",
     ):
         error = bad(data)
-        assert (error.code, str(error)) == ("bad_frame", "frame is nested too deeply")
-    # Shallower nesting the parser reads is an ordinary wrong field.
+        assert (error.code, str(error)) == ("bad_frame", f"frame is {TooDeep(MAX_DEPTH)}")
+    # Past the bound but within what the parser reads: refused the same way.
     error = bad('{"type": "message", "id": "abcdefgh", "text": ' + nested(500) + "}")
+    assert (error.code, str(error)) == ("bad_frame", f"frame is {TooDeep(MAX_DEPTH)}")
+    # Within the bound: an ordinary wrong field.
+    error = bad('{"type": "message", "id": "abcdefgh", "text": ' + nested(MAX_DEPTH - 1) + "}")
     assert error.code == "bad_frame" and "text" in str(error)
     assert frame_id(nested(depth)) is None
 
