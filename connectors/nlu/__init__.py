@@ -15,5 +15,5 @@ def source_fingerprint(*modules: ModuleType) -> str:
     logic it runs must change its fingerprint too."""
     digest = hashlib.sha256()
     for module in modules:
-        digest.update(Path(module.__file__).read_bytes())
+        digest.update(Path(str(module.__file__)).read_bytes())
     return digest.hexdigest()

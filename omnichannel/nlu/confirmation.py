@@ -44,7 +44,7 @@ def gated(
     thresholds: Mapping[str, float],
 ) -> Optional[Tuple[Dict[str, Any], List[Dict[str, Any]]]]:
     """The message's new intent and ranking when its intent must be confirmed, else None."""
-    name = intent.get("name")
+    name = str(intent.get("name") or "")
     confidence = float(intent.get("confidence") or 0.0)
     if name not in thresholds or confidence >= thresholds[name]:
         return None
