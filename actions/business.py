@@ -21,11 +21,15 @@ from rasa_sdk import Action, Tracker
 from rasa_sdk.events import ActiveLoop, EventType, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
-from actions.formatting import ChannelReply
+from actions.formatting import ChannelReply, current_channel
+from omnichannel.channels import CHAT, SMS, WHATSAPP
 from omnichannel.identity import ContactProfile, IdentityStore
 from omnichannel.orders import Order, find_order, is_identified
+from omnichannel.refunds import RefundRequests
 from omnichannel.rendering.styles import date_for, parse_date
 
+#: Channels a customer can send a photo on (MMS, WhatsApp, the web chat's attachments).
+PHOTO_CHANNELS = (SMS, WHATSAPP, CHAT)
 #: The ``offer`` slot value a "yes" turns into a text with the tracking link.
 OFFER_TRACKING_LINK = "tracking_link"
 VOICE_LINK_OFFER = "Would you like me to text you the tracking link?"
@@ -253,7 +257,9 @@ class ActionRequestRefund(Action):
 
 
 class ActionStartRefund(Action):
-    """The yes to "Do you want me to start a refund for order …?": the refund starts."""
+    """The yes to "Do you want me to start a refund for order …?": the refund request starts
+    (kept in omnichannel/refunds.py) and, where the customer can send one, a photo of the damage
+    is invited (action_receive_media adds it to the request)."""
 
     def name(self) -> str:
         return "action_start_refund"
@@ -264,5 +270,12 @@ class ActionStartRefund(Action):
         order, events = await _refundable_order(dispatcher, tracker)
         if order is None:
             return [*events, SlotSet("offer", None)]
+        await RefundRequests().start(tracker.sender_id, order.number)
         dispatcher.utter_message(response="utter_refund_started", order_number=order.number)
-        return [SlotSet("offer", None)]
+        if current_channel(tracker) in PHOTO_CHANNELS:
+            dispatcher.utter_message(response="utter_refund_photo_invite")
+        return [
+            SlotSet("offer", None),
+            SlotSet("refund_order", order.number),
+            SlotSet("refund_photo", False),
+        ]

@@ -142,7 +142,9 @@ def test_a_wrong_number_is_asked_again_for_the_same_request(rasa_stack: RasaStac
     assert corrected == [f"Do you want me to start a refund for order {number} (Wool sweater)?"]
     assert texts(say(rasa_stack, sender, "yes", channel="chat")) == [
         f"I've started a refund request for order {number}. You'll get a return label by email "
-        "within the hour."
+        "within the hour. Here's how to pack the item:",
+        "",  # Rasa's REST channel sends the picture as a message of its own
+        "If it arrived damaged, send a photo of it here and I'll add it to your refund request.",
     ]
 
 
