@@ -24,6 +24,7 @@ under ``nlu_confirm``) is its label and the message did not fall back.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import re
@@ -217,16 +218,22 @@ def style_reports(outcomes: Sequence[Outcome]) -> List[StyleReport]:
 
 def parse_all(model: Path, texts: Sequence[str]) -> List[Dict[str, Any]]:
     """Rasa's parse of each text by the trained model, as ``/model/parse`` answers."""
-    from rasa.core.agent import Agent
-    from rasa.utils.log_utils import configure_structlog
-
-    configure_structlog(logging.WARNING)
-    agent = Agent.load(str(model))
+    agent = _agent(model)
 
     async def parse() -> List[Dict[str, Any]]:
         return [await agent.parse_message(text) for text in texts]
 
     return asyncio.run(parse())
+
+
+@functools.lru_cache(maxsize=1)
+def _agent(model: Path) -> Any:
+    """The model loaded once for every evaluation of this process (held-out, typo stress)."""
+    from rasa.core.agent import Agent
+    from rasa.utils.log_utils import configure_structlog
+
+    configure_structlog(logging.WARNING)
+    return Agent.load(str(model))
 
 
 def evaluate(model: Path, folder: Path = HELD_OUT) -> List[Outcome]:

@@ -24,7 +24,7 @@ import functools
 import importlib.resources
 import re
 from dataclasses import dataclass
-from typing import Dict, FrozenSet, List, Mapping, Optional, Sequence, Tuple
+from typing import Container, Dict, FrozenSet, List, Mapping, Optional, Sequence, Tuple
 
 #: Speech-to-text fillers: sounds, not words, dropped wherever they fall.
 FILLERS: FrozenSet[str] = frozenset({"um", "umm", "uhm", "uh", "uhh", "er", "erm", "ehm"})
@@ -143,7 +143,22 @@ def join_contractions(words: Sequence[Word], text: str) -> List[Word]:
     return joined
 
 
-def squeezed(word: str, known: FrozenSet[str]) -> str:
+class _Known:
+    """English words and a shorthand table's words, asked without building their union (82,765
+    words copied on every message cost 13 ms a message)."""
+
+    def __init__(self, table: Mapping[str, Tuple[str, ...]]) -> None:
+        self.table = table
+
+    def __contains__(self, word: object) -> bool:
+        return (
+            word in english_words()
+            or word in self.table
+            or any(word in spelled for spelled in self.table.values())
+        )
+
+
+def squeezed(word: str, known: Container[str]) -> str:
     """``word`` with letters repeated three times or more cut to two, or to one when that makes
     a known word (``hiii`` -> ``hi``, ``sooo`` -> ``so``, ``yesss`` -> ``yes``)."""
     if not _REPEATS.search(word):
@@ -162,7 +177,7 @@ def normalise(
     """The words as the classifier reads them (see the module's docstring); never empty when
     ``words`` is not."""
     table = SHORTHAND if shorthand is None else shorthand
-    known = english_words() | frozenset(table) | {w for spelled in table.values() for w in spelled}
+    known = _Known(table)
     spelled: List[Word] = []
     for word in words:
         lower = word.text.lower().strip(_APOSTROPHES)
