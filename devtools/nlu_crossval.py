@@ -22,13 +22,15 @@ test examples predicted wrong, as Rasa's does.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
 import json
 import logging
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Sequence, Tuple
 
 from omnichannel.nlu.confirmation import understood_intent
 from testkit.processes import ROOT
@@ -93,7 +95,10 @@ def cross_validate(
             )
             data_file = Path(folder) / f"fold{number}.yml"
             RasaYAMLWriter().dump(data_file, train)
-            model = train_nlu(str(config), str(data_file), folder, fixed_model_name=f"fold{number}")
+            with contextlib.redirect_stdout(io.StringIO()):  # "Your Rasa model is trained…"
+                model = train_nlu(
+                    str(config), str(data_file), folder, fixed_model_name=f"fold{number}"
+                )
             if model is None:
                 raise RuntimeError(f"training fold {number} failed")
             predictions += _predict(Path(model), [examples[i] for i in test])
@@ -117,17 +122,21 @@ def _predict(model: Path, examples: Sequence[Any]) -> List[Prediction]:
         return [await agent.parse_message(e.get("text")) for e in examples]
 
     results = asyncio.run(parse())
-    predictions = []
-    for example, result in zip(examples, results, strict=True):
-        ranking = result.get("intent_ranking") or []
-        predicted = understood_intent((result.get("intent") or {}).get("name"), ranking) or ""
-        confidence = next(
-            (r.get("confidence", 0.0) for r in ranking if r.get("name") == predicted), 0.0
-        )
-        predictions.append(
-            Prediction(example.get("text"), example.get("intent"), predicted, confidence)
-        )
-    return predictions
+    return [
+        Prediction(example.get("text"), example.get("intent"), *classifier_intent(result))
+        for example, result in zip(examples, results, strict=True)
+    ]
+
+
+def classifier_intent(result: Dict[str, Any]) -> Tuple[str, float]:
+    """The classifier's intent in a parse and its confidence: the predicted intent, or under
+    ``nlu_fallback``/``nlu_confirm`` the first intent ranked that is not a marker."""
+    ranking = result.get("intent_ranking") or []
+    predicted = understood_intent((result.get("intent") or {}).get("name"), ranking) or ""
+    confidence = next(
+        (r.get("confidence", 0.0) for r in ranking if r.get("name") == predicted), 0.0
+    )
+    return predicted, confidence
 
 
 def write_results(result: CrossValidation, out: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import yaml
 
 from devtools import nlu_heldout
@@ -36,6 +37,7 @@ def _training_texts() -> set:
     return texts
 
 
+@pytest.mark.unit
 def test_no_held_out_phrasing_is_a_training_example() -> None:
     training = _training_texts()
     assert len(training) > 200
@@ -43,6 +45,7 @@ def test_no_held_out_phrasing_is_a_training_example() -> None:
     assert shared == []
 
 
+@pytest.mark.unit
 def test_every_style_has_enough_phrasings_of_every_intent() -> None:
     domain = yaml.safe_load((ROOT / "domain.yml").read_text(encoding="utf-8"))
     intents = {name for name in domain["intents"] if name not in MARKER_INTENTS}
@@ -55,6 +58,7 @@ def test_every_style_has_enough_phrasings_of_every_intent() -> None:
         assert {p.intent for p in mine} <= intents, style
 
 
+@pytest.mark.unit
 def test_annotated_order_numbers_are_read_as_digits(tmp_path: Path) -> None:
     (tmp_path / "spoken.yml").write_text(
         'version: "3.1"\nnlu:\n  - intent: inform_order_number\n    examples: |\n'
@@ -85,6 +89,7 @@ def _kind(expected: str, parsed: dict) -> str:
     return kind_of_mistake(outcome_of(Phrasing("sms", "text", expected), parsed))
 
 
+@pytest.mark.unit
 def test_mistakes_are_ranked_by_what_they_do_to_the_customer() -> None:
     # A person asked for, a text sent: an act nobody asked for.
     assert _kind("talk_to_human", _parsed("send_by_sms", 0.9)) == ACTS_WRONGLY
@@ -100,6 +105,7 @@ def test_mistakes_are_ranked_by_what_they_do_to_the_customer() -> None:
     assert _kind("greet", _parsed("greet", 0.9)) is None
 
 
+@pytest.mark.unit
 def test_a_refund_counts_as_confirmed_only_when_the_dialogue_confirms_it(monkeypatch) -> None:
     monkeypatch.setattr(nlu_heldout, "CONFIRMED_BY_DIALOGUE", frozenset())
     assert _kind("ask_refund_policy", _parsed("request_refund", 0.9)) == ACTS_WRONGLY
@@ -107,6 +113,7 @@ def test_a_refund_counts_as_confirmed_only_when_the_dialogue_confirms_it(monkeyp
     assert _kind("ask_refund_policy", _parsed("request_refund", 0.9)) == CONFIRMS_WRONG_ACT
 
 
+@pytest.mark.unit
 def test_order_numbers_must_be_found_and_never_invented() -> None:
     number = {"entity": "order_number", "value": "four zero two one three"}
     right = outcome_of(
@@ -139,6 +146,7 @@ def test_the_trained_model_is_measured_per_style(trained_model: Path, tmp_path: 
     assert "zxqv blorft wibble" in "\n".join(nlu_heldout.mistake_lines(outcomes))
 
 
+@pytest.mark.unit
 def test_the_typo_stress_test_slips_one_long_word_per_phrasing() -> None:
     phrasings = [
         Phrasing("sms", "wheres my package", "check_order_status"),

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from devtools import nlu_variations
 from devtools.nlu_variations import (
     GENERATED,
@@ -16,6 +18,8 @@ from devtools.nlu_variations import (
     with_typo,
 )
 from testkit.processes import ROOT
+
+pytestmark = pytest.mark.unit
 
 
 def test_the_generated_file_is_up_to_date_and_says_how_to_regenerate() -> None:

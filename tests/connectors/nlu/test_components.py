@@ -19,6 +19,8 @@ from connectors.nlu.confirmation import ConfirmationGate
 from connectors.nlu.spelling import KNOWN_WORDS, NoKnownWordFallback, SpellingCorrector
 from connectors.nlu.tokenizer import CustomerTextTokenizer
 
+pytestmark = pytest.mark.unit
+
 
 def _tokenizer(**config) -> CustomerTextTokenizer:
     return CustomerTextTokenizer({**CustomerTextTokenizer.get_default_config(), **config})

@@ -12,6 +12,8 @@ from omnichannel.nlu.confirmation import (
     understood_intent,
 )
 
+pytestmark = pytest.mark.unit
+
 THRESHOLDS = {"talk_to_human": 0.6, "send_by_sms": 0.7}
 
 

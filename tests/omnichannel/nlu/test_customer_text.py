@@ -16,6 +16,8 @@ from omnichannel.nlu.customer_text import (
     shorthand_with,
 )
 
+pytestmark = pytest.mark.unit
+
 
 def _words(text: str) -> list:
     """Whitespace words with offsets, apostrophes split off as Rasa's tokenizer splits them."""

@@ -3,7 +3,11 @@ known words are fixed, English words, shorthand and names the model never saw ar
 
 from __future__ import annotations
 
+import pytest
+
 from omnichannel.nlu.spelling import SpellingCorrector
+
+pytestmark = pytest.mark.unit
 
 VOCABULARY = "where is my order tracking number refund return package shipment delivery"
 
