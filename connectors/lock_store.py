@@ -54,6 +54,7 @@ from typing import (
 from rasa.core.lock_store import LOCK_LIFETIME, LockError, LockStore
 from rasa.utils.endpoints import EndpointConfig
 
+from omnichannel import tracing
 from omnichannel.errors import ConfigError
 from omnichannel.metrics import LOCK_WAIT_SECONDS
 from omnichannel.redis_client import (
@@ -401,18 +402,30 @@ class RedisFifoLockStore(LockStore):
         keys = _TicketKeys.for_conversation(conversation_id, self.namespace)
         token = f"{os.getpid()}-{uuid.uuid4().hex}"
         started = time.monotonic()
-        async with self._arrivals.first_in_line(
-            conversation_id, started, self.settings.wait_timeout
-        ):
-            number, position = await self._run(
-                client, _ENQUEUE, keys, [token, self.settings.lease_ms], "queueing a turn"
-            )
+        waiting = tracing.span("lock.wait")
+        waiting.__enter__()
+        try:
+            async with self._arrivals.first_in_line(
+                conversation_id, started, self.settings.wait_timeout
+            ):
+                number, position = await self._run(
+                    client, _ENQUEUE, keys, [token, self.settings.lease_ms], "queueing a turn"
+                )
+            waiting.set(position=int(position))
+        except BaseException as error:
+            waiting.__exit__(type(error), error, error.__traceback__)
+            raise
         turn = LockTurn(conversation_id, int(number), waited_seconds=0.0)
         leaving = asyncio.Event()
         keeper = asyncio.create_task(self._keep_lease(client, keys, token, turn, leaving))
         completed = False
         try:
-            await self._wait_for_turn(client, keys, token, int(position), started, turn)
+            try:
+                await self._wait_for_turn(client, keys, token, int(position), started, turn)
+            except BaseException as error:
+                waiting.__exit__(type(error), error, error.__traceback__)
+                raise
+            waiting.__exit__(None, None, None)
             yield turn
             completed = True
         finally:

@@ -47,6 +47,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import phonenumbers
 
+from omnichannel import tracing
 from omnichannel.redis_client import (
     REDIS_FAILURES,
     AnyRedis,
@@ -408,7 +409,9 @@ class IdentityStore:
         _check_addresses(addresses)
         if channel is not None:
             _check_channel(channel)
-        with _state_errors("resolve"):
+        with tracing.span("identity.resolve", {"scheme": address.scheme}), _state_errors(
+            "resolve"
+        ):
             for _ in range(_MAX_RESOLVE_ATTEMPTS):
                 cid, created, owned = await self._claim_all(address, list(link_to))
                 if await self._attach(cid, owned, channel):
