@@ -1,0 +1,101 @@
+"""A card number typed on each channel reaches neither the LLM provider, nor a log line, nor a
+trace; the phone number and the words of the message are in no span and no metric label; the
+event log keeps the redacted text (the default ``EVENT_LOG_TEXT=redacted``)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from omnichannel.redaction import CARD_MARK, EMAIL_MARK
+from testkit.fake_llm import FakeLlm, LlmReply
+from testkit.fake_otlp import FakeOtlp
+from testkit.phone_numbers import new_phone_number
+from testkit.stack import RasaStack
+from testkit.vapi_call import VapiCall
+from tests.actions.helpers import tracker
+from tests.connectors.twilio_sms.helpers import conversation_of, inbound, post_signed, replies
+from tests.connectors.webchat.helpers import open_chat, user_token
+
+pytestmark = pytest.mark.rasa_server
+
+#: A Visa test number (Luhn-valid), written as people type it, and an email address.
+CARD = "4111 1111 1111 1111"
+EMAIL = "jane.doe@example.org"
+#: Words no NLU example holds, so the LLM fallback answers (and gets the prompt).
+WORDS = "zxqv blorft wibble plorkt"
+TEXT = f"{WORDS} {CARD} {EMAIL}"
+SECRETS = ("4111111111111111", "4111 1111 1111 1111", "1111 1111", EMAIL, "plorkt")
+
+
+@pytest.fixture
+def llm(fake_llm: FakeLlm) -> FakeLlm:
+    fake_llm.reset()
+    yield fake_llm
+    fake_llm.reset()
+
+
+def _logs(stack: RasaStack) -> str:
+    return "\n".join(
+        path.read_text(errors="replace") for path in Path(stack.log_dir).glob("*.log")
+    )
+
+
+async def test_a_card_number_typed_on_each_channel_goes_nowhere(
+    rasa_stack: RasaStack, fake_otlp: FakeOtlp, llm: FakeLlm, stack_redis
+) -> None:
+    since = time.time_ns()
+    llm.script(*[LlmReply(content="Happy to help.")] * 3)
+    number = new_phone_number()
+
+    # SMS
+    assert replies(post_signed(rasa_stack, inbound(rasa_stack, number, TEXT))) == [
+        "Happy to help."
+    ]
+    # voice
+    call = VapiCall(
+        rasa_stack.base_url,
+        rasa_stack.env["VAPI_SERVER_SECRET"],
+        number=new_phone_number(),
+        custom_llm_key=rasa_stack.env["VAPI_CUSTOM_LLM_KEY"],
+    )
+    await call.assistant_request()
+    assert "Happy to help." in (await call.say(TEXT)).text
+    await call.aclose()
+    # chat
+    chat = await open_chat(
+        rasa_stack, user_token(rasa_stack.env["WEBCHAT_JWT_SECRET"], f"privacy-{since}")
+    )
+    await chat.say(TEXT)
+    assert (await chat.next_bot())["text"] == "Happy to help."
+    await chat.turn_done()
+    await chat.ws.close()
+
+    prompts = [m["content"] for request in llm.requests for m in request["messages"]]
+    assert len(llm.requests) == 3
+    for secret in SECRETS[:-1]:
+        assert not any(secret in prompt for prompt in prompts), secret
+    assert sum(f"{WORDS} {CARD_MARK} {EMAIL_MARK}" in p for p in prompts) >= 3
+
+    # The event log holds the redacted text: the viewer, the chat history and exports too.
+    cid = conversation_of(stack_redis, number)
+    [user] = [e for e in tracker(rasa_stack, cid)["events"] if e["event"] == "user"]
+    assert user["text"] == f"{WORDS} {CARD_MARK} {EMAIL_MARK}"
+
+    # Traces: every span of these turns has arrived once the chat's has.
+    await asyncio.to_thread(
+        fake_otlp.wait_for,
+        lambda spans: any(s.name == "chat.turn" and s.start_ns >= since for s in spans),
+    )
+    exported = b"".join(fake_otlp.raw)
+    for secret in (*SECRETS, number, number[1:], WORDS):
+        assert secret.encode() not in exported, secret
+        assert secret not in _logs(rasa_stack), secret
+    url = f"http://127.0.0.1:{rasa_stack.env['METRICS_PORT']}/metrics"
+    metrics = (await asyncio.to_thread(httpx.get, url)).text
+    for secret in (*SECRETS, number, number[1:], WORDS):
+        assert secret not in metrics, secret
