@@ -134,9 +134,9 @@ def configure(default_service: str, env: Optional[Mapping[str, str]] = None) -> 
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-        attributes = {} if (env.get("OTEL_SERVICE_NAME") or "").strip() else {
-            SERVICE_NAME: default_service
-        }
+        attributes = (
+            {} if (env.get("OTEL_SERVICE_NAME") or "").strip() else {SERVICE_NAME: default_service}
+        )
         provider = TracerProvider(resource=Resource.create(attributes))
         for exporter in _exporters(env):
             provider.add_span_processor(BatchSpanProcessor(exporter))

@@ -31,6 +31,7 @@ from rasa.core.lock_store import LockError
 from connectors.tracker_store import install_loud_state_failures
 from omnichannel import metrics, tracing
 from omnichannel.channels import kind_of
+from omnichannel.insight import recorder as insight
 from omnichannel.redaction import redactor
 from omnichannel.redis_client import REDIS_FAILURES, StateUnavailable
 
@@ -106,6 +107,7 @@ async def run_turn(
     started = time.perf_counter()
     turn_span = tracing.span("turn", {"channel": channel or metrics.OTHER_CHANNEL})
     turn_span.__enter__()
+    clock = insight.turn_clock()
     try:
         try:
             await on_new_message(message)
@@ -128,6 +130,7 @@ async def run_turn(
             raise TurnFailed("action server failed: " + "; ".join(failures))
         outcome = metrics.TURN_OK
     finally:
+        insight.turn_clock_reset(clock)
         turn_span.set(outcome=outcome)
         turn_span.__exit__(None, None, None)
         metrics.turn_ended(channel, outcome, time.perf_counter() - started)

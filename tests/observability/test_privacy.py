@@ -40,9 +40,7 @@ def llm(fake_llm: FakeLlm) -> FakeLlm:
 
 
 def _logs(stack: RasaStack) -> str:
-    return "\n".join(
-        path.read_text(errors="replace") for path in Path(stack.log_dir).glob("*.log")
-    )
+    return "\n".join(path.read_text(errors="replace") for path in Path(stack.log_dir).glob("*.log"))
 
 
 async def test_a_card_number_typed_on_each_channel_goes_nowhere(
@@ -53,9 +51,7 @@ async def test_a_card_number_typed_on_each_channel_goes_nowhere(
     number = new_phone_number()
 
     # SMS
-    assert replies(post_signed(rasa_stack, inbound(rasa_stack, number, TEXT))) == [
-        "Happy to help."
-    ]
+    assert replies(post_signed(rasa_stack, inbound(rasa_stack, number, TEXT))) == ["Happy to help."]
     # voice
     call = VapiCall(
         rasa_stack.base_url,
