@@ -99,7 +99,11 @@ def _glob_escaped(text: str) -> str:
     return "".join("\\" + char if char in "*?[]\\" else char for char in text)
 
 
-async def _scan_delete(redis: AnyRedis, patterns: Sequence[str], keep: Sequence[str]) -> int:
+async def _scan_delete(
+    redis: AnyRedis, patterns: Sequence[str], keep: Sequence[str], uncounted: str
+) -> int:
+    """Deletes the keys ``patterns`` match but ``keep``; returns how many, leaving out those
+    containing ``uncounted`` (the lock the erasure itself holds: not the customer's data)."""
     deleted = 0
     for pattern in patterns:
         found = [key async for key in redis.scan_iter(match=pattern, count=1000)]
@@ -107,7 +111,9 @@ async def _scan_delete(redis: AnyRedis, patterns: Sequence[str], keep: Sequence[
             name = key.decode() if isinstance(key, bytes) else str(key)
             if name in keep:
                 continue
-            deleted += int(await redis.delete(name))
+            removed = int(await redis.delete(name))
+            if uncounted not in name:
+                deleted += removed
     return deleted
 
 
@@ -139,7 +145,10 @@ async def erase(redis: AnyRedis, conversation_id: str) -> Receipt:
     escaped = _glob_escaped(conversation_id)
     patterns = [f"{KEY_PREFIX}:{{{escaped}}}:*", f"{KEY_PREFIX}:*:{{{escaped}}}:*"]
     patterns += [f"{KEY_PREFIX}:{{{_glob_escaped(tag)}}}:*" for tag in address_tags]
-    receipt.keys_deleted = identity_keys + await _scan_delete(redis, patterns, keep=[tombstone])
+    lock = conversation_key(conversation_id, "lock")
+    receipt.keys_deleted = identity_keys + await _scan_delete(
+        redis, patterns, keep=[tombstone], uncounted=lock
+    )
     for kind in WORK_KINDS:
         index = global_key("work", kind)
         prefix = json.dumps([conversation_id, ""])[:-3]

@@ -1,0 +1,125 @@
+"""Erasure through the viewer's API on the shared stack: a customer who called, texted and
+chatted is forgotten everywhere (a SCAN of the whole Redis finds no key naming them and no value
+holding their conversation id, number, user id or words), idempotently, with a receipt; they
+start afresh when they write again; only the admin token may ask."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import List
+
+import httpx
+import pytest
+import redis
+
+from omnichannel.audit import conversation_digest
+from omnichannel.identity import phone_address, user_address
+from testkit.fake_llm import FakeLlm
+from testkit.phone_numbers import new_phone_number
+from testkit.stack import RasaStack
+from testkit.vapi_call import VapiCall
+from tests.actions.helpers import tracker
+from tests.connectors.twilio_sms.helpers import conversation_of, inbound, post_signed, replies
+from tests.connectors.webchat.helpers import open_chat, user_token
+
+pytestmark = pytest.mark.rasa_server
+
+WORDS = "zxqv vlorpt skibbet"
+
+
+def _erase(stack: RasaStack, conversation_id: str, token: str) -> httpx.Response:
+    return httpx.post(
+        f"{stack.base_url}/webhooks/viewer/api/erase",
+        json={"conversation_id": conversation_id},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=60,
+    )
+
+
+def _values(client: redis.Redis, key: bytes) -> List[bytes]:
+    kind = client.type(key)
+    if kind == b"string":
+        return [client.get(key) or b""]
+    if kind == b"hash":
+        return [part for pair in client.hgetall(key).items() for part in pair]
+    if kind == b"list":
+        return client.lrange(key, 0, -1)
+    if kind == b"set":
+        return list(client.smembers(key))
+    if kind == b"zset":
+        return client.zrange(key, 0, -1)
+    return []
+
+
+async def _customer(stack: RasaStack, phone: str, user: str) -> str:
+    """Calls (with an end-of-call report), texts (one message not understood) and chats (logged
+    in with the same verified phone): one conversation."""
+    call = VapiCall(
+        stack.base_url,
+        stack.env["VAPI_SERVER_SECRET"],
+        number=phone,
+        custom_llm_key=stack.env["VAPI_CUSTOM_LLM_KEY"],
+    )
+    await call.assistant_request()
+    await call.say("where is my order")
+    await call.hang_up(summary="The caller asked about an order.")
+    await call.aclose()
+    for text in ("hi", WORDS):
+        assert await asyncio.to_thread(
+            lambda t=text: replies(post_signed(stack, inbound(stack, phone, t)))
+        )
+    token = user_token(stack.env["WEBCHAT_JWT_SECRET"], user, phone=phone)
+    chat = await open_chat(stack, token)
+    await chat.say("what's your refund policy")
+    await chat.turn_done()
+    await chat.ws.close()
+    return chat.conversation_id
+
+
+async def test_erasure_forgets_the_customer_everywhere_once(
+    rasa_stack: RasaStack, stack_redis, fake_llm: FakeLlm
+) -> None:
+    phone, user = new_phone_number(), f"erase-me-{time.time_ns()}"
+    cid = await _customer(rasa_stack, phone, user)
+    assert conversation_of(stack_redis, phone) == cid
+    tags = [phone_address(phone).hash_tag, user_address(user).hash_tag]
+    with redis.Redis.from_url(stack_redis.url) as client:
+        before = [k for k in client.scan_iter(count=1000) if cid.encode() in k]
+    assert len(before) >= 6, before  # events, profile, work items, call state, insight...
+
+    refused = await asyncio.to_thread(_erase, rasa_stack, cid, "wrong-token")
+    assert refused.status_code == 401
+    answer = await asyncio.to_thread(_erase, rasa_stack, cid, rasa_stack.env["RASA_AUTH_TOKEN"])
+    assert answer.status_code == 200, answer.text
+    receipt = answer.json()
+    assert receipt["erased"] is True and receipt["receipt_id"].startswith("er_")
+    assert receipt["conversation"] == conversation_digest(cid)
+    assert receipt["keys_deleted"] >= len(before)
+    assert receipt["insight_texts_removed"] == 1
+
+    secrets = [cid, phone, phone[1:], user, WORDS, *tags]
+    with redis.Redis.from_url(stack_redis.url) as client:
+        left = []
+        for key in client.scan_iter(count=1000):
+            name = key.decode("utf-8", "replace")
+            if name == f"omni:{{{cid}}}:forgotten":
+                assert client.get(key) == b"1" and 0 < client.ttl(key) <= 3600
+                continue
+            values = b"\n".join(_values(client, key))
+            for secret in secrets:
+                if secret in name or secret.encode() in values:
+                    left.append((name, secret))
+    assert left == []
+
+    again = await asyncio.to_thread(_erase, rasa_stack, cid, rasa_stack.env["RASA_AUTH_TOKEN"])
+    assert again.status_code == 200 and again.json()["erased"] is False
+
+    # Writing again starts a new, empty conversation.
+    assert await asyncio.to_thread(
+        lambda: replies(post_signed(rasa_stack, inbound(rasa_stack, phone, "hi")))
+    )
+    fresh = conversation_of(stack_redis, phone)
+    assert fresh and fresh != cid
+    users = [e for e in tracker(rasa_stack, fresh)["events"] if e["event"] == "user"]
+    assert [e["text"] for e in users] == ["hi"]
