@@ -23,6 +23,7 @@ from typing import Any, Callable, Dict, Optional
 import rasa
 from rasa.core.actions.action import RemoteAction
 from rasa.core.processor import MessageProcessor
+from rasa.shared.core.constants import ACTION_LISTEN_NAME
 from rasa.utils.endpoints import EndpointConfig
 
 from connectors.rasa_patches import RASA_VERSION
@@ -72,6 +73,9 @@ def _traced_prediction(original: Callable[..., Any]) -> Callable[..., Any]:
 def _traced_action(original: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(original)
     async def run_action(self: MessageProcessor, action: Any, *args: Any, **kw: Any) -> Any:
+        if action.name() == ACTION_LISTEN_NAME:
+            # Listening does nothing to time; the policy span that chose it is there.
+            return await original(self, action, *args, **kw)
         attributes = {
             "rasa.action": action.name(),
             "rasa.action_remote": isinstance(action, RemoteAction),
@@ -115,9 +119,6 @@ def install() -> None:
         MessageProcessor._predict_next_with_tracker
     )
     MessageProcessor._run_action = _traced_action(MessageProcessor._run_action)
-    MessageProcessor.fetch_tracker_and_update_session = _traced_store_call(
-        "rasa.tracker.read", MessageProcessor.fetch_tracker_and_update_session
-    )
     MessageProcessor.get_tracker = _traced_store_call(
         "rasa.tracker.read", MessageProcessor.get_tracker
     )
