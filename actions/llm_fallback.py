@@ -21,9 +21,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Dict, List, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Tuple, cast
 
 import openai
+
+if TYPE_CHECKING:
+    from openai.types.chat import ChatCompletionMessageParam
 from openai import AsyncOpenAI
 from rasa_sdk import Action, Tracker
 from rasa_sdk.events import EventType, FollowupAction
@@ -185,7 +188,8 @@ async def _streamed_answer(
     started = time.perf_counter()
     stream = await client.chat.completions.create(
         model=model,
-        messages=messages,
+        # The SDK types each role's message apart; ours are built by role above.
+        messages=cast("List[ChatCompletionMessageParam]", messages),
         max_tokens=style.llm_max_tokens,
         temperature=0.3,
         timeout=remaining,

@@ -63,8 +63,9 @@ def install() -> bool:
             request.ctx.omni_trace = None
             trace.end(getattr(response, "status", None))
 
-    @app.listener("after_server_stop")
     async def flush(*_: Any) -> None:
         tracing.shutdown()
+
+    app.register_listener(flush, "after_server_stop")
 
     return True

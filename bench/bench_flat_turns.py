@@ -1,4 +1,4 @@
-"""Flat turns (issue 15): per-turn time at turns 10, 100, 500 and 1,000 of one conversation.
+"""Flat turns: per-turn time at turns 10, 100, 500 and 1,000 of one conversation.
 
 Two Rasa servers run side by side on one Redis, the same trained model and the same connectors:
 - **ours**: endpoints.yml as shipped (the bounded tracker, the turn context in process, the
@@ -31,7 +31,6 @@ import asyncio
 import json
 import secrets
 import statistics
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -44,12 +43,13 @@ import redis.asyncio as aioredis
 import websockets
 import yaml
 
-from devtools.model import ensure_model
-from omnichannel.identity import IdentityStore, phone_address
+from bench.setup import BenchSetup, bench_setup
+from omnichannel.addresses import phone_address
+from omnichannel.identity import IdentityStore
 from omnichannel.redis_client import conversation_key
 from testkit.phone_numbers import new_phone_number
-from testkit.processes import ROOT, RedisServer, free_port
-from testkit.stack import RasaStack, local_secrets
+from testkit.processes import ROOT
+from testkit.stack import RasaStack
 from testkit.vapi_call import VapiCall
 
 CHECKPOINTS = (10, 100, 500, 1000)
@@ -322,26 +322,16 @@ def _breakdown(ours: Side, stock: Side) -> bool:
     return met
 
 
-async def _run(model: Path, work: Path, redis_server: RedisServer) -> bool:
-    credentials = _credentials(work)
+async def _run(setup: BenchSetup) -> bool:
+    credentials = _credentials(setup.work)
     sides: List[Side] = []
-    stacks = []
-    redis = aioredis.Redis.from_url(redis_server.url)
+    redis = aioredis.Redis.from_url(setup.redis.url)
     try:
         for name, endpoints in (
             ("ours", ROOT / "endpoints.yml"),
-            ("stock", _stock_endpoints(work)),
+            ("stock", _stock_endpoints(setup.work)),
         ):
-            port = free_port()
-            stack = RasaStack(
-                model=model,
-                env={**local_secrets(port), "REDIS_URL": redis_server.url},
-                credentials=credentials,
-                log_dir=work / f"logs-{name}",
-                rasa_port=port,
-                endpoints=endpoints,
-            )
-            stacks.append(stack)
+            stack = setup.rasa(credentials, name=name, endpoints=endpoints)
             stack.start()
             async with httpx.AsyncClient(base_url=stack.base_url) as client:
                 (await client.post("/webhooks/turn_profile/start")).raise_for_status()
@@ -359,19 +349,11 @@ async def _run(model: Path, work: Path, redis_server: RedisServer) -> bool:
         return _report(*sides)
     finally:
         await redis.close()
-        for stack in stacks:
-            stack.stop()
 
 
 def main() -> int:
-    model = ensure_model(quiet=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        redis_server = RedisServer(work / "redis").start()
-        try:
-            ok = asyncio.run(_run(model, work, redis_server))
-        finally:
-            redis_server.stop()
+    with bench_setup() as setup:
+        ok = asyncio.run(_run(setup))
     return 0 if ok else 1
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Dict, List
 
 import httpx
-import psutil
+import psutil  # type: ignore[import-untyped]
 
 from devtools.model import ensure_model
 from omnichannel import tracing
@@ -62,6 +62,7 @@ def _cpu_seconds(stack: RasaStack) -> float:
     """CPU time used so far by the stack's Rasa server and action server (and their children)."""
     total = 0.0
     for proc in (stack.rasa_proc, stack.action_proc):
+        assert proc is not None, "the stack is not started"
         root = psutil.Process(proc.pid)
         for found in [root, *root.children(recursive=True)]:
             times = found.cpu_times()

@@ -122,7 +122,7 @@ def turn(number: int, with_metadata: bool = False) -> List[Event]:
             text,
             intent={"name": "track_order", "confidence": 0.9},
             entities=entities,
-            parse_data={
+            parse_data={  # type: ignore[arg-type]  # the fields a parse carries, not all of them
                 "text": text,
                 "intent": {"name": "track_order", "confidence": 0.9},
                 "entities": entities,
@@ -160,6 +160,7 @@ async def timed_turn(store: TrackerStore, cid: str, number: int) -> float:
     started = time.perf_counter()
     tracker = await store.retrieve(cid)
     retrieved = time.perf_counter()
+    assert tracker is not None  # the conversation was seeded before the first measured turn
     for event in new_events:
         tracker.update(event)
     updated = time.perf_counter()
@@ -321,6 +322,7 @@ async def run() -> int:
                 )
             )
     at_target = next(row for row in with_metadata if row.turns == SPEEDUP_LENGTH)
+    assert at_target.stock_s is not None  # measured at every length up to the stock limit
     speedup = at_target.stock_s / at_target.ours.warm_s
     checks.append(
         (

@@ -8,14 +8,11 @@ from __future__ import annotations
 
 import json
 import statistics
-import tempfile
 import time
 import urllib.request
-from pathlib import Path
 
-from devtools.model import ensure_model
-from testkit.processes import RedisServer, free_port
-from testkit.stack import RasaStack, local_secrets, with_rest_channel
+from bench.setup import bench_setup
+from testkit.stack import with_rest_channel
 
 TURNS = 100
 SCRIPT = (
@@ -37,35 +34,21 @@ def _post(url: str, body: dict) -> list:
 
 
 def main() -> int:
-    model = ensure_model(quiet=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        redis_server = RedisServer(work / "redis").start()
-        port = free_port()
-        stack = RasaStack(
-            model=model,
-            env={**local_secrets(port), "REDIS_URL": redis_server.url},
-            credentials=with_rest_channel(work),
-            log_dir=work / "logs",
-            rasa_port=port,
-        )
-        try:
-            started = time.monotonic()
-            stack.start()
-            start_seconds = time.monotonic() - started
-            url = f"{stack.base_url}/webhooks/rest/webhook"
-            timings = []
-            for turn in range(TURNS):
-                sender = f"c_bench{turn // len(SCRIPT)}"
-                text = SCRIPT[turn % len(SCRIPT)]
-                began = time.perf_counter()
-                replies = _post(url, {"sender": sender, "message": text})
-                timings.append((time.perf_counter() - began) * 1000)
-                if not replies:
-                    raise RuntimeError(f"no reply to {text!r}")
-        finally:
-            stack.stop()
-            redis_server.stop()
+    with bench_setup() as setup:
+        stack = setup.rasa(with_rest_channel(setup.work))
+        started = time.monotonic()
+        stack.start()
+        start_seconds = time.monotonic() - started
+        url = f"{stack.base_url}/webhooks/rest/webhook"
+        timings = []
+        for turn in range(TURNS):
+            sender = f"c_bench{turn // len(SCRIPT)}"
+            text = SCRIPT[turn % len(SCRIPT)]
+            began = time.perf_counter()
+            replies = _post(url, {"sender": sender, "message": text})
+            timings.append((time.perf_counter() - began) * 1000)
+            if not replies:
+                raise RuntimeError(f"no reply to {text!r}")
     timings.sort()
     print(f"stack start (action server + model load): {start_seconds:.1f} s")
     print(

@@ -24,7 +24,6 @@ our p50 is at most 1.2x the stock channel's + 20 ms (signature check and Redis d
 from __future__ import annotations
 
 import random
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -34,11 +33,11 @@ from typing import Dict, List, Tuple
 import httpx
 import phonenumbers
 
-from devtools.model import ensure_model
+from bench.setup import bench_setup
 from testkit.fake_llm import FakeLlm, LlmReply
 from testkit.fake_twilio import FakeTwilio
-from testkit.processes import ROOT, RedisServer, free_port
-from testkit.stack import RasaStack, local_secrets
+from testkit.processes import ROOT
+from testkit.stack import RasaStack
 from testkit.twilio_webhook import WEBHOOK_PATH, signed_sms
 
 GIBBERISH = "zxqv blorft wibble"
@@ -107,55 +106,35 @@ def wait_for_rest_replies(fake: FakeTwilio, expected: int, timeout: float) -> in
 
 
 def main() -> int:
-    model = ensure_model(quiet=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        redis_server = RedisServer(work / "redis").start()
-        port = free_port()
-        secrets_env = local_secrets(port)
-        fake_twilio = FakeTwilio(
-            secrets_env["TWILIO_ACCOUNT_SID"], secrets_env["TWILIO_AUTH_TOKEN"]
+    results: Dict[Tuple[str, str], Sample] = {}
+    rest_delivered: Dict[str, int] = {}
+    with bench_setup() as setup:
+        fake_llm = setup.keep(FakeLlm().start())
+        stack = setup.rasa(
+            lambda env: credentials_with_stock_twilio(setup.work, env),
+            OPENAI_BASE_URL=fake_llm.base_url,
+            OPENAI_API_KEY="sk-local-fake",
+            LLM_MODEL="fake-model",
         )
-        fake_llm = FakeLlm()
+        fake_twilio = setup.keep(
+            FakeTwilio(stack.env["TWILIO_ACCOUNT_SID"], stack.env["TWILIO_AUTH_TOKEN"])
+        )
         fake_twilio.start()
-        fake_llm.start()
-        env = {
-            **secrets_env,
-            "REDIS_URL": redis_server.url,
-            "TWILIO_API_BASE_URL": fake_twilio.url,
-            "OPENAI_BASE_URL": fake_llm.base_url,
-            "OPENAI_API_KEY": "sk-local-fake",
-            "LLM_MODEL": "fake-model",
-        }
-        stack = RasaStack(
-            model=model,
-            env=env,
-            credentials=credentials_with_stock_twilio(work, env),
-            log_dir=work / "logs",
-            rasa_port=port,
-        )
-        results: Dict[Tuple[str, str], Sample] = {}
-        rest_delivered: Dict[str, int] = {}
-        try:
-            stack.start()
-            # warm-up: first turns load lazily initialised parts on both channels
-            for path in (OURS, STOCK):
-                webhook(stack, path, fresh_number())
-            for case, delay, requests, concurrency in CASES:
-                fake_llm.default = LlmReply(content="We ship worldwide.", delay=delay)
-                before = len(fake_twilio.messages)
-                results[(case, "ours")] = measure(stack, OURS, requests, concurrency)
-                inline = results[(case, "ours")].inline_replies
-                expected = before + requests - inline
-                rest_delivered[case] = (
-                    wait_for_rest_replies(fake_twilio, expected, delay + 30) - before
-                )
-                results[(case, "stock")] = measure(stack, STOCK, requests, concurrency)
-        finally:
-            stack.stop()
-            fake_llm.stop()
-            fake_twilio.stop()
-            redis_server.stop()
+        stack.env["TWILIO_API_BASE_URL"] = fake_twilio.url
+        stack.start()
+        # warm-up: first turns load lazily initialised parts on both channels
+        for path in (OURS, STOCK):
+            webhook(stack, path, fresh_number())
+        for case, delay, requests, concurrency in CASES:
+            fake_llm.default = LlmReply(content="We ship worldwide.", delay=delay)
+            before = len(fake_twilio.messages)
+            results[(case, "ours")] = measure(stack, OURS, requests, concurrency)
+            inline = results[(case, "ours")].inline_replies
+            expected = before + requests - inline
+            rest_delivered[case] = (
+                wait_for_rest_replies(fake_twilio, expected, delay + 30) - before
+            )
+            results[(case, "stock")] = measure(stack, STOCK, requests, concurrency)
 
     print(
         f"{'case':<14} {'channel':<18} {'n':>3} {'p50 ms':>9} {'p99 ms':>9} {'max ms':>9}  "

@@ -19,19 +19,17 @@ import asyncio
 import json
 import math
 import statistics
-import tempfile
 import time
 import urllib.request
-from pathlib import Path
 from typing import Dict, List
 
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.bench_turns import SCRIPT
-from devtools.model import ensure_model
+from bench.setup import bench_setup
 from testkit.fake_llm import FakeLlm, LlmReply
-from testkit.processes import RedisServer, free_port
-from testkit.stack import RasaStack, local_secrets, with_rest_channel
+from testkit.processes import free_port
+from testkit.stack import RasaStack, with_rest_channel
 from testkit.vapi_call import VapiCall
 
 CALLS = 10
@@ -127,55 +125,39 @@ async def _calls(stack: RasaStack, numbers: List[str], script: tuple) -> Dict[st
 
 
 def main() -> int:
-    model = ensure_model(quiet=True)
-    fake_llm = FakeLlm().start()
-    with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        redis_server = RedisServer(work / "redis").start()
-        port = free_port()
-        stack = RasaStack(
-            model=model,
-            env={
-                **local_secrets(port),
-                "REDIS_URL": redis_server.url,
-                "OPENAI_BASE_URL": fake_llm.base_url,
-                "OPENAI_API_KEY": "sk-local-fake",
-                "LLM_MODEL": "fake-model",
-                "METRICS_PORT": str(free_port()),
-            },
-            credentials=with_rest_channel(work),
-            log_dir=work / "logs",
-            rasa_port=port,
+    with bench_setup() as setup:
+        fake_llm = setup.keep(FakeLlm().start())
+        stack = setup.rasa(
+            with_rest_channel(setup.work),
+            OPENAI_BASE_URL=fake_llm.base_url,
+            OPENAI_API_KEY="sk-local-fake",
+            LLM_MODEL="fake-model",
+            METRICS_PORT=str(free_port()),
         )
-        try:
-            stack.start()
-            # Warm-up: first turns load lazily-built parts (NLU caches, action server imports).
-            asyncio.run(_calls(stack, [_number(9000)], SCRIPT))
-            for text in SCRIPT:
-                _rest_turn(stack.base_url, "c_benchwarm", text)
-            warm = _part_buckets(stack)
+        stack.start()
+        # Warm-up: first turns load lazily-built parts (NLU caches, action server imports).
+        asyncio.run(_calls(stack, [_number(9000)], SCRIPT))
+        for text in SCRIPT:
+            _rest_turn(stack.base_url, "c_benchwarm", text)
+        warm = _part_buckets(stack)
 
-            voice = asyncio.run(_calls(stack, [_number(i) for i in range(CALLS)], SCRIPT))
-            server = _part_buckets(stack)
-            rasa_ms = [_quantile_ms(warm["rasa"], server["rasa"], q) for q in (0.5, 0.95)]
-            added_ms = [
-                _quantile_ms(warm["connector"], server["connector"], q) for q in (0.5, 0.95)
-            ]
-            rest = [
-                _rest_turn(stack.base_url, f"c_benchrest{call}", text)
-                for call in range(CALLS)
-                for text in SCRIPT
-            ]
+        voice = asyncio.run(_calls(stack, [_number(i) for i in range(CALLS)], SCRIPT))
+        server = _part_buckets(stack)
+        rasa_ms = [_quantile_ms(warm["rasa"], server["rasa"], q) for q in (0.5, 0.95)]
+        added_ms = [
+            _quantile_ms(warm["connector"], server["connector"], q) for q in (0.5, 0.95)
+        ]
+        rest = [
+            _rest_turn(stack.base_url, f"c_benchrest{call}", text)
+            for call in range(CALLS)
+            for text in SCRIPT
+        ]
 
-            fake_llm.default = LlmReply(content="Here is what I found.", delay=SLOW_ACTION_SECONDS)
-            slow = asyncio.run(
-                _calls(stack, [_number(100 + i) for i in range(SLOW_TURNS)], (GIBBERISH,))
-            )
-            slow_rest = [_rest_turn(stack.base_url, f"c_benchslow{i}", GIBBERISH) for i in range(2)]
-        finally:
-            stack.stop()
-            redis_server.stop()
-            fake_llm.stop()
+        fake_llm.default = LlmReply(content="Here is what I found.", delay=SLOW_ACTION_SECONDS)
+        slow = asyncio.run(
+            _calls(stack, [_number(100 + i) for i in range(SLOW_TURNS)], (GIBBERISH,))
+        )
+        slow_rest = [_rest_turn(stack.base_url, f"c_benchslow{i}", GIBBERISH) for i in range(2)]
 
     added = added_ms[0]
     slow_first = statistics.median(slow["first"])
@@ -185,11 +167,13 @@ def main() -> int:
     print(_row("VAPI: first content chunk (client)", voice["first"]))
     print(_row("VAPI: [DONE] (client)", voice["done"], f"x{ratio:.2f} of stock REST"))
     print(_row("stock REST channel: round trip (client)", rest))
-    print(_figures("server: Rasa's handle_message (lock+processor)", *rasa_ms, "(histogram)"))
+    rasa_label = "server: Rasa's handle_message (lock+processor)"
+    print(_figures(rasa_label, rasa_ms[0], rasa_ms[1], "(histogram)"))
     print(
         _figures(
             "server: added by the VAPI connector",
-            *added_ms,
+            added_ms[0],
+            added_ms[1],
             f"(histogram) target <= {TARGET_ADDED_MS:g} ms median",
         )
     )

@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
@@ -31,9 +30,9 @@ from typing import Any, Dict, List, Tuple
 import jwt
 import websockets
 
-from devtools.model import ensure_model
-from testkit.processes import ROOT, RedisServer, free_port
-from testkit.stack import RasaStack, local_secrets
+from bench.setup import bench_setup
+from testkit.processes import ROOT
+from testkit.stack import RasaStack
 
 TEXT = "what's your refund policy"
 SEQUENTIAL_TURNS = 30
@@ -233,29 +232,11 @@ async def run(stack: RasaStack, replica: RasaStack) -> Dict[str, Any]:
 
 
 def main() -> int:
-    model = ensure_model(quiet=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        redis_server = RedisServer(work / "redis").start()
-        port = free_port()
-        env = {**local_secrets(port), "REDIS_URL": redis_server.url}
-        stack = RasaStack(
-            model=model,
-            env=env,
-            credentials=credentials_with_socketio(work),
-            log_dir=work / "logs",
-            rasa_port=port,
-        )
-        replica = None
-        try:
-            stack.start()
-            replica = stack.replica()
-            results = asyncio.run(run(stack, replica))
-        finally:
-            if replica is not None:
-                replica.stop()
-            stack.stop()
-            redis_server.stop()
+    with bench_setup() as setup:
+        stack = setup.rasa(credentials_with_socketio(setup.work))
+        stack.start()
+        replica = setup.keep(stack.replica())
+        results = asyncio.run(run(stack, replica))
 
     failures: List[str] = []
     print(f"{'case':<28} {'channel':<20} {'n':>3} {'p50 ms':>8} {'p99 ms':>8} {'p50 ratio':>9}")

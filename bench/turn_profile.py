@@ -97,7 +97,7 @@ def _recorded(owner: type, method: str, part: str) -> None:
             return await original(self, message)
         finally:
             _add(part, time.perf_counter() - started)
-            if outermost:
+            if outermost and _Turns.current is not None:
                 _Turns.finished.append(dict(_Turns.current))
                 _Turns.current = None
 

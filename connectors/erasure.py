@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from connectors.admin_auth import ADMIN
-from connectors.tracker_store import event_log_of
+from connectors.event_log.reading import event_log_of
 from omnichannel import audit
 from omnichannel.erasure import Receipt, erase
 from omnichannel.redis_client import AnyRedis
@@ -20,7 +20,7 @@ async def erase_conversation(
     async with agent.lock_store.lock(conversation_id):
         receipt = await erase(redis, conversation_id)
     sessions = getattr(event_log_of(agent, "erasure"), "_sessions", None)
-    if isinstance(sessions, dict):
-        sessions.pop(conversation_id, None)
+    if sessions is not None:
+        sessions.drop(conversation_id)
     await audit.record(redis, ADMIN, f"erase {receipt.receipt_id}", conversation_id, client)
     return receipt

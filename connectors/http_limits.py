@@ -169,6 +169,7 @@ async def read_routed_body(request: Request, policy: BodyPolicy) -> None:
     declared = request.headers.get("content-length")
     if declared is not None and int(declared) > policy.max_bytes:
         raise Refused(policy.refuse(413, f"request body larger than {policy.max_bytes} bytes"))
+    assert request.stream is not None  # a route with a body policy is registered streamed
     request.stream.request_max_size = policy.max_bytes
     try:
         await asyncio.wait_for(request.receive_body(), policy.deadline)

@@ -1,6 +1,7 @@
-"""Three small patches to Rasa 3.6.21's turn, each found by profiling a long conversation.
+"""Our patches of Rasa 3.6.21: three to its turn, each found by profiling a long conversation,
+and one to its agent, so a tracker store failure reaches the channel.
 
-A 400-turn profile of the Rasa server (issue 15) put three costs on every turn that neither the
+A 400-turn profile of the Rasa server put three costs on every turn that neither the
 tracker window (connectors/tracker_store.py) nor any setting removes:
 
 - **The turn context as a remote call.** ``action_extract_turn_context`` (the custom slot
@@ -20,6 +21,10 @@ The patches replace methods on Rasa's classes, so they are tied to the version t
 from: :func:`install` refuses any other Rasa version rather than patch code it has not seen.
 The tracker store installs them (``rasa_patches: true``, the default), since Rasa builds it in
 every server process before the first turn.
+
+- **Loud state failures** (:func:`install_loud_state_failures`): Rasa's agent wraps every tracker
+  store in ``FailSafeTrackerStore``, which answers a failed read with a fresh tracker and saves
+  into memory nobody reads; each connector's turn makes it raise instead (``run_turn``).
 """
 
 from __future__ import annotations
@@ -34,10 +39,12 @@ from jsonschema.exceptions import ValidationError, best_match
 from jsonschema.protocols import Validator
 from jsonschema.validators import validator_for
 from rasa.core.actions.action import ActionExtractSlots, RemoteAction
+from rasa.core.tracker_store import FailSafeTrackerStore, TrackerStore
 from rasa.shared.constants import DOCS_BASE_URL
 from rasa.shared.core.events import BotUttered, Event, SlotSet, UserUttered
 from rasa.shared.core.trackers import DialogueStateTracker
 
+from omnichannel.redis_client import StateUnavailable
 from omnichannel.turn_context import TURN_SLOTS, TurnFacts, turn_context_slots
 
 logger = logging.getLogger(__name__)
@@ -129,7 +136,7 @@ class _History:
 def send_history_to(actions: FrozenSet[str], source: HistorySource) -> None:
     """Calls to ``actions`` carry the events ``source`` returns (None: the tracker's own)."""
     _History.actions = actions
-    _History.source = weakref.WeakMethod(source)  # type: ignore[arg-type]
+    _History.source = weakref.WeakMethod(source)
 
 
 def _action_call_format(
@@ -151,6 +158,29 @@ def install() -> None:
             f"connectors/rasa_patches.py targets Rasa {RASA_VERSION}, found {rasa.__version__}: "
             "re-read the patched methods in the new version, or set rasa_patches: false"
         )
-    ActionExtractSlots._run_custom_action = _run_custom_action
-    RemoteAction._validate_action_result = _validate_action_result
-    RemoteAction._action_call_format = _action_call_format
+    # Patching methods is the point here (mypy's method-assign warns against it in general).
+    ActionExtractSlots._run_custom_action = _run_custom_action  # type: ignore[method-assign]
+    RemoteAction._validate_action_result = _validate_action_result  # type: ignore[method-assign]
+    RemoteAction._action_call_format = _action_call_format  # type: ignore[method-assign]
+
+
+def install_loud_state_failures(agent: Any) -> None:
+    """Makes the agent's tracker store raise StateUnavailable instead of failing silently.
+
+    Rasa's Agent wraps every tracker store in FailSafeTrackerStore, which saves into an
+    in-memory store nobody reads and answers reads with a fresh tracker when the real store
+    fails: the customer would get a reply whose state was never saved. Its error callback runs
+    inside its ``except`` block, before any fallback, so raising there stops it. Idempotent.
+    Accepts an Agent (anything with ``tracker_store``) or a tracker store itself.
+    """
+    store = getattr(agent, "tracker_store", agent)
+    if isinstance(store, FailSafeTrackerStore):
+        store._on_tracker_store_error = _raise_state_unavailable
+    elif not isinstance(store, TrackerStore):
+        raise TypeError(f"expected a Rasa Agent or TrackerStore, got {type(agent).__name__}")
+
+
+def _raise_state_unavailable(error: Exception) -> None:
+    if isinstance(error, StateUnavailable):
+        raise error
+    raise StateUnavailable(f"tracker store failed ({type(error).__name__})") from error

@@ -114,16 +114,17 @@ def install() -> None:
         raise RuntimeError(
             f"connectors/rasa_tracing.py targets Rasa {RASA_VERSION}, found {rasa.__version__}"
         )
-    MessageProcessor.parse_message = _traced_parse(MessageProcessor.parse_message)
-    MessageProcessor._predict_next_with_tracker = _traced_prediction(
-        MessageProcessor._predict_next_with_tracker
-    )
-    MessageProcessor._run_action = _traced_action(MessageProcessor._run_action)
-    MessageProcessor.get_tracker = _traced_store_call(
-        "rasa.tracker.read", MessageProcessor.get_tracker
-    )
-    MessageProcessor.save_tracker = _traced_store_call(
-        "rasa.tracker.save", MessageProcessor.save_tracker
-    )
-    EndpointConfig.request = _traced_request(EndpointConfig.request)
+    # Wrapping methods is the point here (mypy's method-assign warns against it in general).
+    wrapped = {
+        "parse_message": _traced_parse(MessageProcessor.parse_message),
+        "_predict_next_with_tracker": _traced_prediction(
+            MessageProcessor._predict_next_with_tracker
+        ),
+        "_run_action": _traced_action(MessageProcessor._run_action),
+        "get_tracker": _traced_store_call("rasa.tracker.read", MessageProcessor.get_tracker),
+        "save_tracker": _traced_store_call("rasa.tracker.save", MessageProcessor.save_tracker),
+    }
+    for name, method in wrapped.items():
+        setattr(MessageProcessor, name, method)
+    EndpointConfig.request = _traced_request(EndpointConfig.request)  # type: ignore[method-assign]
     _installed = True

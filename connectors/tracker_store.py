@@ -37,40 +37,35 @@ Endpoint configuration::
 
 from __future__ import annotations
 
-import copy
-import dataclasses
-import functools
 import itertools
 import json
 import logging
 import os
-import weakref
-from collections import Counter, OrderedDict, deque
-from dataclasses import dataclass
 from typing import Any, Awaitable, Dict, Iterable, List, Optional, Sequence, TypeVar, Union
 
 from rasa.core.brokers.broker import EventBroker
-from rasa.core.tracker_store import FailSafeTrackerStore, TrackerStore
-from rasa.shared.core.constants import (
-    ACTION_LISTEN_NAME,
-    ACTION_SESSION_START_NAME,
-    REQUESTED_SLOT,
-)
+from rasa.core.tracker_store import TrackerStore
 from rasa.shared.core.domain import Domain
 from rasa.shared.core.events import (
-    ActionExecuted,
-    ActiveLoop,
     Event,
-    LoopInterrupted,
-    SessionStarted,
-    SlotSet,
-    UserUttered,
 )
 from rasa.shared.core.trackers import DialogueStateTracker
 
 from connectors import rasa_patches as patches
+from connectors.event_log.cache import LogPositions, SessionCache, SessionCopy
+from connectors.event_log.events import (
+    PendingEvent,
+    apply_events,
+    canonical,
+    canonical_form,
+    events_after,
+    replayed_forms,
+    without,
+)
+from connectors.event_log.window import advance_window, copy_tracker, is_carried
 from omnichannel.errors import ConfigError
 from omnichannel.insight import recorder as insight
+from omnichannel.masking import mask_conversation_id
 from omnichannel.redis_client import (
     REDIS_FAILURES,
     AnyRedis,
@@ -97,10 +92,6 @@ DEFAULT_FULL_HISTORY_ACTIONS = (
     "action_handle_barge_in",
     "action_send_by_sms",
 )
-#: Metadata key that marks the events carrying the state of the turns before the window;
-#: they are never stored, and the LLM's history leaves them out.
-CARRIED = "carried_state"
-
 #: How often a save re-reads and retries when other writers keep appending in between.
 MAX_APPEND_ATTEMPTS = 20
 
@@ -169,80 +160,6 @@ return {length, session_start, start, redis.call('LRANGE', KEYS[1], start, -1)}
 _T = TypeVar("_T")
 
 
-@dataclass
-class _PendingEvent:
-    """A tracker event not yet in the log, serialised once for the append script."""
-
-    raw: str
-    starts_session: bool
-
-    @classmethod
-    def of(cls, event: Event) -> _PendingEvent:
-        return cls(
-            raw=json.dumps(event.as_dict(), ensure_ascii=False),
-            starts_session=isinstance(event, ActionExecuted)
-            and event.action_name == ACTION_SESSION_START_NAME,
-        )
-
-
-@dataclass
-class _SessionCopy:
-    """This process's replay of one conversation's last session, as of ``log_length``.
-
-    The tracker is never handed out (callers get copies), so nothing but the log changes it.
-    """
-
-    tracker: DialogueStateTracker
-    log_length: int
-    session_start: int
-    last_raw_event: bytes
-    #: Index in ``tracker.events`` where the handed-out window begins (an ``action_listen``
-    #: before a user message), and the events that rebuild the state before it.
-    window_start: int = 0
-    carried: List[Event] = dataclasses.field(default_factory=list)
-
-
-@dataclass
-class _LogPosition:
-    """Where a handed-out tracker stands in the log: every event up to ``last_event`` is
-    stored, and the log had ``log_length`` entries then."""
-
-    tracker_ref: weakref.ref[DialogueStateTracker]
-    log_length: int
-    last_event: Optional[Event]
-
-
-class _LogPositions:
-    """Log positions of the trackers this store handed out or saved, without keeping them alive.
-
-    Trackers define ``__eq__`` and so cannot be weak dictionary keys; entries are keyed by
-    ``id`` and dropped when their tracker is collected.
-    """
-
-    def __init__(self) -> None:
-        self._positions: Dict[int, _LogPosition] = {}
-
-    def get(self, tracker: DialogueStateTracker) -> Optional[_LogPosition]:
-        position = self._positions.get(id(tracker))
-        if position is None or position.tracker_ref() is not tracker:
-            return None
-        return position
-
-    def remember(self, tracker: DialogueStateTracker, log_length: int) -> None:
-        key = id(tracker)
-        positions = self._positions
-
-        def forget(ref: weakref.ref[DialogueStateTracker]) -> None:
-            if key in positions and positions[key].tracker_ref is ref:
-                del positions[key]
-
-        positions[key] = _LogPosition(
-            tracker_ref=weakref.ref(tracker, forget),
-            log_length=log_length,
-            last_event=tracker.events[-1] if tracker.events else None,
-        )
-
-
 class RedisEventLogTrackerStore(TrackerStore):
     """Append-only, last-session-reading Redis tracker store (see the module docstring)."""
 
@@ -291,8 +208,8 @@ class RedisEventLogTrackerStore(TrackerStore):
         if str(rasa_patches).lower() == "true":
             patches.install()
             patches.send_history_to(frozenset(full_history_actions), self.session_history)
-        self._sessions: OrderedDict[str, _SessionCopy] = OrderedDict()
-        self._positions = _LogPositions()
+        self._sessions = SessionCache(self.cached_conversations)
+        self._positions = LogPositions()
         super().__init__(domain, event_broker)
 
     @property
@@ -303,7 +220,7 @@ class RedisEventLogTrackerStore(TrackerStore):
     def domain(self, domain: Optional[Domain]) -> None:
         # Cached replays carry the old domain's slots; a new model must not see them.
         self._domain = domain or Domain.empty()
-        self._sessions = OrderedDict()
+        self._sessions = SessionCache(self.cached_conversations)
 
     # -- Rasa's TrackerStore interface -------------------------------------------------------
 
@@ -315,11 +232,11 @@ class RedisEventLogTrackerStore(TrackerStore):
         await self.stream_events(tracker)
         conversation_id = tracker.sender_id
         position = self._positions.get(tracker)
-        new_events = _events_after(tracker, position.last_event) if position else None
+        new_events = events_after(tracker, position.last_event) if position else None
         if position is None or new_events is None:
             expected, pending = await self._missing_from_log(tracker)
         else:
-            expected, pending = position.log_length, [_PendingEvent.of(e) for e in new_events]
+            expected, pending = position.log_length, [PendingEvent.of(e) for e in new_events]
 
         for _ in range(MAX_APPEND_ATTEMPTS):
             appended, length = await self._append(conversation_id, expected, pending)
@@ -335,13 +252,14 @@ class RedisEventLogTrackerStore(TrackerStore):
                     conversation_id,
                     self._client().lrange(self._events_key(conversation_id), expected, length - 1),
                 )
-                pending = _without(pending, [_canonical(raw) for raw in written_meanwhile])
+                pending = without(pending, [canonical(raw) for raw in written_meanwhile])
                 expected = expected + len(written_meanwhile)
             else:
                 # The log is shorter than this tracker saw (expired, or lost in a crash).
                 expected, pending = await self._missing_from_log(tracker)
         raise StateUnavailable(
-            f"tracker store: the log of {_mask(conversation_id)} kept changing during a save"
+            f"tracker store: the log of {mask_conversation_id(conversation_id)} kept changing "
+            "during a save"
         )
 
     async def retrieve(self, sender_id: str) -> Optional[DialogueStateTracker]:
@@ -361,7 +279,7 @@ class RedisEventLogTrackerStore(TrackerStore):
         if not raw_events:
             return None
         tracker = self.init_tracker(conversation_id)
-        _apply(tracker, raw_events)
+        apply_events(tracker, raw_events)
         self._positions.remember(tracker, len(raw_events))
         return tracker
 
@@ -426,12 +344,12 @@ class RedisEventLogTrackerStore(TrackerStore):
         try:
             return await pending
         except REDIS_FAILURES as error:
-            reason = f"tracker store could not {action} of {_mask(conversation_id)}"
+            reason = f"tracker store could not {action} of {mask_conversation_id(conversation_id)}"
             logger.error("%s: %s: %s", reason, type(error).__name__, error)
             raise StateUnavailable(f"{reason} ({type(error).__name__})") from error
 
     async def _append(
-        self, conversation_id: str, expected: int, pending: Sequence[_PendingEvent]
+        self, conversation_id: str, expected: int, pending: Sequence[PendingEvent]
     ) -> tuple[bool, int]:
         session_starts = [i for i, event in enumerate(pending) if event.starts_session]
         live_prefix = json.dumps({"conversation_id": conversation_id})[:-1] + ", "
@@ -457,19 +375,20 @@ class RedisEventLogTrackerStore(TrackerStore):
         )
         if int(appended) < 0:
             raise StateUnavailable(
-                f"conversation {_mask(conversation_id)} was erased: nothing more is stored"
+                f"conversation {mask_conversation_id(conversation_id)} was erased: "
+                "nothing more is stored"
             )
         return bool(appended), int(length)
 
     async def _missing_from_log(
         self, tracker: DialogueStateTracker
-    ) -> tuple[int, List[_PendingEvent]]:
+    ) -> tuple[int, List[PendingEvent]]:
         """Compares a tracker of unknown origin with the whole log, event by event.
 
         Needed only for trackers this store did not hand out (a brand-new conversation, a
         tracker rebuilt elsewhere) or after the log shrank; content equality of events
         (timestamps included) tells which are stored. A tracker rebuilt from the log can hold
-        logged events as a replay changed them (see ``_replayed_forms``); when some logged
+        logged events as a replay changed them (see ``replayed_forms``); when some logged
         event found no match, those forms are looked up too, or they would be appended again.
         """
         conversation_id = tracker.sender_id
@@ -478,16 +397,16 @@ class RedisEventLogTrackerStore(TrackerStore):
             conversation_id,
             self._client().lrange(self._events_key(conversation_id), 0, -1),
         )
-        pending = [_PendingEvent.of(event) for event in tracker.events if not _is_carried(event)]
+        pending = [PendingEvent.of(event) for event in tracker.events if not is_carried(event)]
         parsed = [json.loads(raw) for raw in stored]
-        logged = [_canonical_form(parameters) for parameters in parsed]
-        missing = _without(pending, logged)
+        logged = [canonical_form(parameters) for parameters in parsed]
+        missing = without(pending, logged)
         if len(pending) - len(missing) < len(logged):
-            replayed = _replayed_forms(conversation_id, self.domain, parsed, logged)
-            missing = _without(pending, logged, replayed)
+            replayed = replayed_forms(conversation_id, self.domain, parsed, logged)
+            missing = without(pending, logged, replayed)
         return len(stored), missing
 
-    async def _last_session(self, conversation_id: str) -> Optional[_SessionCopy]:
+    async def _last_session(self, conversation_id: str) -> Optional[SessionCopy]:
         cached = self._sessions.get(conversation_id)
         length, session_start, start, raw_events = await self._read_last_session(
             conversation_id, cached
@@ -495,35 +414,31 @@ class RedisEventLogTrackerStore(TrackerStore):
         if cached is not None and start != session_start:
             # Only the tail was read: valid if the copy did not move while we awaited.
             if self._sessions.get(conversation_id) is cached and cached.log_length == start:
-                _apply(cached.tracker, raw_events)
+                apply_events(cached.tracker, raw_events)
                 cached.log_length = length
                 if raw_events:
                     cached.last_raw_event = raw_events[-1]
-                self._sessions.move_to_end(conversation_id)
+                self._sessions.touch(conversation_id)
                 return cached
             length, session_start, start, raw_events = await self._read_last_session(
                 conversation_id, None
             )
         if length == 0:
-            self._sessions.pop(conversation_id, None)
+            self._sessions.drop(conversation_id)
             return None
         tracker = DialogueStateTracker(conversation_id, self.domain.slots)
-        _apply(tracker, raw_events)
-        session = _SessionCopy(
+        apply_events(tracker, raw_events)
+        session = SessionCopy(
             tracker=tracker,
             log_length=length,
             session_start=session_start,
             last_raw_event=raw_events[-1] if raw_events else b"",
         )
-        if self.cached_conversations:
-            self._sessions[conversation_id] = session
-            self._sessions.move_to_end(conversation_id)
-            while len(self._sessions) > self.cached_conversations:
-                self._sessions.popitem(last=False)
+        self._sessions.put(conversation_id, session)
         return session
 
     async def _read_last_session(
-        self, conversation_id: str, cached: Optional[_SessionCopy]
+        self, conversation_id: str, cached: Optional[SessionCopy]
     ) -> tuple[int, int, int, List[bytes]]:
         known = (
             [cached.log_length, cached.session_start, cached.last_raw_event]
@@ -545,16 +460,16 @@ class RedisEventLogTrackerStore(TrackerStore):
         )
         return int(length), int(session_start), int(start), list(raw_events)
 
-    def _hand_out(self, session: _SessionCopy) -> DialogueStateTracker:
+    def _hand_out(self, session: SessionCopy) -> DialogueStateTracker:
         """A copy of the session's tracker whose events are its carried state + its window."""
         if self.window_turns:
-            _advance_window(session, self.window_turns, self.domain)
+            advance_window(session, self.window_turns, self.domain)
         events: Iterable[Event] = session.tracker.events
         if session.window_start:
             events = itertools.chain(
                 session.carried, itertools.islice(events, session.window_start, None)
             )
-        tracker = _copy_tracker(session.tracker, self.max_event_history, events)
+        tracker = copy_tracker(session.tracker, self.max_event_history, events)
         self._positions.remember(tracker, session.log_length)
         return tracker
 
@@ -568,7 +483,7 @@ class RedisEventLogTrackerStore(TrackerStore):
         """
         events = tracker.events
         carried = 0
-        while carried < len(events) and _is_carried(events[carried]):
+        while carried < len(events) and is_carried(events[carried]):
             carried += 1
         session = self._sessions.get(tracker.sender_id)
         if not carried or carried == len(events) or session is None:
@@ -584,236 +499,6 @@ class RedisEventLogTrackerStore(TrackerStore):
         return None
 
 
-def event_log_of(agent: Any, needed_by: str) -> Any:
-    """The agent's event-log store, under the wrappers Rasa puts around the configured store
-    (``FailSafeTrackerStore``, ``AwaitableTrackerStore`` keep it in ``_tracker_store``), for the
-    paged reads that are ours, not in Rasa's interface (``read_events``, ``event_count``).
-    ``needed_by`` names the part that needs them when the configured store lacks them."""
-    store = getattr(agent, "tracker_store", None)
-    while hasattr(store, "_tracker_store"):
-        store = store._tracker_store
-    if not hasattr(store, "read_events") or not hasattr(store, "event_count"):
-        raise ConfigError(
-            f"{needed_by} needs tracker_store type "
-            "connectors.tracker_store.RedisEventLogTrackerStore in endpoints.yml"
-        )
-    return store
-
-
-def install_loud_state_failures(agent: Any) -> None:
-    """Makes the agent's tracker store raise StateUnavailable instead of failing silently.
-
-    Rasa's Agent wraps every tracker store in FailSafeTrackerStore, which saves into an
-    in-memory store nobody reads and answers reads with a fresh tracker when the real store
-    fails: the customer would get a reply whose state was never saved. Its error callback runs
-    inside its ``except`` block, before any fallback, so raising there stops it. Idempotent.
-    Accepts an Agent (anything with ``tracker_store``) or a tracker store itself.
-    """
-    store = getattr(agent, "tracker_store", agent)
-    if isinstance(store, FailSafeTrackerStore):
-        store._on_tracker_store_error = _raise_state_unavailable
-    elif not isinstance(store, TrackerStore):
-        raise TypeError(f"expected a Rasa Agent or TrackerStore, got {type(agent).__name__}")
-
-
-def _raise_state_unavailable(error: Exception) -> None:
-    if isinstance(error, StateUnavailable):
-        raise error
-    raise StateUnavailable(f"tracker store failed ({type(error).__name__})") from error
-
-
-def _events_after(
-    tracker: DialogueStateTracker, last_stored: Optional[Event]
-) -> Optional[List[Event]]:
-    """The tracker's events after ``last_stored`` (None if it is no longer in the tracker).
-
-    Searching from the end costs only the number of new events, however long the session.
-    """
-    if last_stored is None:
-        return list(tracker.events)
-    new_events: List[Event] = []
-    for event in reversed(tracker.events):
-        if event is last_stored:
-            new_events.reverse()
-            return new_events
-        new_events.append(event)
-    return None
-
-
-def _without(
-    pending: List[_PendingEvent],
-    stored: Sequence[str],
-    replayed: Optional[Dict[str, str]] = None,
-) -> List[_PendingEvent]:
-    """``pending`` minus the events found in ``stored``, each stored event matching once.
-
-    ``stored`` holds canonical forms (``_canonical``); ``replayed`` maps other forms of stored
-    events to their stored form (see ``_replayed_forms``).
-    """
-    if not stored:
-        return pending
-    remaining = Counter(stored)
-    missing = []
-    for event in pending:
-        key = _canonical(event.raw)
-        if remaining[key] == 0 and replayed:
-            key = replayed.get(key, key)
-        if remaining[key] > 0:
-            remaining[key] -= 1
-        else:
-            missing.append(event)
-    return missing
-
-
-def _replayed_forms(
-    conversation_id: str,
-    domain: Domain,
-    parsed: Sequence[Dict[str, Any]],
-    logged: Sequence[str],
-) -> Dict[str, str]:
-    """Logged events that a replay of the log changes: replayed form -> logged form.
-
-    ``parsed`` and ``logged`` are the log's events as dicts and in canonical form; the
-    replay may change the dicts. Rasa's ``UserUttered`` read from a dict shares one entity
-    list between ``entities`` and ``parse_data``, so replaying a later ``EntitiesAdded``
-    (TEDPolicy's) adds to the logged user message, and every tracker rebuilt from the log
-    (Rasa's HTTP API replacing events, ``rasa interactive``) serialises it differently from
-    the log. Replaying here shows which events come out changed, and how, whatever event
-    does the changing.
-    """
-    tracker = DialogueStateTracker(conversation_id, domain.slots)
-    replayed_events = []
-    for parameters, logged_form in zip(parsed, logged, strict=True):
-        event = _event_from(parameters)
-        if event is not None:
-            tracker.update(event)
-            replayed_events.append((logged_form, event))
-    replayed = {}
-    for logged_form, event in replayed_events:
-        # Read from JSON, the event holds only JSON values: no round trip needed to compare.
-        replayed_form = _canonical_form(event.as_dict())
-        if replayed_form != logged_form:
-            replayed[replayed_form] = logged_form
-    return replayed
-
-
-def _canonical(raw: Union[bytes, str]) -> str:
-    return _canonical_form(json.loads(raw))
-
-
-def _canonical_form(value: Any) -> str:
-    """One spelling per event content, whatever its key order, for comparing events."""
-    return json.dumps(value, sort_keys=True)
-
-
-def _apply(tracker: DialogueStateTracker, raw_events: Iterable[bytes]) -> None:
-    for raw in raw_events:
-        event = _event_from(json.loads(raw))
-        if event is not None:
-            tracker.update(event)
-
-
-def _event_from(parameters: Dict[str, Any]) -> Optional[Event]:
-    """What Event.from_parameters does, minus its search through every Event subclass for
-    each event, which is most of the time a first read of a long session takes."""
-    event_class = _event_class(parameters.get("event"))
-    return event_class._from_parameters(parameters) if event_class else None
-
-
-@functools.cache
-def _event_class(type_name: Optional[str]) -> Optional[type[Event]]:
-    return Event.resolve_by_type(type_name) if type_name else None
-
-
-def _is_carried(event: Event) -> bool:
-    return bool(event.metadata) and CARRIED in event.metadata
-
-
-def _advance_window(session: _SessionCopy, window_turns: int, domain: Domain) -> None:
-    """Moves the session's window to start ``window_turns`` user messages from its end.
-
-    The state before the new start is rebuilt from the old carried state plus the events that
-    leave the window (a replay of whole turns, so a revert inside one stays inside it); over
-    a conversation each event is replayed once more, so the cost per turn stays flat.
-    """
-    events = session.tracker.events
-    start = _window_start(events, window_turns)
-    if start <= session.window_start:
-        return
-    leaving = list(itertools.islice(events, session.window_start, start))
-    before = DialogueStateTracker.from_events(
-        session.tracker.sender_id, session.carried + leaving, slots=domain.slots
-    )
-    session.carried = _carried_state(before, events[start].timestamp)
-    session.window_start = start
-
-
-def _window_start(events: Sequence[Event], window_turns: int) -> int:
-    """Index of the ``action_listen`` before the ``window_turns``-th last user message, or 0
-    when the session is not longer than that. Walks back from the end only."""
-    users = 0
-    index = len(events)
-    for event in reversed(events):
-        index -= 1
-        if isinstance(event, UserUttered):
-            users += 1
-            if users == window_turns:
-                break
-    else:
-        return 0
-    while index > 0:
-        index -= 1
-        event = events[index]
-        if isinstance(event, ActionExecuted) and event.action_name == ACTION_LISTEN_NAME:
-            return index
-    return 0
-
-
-def _carried_state(tracker: DialogueStateTracker, timestamp: float) -> List[Event]:
-    """Events that rebuild ``tracker``'s state on an empty tracker, shaped like a session start
-    (with the active form, if any, just run): the start of a session as Rasa would carry it
-    over, so policies see the carried slots and form on the first state of the window."""
-    mark = {CARRIED: True}
-    carried: List[Event] = [
-        ActionExecuted(ACTION_SESSION_START_NAME, timestamp=timestamp, metadata=mark),
-        SessionStarted(timestamp=timestamp, metadata=mark),
-    ]
-    for name, slot in tracker.slots.items():
-        if name != REQUESTED_SLOT and slot.value != slot.initial_value:
-            carried.append(SlotSet(name, slot.value, timestamp=timestamp, metadata=mark))
-    loop = tracker.active_loop_name
-    if loop:
-        carried.append(ActionExecuted(loop, timestamp=timestamp, metadata=mark))
-        carried.append(ActiveLoop(loop, timestamp=timestamp, metadata=mark))
-        if tracker.active_loop.is_interrupted:
-            carried.append(LoopInterrupted(True, timestamp=timestamp, metadata=mark))
-    requested = tracker.get_slot(REQUESTED_SLOT)
-    if requested is not None:
-        carried.append(SlotSet(REQUESTED_SLOT, requested, timestamp=timestamp, metadata=mark))
-    return carried
-
-
-def _copy_tracker(
-    source: DialogueStateTracker, max_event_history: Optional[int], events: Iterable[Event]
-) -> DialogueStateTracker:
-    """An independent tracker with ``source``'s state and ``events``, made without replaying.
-
-    Replaying costs time in proportion to the session's length, on every turn; copying the
-    state does not. Event objects are shared, not copied: Rasa appends events to a tracker but
-    treats logged events as immutable. The active loop is copied too: Rasa changes it in place
-    (``interrupt_loop``, ``reject_action``).
-    """
-    tracker = copy.copy(source)
-    for name, value in vars(source).items():
-        if isinstance(value, (dict, list, set)) and name != "slots":
-            setattr(tracker, name, copy.deepcopy(value))
-    tracker.active_loop = copy.deepcopy(source.active_loop)
-    tracker.slots = {name: copy.copy(slot) for name, slot in source.slots.items()}
-    tracker._max_event_history = max_event_history
-    tracker.events = deque(events, maxlen=max_event_history)
-    return tracker
-
-
 def _non_negative_int(name: str, value: Union[int, str]) -> int:
     try:
         number = int(value)
@@ -824,8 +509,3 @@ def _non_negative_int(name: str, value: Union[int, str]) -> int:
     return number
 
 
-def _mask(conversation_id: str) -> str:
-    """Conversation ids are opaque, but a stock channel may use a phone number as sender id."""
-    if len(conversation_id) <= 6:
-        return conversation_id
-    return conversation_id[:4] + "…" + conversation_id[-2:]

@@ -53,8 +53,9 @@ import websockets
 import yaml
 
 from devtools.responses import ROOT, candidates, load_responses, render_for
+from omnichannel.addresses import phone_address
 from omnichannel.channels import CHAT, KINDS, SMS, VOICE
-from omnichannel.identity import IdentityStore, phone_address
+from omnichannel.identity import IdentityStore
 from omnichannel.redis_client import redis_client
 from testkit.twilio_webhook import signed_sms
 from testkit.vapi_call import VapiCall

@@ -121,7 +121,7 @@ def evaluate_stories(stories: Path, out: Path) -> int:
 
 def _story_names(stories: Path) -> List[str]:
     files = sorted(stories.glob("test_*.yml")) if stories.is_dir() else [stories]
-    names = []
+    names: List[str] = []
     for path in files:
         content = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         names.extend(story["story"] for story in content.get("stories") or [])

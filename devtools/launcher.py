@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, cast
 
 from devtools.model import ensure_model
 from testkit.local_env import ENV_FILE, read_env_file
@@ -174,7 +174,8 @@ def main() -> int:
             time.sleep(0.5)
         for proc in processes:
             if proc.poll() is not None:
-                print(f"{proc.args[2:4]} exited with {proc.returncode}; stopping.", flush=True)
+                command = cast(List[str], proc.args)[2:4]
+                print(f"{command} exited with {proc.returncode}; stopping.", flush=True)
     except KeyboardInterrupt:
         pass
     finally:

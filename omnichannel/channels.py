@@ -37,7 +37,7 @@ def kind_of(metadata: Optional[Mapping[str, Any]], input_channel: Optional[str])
     channel, ``rasa shell``)."""
     claimed = metadata.get("channel") if isinstance(metadata, Mapping) else None
     if claimed in KINDS:
-        return claimed
+        return str(claimed)
     return KIND_OF_CONNECTOR.get(input_channel or "")
 
 

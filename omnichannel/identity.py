@@ -1,7 +1,8 @@
-"""Who is talking: channel addresses, the conversation they belong to, and its contact profile.
+"""Who is talking: the conversation a channel address belongs to, and its contact profile.
 
-Every connector turns its caller into an :class:`Address` (``tel:+E164``, ``user:<id>``,
-``anon:<id>``) and asks :class:`IdentityStore` for the conversation id, the Rasa ``sender_id``.
+Every connector turns its caller into an :class:`~omnichannel.addresses.Address` (``tel:+E164``,
+``user:<id>``, ``anon:<id>``) and asks :class:`IdentityStore` for the conversation id, the Rasa
+``sender_id``.
 The id is opaque (``c_`` + random), so trackers, lock keys, logs and Rasa's HTTP API never carry a
 phone number. First contact is one Lua script, so a call and an SMS from a new number arriving on
 two replicas at the same moment end in one conversation.
@@ -36,7 +37,6 @@ writes the tombstone first; a contact that finds it releases the stale record an
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import re
@@ -45,9 +45,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
-import phonenumbers
-
 from omnichannel import tracing
+from omnichannel.addresses import KNOWN_TTL_SECONDS, Address, phone_address
+from omnichannel.masking import mask
 from omnichannel.redis_client import (
     REDIS_FAILURES,
     AnyRedis,
@@ -56,173 +56,16 @@ from omnichannel.redis_client import (
     conversation_key,
     redis_client,
 )
-from omnichannel.settings import load_settings
 
 logger = logging.getLogger(__name__)
 
-SCHEMES = ("tel", "user", "anon")
-USER_ID_MAX_LENGTH = 128
-ANON_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{16,128}")
-E164_PATTERN = re.compile(r"\+[1-9]\d{6,14}")
-# Longer input is not a phone number, and phonenumbers' own parsing cost grows with it.
-PHONE_INPUT_MAX_LENGTH = 64
-PHONE_PREFIXES = ("whatsapp:", "tel:")
 CHANNEL_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,32}")
 EXTRA_KEY_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 EXTRA_VALUE_MAX_LENGTH = 1024
 SMS_FAILURES_KEPT = 20
 
-# 7 or more digits, optionally led by "+", with the separators people write between groups.
-# Not glued to other word characters, so message SIDs and other hex ids stay intact; dates, long
-# integers and over-long "numbers" are masked too: in logs, masking too much is the safer mistake.
-_PHONE_LIKE = re.compile(r"(?<![\w+])\+?\d(?:[\s().\-]{0,3}\d){6,}(?!\w)")
-
-
-class InvalidAddress(ValueError):
-    """A channel address that cannot identify anyone (bad phone number, empty user id, …).
-
-    The message is safe to log and to return in a 4xx: phone numbers in it are masked.
-    """
-
-
 class UnknownConversation(LookupError):
     """An address was to be linked to a conversation that identity has never created."""
-
-
-def _mask_digits(match: re.Match) -> str:
-    text = match.group(0)
-    digits = re.sub(r"\D", "", text)
-    tail = 4 if len(digits) >= 10 else 2
-    head = max(0, min(4, len(digits) - tail - 3))
-    plus = "+" if text.startswith("+") else ""
-    return f"{plus}{digits[:head]}***{digits[-tail:]}"
-
-
-def mask(text: str) -> str:
-    """``text`` with every phone-number-like digit run reduced to its first and last digits,
-    so log lines and error messages can quote payloads without quoting customers' numbers."""
-    return _PHONE_LIKE.sub(_mask_digits, text)
-
-
-def _mask_identifier(value: str, shown: int) -> str:
-    return value[: min(shown, len(value) // 2)] + "***"
-
-
-def _check_user_id(user_id: str) -> None:
-    if not isinstance(user_id, str) or not user_id.strip():
-        raise InvalidAddress("user id must be a non-empty string")
-    if len(user_id) > USER_ID_MAX_LENGTH:
-        raise InvalidAddress(f"user id is longer than {USER_ID_MAX_LENGTH} characters")
-    if not user_id.isprintable() or user_id != user_id.strip():
-        raise InvalidAddress(
-            "user id must be printable, without control characters or surrounding spaces"
-        )
-
-
-@dataclass(frozen=True)
-class Address:
-    """One way to reach a customer, in canonical form.
-
-    Constructing one checks the canonical shape only; build them with :func:`phone_address`,
-    :func:`user_address`, :func:`anon_address` or :func:`parse_address`, which also normalise.
-    """
-
-    scheme: str
-    value: str
-
-    def __post_init__(self) -> None:
-        if self.scheme == "tel":
-            if not isinstance(self.value, str) or not E164_PATTERN.fullmatch(self.value):
-                raise InvalidAddress(
-                    f"tel address must be E.164 (+ and 7-15 digits), got {mask(str(self.value))!r}"
-                )
-        elif self.scheme == "user":
-            _check_user_id(self.value)
-        elif self.scheme == "anon":
-            if not isinstance(self.value, str) or not ANON_ID_PATTERN.fullmatch(self.value):
-                raise InvalidAddress(
-                    "anon id must be 16-128 URL-safe characters (A-Z a-z 0-9 _ -), "
-                    "so that it cannot be guessed"
-                )
-        else:
-            raise InvalidAddress(f"address scheme must be one of {', '.join(SCHEMES)}")
-
-    def __str__(self) -> str:
-        return f"{self.scheme}:{self.value}"
-
-    def masked(self) -> str:
-        """The address as logs may show it."""
-        if self.scheme == "tel":
-            return f"tel:{mask(self.value)}"
-        shown = 2 if self.scheme == "user" else 4
-        return f"{self.scheme}:{_mask_identifier(self.value, shown)}"
-
-    @property
-    def hash_tag(self) -> str:
-        """The hash tag of this address's own keys (its own Cluster slot): a digest, so key
-        names carry no PII."""
-        return "a_" + hashlib.sha256(str(self).encode("utf-8")).hexdigest()
-
-    @property
-    def record_key(self) -> str:
-        """Redis key of this address's conversation record."""
-        return conversation_key(self.hash_tag, "conversation")
-
-    @property
-    def ttl_seconds(self) -> int:
-        """How long the records of this address last without contact."""
-        return ANONYMOUS_TTL_SECONDS if self.scheme == "anon" else KNOWN_TTL_SECONDS
-
-
-def phone_address(raw: str, default_region: Optional[str] = None) -> Address:
-    """``tel:`` address of a phone number as a caller, Twilio or a user typed it.
-
-    Accepts E.164, ``whatsapp:+…`` and ``tel:+…`` forms, and national formats read in
-    ``default_region`` (``DEFAULT_PHONE_REGION`` when None). Numbers that cannot exist
-    (``phonenumbers.is_valid_number``) are rejected, so typos and garbage never become a
-    conversation.
-    """
-    if not isinstance(raw, str) or not raw.strip():
-        raise InvalidAddress("phone number is empty")
-    text = raw.strip()
-    if len(text) > PHONE_INPUT_MAX_LENGTH:
-        raise InvalidAddress(f"phone number is longer than {PHONE_INPUT_MAX_LENGTH} characters")
-    for prefix in PHONE_PREFIXES:
-        if text.lower().startswith(prefix):
-            text = text[len(prefix) :].strip()
-            break
-    region = (default_region or load_settings().default_phone_region).upper()
-    try:
-        number = phonenumbers.parse(text, region)
-    except phonenumbers.NumberParseException as error:
-        raise InvalidAddress(f"not a phone number: {mask(text)!r} ({mask(str(error))})") from None
-    if not phonenumbers.is_possible_number(number) or not phonenumbers.is_valid_number(number):
-        raise InvalidAddress(f"not a valid phone number: {mask(text)!r} (region {region})")
-    return Address("tel", phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
-
-
-def user_address(user_id: str) -> Address:
-    """``user:`` address of a host-site account (the web chat token's subject)."""
-    return Address("user", user_id)
-
-
-def anon_address(anon_id: str) -> Address:
-    """``anon:`` address of an anonymous web chat visitor."""
-    return Address("anon", anon_id)
-
-
-def parse_address(text: str) -> Address:
-    """An address from its string form (``str(address)``), normalising ``tel:`` numbers again."""
-    if not isinstance(text, str) or ":" not in text:
-        raise InvalidAddress("address must look like tel:+…, user:… or anon:…")
-    scheme, _, value = text.partition(":")
-    if scheme == "tel":
-        return phone_address(value)
-    if scheme == "user":
-        return user_address(value)
-    if scheme == "anon":
-        return anon_address(value)
-    raise InvalidAddress(f"address scheme must be one of {', '.join(SCHEMES)}")
 
 
 @dataclass
@@ -235,14 +78,10 @@ class ContactProfile:
     channels: Dict[str, float] = field(default_factory=dict)
     sms_opted_out: bool = False
     sms_opted_out_at: Optional[float] = None
-    sms_failures: List[dict] = field(default_factory=list)
+    sms_failures: List[Dict[str, Any]] = field(default_factory=list)
     extra: Dict[str, str] = field(default_factory=dict)
 
 
-#: A conversation with a phone number or a site user is kept this long after the last contact.
-KNOWN_TTL_SECONDS = 400 * 24 * 3600
-#: An anonymous web chat visitor's records are kept this long after the last contact.
-ANONYMOUS_TTL_SECONDS = 30 * 24 * 3600
 #: How often a contact starts over after finding its address pointing at an erased conversation.
 _MAX_RESOLVE_ATTEMPTS = 3
 

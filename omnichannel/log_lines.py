@@ -23,7 +23,7 @@ _installed = False
 
 def _wrap(factory: Any) -> Any:
     def record(*args: Any, **kwargs: Any) -> logging.LogRecord:
-        made = factory(*args, **kwargs)
+        made: logging.LogRecord = factory(*args, **kwargs)
         try:
             message = made.getMessage()
         except Exception:  # noqa: BLE001 - a malformed call must still be logged as it was

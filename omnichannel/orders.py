@@ -20,7 +20,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Dict, Optional, Protocol, Tuple
 
-from omnichannel.identity import E164_PATTERN
+from omnichannel.addresses import E164_PATTERN
 
 DEFAULT_FIXTURE = Path(__file__).parent / "fixtures" / "orders.json"
 

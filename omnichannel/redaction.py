@@ -51,7 +51,7 @@ def luhn_valid(digits: str) -> bool:
     return total % 10 == 0
 
 
-def _card(match: re.Match) -> str:
+def _card(match: re.Match[str]) -> str:
     digits = re.sub(r"\D", "", match.group(0))
     return CARD_MARK if luhn_valid(digits) else match.group(0)
 

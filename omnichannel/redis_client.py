@@ -170,8 +170,8 @@ class RetryingRedisCluster(_RetryingCommands, _RedisCluster):
         """redis-py 4.6 sends even a one-key DEL through a cluster pipeline, which bypasses the
         retries; one key (all this project deletes at once) goes as a plain command."""
         if len(names) == 1:
-            return await self.execute_command("DEL", names[0])
-        return await super().delete(*names)
+            return int(await self.execute_command("DEL", names[0]))
+        return int(await super().delete(*names))
 
 
 def redis_client(source: RedisSource = None) -> AnyRedis:

@@ -25,7 +25,8 @@ from twilio.rest import Client
 from omnichannel import metrics, tracing
 from omnichannel.channels import TWILIO_SMS
 from omnichannel.errors import ConfigError
-from omnichannel.identity import IdentityStore, mask
+from omnichannel.identity import IdentityStore
+from omnichannel.masking import mask
 from omnichannel.redis_client import StateUnavailable
 from omnichannel.rendering.messages import BotMessage
 from omnichannel.rendering.sms import SMS_MAX_LENGTH, SmsMessage, render_sms
@@ -89,7 +90,7 @@ class _BoundedAsyncHttpClient(AsyncTwilioHttpClient):
     """twilio-python's async client, with its timeout applied to every request (8.x passes only
     a per-call timeout to aiohttp, and the Messages API never sets one)."""
 
-    async def request(  # type: ignore[override]
+    async def request(
         self,
         method: str,
         url: str,
@@ -106,7 +107,8 @@ class _BoundedAsyncHttpClient(AsyncTwilioHttpClient):
 
 
 #: Twilio clients per event loop (aiohttp sessions belong to the loop that made them).
-_twilio_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Dict[tuple, Client]] = (
+_ClientsOfLoop = Dict[Tuple[Any, ...], Client]
+_twilio_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _ClientsOfLoop] = (
     weakref.WeakKeyDictionary()
 )
 
@@ -340,7 +342,7 @@ class SmsSender:
                     len(message.media_urls),
                     conversation_id,
                 )
-                return created.sid
+                return str(created.sid)
             if unknown is not None:
                 found = await self._reconcile(to, message, from_number, since, sent, unknown)
                 if found is not None:

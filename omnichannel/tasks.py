@@ -31,7 +31,7 @@ class BackgroundTasks:
 
     def __init__(self, owner: str, *, in_flight: bool = True) -> None:
         self.owner = owner
-        self._tasks: Set[asyncio.Task] = set()
+        self._tasks: Set[asyncio.Task[Any]] = set()
         if in_flight:
             _IN_FLIGHT.add(self)
 
@@ -42,7 +42,7 @@ class BackgroundTasks:
         task.add_done_callback(self._finished)
         return task
 
-    def _finished(self, task: asyncio.Task) -> None:
+    def _finished(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
         if task.cancelled():
             return
@@ -67,7 +67,7 @@ class BackgroundTasks:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-def in_flight_tasks() -> List[asyncio.Task]:
+def in_flight_tasks() -> List[asyncio.Task[Any]]:
     """The running in-flight tasks of this event loop (a test process may hold other loops')."""
     loop = asyncio.get_running_loop()
     return [
@@ -78,7 +78,7 @@ def in_flight_tasks() -> List[asyncio.Task]:
     ]
 
 
-async def wait_for_in_flight(deadline: float) -> List[asyncio.Task]:
+async def wait_for_in_flight(deadline: float) -> List[asyncio.Task[Any]]:
     """Waits until no in-flight task runs, or until ``deadline`` (``time.monotonic()``); returns
     the tasks still running then. Tasks started meanwhile (a webhook still served) are waited
     for too."""
@@ -100,7 +100,7 @@ async def cancellable(work: Coroutine[Any, Any, _T]) -> _T:
     return await asyncio.shield(task)
 
 
-def retrieve_outcome(task: asyncio.Future) -> None:
+def retrieve_outcome(task: asyncio.Future[Any]) -> None:
     """Marks an abandoned task's result as seen, so asyncio does not log its exception as
     "never retrieved" (use as a done callback on a task the caller stopped waiting for)."""
     if not task.cancelled():

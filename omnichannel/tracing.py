@@ -29,7 +29,7 @@ import logging
 import os
 import re
 import threading
-from typing import Any, Dict, Mapping, MutableMapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, MutableMapping, Optional, Sequence, Tuple
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -98,7 +98,7 @@ def _exporters(env: Mapping[str, str]) -> Sequence[Any]:
         or env.get("OTEL_EXPORTER_OTLP_PROTOCOL")
         or "http/protobuf"
     ).strip()
-    found = []
+    found: List[Any] = []
     for name in names:
         if name == "otlp":
             if protocol != "http/protobuf":
@@ -268,7 +268,10 @@ class RequestSpan:
     __slots__ = ("span", "_token")
 
     def __init__(
-        self, name: str, parent: Optional[Any] = None, attributes: Optional[Mapping] = None
+        self,
+        name: str,
+        parent: Optional[Any] = None,
+        attributes: Optional[Mapping[str, Any]] = None,
     ) -> None:
         self.span = _Tracing.tracer.start_span(
             name, context=parent, kind=SpanKind.SERVER, attributes=safe_attributes(attributes)
@@ -288,7 +291,7 @@ class RequestSpan:
 
 
 def request_span(
-    name: str, parent: Optional[Any] = None, attributes: Optional[Mapping] = None
+    name: str, parent: Optional[Any] = None, attributes: Optional[Mapping[str, Any]] = None
 ) -> RequestSpan:
     """Starts a request's span, the child of ``parent`` (the caller's context, from
     :func:`extract`) or a new trace's root (tracing must be on: see :func:`enabled`)."""

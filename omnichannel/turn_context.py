@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, List, Mapping, Optional, Sequence, Tuple, cast
 
 from omnichannel.channels import kind_of
 from omnichannel.rendering.messages import SENTENCE_END, split_sentences
@@ -57,7 +57,7 @@ class BargeIn:
             return None
         sent, heard = value.get("sent_text"), value.get("heard_text", "")
         try:
-            ratio = float(value.get("heard_ratio"))
+            ratio = float(cast(Any, value.get("heard_ratio")))
         except (TypeError, ValueError):
             return None
         if not isinstance(sent, str) or not sent.strip() or not isinstance(heard, str):
@@ -123,13 +123,14 @@ def unheard_remainder(barge_in: BargeIn, original: str) -> str:
     return " ".join(rest)
 
 
-def topic_of(bot_events: List[Dict[str, Any]]) -> str:
+def topic_of(bot_events: Sequence[Mapping[str, Any]]) -> str:
     """What the cut-off turn was about, for offers ("the rest of the refund policy"): the
     ``topic`` an action gave its message, or the ``sms_topic`` its response declares."""
     for event in reversed(bot_events):
         metadata = event.get("metadata") or {}
-        if isinstance(metadata.get("topic"), str):
-            return metadata["topic"]
+        topic = metadata.get("topic")
+        if isinstance(topic, str):
+            return topic
         topic = sms_topic(event)
         if topic:
             return topic

@@ -64,6 +64,12 @@ class SentMessage:
     received_at: float = field(default_factory=time.time)
 
 
+def _first(params: Dict[str, List[str]], name: str) -> Optional[str]:
+    """The first value of a form field, None when it is absent."""
+    values = params.get(name)
+    return values[0] if values else None
+
+
 def _day_or_time(value: str) -> Tuple[datetime, bool]:
     """A ``DateSent`` filter value (``YYYY-MM-DD``, or with a time as twilio-python sends it);
     True when only a day was given (Twilio then compares days)."""
@@ -154,10 +160,10 @@ class _Handler(JsonHandler):
             account_sid=account_sid,
             to=to,
             body=(params.get("Body") or [""])[0],
-            from_=(params.get("From") or [None])[0],
-            messaging_service_sid=(params.get("MessagingServiceSid") or [None])[0],
+            from_=_first(params, "From"),
+            messaging_service_sid=_first(params, "MessagingServiceSid"),
             media_urls=params.get("MediaUrl") or [],
-            status_callback=(params.get("StatusCallback") or [None])[0],
+            status_callback=_first(params, "StatusCallback"),
             idempotency_token=self.headers.get("I-Twilio-Idempotency-Token"),
         )
         with fake.lock:
@@ -308,6 +314,9 @@ class FakeTwilio(FakeServer):
 
     def report_status(self, message: SentMessage) -> None:
         """Twilio's status callbacks for ``message``, signed with the auth token."""
+        callback = message.status_callback
+        if not callback:
+            return
         with self.lock:
             failure = self._delivery_failures.get(message.to)
         statuses = [("sent", None), failure or ("delivered", None)]
@@ -326,12 +335,10 @@ class FakeTwilio(FakeServer):
             if error_code:
                 form["ErrorCode"] = error_code
             request = urllib.request.Request(
-                message.status_callback,
+                callback,
                 data=urllib.parse.urlencode(form).encode(),
                 headers={
-                    "X-Twilio-Signature": validator.compute_signature(
-                        message.status_callback, form
-                    ),
+                    "X-Twilio-Signature": validator.compute_signature(callback, form),
                     "Content-Type": "application/x-www-form-urlencoded",
                 },
             )

@@ -11,13 +11,14 @@ every primary, as the default user (the admin; with ``users`` it gets a random p
 
 from __future__ import annotations
 
+import functools
 import secrets
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, TypeVar
+from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple, TypeVar
 from urllib.parse import quote
 
 import redis
@@ -33,6 +34,7 @@ CLUSTER_BUS_OFFSET = 10000
 SETTLE_SECONDS = 30
 
 T = TypeVar("T")
+_Node = TypeVar("_Node", bound=RedisServer)
 
 
 @dataclass(frozen=True)
@@ -65,7 +67,7 @@ def wait_until(check: Callable[[], Optional[T]], timeout: float, what: str) -> T
         time.sleep(0.05)
 
 
-def _live(nodes: Sequence[RedisServer]) -> List[RedisServer]:
+def _live(nodes: Sequence[_Node]) -> List[_Node]:
     return [node for node in nodes if node.proc is not None and node.proc.poll() is None]
 
 
@@ -141,6 +143,14 @@ def _advertised_replicas(node: RedisServer) -> set:
 def _role(node: RedisServer) -> str:
     with node.admin_client(decode_responses=True, socket_timeout=2) as client:
         return client.execute_command("ROLE")[0]
+
+
+def _knows_every_node(node: RedisServer, everyone: Set[int]) -> Optional[bool]:
+    return set(_cluster_view(node)) == everyone or None
+
+
+def _in_sync_or_none(node: RedisServer) -> Optional[bool]:
+    return _replica_in_sync(node) or None
 
 
 def _replica_in_sync(node: RedisServer) -> bool:
@@ -248,7 +258,7 @@ class RedisClusterProcesses(_Topology):
         everyone = {node.port for node in self.nodes}
         for node in self.nodes:
             wait_until(
-                lambda node=node: set(_cluster_view(node)) == everyone or None,
+                functools.partial(_knows_every_node, node, everyone),
                 SETTLE_SECONDS,
                 f"node {node.port} did not meet every other node",
             )
@@ -257,7 +267,7 @@ class RedisClusterProcesses(_Topology):
                 client.execute_command("CLUSTER", "REPLICATE", ids[primary_port])
         for replica_port in self.started_as_replica_of:
             wait_until(
-                lambda port=replica_port: _replica_in_sync(self.node_on(port)) or None,
+                functools.partial(_in_sync_or_none, self.node_on(replica_port)),
                 SETTLE_SECONDS,
                 f"replica {replica_port} did not sync",
             )
@@ -425,7 +435,7 @@ class RedisSentinelProcesses(_Topology):
             _start_all(self.nodes)
             for replica in self.nodes[1:]:
                 wait_until(
-                    lambda replica=replica: _replica_in_sync(replica) or None,
+                    functools.partial(_in_sync_or_none, replica),
                     SETTLE_SECONDS,
                     f"replica {replica.port} did not sync",
                 )
@@ -434,7 +444,7 @@ class RedisSentinelProcesses(_Topology):
             _start_all(self.sentinels)
             for sentinel in self.sentinels:
                 wait_until(
-                    lambda sentinel=sentinel: self._sees_everyone(sentinel) or None,
+                    functools.partial(self._sees_everyone_or_none, sentinel),
                     SETTLE_SECONDS,
                     f"sentinel {sentinel.port} did not find the replicas and other sentinels",
                 )
@@ -442,6 +452,9 @@ class RedisSentinelProcesses(_Topology):
             self.stop()
             raise
         return self
+
+    def _sees_everyone_or_none(self, sentinel: SentinelServer) -> Optional[bool]:
+        return self._sees_everyone(sentinel) or None
 
     def _sees_everyone(self, sentinel: SentinelServer) -> bool:
         with sentinel.admin_client(decode_responses=True, socket_timeout=2) as client:

@@ -68,13 +68,16 @@ def rasa_server_command(
     ]
 
 
-def wait_for_model(base_url: str, auth_token: str, timeout: float, proc: subprocess.Popen) -> None:
+def wait_for_model(
+    base_url: str, auth_token: str, timeout: float, proc: Optional[subprocess.Popen]
+) -> None:
     """Rasa answers HTTP before its model is loaded; a turn needs the model, so wait for it."""
     deadline = time.monotonic() + timeout
     url = f"{base_url}/status?token={auth_token}"
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"rasa server exited with {proc.returncode} while loading")
+        if proc is None or proc.poll() is not None:
+            code = proc.returncode if proc is not None else None
+            raise RuntimeError(f"rasa server exited with {code} while loading")
         try:
             with urllib.request.urlopen(url, timeout=2) as response:
                 if json.load(response).get("model_file"):

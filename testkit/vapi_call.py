@@ -14,10 +14,13 @@ import json
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, cast
 
 import httpx
 import openai
+
+if TYPE_CHECKING:
+    from openai.types.chat import ChatCompletionMessageParam
 
 FLUSH_TAG = "<flush />"
 
@@ -131,7 +134,8 @@ class VapiCall:
         finish: Optional[str] = None
         stream = await self.llm_client().chat.completions.create(
             model="rasa",
-            messages=messages,
+            # The SDK types each role's message apart; this is the call's history as VAPI has it.
+            messages=cast("List[ChatCompletionMessageParam]", messages),
             stream=True,
             extra_body={
                 "call": self.call,

@@ -5,6 +5,7 @@ GitHub makes anchors from headings), so a page moved or a heading renamed fails 
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 from typing import Dict, List, Set
 
@@ -111,3 +112,26 @@ def test_the_front_page_leads_to_every_page_of_docs() -> None:
 def test_every_relative_link_and_anchor_resolves(page: Path) -> None:
     assert links_of(page) or page.name == "DESIGN.md", "a page that links nowhere"
     assert broken_links(page) == []
+
+
+#: "issue 13", "Issue #14", "issues 12 and 13": a tracker's numbers say nothing to a reader.
+ISSUE_NUMBER = re.compile(r"\bissues?\s*#?\d+", re.IGNORECASE)
+SOURCE_SUFFIXES = {".py", ".js", ".html", ".css", ".yml", ".yaml", ".cfg", ".toml", ".md"}
+
+
+def test_no_issue_numbers_in_the_code_or_its_docs() -> None:
+    """Comments and docstrings say why, not which ticket asked (quoting another project's
+    tracker in the vendor notes of docs/specs/ is a reference, not ours)."""
+    tracked = subprocess.run(
+        ["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    offenders = [
+        f"{name}:{number}: {line.strip()}"
+        for name in tracked
+        if Path(name).suffix in SOURCE_SUFFIXES
+        and not name.startswith("docs/specs/")
+        and name != "tests/test_docs.py"  # the examples above
+        for number, line in enumerate((ROOT / name).read_text(encoding="utf-8").splitlines(), 1)
+        if ISSUE_NUMBER.search(line)
+    ]
+    assert offenders == []

@@ -1,4 +1,4 @@
-"""Every Redis key the running assistant writes has an expiry (issue 14).
+"""Every Redis key the running assistant writes has an expiry.
 
 Collected after ``test_full_story.py`` and the channel tests, so it scans the shared stack's
 Redis once calls, texts, chats, call reports, hand-offs and forms have all written their keys.

@@ -227,3 +227,27 @@ def test_each_name_is_imported_from_its_home() -> None:
         if imported not in homes[module] and f"{module}.{imported}" not in known
     ]
     assert offenders == [], json.dumps(offenders, indent=1)
+
+
+CHANNELS = ("vapi", "twilio_sms", "webchat", "viewer", "ops")
+
+
+def _channel_of(module: str) -> str:
+    """The channel package a module belongs to ('' for any other module)."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[0] == "connectors" and parts[1] in CHANNELS else ""
+
+
+def test_no_channel_package_imports_another() -> None:
+    """What two channels share lives below them (connectors/turns/, connectors/event_log/, the
+    core), so a channel can change, or go, without touching another."""
+    known = _project_modules()
+    offenders = [
+        f"{name}: {module}"
+        for name, path in known.items()
+        if _channel_of(name)
+        for module, _ in _imports_of(name, path, known)
+        if _channel_of(module) not in ("", _channel_of(name))
+    ]
+    assert _channel_of("connectors.viewer.lookup") == "viewer"
+    assert offenders == [], json.dumps(offenders, indent=1)

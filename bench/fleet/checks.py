@@ -1,6 +1,6 @@
 """What became of every customer message of a fleet run, read back from Redis and the fakes.
 
-The issue's standard, checked after the traffic (``bench.fleet.customers.Traffic``) stops:
+The standard, checked after the traffic (``bench.fleet.customers.Traffic``) stops:
 
 - every accepted message is in its conversation's event log exactly once (matched on the SMS
   ``message_sid``, the chat ``client_message_id``, or for voice the call's user message with the
@@ -32,7 +32,8 @@ import redis.asyncio as aioredis
 
 from bench.fleet.customers import CHANNELS, CHAT, SMS, Sent, Traffic
 from bench.fleet.local_fleet import running_work
-from omnichannel.identity import IdentityStore, phone_address
+from omnichannel.addresses import phone_address
+from omnichannel.identity import IdentityStore
 
 #: How many examples of each kind of failure a report names.
 EXAMPLES = 5
@@ -222,9 +223,11 @@ def check(traffic: Traffic, settle_seconds: float = 60) -> Report:
             f.refused += 1
             continue
         f.accepted += 1
-        cid = conversations.get(item.customer)
-        seen = occurrences(item, logs.get(cid, [])) if cid else 0
-        label = f"{item.channel} {item.key} {item.text!r} (conversation {cid}, {item.errors})"
+        conversation = conversations.get(item.customer)
+        seen = occurrences(item, logs.get(conversation, [])) if conversation else 0
+        label = (
+            f"{item.channel} {item.key} {item.text!r} (conversation {conversation}, {item.errors})"
+        )
         if seen == 0:
             f.lost += 1
             problems["lost (accepted, not in the event log)"].append(label)

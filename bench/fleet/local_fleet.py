@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Set, Tuple, Union
 
-import redis
+from redis import Redis as RedisClient  # the attribute Fleet.redis shadows the module
 
 from devtools.model import ensure_model
 from testkit.fake_llm import FakeLlm, LlmReply
@@ -131,7 +131,7 @@ def haproxy_command(socket_path: Path, command: str) -> str:
     return b"".join(chunks).decode()
 
 
-def running_work(client: redis.Redis) -> List[Tuple[str, str]]:
+def running_work(client: RedisClient) -> List[Tuple[str, str]]:
     """(key, owner) of each durable work item (omnichannel/leases.py) still running: the item,
     not its kind's index, says so."""
     found: List[Tuple[str, str]] = []
@@ -379,7 +379,7 @@ class Fleet:
         # Sentinels reconfigure it as a replica of the new master as soon as it is up.
         old.start()
 
-    def admin_client(self) -> redis.Redis:
+    def admin_client(self) -> RedisClient:
         """A client of the current Redis master, for reading back state."""
         assert self.redis is not None
         node = self.redis.master if isinstance(self.redis, RedisSentinelProcesses) else self.redis

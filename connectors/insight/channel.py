@@ -22,7 +22,7 @@ import logging
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Dict, Optional
 
-from pydantic import conint
+from pydantic import Field
 from rasa.core.channels.channel import InputChannel, UserMessage
 from sanic import response
 from sanic.request import Request
@@ -61,7 +61,7 @@ class InsightOptions(ConnectorOptions):
     """Tunables from credentials.yml."""
 
     #: Not-understood messages listed (and exported) per report.
-    top_not_understood: conint(ge=1, le=100) = 20
+    top_not_understood: int = Field(default=20, ge=1, le=100)
 
 
 class InsightInput(InputChannel):

@@ -27,7 +27,7 @@ from __future__ import annotations
 import os
 from typing import Any, Awaitable, Callable, Dict, Optional
 
-from pydantic import confloat
+from pydantic import Field
 from rasa.core.channels.channel import InputChannel, UserMessage
 from sanic import Sanic, response
 from sanic.request import Request
@@ -50,12 +50,12 @@ class OpsOptions(ConnectorOptions):
     """Tunables from credentials.yml."""
 
     #: Seconds each readiness check (Redis PING, action server /health) may take.
-    check_timeout: confloat(gt=0, le=10) = 1.0
+    check_timeout: float = Field(default=1.0, gt=0, le=10)
     #: Seconds a readiness verdict is reused, so frequent probes do not hammer the dependencies.
-    cache_seconds: confloat(ge=0, le=60) = 2.0
+    cache_seconds: float = Field(default=2.0, ge=0, le=60)
     #: Longest a SIGTERM'd server spends finishing accepted work before it exits; keep it below
     #: the orchestrator's grace period (30 s in deploy/) so the process is not killed mid-drain.
-    drain_seconds: confloat(ge=0, le=600) = DEFAULT_DRAIN_SECONDS
+    drain_seconds: float = Field(default=DEFAULT_DRAIN_SECONDS, ge=0, le=600)
 
 
 class OpsInput(InputChannel):

@@ -7,15 +7,23 @@ turn that may be run twice goes through :func:`handle_once`: under the conversat
 same hold Rasa's processor runs in, it looks for a user event with the message's id in the event
 log and processes the message only when there is none. Whoever comes second finds the first
 one's events (:func:`replies_to`) instead of running the turn again.
+
+Every channel runs its turns through :func:`run_once` (``run_turn`` around ``handle_once``) and,
+when that finds the message processed by a run that did not answer, delivers :func:`replay`.
 """
 
 from __future__ import annotations
 
-from typing import Any, Awaitable, Callable, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Dict, List, Optional
 
 from rasa.core.channels.channel import UserMessage
 from rasa.shared.core.events import ActionExecuted, BotUttered, UserUttered
 from rasa.shared.core.trackers import DialogueStateTracker
+
+from connectors.turns.run import processor_of, run_turn
+
+if TYPE_CHECKING:
+    from rasa.core.agent import Agent
 
 #: Runs under the lock before the message is processed; returns False to drop the message
 #: (a voice turn superseded while it waited).
@@ -51,7 +59,7 @@ def replies_to(tracker: DialogueStateTracker, message_id: str) -> List[Dict[str,
 
 
 async def handle_once(
-    agent: Any, message: UserMessage, before: Optional[BeforeProcessing] = None
+    agent: Agent, message: UserMessage, before: Optional[BeforeProcessing] = None
 ) -> bool:
     """Rasa's ``agent.handle_message`` (the conversation lock, then the processor) unless the
     event log already holds ``message.message_id``; True when the message was processed here.
@@ -61,10 +69,37 @@ async def handle_once(
     every attempt), not one made up per attempt.
     """
     async with agent.lock_store.lock(message.sender_id):
-        tracker = await agent.processor.get_tracker(message.sender_id)
+        tracker = await processor_of(agent).get_tracker(message.sender_id)
         if find_user_event(tracker, message.message_id) is not None:
             return False
         if before is not None and not await before(tracker):
             return False
-        await agent.processor.handle_message(message)
+        await processor_of(agent).handle_message(message)
     return True
+
+
+async def run_once(
+    agent: Agent,
+    message: UserMessage,
+    *,
+    trusted_payload: bool = False,
+    before: Optional[BeforeProcessing] = None,
+) -> bool:
+    """A channel's turn: :func:`connectors.turns.run.run_turn` (failures loud, a customer's
+    ``/…`` escaped unless ``trusted_payload``) around :func:`handle_once`; True when this run
+    processed the message, False when the event log held it already or ``before`` dropped it.
+    Raises TurnFailed."""
+    processed: List[bool] = []
+
+    async def once(message: UserMessage) -> None:
+        processed.append(await handle_once(agent, message, before))
+
+    await run_turn(agent, once, message, trusted_payload=trusted_payload)
+    return bool(processed and processed[0])
+
+
+async def replay(agent: Agent, message: UserMessage) -> List[Dict[str, Any]]:
+    """What the run that processed ``message`` before (on a replica that stopped before
+    answering) said, from the event log, for the channel to deliver as this turn's replies."""
+    tracker = await processor_of(agent).get_tracker(message.sender_id)
+    return replies_to(tracker, message.message_id)

@@ -23,17 +23,21 @@ import logging
 import time
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, List, Optional
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, List, Optional
 
 from rasa.core.channels.channel import UserMessage
 from rasa.core.lock_store import LockError
 
-from connectors.tracker_store import install_loud_state_failures
+from connectors.rasa_patches import install_loud_state_failures
 from omnichannel import metrics, tracing
 from omnichannel.channels import kind_of
 from omnichannel.insight import recorder as insight
 from omnichannel.redaction import redactor
 from omnichannel.redis_client import REDIS_FAILURES, StateUnavailable
+
+if TYPE_CHECKING:
+    from rasa.core.agent import Agent
+    from rasa.core.processor import MessageProcessor
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +80,14 @@ for _name in ("rasa.core.processor", "rasa.core.actions.action"):
     logging.getLogger(_name).addHandler(_capture)
 
 
+def processor_of(agent: Agent) -> MessageProcessor:
+    """The agent's message processor, which Rasa sets once a model is loaded: a turn that
+    arrives before fails loudly, with nothing processed (the sender may retry)."""
+    if agent.processor is None:
+        raise TurnFailed("the model is not loaded yet", before_processing=True)
+    return agent.processor
+
+
 def as_text(text: str) -> str:
     """A customer's ``text`` as Rasa must take it: as text, never as ``/intent{entities}``."""
     stripped = text.strip()
@@ -83,7 +95,7 @@ def as_text(text: str) -> str:
 
 
 async def run_turn(
-    agent: Any,
+    agent: Agent,
     on_new_message: Callable[[UserMessage], Awaitable[Any]],
     message: UserMessage,
     *,

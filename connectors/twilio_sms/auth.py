@@ -17,6 +17,7 @@ from multidict import MultiDict
 from twilio.request_validator import RequestValidator
 
 from connectors.twilio_sms.wire import Rejected
+from omnichannel.errors import ConfigError
 from omnichannel.settings import Settings
 
 #: A Twilio webhook is a few hundred bytes to a few KB; anything far larger is not Twilio.
@@ -47,9 +48,12 @@ class WebhookValidator:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> WebhookValidator:
+        token, account = settings.twilio_auth_token, settings.twilio_account_sid
+        if not token or not account:
+            raise ConfigError("TWILIO_AUTH_TOKEN and TWILIO_ACCOUNT_SID check Twilio's signatures")
         return cls(
-            auth_token=settings.twilio_auth_token,
-            account_sid=settings.twilio_account_sid,
+            auth_token=token,
+            account_sid=account,
             public_base_url=settings.public_base_url,
         )
 

@@ -26,7 +26,7 @@ import time
 from typing import Any, Dict, Optional, Tuple
 
 from multidict import MultiDict
-from pydantic import confloat, conint
+from pydantic import Field
 from rasa.core.channels.channel import InputChannel, OutputChannel
 from sanic import Sanic, response
 from sanic.request import Request
@@ -46,7 +46,8 @@ from connectors.twilio_sms.wire import (
     idempotency_token,
 )
 from omnichannel.channels import SMS, TWILIO_SMS
-from omnichannel.identity import IdentityStore, mask
+from omnichannel.identity import IdentityStore
+from omnichannel.masking import mask
 from omnichannel.options import ConnectorOptions
 from omnichannel.redis_client import REDIS_FAILURES, StateUnavailable, redis_client
 from omnichannel.rendering.messages import BotMessage
@@ -67,13 +68,13 @@ class TwilioSmsOptions(ConnectorOptions):
     (secrets come from the environment)."""
 
     #: Answer inline within this, else acknowledge and reply by REST.
-    inline_budget_seconds: confloat(gt=0, le=MAX_INLINE_BUDGET) = 5.0
+    inline_budget_seconds: float = Field(default=5.0, gt=0, le=MAX_INLINE_BUDGET)
     #: One SMS body at most (Twilio's limit is 1600).
-    max_message_length: conint(ge=1, le=SMS_MAX_LENGTH) = SMS_MAX_LENGTH
+    max_message_length: int = Field(default=SMS_MAX_LENGTH, ge=1, le=SMS_MAX_LENGTH)
     #: How long a MessageSid (its turn, its reply in the outbox) is remembered.
-    dedupe_ttl_seconds: conint(ge=60, le=MAX_TTL_SECONDS) = 24 * 3600
+    dedupe_ttl_seconds: int = Field(default=24 * 3600, ge=60, le=MAX_TTL_SECONDS)
     #: How long "reply 1 for …" stays answerable.
-    buttons_ttl_seconds: conint(ge=60, le=MAX_TTL_SECONDS) = 24 * 3600
+    buttons_ttl_seconds: int = Field(default=24 * 3600, ge=60, le=MAX_TTL_SECONDS)
 
 
 def _twiml_response(body: str) -> HTTPResponse:
@@ -179,7 +180,7 @@ class TwilioSmsInput(InputChannel):
 
     def blueprint(self, on_new_message: Any) -> ChannelBlueprint:
         """The routes. Turns do not go through Rasa's ``on_new_message``: they may run twice
-        (on a takeover), so they run through :func:`connectors.turns.once.handle_once` on the app's
+        (on a takeover), so they run through :func:`connectors.turns.once.run_once` on the app's
         agent, which skips a message the event log already holds."""
         bp = ChannelBlueprint("omni_twilio_sms", __name__)
 

@@ -7,15 +7,16 @@ is a trusted payload, metadata, where replies go and from which of our numbers).
 also the delivery's dedupe record, the one place that decides: a duplicate finds it running (an
 empty TwiML: the running turn answers) or done with the TwiML the first delivery got.
 
-The replica that recorded the item runs the turn under the item's lease, through
-:func:`connectors.turns.once.handle_once`, and answers inline when the turn ends within the inline
+This is the durable turn of :mod:`connectors.turns.durable` with SMS's wire and delivery. The
+replica that recorded the item runs the turn under the item's lease, through
+:func:`connectors.turns.once.run_once`, and answers inline when the turn ends within the inline
 budget (the TwiML is stored as the item's outcome before the webhook returns it). Otherwise the
 webhook acknowledges with an empty TwiML and the replies go to the SMS outbox
 (:mod:`.outbox`): recorded first, then the turn item is completed, then they are sent.
 
 A replica that dies leaves its items to the others' sweepers: a turn it had not processed is run
-(``handle_once`` finds no event with its MessageSid); a turn it had processed but not answered is
-answered from the event log (:func:`connectors.turns.once.replies_to`); either way the replies go
+(``run_once`` finds no event with its MessageSid); a turn it had processed but not answered is
+answered from the event log (:func:`connectors.turns.once.replay`); either way the replies go
 through the outbox by REST. A draining replica hands off (``release``) what it could not finish
 by the drain's bound, so another replica takes it over at once.
 """
@@ -23,22 +24,21 @@ by the drain's bound, so another replica takes it over at once.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from typing import Any, AsyncIterator, Awaitable, Callable, Dict, List, Optional, Tuple
+from typing import Any, Awaitable, Callable, Dict, Optional
 
-from rasa.core.channels.channel import OutputChannel, UserMessage
+from rasa.core.channels.channel import OutputChannel
 
-from connectors.turns.once import handle_once, replies_to
-from connectors.turns.run import TurnFailed, run_turn
+from connectors.turns.durable import DurableTurns, leased_message
+from connectors.turns.once import replay, run_once
+from connectors.turns.run import TurnFailed
 from connectors.twilio_sms.outbox import SmsOutbox
 from connectors.twilio_sms.state import OfferedButtons
 from connectors.twilio_sms.wire import EMPTY_TWIML, twiml
-from omnichannel import metrics
 from omnichannel.channels import SMS, TWILIO_SMS
 from omnichannel.identity import IdentityStore
-from omnichannel.leases import Existing, InFlightWork, Lease, takeover
+from omnichannel.leases import Existing, InFlightWork, Lease
 from omnichannel.redis_client import REDIS_FAILURES, StateUnavailable
 from omnichannel.rendering.messages import TurnOutput
 from omnichannel.rendering.sms import SmsMessage, SmsRendering, render_sms
@@ -54,9 +54,6 @@ APOLOGY = (
 )
 APOLOGY_RENDERING = SmsRendering(messages=(SmsMessage(body=APOLOGY),))
 APOLOGY_TWIML = twiml(APOLOGY_RENDERING.messages)
-
-#: A draining replica hands its unfinished work off this long before the drain's bound.
-HAND_OFF_MARGIN_SECONDS = 1.0
 
 
 class TwilioSmsOutput(OutputChannel):
@@ -120,7 +117,7 @@ class SmsTurns:
         **work_options: Any,
     ) -> None:
         """``work_options`` go to :class:`InFlightWork`, as for :class:`SmsOutbox`."""
-        self.work = InFlightWork(redis_url, SMS_TURN, **work_options)
+        self.durable = DurableTurns(InFlightWork(redis_url, SMS_TURN, **work_options), SMS)
         self.inline_budget = inline_budget_seconds
         self.max_message_length = max_message_length
         self.buttons = buttons
@@ -129,14 +126,12 @@ class SmsTurns:
         self.tasks = BackgroundTasks(TWILIO_SMS)
         #: Where Rasa keeps its agent (the Sanic app's context), known once the server starts.
         self.app_context: Any = None
-        #: The leases each running task holds (innermost last), handed off by a drain.
-        self._holding: Dict[asyncio.Task, List[Tuple[InFlightWork, Lease]]] = {}
 
     def start(self, app_context: Any) -> None:
         """This replica's sweeper resumes both kinds from now on (the server started)."""
         self.app_context = app_context
-        takeover().register(self.work, self._resume_turn)
-        takeover().register(self.outbox.work, self._resume_reply)
+        self.durable.resume_with(self._resume_turn)
+        self.durable.resume_with(self._resume_reply, self.outbox.work)
 
     async def accept(
         self, conversation_id: str, message_sid: str, payload: Dict[str, Any], started: float
@@ -145,10 +140,9 @@ class SmsTurns:
         budget, else an empty one (the replies go by REST); a duplicate gets the stored answer.
         Raises a Redis failure when the delivery cannot be recorded (it is then not accepted).
         """
-        found = await self.work.record(conversation_id, message_sid, payload)
+        found = await self.durable.accept(conversation_id, message_sid, payload)
         if isinstance(found, Existing):
             logger.info("SMS %s is a duplicate delivery (%s)", message_sid, found.state)
-            metrics.DEDUPE_HITS.labels(channel=SMS).inc()
             return (found.outcome or {}).get("twiml") or EMPTY_TWIML
         inline = InlineAnswer()
         self.tasks.start(self._run_held(found, inline), f"SMS turn {message_sid}")
@@ -168,36 +162,22 @@ class SmsTurns:
 
     # -- running an item --------------------------------------------------------------------
 
-    @contextlib.asynccontextmanager
-    async def _tracked(self, work: InFlightWork, lease: Lease) -> AsyncIterator[None]:
-        """Notes that the current task holds ``lease`` (for a drain's hand-off)."""
-        task = asyncio.current_task()
-        assert task is not None
-        stack = self._holding.setdefault(task, [])
-        stack.append((work, lease))
-        try:
-            yield
-        finally:
-            stack.pop()
-            if not stack:
-                self._holding.pop(task, None)
-
     async def _held(self, work: InFlightWork, lease: Lease, job: Awaitable[None]) -> None:
         """Runs ``job`` while renewing ``lease`` (the replica that recorded the item)."""
-        async with work.held(lease), self._tracked(work, lease):
+        async with self.durable.held(lease, work):
             await job
 
     async def _run_held(self, lease: Lease, inline: InlineAnswer) -> None:
-        await self._held(self.work, lease, self._carry_out(lease, inline))
+        await self._held(self.durable.work, lease, self._carry_out(lease, inline))
 
     async def _resume_turn(self, lease: Lease) -> None:
         """The sweeper's handler for a turn another replica left (it holds the lease)."""
-        async with self._tracked(self.work, lease):
+        async with self.durable.tracked(lease):
             await self._carry_out(lease, None)
 
     async def _resume_reply(self, lease: Lease) -> None:
         """The sweeper's handler for a reply another replica left in the outbox."""
-        async with self._tracked(self.outbox.work, lease):
+        async with self.durable.tracked(lease, self.outbox.work):
             await self.outbox.deliver(lease)
 
     async def _carry_out(self, lease: Lease, inline: Optional[InlineAnswer]) -> None:
@@ -249,14 +229,7 @@ class SmsTurns:
 
     async def _complete(self, lease: Lease, answer: str, by_rest: bool = False) -> bool:
         """True when the item is done with ``answer`` here."""
-        try:
-            done = await self.work.complete(lease, {"twiml": answer, "by_rest": by_rest})
-        except REDIS_FAILURES as error:
-            logger.error("SMS %s: answer not stored (%s)", lease.item_id, type(error).__name__)
-            return False
-        if not done:
-            logger.warning("SMS %s: lease lost; another replica answers it", lease.item_id)
-        return done
+        return await self.durable.complete(lease, {"twiml": answer, "by_rest": by_rest})
 
     async def _rendering(self, lease: Lease) -> SmsRendering:
         """What the turn answers: nothing for an opt-out keyword or an opted-out number, the
@@ -291,26 +264,14 @@ class SmsTurns:
             return APOLOGY_RENDERING
 
     async def _turn(self, lease: Lease) -> SmsRendering:
-        """Runs the turn through ``handle_once``; when the event log already holds it (a replica
-        that died after processing it), its replies come from the log."""
+        """Runs the turn once; when the event log already holds it (a replica that died after
+        processing it), its replies come from the log."""
         payload = lease.payload
         agent = self.app_context.agent
         output = TwilioSmsOutput()
-        message = UserMessage(
-            payload["text"],
-            output,
-            lease.conversation_id,
-            input_channel=TWILIO_SMS,
-            message_id=lease.item_id,
-            metadata=payload["metadata"],
-        )
-        processed: List[bool] = []
-
-        async def once(message: UserMessage) -> None:
-            processed.append(await handle_once(agent, message))
-
+        message = leased_message(lease, output, TWILIO_SMS)
         try:
-            await run_turn(agent, once, message, trusted_payload=payload["trusted"])
+            processed = await run_once(agent, message, trusted_payload=payload["trusted"])
         except TurnFailed as failure:
             logger.error(
                 "SMS %s (conversation %s): turn failed: %s; apologising",
@@ -326,9 +287,8 @@ class SmsTurns:
                 lease.conversation_id,
             )
             return APOLOGY_RENDERING
-        if processed == [False]:
-            tracker = await agent.processor.get_tracker(lease.conversation_id)
-            for reply in replies_to(tracker, lease.item_id):
+        if not processed:
+            for reply in await replay(agent, message):
                 output.turn.add(reply)
             logger.warning(
                 "SMS %s (conversation %s): processed by a replica that stopped; answering what "
@@ -345,27 +305,7 @@ class SmsTurns:
 
     async def hand_off(self, deadline: float) -> None:
         """The drain's SMS step: waits for running items until shortly before ``deadline``,
-        then stops those still running and releases their leases, so another replica's
-        sweeper takes them over at once (rather than after the lease, or never)."""
-        bound = deadline - HAND_OFF_MARGIN_SECONDS
-        while self._holding and (wait := bound - time.monotonic()) > 0:
-            await asyncio.wait(list(self._holding), timeout=wait)
-        left = {task: list(stack) for task, stack in self._holding.items()}
-        for task in left:
-            task.cancel()
-        await asyncio.gather(*left, return_exceptions=True)
-        for stack in left.values():
-            for work, lease in stack:
-                try:
-                    released = await work.release(lease)
-                except REDIS_FAILURES as error:
-                    # Its lease runs out instead; a sweeper takes it over then.
-                    logger.error("%s %s not handed off: %s", lease.kind, lease.item_id, error)
-                    continue
-                if released:
-                    logger.warning(
-                        "drain: %s %s of %s handed off to another replica",
-                        lease.kind,
-                        lease.item_id,
-                        lease.conversation_id,
-                    )
+        then stops those still running and releases their leases (turns and replies alike), so
+        another replica's sweeper takes them over at once (rather than after the lease, or
+        never)."""
+        await self.durable.hand_off(deadline)

@@ -19,8 +19,8 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 from twilio.twiml.messaging_response import MessagingResponse
 
+from omnichannel.addresses import Address, InvalidAddress, phone_address
 from omnichannel.channels import SMS
-from omnichannel.identity import Address, InvalidAddress, phone_address
 from omnichannel.rendering.sms import SmsMessage
 from omnichannel.sms_sender import OPTED_OUT_ERROR
 

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from omnichannel.identity import mask
+from omnichannel.masking import mask
 from omnichannel.rendering.messages import BotMessage
 from omnichannel.rendering.voice import spoken_text
 

@@ -15,16 +15,10 @@ from collections import OrderedDict
 from typing import Optional, Tuple
 
 from connectors.vapi.wire import Call, Customer
+from omnichannel.addresses import Address, InvalidAddress, anon_address, phone_address, user_address
 from omnichannel.channels import VOICE
 from omnichannel.customer_tokens import HostTokenPolicy, TokenRefused
-from omnichannel.identity import (
-    Address,
-    IdentityStore,
-    InvalidAddress,
-    anon_address,
-    phone_address,
-    user_address,
-)
+from omnichannel.identity import IdentityStore
 
 logger = logging.getLogger(__name__)
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Awaitable, Callable, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Dict, List, Optional, cast
 
-from pydantic import confloat, conint, constr
+from pydantic import Field, constr
 from rasa.core.channels.channel import InputChannel, OutputChannel, UserMessage
 from rasa.core.lock_store import LockError
 from sanic import Sanic, response
@@ -44,10 +44,10 @@ from connectors.vapi.wire import (
     parse_completion_request,
     parse_server_message,
 )
+from omnichannel.addresses import Address
 from omnichannel.channels import VAPI, VOICE
 from omnichannel.customer_tokens import MAX_TOKEN_LIFETIME, HostTokenPolicy
-from omnichannel.identity import Address, IdentityStore
-from omnichannel.leases import takeover
+from omnichannel.identity import IdentityStore
 from omnichannel.options import ConnectorOptions
 from omnichannel.redis_client import REDIS_FAILURES, StateUnavailable
 from omnichannel.rendering.messages import BotMessage
@@ -60,35 +60,38 @@ SECTION = "connectors.vapi.channel.VapiInput"
 
 
 #: A host name, or ``*.`` and a domain.
-ControlHost = constr(regex=r"^(\*\.)?[A-Za-z0-9.-]{1,253}\Z")
+if TYPE_CHECKING:
+    ControlHost = str
+else:
+    ControlHost = constr(regex=r"^(\*\.)?[A-Za-z0-9.-]{1,253}\Z")
 
 
 class VapiOptions(ConnectorOptions):
     """Tunables from credentials.yml (secrets come from the environment)."""
 
     #: Largest custom-LLM request / server message (VAPI resends the whole call history).
-    max_request_bytes: conint(ge=1024, le=100_000_000) = 1_000_000
-    max_event_bytes: conint(ge=1024, le=100_000_000) = 5_000_000
+    max_request_bytes: int = Field(default=1_000_000, ge=1024, le=100_000_000)
+    max_event_bytes: int = Field(default=5_000_000, ge=1024, le=100_000_000)
     #: VAPI gives assistant-request 7.5 s; our Redis reads get at most this.
-    assistant_request_timeout: confloat(gt=0, le=7.0) = 2.0
+    assistant_request_timeout: float = Field(default=2.0, gt=0, le=7.0)
     #: Below this share of our words heard, the caller cut the bot off.
-    barge_in_threshold: confloat(ge=0, le=1) = 0.9
+    barge_in_threshold: float = Field(default=0.9, ge=0, le=1)
     #: How long a duplicate waits for a turn running on another replica (VAPI itself gives up
     #: on a request after the model's timeoutSeconds, at most a minute).
-    duplicate_wait_seconds: confloat(ge=0, le=60) = 20.0
+    duplicate_wait_seconds: float = Field(default=20.0, ge=0, le=60)
     #: A running turn's lease: a duplicate finding its replica silent this long takes it over.
-    turn_lease_seconds: confloat(ge=0.5, le=30) = DEFAULT_TURN_LEASE_SECONDS
+    turn_lease_seconds: float = Field(default=DEFAULT_TURN_LEASE_SECONDS, ge=0.5, le=30)
     #: Trust a plain ``user_id`` variable on web calls. Off: a browser starting a web call
     #: sets variableValues itself, so only a signed ``user_token`` (web chat JWT) is trusted.
     trust_user_id_variable: bool = False
     #: A web call's ``user_token`` is the web chat's token and is checked the same way: its
     #: ``exp`` at most this far ahead, and its ``aud`` this value when set (set both as the web
     #: chat's options are set).
-    max_token_lifetime: conint(ge=60, le=365 * 24 * 3600) = MAX_TOKEN_LIFETIME
-    jwt_audience: Optional[constr(min_length=1, max_length=200)] = None
+    max_token_lifetime: int = Field(default=MAX_TOKEN_LIFETIME, ge=60, le=365 * 24 * 3600)
+    jwt_audience: Optional[str] = Field(default=None, min_length=1, max_length=200)
     #: Hosts whose ``monitor.controlUrl`` we POST to (exact names or ``*.`` suffixes; https
     #: only). A server whose PUBLIC_BASE_URL is loopback also reaches loopback (the local fake).
-    control_url_hosts: List[ControlHost] = list(DEFAULT_CONTROL_HOSTS)  # type: ignore[valid-type]
+    control_url_hosts: List[ControlHost] = list(DEFAULT_CONTROL_HOSTS)
 
 
 class VapiOutput(OutputChannel):
@@ -181,7 +184,7 @@ class VapiInput(InputChannel):
         async def take_over_abandoned_turns(app: Sanic, _: Any) -> None:
             # Turns whose replica died and that nobody re-POSTs are finished by the sweeper.
             calls = self.runner.calls
-            takeover().register(calls.turns, lambda lease: self.runner.resume(app.ctx.agent, lease))
+            calls.turns.resume_with(lambda lease: self.runner.resume(app.ctx.agent, lease))
 
         @bp.route("/", methods=["GET"])
         async def health(_: Request) -> HTTPResponse:
@@ -231,7 +234,8 @@ class VapiInput(InputChannel):
         except BadRequest as error:
             return _openai_error(error.status, error.reason)
         # parse_completion_request refuses a request without a call id.
-        call, call_id = parsed.call, str(parsed.call.call_id)
+        call = cast(Call, parsed.call)
+        call_id = str(call.call_id)
         address = self.callers.address(call, parsed.customer)
         writer = ChunkWriter(model=parsed.model or MODEL_NAME)
         agent = request.app.ctx.agent
@@ -239,16 +243,19 @@ class VapiInput(InputChannel):
         user_texts = [text for role, text in said if role == "user"]
         if not user_texts:
             greeting = await self.greeter.greeting(agent, address)
-            return await stream_static(request, writer, [greeting])
+            await stream_static(request, writer, [greeting])
+            return None
         if said[-1][0] != "user" or not user_texts[-1]:
-            return await stream_static(request, writer, [])
+            await stream_static(request, writer, [])
+            return None
         if len(user_texts[-1]) > USER_TEXT_MAX_CHARS:
             return _openai_error(400, f"user message longer than {USER_TEXT_MAX_CHARS} characters")
         try:
             conversation_id = await self.callers.conversation(call_id, address)
         except StateUnavailable as error:
             logger.error("voice call %s: %s", call_id, error)
-            return await stream_static(request, writer, [APOLOGY])
+            await stream_static(request, writer, [APOLOGY])
+            return None
         ordinal = len(user_texts) - 1
         turn = VoiceTurn(
             conversation_id=conversation_id,
@@ -264,7 +271,8 @@ class VapiInput(InputChannel):
             started = await self.runner.start(agent, turn, parsed.messages)
         except StateUnavailable as error:
             logger.error("voice call %s: %s", call_id, error)
-            return await stream_static(request, writer, [APOLOGY])
+            await stream_static(request, writer, [APOLOGY])
+            return None
         first_speech = await stream_speech(request, writer, started.listener, started.turn)
         if started.claimed and turn.rasa_seconds is not None and first_speech is not None:
             total = time.perf_counter() - received

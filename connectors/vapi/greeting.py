@@ -16,18 +16,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Optional
 
 from rasa.shared.core.events import UserUttered
 from rasa.shared.core.trackers import DialogueStateTracker
 
-from connectors.tracker_store import install_loud_state_failures
+from connectors.rasa_patches import install_loud_state_failures
+from omnichannel.addresses import Address
 from omnichannel.channels import CHAT, SMS, VAPI
-from omnichannel.identity import Address, IdentityStore
+from omnichannel.identity import IdentityStore
 from omnichannel.redis_client import REDIS_FAILURES, StateUnavailable
 from omnichannel.rendering.messages import BotMessage
 from omnichannel.rendering.voice import render_voice
 from omnichannel.tasks import retrieve_outcome
+
+if TYPE_CHECKING:
+    from rasa.core.agent import Agent
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +48,7 @@ WELCOME_BACK = {
 RECENT_ACTIVITY_SECONDS = 7 * 24 * 3600
 
 
-async def _response(agent: Any, name: str, tracker: Optional[DialogueStateTracker]) -> str:
+async def _response(agent: Agent, name: str, tracker: Optional[DialogueStateTracker]) -> str:
     """The response ``name`` as the VAPI output channel would get it ("" when the domain has
     none): its ``channel: vapi`` variation if any, slots filled from ``tracker``."""
     domain = getattr(agent, "domain", None)
@@ -65,10 +69,10 @@ class Greeter:
         #: VAPI gives assistant-request 7.5 s; the Redis reads get at most this.
         self.timeout = timeout
 
-    async def assistant_name(self, agent: Any) -> str:
+    async def assistant_name(self, agent: Agent) -> str:
         return await _response(agent, ASSISTANT_NAME, None)
 
-    async def greeting(self, agent: Any, address: Optional[Address]) -> str:
+    async def greeting(self, agent: Agent, address: Optional[Address]) -> str:
         """The greeting, rendered for voice. Bounded by ``timeout``: when Redis is slow or
         down the caller still gets the generic greeting."""
         generic = render_voice([BotMessage(text=await _response(agent, GREETING, None))])
@@ -91,7 +95,7 @@ class Greeter:
             return generic
         return personal or generic
 
-    async def _personal(self, agent: Any, address: Address) -> Optional[str]:
+    async def _personal(self, agent: Agent, address: Address) -> Optional[str]:
         conversation_id = await self.identity.lookup(address)
         if conversation_id is None:
             return None

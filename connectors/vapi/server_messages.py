@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Dict, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple
 
 from rasa.core.channels.channel import CollectingOutputChannel
 from rasa.shared.core.events import SlotSet
 
-from connectors.tracker_store import install_loud_state_failures
+from connectors.event_log.reading import CALL_REPORT_SLOT
+from connectors.rasa_patches import install_loud_state_failures
+from connectors.turns.run import processor_of
 from connectors.vapi.callers import Callers
 from connectors.vapi.greeting import Greeter
 from connectors.vapi.state import CallStore
@@ -24,6 +26,9 @@ from omnichannel.channels import VAPI, VOICE
 from omnichannel.orders import Customer
 from omnichannel.redis_client import REDIS_FAILURES, StateUnavailable
 from omnichannel.settings import Settings
+
+if TYPE_CHECKING:
+    from rasa.core.agent import Agent
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +56,7 @@ class ServerMessages:
         self.greeter = greeter
         self.calls = calls
 
-    async def handle(self, agent: Any, message: ServerMessage) -> Dict[str, Any]:
+    async def handle(self, agent: Agent, message: ServerMessage) -> Dict[str, Any]:
         if message.type == "assistant-request":
             return await self.assistant_request(agent, message)
         if message.type == "tool-calls":
@@ -73,7 +78,7 @@ class ServerMessages:
             )
         return {}
 
-    async def assistant_request(self, agent: Any, message: ServerMessage) -> Dict[str, Any]:
+    async def assistant_request(self, agent: Agent, message: ServerMessage) -> Dict[str, Any]:
         """The assistant for this call: our custom LLM, greeting the caller by what we know.
 
         The answer carries no credential: VAPI authenticates the custom-LLM requests with the
@@ -81,7 +86,7 @@ class ServerMessages:
         requires). It once carried the server secret when that key was unset, and a captured
         signed assistant-request, replayed within the signature's five minutes, then yielded
         the secret that signs every server message."""
-        address = self.callers.known_caller(message.call or Call(), message.customer)
+        address = self.callers.known_caller(message.call or Call.parse_obj({}), message.customer)
         model: Dict[str, Any] = {
             "provider": "custom-llm",
             "url": f"{self.settings.public_base_url}/webhooks/{VAPI}",
@@ -120,7 +125,7 @@ class ServerMessages:
         """Who the tools answer for: the caller's number, or the user a signed token names, as
         the call's turns know them; neither for an anonymous caller or a message naming no
         call."""
-        address = self.callers.known_caller(message.call or Call(), message.customer)
+        address = self.callers.known_caller(message.call or Call.parse_obj({}), message.customer)
         if address is None:
             return Customer()
         if address.scheme == "tel":
@@ -135,7 +140,7 @@ class ServerMessages:
             return {"error": "No transfer destination is configured."}
         return {"destination": {"type": "number", "number": self.settings.handoff_phone_number}}
 
-    async def end_of_call_report(self, agent: Any, message: ServerMessage) -> None:
+    async def end_of_call_report(self, agent: Agent, message: ServerMessage) -> None:
         """Stores the call's report in the ``last_call`` slot, under the conversation lock."""
         found = await self._conversation_of(message, create=True)
         if found is None or not found[1].call_id:
@@ -153,9 +158,9 @@ class ServerMessages:
             raise
 
     async def _store_report(
-        self, agent: Any, conversation_id: str, call: Call, message: ServerMessage
+        self, agent: Agent, conversation_id: str, call: Call, message: ServerMessage
     ) -> None:
-        artifact = message.artifact or Artifact()
+        artifact = message.artifact or Artifact.parse_obj({})
         transcript = artifact.transcript or message.transcript
         if not isinstance(transcript, str):
             transcript = None
@@ -176,11 +181,12 @@ class ServerMessages:
             async with agent.lock_store.lock(conversation_id):
                 # A caller who hung up before saying anything has no session yet: start it,
                 # so the report sits in a proper session like any other event.
-                tracker = await agent.processor.fetch_tracker_with_initial_session(
+                processor = processor_of(agent)
+                tracker = await processor.fetch_tracker_with_initial_session(
                     conversation_id, CollectingOutputChannel(), {"channel": VOICE}
                 )
-                tracker.update(SlotSet("last_call", report))
-                await agent.processor.save_tracker(tracker)
+                tracker.update(SlotSet(CALL_REPORT_SLOT, report))
+                await processor.save_tracker(tracker)
         except REDIS_FAILURES as error:
             raise StateUnavailable(f"storing the call report: {type(error).__name__}") from error
         logger.info("call %s: end-of-call report stored (%s)", call.call_id, message.ended_reason)
@@ -196,7 +202,7 @@ class ServerMessages:
     async def _conversation_of(
         self, message: ServerMessage, create: bool
     ) -> Optional[Tuple[str, Call]]:
-        call = message.call or Call()
+        call = message.call or Call.parse_obj({})
         address = self.callers.known_caller(call, message.customer)
         if address is None:
             return None

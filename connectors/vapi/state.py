@@ -26,7 +26,9 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Dict, Optional
 
+from connectors.turns.durable import DurableTurns
 from connectors.vapi.voice_turn import VoiceTurn
+from omnichannel.channels import VOICE
 from omnichannel.leases import Existing, InFlightWork, Lease
 from omnichannel.redis_client import (
     REDIS_FAILURES,
@@ -141,8 +143,11 @@ class CallStore:
     def __init__(self, redis_url: str, lease_seconds: float = DEFAULT_TURN_LEASE_SECONDS) -> None:
         self.redis_url = redis_url
         #: The turns' answer records, leased to the replica running each (see the module).
-        self.turns = InFlightWork(
-            redis_url, VOICE_TURN, lease_seconds=lease_seconds, keep_seconds=ANSWER_TTL_SECONDS
+        self.turns = DurableTurns(
+            InFlightWork(
+                redis_url, VOICE_TURN, lease_seconds=lease_seconds, keep_seconds=ANSWER_TTL_SECONDS
+            ),
+            VOICE,
         )
 
     def _redis(self) -> AnyRedis:
@@ -155,7 +160,7 @@ class CallStore:
         Should the replica die between the two steps, the turn is recorded and not in flight:
         it is taken over once its lease runs out, as any other turn left running."""
         try:
-            recorded = await self.turns.record(turn.conversation_id, turn.turn_id, turn.payload())
+            recorded = await self.turns.accept(turn.conversation_id, turn.turn_id, turn.payload())
         except REDIS_FAILURES as error:
             raise _unavailable("claiming a voice turn", error) from error
         if isinstance(recorded, Existing):
@@ -243,10 +248,10 @@ class CallStore:
                     [turn.call_key],
                     [turn.request_id, json.dumps(last_sent), CALL_STATE_TTL_SECONDS],
                 )
-            return await self.turns.complete(lease, record)
         except REDIS_FAILURES as error:
             logger.error("call %s: could not store the turn's answer: %s", turn.call_id, error)
             return False
+        return await self.turns.complete(lease, record)
 
     async def mark_superseded(self, key: str, request_id: str) -> None:
         """Tells the superseded turn's replica to stop it. Not fatal when Redis fails: the new

@@ -1,4 +1,6 @@
-"""Answering one caller utterance through Rasa exactly once, whatever VAPI re-POSTs.
+"""Answering one caller utterance through Rasa exactly once, whatever VAPI re-POSTs: the durable
+turn of :mod:`connectors.turns.durable`, with the voice wire (VAPI's transcribed history) and
+delivery (speech streamed to every request listening, recorded for duplicates).
 
 - **Duplicates.** A turn is keyed by (call id, ordinal of its last user message, its text); the
   first request claims the key in Redis (state.py) and its answer is recorded there; a
@@ -8,7 +10,7 @@
   duplicate finding the lease run out (the replica died or hangs) takes the turn over and
   answers the caller itself; the sweeper (:func:`omnichannel.leases.takeover`) does the same
   for a turn nobody re-POSTs, so its utterance and answer are recorded. Either way the turn
-  goes through :func:`connectors.turns.once.handle_once`: if the dead replica had processed the
+  goes through :func:`connectors.turns.once.run_once`: if the dead replica had processed the
   utterance, its replies in the event log are spoken (no second Rasa turn), else it runs.
 - **Superseded turns.** When the caller keeps talking, VAPI cancels the request and POSTs again
   with a longer utterance (hearing.supersedes decides). The new turn takes over the call's "in
@@ -29,26 +31,29 @@ import functools
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Dict, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Dict, Optional, Sequence
 
 from rasa.core.channels.channel import OutputChannel, UserMessage
 from rasa.shared.core.constants import ACTION_LISTEN_NAME
 from rasa.shared.core.events import ActionExecuted, UserUtteranceReverted, UserUttered
 from rasa.shared.core.trackers import DialogueStateTracker
 
-from connectors.turns.once import handle_once, replies_to
-from connectors.turns.run import TurnFailed, run_turn
+from connectors.turns.once import replay, run_once
+from connectors.turns.run import TurnFailed, processor_of
 from connectors.vapi.call_control import send_control
 from connectors.vapi.hearing import SpokenTurn, barge_in, spoken_turn, supersedes
 from connectors.vapi.state import CallStore
 from connectors.vapi.voice_turn import APOLOGY, END, VoiceTurn
 from connectors.vapi.wire import USER_TEXT_MAX_CHARS, ChatMessage
 from omnichannel import metrics
-from omnichannel.channels import VAPI, VOICE
+from omnichannel.channels import VAPI
 from omnichannel.leases import Lease
 from omnichannel.redis_client import StateUnavailable
 from omnichannel.rendering.messages import BotMessage
 from omnichannel.tasks import BackgroundTasks
+
+if TYPE_CHECKING:
+    from rasa.core.agent import Agent
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +97,7 @@ class TurnRunner:
 
     async def start(
         self,
-        agent: Any,
+        agent: Agent,
         turn: VoiceTurn,
         messages: Sequence[ChatMessage],
     ) -> Started:
@@ -120,7 +125,7 @@ class TurnRunner:
 
     async def _claim_and_run(
         self,
-        agent: Any,
+        agent: Agent,
         turn: VoiceTurn,
         messages: Sequence[ChatMessage],
         started: asyncio.Future,
@@ -144,10 +149,11 @@ class TurnRunner:
             turn.ordinal, turn.ordinal, turn.last_text
         )
         turn.hear(spoken, USER_TEXT_MAX_CHARS)
-        if supersedes(call.in_flight, turn.request_id, turn.last_text, spoken):
-            turn.previous = call.in_flight
-            self._supersede_here(str(turn.previous.get("turn_id")))
-            await self.calls.mark_superseded(turn.call_key, str(turn.previous.get("request")))
+        previous = call.in_flight
+        if previous is not None and supersedes(previous, turn.request_id, turn.last_text, spoken):
+            turn.previous = previous
+            self._supersede_here(str(previous.get("turn_id")))
+            await self.calls.mark_superseded(turn.call_key, str(previous.get("request")))
         heard = barge_in(
             call.last_sent, call.interrupted_at, messages, spoken, self.barge_in_threshold
         )
@@ -163,13 +169,13 @@ class TurnRunner:
             started.set_result(Started(turn.listen(), turn, claimed=True))
             await self._own(agent, turn, claim.lease)
 
-    async def resume(self, agent: Any, lease: Lease) -> None:
+    async def resume(self, agent: Agent, lease: Lease) -> None:
         """Finishes a turn another replica left running (the sweeper's handler, called while
         ``lease`` is held): nobody may be listening, but its utterance and answer are recorded
         and a later re-POST replays them."""
         await self._own(agent, VoiceTurn.from_payload(lease.payload), lease)
 
-    async def _own(self, agent: Any, turn: VoiceTurn, lease: Lease) -> None:
+    async def _own(self, agent: Agent, turn: VoiceTurn, lease: Lease) -> None:
         """Runs ``turn`` here (claimed, or taken over) while ``lease`` is held, then records
         its answer."""
         turn.task = asyncio.current_task()
@@ -220,7 +226,7 @@ class TurnRunner:
             except StateUnavailable:
                 continue
 
-    async def _answer(self, agent: Any, turn: VoiceTurn) -> None:
+    async def _answer(self, agent: Agent, turn: VoiceTurn) -> None:
         """Rasa's turn (or, if a replica processed it before it died, what that turn said),
         then its call controls; a failure is spoken as the apology."""
         message = UserMessage(
@@ -234,13 +240,12 @@ class TurnRunner:
         before = functools.partial(self._before_processing, agent, turn)
         try:
             began = time.perf_counter()
-            await run_turn(agent, functools.partial(handle_once, agent, before=before), message)
-            if turn.checks_seconds is not None:
+            processed = await run_once(agent, message, before=before)
+            if processed and turn.checks_seconds is not None:
                 turn.rasa_seconds = time.perf_counter() - began - turn.checks_seconds
-            elif turn.open:
+            elif not processed and turn.open:
                 # Processed before, by a replica that died before answering.
-                tracker = await agent.processor.get_tracker(turn.conversation_id)
-                for reply in replies_to(tracker, turn.message_id):
+                for reply in await replay(agent, message):
                     turn.add_bot_message(BotMessage.from_rasa(reply))
         except TurnFailed as error:
             logger.error("voice turn on call %s failed: %s", turn.call_id, error)
@@ -256,9 +261,9 @@ class TurnRunner:
                 turn.say(control.fallback_speech)
 
     async def _before_processing(
-        self, agent: Any, turn: VoiceTurn, tracker: DialogueStateTracker
+        self, agent: Agent, turn: VoiceTurn, tracker: DialogueStateTracker
     ) -> bool:
-        """``handle_once``'s check under the conversation lock, right before Rasa processes the
+        """``run_once``'s check under the conversation lock, right before Rasa processes the
         turn: a turn superseded while it waited is dropped, and the turn it supersedes is
         reverted (same lock hold, so the dialogue holds one user turn for the utterance)."""
         if not turn.open:
@@ -273,7 +278,7 @@ class TurnRunner:
         return True
 
     @staticmethod
-    async def _revert(agent: Any, tracker: DialogueStateTracker, message_id: str) -> None:
+    async def _revert(agent: Agent, tracker: DialogueStateTracker, message_id: str) -> None:
         for event in reversed(tracker.events):
             if isinstance(event, UserUtteranceReverted):
                 return
@@ -283,15 +288,15 @@ class TurnRunner:
                     # listening again leaves the dialogue exactly as it was before it.
                     tracker.update(UserUtteranceReverted())
                     tracker.update(ActionExecuted(ACTION_LISTEN_NAME))
-                    await agent.processor.save_tracker(tracker)
+                    await processor_of(agent).save_tracker(tracker)
                 return
 
     async def _replay(
-        self, agent: Any, turn: VoiceTurn, record: Dict[str, Any], queue: asyncio.Queue
+        self, agent: Agent, turn: VoiceTurn, record: Dict[str, Any], queue: asyncio.Queue
     ) -> None:
         """A duplicate: the recorded answer, waiting for it while another replica runs the
-        turn, or taking the turn over once that replica stopped renewing its lease."""
-        metrics.DEDUPE_HITS.labels(channel=VOICE).inc()
+        turn, or taking the turn over once that replica stopped renewing its lease. (Counted
+        as a duplicate where its claim found the turn recorded.)"""
         deadline = time.monotonic() + self.duplicate_wait_seconds
         while record.get("state") == "running" and time.monotonic() < deadline:
             local = self._turns.get(turn.turn_id)
@@ -315,7 +320,7 @@ class TurnRunner:
             queue.put_nowait(speech)
         queue.put_nowait(END)
 
-    async def _take_over(self, agent: Any, lease: Lease, queue: asyncio.Queue) -> None:
+    async def _take_over(self, agent: Agent, lease: Lease, queue: asyncio.Queue) -> None:
         """Answers the caller with the turn a dead replica left (this request's ``queue``)."""
         turn = VoiceTurn.from_payload(lease.payload)
         logger.warning("call %s: turn taken over (attempt %d)", turn.call_id, lease.attempt)

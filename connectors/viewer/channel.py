@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Dict, Optional
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Dict, Optional
 
-from pydantic import conint
+from pydantic import Field
 from rasa.core.channels.channel import InputChannel, UserMessage
 from rasa.core.lock_store import LockError
 from sanic import response
@@ -32,10 +32,10 @@ from sanic.response import HTTPResponse
 
 from connectors.admin_auth import ADMIN, is_authorised
 from connectors.erasure import erase_conversation
+from connectors.event_log.reading import event_log_of
 from connectors.forwarded import client_address
 from connectors.http_limits import ChannelBlueprint, bounded_body
 from connectors.static_pages import add_page_routes
-from connectors.tracker_store import event_log_of
 from connectors.viewer.lookup import NotFound, timeline_page
 from connectors.viewer.wire import BadQuery, parse_erasure, parse_query
 from omnichannel import audit
@@ -44,6 +44,9 @@ from omnichannel.identity import IdentityStore
 from omnichannel.options import ConnectorOptions
 from omnichannel.redis_client import REDIS_FAILURES, StateUnavailable, redis_client
 from omnichannel.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from rasa.core.agent import Agent
 
 logger = logging.getLogger(__name__)
 
@@ -67,12 +70,12 @@ class ViewerOptions(ConnectorOptions):
     """Tunables from credentials.yml."""
 
     #: Events read for a timeline page when the request names no ``limit``.
-    page_events: conint(ge=1, le=5000) = 200
+    page_events: int = Field(default=200, ge=1, le=5000)
     #: The largest ``limit`` a request may ask for.
-    max_page_events: conint(ge=1, le=5000) = 1000
+    max_page_events: int = Field(default=1000, ge=1, le=5000)
 
 
-def event_store(agent: Any) -> Any:
+def event_store(agent: Agent) -> Any:
     """The event-log store the viewer reads pages of."""
     return event_log_of(agent, "the conversation viewer")
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from typing import Any, Dict, Optional
 
+from connectors.event_log.reading import CHANNEL_LOOKBACK_EVENTS
 from connectors.viewer.timeline import Masker, build_timeline
 from connectors.viewer.wire import Query
-from connectors.webchat.history import CHANNEL_LOOKBACK_EVENTS
 from omnichannel.channels import kind_of_event
 from omnichannel.identity import IdentityStore
 

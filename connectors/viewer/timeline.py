@@ -17,7 +17,7 @@ paging cursor), ``timestamp`` and ``type``:
 - ``session``: a new conversation session began; ``form``: a form became active or ended;
   ``event``: anything else, by Rasa's event name.
 
-Phone numbers in every text shown are masked (:func:`omnichannel.identity.mask`), except the
+Phone numbers in every text shown are masked (:func:`omnichannel.masking.mask`), except the
 number the operator searched by, which they already know (:class:`Masker`).
 """
 
@@ -28,9 +28,9 @@ import re
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from connectors.webchat.history import CALL_REPORT_SLOT, next_turn_channel
+from connectors.event_log.reading import CALL_REPORT_SLOT, next_turn_channel
 from omnichannel.channels import CHAT, SMS, VOICE, kind_of_event
-from omnichannel.identity import mask
+from omnichannel.masking import mask
 from omnichannel.rendering.chat import render_chat
 from omnichannel.rendering.messages import BotMessage
 from omnichannel.rendering.sms import render_sms

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, Optional
 
 from omnichannel import bounded_json
-from omnichannel.identity import Address, InvalidAddress, phone_address, user_address
+from omnichannel.addresses import Address, InvalidAddress, phone_address, user_address
 
 #: The searches, by their key in the request body.
 SEARCH_KEYS = ("phone", "user_id", "conversation_id")

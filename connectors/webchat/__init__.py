@@ -19,8 +19,9 @@ Where to look (the protocol itself is documented in docs/INTEGRATORS.md, "Web ch
   session, revoked tokens) and the per-session rate limit.
 - ``connection.py``: one socket's life (auth, history, frames, turns, live feed) and the
   output channel a turn's replies go through.
-- ``turns.py``: accepted messages as durable in-flight work: recorded before the ``ack``,
-  run once (``handle_once``), taken over by another replica if this one dies.
+- ``turns.py``: accepted messages as durable in-flight work (:mod:`connectors.turns.durable`):
+  recorded before the ``ack``, held by the socket until done, run once (``run_once``), taken
+  over by another replica if this one dies.
 - ``channel.py``: the Rasa input channel, its credentials.yml options and its routes.
 - ``static/``: the widget (``widget.js``, ``widget.css``) and the page that hosts it.
 """

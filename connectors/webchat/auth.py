@@ -15,6 +15,7 @@ from typing import Optional, Tuple
 import jwt
 
 from connectors.webchat.wire import CLOSE_FORBIDDEN, CLOSE_UNAUTHENTICATED
+from omnichannel.addresses import Address, InvalidAddress, anon_address, phone_address, user_address
 from omnichannel.channels import WEBCHAT
 from omnichannel.customer_tokens import (
     JWT_ALGORITHM,
@@ -23,13 +24,6 @@ from omnichannel.customer_tokens import (
     TokenRefused,
     checked_expiry,
     decode,
-)
-from omnichannel.identity import (
-    Address,
-    InvalidAddress,
-    anon_address,
-    phone_address,
-    user_address,
 )
 
 logger = logging.getLogger(__name__)

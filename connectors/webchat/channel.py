@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Dict, Optional, Set
 
-from pydantic import confloat, conint, constr
+from pydantic import Field
 from rasa.core.channels.channel import InputChannel, UserMessage
 from sanic import Sanic, response
 from sanic.request import Request
@@ -34,13 +34,12 @@ from connectors.static_pages import add_page_routes
 from connectors.webchat.auth import ANONYMOUS_TOKEN_LIFETIME, AuthRefused, TokenVerifier
 from connectors.webchat.connection import ChatConnection
 from connectors.webchat.state import SessionLimits
-from connectors.webchat.turns import ChatTurnResumer, chat_turn_work
+from connectors.webchat.turns import ChatTurnResumer, chat_turns
 from connectors.webchat.wire import MAX_HISTORY_LIMIT
 from omnichannel import metrics
 from omnichannel.channels import WEBCHAT
 from omnichannel.customer_tokens import MAX_TOKEN_LIFETIME
 from omnichannel.errors import ConfigError
-from omnichannel.leases import takeover
 from omnichannel.options import ConnectorOptions
 from omnichannel.redis_client import REDIS_FAILURES, redis_client
 from omnichannel.settings import Settings, load_settings
@@ -70,25 +69,25 @@ class WebChatOptions(ConnectorOptions):
 
     #: Messages in the history page sent on connect (and in older pages the client asks for
     #: without a ``limit``).
-    history_page_size: conint(ge=1, le=MAX_HISTORY_LIMIT) = 50
+    history_page_size: int = Field(default=50, ge=1, le=MAX_HISTORY_LIMIT)
     #: Seconds a new socket has to send its auth frame.
-    auth_timeout: confloat(gt=0, le=120) = 10.0
+    auth_timeout: float = Field(default=10.0, gt=0, le=120)
     #: Frames one session (all its sockets, on every replica) may send at once, then
     #: ``rate_limit_per_second``.
-    rate_limit_burst: conint(ge=1, le=1000) = 10
-    rate_limit_per_second: confloat(gt=0, le=1000) = 1.0
+    rate_limit_burst: int = Field(default=10, ge=1, le=1000)
+    rate_limit_per_second: float = Field(default=1.0, gt=0, le=1000)
     #: How long a client message id is remembered (its chat_turn record is kept): a resend
     #: within it is not run again.
-    client_message_id_ttl: conint(ge=60, le=30 * DAY) = DAY
-    anonymous_token_lifetime: conint(ge=60, le=365 * DAY) = ANONYMOUS_TOKEN_LIFETIME
+    client_message_id_ttl: int = Field(default=DAY, ge=60, le=30 * DAY)
+    anonymous_token_lifetime: int = Field(default=ANONYMOUS_TOKEN_LIFETIME, ge=60, le=365 * DAY)
     #: Tokens whose ``exp`` lies further ahead are refused (host-site and anonymous alike).
-    max_token_lifetime: conint(ge=60, le=365 * DAY) = MAX_TOKEN_LIFETIME
+    max_token_lifetime: int = Field(default=MAX_TOKEN_LIFETIME, ge=60, le=365 * DAY)
     #: Open sockets one session (the user or visitor a token names) may hold, across replicas.
-    max_sockets_per_session: conint(ge=1, le=1000) = 10
+    max_sockets_per_session: int = Field(default=10, ge=1, le=1000)
     #: Anonymous session tokens one client address may get per minute, across replicas.
-    anonymous_sessions_per_minute: conint(ge=1, le=10_000) = 10
+    anonymous_sessions_per_minute: int = Field(default=10, ge=1, le=10_000)
     #: The ``aud`` claim host-site tokens must carry; unset: not checked.
-    jwt_audience: Optional[constr(min_length=1, max_length=200)] = None
+    jwt_audience: Optional[str] = Field(default=None, min_length=1, max_length=200)
 
 
 class WebChatInput(InputChannel):
@@ -114,7 +113,7 @@ class WebChatInput(InputChannel):
             options.max_sockets_per_session, options.anonymous_sessions_per_minute
         )
         #: Accepted messages, recorded before they are acknowledged (turns.py).
-        self.work = chat_turn_work(settings.redis_url, options.client_message_id_ttl)
+        self.turns = chat_turns(settings.redis_url, options.client_message_id_ttl)
         #: Turn workers of sockets, kept until their accepted turns are done (even once closed).
         self.turn_workers = BackgroundTasks("web chat")
         #: Sockets' lease renewals (they end with the sockets' accepted messages).
@@ -165,8 +164,8 @@ class WebChatInput(InputChannel):
 
         @bp.listener("after_server_start")
         async def take_over_chat_turns(app: Sanic, _: Any) -> None:
-            takeover().register(
-                self.work, ChatTurnResumer(self.work, lambda: getattr(app.ctx, "agent", None))
+            self.turns.resume_with(
+                ChatTurnResumer(self.turns, lambda: getattr(app.ctx, "agent", None))
             )
 
         add_page_routes(bp, STATIC_DIR, STATIC_FILES, PAGE_SECURITY_POLICY)

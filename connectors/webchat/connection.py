@@ -4,11 +4,10 @@ A socket reads frames and pumps the live feed at the same time; its turns run on
 in a worker that outlives the socket, because a message acknowledged as received is processed
 and stored even if the customer closes the tab meanwhile (cancelling would lose the turn).
 
-Each message is recorded in Redis as durable in-flight work before it is acknowledged
-(:mod:`connectors.webchat.turns`): the socket renews the leases of all the messages it
-accepted, queued or running, until each is done, so another replica takes them over only once
-this one stopped (died, hung, or lost Redis for a lease). They are renewed together, so they
-lapse together and one sweep takes them all, in order.
+Each message is recorded in Redis as durable in-flight work before it is acknowledged, and held
+until it is done by the socket's :class:`~connectors.webchat.turns.SocketTurns` (queued, run,
+leases renewed together, handed off at a drain's bound). What the socket needs of the channel
+that accepted it is :class:`ChatChannel`, a protocol: this module never imports the channel.
 
 A button frame's payload goes to Rasa as it is (Rasa reads ``/intent{entities}`` in it), so it
 is accepted only when the bot offered that payload in this conversation; typed text is escaped
@@ -26,20 +25,21 @@ import asyncio
 import logging
 import time
 import uuid
-from dataclasses import dataclass
-from typing import Any, Awaitable, Dict, Optional, Protocol, Set
+from typing import TYPE_CHECKING, Any, Awaitable, Dict, Optional, Protocol, Set
 
 from rasa.core.channels.channel import OutputChannel
 from sanic.exceptions import WebsocketClosed
 from websockets.exceptions import ConnectionClosed
 
 from connectors.drain import CLOSE_SERVICE_RESTART
+from connectors.event_log.reading import next_turn_channel
+from connectors.turns.durable import DurableTurns
 from connectors.turns.run import TurnFailed
 from connectors.webchat.auth import AuthRefused, ChatIdentity, TokenVerifier
-from connectors.webchat.history import EventLog, chat_message, next_turn_channel
+from connectors.webchat.history import EventLog, chat_message
 from connectors.webchat.live import LiveFeedLost, LiveSubscription, live_hub
 from connectors.webchat.state import SOCKET_LEASE_SECONDS, SessionBucket, SessionLimits, SocketHold
-from connectors.webchat.turns import complete, forget, run_chat_turn, turn_payload
+from connectors.webchat.turns import AcceptedTurn, SocketTurns, run_chat_turn, turn_payload
 from connectors.webchat.wire import (
     BAD_FRAME,
     BUSY,
@@ -70,20 +70,19 @@ from connectors.webchat.wire import (
     ready_frame,
     typing_frame,
 )
-from omnichannel import metrics, tracing
+from omnichannel import tracing
 from omnichannel.channels import CHAT, LABELS, WEBCHAT
 from omnichannel.errors import ConfigError
 from omnichannel.identity import IdentityStore
-from omnichannel.leases import Existing, InFlightWork, Lease
 from omnichannel.redis_client import REDIS_FAILURES, StateUnavailable, redis_client
 from omnichannel.rendering.messages import BotMessage
 from omnichannel.tasks import BackgroundTasks, cancellable
 
+if TYPE_CHECKING:
+    from rasa.core.agent import Agent
+
 logger = logging.getLogger(__name__)
 
-#: Accepted messages of one socket waiting for their turn: more are refused (not acknowledged)
-#: rather than queued without bound, as each would still run after the tab closed.
-MAX_PENDING_TURNS = 20
 #: Bot messages can only be recognised as "already sent" for this long (own-turn dedupe).
 OWN_MESSAGE_MEMORY = 256
 #: How many of the conversation's latest messages a button frame's payload is looked for in (the
@@ -93,16 +92,6 @@ OFFER_LOOKBACK_MESSAGES = 200
 SOCKET_CLOSED = (ConnectionClosed, WebsocketClosed)
 #: Time a drain keeps before its bound to hand off the messages not done yet.
 HANDOFF_SECONDS = 1.0
-
-
-@dataclass(eq=False)
-class AcceptedTurn:
-    """A message this socket acknowledged, held (its lease renewed) until it is done."""
-
-    frame: TurnFrame
-    lease: Lease
-    #: Another replica took it over (this one could not renew the lease in time): not run here.
-    lost: bool = False
 
 
 class WebChatOutput(OutputChannel):
@@ -162,7 +151,7 @@ class ChatChannel(Protocol):
     redis_url: str
     verifier: TokenVerifier
     sessions: SessionLimits
-    work: InFlightWork
+    turns: DurableTurns
     turn_workers: BackgroundTasks
     lease_renewals: BackgroundTasks
     workers: Set[ChatConnection]
@@ -178,7 +167,7 @@ class ChatConnection:
         self,
         ws: Any,
         channel: ChatChannel,
-        agent: Any,
+        agent: Agent,
     ) -> None:
         self.ws = ws
         self.channel = channel
@@ -187,11 +176,8 @@ class ChatConnection:
         self.identity: Optional[ChatIdentity] = None
         self.conversation_id = ""
         self.bucket: Optional[SessionBucket] = None
-        self.turns: asyncio.Queue[Optional[AcceptedTurn]] = asyncio.Queue()
-        #: Accepted and not done yet (queued or running), by client id, in acceptance order.
-        self.accepted: Dict[str, AcceptedTurn] = {}
-        self._renewer: Optional[asyncio.Task] = None
-        self._handed_off = False
+        #: The messages this socket acknowledged, until each is done.
+        self.turns = SocketTurns(channel.turns, channel.lease_renewals)
         self.turn_channel: Optional[str] = None
         self._own_ids: Dict[str, None] = {}
         self._own_client_ids: Dict[str, None] = {}
@@ -284,7 +270,7 @@ class ChatConnection:
         except SOCKET_CLOSED:
             pass
         finally:
-            self.turns.put_nowait(None)  # the worker stops once the accepted turns are done
+            self.turns.stop()
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -305,9 +291,9 @@ class ChatConnection:
         ``deadline`` (``time.monotonic()``), handing off those not done."""
         bound = deadline - HANDOFF_SECONDS
         try:
-            await asyncio.wait_for(self.turns.join(), max(0.0, bound - time.monotonic()))
+            await asyncio.wait_for(self.turns.queue.join(), max(0.0, bound - time.monotonic()))
         except asyncio.TimeoutError:
-            released = await self.hand_off()
+            released = await self.turns.hand_off()
             logger.warning(
                 "web chat %s: %d accepted message(s) not done at the drain's bound, handed off",
                 self.conversation_id,
@@ -485,7 +471,7 @@ class ChatConnection:
                     frame.id,
                 )
                 return
-        if self.turns.qsize() >= MAX_PENDING_TURNS:
+        if self.turns.full():
             await self.error(
                 BUSY,
                 "your message was not processed: too many messages are waiting; "
@@ -496,8 +482,8 @@ class ChatConnection:
             return
         assert self.identity is not None
         try:
-            recorded = await self.channel.work.record(
-                self.conversation_id, frame.id, turn_payload(frame, str(self.identity.address))
+            turn = await self.turns.accept(
+                self.conversation_id, frame, turn_payload(frame, str(self.identity.address))
             )
         except REDIS_FAILURES as error:
             logger.error("web chat %s: message not recorded: %s", self.conversation_id, error)
@@ -508,18 +494,10 @@ class ChatConnection:
                 retry=True,
             )
             return
-        if isinstance(recorded, Existing):
-            metrics.DEDUPE_HITS.labels(channel=CHAT).inc()
+        if turn is None:
             await self.send(ack_frame(frame.id, duplicate=True))
             return
-        turn = AcceptedTurn(frame, recorded)
-        self.accepted[frame.id] = turn
-        if self._renewer is None or self._renewer.done():
-            self._renewer = self.channel.lease_renewals.start(
-                self._renew_leases(), f"leases of chat {self.conversation_id}"
-            )
         _remember(self._own_client_ids, frame.id)
-        self.turns.put_nowait(turn)
         await self.send(ack_frame(frame.id, duplicate=False))
 
     async def _offered(self, payload: str) -> bool:
@@ -540,80 +518,20 @@ class ChatConnection:
             for button in message.get("buttons") or ()
         )
 
-    async def _renew_leases(self) -> None:
-        """Renews the leases of every accepted message not done yet, all in one pass, until
-        none is left (``_accept`` starts it again)."""
-        work = self.channel.work
-        while self.accepted:
-            await asyncio.sleep(work.lease_seconds / 3)
-            for turn in list(self.accepted.values()):
-                try:
-                    renewed = await work.renew(turn.lease)
-                except REDIS_FAILURES as error:
-                    # A lease outlives two missed renewals; the next pass may succeed.
-                    logger.warning("web chat: leases not renewed: %s", type(error).__name__)
-                    break
-                if not renewed and self.accepted.pop(turn.frame.id, None) is not None:
-                    turn.lost = True
-                    logger.warning(
-                        "web chat %s: message %s taken over by another replica",
-                        self.conversation_id,
-                        turn.frame.id,
-                    )
-
-    async def hand_off(self) -> int:
-        """Hands every accepted message not done yet to the fleet (for a drain at its bound):
-        their leases end now, so another replica's next sweep takes them over; a message whose
-        turn still runs here is found processed there if it finishes first. Returns how many."""
-        self._handed_off = True
-        if self._renewer is not None:
-            self._renewer.cancel()  # a renewal after the release would take the work back
-            await asyncio.gather(self._renewer, return_exceptions=True)
-        turns = list(self.accepted.values())
-        self.accepted.clear()
-        released = 0
-        for turn in turns:
-            try:
-                released += await self.channel.work.release(turn.lease)
-            except REDIS_FAILURES as error:
-                # Not renewed any more: the lease lapses within a lease's time instead.
-                logger.warning("web chat: %s not handed off: %s", turn.frame.id, error)
-        return released
-
     async def _run_turns(self) -> None:
         """The socket's worker, until the socket closed and its accepted turns are done (a
         drain settles it even once the socket is gone)."""
         self.channel.workers.add(self)
         try:
-            while True:
-                turn = await self.turns.get()
-                try:
-                    if turn is None:
-                        return
-                    if turn.lost:
-                        logger.info("web chat: %s runs on the replica that took it", turn.frame.id)
-                    elif not self._handed_off:
-                        await self._turn(turn)
-                finally:
-                    self.turns.task_done()  # settle waits for these
+            await self.turns.work(self._turn)
         finally:
             self.channel.workers.discard(self)
-
-    async def _done(self, turn: AcceptedTurn, outcome: Dict[str, Any]) -> None:
-        self.accepted.pop(turn.frame.id, None)
-        await complete(self.channel.work, turn.lease, outcome)
-
-    async def _forget(self, turn: AcceptedTurn) -> None:
-        """Nothing of the message was processed and the client is told to resend it: the
-        record goes, so the resend is a new message."""
-        self.accepted.pop(turn.frame.id, None)
-        await forget(self.channel.work, turn.lease)
 
     async def _turn(self, turn: AcceptedTurn) -> None:
         frame = turn.frame
         if not self.agent.is_ready():
             # Rasa would drop the message with only a log line while its model loads.
-            await self._forget(turn)
+            await self.turns.forget(turn)
             await self.error(
                 NOT_PROCESSED,
                 "your message was not processed: the assistant is starting; please resend it",
@@ -626,13 +544,13 @@ class ChatConnection:
             # The socket's worker runs the turn: it continues the trace of the message's frame.
             with tracing.span("chat.turn", parent=tracing.context_of(turn.lease.traceparent)):
                 processed = await run_chat_turn(self.agent, turn.lease, WebChatOutput(self))
-            await self._done(turn, {"processed": processed, "attempt": turn.lease.attempt})
+            await self.turns.done(turn, {"processed": processed, "attempt": turn.lease.attempt})
         except TurnFailed as failure:
             logger.error("web chat %s: turn failed: %s", self.conversation_id, failure)
             if failure.before_processing:
-                await self._forget(turn)
+                await self.turns.forget(turn)
             else:
-                await self._done(turn, {"error": failure.reason.split(":")[0]})
+                await self.turns.done(turn, {"error": failure.reason.split(":")[0]})
             await self.error(
                 NOT_PROCESSED,
                 "your message was not processed: "
@@ -643,7 +561,7 @@ class ChatConnection:
             )
         except Exception:  # noqa: BLE001 - the customer must hear about any failure
             logger.exception("web chat %s: turn crashed", self.conversation_id)
-            await self._done(turn, {"error": "internal error"})
+            await self.turns.done(turn, {"error": "internal error"})
             await self.error(
                 NOT_PROCESSED, "your message was not processed (internal error)", frame.id
             )

@@ -7,17 +7,21 @@ id and looks the same whichever way it reaches the widget.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Set, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Set, Tuple
 
-from connectors.tracker_store import event_log_of
+from connectors.event_log.reading import (
+    CALL_REPORT_SLOT,
+    CHANNEL_LOOKBACK_EVENTS,
+    event_log_of,
+    next_turn_channel,
+)
 from omnichannel.channels import VOICE, kind_of_event
 from omnichannel.rendering.chat import render_chat
 from omnichannel.rendering.messages import BotMessage
 
-#: The slot the VAPI connector stores each call's end-of-call report in (summary included).
-CALL_REPORT_SLOT = "last_call"
-#: How far back a history page looks for the turn a bot message answered (its channel).
-CHANNEL_LOOKBACK_EVENTS = 500
+if TYPE_CHECKING:
+    from rasa.core.agent import Agent
+
 HISTORY_READ_CHUNK = 200
 
 Event = Dict[str, Any]
@@ -49,7 +53,9 @@ def chat_message(event: Event, turn_channel: Optional[str]) -> Optional[Message]
     the widget shows kinds it does not know as ordinary messages.
     """
     kind = event.get("event")
-    metadata = event.get("metadata") if isinstance(event.get("metadata"), dict) else {}
+    metadata: Dict[str, Any] = (
+        event["metadata"] if isinstance(event.get("metadata"), dict) else {}
+    )
     base = {"id": message_id(event), "timestamp": event.get("timestamp")}
     if kind == "user":
         text = event.get("text")
@@ -63,7 +69,7 @@ def chat_message(event: Event, turn_channel: Optional[str]) -> Optional[Message]
     if kind == "slot":
         return _call_summary(event, base)
     if kind == "bot":
-        data = event.get("data") if isinstance(event.get("data"), dict) else {}
+        data: Dict[str, Any] = event["data"] if isinstance(event.get("data"), dict) else {}
         parsed = BotMessage.from_rasa({**data, "text": event.get("text")})
         rendered = render_chat(parsed)
         shown = parsed.text or parsed.buttons or parsed.image or parsed.attachment
@@ -101,13 +107,6 @@ def _call_summary(event: Event, base: Message) -> Optional[Message]:
     }
 
 
-def next_turn_channel(event: Event, turn_channel: Optional[str]) -> Optional[str]:
-    """The channel later bot events answer after ``event``: a user event's, when it has one."""
-    if event.get("event") == "user":
-        return kind_of_event(event) or turn_channel
-    return turn_channel
-
-
 class EventLog:
     """Pages through a conversation's event log for the chat history."""
 
@@ -115,7 +114,7 @@ class EventLog:
         self._store = store
 
     @classmethod
-    def of_agent(cls, agent: Any) -> EventLog:
+    def of_agent(cls, agent: Agent) -> EventLog:
         return cls(event_log_of(agent, "the web chat history"))
 
     async def length(self, conversation_id: str) -> int:

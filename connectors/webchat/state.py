@@ -30,7 +30,7 @@ import time
 from dataclasses import dataclass
 from typing import Optional
 
-from omnichannel.identity import Address
+from omnichannel.addresses import Address
 from omnichannel.redis_client import (
     REDIS_FAILURES,
     AnyRedis,

@@ -10,9 +10,9 @@ the client an error frame, not the socket and a traceback in the log.
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, List, Mapping, Optional, Union
+from typing import Any, Dict, List, Mapping, Optional, Type, Union, cast
 
-from pydantic import BaseModel, ValidationError, conint, constr
+from pydantic import BaseModel, Field, ValidationError
 
 from omnichannel import bounded_json
 
@@ -55,38 +55,38 @@ class _ClientFrame(BaseModel):
 
 
 class AuthFrame(_ClientFrame):
-    type: constr(regex=r"^auth\Z")
-    token: constr(min_length=1, max_length=MAX_TOKEN_CHARS)
+    type: str = Field(..., regex=r"^auth\Z")
+    token: str = Field(..., min_length=1, max_length=MAX_TOKEN_CHARS)
 
 
 class TextFrame(_ClientFrame):
-    type: constr(regex=r"^message\Z")
-    id: constr(regex=CLIENT_MESSAGE_ID)
-    text: constr(min_length=1, max_length=MAX_TEXT_CHARS)
+    type: str = Field(..., regex=r"^message\Z")
+    id: str = Field(..., regex=CLIENT_MESSAGE_ID)
+    text: str = Field(..., min_length=1, max_length=MAX_TEXT_CHARS)
 
 
 class ButtonFrame(_ClientFrame):
-    type: constr(regex=r"^button\Z")
-    id: constr(regex=CLIENT_MESSAGE_ID)
-    payload: constr(min_length=1, max_length=MAX_TEXT_CHARS)
-    title: constr(max_length=MAX_TEXT_CHARS) = ""
+    type: str = Field(..., regex=r"^button\Z")
+    id: str = Field(..., regex=CLIENT_MESSAGE_ID)
+    payload: str = Field(..., min_length=1, max_length=MAX_TEXT_CHARS)
+    title: str = Field(default="", max_length=MAX_TEXT_CHARS)
 
 
 class HistoryFrame(_ClientFrame):
-    type: constr(regex=r"^history\Z")
-    before: conint(ge=0)
-    limit: Optional[conint(ge=1, le=MAX_HISTORY_LIMIT)] = None
+    type: str = Field(..., regex=r"^history\Z")
+    before: int = Field(..., ge=0)
+    limit: Optional[int] = Field(default=None, ge=1, le=MAX_HISTORY_LIMIT)
 
 
 class PingFrame(_ClientFrame):
-    type: constr(regex=r"^ping\Z")
-    id: Optional[constr(max_length=MAX_CLIENT_ID_CHARS)] = None
+    type: str = Field(..., regex=r"^ping\Z")
+    id: Optional[str] = Field(default=None, max_length=MAX_CLIENT_ID_CHARS)
 
 
 ClientFrame = Union[AuthFrame, TextFrame, ButtonFrame, HistoryFrame, PingFrame]
 #: A frame that starts a turn.
 TurnFrame = Union[TextFrame, ButtonFrame]
-_FRAME_TYPES = {
+_FRAME_TYPES: Dict[str, Type[_ClientFrame]] = {
     "auth": AuthFrame,
     "message": TextFrame,
     "button": ButtonFrame,
@@ -140,7 +140,7 @@ def parse_frame(data: Any) -> ClientFrame:
             BAD_FRAME, f"unknown frame type; expected one of {', '.join(_FRAME_TYPES)}", frame_id
         )
     try:
-        return model.parse_obj(raw)
+        return cast(ClientFrame, model.parse_obj(raw))
     except ValidationError as error:
         problems = "; ".join(
             f"{'.'.join(str(part) for part in item['loc'])}: {item['msg']}"

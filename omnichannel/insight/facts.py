@@ -151,7 +151,8 @@ def figures_of(
         elif kind == "pause":
             _handoff(figures, day, channel)
         elif kind == "slot" and event.get("name") == CALL_REPORT_SLOT:
-            report = event.get("value") if isinstance(event.get("value"), dict) else {}
+            value = event.get("value")
+            report: Mapping[str, Any] = value if isinstance(value, dict) else {}
             figures.add(day, "voice", f"call:{label(report.get('ended_reason'))}")
     if reply_seconds is not None and first_turn_channel is not None:
         figures.add(day, first_turn_channel, f"reply:{reply_bucket(reply_seconds)}")

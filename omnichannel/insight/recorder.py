@@ -13,7 +13,7 @@ import logging
 import os
 import time
 from contextvars import ContextVar
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, Mapping, Optional, Sequence
 
 from omnichannel.errors import ConfigError
 from omnichannel.insight.facts import figures_of, parsed
@@ -27,7 +27,7 @@ _turn_started: ContextVar[Optional[float]] = ContextVar("insight_turn_started", 
 _tasks = BackgroundTasks("insight figures", in_flight=False)
 
 
-def retention_days(env: Optional[dict] = None) -> int:
+def retention_days(env: Optional[Mapping[str, str]] = None) -> int:
     """``INSIGHT_RETENTION_DAYS``: how long each day's figures are kept (default 90)."""
     raw = ((os.environ if env is None else env).get("INSIGHT_RETENTION_DAYS") or "").strip()
     if not raw:

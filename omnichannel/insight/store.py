@@ -286,7 +286,8 @@ class InsightStore:
                 found = await self.redis.hget(key(day, "suggested", channel), digest(text))
                 if found:
                     suggestions[_text(found)] = suggestions.get(_text(found), 0) + 1
-            suggested = max(sorted(suggestions), key=suggestions.get) if suggestions else "other"
+            ranked_intents = sorted(suggestions, key=lambda name: (-suggestions[name], name))
+            suggested = ranked_intents[0] if ranked_intents else "other"
             result.append(NotUnderstood(text, count, tuple(sorted(conversations)), suggested))
         return result
 

@@ -53,7 +53,7 @@ def _without_urls(text: str) -> Tuple[str, bool]:
     return " ".join(kept), True
 
 
-def _spoken_date(match: re.Match) -> str:
+def _spoken_date(match: re.Match[str]) -> str:
     year, month, day = (int(part) for part in match.groups())
     if not 1 <= month <= 12 or not 1 <= day <= 31:
         return match.group(0)
@@ -69,7 +69,7 @@ def _spelled(characters: str, group: int) -> str:
     return ", ".join(" ".join(chunk) for chunk in chunks)
 
 
-def _spoken_phone(match: re.Match) -> str:
+def _spoken_phone(match: re.Match[str]) -> str:
     try:
         number = phonenumbers.parse(match.group(0))
     except phonenumbers.NumberParseException:
@@ -78,7 +78,7 @@ def _spoken_phone(match: re.Match) -> str:
     return ", ".join(" ".join(group) for group in re.findall(r"\d+", international))
 
 
-def _spoken_token(match: re.Match) -> str:
+def _spoken_token(match: re.Match[str]) -> str:
     token = match.group(0)
     has_digit = any(ch.isdigit() for ch in token)
     if token.isdigit() and len(token) >= 5:

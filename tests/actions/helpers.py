@@ -19,7 +19,8 @@ import httpx
 import jwt
 import redis.asyncio as aioredis
 
-from omnichannel.identity import Address, IdentityStore, phone_address
+from omnichannel.addresses import Address, phone_address
+from omnichannel.identity import IdentityStore
 from testkit.phone_numbers import new_phone_number
 from testkit.stack import RasaStack
 from testkit.vapi_call import VapiCall

@@ -9,7 +9,7 @@ import secrets
 import pytest
 import websockets
 
-from omnichannel.identity import user_address
+from omnichannel.addresses import user_address
 from testkit.fake_twilio import FakeTwilio
 from testkit.phone_numbers import new_phone_number
 from testkit.stack import RasaStack

@@ -23,7 +23,8 @@ import redis
 import redis.asyncio as aioredis
 from playwright.sync_api import expect, sync_playwright
 
-from omnichannel.identity import IdentityStore, user_address
+from omnichannel.addresses import user_address
+from omnichannel.identity import IdentityStore
 from testkit.fake_llm import FakeLlm, LlmReply
 from testkit.processes import ROOT
 from testkit.stack import RasaStack

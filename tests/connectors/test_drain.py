@@ -1,4 +1,4 @@
-"""Graceful drain (issue 13): a Rasa server given SIGTERM stops taking work, finishes what it
+"""Graceful drain: a Rasa server given SIGTERM stops taking work, finishes what it
 accepted, closes chat sockets with 1012 and exits within its bound.
 
 The server drained is a replica of the shared stack started for this test (same Redis, action

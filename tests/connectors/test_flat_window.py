@@ -27,7 +27,8 @@ from rasa_sdk.executor import CollectingDispatcher
 
 from actions.slot_mappings import ActionExtractTurnContext
 from connectors import rasa_patches
-from connectors.tracker_store import CARRIED, RedisEventLogTrackerStore
+from connectors.event_log.window import CARRIED
+from connectors.tracker_store import RedisEventLogTrackerStore
 from omnichannel.errors import ConfigError
 from omnichannel.redis_client import conversation_key
 from tests.redis_matrix import sync_client

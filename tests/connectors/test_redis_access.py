@@ -26,8 +26,9 @@ from rasa.utils.endpoints import EndpointConfig
 
 from connectors.lock_store import RedisFifoLockStore
 from connectors.tracker_store import RedisEventLogTrackerStore
+from omnichannel.addresses import phone_address
 from omnichannel.errors import ConfigError
-from omnichannel.identity import IdentityStore, phone_address
+from omnichannel.identity import IdentityStore
 from omnichannel.redis_client import conversation_key, redis_client, subscriber
 from testkit.processes import RedisServer
 from testkit.redis_topologies import RedisClusterProcesses, with_credentials
@@ -37,7 +38,7 @@ PASSWORD = secrets.token_hex(12)
 WRONG_PASSWORD = secrets.token_hex(12)
 SECRETS = (PASSWORD, WRONG_PASSWORD)
 
-#: ACL rights per user name. "minimal" is what issue 12 asks for and all that is needed;
+#: ACL rights per user name. "minimal" is the least the code needs and all that is needed;
 #: "hardened" also withholds dangerous commands, and then needs INFO back: redis-py's cluster
 #: client checks ``cluster_enabled`` with INFO before it reads CLUSTER SLOTS.
 RIGHTS: Dict[str, str] = {

@@ -31,7 +31,8 @@ from rasa.shared.core.events import (
 from rasa.shared.core.trackers import DialogueStateTracker, EventVerbosity
 from rasa.utils.endpoints import EndpointConfig
 
-from connectors.tracker_store import RedisEventLogTrackerStore, install_loud_state_failures
+from connectors.rasa_patches import install_loud_state_failures
+from connectors.tracker_store import RedisEventLogTrackerStore
 from omnichannel.errors import ConfigError
 from omnichannel.redis_client import StateUnavailable, conversation_key, subscriber
 from testkit.processes import ROOT, RedisServer, python

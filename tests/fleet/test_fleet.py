@@ -1,4 +1,4 @@
-"""The fleet test (issue 13): HAProxy in front of two Rasa replicas, the action server, Redis and
+"""The fleet test: HAProxy in front of two Rasa replicas, the action server, Redis and
 the fakes; customers on all three channels through the load balancer; one replica SIGKILLed
 mid-run and a rolling restart by SIGTERM; then every accepted message is checked against the
 event logs in Redis and what the fake Twilio received (bench.fleet.checks).
@@ -18,7 +18,7 @@ from bench.fleet.customers import CHANNELS, Traffic
 from bench.fleet.local_fleet import Fleet
 from bench.fleet.soak import disrupt, kill_and_replace, until_sent
 
-#: The issue's floor for the short run.
+#: The floor of messages for the short run.
 MIN_MESSAGES = 150
 
 

@@ -13,8 +13,8 @@ import httpx
 import pytest
 import redis
 
+from omnichannel.addresses import phone_address, user_address
 from omnichannel.audit import conversation_digest
-from omnichannel.identity import phone_address, user_address
 from testkit.fake_llm import FakeLlm
 from testkit.phone_numbers import new_phone_number
 from testkit.stack import RasaStack

@@ -14,8 +14,9 @@ from prometheus_client import REGISTRY
 from twilio.rest import Client
 
 from omnichannel import metrics
+from omnichannel.addresses import phone_address, user_address
 from omnichannel.channels import SMS
-from omnichannel.identity import IdentityStore, phone_address, user_address
+from omnichannel.identity import IdentityStore
 from omnichannel.rendering.sms import SmsMessage
 from omnichannel.settings import Settings
 from omnichannel.sms_sender import (

@@ -28,7 +28,7 @@ from testkit.redis_topologies import (
 from testkit.tls import TlsMaterial
 
 OMNI_PASSWORD = secrets.token_hex(8)
-#: The ACL user of issue 12: its own keys and channels, nothing dangerous.
+#: The least-privileged ACL user: its own keys and channels, nothing dangerous.
 OMNI_USER = f"omni on >{OMNI_PASSWORD} ~omni:* &omni:* +@all -@dangerous +info +cluster|info"
 #: A failover must be over well within this (node timeout / down-after are 1 s).
 FAILOVER_BOUND_SECONDS = 10

@@ -19,7 +19,8 @@ from rasa.shared.core.domain import Domain
 from sanic import Sanic
 
 from connectors.twilio_sms.turns import SMS_TURN
-from omnichannel.identity import IdentityStore, phone_address
+from omnichannel.addresses import phone_address
+from omnichannel.identity import IdentityStore
 from omnichannel.settings import Settings
 from omnichannel.sms_sender import STATUS_PATH
 from testkit.processes import RedisServer

@@ -260,7 +260,7 @@ def test_buttons_round_trip_by_number_and_by_title(
     chosen = user_events(rasa_stack, conversation_of(stack_redis, number))[-1]
     assert chosen["text"] == "/check_order_status"
     assert chosen["metadata"]["button_title"] == "Order status"
-    # The offered payload is still Rasa's intent (a typed "/…" is not: see finding 6 below).
+    # The offered payload is still Rasa's intent (a typed "/…" is not: see below).
     assert chosen["parse_data"]["intent"] == {"name": "check_order_status", "confidence": 1.0}
 
     other = new_phone_number()
@@ -573,7 +573,7 @@ def test_whatsapp_sender_is_the_same_customer_as_the_phone_number(
 
 
 # ---------------------------------------------------------------------------------------------
-# Orders belong to the customer; customers cannot name intents (issue 14, finding 6)
+# Orders belong to the customer; customers cannot name intents
 # ---------------------------------------------------------------------------------------------
 
 INJECTED_REFUND = '/request_refund{"order_number":"55555"}'

@@ -26,8 +26,9 @@ from connectors.twilio_sms.channel import TwilioSmsInput
 from connectors.twilio_sms.outbox import SMS_OUTBOX, SmsOutbox
 from connectors.twilio_sms.turns import SMS_TURN
 from connectors.twilio_sms.wire import InboundSms
+from omnichannel.addresses import phone_address
 from omnichannel.channels import SMS
-from omnichannel.identity import IdentityStore, phone_address
+from omnichannel.identity import IdentityStore
 from omnichannel.leases import DEFAULT_LEASE_SECONDS, InFlightWork, Takeover
 from omnichannel.rendering.sms import SmsMessage
 from omnichannel.settings import Settings
@@ -244,7 +245,7 @@ async def test_a_draining_replica_hands_off_the_turn_it_cannot_finish(
     finally:
         server.close()
         await server.wait_closed()
-    state = await channel.turns.work.state(cid, sms.form["MessageSid"])
+    state = await channel.turns.durable.state(cid, sms.form["MessageSid"])
     assert (state["state"], state["lease_until"]) == ("running", "0")  # handed off
     other = InFlightWork(redis_url, SMS_TURN, owner="another-replica")
     assert (cid, sms.form["MessageSid"]) in await other.expired()

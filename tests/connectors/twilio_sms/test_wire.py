@@ -21,7 +21,7 @@ from connectors.twilio_sms.wire import (
     idempotency_token,
     twiml,
 )
-from omnichannel.identity import phone_address
+from omnichannel.addresses import phone_address
 from omnichannel.rendering.sms import SmsMessage
 from testkit.phone_numbers import new_phone_number
 from testkit.processes import RedisServer

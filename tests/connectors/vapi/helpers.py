@@ -21,7 +21,8 @@ from rasa.shared.core.domain import Domain
 from rasa.shared.core.events import UserUtteranceReverted, UserUttered
 from rasa.shared.core.trackers import DialogueStateTracker
 
-from omnichannel.identity import IdentityStore, phone_address
+from omnichannel.addresses import phone_address
+from omnichannel.identity import IdentityStore
 from testkit.phone_numbers import new_phone_number
 from testkit.processes import ROOT
 from testkit.vapi_call import VapiCall

@@ -103,7 +103,7 @@ async def test_unusable_control_url_ends_the_turn_and_stays_out_of_logs(stack, m
     ids=["loopback-by-other-name", "other-host", "lookalike-suffix"],
 )
 async def test_a_forged_control_url_is_never_requested(stack, make_call, control, url):
-    """Blind SSRF (issue 14, finding 7): only VAPI's hosts (and, in local development, the
+    """Blind SSRF: only VAPI's hosts (and, in local development, the
     loopback fake) receive control requests."""
     call = make_call(timeout=10)
     fake_host = control.control_url("x").split("/")[2].replace("127.0.0.1", "127.0.0.1.nip.io")

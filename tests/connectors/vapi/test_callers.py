@@ -14,8 +14,9 @@ import redis.asyncio as aioredis
 import connectors.vapi.callers as callers_module
 from connectors.vapi.callers import Callers
 from connectors.vapi.wire import Call, Customer
+from omnichannel.addresses import Address, anon_address, phone_address, user_address
 from omnichannel.customer_tokens import MAX_TOKEN_LIFETIME, HostTokenPolicy
-from omnichannel.identity import Address, IdentityStore, anon_address, phone_address, user_address
+from omnichannel.identity import IdentityStore
 
 
 @pytest.mark.rasa_server

@@ -226,7 +226,7 @@ async def test_rasas_bot_messages_go_to_the_turn() -> None:
 async def test_a_caller_hears_nothing_of_someone_elses_order_and_cannot_name_intents(
     stack, make_call
 ):
-    """Issue 14, finding 6, over a call: the demo customer's order is "not found" for another
+    """Customers name no intents, over a call: the demo customer's order is "not found" for another
     caller, word for word as a number that does not exist; a transcript that reads as Rasa's
     ``/intent{…}`` is text, even for the caller's own order."""
     call = make_call()

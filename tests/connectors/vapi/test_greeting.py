@@ -16,7 +16,7 @@ from rasa.shared.core.events import Event, SlotSet, UserUttered
 from rasa.shared.core.trackers import DialogueStateTracker
 
 from connectors.vapi.greeting import Greeter
-from omnichannel.identity import Address, phone_address
+from omnichannel.addresses import Address, phone_address
 from omnichannel.redis_client import StateUnavailable
 from testkit.phone_numbers import new_phone_number
 from tests.connectors.vapi.helpers import domain

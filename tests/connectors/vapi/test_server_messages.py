@@ -185,7 +185,7 @@ async def test_a_call_hung_up_before_any_turn_still_leaves_its_report(stack, mak
 
 @pytest.mark.rasa_server
 async def test_a_replayed_end_of_call_report_is_applied_once(stack, make_call):
-    """Issue 14, finding 7: a retried or replayed report appended another last_call each time."""
+    """Before: a retried or replayed report appended another last_call each time."""
     call = make_call()
     await call.say("hello")
     report = {"type": "end-of-call-report", "summary": "First and only.", "endedReason": "x"}

@@ -52,7 +52,9 @@ def test_keys_live_with_the_conversation_and_name_no_call_id() -> None:
     key = call_key(CONVERSATION, "call-1")
     assert key.startswith("omni:{c_calltest}:vapi:call:") and "call-1" not in key
     assert key != call_key(CONVERSATION, "call-2")
-    turn = CallStore("redis://unused").turns.item_key(CONVERSATION, turn_id("call-1", 0, "hello"))
+    turn = CallStore("redis://unused").turns.work.item_key(
+        CONVERSATION, turn_id("call-1", 0, "hello")
+    )
     assert turn.startswith("omni:{c_calltest}:work:voice_turn:") and "call-1" not in turn
     assert len({turn_id("call-1", 0, "hello"), turn_id("call-1", 1, "hello")}) == 2
     assert turn_id("call-1", 0, "hello") != turn_id("call-1", 0, "hello there")
@@ -79,7 +81,7 @@ async def test_a_turn_is_claimed_once(redis_deployment: RedisDeployment) -> None
 
 
 async def test_a_single_turn_call_state_still_expires(redis_deployment: RedisDeployment) -> None:
-    """Issue 14, finding 5: finishing the call's only turn removed the hash's only field (and
+    """Before: finishing the call's only turn removed the hash's only field (and
     with it the expiry); what the turn sent was then stored in a key that never expired."""
     store = CallStore(redis_deployment.url)
     turn = _turn()
@@ -89,7 +91,7 @@ async def test_a_single_turn_call_state_still_expires(redis_deployment: RedisDep
     try:
         assert set(await client.hkeys(turn.call_key)) == {b"last_sent"}
         assert 0 < await client.ttl(turn.call_key) <= CALL_STATE_TTL_SECONDS
-        record = store.turns.item_key(CONVERSATION, turn.turn_id)
+        record = store.turns.work.item_key(CONVERSATION, turn.turn_id)
         assert 0 < await client.ttl(record) <= ANSWER_TTL_SECONDS
     finally:
         await client.close()
@@ -154,7 +156,7 @@ async def test_a_turn_whose_replica_stopped_is_taken_over_once(
     await dead.prepare(lease, turn)
     replicas = [CallStore(redis_deployment.url, lease_seconds=5) for _ in range(2)]
     for replica in replicas:
-        replica.turns.owner = f"replica-{id(replica)}"
+        replica.turns.work.owner = f"replica-{id(replica)}"
     assert await replicas[0].take_over(CONVERSATION, turn.turn_id) is None  # lease holds
     await asyncio.sleep(0.6)
     taken = await asyncio.gather(
@@ -167,7 +169,7 @@ async def test_a_turn_whose_replica_stopped_is_taken_over_once(
     assert await dead.answer(CONVERSATION, turn.turn_id) == {"state": "running"}
     # The dead replica coming back cannot record its answer: the turn is not its own now.
     assert not await dead.finish(lease, _answered(turn, "Stale."))
-    owner = next(r for r in replicas if r.turns.owner == leases[0].owner)
+    owner = next(r for r in replicas if r.turns.work.owner == leases[0].owner)
     again = VoiceTurn.from_payload(leases[0].payload)
     assert await owner.finish(leases[0], _answered(again, "Your order shipped."))
     assert await dead.answer(CONVERSATION, turn.turn_id) == {

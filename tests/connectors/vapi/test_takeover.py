@@ -19,7 +19,7 @@ from rasa.shared.core.events import UserUttered
 
 from connectors.vapi.state import CallStore, call_key, turn_id
 from connectors.vapi.voice_turn import APOLOGY, VoiceTurn
-from omnichannel.identity import phone_address
+from omnichannel.addresses import phone_address
 from testkit.fake_llm import LlmReply
 from testkit.vapi_call import VapiCall
 from tests.connectors.vapi.helpers import (
@@ -68,7 +68,7 @@ async def _dead_owner_turn(
     if message_id is not None:
         turn.message_id = message_id
     dead = CallStore(stack.env["REDIS_URL"], lease_seconds=DEAD_LEASE_SECONDS)
-    dead.turns.owner = "dead-replica"
+    dead.turns.work.owner = "dead-replica"
     claim = await dead.claim(turn)
     assert claim.lease is not None, "the turn was claimed before"
     return turn
@@ -115,7 +115,7 @@ async def test_a_turn_processed_before_its_replica_died_is_answered_from_the_eve
     # The replica processed the utterance, then died before recording the answer: its record
     # is still running, under its id.
     history = call.history[:-1]
-    record_key = _stores(stack).turns.item_key(
+    record_key = _stores(stack).turns.work.item_key(
         conversation, turn_id(call.call_id, 1, "where is my order")
     )
     client = inspector(stack.env["REDIS_URL"])

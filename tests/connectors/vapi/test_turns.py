@@ -167,7 +167,7 @@ async def test_a_duplicate_still_waiting_at_its_bound_hears_the_apology(redis_ur
         )
 
     elsewhere = CallStore(redis_url, lease_seconds=60)
-    elsewhere.turns.owner = "a-live-replica"
+    elsewhere.turns.work.owner = "a-live-replica"
     assert (await elsewhere.claim(the_turn())).lease is not None
     runner = TurnRunner(
         CallStore(redis_url), BackgroundTasks("test"), VapiOutput, 0.9, duplicate_wait_seconds=0.3

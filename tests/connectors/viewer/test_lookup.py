@@ -14,7 +14,8 @@ from rasa.shared.core.events import BotUttered, UserUttered
 from connectors.tracker_store import RedisEventLogTrackerStore
 from connectors.viewer.lookup import NotFound, timeline_page
 from connectors.viewer.wire import Query, parse_query
-from omnichannel.identity import IdentityStore, phone_address, user_address
+from omnichannel.addresses import phone_address, user_address
+from omnichannel.identity import IdentityStore
 from omnichannel.redis_client import StateUnavailable
 from testkit.processes import RedisServer
 

@@ -16,7 +16,8 @@ import redis
 import redis.asyncio as aioredis
 import websockets
 
-from omnichannel.identity import IdentityStore, phone_address
+from omnichannel.addresses import phone_address
+from omnichannel.identity import IdentityStore
 from testkit.stack import RasaStack
 from testkit.twilio_webhook import signed_sms
 

@@ -18,8 +18,8 @@ from connectors.webchat.auth import (
     TokenVerifier,
     demo_chat_url,
 )
+from omnichannel.addresses import phone_address, user_address
 from omnichannel.errors import ConfigError
-from omnichannel.identity import phone_address, user_address
 from testkit.stack import RasaStack
 from tests.connectors.webchat.helpers import (
     fresh_phone,

@@ -16,9 +16,10 @@ from rasa.core.agent import Agent
 
 from connectors.webchat.auth import ChatIdentity
 from connectors.webchat.channel import WebChatInput
-from connectors.webchat.connection import MAX_PENDING_TURNS, ChatConnection
+from connectors.webchat.connection import ChatConnection
+from connectors.webchat.turns import MAX_PENDING_TURNS
 from connectors.webchat.wire import TextFrame
-from omnichannel.identity import user_address
+from omnichannel.addresses import user_address
 from testkit.fake_llm import FakeLlm, LlmReply
 from testkit.processes import RedisServer
 from testkit.stack import RasaStack
@@ -171,7 +172,7 @@ async def test_a_message_redis_cannot_record_is_answered_with_an_error(
             "retry": True,
         }
     ]
-    assert connection.turns.empty()
+    assert connection.turns.queue.empty()
 
 
 async def test_a_message_before_the_model_is_loaded_is_refused_loudly(
@@ -185,13 +186,13 @@ async def test_a_message_before_the_model_is_loaded_is_refused_loudly(
     frame = TextFrame(type="message", id="abcdefgh34", text="hello")
     await connection._accept(frame)
     assert socket.sent == [{"type": "ack", "id": "abcdefgh34", "duplicate": False}]
-    await connection._turn(connection.turns.get_nowait())
+    await connection._turn(connection.turns.queue.get_nowait())
     assert socket.sent[1]["code"] == "not_processed" and socket.sent[1]["retry"] is True
     assert "starting" in socket.sent[1]["message"]
     # Nothing was processed, so resending the same id is a fresh message, not a duplicate.
     await connection._accept(frame)
     assert socket.sent[2] == {"type": "ack", "id": "abcdefgh34", "duplicate": False}
-    await connection.hand_off()
+    await connection.turns.hand_off()
 
 
 async def test_messages_beyond_the_pending_limit_are_refused_not_queued(
@@ -205,19 +206,19 @@ async def test_messages_beyond_the_pending_limit_are_refused_not_queued(
     connection.conversation_id = "c_" + secrets.token_hex(8)
     for index in range(MAX_PENDING_TURNS):
         await connection._accept(TextFrame(type="message", id=f"queued{index:04}", text="hi"))
-    assert connection.turns.qsize() == MAX_PENDING_TURNS
+    assert connection.turns.queue.qsize() == MAX_PENDING_TURNS
     extra = TextFrame(type="message", id="onetoomany", text="hi")
     await connection._accept(extra)
-    assert connection.turns.qsize() == MAX_PENDING_TURNS
+    assert connection.turns.queue.qsize() == MAX_PENDING_TURNS
     assert socket.sent[-1]["code"] == "busy" and socket.sent[-1]["id"] == "onetoomany"
     assert socket.sent[-1]["retry"] is True
-    connection.turns.get_nowait()  # once one turn ran, the resend is a fresh message
+    connection.turns.queue.get_nowait()  # once one turn ran, the resend is a fresh message
     await connection._accept(extra)
     assert socket.sent[-1] == {"type": "ack", "id": "onetoomany", "duplicate": False}
-    assert await connection.hand_off() == MAX_PENDING_TURNS + 1
+    assert await connection.turns.hand_off() == MAX_PENDING_TURNS + 1
 
 
-# -- orders belong to the customer; customers cannot name intents (issue 14, finding 6) --------
+# -- orders belong to the customer; customers cannot name intents ----------------------------------
 
 ASK_NUMBER = "What's your order number? It's the 5-digit number in your confirmation email."
 

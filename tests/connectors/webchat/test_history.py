@@ -11,16 +11,12 @@ from typing import Any, Dict, List
 import pytest
 import redis.asyncio as aioredis
 
+from connectors.event_log.reading import CALL_REPORT_SLOT
 from connectors.tracker_store import RedisEventLogTrackerStore
-from connectors.webchat.history import (
-    CALL_REPORT_SLOT,
-    EventLog,
-    chat_message,
-    is_shown,
-    message_id,
-)
+from connectors.webchat.history import EventLog, chat_message, is_shown, message_id
+from omnichannel.addresses import user_address
 from omnichannel.errors import ConfigError
-from omnichannel.identity import IdentityStore, user_address
+from omnichannel.identity import IdentityStore
 from testkit.stack import RasaStack
 from testkit.vapi_call import VapiCall
 from tests.connectors.webchat.helpers import (

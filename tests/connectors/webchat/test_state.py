@@ -22,8 +22,8 @@ import websockets
 from connectors.webchat.auth import TokenVerifier
 from connectors.webchat.state import SessionBucket, SessionLimits, TokenBucket
 from connectors.webchat.wire import CLOSE_TOO_MANY, CLOSE_UNAUTHENTICATED
+from omnichannel.addresses import ANONYMOUS_TTL_SECONDS, anon_address, user_address
 from omnichannel.customer_tokens import MAX_TOKEN_LIFETIME
-from omnichannel.identity import ANONYMOUS_TTL_SECONDS, anon_address, user_address
 from omnichannel.redis_client import build_client, redis_client, redis_config
 from testkit.processes import RedisServer
 from testkit.redis_topologies import RedisDeployment

@@ -1,4 +1,4 @@
-"""Chat messages as durable in-flight work (issue 13): an acknowledged message is processed once
+"""Chat messages as durable in-flight work: an acknowledged message is processed once
 (in its conversation's event log once), even when the replica that acknowledged it dies.
 
 A "dead" replica is an owner that records work and never renews it; the replica that takes it
@@ -18,12 +18,14 @@ from typing import Any, Dict, List, Tuple
 import pytest
 
 from connectors.drain import CLOSE_SERVICE_RESTART
+from connectors.turns.durable import DurableTurns
 from connectors.webchat.auth import ChatIdentity
 from connectors.webchat.channel import WebChatInput
 from connectors.webchat.connection import HANDOFF_SECONDS, ChatConnection
 from connectors.webchat.turns import CHAT_TURN, message_id_of, turn_payload
 from connectors.webchat.wire import TextFrame
-from omnichannel.identity import user_address
+from omnichannel.addresses import user_address
+from omnichannel.channels import CHAT
 from omnichannel.leases import InFlightWork, Lease
 from testkit.fake_llm import FakeLlm, LlmReply
 from testkit.stack import RasaStack
@@ -54,7 +56,7 @@ async def test_queued_messages_keep_their_leases_and_a_drain_hands_them_off(
     they are handed off at once (not left to lapse), the socket closes with 1012."""
     monkeypatch.setenv("WEBCHAT_JWT_SECRET", secrets.token_urlsafe(32))
     channel = WebChatInput.from_credentials({})
-    channel.work = _work(redis_url, "replica-a", lease=0.3)
+    channel.turns = DurableTurns(_work(redis_url, "replica-a", lease=0.3), CHAT)
     socket = RecordedSocket()
     connection = ChatConnection(socket, channel, None)
     connection.identity = ChatIdentity(user_address("drained"))
@@ -92,7 +94,7 @@ async def test_queued_messages_keep_their_leases_and_a_drain_hands_them_off(
     again.identity, again.conversation_id = connection.identity, cid
     await again._accept(TextFrame(type="message", id=ids[1], text="message 1"))
     assert again.ws.sent == [{"type": "ack", "id": ids[1], "duplicate": True}]
-    assert again.turns.empty()
+    assert again.turns.queue.empty()
 
 
 async def test_a_drain_hands_off_what_a_closed_tab_left_waiting(
@@ -102,7 +104,7 @@ async def test_a_drain_hands_off_what_a_closed_tab_left_waiting(
     turn): the drain's web chat step hands them off too, without touching the closed socket."""
     monkeypatch.setenv("WEBCHAT_JWT_SECRET", secrets.token_urlsafe(32))
     channel = WebChatInput.from_credentials({})
-    channel.work = _work(redis_url, "replica-a", lease=30)
+    channel.turns = DurableTurns(_work(redis_url, "replica-a", lease=30), CHAT)
     connection = ChatConnection(RecordedSocket(), channel, None)
     connection.identity = ChatIdentity(user_address("tab-closed"))
     cid = connection.conversation_id = "c_" + secrets.token_hex(8)
