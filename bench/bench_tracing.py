@@ -13,39 +13,24 @@ test), in nanoseconds.
 from __future__ import annotations
 
 import statistics
-import tempfile
 import time
 import timeit
-from pathlib import Path
 from typing import Dict, List
 
 import httpx
 import psutil  # type: ignore[import-untyped]
 
-from devtools.model import ensure_model
+from bench.setup import bench_setup
 from omnichannel import tracing
 from testkit.fake_otlp import FakeOtlp
 from testkit.phone_numbers import new_phone_number
-from testkit.processes import RedisServer, free_port
-from testkit.stack import RasaStack, local_secrets, with_rest_channel
+from testkit.stack import RasaStack, with_rest_channel
 from testkit.twilio_webhook import signed_sms
 
 TURNS = 150
 WARM_UP = 12
 SCRIPT = ("hello", "where is my order", "12345", "what's your refund policy", "thanks")
 TARGET_ADDED_MS = 1.0
-
-
-def _stack(model: Path, work: Path, redis_url: str, extra: Dict[str, str]) -> RasaStack:
-    work.mkdir()
-    port = free_port()
-    return RasaStack(
-        model=model,
-        env={**local_secrets(port), "REDIS_URL": redis_url, **extra},
-        credentials=with_rest_channel(work),
-        log_dir=work / "logs",
-        rasa_port=port,
-    )
 
 
 def _turn(client: httpx.Client, stack: RasaStack, number: str, text: str) -> float:
@@ -71,42 +56,34 @@ def _cpu_seconds(stack: RasaStack) -> float:
 
 
 def main() -> int:
-    model = ensure_model(quiet=True)
     off_span_ns = timeit.timeit(lambda: tracing.span("x").__enter__(), number=200_000) / 200_000
-    with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        redis_server = RedisServer(work / "redis").start()
-        otlp = FakeOtlp().start()
-        off = _stack(model, work / "off", redis_server.url, {})
-        on = _stack(model, work / "on", redis_server.url, {"OTEL_EXPORTER_OTLP_ENDPOINT": otlp.url})
-        timings: Dict[str, List[float]] = {"off": [], "on": []}
-        cpu: Dict[str, float] = {}
-        try:
-            for stack in (off, on):
-                stack.start()
-            with httpx.Client(timeout=30) as client:
-                numbers = {"off": new_phone_number(), "on": new_phone_number()}
-                for turn in range(WARM_UP + TURNS):
-                    text = SCRIPT[turn % len(SCRIPT)]
-                    if turn % len(SCRIPT) == 0:
-                        numbers = {"off": new_phone_number(), "on": new_phone_number()}
-                    # Alternate which goes first, so neither always follows the other.
-                    order = ("off", "on") if turn % 2 else ("on", "off")
-                    if turn == WARM_UP:
-                        cpu = {"off": -_cpu_seconds(off), "on": -_cpu_seconds(on)}
-                    for name in order:
-                        stack = off if name == "off" else on
-                        elapsed = _turn(client, stack, numbers[name], text)
-                        if turn >= WARM_UP:
-                            timings[name].append(elapsed)
-            time.sleep(6.0)  # the last batch of spans (exported every 5 s), its CPU counted
-            cpu = {"off": cpu["off"] + _cpu_seconds(off), "on": cpu["on"] + _cpu_seconds(on)}
-            spans = len(otlp.spans())
-        finally:
-            off.stop()
-            on.stop()
-            otlp.stop()
-            redis_server.stop()
+    timings: Dict[str, List[float]] = {"off": [], "on": []}
+    cpu: Dict[str, float] = {}
+    with bench_setup() as setup:
+        otlp = setup.keep(FakeOtlp().start())
+        credentials = with_rest_channel(setup.work)
+        off = setup.rasa(credentials, name="off")
+        on = setup.rasa(credentials, name="on", OTEL_EXPORTER_OTLP_ENDPOINT=otlp.url)
+        for stack in (off, on):
+            stack.start()
+        with httpx.Client(timeout=30) as client:
+            numbers = {"off": new_phone_number(), "on": new_phone_number()}
+            for turn in range(WARM_UP + TURNS):
+                text = SCRIPT[turn % len(SCRIPT)]
+                if turn % len(SCRIPT) == 0:
+                    numbers = {"off": new_phone_number(), "on": new_phone_number()}
+                # Alternate which goes first, so neither always follows the other.
+                order = ("off", "on") if turn % 2 else ("on", "off")
+                if turn == WARM_UP:
+                    cpu = {"off": -_cpu_seconds(off), "on": -_cpu_seconds(on)}
+                for name in order:
+                    stack = off if name == "off" else on
+                    elapsed = _turn(client, stack, numbers[name], text)
+                    if turn >= WARM_UP:
+                        timings[name].append(elapsed)
+        time.sleep(6.0)  # the last batch of spans (exported every 5 s), its CPU counted
+        cpu = {"off": cpu["off"] + _cpu_seconds(off), "on": cpu["on"] + _cpu_seconds(on)}
+        spans = len(otlp.spans())
     medians = {name: statistics.median(values) for name, values in timings.items()}
     for name in ("off", "on"):
         values = sorted(timings[name])

@@ -98,6 +98,7 @@ def print_banner(env: Dict[str, str], redis_url: str) -> None:
         f"  Rasa server:      {local}   (HTTP API token in .env: RASA_AUTH_TOKEN)",
         f"  Action server:    http://127.0.0.1:{ACTION_PORT}",
         f"  Conversation viewer: {local}/webhooks/viewer/   (log in with RASA_AUTH_TOKEN)",
+        f"  Insight page:        {local}/webhooks/insight/  (the same token)",
         "",
         "  Web chat (signed in as a demo user linked to +1 415 555 2671):",
         f"    {demo_chat_link(env, local)}",
