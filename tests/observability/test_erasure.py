@@ -6,6 +6,7 @@ start afresh when they write again; only the admin token may ask."""
 from __future__ import annotations
 
 import asyncio
+import datetime
 import time
 from typing import List
 
@@ -87,6 +88,30 @@ async def test_erasure_forgets_the_customer_everywhere_once(
     with redis.Redis.from_url(stack_redis.url) as client:
         before = [k for k in client.scan_iter(count=1000) if cid.encode() in k]
     assert len(before) >= 6, before  # events, profile, work items, call state, insight...
+
+    # Looking at the conversation is audit-logged: who, which conversation (by its digest).
+    admin = {"Authorization": f"Bearer {rasa_stack.env['RASA_AUTH_TOKEN']}"}
+    looked = await asyncio.to_thread(
+        httpx.post,
+        f"{rasa_stack.base_url}/webhooks/viewer/api/timeline",
+        json={"conversation_id": cid},
+        headers=admin,
+    )
+    assert looked.status_code == 200
+    day = datetime.datetime.now(datetime.timezone.utc).date().isoformat()
+    audit = await asyncio.to_thread(
+        httpx.get,
+        f"{rasa_stack.base_url}/webhooks/insight/api/audit",
+        params={"day": day},
+        headers=admin,
+    )
+    entries = audit.json()["entries"]
+    assert any(
+        e["action"] == "viewer.timeline"
+        and e["actor"] == "admin"
+        and e["conversation"] == conversation_digest(cid)
+        for e in entries
+    ), entries[:3]
 
     refused = await asyncio.to_thread(_erase, rasa_stack, cid, "wrong-token")
     assert refused.status_code == 401

@@ -1,0 +1,83 @@
+"""The figures a batch of stored events contributes (pure: no Redis)."""
+
+from __future__ import annotations
+
+from omnichannel.insight.facts import figures_of, normalised, reply_bucket
+
+DAY_TS = 1796601600.0  # 2026-12-07 00:00 UTC
+
+
+def user(text: str, intent: str, channel: str = "sms", **metadata) -> dict:
+    return {
+        "event": "user",
+        "timestamp": DAY_TS + 10,
+        "text": text,
+        "parse_data": {
+            "intent": {"name": intent},
+            "intent_ranking": [{"name": intent}, {"name": "track_order"}],
+        },
+        "metadata": {"channel": channel, **metadata},
+    }
+
+
+def action(name: str) -> dict:
+    return {"event": "action", "timestamp": DAY_TS + 11, "name": name}
+
+
+def test_a_not_understood_message_counts_once_as_a_fallback_with_its_text() -> None:
+    figures = figures_of(
+        [user("  Zxqv   Blorft!  ", "nlu_fallback"), action("action_llm_fallback")],
+        reply_seconds=0.3,
+    )
+    assert figures.counts == {("2026-12-07", "sms"): {"turns": 1, "fallbacks": 1, "reply:0.5": 1}}
+    assert figures.active == [("2026-12-07", "sms")]
+    assert figures.not_understood == [("2026-12-07", "sms", "zxqv blorft", "track_order")]
+
+
+def test_a_hand_off_knows_what_preceded_it_even_in_a_later_save() -> None:
+    same_save = figures_of(
+        [user("a person please", "talk_to_human", "voice"), action("action_handoff_to_human")]
+    )
+    assert same_save.counts[("2026-12-07", "voice")]["handoff_after:talk_to_human"] == 1
+    assert same_save.handed == [("2026-12-07", "voice")]
+    later = figures_of(
+        [{"event": "pause", "timestamp": DAY_TS + 20}],
+        previous_intent="request_refund",
+        previous_channel="chat",
+    )
+    assert later.counts == {
+        ("2026-12-07", "chat"): {"handoffs": 1, "handoff_after:request_refund": 1}
+    }
+
+
+def test_call_outcomes_barge_ins_and_carried_events() -> None:
+    figures = figures_of(
+        [
+            user("stop", "deny", "voice", barge_in={"heard_text": "Your order"}),
+            {"event": "user", "text": "old", "metadata": {"carried_state": True}},
+            {
+                "event": "slot",
+                "timestamp": DAY_TS + 30,
+                "name": "last_call",
+                "value": {"ended_reason": "customer-ended-call"},
+            },
+            {
+                "event": "slot",
+                "timestamp": DAY_TS + 40,
+                "name": "last_call",
+                "value": {"ended_reason": "<script>"},
+            },
+        ]
+    )
+    counts = figures.counts[("2026-12-07", "voice")]
+    assert counts["turns"] == 1 and counts["barge_ins"] == 1
+    assert counts["call:customer-ended-call"] == 1
+    assert sum(v for k, v in counts.items() if k.startswith("call:other")) == 1  # bounded
+
+
+def test_texts_are_redacted_and_bounded() -> None:
+    assert normalised("Pay 4111 1111 1111 1111 to jane@example.org") == (
+        "pay [card number] to [email]"
+    )
+    assert len(normalised("x" * 500)) == 120
+    assert reply_bucket(0.1) == "0.25" and reply_bucket(45) == "inf"
