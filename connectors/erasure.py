@@ -17,9 +17,13 @@ from omnichannel.redis_client import AnyRedis
 async def erase_conversation(
     agent: Any, redis: AnyRedis, conversation_id: str, client: Optional[str]
 ) -> Receipt:
+    store = event_log_of(agent, "erasure")
+    namespace = getattr(store, "namespace", "")
     async with agent.lock_store.lock(conversation_id):
-        receipt = await erase(redis, conversation_id)
-    sessions = getattr(event_log_of(agent, "erasure"), "_sessions", None)
+        receipt = await erase(
+            redis, conversation_id, namespace if isinstance(namespace, str) else ""
+        )
+    sessions = getattr(store, "_sessions", None)
     if sessions is not None:
         sessions.drop(conversation_id)
     await audit.record(redis, ADMIN, f"erase {receipt.receipt_id}", conversation_id, client)

@@ -243,7 +243,9 @@ class RedisEventLogTrackerStore(TrackerStore):
             if appended:
                 self._positions.remember(tracker, length)
                 # Exactly what this save added, once fleet-wide: the insight page's figures.
-                insight.events_appended(self.redis, conversation_id, [e.raw for e in pending])
+                insight.events_appended(
+                    self.redis, conversation_id, [e.raw for e in pending], self.namespace
+                )
                 return
             if length > expected:
                 # Someone appended since we last looked: keep only what they did not write.

@@ -117,8 +117,9 @@ async def _scan_delete(
     return deleted
 
 
-async def erase(redis: AnyRedis, conversation_id: str) -> Receipt:
-    """Forgets ``conversation_id`` everywhere listed in the module docstring."""
+async def erase(redis: AnyRedis, conversation_id: str, namespace: str = "") -> Receipt:
+    """Forgets ``conversation_id`` everywhere listed in the module docstring (``namespace``: the
+    tracker store's ``key_prefix``, under which its insight record is kept)."""
     receipt = Receipt(
         receipt_id="er_" + secrets.token_urlsafe(12),
         conversation=conversation_digest(conversation_id),
@@ -132,7 +133,8 @@ async def erase(redis: AnyRedis, conversation_id: str) -> Receipt:
         start, end = name.find("{"), name.find("}")
         if 0 <= start < end:
             address_tags.append(name[start + 1 : end])
-    receipt.insight_texts_removed = await InsightStore(redis).forget(conversation_id)
+    insight = InsightStore(redis, namespace=namespace)
+    receipt.insight_texts_removed = await insight.forget(conversation_id)
     tombstone = conversation_key(conversation_id, "forgotten")
     # The identity's own keys, which forget() deletes: counted first for the receipt.
     owned = [conversation_key(conversation_id, part) for part in ("profile", "addresses")]

@@ -29,6 +29,7 @@ from sanic.request import Request
 from sanic.response import HTTPResponse
 
 from connectors.admin_auth import ADMIN, is_authorised
+from connectors.event_log.reading import event_log_of
 from connectors.forwarded import client_address
 from connectors.http_limits import ChannelBlueprint
 from connectors.insight.wire import BadPeriod, parse_period, report_csv, training_examples
@@ -55,6 +56,12 @@ PAGE_SECURITY_POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; "
     "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
 )
+
+
+def store_namespace(agent: Any) -> str:
+    """The tracker store's ``key_prefix`` (the figures are kept under it), "" without one."""
+    namespace = getattr(event_log_of(agent, "the insight page"), "namespace", "")
+    return namespace if isinstance(namespace, str) else ""
 
 
 class InsightOptions(ConnectorOptions):
@@ -101,7 +108,9 @@ class InsightInput(InputChannel):
         try:
             today = datetime.datetime.now(datetime.timezone.utc).date()
             period = parse_period(request.args, today)
-            store = InsightStore(redis_client(), self.retention_days)
+            store = InsightStore(
+                redis_client(), self.retention_days, store_namespace(request.app.ctx.agent)
+            )
             report = await store.report(
                 period.days, period.channels, top=self.options.top_not_understood
             )

@@ -46,8 +46,11 @@ def turn_clock_reset(token: object) -> None:
     _turn_started.reset(token)  # type: ignore[arg-type]
 
 
-def events_appended(redis: Any, conversation_id: str, raw: Sequence[str]) -> None:
-    """Counts the events a save appended to ``conversation_id``'s log (JSON as stored)."""
+def events_appended(
+    redis: Any, conversation_id: str, raw: Sequence[str], namespace: str = ""
+) -> None:
+    """Counts the events a save appended to ``conversation_id``'s log (JSON as stored), under
+    the store's ``namespace``."""
     events = parsed(raw)
     reply = None
     started = _turn_started.get()
@@ -57,15 +60,19 @@ def events_appended(redis: Any, conversation_id: str, raw: Sequence[str]) -> Non
         reply = time.perf_counter() - started
         _turn_started.set(None)
     try:
-        _tasks.start(_record(redis, conversation_id, events, reply), "insight figures")
+        _tasks.start(_record(redis, conversation_id, events, reply, namespace), "insight figures")
     except RuntimeError:  # no running loop (a synchronous caller): nothing to count with
         return
 
 
 async def _record(
-    redis: Any, conversation_id: str, events: Sequence[Dict[str, Any]], reply: Optional[float]
+    redis: Any,
+    conversation_id: str,
+    events: Sequence[Dict[str, Any]],
+    reply: Optional[float],
+    namespace: str,
 ) -> None:
-    store = InsightStore(redis_client(redis), retention_days())
+    store = InsightStore(redis_client(redis), retention_days(), namespace)
     try:
         figures = figures_of(events, reply_seconds=reply)
         if figures.empty and figures.last_intent is None:

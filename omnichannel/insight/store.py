@@ -119,8 +119,9 @@ def _text(value: Any) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
-def key(day: str, *parts: str) -> str:
-    return conversation_key(TAG, day, *parts)
+def key(day: str, *parts: str, namespace: str = "") -> str:
+    """A day's key, under the tracker store's namespace (its ``key_prefix``) when it has one."""
+    return conversation_key(TAG, day, *parts, namespace=namespace)
 
 
 def digest(text: str) -> str:
@@ -151,10 +152,21 @@ class InsightStore:
     """Reads and writes the figures; without a client it takes ``redis_client()`` per call."""
 
     def __init__(
-        self, redis: Optional[AnyRedis] = None, retention_days: int = DEFAULT_RETENTION_DAYS
+        self,
+        redis: Optional[AnyRedis] = None,
+        retention_days: int = DEFAULT_RETENTION_DAYS,
+        namespace: str = "",
     ) -> None:
         self._redis = redis
         self.retention_days = retention_days
+        #: The tracker store's ``key_prefix``: assistants sharing one Redis keep apart figures.
+        self.namespace = namespace
+
+    def key(self, day: str, *parts: str) -> str:
+        return key(day, *parts, namespace=self.namespace)
+
+    def own_key(self, conversation_id: str) -> str:
+        return conversation_key(conversation_id, TAG, namespace=self.namespace)
 
     @property
     def redis(self) -> AnyRedis:
@@ -172,7 +184,7 @@ class InsightStore:
         texts = [json.dumps([d, c, t]) for d, c, t, _ in figures.not_understood]
         intent, previous_channel = await _REMEMBER(
             self.redis,
-            [conversation_key(conversation_id, TAG)],
+            [self.own_key(conversation_id)],
             [self.ttl, figures.last_intent or "", channel or "", MAX_OWN_TEXTS, *texts],
         )
         return (_text(intent) or None, _text(previous_channel) or None)
@@ -188,15 +200,15 @@ class InsightStore:
 
         for (day, channel), counts in figures.counts.items():
             for name, by in counts.items():
-                op("h", key(day, "counts"), f"{channel}|{name}", by)
+                op("h", self.key(day, "counts"), f"{channel}|{name}", by)
         for day, channel in figures.active:
-            op("p", key(day, "active", channel), conversation_id)
+            op("p", self.key(day, "active", channel), conversation_id)
         for day, channel in figures.handed:
-            op("p", key(day, "handed", channel), conversation_id)
+            op("p", self.key(day, "handed", channel), conversation_id)
         for day, channel, text, suggested in figures.not_understood:
-            op("z", key(day, "not_understood", channel), text, MAX_TEXTS)
-            op("s", key(day, "nu", channel, digest(text)), conversation_id, MAX_LINKS)
-            op("f", key(day, "suggested", channel), digest(text), suggested)
+            op("z", self.key(day, "not_understood", channel), text, MAX_TEXTS)
+            op("s", self.key(day, "nu", channel, digest(text)), conversation_id, MAX_LINKS)
+            op("f", self.key(day, "suggested", channel), digest(text), suggested)
         if keys:
             await _RECORD(self.redis, list(keys), ops)
 
@@ -204,13 +216,16 @@ class InsightStore:
         """Takes the conversation's not-understood texts out of the lists and its id out of
         their links, and deletes its own record; returns how many texts were taken out. (The
         counts and HyperLogLogs hold no text and no id to take out.)"""
-        own_key = conversation_key(conversation_id, TAG)
+        own_key = self.own_key(conversation_id)
         raw = await self.redis.hget(own_key, "texts")
         texts = json.loads(_text(raw)) if raw else []
         keys: List[str] = []
         args: List[Any] = [conversation_id]
         for day, channel, text in texts:
-            keys += [key(day, "not_understood", channel), key(day, "nu", channel, digest(text))]
+            keys += [
+                self.key(day, "not_understood", channel),
+                self.key(day, "nu", channel, digest(text)),
+            ]
             args.append(text)
         if texts:
             await _FORGET(self.redis, keys, args)
@@ -225,7 +240,7 @@ class InsightStore:
         counts: Dict[str, Dict[str, int]] = {channel: {} for channel in channels}
         per_day: List[Dict[str, Any]] = []
         for day in days:
-            raw = await redis.hgetall(key(day, "counts"))
+            raw = await redis.hgetall(self.key(day, "counts"))
             day_counts: Dict[str, int] = {}
             for field, value in raw.items():
                 channel, _, name = _text(field).partition("|")
@@ -233,19 +248,19 @@ class InsightStore:
                     counts[channel][name] = counts[channel].get(name, 0) + int(value)
                     if name in ("turns", "fallbacks", "handoffs"):
                         day_counts[name] = day_counts.get(name, 0) + int(value)
-            conversations = await _pfcount(redis, [key(day, "active", c) for c in channels])
+            conversations = await _pfcount(redis, [self.key(day, "active", c) for c in channels])
             per_day.append({"day": day, "conversations": conversations, **day_counts})
         by_channel = {}
         for channel in channels:
-            active = await _pfcount(redis, [key(d, "active", channel) for d in days])
-            handed = await _pfcount(redis, [key(d, "handed", channel) for d in days])
+            active = await _pfcount(redis, [self.key(d, "active", channel) for d in days])
+            handed = await _pfcount(redis, [self.key(d, "handed", channel) for d in days])
             by_channel[channel] = _summary(counts[channel], active, handed)
         total_counts: Dict[str, int] = {}
         for channel_counts in counts.values():
             for name, value in channel_counts.items():
                 total_counts[name] = total_counts.get(name, 0) + value
-        active = await _pfcount(redis, [key(d, "active", c) for d in days for c in channels])
-        handed = await _pfcount(redis, [key(d, "handed", c) for d in days for c in channels])
+        active = await _pfcount(redis, [self.key(d, "active", c) for d in days for c in channels])
+        handed = await _pfcount(redis, [self.key(d, "handed", c) for d in days for c in channels])
         return {
             "days": list(days),
             "channels": list(channels),
@@ -267,7 +282,7 @@ class InsightStore:
         for day in days:
             for channel in channels:
                 found = await self.redis.zrevrange(
-                    key(day, "not_understood", channel), 0, top * 5, withscores=True
+                    self.key(day, "not_understood", channel), 0, top * 5, withscores=True
                 )
                 for member, score in found:
                     text = _text(member)
@@ -279,11 +294,11 @@ class InsightStore:
             conversations: List[str] = []
             suggestions: Dict[str, int] = {}
             for day, channel in places[text]:
-                for member in await self.redis.smembers(key(day, "nu", channel, digest(text))):
+                for member in await self.redis.smembers(self.key(day, "nu", channel, digest(text))):
                     cid = _text(member)
                     if cid not in conversations and len(conversations) < MAX_LINKS:
                         conversations.append(cid)
-                found = await self.redis.hget(key(day, "suggested", channel), digest(text))
+                found = await self.redis.hget(self.key(day, "suggested", channel), digest(text))
                 if found:
                     suggestions[_text(found)] = suggestions.get(_text(found), 0) + 1
             ranked_intents = sorted(suggestions, key=lambda name: (-suggestions[name], name))
