@@ -122,6 +122,10 @@ def test_an_sms_turn_with_the_llm_fallback_is_one_trace(
         assert one(spans, part).parent_id == one(spans, root).span_id, part
     assert one(spans, "connector.auth").attributes["admitted"] is True
     assert one(spans, "work.record").attributes == {"kind": SMS_TURN, "duplicate": False}
+    # The action server's log line of the LLM request carries the trace's and its span's ids.
+    llm = one(spans, "llm.chat")
+    actions_log = (rasa_stack.log_dir / f"actions-{rasa_stack.action_port}.log").read_text()
+    assert f"trace_id={llm.trace_id} span_id={llm.span_id}" in actions_log
 
 
 async def test_a_voice_turn_with_the_llm_fallback_is_one_trace(
