@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SYSTEM_STAMP := var/.system-packages
 
-.PHONY: help install system-packages model run shell test lint typecheck pytest validate responses preview conversations story-test nlu-test bench soak lock clean
+.PHONY: help install system-packages model run shell test lint typecheck pytest validate responses preview conversations whatsapp-templates story-test nlu-test bench soak lock clean
 
 help:
 	@echo "make run     start Redis (embedded unless REDIS_URL is set), the action server and Rasa"
@@ -18,9 +18,10 @@ help:
 	@echo "             end-to-end story tests and the NLU evaluation"
 	@echo "make bench   benchmarks against Rasa's stock parts"
 	@echo "make soak    the long fleet run: replicas behind HAProxy, kills, restarts, figures"
-	@echo "make shell CHANNEL=voice|sms|chat   talk to the assistant as that channel's customer"
+	@echo "make shell CHANNEL=voice|sms|whatsapp|chat   talk to the assistant as that channel's customer"
 	@echo "make responses              check every response of domain.yml for every channel"
-	@echo "make preview RESPONSE=utter_x   print a response as voice, SMS and chat render it"
+	@echo "make preview RESPONSE=utter_x   print a response as voice, SMS, WhatsApp and chat render it"
+	@echo "make whatsapp-templates     create and submit domain.yml's WhatsApp templates at Twilio"
 	@echo "make conversations          play tests/conversations/ against a running \`make run\`"
 	@echo "make lock    re-pin requirements.lock from requirements.in (and each image's share of it)"
 
@@ -91,6 +92,11 @@ preview: $(STAMP)
 
 conversations: $(STAMP)
 	$(PY) -m devtools.conversations
+
+# The WhatsApp templates domain.yml declares, created and submitted at Twilio's Content API
+# (CHECK=1: change nothing, exit 1 on drift; REPLACE=1: recreate templates whose text changed).
+whatsapp-templates: $(STAMP)
+	$(PY) -m devtools.whatsapp_templates $(if $(CHECK),--check) $(if $(REPLACE),--replace)
 
 # End-to-end story tests (NLU and dialogue), every failing story listed; results/stories/.
 story-test: model

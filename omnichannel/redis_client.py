@@ -411,6 +411,25 @@ def check_access_at_start_up(source: RedisSource = None) -> None:
     _checked.add(config)
 
 
+class RedisBacked:
+    """Base of the small stores of per-conversation state: they work on the client they were
+    given, or else on :func:`redis_client` of the running event loop at each call, so one store
+    object serves the Rasa server's loop, the action server's and tests' alike."""
+
+    def __init__(self, redis: Optional[AnyRedis] = None) -> None:
+        self._redis = redis
+
+    @property
+    def redis(self) -> AnyRedis:
+        return self._redis if self._redis is not None else redis_client()
+
+    @property
+    def given(self) -> Optional[AnyRedis]:
+        """The client this store was given (None: the running loop's), for a store working
+        beside it on the same client."""
+        return self._redis
+
+
 class LuaScript:
     """A Lua script run atomically on Redis: EVALSHA first, EVAL when the server lacks it.
 

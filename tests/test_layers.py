@@ -74,9 +74,7 @@ def test_no_module_imports_a_layer_above_it(package: str) -> None:
             elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
                 names = [node.module]
             offenders += [
-                f"{path.relative_to(ROOT)}: {name}"
-                for name in names
-                if name.split(".")[0] in above
+                f"{path.relative_to(ROOT)}: {name}" for name in names if name.split(".")[0] in above
             ]
     assert offenders == [], json.dumps(offenders, indent=1)
 

@@ -10,9 +10,10 @@ the client an error frame, not the socket and a traceback in the log.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, Dict, List, Mapping, Optional, Type, Union, cast
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, root_validator, validator
 
 from omnichannel import bounded_json
 
@@ -25,6 +26,11 @@ MAX_CLIENT_ID_CHARS = 64
 CLIENT_MESSAGE_ID = r"^[A-Za-z0-9_-]{8,64}\Z"
 #: Largest page of history a client may ask for.
 MAX_HISTORY_LIMIT = 200
+#: Where the widget uploads files and reads them back (``POST``, ``GET …/<upload id>``).
+FILES_PATH = "/webhooks/webchat/files"
+#: Files (uploaded first: omnichannel/uploads.py) one message may carry.
+MAX_ATTACHMENTS = 4
+UPLOAD_ID = r"^u_[A-Za-z0-9_-]{22}\Z"
 
 # Close codes (4000-4999 are the application's own): the reason text says what went wrong.
 CLOSE_UNAUTHENTICATED = 4401
@@ -60,9 +66,24 @@ class AuthFrame(_ClientFrame):
 
 
 class TextFrame(_ClientFrame):
+    """A message: text, files uploaded before it (their upload ids), or both."""
+
     type: str = Field(..., regex=r"^message\Z")
     id: str = Field(..., regex=CLIENT_MESSAGE_ID)
-    text: str = Field(..., min_length=1, max_length=MAX_TEXT_CHARS)
+    text: str = Field(default="", max_length=MAX_TEXT_CHARS)
+    attachments: List[str] = Field(default_factory=list, max_items=MAX_ATTACHMENTS)
+
+    @validator("attachments", each_item=True)
+    def _upload_id(cls, value: str) -> str:  # noqa: N805
+        if not isinstance(value, str) or not re.match(UPLOAD_ID, value):
+            raise ValueError("not an upload id")
+        return value
+
+    @root_validator(skip_on_failure=True)
+    def _says_something(cls, values: Dict[str, Any]) -> Dict[str, Any]:  # noqa: N805
+        if not values.get("text") and not values.get("attachments"):
+            raise ValueError("a message needs text or attachments")
+        return values
 
 
 class ButtonFrame(_ClientFrame):

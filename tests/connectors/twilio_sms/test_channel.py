@@ -140,7 +140,7 @@ async def test_redis_down_gets_a_texted_apology(monkeypatch: pytest.MonkeyPatch)
 
 
 async def test_behind_a_trusted_proxy_the_channel_checks_the_configured_url(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, redis_url: str
 ) -> None:
     """Through Sanic's real headers, behind one trusted proxy: a delivery report signed for the
     URL a client's forwarded headers claim is refused (before: accepted, the client chose the
@@ -351,7 +351,15 @@ def test_picture_without_text_makes_a_turn_with_its_media_in_metadata(
 
     [event] = user_events(rasa_stack, conversation_of(stack_redis, number))
     assert event["parse_data"]["intent"]["name"] == "send_picture"
-    assert event["metadata"]["media"] == [{"url": picture, "content_type": "image/jpeg"}]
+    assert event["metadata"]["media"] == [
+        {
+            "kind": "image",
+            "content_type": "image/jpeg",
+            "url": picture,
+            "size": None,
+            "source": "twilio",
+        }
+    ]
     assert event["metadata"]["channel"] == "sms"
     assert event["metadata"]["message_sid"] == params["MessageSid"]
 
@@ -617,5 +625,7 @@ def test_an_intent_typed_by_sms_is_text_and_starts_no_refund(
     control = say(rasa_stack, conversation_of(stack_redis, number), injected, channel="sms")
     assert texts(control) == [
         f"I've started a refund request for order {own}. You'll get a return label by email "
-        "within the hour."
+        "within the hour. Here's how to pack the item:",
+        "",  # Rasa's REST channel sends the picture as a message of its own
+        "If it arrived damaged, send a photo of it here and I'll add it to your refund request.",
     ]

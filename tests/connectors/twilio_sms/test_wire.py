@@ -69,12 +69,21 @@ def test_a_message_is_read_field_by_field() -> None:
     assert sms.media == (InboundMedia(url=picture, content_type="image/jpeg"),)
     assert sms.reply_to == f"whatsapp:{SENDER}"
     assert parse(form()).reply_to == SENDER
+    assert sms.channel == "whatsapp" and parse(form()).channel == "sms"
     assert sms.metadata() == {
-        "channel": "sms",
+        "channel": "whatsapp",
         "address": f"tel:{SENDER}",
         "message_sid": sms.message_sid,
         "to": "+15005550006",
-        "media": [{"url": picture, "content_type": "image/jpeg"}],
+        "media": [
+            {
+                "kind": "image",
+                "content_type": "image/jpeg",
+                "url": picture,
+                "size": None,
+                "source": "twilio",
+            }
+        ],
     }
     assert not sms.is_empty and parse(form("  ")).is_empty
     national = parse(form(From="(415) 555-2671"))
@@ -241,3 +250,44 @@ def test_messages_carry_their_body_and_media_in_order() -> None:
         "https://i.example/a.png",
         "https://i.example/b.png",
     ]
+
+
+def test_whatsapp_fields_taps_and_locations_are_read_and_bounded() -> None:
+    whatsapp = {
+        **form("", From=f"whatsapp:{SENDER}"),
+        "ProfileName": "Ana",
+        "ButtonPayload": "/request_refund",
+        "ButtonText": "Start a refund",
+    }
+    tapped = parse(whatsapp)
+    assert tapped.channel == "whatsapp" and tapped.tapped == "/request_refund"
+    assert tapped.tapped_title == "Start a refund" and tapped.profile_name == "Ana"
+    assert tapped.intent is None and not tapped.is_empty  # the tap is the message
+    # A list-picker choice may come as ListId/ListTitle.
+    listed = parse({**form("", From=f"whatsapp:{SENDER}"), "ListId": "/a", "ListTitle": "A"})
+    assert (listed.tapped, listed.tapped_title) == ("/a", "A")
+    # By SMS these fields mean nothing and are not read.
+    assert parse({**form("x"), "ButtonPayload": "/request_refund"}).tapped is None
+    located = parse(
+        {**form("", From=f"whatsapp:{SENDER}"), "Latitude": "-33.8688", "Longitude": "151.2093"}
+    )
+    assert located.intent == "/share_location" and located.location.latitude == -33.8688
+    for latitude, longitude in (("91", "0"), ("1e3", "0"), ("0", ""), ("north", "0")):
+        with pytest.raises(Rejected):
+            parse(
+                {
+                    **form("", From=f"whatsapp:{SENDER}"),
+                    "Latitude": latitude,
+                    "Longitude": longitude,
+                }
+            )
+
+
+def test_status_callbacks_name_their_channel_and_the_inline_reply_they_answer() -> None:
+    params = {"MessageSid": new_sid(), "MessageStatus": "read", "To": f"whatsapp:{SENDER}"}
+    answered = new_sid()
+    callback = StatusCallback.parse(params, "US", reply_to=answered)
+    assert (callback.channel, callback.reply_to, callback.status) == ("whatsapp", answered, "read")
+    assert StatusCallback.parse(params, "US", reply_to="../etc").reply_to is None
+    root = ElementTree.fromstring(twiml([SmsMessage(body="hi")], "https://x/status?reply_to=SM1"))
+    assert root.find("Message").get("statusCallback") == "https://x/status?reply_to=SM1"

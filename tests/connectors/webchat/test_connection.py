@@ -50,7 +50,12 @@ async def test_chat_turn_uses_webchat_variation_and_buttons(
 ) -> None:
     sub = "btn-" + secrets.token_hex(4)
     chat = await open_chat(rasa_stack, user_token(secret, sub))
-    assert chat.ready["channels"] == {"voice": "Voice", "sms": "SMS", "chat": "Chat"}
+    assert chat.ready["channels"] == {
+        "voice": "Voice",
+        "sms": "SMS",
+        "whatsapp": "WhatsApp",
+        "chat": "Chat",
+    }
     client_id = await chat.say("hello")
     ack = await recv_until(chat.ws, lambda f: f["type"] == "ack")
     assert ack == {"type": "ack", "id": client_id, "duplicate": False}

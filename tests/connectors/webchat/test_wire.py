@@ -145,7 +145,12 @@ def test_frame_id_names_only_a_short_string_id() -> None:
 
 def test_ready_names_the_channel_labels() -> None:
     ready = ready_frame("c_1", "user:al***", {"max_text_chars": 4000}, LABELS)
-    assert ready["channels"] == {"voice": "Voice", "sms": "SMS", "chat": "Chat"}
+    assert ready["channels"] == {
+        "voice": "Voice",
+        "sms": "SMS",
+        "whatsapp": "WhatsApp",
+        "chat": "Chat",
+    }
 
 
 @pytest.mark.rasa_server
