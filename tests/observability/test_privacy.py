@@ -1,10 +1,12 @@
-"""A card number typed on each channel reaches neither the LLM provider, nor a log line, nor a
-trace; the phone number and the words of the message are in no span and no metric label; the
-event log keeps the redacted text (the default ``EVENT_LOG_TEXT=redacted``)."""
+"""A card number typed on each channel (SMS, WhatsApp, voice, chat) reaches neither the LLM
+provider, nor a log line, nor a trace, nor the insight page (its report, CSV and NLU file); the
+phone number and the words of the message are in no span and no metric label; the event log
+keeps the redacted text (the default ``EVENT_LOG_TEXT=redacted``)."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from pathlib import Path
 
@@ -14,11 +16,19 @@ import pytest
 from omnichannel.redaction import CARD_MARK, EMAIL_MARK
 from testkit.fake_llm import FakeLlm, LlmReply
 from testkit.fake_otlp import FakeOtlp
+from testkit.fake_twilio import FakeTwilio
 from testkit.phone_numbers import new_phone_number
 from testkit.stack import RasaStack
+from testkit.twilio_webhook import WEBHOOK_PATH, whatsapp_form
 from testkit.vapi_call import VapiCall
 from tests.actions.helpers import tracker
-from tests.connectors.twilio_sms.helpers import conversation_of, inbound, post_signed, replies
+from tests.connectors.twilio_sms.helpers import (
+    conversation_of,
+    inbound,
+    post_signed,
+    replies,
+    replies_of,
+)
 from tests.connectors.webchat.helpers import open_chat, user_token
 
 pytestmark = pytest.mark.rasa_server
@@ -44,14 +54,28 @@ def _logs(stack: RasaStack) -> str:
 
 
 async def test_a_card_number_typed_on_each_channel_goes_nowhere(
-    rasa_stack: RasaStack, fake_otlp: FakeOtlp, llm: FakeLlm, stack_redis
+    rasa_stack: RasaStack, fake_otlp: FakeOtlp, fake_twilio: FakeTwilio, llm: FakeLlm, stack_redis
 ) -> None:
     since = time.time_ns()
-    llm.script(*[LlmReply(content="Happy to help.")] * 3)
+    llm.script(*[LlmReply(content="Happy to help.")] * 4)
     number = new_phone_number()
 
     # SMS
     assert replies(post_signed(rasa_stack, inbound(rasa_stack, number, TEXT))) == ["Happy to help."]
+    # WhatsApp (answered inline in TwiML, or by Twilio's REST API past the inline budget)
+    whatsapp_number = new_phone_number()
+    form = whatsapp_form(rasa_stack.env, whatsapp_number, TEXT)
+    status, answer = await asyncio.to_thread(
+        fake_twilio.deliver_inbound, rasa_stack.env["PUBLIC_BASE_URL"] + WEBHOOK_PATH, form
+    )
+    assert status == 200
+    said = replies_of(answer) or [
+        sent.body
+        for sent in await asyncio.to_thread(
+            fake_twilio.wait_for_messages, f"whatsapp:{whatsapp_number}", 1
+        )
+    ]
+    assert said == ["Happy to help."]
     # voice
     call = VapiCall(
         rasa_stack.base_url,
@@ -72,10 +96,10 @@ async def test_a_card_number_typed_on_each_channel_goes_nowhere(
     await chat.ws.close()
 
     prompts = [m["content"] for request in llm.requests for m in request["messages"]]
-    assert len(llm.requests) == 3
+    assert len(llm.requests) == 4
     for secret in SECRETS[:-1]:
         assert not any(secret in prompt for prompt in prompts), secret
-    assert sum(f"{WORDS} {CARD_MARK} {EMAIL_MARK}" in p for p in prompts) >= 3
+    assert sum(f"{WORDS} {CARD_MARK} {EMAIL_MARK}" in p for p in prompts) >= 4
 
     # The event log holds the redacted text: the viewer, the chat history and exports too.
     cid = conversation_of(stack_redis, number)
@@ -88,10 +112,25 @@ async def test_a_card_number_typed_on_each_channel_goes_nowhere(
         lambda spans: any(s.name == "chat.turn" and s.start_ns >= since for s in spans),
     )
     exported = b"".join(fake_otlp.raw)
-    for secret in (*SECRETS, number, number[1:], WORDS):
+    for secret in (*SECRETS, number, number[1:], whatsapp_number[1:], WORDS):
         assert secret.encode() not in exported, secret
         assert secret not in _logs(rasa_stack), secret
     url = f"http://127.0.0.1:{rasa_stack.env['METRICS_PORT']}/metrics"
     metrics = (await asyncio.to_thread(httpx.get, url)).text
     for secret in (*SECRETS, number, number[1:], WORDS):
         assert secret not in metrics, secret
+
+    # The insight page lists the not-understood messages, redacted, in its report and files.
+    insight = f"{rasa_stack.base_url}/webhooks/insight/api/"
+    auth = {"Authorization": f"Bearer {rasa_stack.env['RASA_AUTH_TOKEN']}"}
+    pages = []
+    for path in ("report", "report.csv", "training.yml"):
+        answer = await asyncio.to_thread(httpx.get, insight + path, headers=auth, timeout=30)
+        assert answer.status_code == 200, answer.text
+        pages.append(answer.text)
+    report = json.loads(pages[0])
+    listed = [entry["text"] for entry in report["not_understood"]]
+    assert f"{WORDS} {CARD_MARK} {EMAIL_MARK}".lower() in listed
+    for page in pages:
+        for secret in (*SECRETS[:-1], number, number[1:], whatsapp_number[1:]):
+            assert secret not in page, secret

@@ -9,7 +9,7 @@
   "use strict";
 
   var TOKEN_KEY = "omni-viewer-token";
-  var LABELS = { voice: "Voice", sms: "SMS", chat: "Chat" };
+  var LABELS = { voice: "Voice", sms: "SMS", whatsapp: "WhatsApp", chat: "Chat" };
   var COLOURS = ["#1d3557", "#e63946", "#2a9d8f", "#f4a261", "#6a4c93", "#457b9d", "#8d99ae"];
   var charts = {};
   var $ = function (id) { return document.getElementById(id); };

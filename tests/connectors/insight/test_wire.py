@@ -5,11 +5,15 @@ from __future__ import annotations
 import csv
 import datetime
 import io
+import re
+from pathlib import Path
 
 import pytest
 from rasa.shared.nlu.training_data.formats.rasa_yaml import RasaYAMLReader
 
+from connectors.insight import channel as insight_channel
 from connectors.insight.wire import BadPeriod, parse_period, report_csv, training_examples
+from omnichannel.channels import KINDS
 
 TODAY = datetime.date(2026, 12, 7)
 
@@ -88,3 +92,14 @@ def test_training_examples_are_rasa_nlu_data_by_suggested_intent() -> None:
         ("other", "zxqv"),
     }
     assert RasaYAMLReader().reads(training_examples([], "a", "b")).intent_examples == []
+
+
+def test_the_page_offers_every_channel_kind_with_a_label() -> None:
+    """A new channel kind shows up in the page's channel choice and its charts' labels."""
+    static = Path(insight_channel.__file__).parent / "static"
+    page = (static / "index.html").read_text()
+    offered = re.findall(r'<option value="([a-z]+)">', page)
+    assert offered == ["all", *KINDS]
+    labels = re.search(r"var LABELS = \{([^}]*)\}", (static / "insight.js").read_text())
+    assert labels is not None
+    assert re.findall(r"(\w+):", labels.group(1)) == list(KINDS)
