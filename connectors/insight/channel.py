@@ -5,7 +5,7 @@ Routes (under ``/webhooks/insight``), for the admin identity (``Authorization: B
 
 - ``GET /``: the page; ``GET /static/<file>``: its script, stylesheet and the vendored Chart.js
   (no data, served to anyone, nothing loaded from elsewhere);
-- ``GET /api/report?from=YYYY-MM-DD&to=YYYY-MM-DD&channel=all|voice|sms|chat``: the period's
+- ``GET /api/report?from=YYYY-MM-DD&to=YYYY-MM-DD&channel=all|<a channel kind>``: the period's
   figures (:meth:`omnichannel.insight.store.InsightStore.report`), read from the day aggregates,
   never from event logs;
 - ``GET /api/report.csv``: the same as CSV; ``GET /api/training.yml``: the not-understood

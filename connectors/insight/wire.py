@@ -93,6 +93,8 @@ FIGURES = (
     "containment_rate",
     "handed_off",
     "handoff_rate",
+    "handoffs_unavailable",
+    "agent_replies",
     "fallbacks",
     "fallback_rate",
     "barge_ins",

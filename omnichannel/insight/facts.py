@@ -9,9 +9,14 @@ once). From them:
   fallback answered it; the message's text (redacted, normalised) joins the day's
   **not-understood** list, with the intent NLU ranked next (a suggestion for the designer);
 - a **barge-in** when the message cut the bot off (``metadata.barge_in``);
-- a **hand-off** when the conversation went to a person (``action_handoff_to_human`` ran, or the
-  bot was paused: Rasa's ``pause``), with the intent of the customer's message before it
-  ("what preceded it");
+- a **hand-off** when the conversation went to a person (the bot was paused: Rasa's ``pause``,
+  or ``action_handoff_to_human`` ran and did not answer that nobody can take it: a call's
+  transfer pauses nothing), with the intent of the customer's message before it ("what preceded
+  it"); a hand-off asked for but refused (:data:`HANDOFF_REFUSALS`) counts as
+  ``handoff_unavailable`` instead;
+- an **agent reply** for each message a person sent through the hand-off (a ``bot`` event whose
+  metadata names the ``agent``), and how each hand-off **ended** (a ``resume`` whose metadata's
+  ``handoff.event`` says why the bot took over again: resolved, handed back, abandoned…);
 - a **call outcome** when an end-of-call report was stored (the ``last_call`` slot's
   ``ended_reason``, VAPI's vocabulary, bounded);
 - the **reply time** of the turn, when the caller measured one.
@@ -35,6 +40,12 @@ OTHER = "other"
 NLU_FALLBACK = "nlu_fallback"
 LLM_FALLBACK = "action_llm_fallback"
 HANDOFF_ACTION = "action_handoff_to_human"
+#: The responses with which the hand-off action says no person can take the conversation.
+HANDOFF_REFUSALS = frozenset({"utter_handoff_unavailable", "utter_handoff_unreachable"})
+#: Metadata keys of the hand-off's events: the agent who wrote a reply, and what a pause or
+#: resume was for.
+AGENT_KEY = "agent"
+HANDOFF_KEY = "handoff"
 CALL_REPORT_SLOT = "last_call"
 #: Longest not-understood text kept (after normalising).
 MAX_TEXT_CHARS = 120
@@ -116,6 +127,8 @@ def figures_of(
     channel = previous_channel or OTHER
     turn: Optional[Dict[str, Any]] = None
     first_turn_channel: Optional[str] = None
+    #: Where the hand-off action ran, until its messages show whether a person takes over.
+    asked: Optional[Tuple[str, str]] = None
     day = day_of(None)
     for event in events:
         kind = event.get("event")
@@ -123,6 +136,16 @@ def figures_of(
         if metadata.get("carried_state"):
             continue
         day = day_of(event.get("timestamp"))
+        if kind == "bot":
+            if asked is not None and metadata.get("utter_action") in HANDOFF_REFUSALS:
+                figures.add(*asked, "handoff_unavailable")
+                asked = None
+            if isinstance(metadata.get(AGENT_KEY), dict):
+                figures.add(day, channel, "agent_replies")
+            continue
+        if asked is not None and kind in ("user", "action"):
+            _handoff(figures, *asked)
+            asked = None
         if kind == "user":
             channel = label(kind_of_event(event) or OTHER)
             intent = label(((event.get("parse_data") or {}).get("intent") or {}).get("name"))
@@ -147,13 +170,20 @@ def figures_of(
             if name == LLM_FALLBACK and turn is not None:
                 _fallback(figures, turn)
             elif name == HANDOFF_ACTION:
-                _handoff(figures, day, channel)
+                asked = (day, channel)
         elif kind == "pause":
+            asked = None
             _handoff(figures, day, channel)
+        elif kind == "resume":
+            reason = metadata.get(HANDOFF_KEY)
+            if isinstance(reason, dict):
+                figures.add(day, channel, f"handoff_ended:{label(reason.get('event'))}")
         elif kind == "slot" and event.get("name") == CALL_REPORT_SLOT:
             value = event.get("value")
             report: Mapping[str, Any] = value if isinstance(value, dict) else {}
             figures.add(day, "voice", f"call:{label(report.get('ended_reason'))}")
+    if asked is not None:
+        _handoff(figures, *asked)
     if reply_seconds is not None and first_turn_channel is not None:
         figures.add(day, first_turn_channel, f"reply:{reply_bucket(reply_seconds)}")
     return figures

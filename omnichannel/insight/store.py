@@ -6,7 +6,8 @@ and a period's reads are single-slot on a Cluster; every key expires ``retention
 its day's last update):
 
 - ``omni:{insight}:<day>:counts``: HASH, ``<channel>|<figure>`` → count (turns, fallbacks,
-  barge_ins, handoffs, ``handoff_after:<intent>``, ``reply:<bucket>``, ``call:<reason>``);
+  barge_ins, handoffs, ``handoff_after:<intent>``, ``handoff_unavailable``,
+  ``handoff_ended:<why>``, ``agent_replies``, ``reply:<bucket>``, ``call:<reason>``);
 - ``omni:{insight}:<day>:active:<channel>`` and ``…:handed:<channel>``: HyperLogLogs of the
   conversations active and handed to a person (12 KB each whatever the traffic; exact for
   small counts, within 1% at scale);
@@ -330,6 +331,7 @@ def _summary(counts: Dict[str, int], active: int, handed: int) -> Dict[str, Any]
     replies = {k.split(":", 1)[1]: v for k, v in counts.items() if k.startswith("reply:")}
     preceded = {k.split(":", 1)[1]: v for k, v in counts.items() if k.startswith("handoff_after:")}
     calls = {k.split(":", 1)[1]: v for k, v in counts.items() if k.startswith("call:")}
+    ended = {k.split(":", 1)[1]: v for k, v in counts.items() if k.startswith("handoff_ended:")}
     handed = min(handed, active)
 
     def percentile(share: float) -> Optional[float]:
@@ -345,6 +347,9 @@ def _summary(counts: Dict[str, int], active: int, handed: int) -> Dict[str, Any]
         "handoff_rate": round(handed / active, 4) if active else None,
         "handoffs": counts.get("handoffs", 0),
         "handoff_preceded_by": dict(sorted(preceded.items(), key=lambda kv: -kv[1])),
+        "handoffs_unavailable": counts.get("handoff_unavailable", 0),
+        "handoff_endings": dict(sorted(ended.items(), key=lambda kv: -kv[1])),
+        "agent_replies": counts.get("agent_replies", 0),
         "fallbacks": fallbacks,
         "fallback_rate": round(fallbacks / turns, 4) if turns else None,
         "barge_ins": counts.get("barge_ins", 0),

@@ -186,6 +186,8 @@ def test_the_insight_page_shows_the_figures_of_the_scripted_conversations(
             expect(page.locator("#i-handoffs")).to_have_text("2 (50%)")
             expect(page.locator("#i-fallback-rate")).to_have_text("42.9% (3 of 7)")
             expect(page.locator("#i-barge-ins")).to_have_text("0")
+            expect(page.locator("#i-handoffs-unavailable")).to_have_text("0")
+            expect(page.locator("#i-agent-replies")).to_have_text("0")
             first = page.locator("#i-not-understood tr").first
             expect(first.locator(".i-nu-text")).to_have_text(NOT_UNDERSTOOD)
             expect(first.locator(".i-nu-count")).to_have_text("2")

@@ -81,3 +81,78 @@ def test_texts_are_redacted_and_bounded() -> None:
     )
     assert len(normalised("x" * 500)) == 120
     assert reply_bucket(0.1) == "0.25" and reply_bucket(45) == "inf"
+
+
+def bot(response: str = "", **metadata) -> dict:
+    return {
+        "event": "bot",
+        "timestamp": DAY_TS + 12,
+        "text": "…",
+        "metadata": {**({"utter_action": response} if response else {}), **metadata},
+    }
+
+
+def test_a_hand_off_with_its_pause_counts_once_and_a_refused_one_not_at_all() -> None:
+    asked = user("a person please", "talk_to_human", "chat")
+    queued = figures_of(
+        [
+            asked,
+            action("action_handoff_to_human"),
+            bot("utter_handoff_queued"),
+            {"event": "pause", "timestamp": DAY_TS + 12, "metadata": {"handoff": {"event": "x"}}},
+            action("action_listen"),
+        ]
+    )
+    assert queued.counts[("2026-12-07", "chat")] == {
+        "turns": 1,
+        "handoffs": 1,
+        "handoff_after:talk_to_human": 1,
+    }
+    assert queued.handed == [("2026-12-07", "chat")]
+    # A call put through: the action pauses nothing, its transfer message says so.
+    transferred = figures_of(
+        [
+            user("a person", "talk_to_human", "voice"),
+            action("action_handoff_to_human"),
+            bot("utter_handoff_transfer"),
+            action("action_listen"),
+        ]
+    )
+    assert transferred.handed == [("2026-12-07", "voice")]
+    for refusal in ("utter_handoff_unavailable", "utter_handoff_unreachable"):
+        refused = figures_of(
+            [asked, action("action_handoff_to_human"), bot(refusal), action("action_listen")]
+        )
+        assert refused.handed == []
+        assert refused.counts[("2026-12-07", "chat")] == {"turns": 1, "handoff_unavailable": 1}
+
+
+def test_agent_replies_and_how_hand_offs_ended_count_on_the_conversation_channel() -> None:
+    figures = figures_of(
+        [
+            bot(agent={"id": "a-1", "name": "Ana"}, handoff={"event": "agent_reply"}),
+            bot(agent={"id": "a-1", "name": "Ana"}),
+            bot("utter_handoff_waiting", handoff={"event": "wait_notice"}),
+            {
+                "event": "resume",
+                "timestamp": DAY_TS + 50,
+                "metadata": {"handoff": {"event": "resolved", "by": {"kind": "agent"}}},
+            },
+            {"event": "resume", "timestamp": DAY_TS + 60},  # Rasa's API: no hand-off's end
+            {
+                "event": "resume",
+                "timestamp": DAY_TS + 70,
+                "metadata": {"handoff": {"event": "<b>"}},
+            },
+        ],
+        previous_intent="talk_to_human",
+        previous_channel="sms",
+    )
+    assert figures.counts == {
+        ("2026-12-07", "sms"): {
+            "agent_replies": 2,
+            "handoff_ended:resolved": 1,
+            "handoff_ended:other": 1,
+        }
+    }
+    assert figures.handed == [] and figures.active == []

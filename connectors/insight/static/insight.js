@@ -77,6 +77,8 @@
     $("i-containment").textContent = total.contained + " (" + percent(total.containment_rate) + ")";
     $("i-handoffs").textContent = total.handed_off + " (" + percent(total.handoff_rate) + ")";
     $("i-fallback-rate").textContent = percent(total.fallback_rate) + " (" + total.fallbacks + " of " + total.turns + ")";
+    $("i-handoffs-unavailable").textContent = total.handoffs_unavailable;
+    $("i-agent-replies").textContent = total.agent_replies;
     $("i-barge-ins").textContent = total.barge_ins;
     var replies = total.reply_seconds;
     $("i-reply").textContent = [replies.p50, replies.p90, replies.p99].map(seconds).join(" / ");

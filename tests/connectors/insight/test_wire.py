@@ -45,6 +45,8 @@ def _figures(**extra: object) -> dict:
         "containment_rate": 0.5,
         "handed_off": 1,
         "handoff_rate": 0.5,
+        "handoffs_unavailable": 1,
+        "agent_replies": 3,
         "fallbacks": 1,
         "fallback_rate": 0.25,
         "barge_ins": 0,
