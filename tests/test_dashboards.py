@@ -17,6 +17,8 @@ from prometheus_client.metrics import MetricWrapperBase
 
 from omnichannel import metrics
 
+pytestmark = pytest.mark.unit
+
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD = ROOT / "deploy" / "grafana" / "omnichannel.json"
 RULES = ROOT / "deploy" / "prometheus" / "alerts.yml"

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 from omnichannel.insight.facts import figures_of, normalised, reply_bucket
+
+pytestmark = pytest.mark.unit
 
 DAY_TS = 1796601600.0  # 2026-12-07 00:00 UTC
 

@@ -9,6 +9,8 @@ import pytest
 from omnichannel.errors import ConfigError
 from omnichannel.redaction import CARD_MARK, EMAIL_MARK, ORIGINAL, Redactor, luhn_valid
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.mark.parametrize(
     "card",

@@ -15,6 +15,7 @@ from omnichannel.errors import ConfigError
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.unit
 def test_tracing_is_off_unless_an_exporter_or_endpoint_is_named() -> None:
     assert not tracing.wanted({})
     assert tracing.wanted({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"})
@@ -26,6 +27,7 @@ def test_tracing_is_off_unless_an_exporter_or_endpoint_is_named() -> None:
     )
 
 
+@pytest.mark.unit
 def test_only_what_is_installed_is_accepted() -> None:
     with pytest.raises(ConfigError, match="http/protobuf"):
         tracing._exporters({"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"})
@@ -33,6 +35,7 @@ def test_only_what_is_installed_is_accepted() -> None:
         tracing._exporters({"OTEL_TRACES_EXPORTER": "zipkin"})
 
 
+@pytest.mark.unit
 def test_attributes_keep_identifiers_and_drop_text_and_numbers() -> None:
     kept = tracing.safe_attributes(
         {

@@ -15,6 +15,8 @@ from connectors.insight import channel as insight_channel
 from connectors.insight.wire import BadPeriod, parse_period, report_csv, training_examples
 from omnichannel.channels import KINDS
 
+pytestmark = pytest.mark.unit
+
 TODAY = datetime.date(2026, 12, 7)
 
 
