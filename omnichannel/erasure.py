@@ -5,8 +5,9 @@ What one conversation leaves in Redis, and how each goes:
 
 - every key under the conversation's hash tag, ``omni:{<cid>}:…`` (and a namespaced store's
   ``omni:<ns>:{<cid>}:…``): the event log, its session marker, lock tickets, durable work items,
-  call state and reports, offered SMS options, the contact profile, the insight record: found
-  by SCAN on every primary and deleted;
+  call state and reports, offered SMS options, WhatsApp's window and held messages, chat
+  uploads, delivery receipts, the contact profile, the insight record: found by SCAN on every
+  primary and deleted;
 - every key under the hash tag of an address the conversation owned, ``omni:{a_<digest>}:…``
   (the address's record, the web chat's sockets, revocations and rate limit);
 - its members in the durable work indexes (``omni:work:<kind>``);

@@ -1,7 +1,8 @@
-"""Erasure through the viewer's API on the shared stack: a customer who called, texted and
-chatted is forgotten everywhere (a SCAN of the whole Redis finds no key naming them and no value
-holding their conversation id, number, user id or words), idempotently, with a receipt; they
-start afresh when they write again; only the admin token may ask."""
+"""Erasure through the viewer's API on the shared stack: a customer who called, texted, wrote on
+WhatsApp and chatted (with a photo) is forgotten everywhere (a SCAN of the whole Redis finds no
+key naming them and no value holding their conversation id, number, user id, WhatsApp name or
+words), idempotently, with a receipt; they start afresh when they write again; only the admin
+token may ask."""
 
 from __future__ import annotations
 
@@ -17,16 +18,22 @@ import redis
 from omnichannel.addresses import phone_address, user_address
 from omnichannel.audit import conversation_digest
 from testkit.fake_llm import FakeLlm
+from testkit.fake_twilio import FakeTwilio
 from testkit.phone_numbers import new_phone_number
 from testkit.stack import RasaStack
+from testkit.twilio_webhook import WEBHOOK_PATH, whatsapp_form
 from testkit.vapi_call import VapiCall
 from tests.actions.helpers import tracker
 from tests.connectors.twilio_sms.helpers import conversation_of, inbound, post_signed, replies
 from tests.connectors.webchat.helpers import open_chat, user_token
+from tests.connectors.webchat.test_files import upload
+from tests.support import JPEG
 
 pytestmark = pytest.mark.rasa_server
 
 WORDS = "zxqv vlorpt skibbet"
+#: The name WhatsApp gives the customer's profile.
+PROFILE_NAME = "Quillon Erasmo"
 
 
 def _erase(stack: RasaStack, conversation_id: str, token: str) -> httpx.Response:
@@ -53,9 +60,10 @@ def _values(client: redis.Redis, key: bytes) -> List[bytes]:
     return []
 
 
-async def _customer(stack: RasaStack, phone: str, user: str) -> str:
-    """Calls (with an end-of-call report), texts (one message not understood) and chats (logged
-    in with the same verified phone): one conversation."""
+async def _customer(stack: RasaStack, fake_twilio: FakeTwilio, phone: str, user: str) -> str:
+    """Calls (with an end-of-call report), texts (one message not understood), writes on
+    WhatsApp and chats (logged in with the same verified phone, attaching a photo): one
+    conversation."""
     call = VapiCall(
         stack.base_url,
         stack.env["VAPI_SERVER_SECRET"],
@@ -70,24 +78,33 @@ async def _customer(stack: RasaStack, phone: str, user: str) -> str:
         assert await asyncio.to_thread(
             lambda t=text: replies(post_signed(stack, inbound(stack, phone, t)))
         )
+    form = whatsapp_form(stack.env, phone, "thanks", profile_name=PROFILE_NAME)
+    status, _ = await asyncio.to_thread(
+        fake_twilio.deliver_inbound, stack.env["PUBLIC_BASE_URL"] + WEBHOOK_PATH, form
+    )
+    assert status == 200
     token = user_token(stack.env["WEBCHAT_JWT_SECRET"], user, phone=phone)
     chat = await open_chat(stack, token)
     await chat.say("what's your refund policy")
     await chat.turn_done()
+    photo = await asyncio.to_thread(upload, stack, token, JPEG)
+    assert photo.status_code == 201, photo.text
     await chat.ws.close()
     return chat.conversation_id
 
 
 async def test_erasure_forgets_the_customer_everywhere_once(
-    rasa_stack: RasaStack, stack_redis, fake_llm: FakeLlm
+    rasa_stack: RasaStack, stack_redis, fake_llm: FakeLlm, fake_twilio: FakeTwilio
 ) -> None:
     phone, user = new_phone_number(), f"erase-me-{time.time_ns()}"
-    cid = await _customer(rasa_stack, phone, user)
+    cid = await _customer(rasa_stack, fake_twilio, phone, user)
     assert conversation_of(stack_redis, phone) == cid
     tags = [phone_address(phone).hash_tag, user_address(user).hash_tag]
     with redis.Redis.from_url(stack_redis.url) as client:
         before = [k for k in client.scan_iter(count=1000) if cid.encode() in k]
-    assert len(before) >= 6, before  # events, profile, work items, call state, insight...
+    assert len(before) >= 8, before  # events, profile, work items, call state, insight...
+    for part in ("whatsapp_window", "uploads"):
+        assert any(key.endswith(f":{part}".encode()) for key in before), (part, before)
 
     # Looking at the conversation is audit-logged: who, which conversation (by its digest).
     admin = {"Authorization": f"Bearer {rasa_stack.env['RASA_AUTH_TOKEN']}"}
@@ -123,7 +140,7 @@ async def test_erasure_forgets_the_customer_everywhere_once(
     assert receipt["keys_deleted"] >= len(before)
     assert receipt["insight_texts_removed"] == 1
 
-    secrets = [cid, phone, phone[1:], user, WORDS, *tags]
+    secrets = [cid, phone, phone[1:], user, WORDS, PROFILE_NAME, *tags]
     with redis.Redis.from_url(stack_redis.url) as client:
         left = []
         for key in client.scan_iter(count=1000):
