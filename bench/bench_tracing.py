@@ -38,8 +38,8 @@ def _turn(client: httpx.Client, stack: RasaStack, number: str, text: str) -> flo
     began = time.perf_counter()
     answer = client.post(stack.base_url + sms.path, data=sms.form, headers=sms.headers)
     elapsed = (time.perf_counter() - began) * 1000
-    if answer.status_code != 200 or "<Message>" not in answer.text:
-        raise RuntimeError(f"no inline reply to {text!r}: {answer.status_code}")
+    if answer.status_code != 200 or "<Message" not in answer.text:
+        raise RuntimeError(f"no inline reply to {text!r}: {answer.status_code} {answer.text[:300]}")
     return elapsed
 
 
