@@ -15,7 +15,9 @@ What one conversation leaves in Redis, and how each goes:
   (:meth:`omnichannel.insight.store.InsightStore.forget`); the counts and HyperLogLogs hold no
   text and no id;
 - whatever a part registered with :func:`register_eraser` (a part that keeps customer data
-  under a tag of its own adds one function there).
+  under a tag of its own adds one function there). Erasers run first, while the conversation's
+  own records still exist, so a part can read there what it keeps elsewhere (a helpdesk's link
+  from its conversation number back to ours).
 
 Left on purpose: the tombstone ``omni:{<cid>}:forgotten`` (the value ``1``, no data), for
 :data:`TOMBSTONE_SECONDS`, so a turn accepted before the erasure cannot write the conversation
@@ -134,6 +136,8 @@ async def erase(redis: AnyRedis, conversation_id: str, namespace: str = "") -> R
         start, end = name.find("{"), name.find("}")
         if 0 <= start < end:
             address_tags.append(name[start + 1 : end])
+    for name, eraser in _erasers.items():
+        receipt.parts[name] = await eraser(redis, conversation_id)
     insight = InsightStore(redis, namespace=namespace)
     receipt.insight_texts_removed = await insight.forget(conversation_id)
     tombstone = conversation_key(conversation_id, "forgotten")
@@ -161,6 +165,4 @@ async def erase(redis: AnyRedis, conversation_id: str, namespace: str = "") -> R
         ]
         for member in members:
             receipt.index_entries_removed += int(await redis.zrem(index, member))
-    for name, eraser in _erasers.items():
-        receipt.parts[name] = await eraser(redis, conversation_id)
     return receipt
