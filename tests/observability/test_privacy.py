@@ -1,7 +1,8 @@
-"""A card number typed on each channel (SMS, WhatsApp, voice, chat) reaches neither the LLM
-provider, nor a log line, nor a trace, nor the insight page (its report, CSV and NLU file); the
-phone number and the words of the message are in no span and no metric label; the event log
-keeps the redacted text (the default ``EVENT_LOG_TEXT=redacted``)."""
+"""A card number typed on each channel (SMS, WhatsApp, voice, chat), then words the bot does
+not understand so the LLM fallback answers with the conversation in its prompt, reaches neither
+the LLM provider, nor a log line, nor a trace, nor the insight page (its report, CSV and NLU
+file); the phone number and the words of the message are in no span and no metric label; the
+event log keeps the redacted text (the default ``EVENT_LOG_TEXT=redacted``)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ from tests.connectors.twilio_sms.helpers import (
     replies_of,
 )
 from tests.connectors.webchat.helpers import open_chat, user_token
+from tests.support import GIBBERISH
 
 pytestmark = pytest.mark.rasa_server
 
@@ -57,25 +59,32 @@ async def test_a_card_number_typed_on_each_channel_goes_nowhere(
     rasa_stack: RasaStack, fake_otlp: FakeOtlp, fake_twilio: FakeTwilio, llm: FakeLlm, stack_redis
 ) -> None:
     since = time.time_ns()
-    llm.script(*[LlmReply(content="Happy to help.")] * 4)
+    llm.script(*[LlmReply(content="Happy to help.")] * 8)
     number = new_phone_number()
+    # On each channel the customer types the card number and the email, then words the bot does
+    # not understand: the LLM fallback answers with the conversation so far in its prompt.
 
     # SMS
-    assert replies(post_signed(rasa_stack, inbound(rasa_stack, number, TEXT))) == ["Happy to help."]
+    post_signed(rasa_stack, inbound(rasa_stack, number, TEXT))
+    assert replies(post_signed(rasa_stack, inbound(rasa_stack, number, GIBBERISH))) == [
+        "Happy to help."
+    ]
     # WhatsApp (answered inline in TwiML, or by Twilio's REST API past the inline budget)
     whatsapp_number = new_phone_number()
-    form = whatsapp_form(rasa_stack.env, whatsapp_number, TEXT)
-    status, answer = await asyncio.to_thread(
-        fake_twilio.deliver_inbound, rasa_stack.env["PUBLIC_BASE_URL"] + WEBHOOK_PATH, form
-    )
-    assert status == 200
-    said = replies_of(answer) or [
-        sent.body
-        for sent in await asyncio.to_thread(
-            fake_twilio.wait_for_messages, f"whatsapp:{whatsapp_number}", 1
+    said = []
+    for text in (TEXT, GIBBERISH):
+        form = whatsapp_form(rasa_stack.env, whatsapp_number, text)
+        status, answer = await asyncio.to_thread(
+            fake_twilio.deliver_inbound, rasa_stack.env["PUBLIC_BASE_URL"] + WEBHOOK_PATH, form
         )
-    ]
-    assert said == ["Happy to help."]
+        assert status == 200
+        said += replies_of(answer)
+    for _ in range(300):
+        sent = [m.body for m in fake_twilio.messages_to(f"whatsapp:{whatsapp_number}")]
+        if "Happy to help." in said + sent:
+            break
+        await asyncio.sleep(0.1)
+    assert "Happy to help." in said + sent
     # voice
     call = VapiCall(
         rasa_stack.base_url,
@@ -84,26 +93,29 @@ async def test_a_card_number_typed_on_each_channel_goes_nowhere(
         custom_llm_key=rasa_stack.env["VAPI_CUSTOM_LLM_KEY"],
     )
     await call.assistant_request()
-    assert "Happy to help." in (await call.say(TEXT)).text
+    await call.say(TEXT)
+    assert "Happy to help." in (await call.say(GIBBERISH)).text
     await call.aclose()
     # chat
     chat = await open_chat(
         rasa_stack, user_token(rasa_stack.env["WEBCHAT_JWT_SECRET"], f"privacy-{since}")
     )
     await chat.say(TEXT)
+    await chat.turn_done()
+    await chat.say(GIBBERISH)
     assert (await chat.next_bot())["text"] == "Happy to help."
     await chat.turn_done()
     await chat.ws.close()
 
     prompts = [m["content"] for request in llm.requests for m in request["messages"]]
-    assert len(llm.requests) == 4
+    assert len(llm.requests) >= 4
     for secret in SECRETS[:-1]:
         assert not any(secret in prompt for prompt in prompts), secret
     assert sum(f"{WORDS} {CARD_MARK} {EMAIL_MARK}" in p for p in prompts) >= 4
 
     # The event log holds the redacted text: the viewer, the chat history and exports too.
     cid = conversation_of(stack_redis, number)
-    [user] = [e for e in tracker(rasa_stack, cid)["events"] if e["event"] == "user"]
+    user, _ = [e for e in tracker(rasa_stack, cid)["events"] if e["event"] == "user"]
     assert user["text"] == f"{WORDS} {CARD_MARK} {EMAIL_MARK}"
 
     # Traces: every span of these turns has arrived once the chat's has.
@@ -129,8 +141,9 @@ async def test_a_card_number_typed_on_each_channel_goes_nowhere(
         assert answer.status_code == 200, answer.text
         pages.append(answer.text)
     report = json.loads(pages[0])
-    listed = [entry["text"] for entry in report["not_understood"]]
-    assert f"{WORDS} {CARD_MARK} {EMAIL_MARK}".lower() in listed
+    # These conversations' not-understood messages are listed (their text redacted as the
+    # unit tests of omnichannel/insight/facts.py check); no card, email or number anywhere.
+    assert GIBBERISH in [entry["text"] for entry in report["not_understood"]]
     for page in pages:
         for secret in (*SECRETS[:-1], number, number[1:], whatsapp_number[1:]):
             assert secret not in page, secret
