@@ -6,7 +6,9 @@ OpenAI-compatible chat-completions server (``OPENAI_BASE_URL``, ``OPENAI_API_KEY
 every channel, each turn labelled with the channel it happened on, the known slots (and the
 order they name, when it is the customer's own), and the current channel's style and hard
 limits; the answer is held to those limits again afterwards (:func:`actions.formatting.fit`),
-since models do not always listen.
+since models do not always listen. Everything sent is redacted first (card numbers, emails, the
+business's patterns: :mod:`omnichannel.redaction`). The answer is streamed, so the ``llm.chat``
+span knows its time to first token besides its tokens and model.
 
 Each channel has a time budget (voice 4 s, chat 8 s, SMS 12 s) that covers one retry on 429 or
 5xx. On timeout, error or no key, the designer's ``utter_llm_fallback_offline`` response (with
@@ -37,6 +39,7 @@ from rasa_sdk.executor import CollectingDispatcher
 
 from actions.business import verified_customer
 from actions.formatting import current_channel
+from omnichannel import redaction, tracing
 from omnichannel.channels import kind_of_event
 from omnichannel.handoff.store import HandoffStore
 from omnichannel.orders import VerifiedIdentity, find_order
@@ -173,7 +176,10 @@ def build_messages(
             messages.append({"role": "assistant", "content": f"[{channel}, support team] {text}"})
         else:
             messages.append({"role": role, "content": f"[{channel}] {text}"})
-    return messages
+    # Nothing a customer should not have typed (a card number, an email) leaves for the
+    # provider, whatever the event log keeps (omnichannel/redaction.py).
+    redactor = redaction.redactor()
+    return [{**message, "content": redactor.redact(message["content"])} for message in messages]
 
 
 def fallback_streak(tracker: Tracker) -> int:
@@ -223,6 +229,48 @@ def _describe(error: Exception) -> str:
     return f"{type(error).__name__}" + (f" {status}" if status else "") + f": {message}"
 
 
+async def _streamed_answer(
+    client: AsyncOpenAI,
+    model: str,
+    messages: List[Dict[str, str]],
+    style: ChannelStyle,
+    remaining: float,
+    span: Any,
+) -> str:
+    """The answer, streamed so its first token's time is known; tokens and times go on
+    ``span`` (``gen_ai.*`` attributes of OpenTelemetry's semantic conventions)."""
+    started = time.perf_counter()
+    stream = await client.chat.completions.create(
+        model=model,
+        # The SDK types each role's message apart; ours are built by role above.
+        messages=cast("List[ChatCompletionMessageParam]", messages),
+        max_tokens=style.llm_max_tokens,
+        temperature=0.3,
+        timeout=remaining,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    parts: List[str] = []
+    async for chunk in stream:
+        if chunk.usage is not None:
+            span.set(
+                **{
+                    "gen_ai.usage.input_tokens": chunk.usage.prompt_tokens,
+                    "gen_ai.usage.output_tokens": chunk.usage.completion_tokens,
+                }
+            )
+        for choice in chunk.choices or ():
+            text = choice.delta.content if choice.delta is not None else None
+            if text:
+                if not parts:
+                    first_ms = (time.perf_counter() - started) * 1000
+                    span.set(time_to_first_token_ms=round(first_ms, 1))
+                parts.append(text)
+        if chunk.model:
+            span.set(**{"gen_ai.response.model": chunk.model})
+    return "".join(parts)
+
+
 async def complete(messages: List[Dict[str, str]], style: ChannelStyle) -> str:
     """The LLM's answer within ``style.llm_budget`` seconds (one retry on 429/5xx), or
     LlmUnavailable."""
@@ -241,17 +289,22 @@ async def complete(messages: List[Dict[str, str]], style: ChannelStyle) -> str:
             if remaining < MIN_ATTEMPT_SECONDS:
                 raise LlmUnavailable(f"{style.channel} budget of {style.llm_budget:g} s spent")
             try:
-                response = await asyncio.wait_for(
-                    client.chat.completions.create(
-                        model=settings.llm_model,
-                        # The SDK types each role's message apart; ours are built by role above.
-                        messages=cast("List[ChatCompletionMessageParam]", messages),
-                        max_tokens=style.llm_max_tokens,
-                        temperature=0.3,
+                with tracing.span(
+                    "llm.chat",
+                    {
+                        "gen_ai.system": "openai",
+                        "gen_ai.operation.name": "chat",
+                        "gen_ai.request.model": settings.llm_model,
+                        "attempt": attempt,
+                    },
+                    kind=tracing.CLIENT,
+                ) as span:
+                    content = await asyncio.wait_for(
+                        _streamed_answer(
+                            client, settings.llm_model, messages, style, remaining, span
+                        ),
                         timeout=remaining,
-                    ),
-                    timeout=remaining,
-                )
+                    )
             except (asyncio.TimeoutError, openai.APITimeoutError) as error:
                 raise LlmUnavailable(
                     f"no answer within the {style.channel} budget of {style.llm_budget:g} s"
@@ -264,8 +317,7 @@ async def complete(messages: List[Dict[str, str]], style: ChannelStyle) -> str:
                     )
                     continue
                 raise LlmUnavailable(f"LLM error: {_describe(error)}") from error
-            choices = response.choices or []
-            content = (choices[0].message.content or "").strip() if choices else ""
+            content = content.strip()
             if not content:
                 raise LlmUnavailable("LLM gave an empty answer")
             return content

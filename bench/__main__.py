@@ -14,6 +14,7 @@ BENCHMARKS = (
     "bench.bench_vapi",
     "bench.bench_webchat",
     "bench.bench_turns",
+    "bench.bench_tracing",
     "bench.bench_flat_turns",
 )
 

@@ -53,7 +53,7 @@ from sanic.request import Request
 from sanic.response import HTTPResponse
 
 from connectors import forwarded, rasa_api, sanic_patches
-from omnichannel import bounded_json
+from omnichannel import bounded_json, tracing
 from omnichannel.settings import load_settings
 
 logger = logging.getLogger(__name__)
@@ -159,9 +159,11 @@ def framing_error(request: Request) -> Optional[HTTPResponse]:
 async def read_routed_body(request: Request, policy: BodyPolicy) -> None:
     """Reads the body into ``request.body`` under ``policy``; Refused otherwise."""
     if policy.admit is not None:
-        refusal = policy.admit(request)
-        if isawaitable(refusal):
-            refusal = await refusal
+        with tracing.span("connector.auth") as span:
+            refusal = policy.admit(request)
+            if isawaitable(refusal):
+                refusal = await refusal
+            span.set(admitted=refusal is None)
         if refusal is not None:
             raise Refused(refusal)
     declared = request.headers.get("content-length")
@@ -246,6 +248,12 @@ def _protocol_of(task: asyncio.Task) -> Any:
     return frame.f_locals.get("self") if frame is not None else None
 
 
+def _route_span_name(route_name: str) -> str:
+    """A POST route's root span: ``omni_twilio_sms.webhook`` for Sanic's
+    ``<app>.omni_twilio_sms.webhook`` (route names are a fixed set)."""
+    return route_name.split(".", 1)[-1]
+
+
 def install(app: Sanic) -> None:
     """Puts the mechanism of the module docstring in front of every route of ``app`` (once)."""
     if getattr(app.ctx, "omni_http_limits", False):
@@ -266,11 +274,19 @@ def install(app: Sanic) -> None:
 
     async def routed(request: Request, route: Any, handler: Any, **_: Any) -> None:
         stream = request.stream
+        if tracing.enabled() and request.method == "POST" and ".omni_" in route.name:
+            # The request's root span, current for the handler (this signal runs inline in the
+            # request's task); ended when the response is on its way.
+            request.ctx.omni_trace = tracing.request_span(_route_span_name(route.name))
         if stream is None or not stream.request_body or route.ctx.ignore_body:
             return
         await read_routed_body(request, policy_of(handler))
 
-    async def answered(request: Request, **_: Any) -> None:
+    async def answered(request: Request, response: Any = None, **_: Any) -> None:
+        trace = getattr(request.ctx, "omni_trace", None)
+        if trace is not None:
+            request.ctx.omni_trace = None
+            trace.end(getattr(response, "status", None))
         stream = request.stream
         if stream is not None and stream.request_body:
             # Close rather than read (Sanic would drain the rest for as long as it trickles).

@@ -55,6 +55,7 @@ from typing import (
 from rasa.core.lock_store import LOCK_LIFETIME, LockError, LockStore
 from rasa.utils.endpoints import EndpointConfig
 
+from omnichannel import tracing
 from omnichannel.errors import ConfigError
 from omnichannel.metrics import LOCK_WAIT_SECONDS
 from omnichannel.redis_client import (
@@ -402,6 +403,8 @@ class RedisFifoLockStore(LockStore):
         keys = _TicketKeys.for_conversation(conversation_id, self.namespace)
         token = f"{os.getpid()}-{uuid.uuid4().hex}"
         started = time.monotonic()
+        waiting = tracing.span("lock.wait")
+        waiting.__enter__()
         sent = False
         try:
             async with self._arrivals.first_in_line(
@@ -411,8 +414,10 @@ class RedisFifoLockStore(LockStore):
                 number, position = await self._run(
                     client, _ENQUEUE, keys, [token, self.settings.lease_ms], "queueing a turn"
                 )
-        except asyncio.CancelledError:
-            if sent:
+            waiting.set(position=int(position))
+        except BaseException as error:
+            waiting.__exit__(type(error), error, error.__traceback__)
+            if isinstance(error, asyncio.CancelledError) and sent:
                 # Redis may have queued the ticket while its answer was still on its way: the
                 # ticket is withdrawn, as a waiter cancelled later withdraws its own, rather
                 # than left to hold the turns behind it for a lease.
@@ -426,7 +431,12 @@ class RedisFifoLockStore(LockStore):
         keeper = asyncio.create_task(self._keep_lease(client, keys, token, turn, leaving))
         completed = False
         try:
-            await self._wait_for_turn(client, keys, token, int(position), started, turn)
+            try:
+                await self._wait_for_turn(client, keys, token, int(position), started, turn)
+            except BaseException as error:
+                waiting.__exit__(type(error), error, error.__traceback__)
+                raise
+            waiting.__exit__(None, None, None)
             yield turn
             completed = True
         finally:

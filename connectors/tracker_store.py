@@ -64,6 +64,7 @@ from connectors.event_log.events import (
 )
 from connectors.event_log.window import advance_window, copy_tracker, is_carried
 from omnichannel.errors import ConfigError
+from omnichannel.insight import recorder as insight
 from omnichannel.masking import mask_conversation_id
 from omnichannel.redis_client import (
     REDIS_FAILURES,
@@ -97,9 +98,14 @@ MAX_APPEND_ATTEMPTS = 20
 
 # Appends the new events only if the log still has the length the writer last saw, so a
 # writer that raced another one re-reads instead of overwriting or duplicating. Publishing in
-# the same script means a chat tab sees exactly the events that were stored, in log order.
+# the same script means a chat tab sees exactly the events that were stored, in log order. An
+# erased conversation (its tombstone, KEYS[3], omnichannel/erasure.py) takes no more events: a
+# turn accepted before the erasure cannot write it back.
 _APPEND = LuaScript(
     """
+if redis.call('EXISTS', KEYS[3]) == 1 then
+  return {-1, 0}
+end
 local length = redis.call('LLEN', KEYS[1])
 if length ~= tonumber(ARGV[1]) then
   return {0, length}
@@ -117,7 +123,7 @@ if session_start >= 0 then
   redis.call('SET', KEYS[2], length + session_start)
 end
 local ttl = tonumber(ARGV[2])
-for _, key in ipairs(KEYS) do
+for _, key in ipairs({KEYS[1], KEYS[2]}) do
   if ttl > 0 then
     redis.call('EXPIRE', key, ttl)
   else
@@ -236,6 +242,10 @@ class RedisEventLogTrackerStore(TrackerStore):
             appended, length = await self._append(conversation_id, expected, pending)
             if appended:
                 self._positions.remember(tracker, length)
+                # Exactly what this save added, once fleet-wide: the insight page's figures.
+                insight.events_appended(
+                    self.redis, conversation_id, [e.raw for e in pending], self.namespace
+                )
                 return
             if length > expected:
                 # Someone appended since we last looked: keep only what they did not write.
@@ -353,6 +363,7 @@ class RedisEventLogTrackerStore(TrackerStore):
                 keys=[
                     self._events_key(conversation_id),
                     self._session_start_key(conversation_id),
+                    conversation_key(conversation_id, "forgotten"),
                 ],
                 args=[
                     expected,
@@ -364,6 +375,11 @@ class RedisEventLogTrackerStore(TrackerStore):
                 ],
             ),
         )
+        if int(appended) < 0:
+            raise StateUnavailable(
+                f"conversation {mask_conversation_id(conversation_id)} was erased: "
+                "nothing more is stored"
+            )
         return bool(appended), int(length)
 
     async def _missing_from_log(
@@ -439,6 +455,7 @@ class RedisEventLogTrackerStore(TrackerStore):
                 keys=[
                     self._events_key(conversation_id),
                     self._session_start_key(conversation_id),
+                    conversation_key(conversation_id, "forgotten"),
                 ],
                 args=known,
             ),

@@ -98,6 +98,7 @@ def print_banner(env: Dict[str, str], redis_url: str) -> None:
         f"  Rasa server:      {local}   (HTTP API token in .env: RASA_AUTH_TOKEN)",
         f"  Action server:    http://127.0.0.1:{ACTION_PORT}",
         f"  Conversation viewer: {local}/webhooks/viewer/   (log in with RASA_AUTH_TOKEN)",
+        f"  Insight page:        {local}/webhooks/insight/  (the same token)",
         "",
         "  Agent inbox (signed in as a local agent; your SSO signs real agents' tokens):",
         f"    {inbox_link(env, local)}",

@@ -45,6 +45,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
+from omnichannel import tracing
 from omnichannel.addresses import KNOWN_TTL_SECONDS, Address, phone_address
 from omnichannel.masking import mask
 from omnichannel.redis_client import (
@@ -239,7 +240,9 @@ class IdentityStore(RedisBacked):
         _check_addresses(addresses)
         if channel is not None:
             _check_channel(channel)
-        with _state_errors("resolve"):
+        with tracing.span("identity.resolve", {"scheme": address.scheme}), _state_errors(
+            "resolve"
+        ):
             for _ in range(_MAX_RESOLVE_ATTEMPTS):
                 cid, created, owned = await self._claim_all(address, list(link_to))
                 if await self._attach(cid, owned, channel):

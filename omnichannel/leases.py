@@ -13,7 +13,9 @@ So the work is recorded here *before* it is acknowledged, as an item of a kind:
   done or gone is dropped, a member whose lease was renewed is re-scored, so the index needs no
   update on renewal and no transaction across slots.
 
-Times are Redis's (``TIME`` inside the scripts), so replicas' clocks need not agree.
+Times are Redis's (``TIME`` inside the scripts), so replicas' clocks need not agree. The item
+keeps the trace context of the message that recorded it (``traceparent``), so a takeover's spans
+continue that message's trace.
 
 A takeover is *at least once*: the new owner runs the work again from its payload, so each kind
 makes its work idempotent (a chat or voice turn checks the event log for its message id under the
@@ -34,7 +36,7 @@ import weakref
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Awaitable, Callable, Dict, List, Optional, Tuple
 
-from omnichannel import metrics
+from omnichannel import metrics, tracing
 from omnichannel.redis_client import (
     REDIS_FAILURES,
     AnyRedis,
@@ -63,7 +65,7 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 """
 
-# KEYS: item. ARGV: owner, lease ms, payload json, keep seconds.
+# KEYS: item. ARGV: owner, lease ms, payload json, keep seconds, traceparent ('' for none).
 # Returns {1, lease_until} when recorded, {0, state, outcome or ''} when the item exists.
 _RECORD = LuaScript(
     _NOW_MS
@@ -74,7 +76,7 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
 end
 local until_ms = now + tonumber(ARGV[2])
 redis.call('HSET', KEYS[1], 'state', 'running', 'owner', ARGV[1], 'lease_until', until_ms,
-  'attempt', 1, 'payload', ARGV[3], 'created', now)
+  'attempt', 1, 'payload', ARGV[3], 'created', now, 'traceparent', ARGV[5] or '')
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 return {1, until_ms}
 """
@@ -93,19 +95,20 @@ return until_ms
 )
 
 # KEYS: item. ARGV: new owner, lease ms.
-# Returns {1, payload, attempt, lease_until} when taken over; {0, lease_until} while the lease
-# holds; {-1} when the item is gone; {-2} when it is done.
+# Returns {1, payload, attempt, lease_until, traceparent} when taken over; {0, lease_until} while
+# the lease holds; {-1} when the item is gone; {-2} when it is done.
 _TAKE_OVER = LuaScript(
     _NOW_MS
     + """
-local found = redis.call('HMGET', KEYS[1], 'state', 'lease_until', 'payload', 'attempt')
+local found = redis.call('HMGET', KEYS[1], 'state', 'lease_until', 'payload', 'attempt',
+  'traceparent')
 if not found[1] then return {-1} end
 if found[1] ~= 'running' then return {-2} end
 if tonumber(found[2]) > now then return {0, tonumber(found[2])} end
 local until_ms = now + tonumber(ARGV[2])
 local attempt = tonumber(found[4]) + 1
 redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'lease_until', until_ms, 'attempt', attempt)
-return {1, found[3], attempt, until_ms}
+return {1, found[3], attempt, until_ms, found[5] or ''}
 """
 )
 
@@ -179,6 +182,8 @@ class Lease:
     #: 1 for the replica that recorded the work, one more for each takeover.
     attempt: int
     owner: str = REPLICA_ID
+    #: The trace context of the message that recorded the work (W3C traceparent), if traced.
+    traceparent: Optional[str] = None
 
     @property
     def taken_over(self) -> bool:
@@ -254,16 +259,22 @@ class InFlightWork:
 
         The index entry is written first, so recorded work is always findable; an entry whose
         item was never written is dropped by the next sweep."""
+        # Whoever takes the item over continues this trace (Takeover._resume).
+        traceparent = tracing.current_traceparent() or ""
         # Scored "expired in a lease's time" by Redis's clock, as the item will be once recorded:
         # a replica whose clock runs ahead must not hide its work from the sweepers.
         await self._index(conversation_id, item_id, self.lease_ms, from_now=True)
-        result = await _RECORD(
-            self._redis(),
-            [self.item_key(conversation_id, item_id)],
-            [self.owner, self.lease_ms, json.dumps(payload), self.keep_seconds],
-        )
+        with tracing.span("work.record", {"kind": self.kind}) as span:
+            result = await _RECORD(
+                self._redis(),
+                [self.item_key(conversation_id, item_id)],
+                [self.owner, self.lease_ms, json.dumps(payload), self.keep_seconds, traceparent],
+            )
+            span.set(duplicate=int(result[0]) != 1)
         if int(result[0]) == 1:
-            return Lease(self.kind, conversation_id, item_id, payload, 1, self.owner)
+            return Lease(
+                self.kind, conversation_id, item_id, payload, 1, self.owner, traceparent or None
+            )
         outcome = _text(result[2])
         return Existing(_text(result[1]), json.loads(outcome) if outcome else None)
 
@@ -343,7 +354,16 @@ class InFlightWork:
         if status == 1:
             payload = json.loads(_text(result[1]))
             await self._index(conversation_id, item_id, int(result[3]))
-            return Lease(self.kind, conversation_id, item_id, payload, int(result[2]), self.owner)
+            traceparent = _text(result[4]) if len(result) > 4 else ""
+            return Lease(
+                self.kind,
+                conversation_id,
+                item_id,
+                payload,
+                int(result[2]),
+                self.owner,
+                traceparent or None,
+            )
         if status == 0:
             await self._index(conversation_id, item_id, int(result[1]))
         else:
@@ -465,8 +485,12 @@ class Takeover:
 
     @staticmethod
     async def _resume(work: InFlightWork, resume: Resume, lease: Lease) -> None:
-        async with work.held(lease):
-            await resume(lease)
+        # The takeover continues the trace of the message whose item it takes over.
+        parent = tracing.context_of(lease.traceparent)
+        attributes = {"kind": lease.kind, "attempt": lease.attempt}
+        with tracing.span("work.takeover", attributes, parent=parent):
+            async with work.held(lease):
+                await resume(lease)
 
     async def _sweep_forever(self) -> None:
         while True:

@@ -34,6 +34,7 @@ from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 
+from omnichannel import tracing
 from omnichannel.settings import Settings
 
 IMAGE = "image"
@@ -266,7 +267,8 @@ async def fetch_twilio_media(
     if not is_twilio_media_url(url, settings):
         raise MediaRefused("host", "not a media URL of this Twilio account")
     try:
-        return await asyncio.wait_for(_fetch(url, settings, max_bytes), timeout)
+        with tracing.span("twilio.media", kind=tracing.CLIENT):
+            return await asyncio.wait_for(_fetch(url, settings, max_bytes), timeout)
     except (aiohttp.ClientError, asyncio.TimeoutError) as error:
         raise MediaRefused("unavailable", type(error).__name__) from None
 

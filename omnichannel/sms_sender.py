@@ -36,7 +36,7 @@ from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.rest import Client
 
-from omnichannel import metrics
+from omnichannel import metrics, tracing
 from omnichannel.channels import (
     MESSAGING_KINDS,
     SMS,
@@ -642,7 +642,9 @@ class SmsSender:
         while True:
             unknown = None
             try:
-                created = await self._client().messages.create_async(**arguments)
+                sending = tracing.span("twilio.send", {"attempt": attempt}, kind=tracing.CLIENT)
+                with sending:
+                    created = await self._client().messages.create_async(**arguments)
             except TwilioRestException as error:
                 if str(error.code) == OPTED_OUT_ERROR:
                     metrics.SMS_SENDS.labels(outcome=metrics.SMS_OPTED_OUT).inc()

@@ -31,6 +31,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import aiohttp
 
+from omnichannel import tracing
 from omnichannel.redis_client import AnyRedis, global_key, redis_client
 from omnichannel.settings import Settings
 
@@ -71,26 +72,36 @@ class ContentApi:
         self, method: str, path: str, body: Optional[Mapping[str, Any]] = None
     ) -> Dict[str, Any]:
         url = path if path.startswith("http") else f"{self.base_url}{path}"
+        calling = tracing.span(
+            "twilio.content", {"http.request.method": method}, kind=tracing.CLIENT
+        )
         try:
-            async with aiohttp.ClientSession(timeout=self.timeout) as session:
-                async with session.request(
-                    method, url, json=body, auth=self.auth, allow_redirects=False
-                ) as answer:
-                    text = await answer.text()
-                    if answer.status >= 400:
-                        try:
-                            detail = json.loads(text).get("message") or text[:200]
-                        except (ValueError, AttributeError):
-                            detail = text[:200]
-                        raise ContentApiError(
-                            f"Content API {method} {path}: HTTP {answer.status}: {detail}",
-                            answer.status,
-                        )
-                    return json.loads(text) if text.strip() else {}
+            with calling:
+                return await self._call(method, url, path, body)
         except (aiohttp.ClientError, asyncio.TimeoutError) as error:
             raise ContentApiError(
                 f"Content API {method} {path} unreachable ({type(error).__name__})"
             ) from None
+
+    async def _call(
+        self, method: str, url: str, path: str, body: Optional[Mapping[str, Any]]
+    ) -> Dict[str, Any]:
+        """One request (the caller's span around it); Twilio's error answer raised."""
+        async with aiohttp.ClientSession(timeout=self.timeout) as session:
+            async with session.request(
+                method, url, json=body, auth=self.auth, allow_redirects=False
+            ) as answer:
+                text = await answer.text()
+                if answer.status >= 400:
+                    try:
+                        detail = json.loads(text).get("message") or text[:200]
+                    except (ValueError, AttributeError):
+                        detail = text[:200]
+                    raise ContentApiError(
+                        f"Content API {method} {path}: HTTP {answer.status}: {detail}",
+                        answer.status,
+                    )
+                return json.loads(text) if text.strip() else {}
 
     async def create(
         self,

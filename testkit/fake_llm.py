@@ -52,11 +52,12 @@ class _Handler(JsonHandler):
             return
         model = request.get("model") or "fake"
         if request.get("stream"):
-            self._stream(model, reply.content)
+            usage = (request.get("stream_options") or {}).get("include_usage")
+            self._stream(model, reply.content, _usage(request, reply.content) if usage else None)
         else:
             self.send_json(200, _completion(model, reply.content))
 
-    def _stream(self, model: str, content: str) -> None:
+    def _stream(self, model: str, content: str, usage: Optional[Dict[str, int]]) -> None:
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Connection", "close")
@@ -67,6 +68,9 @@ class _Handler(JsonHandler):
         for delta in [{"role": "assistant", "content": ""}] + [{"content": p} for p in pieces]:
             self._event(_chunk(model, created, delta, None))
         self._event(_chunk(model, created, {}, "stop"))
+        if usage is not None:
+            # OpenAI's last chunk with stream_options.include_usage: no choices, the usage.
+            self._event({**_chunk(model, created, {}, None), "choices": [], "usage": usage})
         self.wfile.write(b"data: [DONE]\n\n")
         self.wfile.flush()
         self.close_connection = True
@@ -74,6 +78,17 @@ class _Handler(JsonHandler):
     def _event(self, payload: Dict[str, Any]) -> None:
         self.wfile.write(f"data: {json.dumps(payload)}\n\n".encode())
         self.wfile.flush()
+
+
+def _usage(request: Dict[str, Any], content: str) -> Dict[str, int]:
+    """Token counts as words: enough for a test to see that usage travelled."""
+    prompt = sum(len(str(m.get("content") or "").split()) for m in request.get("messages") or ())
+    completion = len(content.split())
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
 
 
 def _completion(model: str, content: str) -> Dict[str, Any]:

@@ -9,6 +9,7 @@ import redis
 
 from devtools.model import ensure_model
 from testkit.fake_llm import FakeLlm
+from testkit.fake_otlp import FakeOtlp
 from testkit.fake_twilio import FakeTwilio
 from testkit.processes import RedisServer, free_port
 from testkit.redis_topologies import RedisClusterProcesses, RedisDeployment, RedisSentinelProcesses
@@ -84,18 +85,28 @@ def fake_llm() -> FakeLlm:
 
 
 @pytest.fixture(scope="session")
+def fake_otlp() -> FakeOtlp:
+    """An OTLP/HTTP trace receiver on loopback: the shared stack exports its traces here."""
+    fake = FakeOtlp().start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture(scope="session")
 def rasa_stack(
     trained_model: Path,
     stack_redis: RedisServer,
     fake_twilio: FakeTwilio,
     fake_llm: FakeLlm,
+    fake_otlp: FakeOtlp,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> RasaStack:
     """One action server and one Rasa server with every connector, for the whole test run.
 
     Loading a model takes tens of seconds, so tests share this stack and keep their
-    conversations apart by using fresh phone numbers and user ids. Twilio's API and the LLM
-    provider are the local fakes above; ``stack.env`` holds every secret the tests sign with.
+    conversations apart by using fresh phone numbers and user ids. Twilio's API, the LLM
+    provider and the tracing backend are the local fakes above; ``stack.env`` holds every
+    secret the tests sign with.
     """
     work = tmp_path_factory.mktemp("stack")
     credentials = with_rest_channel(work)
@@ -116,6 +127,10 @@ def rasa_stack(
         # Prometheus /metrics (tests/connectors/test_ops.py); a replica on the same host finds
         # the port taken and serves without metrics.
         "METRICS_PORT": str(free_port()),
+        # Traces of every turn, exported as production would (OTLP over HTTP), to the fake
+        # receiver, in batches sent every 200 ms so a test waits little for its spans.
+        "OTEL_EXPORTER_OTLP_ENDPOINT": fake_otlp.endpoint,
+        "OTEL_BSP_SCHEDULE_DELAY": "200",
     }
     stack = RasaStack(
         model=trained_model,

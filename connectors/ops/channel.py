@@ -13,6 +13,10 @@ ok/failed per check:
   While the server drains (after SIGTERM, see :mod:`connectors.drain`) it is 503
   ``{"status": "draining"}`` at once, whatever the checks say.
 
+Every log line of the process is redacted and carries its trace's ids
+(:mod:`omnichannel.log_lines`), and with OpenTelemetry's variables set the process exports
+traces (:mod:`omnichannel.tracing`, :mod:`connectors.rasa_tracing`).
+
 With ``METRICS_PORT`` set, the process serves Prometheus's ``/metrics`` on that port, apart
 from the public one, bound to ``METRICS_ADDRESS`` (loopback unless set, so only the host can
 scrape it; see ``omnichannel/metrics.py``).
@@ -28,14 +32,17 @@ from rasa.core.channels.channel import InputChannel, UserMessage
 from sanic import Sanic, response
 from sanic.request import Request
 
+from connectors import rasa_tracing
 from connectors.drain import DEFAULT_DRAIN_SECONDS, drain_before_stop, drain_of
 from connectors.http_limits import ChannelBlueprint
 from connectors.ops.checks import Readiness
-from omnichannel import metrics
+from omnichannel import log_lines, metrics, tracing
 from omnichannel.options import ConnectorOptions
 from omnichannel.settings import Settings, load_settings
 
 SECTION = "connectors.ops.channel.OpsInput"
+#: The Rasa server's service name in traces unless OTEL_SERVICE_NAME names it.
+SERVICE_NAME = "rasa-omnichannel"
 NO_STORE = {"Cache-Control": "no-store"}
 
 
@@ -101,6 +108,9 @@ class OpsInput(InputChannel):
             drain_of(app).seconds = self.drain_seconds
             if self.metrics_port is not None:
                 metrics.serve(self.metrics_port, self.metrics_address)
+            log_lines.install()
+            if tracing.configure(SERVICE_NAME):
+                rasa_tracing.install()
 
         @bp.route("/livez", methods=["GET"])
         async def livez(_: Request) -> Any:
@@ -116,4 +126,9 @@ class OpsInput(InputChannel):
             )
 
         drain_before_stop(bp)
+
+        @bp.listener("after_server_stop")
+        async def flush_traces(*_: Any) -> None:
+            tracing.shutdown()
+
         return bp

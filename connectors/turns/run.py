@@ -11,7 +11,9 @@ starting with ``/`` as an intent with entities (its ``RegexMessageHandler``: the
 ``/request_refund{"order_number": "55555"}`` overrides NLU and sets the slot), on every channel.
 `run_turn` escapes such text unless the channel vouches for it as a payload (a button the bot
 offered, an SMS keyword the connector maps to an intent), so what a customer types reaches NLU
-as the text it is.
+as the text it is, redacted first unless the business keeps the original text in its event
+log (:mod:`omnichannel.redaction`, ``EVENT_LOG_TEXT``). Each turn runs in a ``turn`` span with
+its channel and outcome.
 """
 
 from __future__ import annotations
@@ -27,8 +29,10 @@ from rasa.core.channels.channel import UserMessage
 from rasa.core.lock_store import LockError
 
 from connectors.rasa_patches import install_loud_state_failures
-from omnichannel import metrics
+from omnichannel import metrics, tracing
 from omnichannel.channels import kind_of
+from omnichannel.insight import recorder as insight
+from omnichannel.redaction import redactor
 from omnichannel.redis_client import REDIS_FAILURES, StateUnavailable
 
 if TYPE_CHECKING:
@@ -105,11 +109,17 @@ async def run_turn(
     """
     if not trusted_payload and message.text:
         message.text = as_text(message.text)
+        if redactor().redacts_event_log:
+            message.text = redactor().redact(message.text)
     install_loud_state_failures(agent)
     failures: List[str] = []
     token = _turn_failures.set(failures)
     outcome = metrics.TURN_ERROR
+    channel = kind_of(message.metadata, message.input_channel)
     started = time.perf_counter()
+    turn_span = tracing.span("turn", {"channel": channel or metrics.OTHER_CHANNEL})
+    turn_span.__enter__()
+    clock = insight.turn_clock()
     try:
         try:
             await on_new_message(message)
@@ -132,8 +142,7 @@ async def run_turn(
             raise TurnFailed("action server failed: " + "; ".join(failures))
         outcome = metrics.TURN_OK
     finally:
-        metrics.turn_ended(
-            kind_of(message.metadata, message.input_channel),
-            outcome,
-            time.perf_counter() - started,
-        )
+        insight.turn_clock_reset(clock)
+        turn_span.set(outcome=outcome)
+        turn_span.__exit__(None, None, None)
+        metrics.turn_ended(channel, outcome, time.perf_counter() - started)

@@ -3,7 +3,7 @@
 Each piece of speech is written the moment the turn says it, so a filler ("One moment.") is
 spoken while a slow action runs; a stream that then goes quiet gets a ``<flush />`` so VAPI's
 TTS does not hold the words back. The stream ends with ``finish_reason: "stop"`` and
-``data: [DONE]``.
+``data: [DONE]``. The stream is the ``vapi.sse`` span, its first words ``vapi.sse.first_chunk``.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any, Optional, Sequence
 
 from connectors.vapi.voice_turn import END, VoiceTurn
 from connectors.vapi.wire import FLUSH, ChunkWriter
+from omnichannel import tracing
 
 #: A turn quiet this long after speaking gets a FLUSH, so its last words are not held back.
 FLUSH_AFTER_SECONDS = 0.15
@@ -24,6 +25,15 @@ async def stream_speech(
 ) -> Optional[float]:
     """Streams what ``listener`` yields until :data:`END` (or ``turn`` is superseded) as the
     response to the Sanic ``request``; returns when the first words left (perf_counter)."""
+    with tracing.span("vapi.sse") as span:
+        first_speech = await _stream(request, writer, listener, turn)
+        span.set(spoke=first_speech is not None)
+    return first_speech
+
+
+async def _stream(
+    request: Any, writer: ChunkWriter, listener: asyncio.Queue, turn: Optional[VoiceTurn]
+) -> Optional[float]:
     stream = await request.respond(
         content_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
@@ -50,9 +60,12 @@ async def stream_speech(
                 break
             if turn is not None and turn.superseded:
                 break
-            await stream.send(writer.content(speech if first else " " + speech))
             if first:
+                with tracing.span("vapi.sse.first_chunk"):
+                    await stream.send(writer.content(speech))
                 first_speech = time.perf_counter()
+            else:
+                await stream.send(writer.content(" " + speech))
             first = False
             flush_due = turn is not None
     finally:

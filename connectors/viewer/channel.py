@@ -8,7 +8,11 @@ Routes (under ``/webhooks/viewer``):
   of ``phone``, ``user_id``, ``conversation_id``, and optionally ``before`` (a log index) and
   ``limit`` (events). Answers the conversation's profile and timeline page (see
   :mod:`connectors.viewer.lookup`); 401 without the token, 400 on bad input, 404 when nothing
-  matches, 413 on a body over 4 KiB, 503 when Redis fails.
+  matches, 413 on a body over 4 KiB, 503 when Redis fails. Each answer is audit-logged (who,
+  which conversation: :mod:`omnichannel.audit`).
+- ``POST /api/erase``: the same token; ``{"conversation_id": …}``. Forgets that customer
+  everywhere (:mod:`omnichannel.erasure`, under the conversation's lock) and answers the receipt
+  (``erased: false`` when nothing was left: calling it again is harmless).
 - ``POST /api/media``: the same Bearer token; a JSON body ``{"conversation_id", "index" (a
   user event's log index), "item" (its media's position)}``. Answers the picture or file the
   customer sent: a web chat upload from the conversation's own uploads, WhatsApp or MMS media
@@ -27,21 +31,25 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Dict, Optional
 
 from pydantic import Field
 from rasa.core.channels.channel import InputChannel, UserMessage
+from rasa.core.lock_store import LockError
 from sanic import response
 from sanic.request import Request
 from sanic.response import HTTPResponse
 
+from connectors.admin_auth import ADMIN, is_authorised
+from connectors.erasure import erase_conversation
 from connectors.event_log.reading import event_log_of
+from connectors.forwarded import client_address
 from connectors.http_limits import ChannelBlueprint, bounded_body
 from connectors.static_pages import add_page_routes
-from connectors.viewer.auth import is_authorised
 from connectors.viewer.lookup import NotFound, timeline_page
-from connectors.viewer.wire import BadQuery, parse_media_query, parse_query
+from connectors.viewer.wire import BadQuery, parse_erasure, parse_media_query, parse_query
+from omnichannel import audit
 from omnichannel.errors import ConfigError
 from omnichannel.identity import IdentityStore
 from omnichannel.media import MediaRefused, content_matches, fetch_twilio_media, sniff_type
 from omnichannel.options import ConnectorOptions
-from omnichannel.redis_client import REDIS_FAILURES, StateUnavailable
+from omnichannel.redis_client import REDIS_FAILURES, StateUnavailable, redis_client
 from omnichannel.settings import Settings, load_settings
 from omnichannel.uploads import UploadStore, safe_headers
 
@@ -142,7 +150,38 @@ class ViewerInput(InputChannel):
             except StateUnavailable as error:
                 logger.error("viewer: %s", error)
                 return response.json({"error": "try again later"}, status=503, headers=NO_STORE)
+            await audit.record(
+                redis_client(),
+                ADMIN,
+                "viewer.timeline",
+                answer["conversation_id"],
+                client_address(request),
+            )
             return response.json(answer, headers=NO_STORE)
+
+        @bp.route("/api/erase", methods=["POST"])
+        @bounded_body(QUERY_MAX_BYTES, admit=self._unauthorised)
+        async def erase(request: Request) -> Any:
+            """Forgets one conversation's customer everywhere; answers the receipt. The same
+            call again answers a receipt with ``erased: false`` (nothing was left)."""
+            refusal = self._unauthorised(request)
+            if refusal is not None:
+                return refusal
+            try:
+                conversation_id = parse_erasure(request.body or b"")
+                receipt = await erase_conversation(
+                    request.app.ctx.agent,
+                    redis_client(),
+                    conversation_id,
+                    client_address(request),
+                )
+            except BadQuery as error:
+                return response.json({"error": str(error)}, status=400, headers=NO_STORE)
+            except (StateUnavailable, LockError, *REDIS_FAILURES) as error:
+                logger.error("viewer: erasure failed: %s", type(error).__name__)
+                return response.json({"error": "try again later"}, status=503, headers=NO_STORE)
+            logger.info("erasure %s done", receipt.receipt_id)
+            return response.json(receipt.as_dict(), headers=NO_STORE)
 
         @bp.route("/api/media", methods=["POST"])
         @bounded_body(QUERY_MAX_BYTES, admit=self._unauthorised)
@@ -154,6 +193,9 @@ class ViewerInput(InputChannel):
                 wanted = parse_media_query(request.body or b"")
                 item = await media_item(event_store(request.app.ctx.agent), *wanted)
                 data, claimed, name = await self._media_bytes(wanted[0], item)
+                await audit.record(
+                    redis_client(), ADMIN, "viewer.media", wanted[0], client_address(request)
+                )
             except BadQuery as error:
                 return response.json({"error": str(error)}, status=400, headers=NO_STORE)
             except NotFound as error:

@@ -97,6 +97,18 @@ def parse_query(raw: bytes, *, page_events: int, max_page_events: int) -> Query:
     return Query(address=address, conversation_id=conversation_id, before=before, limit=limit)
 
 
+def parse_erasure(body: bytes) -> str:
+    """The conversation id of an erasure request: ``{"conversation_id": "c_…"}``."""
+    try:
+        data = bounded_json.loads(body or b"{}")
+    except ValueError:
+        raise BadQuery("the body must be JSON") from None
+    conversation_id = data.get("conversation_id") if isinstance(data, dict) else None
+    if not isinstance(conversation_id, str) or not CONVERSATION_ID.fullmatch(conversation_id):
+        raise BadQuery("name the conversation_id to erase")
+    return conversation_id
+
+
 def parse_media_query(raw: bytes) -> Tuple[str, int, int]:
     """``(conversation id, event index, media item)`` of a ``POST /api/media`` body. Raises
     BadQuery."""

@@ -72,6 +72,7 @@ from connectors.webchat.wire import (
     ready_frame,
     typing_frame,
 )
+from omnichannel import tracing
 from omnichannel.channels import CHAT, LABELS, WEBCHAT
 from omnichannel.errors import ConfigError
 from omnichannel.identity import IdentityStore
@@ -130,7 +131,8 @@ class WebChatOutput(OutputChannel):
         for button in rendered.get("buttons") or ():
             if "payload" in button:
                 self._connection.remember_offered(button["payload"])
-        await self._connection.send(message_frame(rendered))
+        with tracing.span("chat.frame"):
+            await self._connection.send(message_frame(rendered))
 
     async def send_text_message(self, recipient_id: str, text: str, **kwargs: Any) -> None:
         await self.send_response(recipient_id, {"text": text})
@@ -427,7 +429,9 @@ class ChatConnection:
             elif isinstance(frame, AuthFrame):
                 await self.error(BAD_FRAME, "already authenticated")
             else:
-                await self._accept(frame)
+                # One trace per customer message, as an HTTP webhook's request has.
+                with tracing.span("omni_webchat.message", kind=tracing.SERVER):
+                    await self._accept(frame)
 
     async def _send_older(self, log: EventLog, frame: HistoryFrame) -> None:
         try:
@@ -574,7 +578,9 @@ class ChatConnection:
             return
         await self.send(typing_frame(True))
         try:
-            processed = await run_chat_turn(self.agent, turn.lease, WebChatOutput(self))
+            # The socket's worker runs the turn: it continues the trace of the message's frame.
+            with tracing.span("chat.turn", parent=tracing.context_of(turn.lease.traceparent)):
+                processed = await run_chat_turn(self.agent, turn.lease, WebChatOutput(self))
             await self.turns.done(turn, {"processed": processed, "attempt": turn.lease.attempt})
         except TurnFailed as failure:
             logger.error("web chat %s: turn failed: %s", self.conversation_id, failure)

@@ -41,8 +41,8 @@
     show(false);
   }
 
-  function post(body) {
-    return fetch(API, {
+  function post(body, path) {
+    return fetch(path || API, {
       method: "POST",
       headers: { "Content-Type": "application/json", Authorization: "Bearer " + token() },
       body: JSON.stringify(body),
@@ -331,5 +331,33 @@
 
   $("v-logout").addEventListener("click", function () { logOut(""); });
 
+  /* Erasure: forgets the shown conversation's customer everywhere, after a confirmation; the
+   * receipt is shown (and a second erasure says nothing was left). */
+  $("v-erase").addEventListener("click", function () {
+    var cid = $("v-cid").textContent;
+    if (!cid || !window.confirm("Forget this customer everywhere (conversation " + cid + ")? This cannot be undone.")) return;
+    post({ conversation_id: cid }, "api/erase").then(function (answer) {
+      if (answer.status === 401) { logOut("The token was refused; log in again."); return; }
+      if (answer.status !== 200) {
+        $("v-erase-receipt").textContent = answer.data.error || "Error " + answer.status;
+        return;
+      }
+      var receipt = answer.data;
+      $("v-erase-receipt").textContent = receipt.erased
+        ? "Erased. Receipt " + receipt.receipt_id + ": " + receipt.keys_deleted + " records deleted."
+        : "Nothing was left to erase. Receipt " + receipt.receipt_id + ".";
+      $("v-timeline").replaceChildren();
+    }).catch(function () {
+      $("v-erase-receipt").textContent = "The server could not be reached.";
+    });
+  });
+
   show(Boolean(token()));
+
+  /* A link from the insight page: #conversation_id=c_… opens that conversation. */
+  var linked = /^#conversation_id=([A-Za-z0-9_.:@+-]{1,128})$/.exec(window.location.hash);
+  if (linked && token()) {
+    current = { conversation_id: linked[1] };
+    load(current);
+  }
 })();

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from connectors.viewer.auth import is_authorised
+from connectors.admin_auth import is_authorised
 from connectors.viewer.wire import BadQuery, parse_query
 
 pytestmark = pytest.mark.unit

@@ -1,0 +1,63 @@
+"""Erasure against a real redis-server, without a Rasa stack: what a part registers is erased
+too. An eraser runs while the conversation's own records still exist (a helpdesk's link from
+its conversation number back to ours is found through them), its count is on the receipt, and
+a registered work kind's index loses the conversation's entries."""
+
+from __future__ import annotations
+
+import json
+
+import redis.asyncio as aioredis
+
+from omnichannel import erasure
+from omnichannel.addresses import phone_address
+from omnichannel.identity import IdentityStore
+from omnichannel.redis_client import conversation_key, global_key
+
+
+async def test_registered_erasers_and_work_kinds_are_erased_with_the_conversation(
+    redis_url: str,
+) -> None:
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        cid = await IdentityStore(client).resolve_conversation(
+            phone_address("+14155550123"), channel="sms"
+        )
+        other = await IdentityStore(client).resolve_conversation(
+            phone_address("+14155550999"), channel="sms"
+        )
+        # A desk's state: its thread under our tag, a link back under the desk's own tag.
+        thread = conversation_key(cid, "desk_thread")
+        await client.hset(thread, mapping={"desk_conversation": "42"})
+        link = conversation_key("~desk:42", "handoff")
+        await client.set(link, cid, ex=3600)
+        kept = conversation_key("~desk:43", "handoff")
+        await client.set(kept, other, ex=3600)
+        index = global_key("work", "desk_job")
+        await client.zadd(index, {json.dumps([cid, "job-1"]): 1, json.dumps([other, "job-2"]): 2})
+
+        async def desk_eraser(redis, conversation_id: str) -> int:
+            number = await redis.hget(
+                conversation_key(conversation_id, "desk_thread"), "desk_conversation"
+            )
+            if number is None:
+                return 0
+            return int(await redis.delete(conversation_key(f"~desk:{number.decode()}", "handoff")))
+
+        erasure.register_eraser("desk", desk_eraser)
+        erasure.register_work_kind("desk_job")
+        try:
+            receipt = await erasure.erase(client, cid)
+            again = await erasure.erase(client, cid)
+        finally:
+            erasure._erasers.pop("desk", None)
+            erasure.WORK_KINDS.remove("desk_job")
+
+        assert receipt.parts == {"desk": 1} and receipt.index_entries_removed == 1
+        assert receipt.erased and receipt.keys_deleted >= 3  # thread, profile, address record
+        assert not await client.exists(link, thread)
+        assert await client.get(kept) == other.encode()
+        assert await client.zrange(index, 0, -1) == [json.dumps([other, "job-2"]).encode()]
+        assert again.as_dict()["erased"] is False and again.parts == {"desk": 0}
+    finally:
+        await client.close()
