@@ -10,7 +10,7 @@ What one conversation leaves in Redis, and how each goes:
   primary and deleted;
 - every key under the hash tag of an address the conversation owned, ``omni:{a_<digest>}:…``
   (the address's record, the web chat's sockets, revocations and rate limit);
-- its members in the durable work indexes (``omni:work:<kind>``);
+- its members in the durable work indexes (``omni:work:<kind>``) and the hand-off's queues;
 - its not-understood texts in the insight lists and its id in their links
   (:meth:`omnichannel.insight.store.InsightStore.forget`); the counts and HyperLogLogs hold no
   text and no id;
@@ -38,6 +38,8 @@ from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Dict, List, Sequence
 
 from omnichannel.audit import conversation_digest
+from omnichannel.handoff.state import CLAIMED, QUEUED
+from omnichannel.handoff.store import HandoffStore
 from omnichannel.identity import IdentityStore
 from omnichannel.insight.store import InsightStore
 from omnichannel.redis_client import KEY_PREFIX, AnyRedis, conversation_key, global_key
@@ -45,7 +47,14 @@ from omnichannel.redis_client import KEY_PREFIX, AnyRedis, conversation_key, glo
 #: How long an erased conversation's tombstone stays: longer than any accepted turn can wait.
 TOMBSTONE_SECONDS = 3600
 #: The durable work kinds whose indexes name conversations (omnichannel/leases.py).
-WORK_KINDS: List[str] = ["sms_turn", "sms_outbox", "chat_turn", "voice_turn"]
+WORK_KINDS: List[str] = [
+    "sms_turn",
+    "sms_outbox",
+    "chat_turn",
+    "voice_turn",
+    "handoff_message",
+    "desk_sync",
+]
 
 #: Erases what a part keeps of a conversation under keys of its own; returns how many it removed.
 Eraser = Callable[[AnyRedis, str], Awaitable[int]]
@@ -156,6 +165,9 @@ async def erase(redis: AnyRedis, conversation_id: str, namespace: str = "") -> R
     receipt.keys_deleted = identity_keys + await _scan_delete(
         redis, patterns, keep=[tombstone], uncounted=lock
     )
+    for name in (QUEUED, CLAIMED, "due"):  # the hand-off's queues (omnichannel/handoff/store.py)
+        index = HandoffStore.index_key(name)
+        receipt.index_entries_removed += int(await redis.zrem(index, conversation_id))
     for kind in WORK_KINDS:
         index = global_key("work", kind)
         prefix = json.dumps([conversation_id, ""])[:-3]

@@ -37,6 +37,7 @@ from connectors.drain import drain_before_stop
 from connectors.handoff.engine import handoff_engine
 from connectors.http_limits import ChannelBlueprint, bounded_body
 from omnichannel import metrics
+from omnichannel.erasure import register_eraser
 from omnichannel.handoff.state import TransitionRefused
 from omnichannel.redis_client import REDIS_FAILURES, StateUnavailable
 from omnichannel.settings import load_settings
@@ -84,6 +85,8 @@ class ChatwootInput(InputChannel):
             engine = handoff_engine()
             engine.start(app.ctx)
             await engine.add_desk(self.desk)
+            # An erasure also drops the link Chatwoot's conversation number keeps back to ours.
+            register_eraser("chatwoot", self.desk.state.forget)
 
         bounded = bounded_body(self.options.max_body_bytes, admit=self.admit)
 

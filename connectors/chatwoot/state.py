@@ -137,6 +137,15 @@ class ChatwootState:
     def link_key(self, chatwoot_conversation: int) -> str:
         return conversation_key(f"~chatwoot:{self.account_id}:{chatwoot_conversation}", "handoff")
 
+    async def forget(self, redis: AnyRedis, conversation_id: str) -> int:
+        """Erasure (omnichannel/erasure.py): the link back from this conversation's Chatwoot
+        conversation, kept under Chatwoot's number; the thread itself is under our tag."""
+        raw = await redis.hget(self.thread_key(conversation_id), "conversation")
+        number = _int(_text(raw)) if raw is not None else 0
+        if not number:
+            return 0
+        return int(await redis.delete(self.link_key(number)))
+
     # -- the mirror ---------------------------------------------------------------------------
 
     async def thread(self, conversation_id: str) -> Thread:

@@ -57,6 +57,7 @@ from connectors.inbox.requests import (
 )
 from connectors.static_pages import add_page_routes
 from connectors.viewer.lookup import NotFound
+from omnichannel import audit
 from omnichannel.channels import SMS, WHATSAPP
 from omnichannel.handoff.state import TransitionRefused
 from omnichannel.identity import IdentityStore
@@ -171,8 +172,8 @@ class InboxInput(InputChannel):
             limit = min(body.limit, self.options.queue_limit)
             return await views.queue(self.engine(), self.event_log(agent_of()), limit)
 
-        async def conversation(_: SignedInAgent, body: TimelinePage) -> Any:
-            return await views.conversation(
+        async def conversation(agent: SignedInAgent, body: TimelinePage) -> Any:
+            page = await views.conversation(
                 self.engine(),
                 IdentityStore(redis_client(self.redis_url)),
                 self.event_log(agent_of()),
@@ -180,6 +181,14 @@ class InboxInput(InputChannel):
                 body.before,
                 self.options.page_events,
             )
+            # Who read which conversation (omnichannel/audit.py), by the agent's id.
+            await audit.record(
+                redis_client(self.redis_url),
+                f"agent:{agent.actor.id}",
+                "inbox.conversation",
+                body.conversation_id,
+            )
+            return page
 
         async def claim(agent: SignedInAgent, body: Claim) -> Any:
             self._agents_answer_here()
