@@ -1,7 +1,7 @@
 """Erasure against a real redis-server, without a Rasa stack: what a part registers is erased
 too. An eraser runs while the conversation's own records still exist (a helpdesk's link from
 its conversation number back to ours is found through them), its count is on the receipt, and
-a registered work kind's index loses the conversation's entries."""
+a registered work kind's index and the hand-off's queues lose the conversation's entries."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import redis.asyncio as aioredis
 
 from omnichannel import erasure
 from omnichannel.addresses import phone_address
+from omnichannel.handoff.store import HandoffStore
 from omnichannel.identity import IdentityStore
 from omnichannel.redis_client import conversation_key, global_key
 
@@ -44,6 +45,9 @@ async def test_registered_erasers_and_work_kinds_are_erased_with_the_conversatio
                 return 0
             return int(await redis.delete(conversation_key(f"~desk:{number.decode()}", "handoff")))
 
+        queued = HandoffStore.index_key("queued")
+        await client.zadd(queued, {cid: 1, other: 2})
+
         erasure.register_eraser("desk", desk_eraser)
         erasure.register_work_kind("desk_job")
         try:
@@ -53,7 +57,8 @@ async def test_registered_erasers_and_work_kinds_are_erased_with_the_conversatio
             erasure._erasers.pop("desk", None)
             erasure.WORK_KINDS.remove("desk_job")
 
-        assert receipt.parts == {"desk": 1} and receipt.index_entries_removed == 1
+        assert receipt.parts == {"desk": 1} and receipt.index_entries_removed == 2
+        assert await client.zrange(queued, 0, -1) == [other.encode()]
         assert receipt.erased and receipt.keys_deleted >= 3  # thread, profile, address record
         assert not await client.exists(link, thread)
         assert await client.get(kept) == other.encode()

@@ -4,6 +4,7 @@ deliveries taken once, every key expiring."""
 from __future__ import annotations
 
 import redis
+import redis.asyncio
 
 from connectors.chatwoot.state import KEEP_SECONDS, ChatwootState
 
@@ -64,3 +65,20 @@ async def test_every_key_expires(redis_url: str) -> None:
         assert len(keys) == 6
         for key in keys:
             assert 0 < client.ttl(key) <= KEEP_SECONDS, key
+
+
+async def test_erasure_drops_the_link_back_from_chatwoot(redis_url: str) -> None:
+    """The link is kept under Chatwoot's conversation number, outside the conversation's own
+    keys: the desk's eraser finds it through the thread (omnichannel/erasure.py runs it)."""
+    state = ChatwootState(redis_url, account_id=3)
+    await state.start_mirror("c_1", "h1", 42, cursor=0)
+    await state.start_mirror("c_2", "h2", 43, cursor=0)
+    client = redis.asyncio.Redis.from_url(redis_url)
+    try:
+        assert await state.forget(client, "c_1") == 1
+        assert await state.forget(client, "c_1") == 0  # gone: erasing again is harmless
+    finally:
+        await client.close()
+    assert await state.link(42) is None
+    assert (await state.link(43)).conversation_id == "c_2"
+    assert await state.forget(state._redis(), "c_unknown") == 0
