@@ -10,7 +10,7 @@ credentials.yml::
       min_confidence: 0.7
 
 The support team's hours and the waiting bounds are settings (``HANDOFF_*``), because the
-action server reads them too: docs/support-teams.md.
+action server reads them too: docs/SUPPORT.md.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 holidays. Pure (the standard library's ``zoneinfo`` for the zone's rules, summer time included).
 
 Written in settings as plain text (``HANDOFF_HOURS``, ``HANDOFF_TIMEZONE``, ``HANDOFF_HOLIDAYS``;
-docs/support-teams.md)::
+docs/SUPPORT.md)::
 
     mon-fri 09:00-17:30; sat 10:00-14:00        # days or day ranges, then one or more spans
     mon,wed 08:00-12:00,13:00-18:00             # lists of days and of spans
