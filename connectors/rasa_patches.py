@@ -44,6 +44,7 @@ from rasa.shared.constants import DOCS_BASE_URL
 from rasa.shared.core.events import BotUttered, Event, SlotSet, UserUttered
 from rasa.shared.core.trackers import DialogueStateTracker
 
+from connectors import rasa_speedups
 from omnichannel.redis_client import StateUnavailable
 from omnichannel.turn_context import TURN_SLOTS, TurnFacts, turn_context_slots
 
@@ -162,6 +163,7 @@ def install() -> None:
     ActionExtractSlots._run_custom_action = _run_custom_action  # type: ignore[method-assign]
     RemoteAction._validate_action_result = _validate_action_result  # type: ignore[method-assign]
     RemoteAction._action_call_format = _action_call_format  # type: ignore[method-assign]
+    rasa_speedups.install()
 
 
 def install_loud_state_failures(agent: Any) -> None:
