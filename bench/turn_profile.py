@@ -33,6 +33,9 @@ from sanic.request import Request
 
 from connectors.tracker_store import RedisEventLogTrackerStore
 
+#: The process's CPU time over the turn (its wall-clock parts include waiting for the CPU).
+CPU_PART = "process CPU during the turn"
+
 
 class _Turns:
     """The records of finished turns, and the one running (turns run one at a time here)."""
@@ -92,12 +95,14 @@ def _recorded(owner: type, method: str, part: str) -> None:
         outermost = _Turns.current is None
         if outermost:
             _Turns.current = defaultdict(float)
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         try:
             return await original(self, message)
         finally:
             _add(part, time.perf_counter() - started)
             if outermost and _Turns.current is not None:
+                # CPU the process spent meanwhile (this turn's, when turns run one at a time).
+                _add(CPU_PART, time.process_time() - cpu_started)
                 _Turns.finished.append(dict(_Turns.current))
                 _Turns.current = None
 

@@ -5,9 +5,10 @@ docs/DEVELOPERS.md, "Benchmarks") put these costs on every turn, none of which c
 the turn decides:
 
 - **Dask around a sequential graph.** Rasa runs its NLU graph and its policy graph through
-  ``dask.get``, dask's synchronous scheduler (one thread, one task after another: RasaHQ/rasa
-  issue 10754), and on every run first recomputes the graph's minimal schema (a recursive
-  walk without memo), rebuilds the dask graph and lets dask order it: 8% of the process at
+  ``dask.get``, dask's synchronous scheduler (one thread, one task after another:
+  https://github.com/RasaHQ/rasa/issues/10754), and on every run first recomputes the graph's
+  minimal schema (a recursive walk without memo), rebuilds the dask graph and lets dask order
+  it: 8% of the process at
   saturation. :func:`_run_graph` runs the same nodes, with the same arguments (a missing input
   passed as its name, as dask does), in one topological order computed once per target list.
 - **The classifier's features combined twice.** ``LogisticRegressionClassifier._create_X``

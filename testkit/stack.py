@@ -49,10 +49,11 @@ def rasa_server_command(
     auth_token: str,
     endpoints: Path = ROOT / "endpoints.yml",
 ) -> List[str]:
+    # `rasa run` behind our entry point: no TensorFlow unless the model needs it.
     return [
         python(),
         "-m",
-        "rasa",
+        "connectors.rasa_main",
         "run",
         "--model",
         str(model),
