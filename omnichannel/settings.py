@@ -18,6 +18,9 @@ from omnichannel.redis_config import LOCAL_REDIS_URL, RedisConfig
 LOCAL_BASE_URL = "http://127.0.0.1:5005"
 #: More proxies than this in front of one server is a misconfiguration.
 MAX_PROXY_HOPS = 10
+#: Turns one process runs through Rasa at once (connectors/turns/slots.py).
+DEFAULT_CONCURRENT_TURNS = 8
+MAX_CONCURRENT_TURNS_LIMIT = 1000
 
 
 def _flag(value: Optional[str]) -> bool:
@@ -49,6 +52,8 @@ class Settings:
     #: Where "talk to a person" transfers a phone call (E.164); None: no transfer, a clear
     #: spoken message instead.
     handoff_phone_number: Optional[str] = None
+    #: Turns one process runs through Rasa at once; the others wait in arrival order.
+    max_concurrent_turns: int = DEFAULT_CONCURRENT_TURNS
 
     @classmethod
     def from_env(cls, env: Optional[Mapping[str, str]] = None) -> Settings:
@@ -84,6 +89,16 @@ class Settings:
                 f"TRUSTED_PROXY_HOPS must be a number of proxies from 0 to {MAX_PROXY_HOPS}, "
                 f"got {hops!r}"
             )
+        turns = get("MAX_CONCURRENT_TURNS") or str(DEFAULT_CONCURRENT_TURNS)
+        if (
+            not turns.isascii()
+            or not turns.isdigit()
+            or not 1 <= int(turns) <= MAX_CONCURRENT_TURNS_LIMIT
+        ):
+            raise ConfigError(
+                f"MAX_CONCURRENT_TURNS must be a number of turns from 1 to "
+                f"{MAX_CONCURRENT_TURNS_LIMIT}, got {turns!r}"
+            )
         region = (get("DEFAULT_PHONE_REGION") or "US").upper()
         if len(region) != 2 or not region.isalpha():
             raise ConfigError(
@@ -109,6 +124,7 @@ class Settings:
             llm_model=get("LLM_MODEL") or "gpt-4o-mini",
             default_phone_region=region,
             handoff_phone_number=handoff,
+            max_concurrent_turns=int(turns),
         )
 
     def require(self, *names: str) -> None:
@@ -154,6 +170,7 @@ _VARIABLES = _REDIS_VARIABLES + (
     "LLM_MODEL",
     "DEFAULT_PHONE_REGION",
     "HANDOFF_PHONE_NUMBER",
+    "MAX_CONCURRENT_TURNS",
 )
 #: Variables no longer read, refused at start-up with what replaces them.
 _RETIRED = ("TRUST_PROXY_HEADERS",)

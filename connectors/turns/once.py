@@ -5,8 +5,9 @@ owner stops renewing the lease: the owner may have died before Rasa processed th
 after (the event log then holds it, only the reply was not delivered), or only be slow. So every
 turn that may be run twice goes through :func:`handle_once`: under the conversation's lock, the
 same hold Rasa's processor runs in, it looks for a user event with the message's id in the event
-log and processes the message only when there is none. Whoever comes second finds the first
-one's events (:func:`replies_to`) instead of running the turn again.
+log and processes the message only when there is none, in one of the process's turn slots
+(:mod:`connectors.turns.slots`: a burst is answered in arrival order). Whoever comes second
+finds the first one's events (:func:`replies_to`) instead of running the turn again.
 
 Every channel runs its turns through :func:`run_once` (``run_turn`` around ``handle_once``) and,
 when that finds the message processed by a run that did not answer, delivers :func:`replay`.
@@ -21,6 +22,7 @@ from rasa.shared.core.events import ActionExecuted, BotUttered, UserUttered
 from rasa.shared.core.trackers import DialogueStateTracker
 
 from connectors.turns.run import processor_of, run_turn
+from connectors.turns.slots import turn_slots
 
 if TYPE_CHECKING:
     from rasa.core.agent import Agent
@@ -74,7 +76,8 @@ async def handle_once(
             return False
         if before is not None and not await before(tracker):
             return False
-        await processor_of(agent).handle_message(message)
+        async with turn_slots().held():
+            await processor_of(agent).handle_message(message)
     return True
 
 
