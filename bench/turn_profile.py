@@ -31,10 +31,8 @@ from rasa.engine.graph import GraphNode
 from sanic import Blueprint, response
 from sanic.request import Request
 
+from bench.figures import CPU_PART
 from connectors.tracker_store import RedisEventLogTrackerStore
-
-#: The process's CPU time over the turn (its wall-clock parts include waiting for the CPU).
-CPU_PART = "process CPU during the turn"
 
 
 class _Turns:
