@@ -15,6 +15,7 @@ BENCHMARKS = (
     "bench.bench_webchat",
     "bench.bench_turns",
     "bench.bench_flat_turns",
+    "bench.bench_throughput",
 )
 
 

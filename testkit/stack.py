@@ -42,18 +42,23 @@ def action_server_command(port: int) -> List[str]:
     return [python(), "-m", "rasa_sdk", "--actions", "actions", "--port", str(port)]
 
 
+#: How the Rasa server starts: `rasa run` behind our entry point (connectors/rasa_main.py), which
+#: leaves TensorFlow unimported unless the model needs it. ``"rasa"`` is Rasa's own.
+RASA_ENTRY_POINT = "connectors.rasa_main"
+
+
 def rasa_server_command(
     model: Path,
     port: int,
     credentials: Path,
     auth_token: str,
     endpoints: Path = ROOT / "endpoints.yml",
+    entry_point: str = RASA_ENTRY_POINT,
 ) -> List[str]:
-    # `rasa run` behind our entry point: no TensorFlow unless the model needs it.
     return [
         python(),
         "-m",
-        "connectors.rasa_main",
+        entry_point,
         "run",
         "--model",
         str(model),
@@ -103,6 +108,7 @@ class RasaStack:
     rasa_proc: Optional[subprocess.Popen] = None
     owns_action_server: bool = True
     endpoints: Path = ROOT / "endpoints.yml"
+    entry_point: str = RASA_ENTRY_POINT
 
     @property
     def base_url(self) -> str:
@@ -130,6 +136,7 @@ class RasaStack:
                 self.credentials,
                 self.env["RASA_AUTH_TOKEN"],
                 self.endpoints,
+                self.entry_point,
             ),
             env=self.process_env(),
             log_path=self.log_dir / f"rasa-{self.rasa_port}.log",
@@ -162,6 +169,7 @@ class RasaStack:
             action_proc=self.action_proc,
             owns_action_server=False,
             endpoints=self.endpoints,
+            entry_point=self.entry_point,
         )
         other.start_rasa()
         wait_for_model(other.base_url, self.env["RASA_AUTH_TOKEN"], timeout, other.rasa_proc)
