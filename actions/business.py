@@ -21,11 +21,15 @@ from rasa_sdk import Action, Tracker
 from rasa_sdk.events import ActiveLoop, EventType, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
-from actions.formatting import ChannelReply
+from actions.formatting import ChannelReply, current_channel
+from omnichannel.channels import CHAT, SMS, WHATSAPP
 from omnichannel.identity import ContactProfile, IdentityStore
 from omnichannel.orders import Order, find_order, is_identified
+from omnichannel.refunds import RefundRequests
 from omnichannel.rendering.styles import date_for, parse_date
 
+#: Channels a customer can send a photo on (MMS, WhatsApp, the web chat's attachments).
+PHOTO_CHANNELS = (SMS, WHATSAPP, CHAT)
 #: The ``offer`` slot value a "yes" turns into a text with the tracking link.
 OFFER_TRACKING_LINK = "tracking_link"
 VOICE_LINK_OFFER = "Would you like me to text you the tracking link?"
@@ -212,6 +216,10 @@ class ActionTrackingNumber(Action):
 
 
 class ActionRequestRefund(Action):
+    """Starts a refund request for the customer's order (kept in omnichannel/refunds.py) and,
+    where the customer can send one, invites a photo of the damage (action_receive_media adds
+    it to the request)."""
+
     def name(self) -> str:
         return "action_request_refund"
 
@@ -228,5 +236,8 @@ class ActionRequestRefund(Action):
                 refund_reason=order.refund_reason or "it's outside our refund policy",
             )
             return []
+        await RefundRequests().start(tracker.sender_id, order.number)
         dispatcher.utter_message(response="utter_refund_started", order_number=order.number)
-        return []
+        if current_channel(tracker) in PHOTO_CHANNELS:
+            dispatcher.utter_message(response="utter_refund_photo_invite")
+        return [SlotSet("refund_order", order.number), SlotSet("refund_photo", False)]

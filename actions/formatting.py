@@ -16,7 +16,7 @@ from rasa_sdk import Tracker
 from rasa_sdk.executor import CollectingDispatcher
 
 from actions.channel import channel_of
-from omnichannel.channels import CHAT, SMS, VOICE
+from omnichannel.channels import CHAT, SMS, VOICE, WHATSAPP
 from omnichannel.rendering.styles import DEFAULT_CHANNEL, STYLES, fit
 
 
@@ -33,8 +33,10 @@ class ChannelReply:
     """One answer written once per channel; :meth:`send` utters the current channel's form.
 
     ``voice`` and ``sms`` fall back to ``chat`` (made plain and held to their limits by
-    :func:`omnichannel.rendering.styles.fit`) when an action does not write them. ``buttons``
-    are sent with the chat form only. ``metadata`` goes with the message into the tracker
+    :func:`omnichannel.rendering.styles.fit`) when an action does not write them; WhatsApp gets
+    the chat form (its renderer turns the markdown into WhatsApp's formatting, and buttons into
+    tappable options or, for web addresses, links). ``buttons`` are sent with the chat and
+    WhatsApp forms only. ``metadata`` goes with the message into the tracker
     (e.g. ``sms_text``, what "text me that" sends when this message is the latest thing worth
     texting).
     """
@@ -50,6 +52,8 @@ class ChannelReply:
             return fit(self.voice if self.voice is not None else self.chat, VOICE)
         if channel == SMS:
             return fit(self.sms if self.sms is not None else self.chat, SMS)
+        if channel == WHATSAPP:
+            return fit(self.chat, WHATSAPP)
         return self.chat
 
     def send(self, dispatcher: CollectingDispatcher, tracker: Tracker) -> str:
@@ -57,7 +61,7 @@ class ChannelReply:
         channel = current_channel(tracker)
         dispatcher.utter_message(
             text=self.text_for(channel),
-            buttons=list(self.buttons) if channel == CHAT else None,
+            buttons=list(self.buttons) if channel in (CHAT, WHATSAPP) else None,
             **self.metadata,
         )
         return channel

@@ -1,12 +1,15 @@
 """Cross-channel hand-off: "text me that" during a call or a chat.
 
 ``action_send_by_sms`` works out what "that" is (the tracking link, the refund policy, the part
-of a message the caller did not hear), texts it to the conversation's phone through
-:class:`~omnichannel.sms_sender.SmsSender` (which refuses opted-out numbers and never
-double-sends), confirms on the current channel, and returns the text as a ``BotUttered`` event
-with ``metadata.channel = "sms"``: the texted content is then part of the one conversation every
-channel shows (live channels do not say it again, see ``BotMessage.is_for``), and the customer's
-SMS reply simply continues it.
+of a message the caller did not hear, a picture a call could only mention), sends it to the
+conversation's phone through :meth:`~omnichannel.sms_sender.SmsSender.send_to_customer` (which
+refuses opted-out numbers and never double-sends) on the messaging channel the customer last
+wrote on: WhatsApp in its 24-hour window, or as the response's approved WhatsApp template
+outside it, else by SMS (asking for the text is consent to it), confirms on the current channel
+how it went ("I've texted…", "I've sent … on WhatsApp"), and returns the text as a
+``BotUttered`` event with ``metadata.channel`` the channel it went on: the content is then part
+of the one conversation every channel shows (live channels do not say it again, see
+``BotMessage.is_for``), and the customer's reply simply continues it.
 """
 
 from __future__ import annotations
@@ -23,11 +26,13 @@ from rasa_sdk.executor import CollectingDispatcher
 from actions.barge_in import pending_unheard
 from actions.business import OFFER_TRACKING_LINK, tracking_sms, verified_customer
 from actions.formatting import current_channel
-from omnichannel.channels import TWILIO_SMS
+from omnichannel.channels import MESSAGING_KINDS, SMS, TWILIO_SMS, WHATSAPP
 from omnichannel.orders import VerifiedIdentity, find_order
+from omnichannel.rendering.messages import BotMessage
 from omnichannel.sms_sender import NoPhoneOnFile, SmsOptedOut, SmsSender, SmsSendFailed
 from omnichannel.textable import sms_text, sms_topic
-from omnichannel.turn_context import OFFER_UNHEARD
+from omnichannel.turn_context import OFFER_MEDIA, OFFER_UNHEARD
+from omnichannel.whatsapp_templates import TemplateRef, template_for
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +50,10 @@ class TextContent:
     topic: str
     #: True when this is the unheard remainder of a cut-off message (delivered once).
     unheard: bool = False
+    #: A picture or file to send with it (what a call could only mention).
+    media: Optional[str] = None
+    #: The approved WhatsApp template that stands for it outside the 24-hour window.
+    template: Optional[TemplateRef] = None
 
 
 def _response_text(domain: Dict[str, Any], response: str) -> Optional[str]:
@@ -83,7 +92,21 @@ def _tracking_link(tracker: Tracker, customer: VerifiedIdentity) -> Optional[Tex
 
 def _policy(domain: Dict[str, Any]) -> Optional[TextContent]:
     text = _response_text(domain, "utter_refund_policy")
-    return TextContent(text, "the refund policy") if text else None
+    template = template_for(domain.get("responses") or {}, "utter_refund_policy", {})
+    return TextContent(text, "the refund policy", template=template) if text else None
+
+
+def _media(tracker: Tracker) -> Optional[TextContent]:
+    """The latest picture or file the bot showed (a call spoke of it, offering to text it)."""
+    for event in reversed(tracker.events):
+        if event.get("event") != "bot":
+            continue
+        data = event.get("data") or {}
+        media = data.get("image") or data.get("attachment")
+        if isinstance(media, str) and media:
+            topic = "the picture" if data.get("image") else "the file"
+            return TextContent(str(event.get("text") or ""), topic, media=media)
+    return None
 
 
 def _unheard(tracker: Tracker) -> Optional[TextContent]:
@@ -116,6 +139,8 @@ def content_to_text(
         return _tracking_link(tracker, customer)
     if offer == OFFER_UNHEARD:
         return _unheard(tracker)
+    if offer == OFFER_MEDIA:
+        return _media(tracker)
     unheard = pending_unheard(tracker)
     for event in reversed(tracker.events):
         if event.get("event") != "bot":
@@ -131,7 +156,8 @@ def content_to_text(
                 return _unheard(tracker)
             response = metadata.get("utter_action")
             written = (_response_text(domain, response) if response else None) or event.get("text")
-            return TextContent(written, topic) if written else None
+            template = template_for(domain.get("responses") or {}, response, tracker.slots)
+            return TextContent(written, topic, template=template) if written else None
     return _unheard(tracker)
 
 
@@ -142,6 +168,11 @@ def _cleared(tracker: Tracker, content: TextContent) -> List[EventType]:
     if content.unheard:
         events.append(SlotSet("unheard", None))
     return events
+
+
+#: The confirmation of each way "that" can go (its response), and of a message held for
+#: WhatsApp's window.
+_CONFIRMATION = {SMS: "utter_sms_sent", WHATSAPP: "utter_sent_on_whatsapp"}
 
 
 class ActionSendBySms(Action):
@@ -155,12 +186,16 @@ class ActionSendBySms(Action):
         if content is None:
             dispatcher.utter_message(response="utter_nothing_to_text")
             return [SlotSet("offer", None)] if tracker.get_slot("offer") else []
-        if current_channel(tracker) == "sms":
+        channel = current_channel(tracker)
+        if channel in MESSAGING_KINDS:
             # Already texting: the answer is the text.
-            dispatcher.utter_message(text=content.text, topic=content.topic)
+            dispatcher.utter_message(text=content.text, image=content.media, topic=content.topic)
             return _cleared(tracker, content)
+        messages = [BotMessage(text=content.text, image=content.media)]
         try:
-            sids = await SmsSender.from_settings().send(tracker.sender_id, content.text)
+            delivery = await SmsSender.from_settings().send_to_customer(
+                tracker.sender_id, messages, template=content.template, requested=True
+            )
         except SmsOptedOut:
             dispatcher.utter_message(response="utter_sms_opted_out")
             return []
@@ -171,13 +206,18 @@ class ActionSendBySms(Action):
             logger.warning("text for %s not sent: %s", tracker.sender_id, error)
             dispatcher.utter_message(response="utter_sms_failed")
             return []
-        dispatcher.utter_message(response="utter_sms_sent", sms_topic=content.topic)
+        if delivery.held:
+            dispatcher.utter_message(response="utter_whatsapp_held", sms_topic=content.topic)
+            return _cleared(tracker, content)
+        dispatcher.utter_message(response=_CONFIRMATION[delivery.channel], sms_topic=content.topic)
         record = BotUttered(
             text=content.text,
+            data={"image": content.media} if content.media else {},
             metadata={
-                "channel": "sms",
+                "channel": delivery.channel,
                 "sent_by": SENT_BY,
-                "message_sids": sids,
+                "message_sids": list(delivery.sids),
+                "route": delivery.route,
                 "topic": content.topic,
             },
         )

@@ -6,7 +6,7 @@ and ``steps:`` of ``user:`` and expected ``utter:`` / ``bot:``), plus the channe
 
     test_cases:
       - test_case: order status, call then text
-        channel: voice              # the case's channel: voice, sms or chat (default chat)
+        channel: voice              # voice, sms, whatsapp or chat (default chat)
         never_twice: [utter_ask_order_number]   # responses the customer must not get twice
         steps:
           - user: "where is my order"
@@ -18,11 +18,13 @@ and ``steps:`` of ``user:`` and expected ``utter:`` / ``bot:``), plus the channe
           - bot: "..."
 
 Each case is one customer (a fresh phone number; on chat a signed-in site user with that
-verified phone), so voice, SMS and chat share one conversation, as for a real customer. A
-customer's turn is sent as the channel's real client sends it: the ``openai`` SDK as VAPI, a
-Twilio-signed webhook (replies inline as TwiML or, for slow turns, by REST at the Twilio API the
-server uses, which must be the local fake), a WebSocket with a JWT. The expected text is what
-the customer receives after rendering (speech, SMS bodies, chat markdown); ``{slot}`` in a
+verified phone), so voice, SMS, WhatsApp and chat share one conversation, as for a real
+customer. A customer's turn is sent as the channel's real client sends it: the ``openai`` SDK as
+VAPI, a Twilio-signed webhook (replies inline as TwiML or, for slow turns, by REST at the Twilio
+API the server uses, which must be the local fake), a WhatsApp message delivered by that fake
+(so its 24-hour window opens, as at Twilio; replies with tappable options always come by REST),
+a WebSocket with a JWT. The expected text is what the customer receives after rendering
+(speech, SMS bodies, WhatsApp bodies in WhatsApp's formatting, chat markdown); ``{slot}`` in a
 response's text matches any value. After each ``user:`` step the following ``bot:``/``utter:``
 steps consume the turn's replies in order; replies left over are fine (as in Rasa's tests).
 
@@ -54,10 +56,10 @@ import yaml
 
 from devtools.responses import ROOT, candidates, load_responses, render_for
 from omnichannel.addresses import phone_address
-from omnichannel.channels import CHAT, KINDS, SMS, VOICE
+from omnichannel.channels import CHAT, KINDS, SMS, VOICE, WHATSAPP
 from omnichannel.identity import IdentityStore
 from omnichannel.redis_client import redis_client
-from testkit.twilio_webhook import signed_sms
+from testkit.twilio_webhook import WEBHOOK_PATH, signed_sms, whatsapp_form
 from testkit.vapi_call import VapiCall
 
 #: How long a turn's replies may take on any channel.
@@ -183,6 +185,8 @@ class Customer:
             return await self._speak(text)
         if channel == SMS:
             return await self._text(text)
+        if channel == WHATSAPP:
+            return await self._whatsapp(text)
         return await self._type(text)
 
     async def _speak(self, text: str) -> List[str]:
@@ -195,12 +199,12 @@ class Customer:
         reply = await self.call.say(text)
         return [reply.text] if reply.text else []
 
-    def _rest_messages(self) -> List[Dict[str, Any]]:
+    def _rest_messages(self, to: str) -> List[Dict[str, Any]]:
         with urllib.request.urlopen(self.server.twilio_api + "/fake/messages", timeout=5) as got:
-            return [m for m in json.load(got) if m["to"] == self.phone]
+            return [m for m in json.load(got) if m["to"] == to]
 
     async def _text(self, text: str) -> List[str]:
-        before = len(await asyncio.to_thread(self._rest_messages))
+        before = len(await asyncio.to_thread(self._rest_messages, self.phone))
         sms = signed_sms(self.server.env, self.phone, text)
         async with httpx.AsyncClient(timeout=TURN_TIMEOUT) as client:
             answer = await client.post(
@@ -208,15 +212,35 @@ class Customer:
             )
         if answer.status_code != 200:
             return [f"(webhook answered HTTP {answer.status_code}: {answer.text[:100]})"]
-        inline = [m.text or "" for m in ElementTree.fromstring(answer.text).findall("Message")]
+        return await self._replies(answer.text, self.phone, before)
+
+    async def _whatsapp(self, text: str) -> List[str]:
+        """A WhatsApp message, delivered by the fake Twilio (which opens the window)."""
+        to = f"whatsapp:{self.phone}"
+        before = len(await asyncio.to_thread(self._rest_messages, to))
+        request = {
+            "url": self.server.env["PUBLIC_BASE_URL"].rstrip("/") + WEBHOOK_PATH,
+            "form": whatsapp_form(self.server.env, self.phone, text),
+        }
+        async with httpx.AsyncClient(timeout=TURN_TIMEOUT) as client:
+            delivered = await client.post(self.server.twilio_api + "/fake/inbound", json=request)
+        answer = delivered.json()
+        if answer["status"] != 200:
+            return [f"(webhook answered HTTP {answer['status']}: {answer['body'][:100]})"]
+        return await self._replies(answer["body"], to, before)
+
+    async def _replies(self, twiml: str, to: str, before: int) -> List[str]:
+        """A turn's replies: inline in the TwiML, else those sent by REST after ``before``."""
+        inline = [m.text or "" for m in ElementTree.fromstring(twiml).findall("Message")]
         if inline:
             return inline
         deadline = time.monotonic() + REST_REPLY_SECONDS
         while time.monotonic() < deadline:
-            found = (await asyncio.to_thread(self._rest_messages))[before:]
+            found = (await asyncio.to_thread(self._rest_messages, to))[before:]
             if found:
                 await asyncio.sleep(0.5)  # the turn's other parts, sent one after another
-                return [m["body"] for m in (await asyncio.to_thread(self._rest_messages))[before:]]
+                later = (await asyncio.to_thread(self._rest_messages, to))[before:]
+                return [_received(m) for m in later]
             await asyncio.sleep(0.2)
         return []
 
@@ -263,6 +287,13 @@ class Customer:
             await self.call.aclose()
         if self.chat is not None:
             await self.chat.close()
+
+
+def _received(message: Mapping[str, Any]) -> str:
+    """A message sent by REST as its recipient sees it: the body, and the options it offered
+    to tap (WhatsApp), after it in brackets."""
+    options = message.get("options") or []
+    return message["body"] + (f"\n[{' | '.join(options)}]" if options else "")
 
 
 # -- expectations -----------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""``make shell CHANNEL=voice|sms|chat``: talk to the assistant as a customer of one channel.
+"""``make shell CHANNEL=voice|sms|whatsapp|chat``: talk to the assistant as a customer of one
+channel.
 
 ``rasa shell`` cannot say which channel a turn came from (``channel:`` variations never apply,
 the ``channel`` slot stays unset) and needs a Redis and an action server you would start by
@@ -6,11 +7,14 @@ hand. This starts its own on free ports (an embedded Redis in a fresh directory,
 action server, the Rasa server with every connector, the local fake of Twilio's API), then sends
 what you type through the real connector of the channel, with the real client (the ``openai``
 SDK as VAPI, a Twilio-signed webhook, a WebSocket with a JWT), and prints what that customer
-receives: the speech, each SMS with its segments and encoding, the chat message's markdown.
+receives: the speech, each SMS with its segments and encoding, each WhatsApp message in
+WhatsApp's formatting with the options it offers to tap, the chat message's markdown. A
+WhatsApp message is delivered by the local fake of Twilio, as Twilio would (it opens the 24-hour
+window); type an option's number or title to choose it.
 
 You are the demo customer (+1 415 555 2671, who owns the demo orders) unless ``PHONE=`` says
-otherwise. ``/voice``, ``/sms`` and ``/chat`` switch channel mid-conversation (the same
-conversation, as for a real customer); ``/quit`` or Ctrl-D ends. The LLM fallback uses
+otherwise. ``/voice``, ``/sms``, ``/whatsapp`` and ``/chat`` switch channel mid-conversation
+(the same conversation, as for a real customer); ``/quit`` or Ctrl-D ends. The LLM fallback uses
 ``OPENAI_API_KEY``/``OPENAI_BASE_URL``/``LLM_MODEL`` when they are set, else says it is offline.
 """
 
@@ -26,7 +30,7 @@ from typing import Dict, List, Optional, Sequence
 
 from devtools.conversations import Customer, Server
 from devtools.model import ensure_model
-from omnichannel.channels import KINDS, SMS, VOICE
+from omnichannel.channels import KINDS, SMS, VOICE, WHATSAPP
 from omnichannel.rendering.sms import sms_segments
 from testkit.fake_twilio import FakeTwilio
 from testkit.processes import RedisServer, free_port
@@ -48,6 +52,9 @@ def shown(channel: str, replies: Sequence[str]) -> List[str]:
             count = sms_segments(reply)
             lines.append(f"  bot texts ({count.segments} segment(s), {count.encoding}):")
             lines.extend(f"    {line}" for line in reply.splitlines() or [""])
+        elif channel == WHATSAPP:
+            lines.append("  bot sends on WhatsApp:")
+            lines.extend(f"    {line}" for line in reply.splitlines() or [""])
         else:
             lines.append("  bot writes:")
             lines.extend(f"    {line}" for line in reply.splitlines() or [""])
@@ -55,7 +62,10 @@ def shown(channel: str, replies: Sequence[str]) -> List[str]:
 
 
 async def converse(customer: Customer, channel: str) -> None:
-    print(f"You are {customer.phone}, on {channel}. /voice /sms /chat switch channel; /quit ends.")
+    print(
+        f"You are {customer.phone}, on {channel}. /voice /sms /whatsapp /chat switch channel; "
+        "/quit ends."
+    )
     while True:
         try:
             text = (await asyncio.to_thread(input, f"you ({channel})> ")).strip()

@@ -1,4 +1,4 @@
-"""Text the local assistant as Twilio would deliver your SMS.
+"""Text the local assistant as Twilio would deliver your SMS or WhatsApp message.
 
 Each message is POSTed to the SMS webhook with the form fields Twilio sends, signed over
 ``PUBLIC_BASE_URL`` + path with the ``.env`` auth token (:mod:`testkit.twilio_webhook`, exactly
@@ -10,6 +10,11 @@ points at it, as ``make run`` sets up.
     .venv/bin/python -m devtools.sim_sms --from +14155552671 'where is my order'
     .venv/bin/python -m devtools.sim_sms --from +14155552671            # interactive
     .venv/bin/python -m devtools.sim_sms --from +14155552671 --media https://…/photo.jpg ''
+    .venv/bin/python -m devtools.sim_sms --whatsapp --from +14155552671 'hi'
+
+``--whatsapp`` writes as a WhatsApp user: the local fake Twilio delivers the message (signed, as
+Twilio does), which opens WhatsApp's 24-hour window there, and replies show the options they
+offer to tap (type an option's number or title to choose it).
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import httpx
 from devtools.launcher import RASA_PORT
 from testkit.fake_twilio import fetch_messages
 from testkit.local_env import local_settings
-from testkit.twilio_webhook import SignedSms, signed_sms
+from testkit.twilio_webhook import WEBHOOK_PATH, SignedSms, signed_sms, whatsapp_form
 
 SETTINGS = (
     "PUBLIC_BASE_URL",
@@ -67,6 +72,21 @@ def send(server: str, sms: SignedSms) -> Tuple[int, List[Tuple[str, List[str]]],
     return answer.status_code, messages, answer.text
 
 
+def deliver_whatsapp(env: Dict[str, str], number: str, text: str) -> Tuple[int, List, str]:
+    """A WhatsApp message handed to the local fake Twilio, which delivers it to the webhook."""
+    request = {
+        "url": env["PUBLIC_BASE_URL"].rstrip("/") + WEBHOOK_PATH,
+        "form": whatsapp_form(env, number, text),
+    }
+    answer = httpx.post(env["TWILIO_API_BASE_URL"] + "/fake/inbound", json=request, timeout=30)
+    delivered = answer.json()
+    messages: List[Tuple[str, List[str]]] = []
+    if delivered["status"] == 200 and delivered["body"].strip():
+        for message in ElementTree.fromstring(delivered["body"]).findall("Message"):
+            messages.append((message.text or "", [m.text or "" for m in message.findall("Media")]))
+    return delivered["status"], messages, delivered["body"]
+
+
 def rest_messages(env: Dict[str, str], sender: str) -> Optional[List[dict]]:
     """Messages the local fake Twilio API recorded for ``sender``; None without a local fake."""
     base = env.get("TWILIO_API_BASE_URL") or ""
@@ -97,10 +117,17 @@ def converse(
     text: str,
     media: Sequence[str],
     wait: float,
+    whatsapp: bool = False,
 ) -> int:
     seen = rest_messages(env, sender)
     already = len(seen) if seen is not None else 0
-    status, inline, raw = send(server, signed_sms(env, sender, text, media, to))
+    if whatsapp:
+        if seen is None:
+            print("--whatsapp needs the local fake Twilio (TWILIO_API_BASE_URL, as make run sets)")
+            return 1
+        status, inline, raw = deliver_whatsapp(env, sender.split(":", 1)[-1], text)
+    else:
+        status, inline, raw = send(server, signed_sms(env, sender, text, media, to))
     if status != 200:
         print(f"webhook answered HTTP {status}: {raw.strip()[:200]}")
         return 1
@@ -115,7 +142,9 @@ def converse(
     while time.monotonic() < deadline:
         found = rest_messages(env, sender) or []
         for message in found[shown:]:
-            print_message("bot (REST)  >", message["body"], message["media_urls"])
+            options = message.get("options") or []
+            body = message["body"] + (f"\n[tap: {' | '.join(options)}]" if options else "")
+            print_message("bot (REST)  >", body, message["media_urls"])
         if len(found) > shown:
             shown = len(found)
             deadline = min(deadline, time.monotonic() + 1.0)
@@ -132,19 +161,29 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--server", default=f"http://127.0.0.1:{RASA_PORT}", help="Rasa server")
     parser.add_argument("--media", action="append", default=[], help="an MMS picture URL")
     parser.add_argument("--wait", type=float, default=20, help="seconds to wait for REST replies")
+    parser.add_argument("--whatsapp", action="store_true", help="write as a WhatsApp user")
     parser.add_argument("text", nargs="*", help="message(s) to send; none: interactive")
     args = parser.parse_args(argv)
     env = load_env()
     to = args.to or env.get("TWILIO_PHONE_NUMBER") or "+15005550006"
     if args.text:
         results = [
-            converse(env, args.server, args.sender, to, text, args.media, args.wait)
+            converse(env, args.server, args.sender, to, text, args.media, args.wait, args.whatsapp)
             for text in args.text
         ]
         return max(results)
     print("Type a message and press Enter (Ctrl-D to quit).")
     for line in sys.stdin:
-        converse(env, args.server, args.sender, to, line.rstrip("\n"), args.media, args.wait)
+        converse(
+            env,
+            args.server,
+            args.sender,
+            to,
+            line.rstrip("\n"),
+            args.media,
+            args.wait,
+            args.whatsapp,
+        )
     return 0
 
 

@@ -49,11 +49,10 @@ from omnichannel.addresses import KNOWN_TTL_SECONDS, Address, phone_address
 from omnichannel.masking import mask
 from omnichannel.redis_client import (
     REDIS_FAILURES,
-    AnyRedis,
     LuaScript,
+    RedisBacked,
     StateUnavailable,
     conversation_key,
-    redis_client,
 )
 
 logger = logging.getLogger(__name__)
@@ -215,19 +214,12 @@ def _state_errors(operation: str) -> Iterator[None]:
         ) from error
 
 
-class IdentityStore:
+class IdentityStore(RedisBacked):
     """Address → conversation index and contact profiles, in Redis (protocol: module docstring).
 
     Without an explicit client it takes ``redis_client()`` on every call, so one store object
     can serve the Rasa server's loop, the action server's loop and tests alike.
     """
-
-    def __init__(self, redis: Optional[AnyRedis] = None) -> None:
-        self._redis = redis
-
-    @property
-    def redis(self) -> AnyRedis:
-        return self._redis if self._redis is not None else redis_client()
 
     async def resolve_conversation(
         self,

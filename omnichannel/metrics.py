@@ -109,6 +109,59 @@ SMS_SENDS = Counter(
     ["outcome"],
 )
 
+#: How a message to a customer on a messaging channel went out (omnichannel/sms_sender.py's
+#: send_to_customer): by SMS as asked, in WhatsApp's window, as an approved WhatsApp template,
+#: by SMS because WhatsApp could not take it, or held until the customer writes on WhatsApp.
+ROUTE_SMS = "sms"
+ROUTE_SESSION = "session"
+ROUTE_TEMPLATE = "template"
+ROUTE_SMS_FALLBACK = "sms_fallback"
+ROUTE_HELD = "held"
+OUTBOUND_ROUTES = Counter(
+    "omnichannel_outbound_messages",
+    "Messages to customers on a messaging channel, by the channel they were meant for "
+    "(sms, whatsapp) and the route they took (sms, session, template, sms_fallback, held).",
+    ["channel", "route"],
+)
+#: Twilio error codes named in the failures metric; any other is counted as "other", so the
+#: label keeps a bounded set of values.
+KNOWN_MESSAGE_ERRORS = frozenset(
+    {
+        "21610",  # unsubscribed recipient (STOP)
+        "21614",  # not a mobile number
+        "30003",  # unreachable handset
+        "30005",  # unknown destination
+        "30006",  # landline or unreachable carrier
+        "30007",  # carrier filtering
+        "63003",  # WhatsApp: bad or inactive address
+        "63014",  # WhatsApp: blocked by the user
+        "63016",  # WhatsApp: outside the 24-hour window
+        "63018",  # WhatsApp: rate or tier limit
+        "63021",  # WhatsApp: template too long after substitution
+        "63024",  # WhatsApp: invalid recipient (not on WhatsApp)
+    }
+)
+MESSAGE_STATUSES = Counter(
+    "omnichannel_message_statuses",
+    "Status callbacks Twilio reported for our messages, by channel (sms, whatsapp) and status "
+    "(sent, delivered, read, failed, undelivered, …).",
+    ["channel", "status"],
+)
+MESSAGE_FAILURES = Counter(
+    "omnichannel_message_failures",
+    "Messages Twilio reported failed or undelivered, by channel and error code (the codes in "
+    "KNOWN_MESSAGE_ERRORS, else 'other').",
+    ["channel", "error"],
+)
+
+
+def error_label(code: Optional[str]) -> str:
+    """A Twilio error code as a bounded label value."""
+    if not code:
+        return "none"
+    return code if code in KNOWN_MESSAGE_ERRORS else "other"
+
+
 #: The exporter's address unless METRICS_ADDRESS says otherwise: only this host can scrape.
 DEFAULT_METRICS_ADDRESS = "127.0.0.1"
 

@@ -386,6 +386,19 @@ def _tls_problem(error: BaseException, config: RedisConfig) -> Optional[str]:
             f"TLS: the certificate of {config.display()} is not trusted by {where} ({detail}); "
             "set REDIS_TLS_CA_FILE to the CA that signed the server's certificate"
         )
+    reason = getattr(handshake, "reason", None) or ""
+    if reason == "TLSV13_ALERT_CERTIFICATE_REQUIRED" or (
+        reason == "SSLV3_ALERT_HANDSHAKE_FAILURE" and not config.tls_cert_file
+    ):
+        return (
+            f"TLS: {config.display()} requires a client certificate ({detail}); set "
+            "REDIS_TLS_CERT_FILE and REDIS_TLS_KEY_FILE to one its CA signed"
+        )
+    if reason in ("TLSV1_ALERT_UNKNOWN_CA", "SSLV3_ALERT_BAD_CERTIFICATE"):
+        return (
+            f"TLS: {config.display()} does not accept the client certificate of "
+            f"REDIS_TLS_CERT_FILE ({detail}); use one signed by the CA the server trusts"
+        )
     return f"TLS handshake with {config.display()} failed ({detail})"
 
 
@@ -409,6 +422,25 @@ def check_access_at_start_up(source: RedisSource = None) -> None:
             )
             return
     _checked.add(config)
+
+
+class RedisBacked:
+    """Base of the small stores of per-conversation state: they work on the client they were
+    given, or else on :func:`redis_client` of the running event loop at each call, so one store
+    object serves the Rasa server's loop, the action server's and tests' alike."""
+
+    def __init__(self, redis: Optional[AnyRedis] = None) -> None:
+        self._redis = redis
+
+    @property
+    def redis(self) -> AnyRedis:
+        return self._redis if self._redis is not None else redis_client()
+
+    @property
+    def given(self) -> Optional[AnyRedis]:
+        """The client this store was given (None: the running loop's), for a store working
+        beside it on the same client."""
+        return self._redis
 
 
 class LuaScript:

@@ -54,6 +54,16 @@ class Settings:
     handoff_phone_number: Optional[str] = None
     #: Turns one process runs through Rasa at once; the others wait in arrival order.
     max_concurrent_turns: int = DEFAULT_CONCURRENT_TURNS
+    #: Our WhatsApp sender (``whatsapp:+1…``) for messages to a customer who has not written to
+    #: a sender of ours lately; None: ``TWILIO_PHONE_NUMBER`` on WhatsApp.
+    twilio_whatsapp_number: Optional[str] = None
+
+    @property
+    def whatsapp_sender(self) -> Optional[str]:
+        """The WhatsApp sender business-initiated messages go from."""
+        if self.twilio_whatsapp_number:
+            return self.twilio_whatsapp_number
+        return f"whatsapp:{self.twilio_phone_number}" if self.twilio_phone_number else None
 
     @classmethod
     def from_env(cls, env: Optional[Mapping[str, str]] = None) -> Settings:
@@ -77,6 +87,14 @@ class Settings:
             raise ConfigError(
                 f"HANDOFF_PHONE_NUMBER must be an E.164 number (+ and 7-15 digits), got {handoff!r}"
             )
+        whatsapp = get("TWILIO_WHATSAPP_NUMBER")
+        if whatsapp and not re.fullmatch(r"(?:whatsapp:)?\+[1-9]\d{6,14}", whatsapp):
+            raise ConfigError(
+                "TWILIO_WHATSAPP_NUMBER must be an E.164 number, optionally prefixed "
+                f"whatsapp:, got {whatsapp!r}"
+            )
+        if whatsapp and not whatsapp.startswith("whatsapp:"):
+            whatsapp = "whatsapp:" + whatsapp
         if _flag(get("TRUST_PROXY_HEADERS")):
             raise ConfigError(
                 "TRUST_PROXY_HEADERS is replaced by TRUSTED_PROXY_HOPS, the number of proxies in "
@@ -125,6 +143,7 @@ class Settings:
             default_phone_region=region,
             handoff_phone_number=handoff,
             max_concurrent_turns=int(turns),
+            twilio_whatsapp_number=whatsapp,
         )
 
     def require(self, *names: str) -> None:
@@ -171,6 +190,7 @@ _VARIABLES = _REDIS_VARIABLES + (
     "DEFAULT_PHONE_REGION",
     "HANDOFF_PHONE_NUMBER",
     "MAX_CONCURRENT_TURNS",
+    "TWILIO_WHATSAPP_NUMBER",
 )
 #: Variables no longer read, refused at start-up with what replaces them.
 _RETIRED = ("TRUST_PROXY_HEADERS",)

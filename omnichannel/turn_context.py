@@ -6,10 +6,12 @@ since a remote call per turn cost a round trip plus the parse of the whole track
 action server; the action server keeps an action of that name (actions/slot_mappings.py) for a
 Rasa that runs without the patches. Both call :func:`turn_context_slots`:
 
-- ``channel`` (``voice``, ``sms``, ``chat``): the channel the message came in on, so stories,
-  rules and ``rasa test`` can branch on it;
+- ``channel`` (``voice``, ``sms``, ``whatsapp``, ``chat``): the channel the message came in
+  on, so stories, rules and ``rasa test`` can branch on it;
 - ``interrupted``, ``unheard``: a barge-in reported by the VAPI connector (below);
-- ``offer``: cleared when the customer answers something other than the bot's offer.
+- ``offer``: cleared when the customer answers something other than the bot's offer; set to
+  ``media`` when a caller says yes to the offer the voice renderer makes for a picture or file
+  it cannot show ("I can text you the picture if you like"), so the yes texts it.
 
 What a caller did not hear when they talked over the assistant (barge-in): the VAPI connector
 marks a user message that interrupted the bot with ``metadata.barge_in = {"sent_text",
@@ -25,7 +27,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, List, Mapping, Optional, Sequence, Tuple, cast
 
-from omnichannel.channels import kind_of
+from omnichannel.channels import VOICE, kind_of
 from omnichannel.rendering.messages import SENTENCE_END, split_sentences
 from omnichannel.rendering.styles import DEFAULT_CHANNEL, STYLES
 from omnichannel.textable import sms_topic
@@ -36,6 +38,8 @@ CUT_OFF_RATIO = 0.98
 DEFAULT_TOPIC = "my last answer"
 
 OFFER_UNHEARD = "unheard"
+#: The bot (on a call) offered to text a picture or file it could not show.
+OFFER_MEDIA = "media"
 #: Intents that answer an offer ("yes", or "okay" / "uh-huh" which mean yes after a question);
 #: any other intent leaves the offer behind.
 ANSWERS_TO_AN_OFFER = frozenset({"affirm", "backchannel"})
@@ -182,4 +186,17 @@ def turn_context_slots(facts: TurnFacts) -> List[Tuple[str, Any]]:
         updates.append(("interrupted", False))
     if facts.slots.get("offer") and facts.intent not in ANSWERS_TO_AN_OFFER:
         updates.append(("offer", None))
+    elif (
+        not facts.slots.get("offer")
+        and channel == VOICE
+        and facts.intent in ANSWERS_TO_AN_OFFER
+        and any(_has_media(event) for event in facts.bot_events)
+    ):
+        updates.append(("offer", OFFER_MEDIA))
     return updates
+
+
+def _has_media(event: Mapping[str, Any]) -> bool:
+    """Whether a bot event carried a picture or file (which a call could only offer)."""
+    data = event.get("data")
+    return isinstance(data, Mapping) and bool(data.get("image") or data.get("attachment"))

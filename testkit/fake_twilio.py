@@ -1,11 +1,22 @@
-"""A local stand-in for Twilio's REST API: records the SMS our code sends.
+"""A local stand-in for Twilio's REST API: records the SMS and WhatsApp messages our code sends.
 
-It speaks the part of Twilio's protocol the SMS connector uses: ``POST
+It speaks the part of Twilio's protocol the connector uses: ``POST
 /2010-04-01/Accounts/{AccountSid}/Messages.json`` (form-encoded, HTTP basic auth with the account
 SID and auth token), answering ``201`` with a Message resource, or Twilio's JSON error body; and
 ``GET`` on the same path, the Messages list the SMS outbox reconciles an unknown send with
 (``To``, ``From`` and ``DateSent`` filters, newest first, in Twilio's paging shape). twilio-python's
 real client is pointed at it through ``TWILIO_API_BASE_URL``.
+
+WhatsApp as Twilio runs it: ``whatsapp:+…`` addresses; the 24-hour window opened by each inbound
+message the fake delivered (:meth:`FakeTwilio.deliver_inbound`, or :meth:`customer_wrote`);
+``ContentSid`` + ``ContentVariables`` sends of the Content API resources it keeps
+(devtools/fake_twilio_content.py, served on the same port as ``content.twilio.com``); free-form
+messages, unapproved content and session-only types (list picker) outside the window are
+accepted and then fail with error 63016, reported by status callback, as Twilio reports them; a
+number not on WhatsApp fails with 63024; only the first media of a WhatsApp message is kept;
+delivery goes sent, delivered, then read. Media of inbound messages (:meth:`add_media`) is served
+as Twilio serves it with "Enforce HTTP Auth on Media URLs": the ``MediaUrl`` answers only with
+the account's credentials, by a redirect to a short-lived URL (``/fake/cdn/…``) that needs none.
 
 Tests script failures (:meth:`FakeTwilio.fail_next`), sends whose outcome the caller cannot know
 (:meth:`FakeTwilio.fail_after_create`: the message is created, then the answer is a 500 or the
@@ -14,7 +25,9 @@ connection drops), opted-out numbers (error 21610) and failed deliveries
 ``send_status_callbacks`` is on), and read :attr:`FakeTwilio.messages`. Other processes read
 ``GET /fake/messages``.
 
-Run alone for `make run` and the SMS simulator: ``python -m testkit.fake_twilio --port 5056``.
+Run alone for `make run` and the SMS simulator: ``python -m testkit.fake_twilio --port 5056``;
+other processes hand it an inbound message to deliver with ``POST /fake/inbound`` (JSON
+``{"url": <webhook URL>, "form": {…}}``).
 """
 
 from __future__ import annotations
@@ -37,9 +50,20 @@ from typing import Dict, List, Optional, Set, Tuple
 from twilio.request_validator import RequestValidator
 
 from testkit.fake_http import FakeServer, JsonHandler
+from testkit.fake_twilio_content import SESSION_ONLY, Content, ContentError, ContentStore
 from testkit.local_env import read_env_file
 
 MESSAGES_PATH = re.compile(r"^/2010-04-01/Accounts/(AC[0-9a-fA-F]{32})/Messages\.json$")
+MEDIA_PATH = re.compile(
+    r"^/2010-04-01/Accounts/(AC[0-9a-fA-F]{32})/Messages/(MM[0-9a-f]{32})/Media/(ME[0-9a-f]{32})$"
+)
+CONTENT_PATH = re.compile(r"^/v1/Content(?:/(HX[0-9a-f]{32}))?(/ApprovalRequests(?:/whatsapp)?)?$")
+WHATSAPP = "whatsapp:"
+WINDOW_SECONDS = 24 * 3600
+#: How long a redirect target of a media URL stays valid (Twilio: 4 hours).
+CDN_URL_SECONDS = 4 * 3600
+#: Quick replies WhatsApp shows in a session message that is not an approved template.
+SESSION_QUICK_REPLIES = 3
 #: Twilio's default and largest page of a list.
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
@@ -62,12 +86,17 @@ class SentMessage:
     status_callback: Optional[str]
     idempotency_token: Optional[str]
     received_at: float = field(default_factory=time.time)
+    content_sid: Optional[str] = None
+    content_variables: Dict[str, str] = field(default_factory=dict)
+    #: The titles of the tappable options a Content resource showed (quick replies, a list).
+    options: List[str] = field(default_factory=list)
+    #: What became of it: "sent" until a failure is decided at creation ("failed").
+    status: str = "sent"
+    error_code: Optional[str] = None
 
-
-def _first(params: Dict[str, List[str]], name: str) -> Optional[str]:
-    """The first value of a form field, None when it is absent."""
-    values = params.get(name)
-    return values[0] if values else None
+    @property
+    def channel(self) -> str:
+        return "whatsapp" if self.to.startswith(WHATSAPP) else "sms"
 
 
 def _day_or_time(value: str) -> Tuple[datetime, bool]:
@@ -93,6 +122,10 @@ def _date_sent_matches(sent_at: float, filters: Dict[str, str]) -> bool:
     return True
 
 
+def _unauthorised() -> Tuple[int, Dict[str, object]]:
+    return 401, {"code": 20003, "message": "Authenticate", "status": 401, "more_info": ""}
+
+
 class _Handler(JsonHandler):
     def do_GET(self) -> None:  # noqa: N802 - stdlib naming
         fake: FakeTwilio = self.server.fake  # type: ignore[attr-defined]
@@ -101,14 +134,22 @@ class _Handler(JsonHandler):
             with fake.lock:
                 self.send_json(200, [asdict(m) for m in fake.messages])
             return
+        if path.startswith("/fake/cdn/"):
+            self._cdn(fake, path[len("/fake/cdn/") :])
+            return
+        if path.startswith("/v1/"):
+            self._content(fake, "GET", path, query)
+            return
+        media = MEDIA_PATH.match(path)
+        if media:
+            self._media(fake, media)
+            return
         match = MESSAGES_PATH.match(path)
         if not match:
             self.send_json(404, {"code": 20404, "message": "The requested resource was not found"})
             return
         if not fake.authorised(match.group(1), self.headers.get("Authorization")):
-            self.send_json(
-                401, {"code": 20003, "message": "Authenticate", "status": 401, "more_info": ""}
-            )
+            self.send_json(*_unauthorised())
             return
         error = fake.next_list_failure()
         if error:
@@ -121,18 +162,30 @@ class _Handler(JsonHandler):
         except ValueError as error:
             self.send_json(400, {"code": 20001, "message": str(error), "status": 400})
 
+    def do_DELETE(self) -> None:  # noqa: N802 - stdlib naming
+        fake: FakeTwilio = self.server.fake  # type: ignore[attr-defined]
+        path, _, query = self.path.partition("?")
+        self._content(fake, "DELETE", path, query)
+
     def do_POST(self) -> None:  # noqa: N802 - stdlib naming
         fake: FakeTwilio = self.server.fake  # type: ignore[attr-defined]
         body = self.read_body()
-        match = MESSAGES_PATH.match(self.path.split("?")[0])
+        path = self.path.split("?")[0]
+        if path == "/fake/inbound":
+            request = json.loads(body or b"{}")
+            status, text = fake.deliver_inbound(request["url"], request["form"])
+            self.send_json(200, {"status": status, "body": text})
+            return
+        if path.startswith("/v1/"):
+            self._content(fake, "POST", path, "", body)
+            return
+        match = MESSAGES_PATH.match(path)
         if not match:
             self.send_json(404, {"code": 20404, "message": "The requested resource was not found"})
             return
         account_sid = match.group(1)
         if not fake.authorised(account_sid, self.headers.get("Authorization")):
-            self.send_json(
-                401, {"code": 20003, "message": "Authenticate", "status": 401, "more_info": ""}
-            )
+            self.send_json(*_unauthorised())
             return
         params = urllib.parse.parse_qs(body.decode("utf-8"), keep_blank_values=True)
         error = fake.next_failure()
@@ -141,33 +194,14 @@ class _Handler(JsonHandler):
                 error, {"code": 20500, "message": "Internal Server Error", "status": error}
             )
             return
-        to = (params.get("To") or [""])[0]
-        if not to:
-            self.send_json(400, {"code": 21604, "message": "A 'To' phone number is required."})
-            return
-        if to in fake.opted_out:
+        try:
+            message = fake.create_message(account_sid, params, self.headers)
+        except ContentError as refused:
             self.send_json(
-                400,
-                {
-                    "code": 21610,
-                    "message": "Attempt to send to unsubscribed recipient",
-                    "status": 400,
-                },
+                refused.status,
+                {"code": refused.code, "message": str(refused), "status": refused.status},
             )
             return
-        message = SentMessage(
-            sid="SM" + secrets.token_hex(16),
-            account_sid=account_sid,
-            to=to,
-            body=(params.get("Body") or [""])[0],
-            from_=_first(params, "From"),
-            messaging_service_sid=_first(params, "MessagingServiceSid"),
-            media_urls=params.get("MediaUrl") or [],
-            status_callback=_first(params, "StatusCallback"),
-            idempotency_token=self.headers.get("I-Twilio-Idempotency-Token"),
-        )
-        with fake.lock:
-            fake.messages.append(message)
         after = fake.next_after_create()
         if after == AFTER_CREATE_DROP:
             # Created, but the caller never hears of it (a connection lost mid-answer).
@@ -179,6 +213,101 @@ class _Handler(JsonHandler):
         self.send_json(201, _message_resource(message))
         if fake.send_status_callbacks and message.status_callback:
             threading.Thread(target=fake.report_status, args=(message,), daemon=True).start()
+
+    # -- Content API ---------------------------------------------------------------------------
+
+    def _content(
+        self, fake: FakeTwilio, method: str, path: str, query: str, body: bytes = b""
+    ) -> None:
+        store = fake.content
+        with store.lock:
+            store.requests.append((method, path))
+        if not fake.authorised(fake.account_sid, self.headers.get("Authorization")):
+            self.send_json(*_unauthorised())
+            return
+        failure = store.next_failure()
+        if failure:
+            self.send_json(failure, {"code": 20500, "message": "Unavailable", "status": failure})
+            return
+        base = fake.url
+        params = dict(urllib.parse.parse_qsl(query))
+        try:
+            if path in ("/v1/ContentAndApprovals", "/v1/Content") and method == "GET":
+                size = min(int(params.get("PageSize") or 50), 500)
+                page = int(params.get("Page") or 0)
+                listed_with_approvals = path == "/v1/ContentAndApprovals"
+                self.send_json(200, store.page(base, path, listed_with_approvals, page, size))
+                return
+            match = CONTENT_PATH.match(path)
+            if not match:
+                raise ContentError(404, 20404, "The requested resource was not found")
+            sid, approvals = match.group(1), match.group(2)
+            if method == "POST" and not sid:
+                try:
+                    request = json.loads(body or b"{}")
+                except ValueError:
+                    raise ContentError(400, 20001, "the body must be JSON") from None
+                self.send_json(201, store.create(request).resource(base))
+            elif method == "POST" and approvals == "/ApprovalRequests/whatsapp":
+                try:
+                    request = json.loads(body or b"{}")
+                except ValueError:
+                    raise ContentError(400, 20001, "the body must be JSON") from None
+                self.send_json(201, store.request_approval(sid, request))
+            elif method == "GET" and sid and approvals == "/ApprovalRequests":
+                self.send_json(200, store.approval_of(sid, base))
+            elif method == "GET" and sid and not approvals:
+                self.send_json(200, store.get(sid).resource(base))
+            elif method == "DELETE" and sid and not approvals:
+                store.delete(sid)
+                self.send_response(204)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+            else:
+                raise ContentError(405, 20004, "Method not allowed")
+        except ContentError as error:
+            self.send_json(
+                error.status, {"code": error.code, "message": str(error), "status": error.status}
+            )
+
+    # -- media ---------------------------------------------------------------------------------
+
+    def _media(self, fake: FakeTwilio, match: re.Match) -> None:
+        """A MediaUrl: only with the account's credentials, answered by a redirect to a
+        short-lived URL, as with "Enforce HTTP Auth on Media URLs"."""
+        with fake.lock:
+            fake.media_requests.append(self.path)
+        if not fake.authorised(match.group(1), self.headers.get("Authorization")):
+            self.send_json(*_unauthorised())
+            return
+        with fake.lock:
+            found = fake.media.get(match.group(3))
+        if found is None:
+            self.send_json(404, {"code": 20404, "message": "The requested resource was not found"})
+            return
+        token = secrets.token_urlsafe(24)
+        with fake.lock:
+            fake.cdn[token] = (match.group(3), time.time() + CDN_URL_SECONDS)
+        self.send_response(307)
+        self.send_header("Location", f"{fake.url}/fake/cdn/{token}")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def _cdn(self, fake: FakeTwilio, token: str) -> None:
+        with fake.lock:
+            media_sid, expires = fake.cdn.get(token, ("", 0.0))
+            found = fake.media.get(media_sid)
+        if found is None or expires < time.time():
+            self.send_response(403)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        data, content_type = found
+        self.send_response(200)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
 
 
 def _message_resource(message: SentMessage, listed: bool = False) -> Dict[str, object]:
@@ -192,7 +321,7 @@ def _message_resource(message: SentMessage, listed: bool = False) -> Dict[str, o
         "from": message.from_,
         "messaging_service_sid": message.messaging_service_sid,
         "body": message.body,
-        "status": "sent" if listed else "queued",
+        "status": message.status if listed else "queued",
         "num_segments": "1",
         "num_media": str(len(message.media_urls)),
         "direction": "outbound-api",
@@ -201,7 +330,7 @@ def _message_resource(message: SentMessage, listed: bool = False) -> Dict[str, o
         "date_updated": created,
         "date_sent": created if listed else None,
         "price": None,
-        "error_code": None,
+        "error_code": int(message.error_code) if listed and message.error_code else None,
         "error_message": None,
         "uri": f"/2010-04-01/Accounts/{message.account_sid}/Messages/{message.sid}.json",
         "subresource_uris": {},
@@ -209,7 +338,7 @@ def _message_resource(message: SentMessage, listed: bool = False) -> Dict[str, o
 
 
 class FakeTwilio(FakeServer):
-    """Twilio's Messages API on loopback, for one account (SID and auth token)."""
+    """Twilio's Messages and Content APIs on loopback, for one account (SID and auth token)."""
 
     handler_class = _Handler
 
@@ -227,6 +356,151 @@ class FakeTwilio(FakeServer):
         self.send_status_callbacks = False
         self._delivery_failures: Dict[str, Tuple[str, str]] = {}
         self.callback_answers: List[Tuple[str, str, int]] = []
+        self.content = ContentStore(account_sid)
+        #: WhatsApp address -> when the customer last wrote (opens the 24-hour window).
+        self.whatsapp_inbound: Dict[str, float] = {}
+        #: WhatsApp addresses with no WhatsApp account (sends fail with 63024).
+        self.not_on_whatsapp: Set[str] = set()
+        #: Media of inbound messages: ME sid -> (bytes, content type); redirect tokens.
+        self.media: Dict[str, Tuple[bytes, str]] = {}
+        self.cdn: Dict[str, Tuple[str, float]] = {}
+        self.media_requests: List[str] = []
+        #: Inbound messages delivered to a webhook: (url, form, status, answer body).
+        self.deliveries: List[Tuple[str, Dict[str, str], int, str]] = []
+
+    # -- WhatsApp --------------------------------------------------------------------------------
+
+    def customer_wrote(self, address: str, at: Optional[float] = None) -> None:
+        """``address`` (``whatsapp:+1…``) wrote to us at ``at``: the window is open 24 hours."""
+        with self.lock:
+            self.whatsapp_inbound[address] = time.time() if at is None else at
+
+    def window_open(self, address: str) -> bool:
+        with self.lock:
+            wrote = self.whatsapp_inbound.get(address)
+        return wrote is not None and time.time() - wrote < WINDOW_SECONDS
+
+    def age_window(self, address: str, hours: float) -> None:
+        """Moves the customer's last message ``hours`` into the past (a day passes)."""
+        with self.lock:
+            if address in self.whatsapp_inbound:
+                self.whatsapp_inbound[address] -= hours * 3600
+
+    def add_media(self, data: bytes, content_type: str) -> str:
+        """Stores inbound media and returns its ``MediaUrl``, as Twilio hands it over."""
+        media_sid = "ME" + secrets.token_hex(16)
+        message_sid = "MM" + secrets.token_hex(16)
+        with self.lock:
+            self.media[media_sid] = (data, content_type)
+        return (
+            f"{self.url}/2010-04-01/Accounts/{self.account_sid}/Messages/{message_sid}"
+            f"/Media/{media_sid}"
+        )
+
+    def deliver_inbound(self, url: str, form: Dict[str, str]) -> Tuple[int, str]:
+        """Posts an inbound message webhook to ``url``, signed, as Twilio does (a WhatsApp
+        sender's window opens first); returns the HTTP status and the answer's body."""
+        sender = form.get("From", "")
+        if sender.startswith(WHATSAPP):
+            self.customer_wrote(sender)
+        request = urllib.request.Request(
+            url,
+            data=urllib.parse.urlencode(form).encode(),
+            headers={
+                "X-Twilio-Signature": RequestValidator(self.auth_token).compute_signature(
+                    url, form
+                ),
+                "Content-Type": "application/x-www-form-urlencoded",
+            },
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=30) as answer:
+                status, text = answer.status, answer.read().decode("utf-8", "replace")
+        except urllib.error.HTTPError as error:
+            status, text = error.code, error.read().decode("utf-8", "replace")
+        with self.lock:
+            self.deliveries.append((url, dict(form), status, text))
+        return status, text
+
+    def create_message(
+        self, account_sid: str, params: Dict[str, List[str]], headers
+    ) -> SentMessage:
+        """A message creation as Twilio decides it (raises ContentError for a 4xx)."""
+
+        def one(name: str) -> Optional[str]:
+            values = params.get(name)
+            return values[0] if values else None
+
+        to = one("To") or ""
+        if not to:
+            raise ContentError(400, 21604, "A 'To' phone number is required.")
+        if to in self.opted_out or to.removeprefix(WHATSAPP) in self.opted_out:
+            raise ContentError(400, 21610, "Attempt to send to unsubscribed recipient")
+        whatsapp = to.startswith(WHATSAPP)
+        sender = one("From")
+        if whatsapp and sender and not sender.startswith(WHATSAPP):
+            raise ContentError(400, 63007, "Twilio could not find a Channel with the From address")
+        content_sid = one("ContentSid")
+        variables = ContentStore.variables_of(one("ContentVariables"))
+        if variables and not content_sid:
+            raise ContentError(400, 21654, "ContentVariables given without a ContentSid")
+        body = one("Body") or ""
+        media = params.get("MediaUrl") or []
+        content = self.content.get(content_sid) if content_sid else None
+        options: List[str] = []
+        if content is not None:
+            body = content.rendered(variables)
+            definition = content.types[content.content_type]
+            media = list(definition.get("media") or [])
+            options = [
+                str(choice.get("title") or choice.get("item"))
+                for choice in definition.get("actions") or definition.get("items") or []
+            ]
+        if whatsapp:
+            media = media[:1]  # one attachment per WhatsApp message; Twilio drops the rest
+        if not body and not media and content is None:
+            raise ContentError(400, 21602, "Message body is required.")
+        message = SentMessage(
+            sid=("MM" if media else "SM") + secrets.token_hex(16),
+            account_sid=account_sid,
+            to=to,
+            body=body,
+            from_=sender,
+            messaging_service_sid=one("MessagingServiceSid"),
+            media_urls=list(media),
+            status_callback=one("StatusCallback"),
+            idempotency_token=headers.get("I-Twilio-Idempotency-Token"),
+            content_sid=content_sid,
+            content_variables=variables,
+            options=options,
+        )
+        if whatsapp:
+            failure = self._whatsapp_failure(to, content)
+            if failure:
+                message.status, message.error_code = "failed", failure
+        with self.lock:
+            self.messages.append(message)
+        return message
+
+    def _whatsapp_failure(self, to: str, content: Optional[Content]) -> Optional[str]:
+        """The error a WhatsApp message fails with after its creation, as Twilio reports it
+        by status callback: 63024 for a number not on WhatsApp, 63016 for anything but an
+        approved template outside the window (or a session-only type), None when it goes."""
+        if to in self.not_on_whatsapp:
+            return "63024"
+        if self.window_open(to):
+            definition = content.types[content.content_type] if content is not None else {}
+            if (
+                content is not None
+                and content.content_type == "twilio/quick-reply"
+                and not content.approved
+                and len(definition.get("actions") or ()) > SESSION_QUICK_REPLIES
+            ):
+                return "63016"
+            return None
+        if content is None or not content.approved or content.content_type in SESSION_ONLY:
+            return "63016"
+        return None
 
     def authorised(self, account_sid: str, header: Optional[str]) -> bool:
         if account_sid != self.account_sid or not header or not header.startswith("Basic "):
@@ -313,13 +587,21 @@ class FakeTwilio(FakeServer):
             self._delivery_failures[number] = (status, error_code)
 
     def report_status(self, message: SentMessage) -> None:
-        """Twilio's status callbacks for ``message``, signed with the auth token."""
+        """Twilio's status callbacks for ``message``, signed with the auth token: sent, then
+        delivered (and read, on WhatsApp), or the failure."""
         callback = message.status_callback
         if not callback:
             return
         with self.lock:
             failure = self._delivery_failures.get(message.to)
-        statuses = [("sent", None), failure or ("delivered", None)]
+        if message.error_code:
+            statuses: List[Tuple[str, Optional[str]]] = [(message.status, message.error_code)]
+        elif failure:
+            statuses = [("sent", None), failure]
+        else:
+            statuses = [("sent", None), ("delivered", None)]
+            if message.channel == "whatsapp":
+                statuses.append(("read", None))
         validator = RequestValidator(self.auth_token)
         for status, error_code in statuses:
             form = {

@@ -15,11 +15,11 @@ from __future__ import annotations
 import mimetypes
 import secrets
 from dataclasses import dataclass
-from typing import Dict, Mapping, Sequence
+from typing import Dict, Mapping, Optional, Sequence
 
 from twilio.request_validator import RequestValidator
 
-from omnichannel.channels import TWILIO_SMS
+from omnichannel.channels import TWILIO_SMS, WHATSAPP_PREFIX
 
 WEBHOOK_PATH = f"/webhooks/{TWILIO_SMS}/webhook"
 
@@ -35,9 +35,11 @@ def sms_form(
     body: str,
     media: Sequence[str] = (),
     to: str = "",
+    media_types: Optional[Sequence[str]] = None,
 ) -> Dict[str, str]:
-    """The parameters Twilio posts for an incoming SMS (MMS with ``media`` picture URLs) from
-    ``sender`` to ``to`` (default: the assistant's ``TWILIO_PHONE_NUMBER``)."""
+    """The parameters Twilio posts for an incoming SMS (MMS with ``media`` URLs, of
+    ``media_types`` or the types their extensions name) from ``sender`` to ``to`` (default: the
+    assistant's ``TWILIO_PHONE_NUMBER``)."""
     sid = new_sid("MM" if media else "SM")
     form = {
         "ToCountry": "US",
@@ -62,7 +64,45 @@ def sms_form(
     }
     for index, url in enumerate(media):
         form[f"MediaUrl{index}"] = url
-        form[f"MediaContentType{index}"] = mimetypes.guess_type(url)[0] or "image/jpeg"
+        form[f"MediaContentType{index}"] = (
+            media_types[index] if media_types else mimetypes.guess_type(url)[0] or "image/jpeg"
+        )
+    return form
+
+
+def whatsapp_sender(env: Mapping[str, str]) -> str:
+    """The assistant's WhatsApp address (``TWILIO_WHATSAPP_NUMBER``, else its phone number)."""
+    number = env.get("TWILIO_WHATSAPP_NUMBER") or env["TWILIO_PHONE_NUMBER"]
+    return number if number.startswith(WHATSAPP_PREFIX) else WHATSAPP_PREFIX + number
+
+
+def whatsapp_form(
+    env: Mapping[str, str],
+    number: str,
+    body: str,
+    media: Sequence[str] = (),
+    media_types: Optional[Sequence[str]] = None,
+    profile_name: str = "Ana",
+    **extra: str,
+) -> Dict[str, str]:
+    """The parameters Twilio posts for an incoming WhatsApp message from ``number`` (E.164):
+    the SMS parameters with ``whatsapp:`` addresses and WhatsApp's own (Twilio's messaging
+    webhook request page): ``ProfileName``, ``WaId``, ``MessageType``, and ``extra`` such as a
+    tapped quick reply's ``ButtonPayload``/``ButtonText`` or a location's ``Latitude``…"""
+    form = sms_form(
+        env, WHATSAPP_PREFIX + number, body, media, to=whatsapp_sender(env), media_types=media_types
+    )
+    for geo in ("ToCountry", "ToState", "ToCity", "ToZip", "FromZip", "FromState", "FromCity"):
+        form.pop(geo, None)
+    kind = "button" if "ButtonPayload" in extra else "location" if "Latitude" in extra else None
+    form.update(
+        {
+            "ProfileName": profile_name,
+            "WaId": number.lstrip("+"),
+            "MessageType": kind or ("image" if media else "text"),
+            **extra,
+        }
+    )
     return form
 
 

@@ -98,7 +98,9 @@ async def test_call_then_sms_then_chat_is_one_conversation(
         refund = await chat_turn(ws, "I'd like to return my order")
         assert [m["text"] for m in refund] == [
             f"I've started a refund request for order {order}. You'll get a return label by email "
-            "within the hour."
+            "within the hour. Here's how to pack the item:",
+            "If it arrived damaged, send a photo of it here and I'll add it to your refund "
+            "request.",
         ]
 
     state = tracker(rasa_stack, conversation)

@@ -6,7 +6,10 @@ gives up after 15 s and the message is lost), blocks the event loop with the syn
 client and runs Twilio's duplicate deliveries twice. ``TwilioSmsInput`` instead:
 
 - checks ``X-Twilio-Signature`` before reading anything (:mod:`.auth`);
-- maps ``From`` (also ``whatsapp:+…``) to ``tel:+E164`` and the conversation (identity);
+- maps ``From`` (also ``whatsapp:+…``) to ``tel:+E164`` and the conversation (identity); a
+  WhatsApp sender opens WhatsApp's 24-hour window (:mod:`omnichannel.whatsapp_window`) and its
+  turn is answered by the ``whatsapp`` output channel (``channel: whatsapp`` variations) and
+  WhatsApp's renderer;
 - records each delivery as durable in-flight work before answering it (:mod:`.turns`), so a
   duplicate on any replica is not a second turn (it gets the first delivery's stored answer,
   or an empty TwiML while that runs) and a replica that dies leaves the turn to another one;
@@ -14,16 +17,19 @@ client and runs Twilio's duplicate deliveries twice. ``TwilioSmsInput`` instead:
   acknowledges with an empty TwiML at the budget and texts the replies through the SMS outbox
   (:mod:`.outbox`: recorded, then sent, reconciled with Twilio's records when a send's outcome
   is unknown) when the turn ends;
-- handles the opt-out keywords before Rasa sees them, maps numbered button replies back to
-  payloads, turns picture-only MMS into a turn, and records failed deliveries reported to
-  ``/webhooks/twilio_sms/status``.
+- handles the opt-out keywords before Rasa sees them (on SMS and WhatsApp alike), maps numbered
+  replies and tapped WhatsApp options back to the payloads offered, turns media-only messages
+  into intents (omnichannel/media.py), and records what Twilio reports to
+  ``/webhooks/twilio_sms/status``: each message's progress (omnichannel/receipts.py) and
+  failures, a WhatsApp message that failed for the window or the number going by SMS or held
+  instead (:meth:`SmsSender.plan`).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 from multidict import MultiDict
 from pydantic import Field
@@ -45,15 +51,25 @@ from connectors.twilio_sms.wire import (
     StatusCallback,
     idempotency_token,
 )
-from omnichannel.channels import SMS, TWILIO_SMS
+from omnichannel import metrics
+from omnichannel.channels import TWILIO_SMS, WHATSAPP
 from omnichannel.identity import IdentityStore
 from omnichannel.masking import mask
 from omnichannel.options import ConnectorOptions
+from omnichannel.receipts import STATUSES, Receipts
 from omnichannel.redis_client import REDIS_FAILURES, StateUnavailable, redis_client
 from omnichannel.rendering.messages import BotMessage
-from omnichannel.rendering.sms import SMS_MAX_LENGTH, match_button_reply, render_sms
+from omnichannel.rendering.sms import SMS_MAX_LENGTH, match_button_reply
 from omnichannel.settings import Settings, load_settings
-from omnichannel.sms_sender import SmsRefused, SmsSender, SmsSendFailed, require_twilio
+from omnichannel.sms_sender import (
+    STATUS_PATH,
+    SmsRefused,
+    SmsSender,
+    SmsSendFailed,
+    require_twilio,
+)
+from omnichannel.whatsapp_templates import template_of
+from omnichannel.whatsapp_window import WhatsAppState
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +77,13 @@ logger = logging.getLogger(__name__)
 MAX_INLINE_BUDGET = 12.0
 #: Longest a MessageSid or an offered option is remembered (Twilio retries within hours).
 MAX_TTL_SECONDS = 30 * 24 * 3600
+
+#: WhatsApp errors after which a message goes another way (SMS, or held): outside the window
+#: (63016), not on WhatsApp or a bad address (63024, 63003). Blocked by the user (63014) marks
+#: the number unreachable on WhatsApp but sends nothing elsewhere.
+WHATSAPP_WINDOW_CLOSED = "63016"
+WHATSAPP_UNREACHABLE = frozenset({"63024", "63003", "63014"})
+WHATSAPP_BLOCKED = "63014"
 
 
 class TwilioSmsOptions(ConnectorOptions):
@@ -98,7 +121,11 @@ def _limit_refusal(status: int, reason: str) -> HTTPResponse:
 
 class TwilioSmsPushOutput(OutputChannel):
     """Sends each bot message by REST as it comes: for turns Rasa runs outside a webhook
-    (``/conversations/<id>/trigger_intent?output_channel=twilio_sms``, reminders)."""
+    (``/conversations/<id>/trigger_intent?output_channel=twilio_sms``, reminders). It goes on
+    the messaging channel the customer last wrote on (:meth:`SmsSender.send_to_customer`);
+    outside WhatsApp's window as the response's template when it declares one
+    (``metadata.whatsapp_template``, filled with the message's values), else by SMS or held.
+    Rasa picks variations by this channel's name, ``twilio_sms``, before the channel is known."""
 
     @classmethod
     def name(cls) -> str:
@@ -109,18 +136,21 @@ class TwilioSmsPushOutput(OutputChannel):
         self.buttons = buttons
 
     async def send_response(self, recipient_id: str, message: Dict[str, Any]) -> None:
-        rendering = render_sms([BotMessage.from_rasa(message)], self.sender.max_message_length)
+        template = template_of(message)
         try:
-            await self.sender.send_rendered(recipient_id, rendering.messages)
+            delivery = await self.sender.send_to_customer(
+                recipient_id, [BotMessage.from_rasa(message)], template=template
+            )
         except (SmsRefused, SmsSendFailed) as error:
-            logger.warning("SMS to conversation %s not sent: %s", recipient_id, error)
+            logger.warning("message to conversation %s not sent: %s", recipient_id, error)
             return
-        if rendering.buttons:
-            # The texted "Reply 1 for …" must be answerable, as after a webhook turn.
+        if delivery.buttons:
+            # The options offered ("Reply 1 for …", tappable ones) must be answerable, as
+            # after a webhook turn.
             try:
-                await self.buttons.remember(recipient_id, rendering.buttons)
+                await self.buttons.remember(recipient_id, delivery.buttons)
             except REDIS_FAILURES as error:
-                logger.error("SMS options for %s not kept: %s", recipient_id, type(error).__name__)
+                logger.error("options for %s not kept: %s", recipient_id, type(error).__name__)
 
 
 class TwilioSmsInput(InputChannel):
@@ -158,6 +188,7 @@ class TwilioSmsInput(InputChannel):
             buttons=self.buttons,
             identity=self._identity,
             outbox=self.outbox,
+            status_url=settings.public_base_url + STATUS_PATH,
         )
 
     def _identity(self) -> IdentityStore:
@@ -218,13 +249,22 @@ class TwilioSmsInput(InputChannel):
         @bounded_body(MAX_REQUEST_BYTES, admit=_unsigned_refusal, refuse=_limit_refusal)
         async def status(request: Request) -> HTTPResponse:
             try:
-                callback = StatusCallback.parse(self._signed_form(request), self.region)
+                callback = StatusCallback.parse(
+                    self._signed_form(request),
+                    self.region,
+                    reply_to=request.args.get("reply_to"),
+                )
             except Rejected as rejection:
                 return _refusal("status", rejection)
             try:
                 await self._record_status(callback)
-            except StateUnavailable as error:
-                logger.error("SMS status %s not recorded: %s", callback.message_sid, error)
+            except (StateUnavailable, *REDIS_FAILURES) as error:
+                logger.error(
+                    "status %s of %s not recorded: %s",
+                    callback.status,
+                    callback.message_sid,
+                    mask(str(error)) or type(error).__name__,
+                )
                 return response.text("state unavailable", status=503)
             return response.empty()
 
@@ -239,12 +279,16 @@ class TwilioSmsInput(InputChannel):
         try:
             message_sid = await self.ledger.delivery_of(inbound.message_sid, token)
             identity = self._identity()
-            cid = await identity.resolve_conversation(inbound.address, channel=SMS)
+            cid = await identity.resolve_conversation(inbound.address, channel=inbound.channel)
+            if inbound.channel == WHATSAPP:
+                # The customer wrote: free-form replies may go for 24 hours, from this sender.
+                await WhatsAppState(identity.redis).customer_wrote(cid, inbound.to or None)
             payload = await self._turn_payload(inbound, cid, identity)
             return await self.turns.accept(cid, message_sid, payload, started)
         except (StateUnavailable, *REDIS_FAILURES) as error:
             logger.error(
-                "SMS %s from %s: conversation state unavailable (%s); apologising",
+                "%s %s from %s: conversation state unavailable (%s); apologising",
+                _kind(inbound.channel),
                 inbound.message_sid,
                 inbound.address.masked(),
                 mask(str(error)) or type(error).__name__,
@@ -261,6 +305,7 @@ class TwilioSmsInput(InputChannel):
             "text": text,
             "trusted": trusted,
             "metadata": metadata,
+            "channel": inbound.channel,
             "reply_to": inbound.reply_to,
             "from": inbound.to or None,
             "opt_out": inbound.opt_out_change(profile.sms_opted_out),
@@ -269,15 +314,23 @@ class TwilioSmsInput(InputChannel):
     async def _user_message(
         self, inbound: InboundSms, cid: str
     ) -> Tuple[str, bool, Dict[str, Any]]:
-        """What Rasa gets: the text, the intent a keyword or a picture stands for, or the
-        payload of the numbered option the text chose; whether it is such a payload (the
-        connector's own intent or one the bot offered), which Rasa may read as an intent (the
-        customer's own text is not: ``run_turn`` escapes a leading "/"); and its metadata."""
-        text = inbound.intent or inbound.body.strip()
+        """What Rasa gets: the text, the intent a keyword or media alone stands for, or the
+        payload of the option the customer tapped (WhatsApp) or chose by number or title;
+        whether it is such a payload (the connector's own intent or one the bot offered), which
+        Rasa may read as an intent (the customer's own text is not: ``run_turn`` escapes a
+        leading "/"); and its metadata. A tapped id the bot did not offer (a stale or forged
+        one) counts as the customer's text, the option's title."""
+        text = inbound.intent or inbound.body.strip() or (inbound.tapped_title or "")
         trusted = inbound.intent is not None
         metadata = inbound.metadata()
         if inbound.intent is None:
-            chosen = match_button_reply(text, await self.buttons.get(cid))
+            offered = await self.buttons.get(cid)
+            chosen = None
+            if inbound.tapped is not None:
+                chosen = next((b for b in offered if b.payload == inbound.tapped), None)
+                metadata["tapped"] = True
+            if chosen is None:
+                chosen = match_button_reply(text, offered)
             if chosen is not None:
                 text = chosen.payload
                 trusted = True
@@ -289,21 +342,45 @@ class TwilioSmsInput(InputChannel):
     # -- status callbacks ----------------------------------------------------------------------
 
     async def _record_status(self, callback: StatusCallback) -> None:
-        if not callback.failed:
-            logger.debug("SMS %s is %s", callback.message_sid, callback.status)
-            return
+        """A status callback: the message's receipt moves on; a failure is counted, named in
+        the log and kept on the profile; a WhatsApp failure for the window or the number sends
+        the message by SMS or holds it (:meth:`_fall_back`)."""
+        channel = callback.channel
+        status = callback.status if callback.status in STATUSES else "other"
+        metrics.MESSAGE_STATUSES.labels(channel=channel, status=status).inc()
         identity = self._identity()
         recipient = callback.recipient.masked() if callback.recipient else "an unknown number"
         cid = await identity.lookup(callback.recipient) if callback.recipient else None
-        logger.warning(
-            "SMS %s to %s %s (error %s)",
-            callback.message_sid,
-            recipient,
-            callback.status,
-            callback.error_code or "none",
-        )
+        if callback.failed:
+            metrics.MESSAGE_FAILURES.labels(
+                channel=channel, error=metrics.error_label(callback.error_code)
+            ).inc()
+            logger.warning(
+                "%s %s to %s %s (error %s%s)",
+                _kind(channel),
+                callback.message_sid,
+                recipient,
+                callback.status,
+                callback.error_code or "none",
+                f": {ERROR_NAMES[callback.error_code]}"
+                if callback.error_code in ERROR_NAMES
+                else "",
+            )
+        else:
+            logger.debug("%s %s is %s", _kind(channel), callback.message_sid, callback.status)
         if cid is None:
-            logger.warning("SMS %s: no conversation for %s", callback.message_sid, recipient)
+            if callback.failed:
+                logger.warning("%s: no conversation for %s", callback.message_sid, recipient)
+            return
+        receipt = await Receipts(identity.redis).record(
+            cid,
+            callback.message_sid,
+            channel=channel,
+            status=callback.status,
+            error_code=callback.error_code,
+            reply_to=callback.reply_to,
+        )
+        if not callback.failed:
             return
         await identity.record_sms_failure(
             cid, sid=callback.message_sid, status=callback.status, error_code=callback.error_code
@@ -311,3 +388,70 @@ class TwilioSmsInput(InputChannel):
         if callback.opted_out:
             await identity.set_sms_opt_out(cid, True)
             logger.info("%s is unsubscribed at Twilio: opt-out recorded", recipient)
+        if channel != WHATSAPP:
+            return
+        state = WhatsAppState(identity.redis)
+        if callback.error_code == WHATSAPP_WINDOW_CLOSED:
+            await state.close(cid)
+        elif callback.error_code in WHATSAPP_UNREACHABLE:
+            await state.mark_unreachable(cid, callback.error_code)
+        else:
+            return
+        if callback.error_code == WHATSAPP_BLOCKED:
+            logger.warning("%s blocked our WhatsApp messages: not sent another way", recipient)
+            return
+        if receipt is not None and (receipt.body or receipt.media):
+            await self._fall_back(cid, callback.message_sid, receipt.body, receipt.media, identity)
+
+    async def _fall_back(
+        self,
+        cid: str,
+        failed_sid: str,
+        body: str,
+        media: Sequence[str],
+        identity: IdentityStore,
+    ) -> None:
+        """Sends a WhatsApp message that failed after it was created (63016, 63024, 63003)
+        another way: by SMS through the outbox (recorded first, so a replica's death does not
+        lose it; its item id is the failed message's, so a repeated callback sends nothing
+        twice), or held until the customer writes on WhatsApp again."""
+        messages = [BotMessage(text=body)] + [BotMessage(image=url) for url in media]
+        sender = self._sender(identity)
+        try:
+            plan = await sender.plan(cid, messages, channel=WHATSAPP)
+        except SmsRefused as refused:
+            logger.warning("WhatsApp %s not sent another way: %s", failed_sid, refused)
+            return
+        except SmsSendFailed as failed:
+            logger.error("WhatsApp %s not sent another way: %s", failed_sid, failed)
+            return
+        if plan.route == metrics.ROUTE_HELD:
+            await sender.hold(cid, messages, str(plan.reason))
+            return
+        reply = await self.outbox.post(
+            cid, f"{failed_sid}_fallback", plan.messages, str(plan.to), plan.sender
+        )
+        logger.warning(
+            "WhatsApp %s failed (%s): sent %s instead", failed_sid, plan.reason, plan.route
+        )
+        plan.sent(())
+        if reply is not None:
+            self.turns.tasks.start(
+                self.turns.deliver_reply(reply), f"fallback of WhatsApp {failed_sid}"
+            )
+
+
+def _kind(channel: str) -> str:
+    """How logs name a message of ``channel``."""
+    return "WhatsApp message" if channel == WHATSAPP else "SMS"
+
+
+#: What the WhatsApp and SMS errors the connector acts on mean, for the log.
+ERROR_NAMES = {
+    "21610": "the number opted out (STOP)",
+    "63003": "not a valid WhatsApp address",
+    "63014": "the customer blocked our WhatsApp messages",
+    "63016": "outside WhatsApp's 24-hour window",
+    "63018": "WhatsApp rate or tier limit",
+    "63024": "the number is not on WhatsApp",
+}

@@ -126,6 +126,7 @@ class SmsOutbox:
                 from_number=payload["from"],
                 known=known,
                 since=payload["since"],
+                reply_to=lease.item_id,
             )
             outcome: Dict[str, Any] = {"sids": sids}
             logger.info("SMS %s answered by REST: %s", lease.item_id, ", ".join(sids))

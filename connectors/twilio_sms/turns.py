@@ -14,6 +14,11 @@ budget (the TwiML is stored as the item's outcome before the webhook returns it)
 webhook acknowledges with an empty TwiML and the replies go to the SMS outbox
 (:mod:`.outbox`): recorded first, then the turn item is completed, then they are sent.
 
+A WhatsApp turn is answered by :class:`WhatsAppOutput` (so ``channel: whatsapp`` variations
+apply) and rendered for WhatsApp; messages held while WhatsApp's window was shut
+(omnichannel/whatsapp_window.py) go out first, by REST, now that the customer's message has
+opened it.
+
 A replica that dies leaves its items to the others' sweepers: a turn it had not processed is run
 (``run_once`` finds no event with its MessageSid); a turn it had processed but not answered is
 answered from the event log (:func:`connectors.turns.once.replay`); either way the replies go
@@ -26,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Awaitable, Callable, Dict, Optional
+from typing import Any, Awaitable, Callable, Dict, Optional, Tuple
 
 from rasa.core.channels.channel import OutputChannel
 
@@ -36,13 +41,15 @@ from connectors.turns.run import TurnFailed
 from connectors.twilio_sms.outbox import SmsOutbox
 from connectors.twilio_sms.state import OfferedButtons
 from connectors.twilio_sms.wire import EMPTY_TWIML, twiml
-from omnichannel.channels import SMS, TWILIO_SMS
+from omnichannel.channels import SMS, TWILIO_SMS, WHATSAPP
 from omnichannel.identity import IdentityStore
 from omnichannel.leases import Existing, InFlightWork, Lease
 from omnichannel.redis_client import REDIS_FAILURES, StateUnavailable
-from omnichannel.rendering.messages import TurnOutput
+from omnichannel.rendering.messages import BotMessage, TurnOutput
 from omnichannel.rendering.sms import SmsMessage, SmsRendering, render_sms
+from omnichannel.rendering.whatsapp import render_whatsapp
 from omnichannel.tasks import BackgroundTasks
+from omnichannel.whatsapp_window import WhatsAppState
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +78,15 @@ class TwilioSmsOutput(OutputChannel):
 
     async def send_response(self, recipient_id: str, message: Dict[str, Any]) -> None:
         self.turn.add(message)
+
+
+class WhatsAppOutput(TwilioSmsOutput):
+    """A WhatsApp turn's output: named ``whatsapp``, so designers' ``channel: whatsapp``
+    variations apply (and not the ``twilio_sms`` ones, written for SMS's plain text)."""
+
+    @classmethod
+    def name(cls) -> str:
+        return WHATSAPP
 
 
 class InlineAnswer:
@@ -114,10 +130,13 @@ class SmsTurns:
         buttons: OfferedButtons,
         identity: Callable[[], IdentityStore],
         outbox: SmsOutbox,
+        status_url: str = "",
         **work_options: Any,
     ) -> None:
-        """``work_options`` go to :class:`InFlightWork`, as for :class:`SmsOutbox`."""
+        """``work_options`` go to :class:`InFlightWork`, as for :class:`SmsOutbox`;
+        ``status_url`` is where Twilio reports inline replies' progress (the status route)."""
         self.durable = DurableTurns(InFlightWork(redis_url, SMS_TURN, **work_options), SMS)
+        self.status_url = status_url
         self.inline_budget = inline_budget_seconds
         self.max_message_length = max_message_length
         self.buttons = buttons
@@ -180,29 +199,43 @@ class SmsTurns:
         async with self.durable.tracked(lease, self.outbox.work):
             await self.outbox.deliver(lease)
 
+    async def deliver_reply(self, reply: Lease) -> None:
+        """Sends a reply this replica just recorded in the outbox, renewing its lease."""
+        await self._held(self.outbox.work, reply, self.outbox.deliver(reply))
+
     async def _carry_out(self, lease: Lease, inline: Optional[InlineAnswer]) -> None:
         """Runs the turn (or finds what it said) and answers it: inline when the webhook still
         waits, else through the outbox; then completes the item."""
         rendering = await self._rendering(lease)
-        if not rendering.messages:
+        held, held_count = await self._held_messages(lease, rendering)
+        messages = held + rendering.messages
+        if not messages:
             if inline is not None and inline.take():
                 inline.give(EMPTY_TWIML)
             await self._complete(lease, EMPTY_TWIML)
             return
-        if inline is not None and all(not m.params for m in rendering.messages) and inline.take():
-            await self._answer_inline(lease, inline, twiml(rendering.messages))
+        if (
+            inline is not None
+            and not held_count
+            and all(not m.params for m in messages)
+            and inline.take()
+        ):
+            answer = twiml(messages, f"{self.status_url}?reply_to={lease.item_id}")
+            await self._answer_inline(lease, inline, answer)
             return
         if inline is not None and inline.take():
-            inline.give(EMPTY_TWIML)  # what a custom payload needs is sent by REST
+            inline.give(EMPTY_TWIML)  # what a custom payload or tappable options need goes by REST
         payload = lease.payload
         try:
             reply = await self.outbox.post(
                 lease.conversation_id,
                 lease.item_id,
-                rendering.messages,
+                messages,
                 payload["reply_to"],
                 payload["from"],
             )
+            if held_count:
+                await self.whatsapp.release(lease.conversation_id, held_count)
         except REDIS_FAILURES as error:
             # Left running: its lease runs out and a sweeper answers it from the event log.
             logger.error(
@@ -230,6 +263,33 @@ class SmsTurns:
     async def _complete(self, lease: Lease, answer: str, by_rest: bool = False) -> bool:
         """True when the item is done with ``answer`` here."""
         return await self.durable.complete(lease, {"twiml": answer, "by_rest": by_rest})
+
+    @property
+    def whatsapp(self) -> WhatsAppState:
+        return WhatsAppState(self.identity().redis)
+
+    async def _held_messages(
+        self, lease: Lease, rendering: SmsRendering
+    ) -> Tuple[Tuple[SmsMessage, ...], int]:
+        """The messages held for this WhatsApp customer while the window was shut, rendered,
+        and how many held entries they are (released once the reply is in the outbox). None
+        for an SMS turn, an opted-out customer or a turn that answers nothing (STOP)."""
+        if lease.payload.get("channel") != WHATSAPP or not rendering.messages:
+            return (), 0
+        try:
+            entries = await self.whatsapp.held(lease.conversation_id)
+        except REDIS_FAILURES as error:
+            logger.error("held WhatsApp messages unreadable: %s", type(error).__name__)
+            return (), 0
+        if not entries:
+            return (), 0
+        held = [BotMessage.from_rasa(m) for entry in entries for m in entry["messages"]]
+        logger.info(
+            "WhatsApp %s: sending %d message(s) held while the window was shut",
+            lease.item_id,
+            len(held),
+        )
+        return render_whatsapp(held).messages, len(entries)
 
     async def _rendering(self, lease: Lease) -> SmsRendering:
         """What the turn answers: nothing for an opt-out keyword or an opted-out number, the
@@ -268,7 +328,8 @@ class SmsTurns:
         processing it), its replies come from the log."""
         payload = lease.payload
         agent = self.app_context.agent
-        output = TwilioSmsOutput()
+        whatsapp = payload.get("channel") == WHATSAPP
+        output = WhatsAppOutput() if whatsapp else TwilioSmsOutput()
         message = leased_message(lease, output, TWILIO_SMS)
         try:
             processed = await run_once(agent, message, trusted_payload=payload["trusted"])
@@ -297,7 +358,11 @@ class SmsTurns:
                 lease.conversation_id,
                 len(output.turn.messages),
             )
-        rendering = render_sms(output.turn.messages, self.max_message_length)
+        if whatsapp:
+            shown = render_whatsapp(output.turn.messages)
+            rendering = SmsRendering(messages=shown.messages, buttons=shown.buttons)
+        else:
+            rendering = render_sms(output.turn.messages, self.max_message_length)
         await self.buttons.remember(lease.conversation_id, rendering.buttons)
         return rendering
 

@@ -5,9 +5,10 @@ most, so they are rendered here from the loaded model's responses (Rasa's NLG, i
 action server round trip):
 
 - ``utter_greet`` (its ``channel: vapi`` variation): the greeting, as when the caller says hello;
-- ``utter_welcome_back_sms`` / ``utter_welcome_back_chat``, or their ``…_order`` forms when an
-  order number is known (``{order_number}``): instead of the greeting, for a caller who texted
-  or chatted with us in the last week;
+- ``utter_welcome_back_sms`` / ``_whatsapp`` / ``_chat``, or their ``…_order`` forms when an
+  order number is known (``{order_number}``): instead of the greeting, for a caller who texted,
+  wrote on WhatsApp or chatted with us in the last week (rendered with the conversation's
+  slots, so a variation can say more, e.g. that the photo they sent is with their refund);
 - ``utter_assistant_name``: the assistant's name as VAPI shows it.
 """
 
@@ -23,7 +24,7 @@ from rasa.shared.core.trackers import DialogueStateTracker
 
 from connectors.rasa_patches import install_loud_state_failures
 from omnichannel.addresses import Address
-from omnichannel.channels import CHAT, SMS, VAPI
+from omnichannel.channels import CHAT, SMS, VAPI, WHATSAPP
 from omnichannel.identity import IdentityStore
 from omnichannel.redis_client import REDIS_FAILURES, StateUnavailable
 from omnichannel.rendering.messages import BotMessage
@@ -43,6 +44,8 @@ WELCOME_BACK = {
     (SMS, True): "utter_welcome_back_sms_order",
     (CHAT, False): "utter_welcome_back_chat",
     (CHAT, True): "utter_welcome_back_chat_order",
+    (WHATSAPP, False): "utter_welcome_back_whatsapp",
+    (WHATSAPP, True): "utter_welcome_back_whatsapp_order",
 }
 #: How far back other-channel activity counts as "recent" for the personal greeting.
 RECENT_ACTIVITY_SECONDS = 7 * 24 * 3600
@@ -112,7 +115,7 @@ class Greeter:
             if now - event.timestamp > RECENT_ACTIVITY_SECONDS:
                 break
             channel = (event.metadata or {}).get("channel")
-            if channel in (SMS, CHAT):
+            if channel in (SMS, WHATSAPP, CHAT):
                 last_other = channel
                 break
         if last_other is None:

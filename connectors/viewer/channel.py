@@ -9,6 +9,12 @@ Routes (under ``/webhooks/viewer``):
   ``limit`` (events). Answers the conversation's profile and timeline page (see
   :mod:`connectors.viewer.lookup`); 401 without the token, 400 on bad input, 404 when nothing
   matches, 413 on a body over 4 KiB, 503 when Redis fails.
+- ``POST /api/media``: the same Bearer token; a JSON body ``{"conversation_id", "index" (a
+  user event's log index), "item" (its media's position)}``. Answers the picture or file the
+  customer sent: a web chat upload from the conversation's own uploads, WhatsApp or MMS media
+  fetched from Twilio (its media of our account only, bounded, with a timeout:
+  omnichannel/media.py), served only when its bytes are the type it claims, with that type,
+  ``nosniff``, a sandbox CSP, and anything but a picture as a download.
 
 The channel takes no messages: it reads what the other channels stored.
 """
@@ -30,12 +36,14 @@ from connectors.http_limits import ChannelBlueprint, bounded_body
 from connectors.static_pages import add_page_routes
 from connectors.viewer.auth import is_authorised
 from connectors.viewer.lookup import NotFound, timeline_page
-from connectors.viewer.wire import BadQuery, parse_query
+from connectors.viewer.wire import BadQuery, parse_media_query, parse_query
 from omnichannel.errors import ConfigError
 from omnichannel.identity import IdentityStore
+from omnichannel.media import MediaRefused, content_matches, fetch_twilio_media, sniff_type
 from omnichannel.options import ConnectorOptions
-from omnichannel.redis_client import StateUnavailable
+from omnichannel.redis_client import REDIS_FAILURES, StateUnavailable
 from omnichannel.settings import Settings, load_settings
+from omnichannel.uploads import UploadStore, safe_headers
 
 if TYPE_CHECKING:
     from rasa.core.agent import Agent
@@ -51,9 +59,10 @@ STATIC_FILES = {
     "viewer.js": "application/javascript; charset=utf-8",
     "viewer.css": "text/css; charset=utf-8",
 }
-#: Nothing from elsewhere, no inline script; bot images are shown as links, not loaded.
+#: Nothing from elsewhere, no inline script; bot images are shown as links, not loaded; a
+#: customer's media is read through the API and shown from a blob.
 PAGE_SECURITY_POLICY = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' blob:; "
     "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
 )
 
@@ -83,6 +92,7 @@ class ViewerInput(InputChannel):
         self.auth_token = settings.rasa_auth_token or ""
         self.options = options
         self.identity = IdentityStore()
+        self.settings = settings
 
     @classmethod
     def name(cls) -> str:
@@ -134,4 +144,67 @@ class ViewerInput(InputChannel):
                 return response.json({"error": "try again later"}, status=503, headers=NO_STORE)
             return response.json(answer, headers=NO_STORE)
 
+        @bp.route("/api/media", methods=["POST"])
+        @bounded_body(QUERY_MAX_BYTES, admit=self._unauthorised)
+        async def media(request: Request) -> Any:
+            refusal = self._unauthorised(request)
+            if refusal is not None:
+                return refusal
+            try:
+                wanted = parse_media_query(request.body or b"")
+                item = await media_item(event_store(request.app.ctx.agent), *wanted)
+                data, claimed, name = await self._media_bytes(wanted[0], item)
+            except BadQuery as error:
+                return response.json({"error": str(error)}, status=400, headers=NO_STORE)
+            except NotFound as error:
+                return response.json({"error": str(error)}, status=404, headers=NO_STORE)
+            except MediaRefused as refused:
+                status = 413 if refused.reason == "too_large" else 502
+                return response.json({"error": str(refused)}, status=status, headers=NO_STORE)
+            except (StateUnavailable, *REDIS_FAILURES) as error:
+                logger.error("viewer: media unreadable: %s", type(error).__name__)
+                return response.json({"error": "try again later"}, status=503, headers=NO_STORE)
+            sniffed = sniff_type(data)
+            if not sniffed or not content_matches(claimed, data):
+                return response.json(
+                    {"error": "the file is not the type it claims; not shown"},
+                    status=415,
+                    headers=NO_STORE,
+                )
+            return response.raw(data, headers={**safe_headers(sniffed, name), **NO_STORE})
+
         return bp
+
+    async def _media_bytes(self, conversation_id: str, item: Dict[str, Any]) -> Any:
+        """``(bytes, claimed type, name)`` of a customer's media item."""
+        if item.get("refused"):
+            raise NotFound("that file is of a type we do not take: it was never kept")
+        if item.get("source") == "upload":
+            upload = await UploadStore(self.identity.redis).get(
+                conversation_id, str(item.get("upload_id") or "")
+            )
+            if upload is None:
+                raise NotFound("that upload has expired")
+            return upload.data, upload.content_type, upload.name
+        fetched = await fetch_twilio_media(
+            str(item.get("url") or ""), self.settings, max_bytes=MEDIA_MAX_BYTES, timeout=15.0
+        )
+        claimed = fetched.content_type or str(item.get("content_type") or "")
+        return fetched.data, claimed, f"media.{claimed.rsplit('/', 1)[-1]}"
+
+
+#: The largest customer media the viewer shows (WhatsApp's own limit for a file).
+MEDIA_MAX_BYTES = 16 * 1024 * 1024
+
+
+async def media_item(store: Any, conversation_id: str, index: int, item: int) -> Dict[str, Any]:
+    """The ``item``-th media of the user event at log ``index``. Raises NotFound."""
+    events = await store.read_events(conversation_id, index, index)
+    event = events[0] if events else {}
+    media = (event.get("metadata") or {}).get("media") if event.get("event") == "user" else None
+    if not isinstance(media, list) or not 0 <= item < len(media):
+        raise NotFound("no such media in that conversation")
+    found = media[item]
+    if not isinstance(found, dict):
+        raise NotFound("no such media in that conversation")
+    return found

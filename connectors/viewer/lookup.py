@@ -16,6 +16,9 @@ from connectors.viewer.timeline import Masker, build_timeline
 from connectors.viewer.wire import Query
 from omnichannel.channels import kind_of_event
 from omnichannel.identity import IdentityStore
+from omnichannel.receipts import Receipts
+from omnichannel.redis_client import REDIS_FAILURES, StateUnavailable
+from omnichannel.refunds import RefundRequests
 
 
 class NotFound(LookupError):
@@ -57,10 +60,16 @@ async def timeline_page(identity: IdentityStore, store: Any, query: Query) -> Di
     start = max(0, stop - query.limit)
     events = await store.read_events(conversation_id, start, stop - 1) if stop > start else []
     masker = Masker(query.searched_phone)
+    try:
+        receipts = await Receipts(identity.redis).all(conversation_id)
+        refunds = await RefundRequests(identity.redis).all(conversation_id)
+    except REDIS_FAILURES as error:
+        raise StateUnavailable(f"receipts unreadable ({type(error).__name__})") from error
     entries = build_timeline(
         list(enumerate(events, start)),
         await _channel_before(store, conversation_id, start),
         masker,
+        receipts,
     )
     profile = await identity.profile(conversation_id)
     return {
@@ -70,6 +79,14 @@ async def timeline_page(identity: IdentityStore, store: Any, query: Query) -> Di
             "user_id": profile.user_id,
             "channels_seen": profile.channels,
             "sms_opted_out": profile.sms_opted_out,
+            "refund_requests": [
+                {
+                    "order": request.get("order"),
+                    "started_at": request.get("started_at"),
+                    "photos": len(request.get("photos") or []),
+                }
+                for request in refunds
+            ],
         },
         "total_events": total,
         "page": {"start": start, "stop": stop},

@@ -4,12 +4,16 @@ Redis, so every rule here is tested on event dicts built directly.
 Each entry is a JSON object with ``index`` (the event's position in the conversation's log, the
 paging cursor), ``timestamp`` and ``type``:
 
-- ``user``: ``text``, ``channel`` (voice/sms/chat or None), ``intent``, ``confidence``,
-  ``entities``, and ``barge_in`` (what the caller heard of the message they cut off) when the
-  VAPI connector marked the turn;
+- ``user``: ``text``, ``channel`` (voice/sms/whatsapp/chat or None), ``intent``,
+  ``confidence``, ``entities``, ``barge_in`` (what the caller heard of the message they cut off)
+  when the VAPI connector marked the turn, ``media`` (kind, type, name, size, ``refused``; the
+  page fetches one through ``GET /api/media``) and ``location`` when the message carried them;
 - ``bot``: ``channel`` (the turn's) and ``rendered``, what that channel's customer got: voice
-  ``speech``, SMS ``body`` with ``segments`` and ``encoding``, chat ``html``, ``text`` and
-  ``buttons``; a message already delivered on another channel says so in ``delivered_on``;
+  ``speech``, SMS ``body`` with ``segments`` and ``encoding``, WhatsApp ``bubbles`` (each
+  ``body``, ``media``, tappable ``options``), chat ``html``, ``text`` and ``buttons``; a message
+  already delivered on another channel says so in ``delivered_on``; ``delivery``, the progress
+  Twilio reported for what answered that turn (``status``: the least advanced of its messages,
+  ``queued`` … ``delivered``, ``read``, or ``failed``/``undelivered`` with its ``error_code``);
 - ``action``: ``name``, ``policy``, ``confidence`` (``action_listen`` and
   ``user_featurization`` events are left out: they follow every turn and say nothing);
 - ``slot``: ``name``, ``value`` (as text, bounded) and ``barge_in`` for the slots barge-in sets;
@@ -29,12 +33,14 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from connectors.event_log.reading import CALL_REPORT_SLOT, next_turn_channel
-from omnichannel.channels import CHAT, SMS, VOICE, kind_of_event
+from omnichannel.channels import CHAT, SMS, VOICE, WHATSAPP, kind_of_event
 from omnichannel.masking import mask
+from omnichannel.receipts import PROGRESS, Receipt
 from omnichannel.rendering.chat import render_chat
 from omnichannel.rendering.messages import BotMessage
 from omnichannel.rendering.sms import render_sms
 from omnichannel.rendering.voice import render_voice_message
+from omnichannel.rendering.whatsapp import render_whatsapp, session_content
 
 Event = Dict[str, Any]
 Entry = Dict[str, Any]
@@ -96,6 +102,21 @@ def render_for(channel: Optional[str], message: BotMessage, masker: Masker) -> D
             if any(sms.segments.encoding == "UCS-2" for sms in texted)
             else "GSM-7",
         }
+    if channel == WHATSAPP:
+        bubbles = []
+        for bubble in render_whatsapp([message]).messages:
+            bubble_shown: Dict[str, Any] = {"body": masker(bubble.body)}
+            if bubble.media_urls:
+                bubble_shown["media"] = list(bubble.media_urls)
+            content = session_content(bubble)
+            if content is not None:
+                [definition] = content["types"].values()
+                items = definition.get("actions") or definition.get("items") or []
+                bubble_shown["options"] = [
+                    masker(str(i.get("title") or i.get("item"))) for i in items
+                ]
+            bubbles.append(bubble_shown)
+        return {"bubbles": bubbles}
     if channel == CHAT:
         chat = render_chat(message)
         shown: Dict[str, Any] = {"text": masker(chat["text"]), "html": masker(chat["html"])}
@@ -125,6 +146,24 @@ def _user_entry(event: Event, base: Entry, masker: Masker) -> Entry:
             if isinstance(item, Mapping) and item.get("entity")
         ],
     }
+    media = [
+        {
+            key: item[key]
+            for key in ("kind", "content_type", "name", "size", "source", "refused")
+            if item.get(key) is not None
+        }
+        for item in metadata.get("media") or []
+        if isinstance(item, Mapping)
+    ]
+    if media:
+        entry["media"] = media
+    location = _dict(metadata.get("location"))
+    if location:
+        entry["location"] = {
+            key: masker(str(location[key])) if isinstance(location[key], str) else location[key]
+            for key in ("latitude", "longitude", "address", "label")
+            if key in location
+        }
     barge_in = _dict(metadata.get("barge_in"))
     if barge_in:
         entry["barge_in"] = {
@@ -134,7 +173,29 @@ def _user_entry(event: Event, base: Entry, masker: Masker) -> Entry:
     return entry
 
 
-def _bot_entry(event: Event, base: Entry, turn_channel: Optional[str], masker: Masker) -> Entry:
+#: The rank of each status in a message's progress; a failure outranks everything.
+_RANK = {status: rank for rank, status in enumerate(PROGRESS)}
+
+
+def delivery_of(receipts: Sequence[Receipt]) -> Optional[Dict[str, Any]]:
+    """The progress of a set of messages as one: a failure if any failed (with its error), else
+    the least advanced status (a reply reads as "read" only once all its parts were)."""
+    if not receipts:
+        return None
+    failed = [r for r in receipts if r.failed]
+    if failed:
+        return {"status": failed[0].status, "error_code": failed[0].error_code}
+    least = min(receipts, key=lambda r: _RANK.get(r.status, 0))
+    return {"status": least.status}
+
+
+def _bot_entry(
+    event: Event,
+    base: Entry,
+    turn_channel: Optional[str],
+    masker: Masker,
+    delivery: Optional[Dict[str, Any]] = None,
+) -> Entry:
     data = _dict(event.get("data"))
     message = BotMessage.from_rasa({**data, "text": event.get("text")})
     channel = kind_of_event(event) or turn_channel
@@ -144,6 +205,8 @@ def _bot_entry(event: Event, base: Entry, turn_channel: Optional[str], masker: M
         "channel": channel,
         "rendered": render_for(channel, message, masker),
     }
+    if delivery is not None:
+        entry["delivery"] = delivery
     if message.delivered_on:
         entry["delivered_on"] = message.delivered_on
     kind = _dict(event.get("metadata")).get("kind")
@@ -171,15 +234,20 @@ def _call_summary_entry(report: Mapping[str, Any], base: Entry, masker: Masker) 
 
 
 def entry_of(
-    index: int, event: Event, turn_channel: Optional[str], masker: Masker
+    index: int,
+    event: Event,
+    turn_channel: Optional[str],
+    masker: Masker,
+    delivery: Optional[Dict[str, Any]] = None,
 ) -> Optional[Entry]:
-    """One event as a timeline entry, or None for events the timeline leaves out."""
+    """One event as a timeline entry, or None for events the timeline leaves out; a bot
+    event's ``delivery`` is its turn's (:func:`build_timeline`)."""
     kind = event.get("event")
     base: Entry = {"index": index, "timestamp": _number(event.get("timestamp"))}
     if kind == "user":
         return _user_entry(event, base, masker)
     if kind == "bot":
-        return _bot_entry(event, base, turn_channel, masker)
+        return _bot_entry(event, base, turn_channel, masker, delivery)
     if kind == "action":
         name = event.get("name")
         if not isinstance(name, str) or name in SILENT_ACTIONS:
@@ -213,14 +281,32 @@ def entry_of(
 
 
 def build_timeline(
-    events: Sequence[Tuple[int, Event]], turn_channel: Optional[str], masker: Masker
+    events: Sequence[Tuple[int, Event]],
+    turn_channel: Optional[str],
+    masker: Masker,
+    receipts: Mapping[str, Receipt] = {},  # noqa: B006 - read only
 ) -> List[Entry]:
     """Entries for ``(index, event)`` pairs in log order. ``turn_channel`` is the channel of the
-    last user turn before them: the channel the first bot messages answered on."""
+    last user turn before them: the channel the first bot messages answered on. ``receipts``
+    (message SID -> receipt, omnichannel/receipts.py) give each SMS or WhatsApp turn's bot
+    entries their ``delivery``: the receipts that answered the turn's inbound message, or those
+    a bot event names itself (``metadata.message_sids``, "text me that")."""
+    by_turn: Dict[str, List[Receipt]] = {}
+    for receipt in receipts.values():
+        if receipt.reply_to:
+            by_turn.setdefault(receipt.reply_to, []).append(receipt)
     entries = []
+    turn_delivery: Optional[Dict[str, Any]] = None
     for index, event in events:
         turn_channel = next_turn_channel(event, turn_channel)
-        entry = entry_of(index, event, turn_channel, masker)
+        if event.get("event") == "user":
+            answered = by_turn.get(str(_dict(event.get("metadata")).get("message_sid") or ""))
+            turn_delivery = delivery_of(answered or [])
+        delivery = turn_delivery
+        named = _dict(event.get("metadata")).get("message_sids")
+        if event.get("event") == "bot" and isinstance(named, list):
+            delivery = delivery_of([receipts[sid] for sid in named if sid in receipts])
+        entry = entry_of(index, event, turn_channel, masker, delivery)
         if entry is not None:
             entries.append(entry)
     return entries

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 from omnichannel import bounded_json
 from omnichannel.addresses import Address, InvalidAddress, phone_address, user_address
@@ -95,3 +95,23 @@ def parse_query(raw: bytes, *, page_events: int, max_page_events: int) -> Query:
     except InvalidAddress as error:
         raise BadQuery(str(error)) from None
     return Query(address=address, conversation_id=conversation_id, before=before, limit=limit)
+
+
+def parse_media_query(raw: bytes) -> Tuple[str, int, int]:
+    """``(conversation id, event index, media item)`` of a ``POST /api/media`` body. Raises
+    BadQuery."""
+    try:
+        body = bounded_json.loads(raw or b"null")
+    except bounded_json.TooDeep as error:
+        raise BadQuery(str(error)) from None
+    except (UnicodeDecodeError, ValueError):
+        raise BadQuery("the body must be JSON") from None
+    if not isinstance(body, dict) or set(body) != {"conversation_id", "index", "item"}:
+        raise BadQuery("give conversation_id, index and item")
+    conversation_id, index, item = body["conversation_id"], body["index"], body["item"]
+    if not isinstance(conversation_id, str) or not CONVERSATION_ID.fullmatch(conversation_id):
+        raise BadQuery("conversation_id is not a conversation id")
+    for name, value in (("index", index), ("item", item)):
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 10**9:
+            raise BadQuery(f"{name} must be a whole number, 0 or more")
+    return conversation_id, index, item

@@ -5,6 +5,11 @@ Routes (under ``/webhooks/webchat``):
 - ``GET /``: the widget page; ``GET /static/<file>``: its script and stylesheet.
 - ``POST /session``: a signed anonymous session token, when ``WEBCHAT_ALLOW_ANONYMOUS`` is on.
 - ``WS /ws``: the chat (one :class:`~connectors.webchat.connection.ChatConnection` per socket).
+- ``POST /files``: a file the customer attaches (raw body, ``X-File-Name``), with the chat token
+  as ``Authorization: Bearer``; bounded and checked by its bytes (omnichannel/uploads.py),
+  answered with its ``media`` description; the next message frame names it in
+  ``attachments``. ``GET /files/<upload id>``: the file back to the same conversation, with a
+  safe type and headers.
 
 While the server drains (:mod:`connectors.drain`), a new socket is closed with 1012 at once and
 each open one once its accepted messages are answered (or handed off, at the drain's bound); the
@@ -21,6 +26,7 @@ import logging
 import time
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Dict, Optional, Set
+from urllib.parse import unquote
 
 from pydantic import Field
 from rasa.core.channels.channel import InputChannel, UserMessage
@@ -33,21 +39,25 @@ from connectors.http_limits import ChannelBlueprint, bounded_body
 from connectors.static_pages import add_page_routes
 from connectors.webchat.auth import ANONYMOUS_TOKEN_LIFETIME, AuthRefused, TokenVerifier
 from connectors.webchat.connection import ChatConnection
-from connectors.webchat.state import SessionLimits
+from connectors.webchat.state import SessionBucket, SessionLimits
 from connectors.webchat.turns import ChatTurnResumer, chat_turns
-from connectors.webchat.wire import MAX_HISTORY_LIMIT
+from connectors.webchat.wire import FILES_PATH, MAX_HISTORY_LIMIT
 from omnichannel import metrics
-from omnichannel.channels import WEBCHAT
+from omnichannel.channels import CHAT, WEBCHAT
 from omnichannel.customer_tokens import MAX_TOKEN_LIFETIME
 from omnichannel.errors import ConfigError
+from omnichannel.identity import IdentityStore
 from omnichannel.options import ConnectorOptions
-from omnichannel.redis_client import REDIS_FAILURES, redis_client
+from omnichannel.redis_client import REDIS_FAILURES, StateUnavailable, redis_client
 from omnichannel.settings import Settings, load_settings
 from omnichannel.tasks import BackgroundTasks
+from omnichannel.uploads import MAX_UPLOAD_BYTES, UploadRefused, UploadStore, safe_headers
 
 logger = logging.getLogger(__name__)
 
 SECTION = "connectors.webchat.channel.WebChatInput"
+#: How long an upload of up to MAX_UPLOAD_BYTES may take to arrive (a slow mobile link).
+UPLOAD_SECONDS = 60.0
 #: POST /session takes no body; the widget sends none.
 SESSION_BODY_MAX_BYTES = 1024
 DAY = 24 * 3600
@@ -59,7 +69,7 @@ STATIC_FILES = {
 }
 #: The page loads nothing from elsewhere; bot images may come from any https host.
 PAGE_SECURITY_POLICY = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' https: data:; "
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' https: data: blob:; "
     "connect-src 'self' ws: wss:; frame-ancestors 'self'; base-uri 'none'; form-action 'none'"
 )
 
@@ -221,6 +231,46 @@ class WebChatInput(InputChannel):
                 return response.json({"error": "try again later"}, status=503)
             return response.empty()
 
+        @bp.route("/files", methods=["POST"])
+        @bounded_body(MAX_UPLOAD_BYTES, admit=self._token_refusal, deadline=UPLOAD_SECONDS)
+        async def upload(request: Request) -> Any:
+            """A file the customer attaches; refused (4xx with a reason) unless its bytes are a
+            photo or a PDF within the size bound (a larger body is refused before it is read
+            whole, by the server's HTTP edge)."""
+            found = await self._file_session(request)
+            if isinstance(found, response.HTTPResponse):
+                return found
+            name = unquote(request.headers.get("x-file-name") or "")[:300]
+            try:
+                stored = await UploadStore(redis_client(self.redis_url)).put(
+                    found, request.body or b"", name
+                )
+            except UploadRefused as refused:
+                status = {"too_large": 413, "type": 415}.get(refused.code, 400)
+                return response.json({"error": str(refused), "code": refused.code}, status=status)
+            except REDIS_FAILURES as error:
+                logger.error("web chat: upload not kept: %s", type(error).__name__)
+                return response.json({"error": "try again later"}, status=503)
+            return response.json(
+                stored.media(f"{FILES_PATH}/{stored.upload_id}"),
+                status=201,
+                headers={"Cache-Control": "no-store"},
+            )
+
+        @bp.route("/files/<upload_id>", methods=["GET"])
+        async def download(request: Request, upload_id: str) -> Any:
+            found = await self._file_session(request)
+            if isinstance(found, response.HTTPResponse):
+                return found
+            try:
+                stored = await UploadStore(redis_client(self.redis_url)).get(found, upload_id)
+            except REDIS_FAILURES as error:
+                logger.error("web chat: upload unread: %s", type(error).__name__)
+                return response.json({"error": "try again later"}, status=503)
+            if stored is None:
+                return response.json({"error": "no such file in this conversation"}, status=404)
+            return response.raw(stored.data, headers=safe_headers(stored.content_type, stored.name))
+
         @bp.websocket("/ws")
         async def chat(request: Request, ws: Any) -> None:
             if self.draining:
@@ -237,3 +287,48 @@ class WebChatInput(InputChannel):
         drain_before_stop(bp)  # after the socket route: see connectors.drain on listener order
         return bp
 
+    def _token_refusal(self, request: Request) -> Optional[response.HTTPResponse]:
+        """A file request without a valid chat token, refused on its head (401)."""
+        scheme, _, token = (request.headers.get("authorization") or "").partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            return response.json({"error": "send the chat token as a Bearer token"}, status=401)
+        try:
+            self.verifier.verify(token.strip())
+        except AuthRefused as refused:
+            return response.json({"error": refused.reason}, status=401)
+        return None
+
+    async def _file_session(self, request: Request) -> Any:
+        """The conversation of the chat token in ``Authorization: Bearer`` (as the socket
+        resolves it), or the error response: no or a bad token (401), an ended session (401),
+        too many requests (429, the session's frame rate), Redis unavailable (503)."""
+        scheme, _, token = (request.headers.get("authorization") or "").partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            return response.json({"error": "send the chat token as a Bearer token"}, status=401)
+        try:
+            identity = self.verifier.verify(token.strip())
+        except AuthRefused as refused:
+            return response.json({"error": refused.reason}, status=401)
+        redis = redis_client(self.redis_url)
+        bucket = SessionBucket(
+            self.redis_url,
+            identity.address,
+            self.options.rate_limit_burst,
+            self.options.rate_limit_per_second,
+        )
+        try:
+            if await self.sessions.revoked(redis, identity.address):
+                return response.json({"error": "this chat session has ended"}, status=401)
+            wait = await bucket.take()
+            if wait > 0:
+                return response.json(
+                    {"error": "too many requests"},
+                    status=429,
+                    headers={"Retry-After": str(int(wait + 0.999))},
+                )
+            return await IdentityStore(redis).resolve_conversation(
+                identity.address, channel=CHAT, link_to=identity.link_to
+            )
+        except (StateUnavailable, *REDIS_FAILURES) as error:
+            logger.error("web chat: file request: state unavailable: %s", type(error).__name__)
+            return response.json({"error": "try again later"}, status=503)

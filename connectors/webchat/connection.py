@@ -25,7 +25,7 @@ import asyncio
 import logging
 import time
 import uuid
-from typing import TYPE_CHECKING, Any, Awaitable, Dict, Optional, Protocol, Set
+from typing import TYPE_CHECKING, Any, Awaitable, Dict, List, Optional, Protocol, Set
 
 from rasa.core.channels.channel import OutputChannel
 from sanic.exceptions import WebsocketClosed
@@ -46,6 +46,7 @@ from connectors.webchat.wire import (
     CLOSE_SERVER_ERROR,
     CLOSE_TOO_MANY,
     CLOSE_UNAUTHENTICATED,
+    FILES_PATH,
     LIVE_FEED_LOST,
     MAX_FRAME_BYTES,
     MAX_TEXT_CHARS,
@@ -58,6 +59,7 @@ from connectors.webchat.wire import (
     Frame,
     HistoryFrame,
     PingFrame,
+    TextFrame,
     TurnFrame,
     ack_frame,
     encode,
@@ -76,6 +78,7 @@ from omnichannel.identity import IdentityStore
 from omnichannel.redis_client import REDIS_FAILURES, StateUnavailable, redis_client
 from omnichannel.rendering.messages import BotMessage
 from omnichannel.tasks import BackgroundTasks, cancellable
+from omnichannel.uploads import UploadStore
 
 if TYPE_CHECKING:
     from rasa.core.agent import Agent
@@ -477,9 +480,32 @@ class ChatConnection:
             )
             return
         assert self.identity is not None
+        media: List[Dict[str, Any]] = []
+        if isinstance(frame, TextFrame) and frame.attachments:
+            try:
+                media = await self._attachments(frame.attachments)
+            except StateUnavailable as error:
+                logger.error("web chat %s: attachments unread: %s", self.conversation_id, error)
+                await self.error(
+                    NOT_PROCESSED,
+                    "your message was not processed (conversation state unavailable); "
+                    "please resend it",
+                    frame.id,
+                    retry=True,
+                )
+                return
+            if len(media) < len(frame.attachments):
+                await self.error(
+                    BAD_FRAME,
+                    "an attachment was not found: upload it again, then send the message",
+                    frame.id,
+                )
+                return
         try:
             turn = await self.turns.accept(
-                self.conversation_id, frame, turn_payload(frame, str(self.identity.address))
+                self.conversation_id,
+                frame,
+                turn_payload(frame, str(self.identity.address), media),
             )
         except REDIS_FAILURES as error:
             logger.error("web chat %s: message not recorded: %s", self.conversation_id, error)
@@ -495,6 +521,17 @@ class ChatConnection:
             return
         _remember(self._own_client_ids, frame.id)
         await self.send(ack_frame(frame.id, duplicate=False))
+
+    async def _attachments(self, upload_ids: List[str]) -> List[Dict[str, Any]]:
+        """The ``media`` of this conversation's uploads ``upload_ids`` (a missing or another
+        conversation's id is left out)."""
+        store = UploadStore(redis_client(self.channel.redis_url))
+        found = []
+        for upload_id in upload_ids:
+            upload = await _state(store.get(self.conversation_id, upload_id))
+            if upload is not None:
+                found.append(upload.media(f"{FILES_PATH}/{upload.upload_id}"))
+        return found
 
     async def _offered(self, payload: str) -> bool:
         """Whether the bot offered a button with this payload in this conversation: on this

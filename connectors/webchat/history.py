@@ -61,8 +61,13 @@ def chat_message(event: Event, turn_channel: Optional[str]) -> Optional[Message]
         text = event.get("text")
         if not text:
             return None
+        media = shown_media(metadata.get("media"))
         shown = metadata.get("button_title") or text
+        if media and str(text).startswith("/"):
+            shown = ""  # the intent media alone stands for, not words the customer wrote
         message = {**base, "role": "user", "channel": kind_of_event(event), "text": str(shown)}
+        if media:
+            message["media"] = media
         if metadata.get("client_message_id"):
             message["client_message_id"] = metadata["client_message_id"]
         return message
@@ -85,6 +90,21 @@ def chat_message(event: Event, turn_channel: Optional[str]) -> Optional[Message]
             message["kind"] = metadata["kind"]
         return message
     return None
+
+
+def shown_media(media: Any) -> List[Dict[str, Any]]:
+    """What a chat shows of a customer's media: its kind, type, name and size; a URL only for
+    the web chat's own uploads (the widget reads them with its token); media that came by
+    WhatsApp or MMS stays at Twilio, named but not shown."""
+    shown = []
+    for item in media if isinstance(media, list) else []:
+        if not isinstance(item, dict):
+            continue
+        entry = {key: item[key] for key in ("kind", "content_type", "name", "size") if key in item}
+        if item.get("source") == "upload" and isinstance(item.get("url"), str):
+            entry["url"] = item["url"]
+        shown.append(entry)
+    return shown
 
 
 def _call_summary(event: Event, base: Message) -> Optional[Message]:

@@ -122,6 +122,10 @@ class SessionLimits:
         """Marks the session revoked for as long as its token would have been valid."""
         await redis.set(_revoked_key(address), "1", px=max(1000, int(seconds_left * 1000)))
 
+    async def revoked(self, redis: AnyRedis, address: Address) -> bool:
+        """Whether the session was ended (its token may not open or upload anything more)."""
+        return bool(await redis.exists(_revoked_key(address)))
+
     async def allow_new_session(self, redis: AnyRedis, client_address: str) -> Optional[float]:
         """None when one more anonymous session may be minted for ``client_address``; else the
         seconds until it may. Client addresses are hashed: no IP address in key names."""

@@ -23,7 +23,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Dict, Optional
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Dict, Mapping, Optional, Sequence
 
 from rasa.core.channels.channel import OutputChannel
 
@@ -33,6 +33,7 @@ from connectors.turns.run import TurnFailed
 from connectors.webchat.wire import ButtonFrame, TurnFrame
 from omnichannel.channels import CHAT, WEBCHAT
 from omnichannel.leases import Existing, InFlightWork, Lease
+from omnichannel.media import PICTURE_INTENT, intent_for
 from omnichannel.redis_client import REDIS_FAILURES
 from omnichannel.tasks import BackgroundTasks
 
@@ -55,10 +56,13 @@ def chat_turns(redis_url: str, keep_seconds: int) -> DurableTurns:
     return DurableTurns(InFlightWork(redis_url, CHAT_TURN, keep_seconds=keep_seconds), CHAT)
 
 
-def turn_payload(frame: TurnFrame, address: str) -> Dict[str, Any]:
+def turn_payload(
+    frame: TurnFrame, address: str, media: Sequence[Mapping[str, Any]] = ()
+) -> Dict[str, Any]:
     """What any replica needs to run the message: the text Rasa gets (a button's payload, which
-    only the bot's own offers pass as such), the metadata, and when it was accepted (the order
-    a takeover keeps)."""
+    only the bot's own offers pass as such; for files alone, the intent they stand for), the
+    metadata (with the files' ``media``, omnichannel/media.py), and when it was accepted (the
+    order a takeover keeps)."""
     metadata: Dict[str, Any] = {"channel": CHAT, "address": address, "client_message_id": frame.id}
     if isinstance(frame, ButtonFrame):
         if frame.title:
@@ -66,6 +70,10 @@ def turn_payload(frame: TurnFrame, address: str) -> Dict[str, Any]:
         text, button = frame.payload, True
     else:
         text, button = frame.text, False
+        if media:
+            metadata["media"] = [dict(item) for item in media]
+            if not text.strip():
+                text, button = intent_for(media, False) or PICTURE_INTENT, True
     return {"text": text, "button": button, "metadata": metadata, "accepted": time.time()}
 
 

@@ -10,9 +10,10 @@ the client an error frame, not the socket and a traceback in the log.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, Dict, List, Mapping, Optional, Type, Union, cast
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, StrictStr, ValidationError, root_validator, validator
 
 from omnichannel import bounded_json
 
@@ -25,6 +26,11 @@ MAX_CLIENT_ID_CHARS = 64
 CLIENT_MESSAGE_ID = r"^[A-Za-z0-9_-]{8,64}\Z"
 #: Largest page of history a client may ask for.
 MAX_HISTORY_LIMIT = 200
+#: Where the widget uploads files and reads them back (``POST``, ``GET …/<upload id>``).
+FILES_PATH = "/webhooks/webchat/files"
+#: Files (uploaded first: omnichannel/uploads.py) one message may carry.
+MAX_ATTACHMENTS = 4
+UPLOAD_ID = r"^u_[A-Za-z0-9_-]{22}\Z"
 
 # Close codes (4000-4999 are the application's own): the reason text says what went wrong.
 CLOSE_UNAUTHENTICATED = 4401
@@ -55,32 +61,54 @@ class _ClientFrame(BaseModel):
 
 
 class AuthFrame(_ClientFrame):
-    type: str = Field(..., regex=r"^auth\Z")
-    token: str = Field(..., min_length=1, max_length=MAX_TOKEN_CHARS)
+    type: StrictStr = Field(..., regex=r"^auth\Z")
+    token: StrictStr = Field(..., min_length=1, max_length=MAX_TOKEN_CHARS)
 
 
 class TextFrame(_ClientFrame):
-    type: str = Field(..., regex=r"^message\Z")
-    id: str = Field(..., regex=CLIENT_MESSAGE_ID)
-    text: str = Field(..., min_length=1, max_length=MAX_TEXT_CHARS)
+    """A message: text, files uploaded before it (their upload ids), or both."""
+
+    type: StrictStr = Field(..., regex=r"^message\Z")
+    id: StrictStr = Field(..., regex=CLIENT_MESSAGE_ID)
+    text: StrictStr = Field(default="", max_length=MAX_TEXT_CHARS)
+    attachments: List[StrictStr] = Field(default_factory=list, max_items=MAX_ATTACHMENTS)
+
+    @validator("attachments", each_item=True)
+    def _upload_id(cls, value: str) -> str:  # noqa: N805
+        if not re.match(UPLOAD_ID, value):
+            raise ValueError("not an upload id")
+        return value
+
+    @root_validator(skip_on_failure=True)
+    def _says_something(cls, values: Dict[str, Any]) -> Dict[str, Any]:  # noqa: N805
+        if not values.get("text") and not values.get("attachments"):
+            raise ValueError("a message needs text or attachments")
+        return values
 
 
 class ButtonFrame(_ClientFrame):
-    type: str = Field(..., regex=r"^button\Z")
-    id: str = Field(..., regex=CLIENT_MESSAGE_ID)
-    payload: str = Field(..., min_length=1, max_length=MAX_TEXT_CHARS)
-    title: str = Field(default="", max_length=MAX_TEXT_CHARS)
+    type: StrictStr = Field(..., regex=r"^button\Z")
+    id: StrictStr = Field(..., regex=CLIENT_MESSAGE_ID)
+    payload: StrictStr = Field(..., min_length=1, max_length=MAX_TEXT_CHARS)
+    title: StrictStr = Field(default="", max_length=MAX_TEXT_CHARS)
 
 
 class HistoryFrame(_ClientFrame):
-    type: str = Field(..., regex=r"^history\Z")
+    type: StrictStr = Field(..., regex=r"^history\Z")
     before: int = Field(..., ge=0)
     limit: Optional[int] = Field(default=None, ge=1, le=MAX_HISTORY_LIMIT)
 
+    @validator("before", "limit", pre=True)
+    def _json_integer(cls, value: Any) -> Any:
+        """JSON integers only: pydantic would read 1.5 as 1, true as 1 and "7" as 7."""
+        if value is not None and type(value) is not int:
+            raise TypeError("value is not an integer")
+        return value
+
 
 class PingFrame(_ClientFrame):
-    type: str = Field(..., regex=r"^ping\Z")
-    id: Optional[str] = Field(default=None, max_length=MAX_CLIENT_ID_CHARS)
+    type: StrictStr = Field(..., regex=r"^ping\Z")
+    id: Optional[StrictStr] = Field(default=None, max_length=MAX_CLIENT_ID_CHARS)
 
 
 ClientFrame = Union[AuthFrame, TextFrame, ButtonFrame, HistoryFrame, PingFrame]
@@ -125,8 +153,9 @@ def _load_object(data: Any) -> Dict[str, Any]:
 
 
 def _id_of(raw: Mapping[str, Any]) -> Optional[str]:
+    """The frame's ``id`` when an error may name it: a string of at most MAX_CLIENT_ID_CHARS."""
     frame_id = raw.get("id")
-    return frame_id if isinstance(frame_id, str) else None
+    return frame_id if isinstance(frame_id, str) and len(frame_id) <= MAX_CLIENT_ID_CHARS else None
 
 
 def parse_frame(data: Any) -> ClientFrame:
@@ -152,11 +181,9 @@ def parse_frame(data: Any) -> ClientFrame:
 def frame_id(data: Any) -> Optional[str]:
     """The ``id`` of a frame that will not be parsed (so its error can name it), if any."""
     try:
-        raw = _load_object(data)
+        return _id_of(_load_object(data))
     except BadFrame:
         return None
-    found = _id_of(raw)
-    return found if found is not None and len(found) <= MAX_CLIENT_ID_CHARS else None
 
 
 # -- server -> client --------------------------------------------------------------------------

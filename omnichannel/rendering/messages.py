@@ -14,6 +14,8 @@ import unicodedata
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
+from omnichannel.channels import KINDS
+
 
 @dataclass(frozen=True)
 class Button:
@@ -67,15 +69,11 @@ class BotMessage:
             image=str(message["image"]) if message.get("image") else None,
             attachment=str(attachment) if isinstance(attachment, str) and attachment else None,
             custom=dict(custom) if isinstance(custom, Mapping) else None,
-            delivered_on=(
-                str(message["channel"])
-                if message.get("channel") in ("voice", "sms", "chat")
-                else None
-            ),
+            delivered_on=(str(message["channel"]) if message.get("channel") in KINDS else None),
         )
 
     def is_for(self, channel: str) -> bool:
-        """Whether a live ``channel`` ("voice", "sms", "chat") should deliver this message: not
+        """Whether a live ``channel`` (a channel kind) should deliver this message: not
         when it was already delivered on another channel (history replay still shows it)."""
         return self.delivered_on is None or self.delivered_on == channel
 

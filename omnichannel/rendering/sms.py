@@ -171,8 +171,10 @@ def _sms_units(text: str, max_length: int) -> Iterator[Tuple[str, str]]:
 
 @dataclass(frozen=True)
 class SmsMessage:
-    """One outgoing Twilio message: a body (possibly long: Twilio concatenates it), MMS media,
-    and extra Messages API parameters a designer's ``custom`` payload asked for."""
+    """One outgoing Twilio Messages API message: a body (possibly long: Twilio concatenates an
+    SMS), media, and extra Messages API parameters a designer's ``custom`` payload asked for.
+    WhatsApp's renderer (:mod:`omnichannel.rendering.whatsapp`) produces the same shape, so
+    one sender, outbox and reconcile serve both channels."""
 
     body: str = ""
     media_urls: Tuple[str, ...] = ()
@@ -222,9 +224,10 @@ def plain_sms(text: str) -> str:
     return sms_text(without_emoji(LIST_MARKER.sub("- ", text)))
 
 
-def _sms_custom(custom: Mapping[str, Any]) -> Optional[SmsMessage]:
+def custom_message(custom: Mapping[str, Any]) -> Optional[SmsMessage]:
     """A designer's Twilio payload (``body``, ``media_url``, Messages API parameters), sent as
-    given; payloads meant for other channels (``call_control``, chat widgets) give None."""
+    given by SMS or WhatsApp; payloads meant for other channels (``call_control``, chat
+    widgets) give None."""
     body = custom.get("body")
     media = custom.get("media_url") or ()
     if isinstance(media, str):
@@ -266,7 +269,7 @@ def render_sms(messages: Sequence[BotMessage], max_length: int = SMS_MAX_LENGTH)
 
     for message in messages:
         if message.custom is not None:
-            passthrough = _sms_custom(message.custom)
+            passthrough = custom_message(message.custom)
             if passthrough is not None:
                 flush()
                 rendered.append(passthrough)

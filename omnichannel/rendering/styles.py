@@ -5,7 +5,8 @@ Text an action composes (an LLM answer, an order's status) is also held to hard 
 leaves the action server, because nobody reviewed it:
 
 - :class:`ChannelStyle` per channel kind: voice at most two short speakable sentences; SMS plain
-  GSM-7 within two segments; chat markdown, about 600 characters;
+  GSM-7 within two segments; WhatsApp short, with WhatsApp's emphasis (the WhatsApp renderer
+  turns markdown into it), about 700 characters; chat markdown, about 600 characters;
 - :func:`fit` holds any text to its channel's style, cutting at a sentence boundary;
 - :func:`date_for` writes a date the way each channel reads it ("Tuesday, March 4th" aloud,
   "Tue Mar 4" in a text).
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Callable, Dict, List, Optional
 
-from omnichannel.channels import CHAT, SMS, VOICE
+from omnichannel.channels import CHAT, SMS, VOICE, WHATSAPP
 from omnichannel.rendering.messages import split_sentences
 from omnichannel.rendering.sms import GSM7_SEGMENT, plain_sms, sms_units
 from omnichannel.rendering.voice import plain_speech
@@ -28,7 +29,7 @@ from omnichannel.rendering.voice import plain_speech
 #: Channel kind when a message names none (typed text from `rasa shell` or the REST channel).
 DEFAULT_CHANNEL = CHAT
 
-_CHANNEL_LABEL = re.compile(r"^\s*\[(?:voice|sms|chat)\]\s*", re.IGNORECASE)
+_CHANNEL_LABEL = re.compile(r"^\s*\[(?:voice|sms|whatsapp|chat)\]\s*", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,18 @@ STYLES: Dict[str, ChannelStyle] = {
         max_chars=2 * GSM7_SEGMENT,
         llm_budget=12.0,
         llm_max_tokens=160,
+    ),
+    WHATSAPP: ChannelStyle(
+        channel=WHATSAPP,
+        guidance=(
+            "The customer is writing to us on WhatsApp. Answer briefly, like a helpful message "
+            "from a person: a few short sentences, bold for what matters, links as plain URLs, "
+            "no tables or headings."
+        ),
+        max_chars=700,
+        markdown=True,
+        llm_budget=12.0,
+        llm_max_tokens=300,
     ),
     CHAT: ChannelStyle(
         channel=CHAT,

@@ -141,7 +141,9 @@ def test_a_wrong_number_is_asked_again_for_the_same_request(rasa_stack: RasaStac
     # The corrected number answers the refund request, not an order-status question.
     assert corrected == [
         f"I've started a refund request for order {number}. You'll get a return label by email "
-        "within the hour."
+        "within the hour. Here's how to pack the item:",
+        "",  # Rasa's REST channel sends the picture as a message of its own
+        "If it arrived damaged, send a photo of it here and I'll add it to your refund request.",
     ]
 
 

@@ -141,3 +141,20 @@ def test_nothing_to_text_yet(rasa_stack: RasaStack) -> None:
         "There's nothing for me to text you yet. I can text you a tracking link or our refund "
         "policy."
     ]
+
+
+async def test_a_picture_spoken_around_on_a_call_is_texted_on_yes(
+    rasa_stack: RasaStack, fake_twilio: FakeTwilio
+) -> None:
+    """A response's picture on a call: the caller hears the offer, a "yes" sends it as MMS
+    (this caller has no WhatsApp with us), and the call confirms it."""
+    call = phone_call(rasa_stack)
+    number = seed_order(rasa_stack, phone=call.number, like="55555")
+    await call.say("I want a refund")
+    started = await call.say(f"it's {number}")
+    assert started.text.endswith("I can text you the picture if you like.")
+    confirmation = await call.say("yes")
+    assert confirmation.text == "Done, I've texted you the picture."
+    [mms] = fake_twilio.wait_for_messages(call.number, 1)
+    assert mms.media_urls == ["https://acme-shop.example/img/how-to-pack-a-return.png"]
+    assert mms.body.startswith(f"I've started a refund request for order {number}.")

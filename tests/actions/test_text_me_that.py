@@ -6,11 +6,14 @@ from __future__ import annotations
 
 from typing import Any, Dict, List
 
+import pytest
 from rasa_sdk import Tracker
 
 from actions.send_by_sms import content_to_text
 from omnichannel.orders import Customer
 from omnichannel.textable import declared, sms_topic
+
+pytestmark = pytest.mark.unit
 
 DOMAIN: Dict[str, Any] = {
     "responses": {
@@ -96,3 +99,37 @@ def test_the_latest_declared_message_wins_and_undeclared_ones_are_skipped() -> N
 def test_nothing_declared_means_nothing_to_text() -> None:
     events = [bot_event("utter_youre_welcome", "You're welcome!")]
     assert content_to_text(tracker(events), DOMAIN, NOBODY) is None
+
+
+def test_a_picture_a_call_could_only_offer_is_what_a_yes_texts() -> None:
+    picture = {
+        "event": "bot",
+        "text": "Here's how to pack the item:",
+        "data": {"image": "https://acme-shop.example/img/how-to-pack-a-return.png"},
+        "metadata": {"utter_action": "utter_refund_started"},
+    }
+    offered = tracker([picture], said="yes")
+    offered.slots["offer"] = "media"
+    content = content_to_text(offered, DOMAIN, NOBODY)
+    assert content is not None and content.topic == "the picture"
+    assert content.media == "https://acme-shop.example/img/how-to-pack-a-return.png"
+
+
+def test_a_response_template_goes_with_the_text() -> None:
+    domain = {
+        "responses": {
+            "utter_refund_policy": [
+                {
+                    "text": "Our refund policy: 30 days.",
+                    "metadata": {
+                        "sms_topic": "the refund policy",
+                        "whatsapp_template": {"name": "acme_refund_policy", "category": "UTILITY"},
+                    },
+                }
+            ]
+        }
+    }
+    asked = tracker([], said="text me the refund policy")
+    content = content_to_text(asked, domain, NOBODY)
+    assert content is not None and content.template is not None
+    assert (content.template.name, content.template.variables) == ("acme_refund_policy", {})

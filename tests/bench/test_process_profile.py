@@ -8,6 +8,8 @@ import pytest
 
 from bench.process_profile import REST, shares, summary
 
+pytestmark = pytest.mark.unit
+
 ROOT = (
     "_run_module_as_main (runpy.py:196);main (rasa/__main__.py:133);"
     "serve (sanic/server/runners.py:155)"

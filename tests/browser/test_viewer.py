@@ -5,15 +5,20 @@ timeline of a call and an SMS made through the real VAPI and Twilio connectors."
 from __future__ import annotations
 
 import asyncio
+import re
+import time
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
+from testkit.fake_twilio import FakeTwilio
 from testkit.stack import RasaStack
+from testkit.twilio_webhook import WEBHOOK_PATH, whatsapp_form
 from tests.browser.test_widget import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
 from tests.connectors.viewer.helpers import CALL_SUMMARY, call_and_hang_up
 from tests.connectors.webchat.helpers import fresh_phone, text_from_phone
+from tests.support import JPEG
 
 pytestmark = [pytest.mark.rasa_server, pytest.mark.browser]
 
@@ -97,3 +102,48 @@ def test_an_operator_logs_in_searches_a_phone_and_reads_the_timeline(
 
     assert outside_requests == []
     assert Path(screenshot).stat().st_size > 10_000
+
+
+def test_the_viewer_shows_a_whatsapp_photo_and_the_replys_read_receipt(
+    rasa_stack: RasaStack, fake_twilio: FakeTwilio
+) -> None:
+    number = fresh_phone()
+    url = rasa_stack.env["PUBLIC_BASE_URL"] + WEBHOOK_PATH
+    fake_twilio.send_status_callbacks = True
+    try:
+        fake_twilio.deliver_inbound(url, whatsapp_form(rasa_stack.env, number, "hi"))
+        [greeting] = fake_twilio.wait_for_messages(f"whatsapp:{number}", 1)
+        deadline = time.monotonic() + 20
+        while (greeting.sid, "read", 204) not in fake_twilio.callback_answers:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    finally:
+        fake_twilio.send_status_callbacks = False
+    photo = fake_twilio.add_media(JPEG, "image/jpeg")
+    fake_twilio.deliver_inbound(
+        url, whatsapp_form(rasa_stack.env, number, "", media=[photo], media_types=["image/jpeg"])
+    )
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1000, "height": 1400})
+            page.goto(f"{rasa_stack.base_url}/webhooks/viewer")
+            page.get_by_label("Rasa auth token").fill(rasa_stack.env["RASA_AUTH_TOKEN"])
+            page.get_by_role("button", name="Log in").click()
+            page.get_by_label("Search by").select_option("phone")
+            page.get_by_label("Search for").fill(number)
+            page.get_by_role("button", name="Find").click()
+            timeline = page.get_by_role("list", name="Timeline")
+            greeted = timeline.locator("li.v-entry-bot", has_text="What can I do for you?")
+            expect(greeted.locator(".v-badge-whatsapp")).to_have_text("WhatsApp")
+            expect(greeted.locator(".v-delivery")).to_have_text("read")
+            expect(greeted.locator(".v-buttons li")).to_have_count(3)
+            sent = timeline.locator("li.v-entry-user", has_text="Photo (image/jpeg)")
+            sent.get_by_role("button", name="Show").click()
+            shown = sent.locator("img.v-image")
+            expect(shown).to_have_attribute("src", re.compile(r"^blob:"))
+            assert shown.evaluate("img => img.naturalWidth") == 1
+        finally:
+            browser.close()

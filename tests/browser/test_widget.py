@@ -37,7 +37,7 @@ from tests.connectors.webchat.helpers import (
     tracker_events,
     user_token,
 )
-from tests.support import GIBBERISH, seed_order
+from tests.support import GIBBERISH, JPEG, seed_order
 
 pytestmark = [pytest.mark.rasa_server, pytest.mark.browser]
 
@@ -420,3 +420,30 @@ def test_widget_links_attachments_and_runs_no_script_from_messages(rasa_stack: R
         finally:
             browser.close()
     assert pwned is None and dialogs == []
+
+
+def test_widget_attaches_a_photo_and_refuses_what_is_not_one(
+    rasa_stack: RasaStack, tmp_path: Path
+) -> None:
+    photo = tmp_path / "damage.jpg"
+    photo.write_bytes(JPEG)
+    disguised = tmp_path / "cat.png"
+    disguised.write_bytes(b"<html><script>window.pwned=1</script></html>")
+    token = user_token(rasa_stack.env["WEBCHAT_JWT_SECRET"], "attach-" + secrets.token_hex(4))
+    with widget_page(rasa_stack.rasa_port, token) as page:
+        log = page.get_by_role("log", name="Conversation")
+        expect(page.get_by_role("button", name="Attach a photo or PDF")).to_be_visible()
+        page.locator("input[type=file]").set_input_files(str(photo))
+        # The photo is shown in the customer's bubble (read back with the token as a blob) and
+        # answered as a picture alone (no refund request open).
+        mine = log.locator("li.omni-user img.omni-image")
+        expect(mine).to_have_count(1)
+        expect(mine).to_have_attribute("src", re.compile(r"^blob:"))
+        expect(log.locator("li.omni-bot", has_text="Thanks for the picture!")).to_be_visible()
+        expect(log.locator("li.omni-user.omni-pending")).to_have_count(0)
+        # A page disguised as a picture is refused, with the server's reason.
+        page.locator("input[type=file]").set_input_files(str(disguised))
+        expect(log.locator("li.omni-system")).to_contain_text(
+            "Not sent: cat.png: Only photos (JPG, PNG, WebP, GIF) and PDFs can be sent."
+        )
+        assert page.evaluate("window.pwned") is None

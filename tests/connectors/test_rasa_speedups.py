@@ -252,6 +252,7 @@ def _runner(needs: Dict[str, Dict[str, str]], calls: List[tuple]) -> DaskGraphRu
     return runner
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("patched", [False, True])
 def test_graph_runner_contract(patched: bool) -> None:
     """Rasa's dask runner and ours give the same outputs for the same graph: inputs by name,
@@ -287,6 +288,7 @@ def test_domain_emptiness_is_asked_once(agent: Agent) -> None:
     rasa_speedups.uninstall()
 
 
+@pytest.mark.unit
 def test_refuses_another_rasa_version(monkeypatch: pytest.MonkeyPatch) -> None:
     rasa_speedups.uninstall()
     monkeypatch.setattr(rasa, "__version__", "3.6.20")

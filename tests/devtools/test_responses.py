@@ -10,6 +10,8 @@ import pytest
 
 from devtools.responses import ROOT, check, load_responses, main, preview
 
+pytestmark = pytest.mark.unit
+
 
 def problems(tmp_path: Path, domain: str, **options: int) -> List[str]:
     path = tmp_path / "domain.yml"
@@ -33,7 +35,11 @@ responses:
       text: "Hello caller."
 """,
     )
-    assert found == ["utter_only_voice sms no-default", "utter_only_voice chat no-default"]
+    assert found == [
+        "utter_only_voice sms no-default",
+        "utter_only_voice whatsapp no-default",
+        "utter_only_voice chat no-default",
+    ]
 
 
 def test_only_conditional_variations_leave_a_gap(tmp_path: Path) -> None:
@@ -49,7 +55,9 @@ responses:
       text: "Order 12345 is on its way."
 """,
     )
-    assert found == [f"utter_status {kind} no-default" for kind in ("voice", "sms", "chat")]
+    assert found == [
+        f"utter_status {kind} no-default" for kind in ("voice", "sms", "whatsapp", "chat")
+    ]
 
 
 def test_a_url_button_is_refused_on_sms_and_voice_but_fine_in_chat(tmp_path: Path) -> None:
@@ -160,3 +168,73 @@ def test_preview_shows_each_channel_form(capsys: pytest.CaptureFixture) -> None:
     assert "1 segment(s), GSM-7" in shown
     assert "<strong>Acme Shop</strong>" in shown
     assert main(["preview", "utter_nope"]) == 2
+
+
+def test_whatsapp_forms_are_checked(tmp_path: Path) -> None:
+    found = problems(
+        tmp_path,
+        """
+responses:
+  utter_many:
+    - text: "Pick one of these"
+      buttons:
+        - {title: "A title much too long for any list", payload: "/a"}
+        - {title: "B", payload: "/b"}
+  utter_bold:
+    - text: "Hi"
+    - channel: whatsapp
+      text: "Hi *there*, and **this** is bold"
+  utter_gif:
+    - text: "Look"
+      image: "https://acme.example/dance.gif"
+  utter_webp:
+    - text: "Look"
+      image: "https://acme.example/photo.webp"
+""",
+    )
+    assert "utter_many whatsapp whatsapp-buttons" in found
+    assert "utter_bold whatsapp whatsapp-emphasis" in found
+    assert "utter_gif whatsapp media-type" in found
+    assert "utter_webp sms media-type" in found
+    assert "utter_webp whatsapp media-type" not in found and "utter_gif sms media-type" not in found
+
+
+def test_templates_whatsapp_would_reject_are_named(tmp_path: Path) -> None:
+    found = problems(
+        tmp_path,
+        """
+responses:
+  utter_track:
+    - text: "Track order {order_number} at {url}"
+      metadata:
+        whatsapp_template: {name: acme_track, category: UTILITY, samples: {order_number: "1"}}
+  utter_one:
+    - text: "Your order has shipped."
+      metadata:
+        whatsapp_template: {name: acme_same, category: UTILITY}
+  utter_two:
+    - text: "Your order is late."
+      metadata:
+        whatsapp_template: {name: acme_same, category: Promo}
+""",
+    )
+    assert found == [
+        "utter_track None template-variable-edge",
+        "utter_track None template-sample",
+        "utter_two None template-category",
+        "utter_two None template-duplicate",
+    ]
+
+
+def test_preview_shows_the_whatsapp_form_and_its_template(
+    capsys: pytest.CaptureFixture,
+) -> None:
+    assert main(["preview", "utter_greet"]) == 0
+    shown = capsys.readouterr().out
+    whatsapp = shown[shown.index("== whatsapp (whatsapp) ==") : shown.index("== chat")]
+    assert "Hi! I'm the *Acme Shop* assistant" in whatsapp
+    assert "[quick replies] Where's my order? | Start a refund | Refund policy" in whatsapp
+    assert main(["preview", "utter_refund_policy"]) == 0
+    assert "outside the 24-hour window: template acme_refund_policy (UTILITY)" in (
+        capsys.readouterr().out
+    )

@@ -9,12 +9,14 @@
 
   var TOKEN_KEY = "omni-viewer-token";
   var API = "api/timeline";
-  var LABELS = { voice: "Voice", sms: "SMS", chat: "Chat" };
+  var LABELS = { voice: "Voice", sms: "SMS", whatsapp: "WhatsApp", chat: "Chat" };
+  var MEDIA_LABELS = { image: "Photo", audio: "Voice note", video: "Video", document: "File", contact: "Contact", other: "File" };
   var SAFE_TAGS = { P: 1, BR: 1, STRONG: 1, EM: 1, B: 1, I: 1, CODE: 1, UL: 1, OL: 1, LI: 1, A: 1 };
   var SAFE_LINK = /^(https?:|mailto:|tel:)/i;
 
   var $ = function (id) { return document.getElementById(id); };
   var current = null; // the search whose timeline is shown: {key: value}
+  var currentConversation = null; // its conversation id (media requests name it)
 
   function el(tag, className, text) {
     var node = document.createElement(tag);
@@ -96,8 +98,60 @@
     return typeof confidence === "number" ? " (" + Math.round(confidence * 100) + "%)" : "";
   }
 
+  /* A customer's picture or file, fetched through the API with the token, shown from a blob. */
+  function mediaNode(entry, index, item) {
+    var label = (MEDIA_LABELS[item.kind] || "File") + " (" + (item.content_type || "unknown type") +
+      (typeof item.size === "number" ? ", " + Math.round(item.size / 1024) + " KB" : "") + ")" +
+      (item.name ? ": " + item.name : "");
+    var box = el("div", "v-media");
+    box.appendChild(el("span", "", label));
+    if (item.refused) { box.appendChild(el("span", "v-error", " refused: not a type we take")); return box; }
+    var open = el("button", "v-media-open", item.kind === "image" ? "Show" : "Download");
+    open.type = "button";
+    open.addEventListener("click", function () {
+      open.disabled = true;
+      fetch("api/media", {
+        method: "POST",
+        headers: { "Content-Type": "application/json", Authorization: "Bearer " + token() },
+        body: JSON.stringify({ conversation_id: currentConversation, index: entry.index, item: index }),
+        credentials: "omit",
+        cache: "no-store",
+      }).then(function (answer) {
+        if (!answer.ok) return answer.json().catch(function () { return {}; }).then(function (data) {
+          throw new Error(data.error || "error " + answer.status);
+        });
+        return answer.blob();
+      }).then(function (blob) {
+        var url = URL.createObjectURL(blob);
+        if (item.kind === "image") {
+          var img = el("img", "v-image");
+          img.alt = label;
+          img.src = url;
+          box.replaceChild(img, open);
+        } else {
+          var link = el("a", "", "Save " + (item.name || "file"));
+          link.href = url;
+          link.download = item.name || "file";
+          box.replaceChild(link, open);
+          link.click();
+        }
+      }).catch(function (error) {
+        open.disabled = false;
+        box.appendChild(el("span", "v-error", " " + error.message));
+      });
+    });
+    box.appendChild(open);
+    return box;
+  }
+
   function userBody(entry, li) {
-    li.appendChild(el("p", "v-text", entry.text));
+    if (entry.text) li.appendChild(el("p", "v-text", entry.text));
+    (entry.media || []).forEach(function (item, index) { li.appendChild(mediaNode(entry, index, item)); });
+    if (entry.location) {
+      var place = entry.location;
+      li.appendChild(el("p", "v-text", "Location: " + place.latitude + ", " + place.longitude +
+        (place.label ? " · " + place.label : "") + (place.address ? " · " + place.address : "")));
+    }
     var nlu = el("p", "v-nlu", "Intent: " + (entry.intent || "none") + percent(entry.confidence));
     (entry.entities || []).forEach(function (entity) {
       nlu.appendChild(document.createTextNode(" · " + entity.entity + "=" + entity.value));
@@ -117,6 +171,16 @@
     } else if (entry.channel === "sms") {
       li.appendChild(el("p", "v-text", shown.body));
       li.appendChild(el("p", "v-nlu", shown.segments + " segment(s), " + shown.encoding));
+    } else if (entry.channel === "whatsapp") {
+      (shown.bubbles || []).forEach(function (bubble) {
+        if (bubble.body) li.appendChild(el("p", "v-text", bubble.body));
+        (bubble.media || []).forEach(function (url) { li.appendChild(el("p", "v-nlu", "[media] " + url)); });
+        if (bubble.options) {
+          var options = el("ul", "v-buttons");
+          bubble.options.forEach(function (title) { options.appendChild(el("li", "", title)); });
+          li.appendChild(options);
+        }
+      });
     } else if (entry.channel === "chat") {
       li.appendChild(safeHtml(shown.html || ""));
       if (shown.buttons) {
@@ -132,6 +196,13 @@
     if (entry.delivered_on) li.appendChild(el("p", "v-nlu", "Delivered by " + (LABELS[entry.delivered_on] || entry.delivered_on)));
   }
 
+  /* Twilio's delivery and read receipts of what answered the turn. */
+  function deliveryBadge(delivery) {
+    var failed = delivery.status === "failed" || delivery.status === "undelivered";
+    var text = delivery.status + (delivery.error_code ? " (error " + delivery.error_code + ")" : "");
+    return el("span", "v-badge v-delivery" + (failed ? " v-delivery-failed" : ""), text);
+  }
+
   var RENDER = {
     user: function (entry, li, meta) {
       meta.prepend(el("span", "v-who", "Customer"));
@@ -142,6 +213,7 @@
     bot: function (entry, li, meta) {
       meta.prepend(el("span", "v-who", "Bot"));
       meta.appendChild(badge(entry.channel));
+      if (entry.delivery) meta.appendChild(deliveryBadge(entry.delivery));
       botBody(entry, li);
     },
     call_summary: function (entry, li, meta) {
@@ -188,7 +260,10 @@
       ["Phone", profile.phone || "—"],
       ["Site user", profile.user_id || "—"],
       ["Channels seen", Object.keys(profile.channels_seen || {}).join(", ") || "—"],
-      ["SMS opted out", profile.sms_opted_out ? "yes" : "no"],
+      ["Opted out of texts", profile.sms_opted_out ? "yes" : "no"],
+      ["Refund requests", (profile.refund_requests || []).map(function (request) {
+        return request.order + " (" + request.photos + " photo" + (request.photos === 1 ? "" : "s") + ")";
+      }).join(", ") || "—"],
       ["Events", data.total_events],
     ];
     var list = $("v-profile");
@@ -212,6 +287,7 @@
       var data = answer.data;
       $("v-search-error").textContent = "";
       $("v-cid").textContent = data.conversation_id;
+      currentConversation = data.conversation_id;
       showProfile(data);
       var timeline = $("v-timeline");
       var nodes = data.entries.map(entryNode);

@@ -14,6 +14,10 @@
   var script = document.currentScript;
   var DEFAULT_SERVER = script && script.src ? new URL("../", script.src).href : null;
   var KINDS = { call_summary: "Call summary" };
+  // What a customer may attach (the server checks the bytes again and bounds the size).
+  var ACCEPT = "image/jpeg,image/png,image/webp,image/gif,application/pdf";
+  var MAX_ATTACHMENTS = 4;
+  var MEDIA_LABELS = { image: "Photo", audio: "Voice note", video: "Video", document: "File", contact: "Contact", other: "File" };
   var HEARTBEAT_MS = 25000;
   var PONG_TIMEOUT_MS = 10000;
   var MAX_BACKOFF_MS = 30000;
@@ -70,9 +74,11 @@
     this.typing = el("div", { className: "omni-typing", role: "status", "aria-live": "polite" });
     this.input = el("textarea", { id: uid + "-input", rows: "1", maxlength: "4000", placeholder: "Type a message…", autocomplete: "off" });
     this.sendButton = el("button", { type: "submit", text: "Send" });
+    this.fileInput = el("input", { type: "file", accept: ACCEPT, multiple: "multiple", className: "omni-visually-hidden", id: uid + "-file", tabindex: "-1" });
+    this.attachButton = el("button", { type: "button", className: "omni-attach", "aria-label": "Attach a photo or PDF", title: "Attach a photo or PDF", text: "+" });
     this.form = el("form", { className: "omni-form" }, [
       el("label", { "for": uid + "-input", className: "omni-visually-hidden", text: "Message to the assistant" }),
-      this.input, this.sendButton
+      this.attachButton, this.fileInput, this.input, this.sendButton
     ]);
     var section = el("section", { className: "omni-chat", "aria-labelledby": uid + "-title" }, [
       el("header", { className: "omni-header" }, [
@@ -95,6 +101,72 @@
     this.olderButton.addEventListener("click", function () {
       if (self.before !== null) self.send({ type: "history", before: self.before });
     });
+    this.attachButton.addEventListener("click", function () { self.fileInput.click(); });
+    this.fileInput.addEventListener("change", function () {
+      var files = Array.prototype.slice.call(self.fileInput.files || [], 0, MAX_ATTACHMENTS);
+      self.fileInput.value = "";
+      if (files.length) self.attach(files);
+    });
+  };
+
+  // Files go first, each by POST /files with the chat token; then one message names them. The
+  // server answers a refused file (too large, not a photo or PDF) with a reason, shown here.
+  Chat.prototype.attach = function (files) {
+    var self = this;
+    var text = this.input.value.trim();
+    this.input.value = "";
+    this.getToken().then(function (token) {
+      return Promise.all(files.map(function (file) {
+        return fetch(self.server + "files", {
+          method: "POST",
+          headers: { "Authorization": "Bearer " + token, "Content-Type": "application/octet-stream", "X-File-Name": encodeURIComponent(file.name) },
+          body: file,
+          cache: "no-store"
+        }).then(function (r) {
+          return r.json().catch(function () { return {}; }).then(function (body) {
+            if (!r.ok) throw new Error(file.name + ": " + (body.error || "not accepted (" + r.status + ")"));
+            return body;
+          });
+        });
+      }));
+    }).then(function (uploaded) {
+      var frame = { type: "message", id: clientId(), text: text, attachments: uploaded.map(function (m) { return m.upload_id; }) };
+      self.sendUser(frame, text, uploaded);
+    }).catch(function (error) {
+      if (text) self.input.value = text;
+      self.system("Not sent: " + error.message);
+    });
+  };
+
+  // A file of this conversation, read with the chat token (never a public URL).
+  Chat.prototype.fetchFile = function (url) {
+    var self = this;
+    return this.getToken().then(function (token) {
+      return fetch(new URL(url, self.server).href, { headers: { "Authorization": "Bearer " + token }, cache: "no-store" });
+    }).then(function (r) {
+      if (!r.ok) throw new Error("file " + r.status);
+      return r.blob();
+    });
+  };
+
+  Chat.prototype.renderMedia = function (item) {
+    var self = this;
+    var label = (MEDIA_LABELS[item.kind] || "File") + (item.name ? ": " + item.name : "");
+    if (!item.url) return el("span", { className: "omni-media", text: label });
+    if (item.kind === "image") {
+      var img = el("img", { className: "omni-image", alt: label });
+      this.fetchFile(item.url).then(function (blob) { img.src = URL.createObjectURL(blob); })
+        .catch(function () { img.replaceWith(el("span", { className: "omni-media", text: label })); });
+      return img;
+    }
+    var open = el("button", { type: "button", className: "omni-media", text: label });
+    open.addEventListener("click", function () {
+      self.fetchFile(item.url).then(function (blob) {
+        var link = el("a", { href: URL.createObjectURL(blob), download: item.name || "file" });
+        link.click();
+      }).catch(function (error) { self.system("Could not open the file: " + error.message); });
+    });
+    return open;
   };
 
   Chat.prototype.setStatus = function (text) { this.status.textContent = text; };
@@ -278,6 +350,7 @@
     if (message.role === "bot" && message.html) bubble.innerHTML = message.html; // escaped by the server
     else bubble.textContent = message.text || "";
     if (message.text || message.html) node.appendChild(bubble);
+    (message.media || []).forEach(function (item) { node.appendChild(self.renderMedia(item)); });
     if (message.image) node.appendChild(el("img", { className: "omni-image", src: message.image, alt: "Image from the assistant", loading: "lazy" }));
     // A file the assistant sends: a link, and only to a web address (never javascript: or data:).
     if (message.attachment && /^https?:\/\//i.test(message.attachment)) {
@@ -326,8 +399,8 @@
     }
   };
 
-  Chat.prototype.sendUser = function (frame, shown) {
-    var node = this.renderMessage({ id: "local:" + frame.id, role: "user", channel: "chat", text: shown, timestamp: Date.now() / 1000, client_message_id: frame.id });
+  Chat.prototype.sendUser = function (frame, shown, media) {
+    var node = this.renderMessage({ id: "local:" + frame.id, role: "user", channel: "chat", text: shown, media: media, timestamp: Date.now() / 1000, client_message_id: frame.id });
     node.classList.add("omni-pending");
     this.log.appendChild(node);
     this.scrollDown();

@@ -16,6 +16,7 @@ from connectors import rasa_patches
 from connectors.turns.slots import TurnSlots, turn_slots, while_waiting
 
 
+@pytest.mark.unit
 def test_turns_start_in_arrival_order_and_never_more_than_the_slots() -> None:
     async def run() -> List[str]:
         slots = TurnSlots(2)
@@ -37,6 +38,7 @@ def test_turns_start_in_arrival_order_and_never_more_than_the_slots() -> None:
     assert asyncio.run(run()) == [f"start {n}" for n in range(6)]
 
 
+@pytest.mark.unit
 def test_a_turn_waiting_on_a_remote_call_lends_its_slot() -> None:
     async def run() -> List[str]:
         slots = TurnSlots(1)
@@ -61,6 +63,7 @@ def test_a_turn_waiting_on_a_remote_call_lends_its_slot() -> None:
     assert asyncio.run(run()) == ["slow starts", "quick runs", "slow's action server answered"]
 
 
+@pytest.mark.unit
 def test_a_turn_cancelled_while_its_slot_is_lent_gives_back_nothing_it_does_not_hold() -> None:
     async def run() -> None:
         slots = TurnSlots(1)
@@ -95,6 +98,7 @@ def test_a_turn_cancelled_while_its_slot_is_lent_gives_back_nothing_it_does_not_
     asyncio.run(run())
 
 
+@pytest.mark.unit
 def test_outside_a_turn_a_remote_call_is_just_awaited() -> None:
     async def run() -> str:
         return await while_waiting(asyncio.sleep(0, result="answered"))
@@ -102,6 +106,7 @@ def test_outside_a_turn_a_remote_call_is_just_awaited() -> None:
     assert asyncio.run(run()) == "answered"
 
 
+@pytest.mark.unit
 def test_the_loops_slots_follow_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MAX_CONCURRENT_TURNS", "3")
 

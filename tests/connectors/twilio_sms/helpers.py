@@ -58,7 +58,12 @@ def replies(answer: httpx.Response) -> List[str]:
     """The <Message> bodies of a TwiML answer."""
     assert answer.status_code == 200, answer.text
     assert answer.headers["content-type"].startswith("text/xml")
-    root = ElementTree.fromstring(answer.text)
+    return replies_of(answer.text)
+
+
+def replies_of(twiml: str) -> List[str]:
+    """The <Message> bodies of a TwiML document."""
+    root = ElementTree.fromstring(twiml)
     assert root.tag == "Response"
     return [(m.text or "") for m in root.findall("Message")]
 

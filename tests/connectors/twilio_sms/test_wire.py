@@ -46,6 +46,7 @@ def parse(params: Dict[str, str]) -> InboundSms:
     return InboundSms.parse(params, "US")
 
 
+@pytest.mark.unit
 def test_num_media_must_be_plain_digits() -> None:
     """ "²" passes str.isdigit() but int() refuses it: a 400, not a 500."""
     params = MultiDict(
@@ -59,6 +60,7 @@ def test_num_media_must_be_plain_digits() -> None:
             parse(form(NumMedia=digits))
 
 
+@pytest.mark.unit
 def test_a_message_is_read_field_by_field() -> None:
     picture = "https://api.twilio.com/2010-04-01/Accounts/AC1/Messages/MM1/Media/ME1"
     params = {**sms_form(ENV, f"whatsapp:{SENDER}", " hi there ", media=[picture])}
@@ -69,12 +71,21 @@ def test_a_message_is_read_field_by_field() -> None:
     assert sms.media == (InboundMedia(url=picture, content_type="image/jpeg"),)
     assert sms.reply_to == f"whatsapp:{SENDER}"
     assert parse(form()).reply_to == SENDER
+    assert sms.channel == "whatsapp" and parse(form()).channel == "sms"
     assert sms.metadata() == {
-        "channel": "sms",
+        "channel": "whatsapp",
         "address": f"tel:{SENDER}",
         "message_sid": sms.message_sid,
         "to": "+15005550006",
-        "media": [{"url": picture, "content_type": "image/jpeg"}],
+        "media": [
+            {
+                "kind": "image",
+                "content_type": "image/jpeg",
+                "url": picture,
+                "size": None,
+                "source": "twilio",
+            }
+        ],
     }
     assert not sms.is_empty and parse(form("  ")).is_empty
     national = parse(form(From="(415) 555-2671"))
@@ -99,6 +110,7 @@ KEYWORDS = [
 ]
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(("body", "opt_out_type", "opted_out", "change", "intent"), KEYWORDS)
 def test_keywords_change_the_subscription_or_stand_for_an_intent(
     body: str, opt_out_type: Optional[str], opted_out: bool, change, intent
@@ -109,6 +121,7 @@ def test_keywords_change_the_subscription_or_stand_for_an_intent(
     assert sms.intent == intent
 
 
+@pytest.mark.unit
 def test_a_picture_alone_stands_for_the_picture_intent_and_odd_opt_out_types_are_ignored() -> None:
     picture = "https://api.twilio.com/2010-04-01/Accounts/AC1/Messages/MM1/Media/ME1"
     assert parse(sms_form(ENV, SENDER, "", media=[picture])).intent == PICTURE_INTENT
@@ -150,6 +163,7 @@ BAD_INPUT = [
 PARSING_CASES = [case for case in BAD_INPUT if case[0] != "other account"]
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("case", "mutate", "status", "reason"), PARSING_CASES, ids=[c[0] for c in PARSING_CASES]
 )
@@ -185,6 +199,7 @@ def status_form(status: str, error: str = "", to: str = SENDER) -> Dict[str, str
     return params
 
 
+@pytest.mark.unit
 def test_status_callbacks_are_read_and_failures_recognised() -> None:
     delivered = StatusCallback.parse(status_form("delivered"), "US")
     assert (delivered.status, delivered.error_code, delivered.failed) == ("delivered", None, False)
@@ -210,6 +225,7 @@ def test_status_callbacks_are_read_and_failures_recognised() -> None:
         assert refused.value.status == 400 and reason in refused.value.reason
 
 
+@pytest.mark.unit
 def test_a_malformed_idempotency_token_is_ignored_not_refused() -> None:
     assert idempotency_token("idem-" + "a" * 40) == "idem-" + "a" * 40
     assert idempotency_token(None) is None
@@ -220,12 +236,14 @@ def test_a_malformed_idempotency_token_is_ignored_not_refused() -> None:
 # -- TwiML answers, read back as Twilio reads them --------------------------------------------
 
 
+@pytest.mark.unit
 def test_no_messages_is_an_empty_response_meaning_no_reply() -> None:
     root = ElementTree.fromstring(EMPTY_TWIML)
     assert (root.tag, list(root)) == ("Response", [])
     assert twiml() == EMPTY_TWIML
 
 
+@pytest.mark.unit
 def test_messages_carry_their_body_and_media_in_order() -> None:
     answer = twiml(
         [
@@ -241,3 +259,44 @@ def test_messages_carry_their_body_and_media_in_order() -> None:
         "https://i.example/a.png",
         "https://i.example/b.png",
     ]
+
+
+def test_whatsapp_fields_taps_and_locations_are_read_and_bounded() -> None:
+    whatsapp = {
+        **form("", From=f"whatsapp:{SENDER}"),
+        "ProfileName": "Ana",
+        "ButtonPayload": "/request_refund",
+        "ButtonText": "Start a refund",
+    }
+    tapped = parse(whatsapp)
+    assert tapped.channel == "whatsapp" and tapped.tapped == "/request_refund"
+    assert tapped.tapped_title == "Start a refund" and tapped.profile_name == "Ana"
+    assert tapped.intent is None and not tapped.is_empty  # the tap is the message
+    # A list-picker choice may come as ListId/ListTitle.
+    listed = parse({**form("", From=f"whatsapp:{SENDER}"), "ListId": "/a", "ListTitle": "A"})
+    assert (listed.tapped, listed.tapped_title) == ("/a", "A")
+    # By SMS these fields mean nothing and are not read.
+    assert parse({**form("x"), "ButtonPayload": "/request_refund"}).tapped is None
+    located = parse(
+        {**form("", From=f"whatsapp:{SENDER}"), "Latitude": "-33.8688", "Longitude": "151.2093"}
+    )
+    assert located.intent == "/share_location" and located.location.latitude == -33.8688
+    for latitude, longitude in (("91", "0"), ("1e3", "0"), ("0", ""), ("north", "0")):
+        with pytest.raises(Rejected):
+            parse(
+                {
+                    **form("", From=f"whatsapp:{SENDER}"),
+                    "Latitude": latitude,
+                    "Longitude": longitude,
+                }
+            )
+
+
+def test_status_callbacks_name_their_channel_and_the_inline_reply_they_answer() -> None:
+    params = {"MessageSid": new_sid(), "MessageStatus": "read", "To": f"whatsapp:{SENDER}"}
+    answered = new_sid()
+    callback = StatusCallback.parse(params, "US", reply_to=answered)
+    assert (callback.channel, callback.reply_to, callback.status) == ("whatsapp", answered, "read")
+    assert StatusCallback.parse(params, "US", reply_to="../etc").reply_to is None
+    root = ElementTree.fromstring(twiml([SmsMessage(body="hi")], "https://x/status?reply_to=SM1"))
+    assert root.find("Message").get("statusCallback") == "https://x/status?reply_to=SM1"

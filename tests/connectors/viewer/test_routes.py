@@ -5,18 +5,23 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import time
 from typing import Any, Dict, Optional
 
 import httpx
 import pytest
 
+from testkit.fake_twilio import FakeTwilio
 from testkit.stack import RasaStack
+from testkit.twilio_webhook import WEBHOOK_PATH, whatsapp_form
 from tests.connectors.viewer.helpers import CALL_SUMMARY, call_and_hang_up
 from tests.connectors.webchat.helpers import fresh_phone, open_chat, text_from_phone, user_token
+from tests.support import JPEG
 
 pytestmark = pytest.mark.rasa_server
 
 API = "/webhooks/viewer/api/timeline"
+MEDIA_API = "/webhooks/viewer/api/media"
 
 
 def ask(stack: RasaStack, body: Any, token: Optional[str] = None) -> httpx.Response:
@@ -152,3 +157,52 @@ def test_bad_input_gets_a_4xx(rasa_stack: RasaStack) -> None:
         timeout=30,
     )
     assert huge.status_code == 413
+
+
+def test_a_customers_photo_and_whatsapp_receipts_show_in_the_viewer(
+    rasa_stack: RasaStack, fake_twilio: FakeTwilio
+) -> None:
+    number = fresh_phone()
+    url = rasa_stack.env["PUBLIC_BASE_URL"] + WEBHOOK_PATH
+    fake_twilio.send_status_callbacks = True
+    try:
+        fake_twilio.deliver_inbound(url, whatsapp_form(rasa_stack.env, number, "hi"))
+        [greeting] = fake_twilio.wait_for_messages(f"whatsapp:{number}", 1)
+        # Twilio reports sent, delivered, read: wait until the last callback was answered.
+        deadline = time.monotonic() + 20
+        while (greeting.sid, "read", 204) not in fake_twilio.callback_answers:
+            assert time.monotonic() < deadline, fake_twilio.callback_answers
+            time.sleep(0.05)
+    finally:
+        fake_twilio.send_status_callbacks = False
+    photo = fake_twilio.add_media(JPEG, "image/jpeg")
+    form = whatsapp_form(rasa_stack.env, number, "", media=[photo], media_types=["image/jpeg"])
+    fake_twilio.deliver_inbound(url, form)
+
+    answer = ask(rasa_stack, {"phone": number})
+    assert answer.status_code == 200, answer.text
+    entries = answer.json()["entries"]
+    answered = [e for e in entries if e["type"] == "bot" and e["channel"] == "whatsapp"]
+    assert answered[0]["delivery"] == {"status": "read"}
+    assert answered[0]["rendered"]["bubbles"][0]["options"] == [
+        "Where's my order?",
+        "Start a refund",
+        "Refund policy",
+    ]
+    [sent] = [e for e in entries if e["type"] == "user" and e.get("media")]
+    assert sent["media"] == [{"kind": "image", "content_type": "image/jpeg", "source": "twilio"}]
+
+    media = {"conversation_id": answer.json()["conversation_id"], "index": sent["index"], "item": 0}
+    headers = {"Authorization": f"Bearer {rasa_stack.env['RASA_AUTH_TOKEN']}"}
+    shown = httpx.post(rasa_stack.base_url + MEDIA_API, json=media, headers=headers, timeout=30)
+    assert shown.status_code == 200 and shown.content == JPEG
+    assert shown.headers["content-type"] == "image/jpeg"
+    assert shown.headers["x-content-type-options"] == "nosniff"
+    assert httpx.post(rasa_stack.base_url + MEDIA_API, json=media).status_code == 401
+    missing = {**media, "item": 3}
+    assert (
+        httpx.post(rasa_stack.base_url + MEDIA_API, json=missing, headers=headers).status_code
+        == 404
+    )
+    bad = {**media, "index": -1}
+    assert httpx.post(rasa_stack.base_url + MEDIA_API, json=bad, headers=headers).status_code == 400

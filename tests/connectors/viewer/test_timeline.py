@@ -4,14 +4,21 @@ from __future__ import annotations
 
 from typing import Any, Dict, List
 
+import pytest
+
 from connectors.viewer.timeline import MAX_VALUE_CHARS, Masker, build_timeline
+from omnichannel.receipts import Receipt
+
+pytestmark = pytest.mark.unit
 
 SEARCHED = "+14155550123"
 OTHER = "+16505550199"
 
 
 def user(text: str, channel: str, intent: str, confidence: float, **metadata: Any) -> Dict:
-    connector = {"voice": "vapi", "sms": "twilio_sms", "chat": "webchat"}[channel]
+    connector = {"voice": "vapi", "sms": "twilio_sms", "whatsapp": "twilio_sms", "chat": "webchat"}[
+        channel
+    ]
     return {
         "event": "user",
         "timestamp": 1700000000.5,
@@ -157,3 +164,67 @@ def test_long_values_are_cut_and_odd_events_still_show() -> None:
     assert [entries[1]["name"], entries[2]["name"]] == ["order_form", None]
     assert entries[3] == {"index": 3, "timestamp": None, "type": "event", "event": "followup"}
     assert entries[4]["intent"] is None and entries[4]["channel"] is None
+
+
+def test_a_whatsapp_turn_shows_its_bubbles_media_and_delivery() -> None:
+    picture = {
+        "kind": "image",
+        "content_type": "image/jpeg",
+        "url": "https://x",
+        "source": "twilio",
+    }
+    events = [
+        {
+            **user("", "whatsapp", "send_picture", 1.0, message_sid="SM1", media=[picture]),
+            "text": "/send_picture",
+        },
+        bot(
+            "Thanks! **Pick** one",
+            buttons=[{"title": "Refund", "payload": "/request_refund"}],
+            image="https://acme.example/pack.png",
+        ),
+    ]
+    receipts = {
+        "SMa": Receipt("SMa", "whatsapp", "read", reply_to="SM1"),
+        "SMb": Receipt("SMb", "whatsapp", "delivered", reply_to="SM1"),
+        "SMc": Receipt("SMc", "whatsapp", "failed", "63016", reply_to="SM9"),
+    }
+    user_entry, bot_entry = build_timeline(list(enumerate(events)), None, Masker(), receipts)
+    assert user_entry["media"] == [
+        {"kind": "image", "content_type": "image/jpeg", "source": "twilio"}
+    ]
+    assert bot_entry["channel"] == "whatsapp"
+    assert bot_entry["rendered"] == {
+        "bubbles": [
+            {"body": "", "media": ["https://acme.example/pack.png"]},
+            {"body": "Thanks! *Pick* one", "options": ["Refund"]},
+        ]
+    }
+    # A reply counts as read only once all its parts are.
+    assert bot_entry["delivery"] == {"status": "delivered"}
+    failed = build_timeline(
+        [
+            (0, {**events[0], "metadata": {**events[0]["metadata"], "message_sid": "SM9"}}),
+            (1, events[1]),
+        ],
+        None,
+        Masker(),
+        receipts,
+    )[1]
+    assert failed["delivery"] == {"status": "failed", "error_code": "63016"}
+
+
+def test_a_location_is_shown_with_its_address_masked() -> None:
+    located = user(
+        "",
+        "whatsapp",
+        "share_location",
+        1.0,
+        location={"latitude": 52.37, "longitude": 4.89, "address": "Call me at +14155552671"},
+    )
+    [entry] = timeline([located])
+    assert entry["location"] == {
+        "latitude": 52.37,
+        "longitude": 4.89,
+        "address": "Call me at +1415***2671",
+    }
