@@ -130,7 +130,7 @@ def install() -> None:
         loaded = sorted(LAZY_MODULES & set(sys.modules))
         if loaded:
             raise RuntimeError(f"install() must run before Rasa is imported ({loaded[0]} is)")
-        import skops.io  # type: ignore[import-untyped]  # noqa: F401 - before Rasa (docstring)
+        import skops.io  # noqa: F401 - before Rasa (docstring)
 
         sys.meta_path.insert(0, LazyRasaModules())
     _defer_training_graph()
