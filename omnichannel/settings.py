@@ -24,6 +24,9 @@ from omnichannel.redis_config import LOCAL_REDIS_URL, RedisConfig
 LOCAL_BASE_URL = "http://127.0.0.1:5005"
 #: More proxies than this in front of one server is a misconfiguration.
 MAX_PROXY_HOPS = 10
+#: Turns one process runs through Rasa at once (connectors/turns/slots.py).
+DEFAULT_CONCURRENT_TURNS = 8
+MAX_CONCURRENT_TURNS_LIMIT = 1000
 
 
 def _flag(value: Optional[str]) -> bool:
@@ -95,6 +98,8 @@ class Settings:
     #: HS256 key of agents' inbox tokens (signed by the host's SSO); None: no inbox.
     inbox_jwt_secret: Optional[str] = None
     inbox_jwt_audience: str = DEFAULT_INBOX_AUDIENCE
+    #: Turns one process runs through Rasa at once; the others wait in arrival order.
+    max_concurrent_turns: int = DEFAULT_CONCURRENT_TURNS
     #: Our WhatsApp sender (``whatsapp:+1…``) for messages to a customer who has not written to
     #: a sender of ours lately; None: ``TWILIO_PHONE_NUMBER`` on WhatsApp.
     twilio_whatsapp_number: Optional[str] = None
@@ -168,6 +173,16 @@ class Settings:
                 "HANDOFF_GIVE_UP_HOURS", get("HANDOFF_GIVE_UP_HOURS"), DEFAULT_GIVE_UP_SECONDS, 3600
             ),
         )
+        turns = get("MAX_CONCURRENT_TURNS") or str(DEFAULT_CONCURRENT_TURNS)
+        if (
+            not turns.isascii()
+            or not turns.isdigit()
+            or not 1 <= int(turns) <= MAX_CONCURRENT_TURNS_LIMIT
+        ):
+            raise ConfigError(
+                f"MAX_CONCURRENT_TURNS must be a number of turns from 1 to "
+                f"{MAX_CONCURRENT_TURNS_LIMIT}, got {turns!r}"
+            )
         region = (get("DEFAULT_PHONE_REGION") or "US").upper()
         if len(region) != 2 or not region.isalpha():
             raise ConfigError(
@@ -197,6 +212,7 @@ class Settings:
             handoff_waiting=waiting,
             inbox_jwt_secret=get("INBOX_JWT_SECRET"),
             inbox_jwt_audience=get("INBOX_JWT_AUDIENCE") or DEFAULT_INBOX_AUDIENCE,
+            max_concurrent_turns=int(turns),
             twilio_whatsapp_number=whatsapp,
         )
 
@@ -251,6 +267,7 @@ _VARIABLES = _REDIS_VARIABLES + (
     "HANDOFF_GIVE_UP_HOURS",
     "INBOX_JWT_SECRET",
     "INBOX_JWT_AUDIENCE",
+    "MAX_CONCURRENT_TURNS",
     "TWILIO_WHATSAPP_NUMBER",
 )
 #: Variables no longer read, refused at start-up with what replaces them.

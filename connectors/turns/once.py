@@ -5,8 +5,9 @@ owner stops renewing the lease: the owner may have died before Rasa processed th
 after (the event log then holds it, only the reply was not delivered), or only be slow. So every
 turn that may be run twice goes through :func:`handle_once`: under the conversation's lock, the
 same hold Rasa's processor runs in, it looks for a user event with the message's id in the event
-log and processes the message only when there is none. Whoever comes second finds the first
-one's events (:func:`replies_to`) instead of running the turn again.
+log and processes the message only when there is none, in one of the process's turn slots
+(:mod:`connectors.turns.slots`: a burst is answered in arrival order). Whoever comes second
+finds the first one's events (:func:`replies_to`) instead of running the turn again.
 
 Every channel runs its turns through :func:`run_once` (``run_turn`` around ``handle_once``) and,
 when that finds the message processed by a run that did not answer, delivers :func:`replay`.
@@ -22,6 +23,7 @@ from rasa.shared.core.trackers import DialogueStateTracker
 
 from connectors.handoff import turns as handoff_turns
 from connectors.turns.run import processor_of, run_turn
+from connectors.turns.slots import turn_slots
 
 if TYPE_CHECKING:
     from rasa.core.agent import Agent
@@ -77,7 +79,8 @@ async def handle_once(
             return False
         if before is not None and not await before(tracker):
             return False
-        await handoff_turns.handle_message(agent, message, tracker)
+        async with turn_slots().held():
+            await handoff_turns.handle_message(agent, message, tracker)
     return True
 
 
