@@ -52,6 +52,8 @@ class Settings:
     #: Our WhatsApp sender (``whatsapp:+1…``) for messages to a customer who has not written to
     #: a sender of ours lately; None: ``TWILIO_PHONE_NUMBER`` on WhatsApp.
     twilio_whatsapp_number: Optional[str] = None
+    #: The shop's backend's key for the notifications API (its own identity).
+    notifications_api_key: Optional[str] = None
 
     @property
     def whatsapp_sender(self) -> Optional[str]:
@@ -128,6 +130,7 @@ class Settings:
             default_phone_region=region,
             handoff_phone_number=handoff,
             twilio_whatsapp_number=whatsapp,
+            notifications_api_key=get("NOTIFICATIONS_API_KEY"),
         )
 
     def require(self, *names: str) -> None:
@@ -174,6 +177,7 @@ _VARIABLES = _REDIS_VARIABLES + (
     "DEFAULT_PHONE_REGION",
     "HANDOFF_PHONE_NUMBER",
     "TWILIO_WHATSAPP_NUMBER",
+    "NOTIFICATIONS_API_KEY",
 )
 #: Variables no longer read, refused at start-up with what replaces them.
 _RETIRED = ("TRUST_PROXY_HEADERS",)
