@@ -21,6 +21,7 @@ from testkit.stack import RasaStack
 from tests.connectors.notifications.helpers import conversation_of, place_customer
 
 
+@pytest.mark.unit
 def test_replies_are_shown_as_each_channel_delivers_them() -> None:
     assert shown("voice", ["Hello there."]) == ["  bot says: Hello there."]
     assert shown("sms", ["Hi 🙂"])[0] == "  bot texts (1 segment(s), UCS-2):"
