@@ -114,6 +114,7 @@ async def test_the_shell_receives_a_notification_sent_by_the_documented_curl(
     assert printed.count("Good news: your order 40213 has shipped.") == 1
 
 
+@pytest.mark.unit
 def test_the_shell_prints_how_to_send_it_a_notification() -> None:
     class Stack:
         base_url = "http://127.0.0.1:5999"
