@@ -34,7 +34,7 @@ import redis.asyncio as aioredis
 
 from bench.fleet.customers import CHANNELS, CHAT, NOTIFICATION_SMS, SMS, Sent, Traffic
 from bench.fleet.local_fleet import running_work
-from connectors.notifications.channel import item_id_of
+from connectors.notifications.state import item_id_of
 from omnichannel.addresses import phone_address
 from omnichannel.identity import IdentityStore
 from omnichannel.outbound.items import OutboundStore
