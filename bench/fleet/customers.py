@@ -270,7 +270,11 @@ class Traffic:
             return
         deadline = time.monotonic() + REPLY_TIMEOUT
         while time.monotonic() < deadline:
-            later = self.fleet.twilio.messages_to(number)[before:]
+            # A notification the shop sent meanwhile is not the reply.
+            notified = {NOTIFICATION_SMS.format(n.order) for n in self.notifications}
+            later = [
+                m for m in self.fleet.twilio.messages_to(number)[before:] if m.body not in notified
+            ]
             if later:
                 item.reply, item.replied_at = later[0].body, later[0].received_at
                 return
