@@ -107,3 +107,17 @@ def outbound_entry(item: OutboundItem) -> Dict[str, Any]:
         "response": item.payload.get("response"),
         "slots": item.payload.get("slots") or {},
     }
+
+
+async def recent_outbound(status: Optional[str], limit: int) -> Dict[str, Any]:
+    """The JSON answer of ``POST /api/outbound``: every conversation's notifications and
+    callbacks, most recently changed first (``status`` only, when given), and the latest
+    refusals that named no known customer."""
+    store = OutboundStore()
+    try:
+        items = await store.recent(limit if status is None else limit * 5)
+        refusals = await store.refusals(limit)
+    except REDIS_FAILURES as error:
+        raise StateUnavailable(f"outbound items unreadable ({type(error).__name__})") from error
+    wanted = [item for item in items if status is None or item.status == status][:limit]
+    return {"items": [outbound_entry(item) for item in wanted], "refusals": refusals}
