@@ -113,11 +113,13 @@ async def test_by_sms_and_the_reply_is_about_that_order(
     assert (answer.json()["status"], answer.json()["channel"]) == ("sent", "sms")
     sent = fake_twilio.wait_for_messages(number, before + 1)[-1]
     assert sent.body == SHIPPED_SMS.format(order)
-    # The customer's reply continues with the notification's order number set: the LLM that
-    # answers a free question is told about that order, and the order's status needs no number.
+    # The customer's reply continues with the notification's order number set: "when will it
+    # arrive?" is answered about that order (by the order's status, or by the LLM told of it),
+    # and the order's status needs no number.
     asked = len(fake_llm.requests)
-    await asyncio.to_thread(text_sms, rasa_stack, number, "when will it arrive?")
-    assert order in json.dumps(fake_llm.requests[asked:]), "the LLM was not told the order"
+    replies = await asyncio.to_thread(text_sms, rasa_stack, number, "when will it arrive?")
+    told = json.dumps(fake_llm.requests[asked:])
+    assert any(order in reply for reply in replies) or order in told, (replies, told[:500])
     replies = await asyncio.to_thread(text_sms, rasa_stack, number, "when will my order arrive")
     assert any(order in reply for reply in replies), replies
 
