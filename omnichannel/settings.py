@@ -103,6 +103,8 @@ class Settings:
     #: Our WhatsApp sender (``whatsapp:+1…``) for messages to a customer who has not written to
     #: a sender of ours lately; None: ``TWILIO_PHONE_NUMBER`` on WhatsApp.
     twilio_whatsapp_number: Optional[str] = None
+    #: The shop's backend's key for the notifications API (its own identity).
+    notifications_api_key: Optional[str] = None
 
     @property
     def whatsapp_sender(self) -> Optional[str]:
@@ -214,6 +216,7 @@ class Settings:
             inbox_jwt_audience=get("INBOX_JWT_AUDIENCE") or DEFAULT_INBOX_AUDIENCE,
             max_concurrent_turns=int(turns),
             twilio_whatsapp_number=whatsapp,
+            notifications_api_key=get("NOTIFICATIONS_API_KEY"),
         )
 
     def require(self, *names: str) -> None:
@@ -269,6 +272,7 @@ _VARIABLES = _REDIS_VARIABLES + (
     "INBOX_JWT_AUDIENCE",
     "MAX_CONCURRENT_TURNS",
     "TWILIO_WHATSAPP_NUMBER",
+    "NOTIFICATIONS_API_KEY",
 )
 #: Variables no longer read, refused at start-up with what replaces them.
 _RETIRED = ("TRUST_PROXY_HEADERS",)

@@ -52,5 +52,6 @@ _EXPORTED = frozenset(
         "WEBCHAT_JWT_SECRET",
         "INBOX_JWT_SECRET",
         "INBOX_JWT_AUDIENCE",
+        "NOTIFICATIONS_API_KEY",
     }
 )
