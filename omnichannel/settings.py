@@ -52,6 +52,20 @@ class Settings:
     #: Our WhatsApp sender (``whatsapp:+1…``) for messages to a customer who has not written to
     #: a sender of ours lately; None: ``TWILIO_PHONE_NUMBER`` on WhatsApp.
     twilio_whatsapp_number: Optional[str] = None
+    #: VAPI's REST API, for calls we place (callbacks): the org's private API key, the imported
+    #: phone number calls go out from, and the saved assistant that takes them (None: the same
+    #: transient assistant ``assistant-request`` answers with). Callbacks are offered only when
+    #: the key and the phone number id are set (:attr:`places_calls`).
+    vapi_api_key: Optional[str] = None
+    vapi_phone_number_id: Optional[str] = None
+    vapi_assistant_id: Optional[str] = None
+    #: Another base URL for VAPI's REST API (the local fake); None: https://api.vapi.ai.
+    vapi_api_base_url: Optional[str] = None
+
+    @property
+    def places_calls(self) -> bool:
+        """True when this deployment can place outbound calls through VAPI."""
+        return bool(self.vapi_api_key and self.vapi_phone_number_id)
 
     @property
     def whatsapp_sender(self) -> Optional[str]:
@@ -128,6 +142,10 @@ class Settings:
             default_phone_region=region,
             handoff_phone_number=handoff,
             twilio_whatsapp_number=whatsapp,
+            vapi_api_key=get("VAPI_API_KEY"),
+            vapi_phone_number_id=get("VAPI_PHONE_NUMBER_ID"),
+            vapi_assistant_id=get("VAPI_ASSISTANT_ID"),
+            vapi_api_base_url=(get("VAPI_API_BASE_URL") or "").rstrip("/") or None,
         )
 
     def require(self, *names: str) -> None:
@@ -174,6 +192,10 @@ _VARIABLES = _REDIS_VARIABLES + (
     "DEFAULT_PHONE_REGION",
     "HANDOFF_PHONE_NUMBER",
     "TWILIO_WHATSAPP_NUMBER",
+    "VAPI_API_KEY",
+    "VAPI_PHONE_NUMBER_ID",
+    "VAPI_ASSISTANT_ID",
+    "VAPI_API_BASE_URL",
 )
 #: Variables no longer read, refused at start-up with what replaces them.
 _RETIRED = ("TRUST_PROXY_HEADERS",)

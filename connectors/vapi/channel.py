@@ -24,6 +24,7 @@ from sanic.response import HTTPResponse
 from connectors.http_limits import ChannelBlueprint, bounded_body
 from connectors.vapi.auth import VapiAuth
 from connectors.vapi.call_control import DEFAULT_CONTROL_HOSTS, control_policy
+from connectors.vapi.callbacks import CallbackCalls, CallbackDialer, CallbackReporter
 from connectors.vapi.callers import Callers
 from connectors.vapi.greeting import Greeter
 from connectors.vapi.hearing import dialogue
@@ -156,8 +157,20 @@ class VapiInput(InputChannel):
             options.barge_in_threshold,
             options.duplicate_wait_seconds,
         )
-        self.server_messages = ServerMessages(settings, self.callers, self.greeter, calls)
+        self._app: Optional[Sanic] = None
+        reporter = CallbackReporter(lambda: self._require_app().ctx.agent)
+        self.callback_calls = CallbackCalls(report=reporter)
+        self.server_messages = ServerMessages(
+            settings, self.callers, self.greeter, calls, self.callback_calls
+        )
         self.control_policy = control_policy(options.control_url_hosts, settings.public_base_url)
+        #: Places callbacks when VAPI's API is configured (VAPI_API_KEY, VAPI_PHONE_NUMBER_ID).
+        self.dialer = CallbackDialer(settings, report=reporter) if settings.places_calls else None
+
+    def _require_app(self) -> Sanic:
+        if self._app is None:
+            raise RuntimeError("the VAPI channel's server has not started")
+        return self._app
 
     @classmethod
     def name(cls) -> str:
@@ -185,6 +198,10 @@ class VapiInput(InputChannel):
             # Turns whose replica died and that nobody re-POSTs are finished by the sweeper.
             calls = self.runner.calls
             calls.turns.resume_with(lambda lease: self.runner.resume(app.ctx.agent, lease))
+            self._app = app
+            if self.dialer is not None:
+                self.dialer.name_of = lambda: self.greeter.assistant_name(app.ctx.agent)
+                self.dialer.start()
 
         @bp.route("/", methods=["GET"])
         async def health(_: Request) -> HTTPResponse:
@@ -251,8 +268,11 @@ class VapiInput(InputChannel):
         if len(user_texts[-1]) > USER_TEXT_MAX_CHARS:
             return _openai_error(400, f"user message longer than {USER_TEXT_MAX_CHARS} characters")
         try:
-            conversation_id = await self.callers.conversation(call_id, address)
-        except StateUnavailable as error:
+            # A callback's call continues the conversation it was asked for in.
+            conversation_id = await self.callback_calls.conversation_of(
+                call
+            ) or await self.callers.conversation(call_id, address)
+        except (StateUnavailable, *REDIS_FAILURES) as error:
             logger.error("voice call %s: %s", call_id, error)
             await stream_static(request, writer, [APOLOGY])
             return None
