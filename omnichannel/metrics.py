@@ -237,3 +237,25 @@ def serve(port: int, address: str = DEFAULT_METRICS_ADDRESS) -> bool:
         _served_on = port
         logger.info("metrics: serving /metrics on %s port %d", address, port)
         return True
+
+#: Outcomes of business-initiated items (omnichannel/outbound/): the ``outcome`` label of
+#: :data:`OUTBOUND_ITEMS`; ``channel`` is a channel kind, or ``none`` before one was chosen.
+OUTBOUND_SCHEDULED = "scheduled"
+OUTBOUND_HELD = "held"
+OUTBOUND_QUEUED = "queued"
+OUTBOUND_SENT = "sent"
+OUTBOUND_REFUSED = "refused"
+OUTBOUND_FAILED = "failed"
+OUTBOUND_CANCELLED = "cancelled"
+OUTBOUND_ITEMS = Counter(
+    "omnichannel_outbound_items",
+    "Business-initiated items (notifications, callbacks) by kind, channel kind and outcome "
+    "(scheduled, held, queued, sent, refused, failed, cancelled).",
+    ["kind", "channel", "outcome"],
+)
+OUTBOUND_REFUSALS = Counter(
+    "omnichannel_outbound_refusals",
+    "Business-initiated items refused or held, by kind and reason (opted_out, no_consent, "
+    "quiet_hours, customer_rate_limit, global_rate_limit, unknown_customer, ...).",
+    ["kind", "reason"],
+)

@@ -44,6 +44,7 @@ from connectors.twilio_sms.wire import EMPTY_TWIML, twiml
 from omnichannel.channels import SMS, TWILIO_SMS, WHATSAPP
 from omnichannel.identity import IdentityStore
 from omnichannel.leases import Existing, InFlightWork, Lease
+from omnichannel.outbound.consent import OPT_IN, OPT_OUT, record_phone_consent
 from omnichannel.redis_client import REDIS_FAILURES, StateUnavailable
 from omnichannel.rendering.messages import BotMessage, TurnOutput
 from omnichannel.rendering.sms import SmsMessage, SmsRendering, render_sms
@@ -301,6 +302,9 @@ class SmsTurns:
             change = payload["opt_out"]
             if change is not None:
                 await identity.set_sms_opt_out(cid, change)
+                await record_phone_consent(
+                    identity, cid, OPT_OUT if change else OPT_IN, payload.get("channel") or SMS
+                )
                 logger.info(
                     "conversation %s opted %s SMS", cid, "out of" if change else "back in to"
                 )
