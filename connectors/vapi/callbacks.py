@@ -1,37 +1,36 @@
-"""Callbacks by phone, the VAPI half: dialling each callback once when it is due, and following
-its call (VAPI's status updates and end-of-call report) to the callback's outcome.
+"""Callbacks by phone, the VAPI half: the courier that places a due callback's call through
+VAPI's API, and following that call (its turns, status updates and end-of-call report) to the
+callback's outcome.
 
-Dialling is durable work shared by the fleet. Every replica's dialer looks for due callbacks
-(:meth:`CallbackDialer.sweep_once`, about once a second); the first to record the callback's
-work item (an :class:`~omnichannel.leases.InFlightWork` of kind ``callback_call`` named by the
-callback's id and version) and move its record from ``scheduled`` to ``dialing`` dials it, under
-a lease it keeps renewing. A replica that dies while dialling stops renewing; the takeover
-sweeper of another replica resumes the item, and because ``POST /call`` has no idempotency key,
-it first asks VAPI for a call carrying the item's ``dial_id`` in its metadata (created after the
-record noted the dial's start) and adopts that call instead of dialling again. A restart finds
-the item done and the record ``placed``: nothing is dialled twice.
+A callback is an outbound item of kind ``callback`` (omnichannel/callbacks/items.py), so the
+outbound queue (omnichannel/outbound/items.py) decides when it may go (consent, quiet hours,
+rate limits), claims it once across the fleet at its due time and hands it to
+:class:`CallbackCourier` under a lease. ``POST /call`` takes no idempotency key, so when a
+replica died at that moment (the queue's sweeper resumes the send with ``lease.taken_over``) the
+courier first asks VAPI for a call carrying the item's id in its metadata and adopts it instead
+of dialling again; a failure whose outcome is unknown (a timeout, a 5xx) is reconciled the same
+way before it is retried. A restart finds the item ``sent``: nothing is dialled twice.
 
 The call goes to the conversation's own number (the contact profile's: the number the customer
 called or texted from, or the verified number their site login carries), never to a number a
-customer typed. Its first words are the callback's ``opening`` (written from domain.yml when it
-was requested: "You asked us to call about order 40213…"), and its metadata names the
-conversation and the callback, so the call's turns continue that conversation
-(:meth:`CallbackCalls.conversation_of`, which believes the metadata only for the call id the
-callback's record holds).
+customer typed. Its first words are the callback's ``opening`` ("You asked us to call about
+order 40213…"), and its metadata names the conversation and the item, so the call's turns
+continue that conversation (:meth:`CallbackCalls.conversation_of`, which believes the metadata
+only for an outbound call to that conversation's number whose item is being sent or holds this
+call's id).
 
 How it ended comes in server messages: ``status-update`` ``in-progress`` (answered) and
-``ended`` or the ``end-of-call-report`` with its ``endedReason``. A call nobody answered
-(``customer-did-not-answer``, ``customer-busy``, ``voicemail``) or that failed is told to the
-customer on the messaging channel they last wrote on.
+``ended``, or the ``end-of-call-report``, with its ``endedReason``. A call nobody answered
+(``customer-did-not-answer``, ``customer-busy``, ``voicemail``) or that failed before anyone
+answered moves the item to ``failed`` and is told to the customer on the messaging channel they
+last wrote on.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Dict, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from rasa.shared.core.events import SlotSet
 from rasa.shared.core.trackers import DialogueStateTracker
@@ -40,361 +39,262 @@ from connectors.vapi.greeting import response_text
 from connectors.vapi.outbound import OutboundCall, PlacedCall, VapiApi, VapiApiError
 from connectors.vapi.wire import Call
 from omnichannel import metrics
-from omnichannel.callbacks.store import (
-    ANSWERED,
-    COMPLETED,
-    DIALING,
-    FAILED,
-    NOT_ANSWERED,
-    PLACED,
-    REFUSED,
-    SCHEDULED,
-    Callback,
-    CallbackStore,
-)
-from omnichannel.channels import TWILIO_SMS
+from omnichannel.addresses import InvalidAddress, phone_address
+from omnichannel.callbacks.items import ANSWERED_FIELD, ENDED_REASON_FIELD
+from omnichannel.channels import TWILIO_SMS, VOICE
 from omnichannel.errors import ConfigError
 from omnichannel.identity import IdentityStore
-from omnichannel.leases import InFlightWork, Lease, takeover
+from omnichannel.leases import Lease
+from omnichannel.outbound.items import (
+    FAILED,
+    REFUSED,
+    SCHEDULED,
+    SENDING,
+    SENT,
+    Delivered,
+    OutboundItem,
+    OutboundStore,
+)
+from omnichannel.outbound.policy import CALLBACK
 from omnichannel.redis_client import REDIS_FAILURES
 from omnichannel.rendering.messages import BotMessage
 from omnichannel.rendering.voice import render_voice
 from omnichannel.settings import Settings
 from omnichannel.sms_sender import SmsRefused, SmsSender, SmsSendFailed
-from omnichannel.tasks import BackgroundTasks, cancellable
 
 if TYPE_CHECKING:
     from rasa.core.agent import Agent
 
 logger = logging.getLogger(__name__)
 
-WORK_KIND = "callback_call"
-#: Dialling renews its lease every third of this; a dead dialer's callback waits this long.
-LEASE_SECONDS = 6.0
-#: How often each replica looks for due callbacks.
-SWEEP_SECONDS = 1.0
 #: Attempts at ``POST /call`` before a callback fails (VAPI down, over its concurrency limit).
 MAX_ATTEMPTS = 5
 #: Wait before the next attempt: this times the attempt number.
 RETRY_SECONDS = 60.0
-#: A reconcile looks for calls created since the dial started, less this (clocks differ).
-CLOCK_SKEW_SECONDS = 60.0
+#: A reconcile looks for calls created since the callback was due, less this (clocks differ).
+CLOCK_SKEW_SECONDS = 120.0
 
-#: End reasons of a call nobody took (VAPI's Call.endedReason; 600+ exist, others count as
-#: failures when the call never went in progress).
+#: End reasons of a call nobody took (VAPI's Call.endedReason; 600+ exist: any other ends a
+#: call that never went in progress as a failure).
 NOT_ANSWERED_REASONS = frozenset({"customer-did-not-answer", "customer-busy", "voicemail"})
-
-#: Metrics outcomes.
-OUTCOME_PLACED = "placed"
-OUTCOME_RETRIED = "retried"
-OUTCOME_RECONCILED = "reconciled"
-OUTCOME_REPORTED = "reported"
-OUTCOME_UNREPORTED = "unreported"
-
-Clock = Callable[[], float]
-#: Tells a customer that their callback did not reach them: (callback, outcome) -> None.
-Report = Callable[[Callback, str], Awaitable[None]]
 
 #: The metadata keys of a callback's call.
 CONVERSATION_KEY = "conversation_id"
 CALLBACK_KEY = "callback_id"
-DIAL_KEY = "dial_id"
+
+#: Outcomes of :data:`omnichannel.metrics.CALLBACKS` (the queue counts scheduled, sent,
+#: refused, failed and cancelled items itself).
+OUTCOME_PLACED = "placed"
+OUTCOME_RETRIED = "retried"
+OUTCOME_RECONCILED = "reconciled"
+OUTCOME_ANSWERED = "answered"
+OUTCOME_COMPLETED = "completed"
+OUTCOME_NOT_ANSWERED = "not_answered"
+OUTCOME_FAILED = "failed"
+OUTCOME_REPORTED = "reported"
+OUTCOME_UNREPORTED = "unreported"
+
+Clock = Callable[[], float]
 
 
-@dataclass(frozen=True)
-class Decision:
-    """Whether a callback may be dialled now: ``refusal`` None = yes."""
-
-    refusal: Optional[str] = None
-    #: A refusal that passes (quiet hours): try again at this moment.
-    retry_at: Optional[float] = None
-
-
-class CallbackDialer:
-    """Places due callbacks through VAPI's API, once across the fleet (module docstring)."""
+class CallbackCourier:
+    """Places a callback's call (the outbound queue's courier for kind ``callback``)."""
 
     def __init__(
         self,
         settings: Settings,
         *,
-        store: Optional[CallbackStore] = None,
         identity: Optional[IdentityStore] = None,
         api: Optional[VapiApi] = None,
-        report: Optional[Report] = None,
+        report: Optional[Callable[[OutboundItem, str], Any]] = None,
         clock: Clock = time.time,
-        lease_seconds: float = LEASE_SECONDS,
     ) -> None:
         if not settings.places_calls:
-            raise ValueError("VAPI_API_KEY and VAPI_PHONE_NUMBER_ID are needed to place calls")
+            raise ConfigError("VAPI_API_KEY and VAPI_PHONE_NUMBER_ID are needed to place calls")
         self.settings = settings
-        self.store = store or CallbackStore()
-        self.identity = identity or IdentityStore(self.store.given)
+        self.identity = identity or IdentityStore()
         self.api = api or VapiApi(str(settings.vapi_api_key), settings.vapi_api_base_url)
-        self.work = InFlightWork(settings.redis_url, WORK_KIND, lease_seconds=lease_seconds)
         self.report = report
         self.clock = clock
         #: The transient assistant's name (domain.yml's), when no saved assistant is set.
-        self.name_of: Optional[Callable[[], Awaitable[str]]] = None
-        self._loop_tasks = BackgroundTasks("callback dialer", in_flight=False)
-        self._dials = BackgroundTasks("callback dials")
+        self.name_of: Optional[Callable[[], Any]] = None
 
-    def start(self) -> None:
-        """Sweeps for due callbacks in the background, and resumes dials of dead replicas."""
-        takeover().register(self.work, self.resume)
-        if not len(self._loop_tasks):
-            self._loop_tasks.start(self._sweep_forever(), "sweep due callbacks")
+    async def route(self, item: OutboundItem) -> str:
+        return VOICE
 
-    async def _sweep_forever(self) -> None:
-        while True:
-            await asyncio.sleep(SWEEP_SECONDS)
-            if takeover().paused:
-                continue  # a draining replica starts no new work
-            try:
-                await cancellable(self.sweep_once())
-            except REDIS_FAILURES as error:
-                logger.warning("callback sweep failed: %s", type(error).__name__)
-
-    async def sweep_once(self, wait: bool = False) -> int:
-        """Claims every callback due now and dials it (in the background; ``wait``: here).
-        Returns how many were claimed."""
-        now = self.clock()
-        claimed = 0
-        for conversation_id, callback_id in await self.store.due(now):
-            callback = await self.store.get(conversation_id, callback_id)
-            if callback is None or callback.state != SCHEDULED:
-                await self.store.unindex(conversation_id, callback_id)
-                continue
-            if callback.due_at > now:
-                continue  # moved later; its index entry was re-scored
-            lease = await self.work.record(
-                conversation_id, callback.work_id, {"callback_id": callback_id}
-            )
-            if not isinstance(lease, Lease):
-                continue  # another replica has it
-            claimed += 1
-            if wait:
-                await self._held_dial(lease)
-            else:
-                self._dials.start(self._held_dial(lease), "dial a callback")
-        return claimed
-
-    async def _held_dial(self, lease: Lease) -> None:
-        async with self.work.held(lease):
-            await self.resume(lease)
-
-    async def resume(self, lease: Lease) -> None:
-        """Dials the callback of ``lease`` (first run or a takeover), then completes the work."""
-        outcome: Dict[str, Any] = {}
-        try:
-            outcome = await self._dial(lease)
-        finally:
-            try:
-                await self.work.complete(lease, outcome)
-            except REDIS_FAILURES as error:
-                logger.error("callback %s: not completed: %s", lease.item_id, type(error).__name__)
-
-    async def _dial(self, lease: Lease) -> Dict[str, Any]:
-        conversation_id = lease.conversation_id
-        callback = await self.store.get(conversation_id, str(lease.payload["callback_id"]))
-        if callback is None or callback.work_id != lease.item_id:
-            return {"skipped": "gone or moved"}
-        if callback.state == SCHEDULED:
-            claimed = await self.store.transition(
-                callback, DIALING, expected=[SCHEDULED], same_version=True
-            )
-            if not claimed.done:
-                return {"skipped": claimed.state}
-            callback = await self.store.get(conversation_id, callback.callback_id) or callback
-        elif callback.state != DIALING:
-            return {"skipped": callback.state}
-        await self.store.unindex(conversation_id, callback.callback_id)
-
-        profile = await self.identity.profile(conversation_id)
+    async def deliver(self, item: OutboundItem, lease: Lease, channel: str) -> Delivered:
+        profile = await self.identity.profile(item.conversation_id)
         if not profile.phone:
-            await self._finish(callback, REFUSED, reason="no_phone")
-            return {"refused": "no_phone"}
-        decision = await self.may_call(callback, profile.phone)
-        if decision.refusal is not None:
-            if decision.retry_at is not None:
-                await self._reschedule(callback, decision.retry_at, decision.refusal)
-                return {"held": decision.refusal}
-            await self._finish(callback, REFUSED, reason=decision.refusal)
-            return {"refused": decision.refusal}
-
-        placed: Optional[PlacedCall] = None
-        if callback.dial_started_at:
-            placed = await self._reconcile(callback)
+            return Delivered(REFUSED, VOICE, reason="no_address")
+        if lease.taken_over:
+            placed = await self._reconcile(item)
             if placed is not None:
-                metrics.CALLBACKS.labels(outcome=OUTCOME_RECONCILED).inc()
-        if placed is None:
-            started = self.clock()
-            noted = await self.store.transition(
-                callback,
-                DIALING,
-                expected=[DIALING],
-                same_version=True,
-                fields={"dial_started_at": repr(started), "attempts": callback.attempts + 1},
-            )
-            if not noted.done:
-                return {"skipped": noted.state}
-            transient = self.name_of is not None and not self.settings.vapi_assistant_id
-            name = await self.name_of() if self.name_of is not None and transient else ""
-            try:
-                placed = await self.api.create_call(self._call(callback, profile.phone, name))
-            except VapiApiError as error:
-                return await self._failed_attempt(callback, error)
-        await self.store.transition(
-            callback, PLACED, expected=[DIALING], fields={"call_id": placed.call_id}
-        )
-        metrics.CALLBACKS.labels(outcome=OUTCOME_PLACED).inc()
-        logger.info("callback %s: call %s placed", callback.callback_id, placed.call_id)
-        return {"call_id": placed.call_id}
+                return self._placed(item, placed, reconciled=True)
+        name = ""
+        if self.name_of is not None and not self.settings.vapi_assistant_id:
+            name = str(await self.name_of())
+        try:
+            placed = await self.api.create_call(self._call(item, profile.phone, name))
+        except VapiApiError as error:
+            return await self._failed_attempt(item, error)
+        return self._placed(item, placed)
 
-    async def may_call(self, callback: Callback, number: str) -> Decision:
-        """The outbound policy's word on calling now (consent, quiet hours, rate limits)."""
-        return Decision()
+    def _placed(
+        self, item: OutboundItem, placed: PlacedCall, reconciled: bool = False
+    ) -> Delivered:
+        outcome = OUTCOME_RECONCILED if reconciled else OUTCOME_PLACED
+        metrics.CALLBACKS.labels(outcome=outcome).inc()
+        logger.info("callback %s: call %s placed", item.item_id, placed.call_id)
+        return Delivered(SENT, VOICE, detail={"call_id": placed.call_id})
 
-    def _call(self, callback: Callback, number: str, assistant_name: str) -> OutboundCall:
-        opening = render_voice([BotMessage(text=callback.opening)]) if callback.opening else ""
+    def _call(self, item: OutboundItem, number: str, assistant_name: str) -> OutboundCall:
+        opening = str(item.payload.get("opening") or "")
         return OutboundCall(
             phone_number_id=str(self.settings.vapi_phone_number_id),
             customer_number=number,
-            first_message=opening,
-            metadata={
-                CONVERSATION_KEY: callback.conversation_id,
-                CALLBACK_KEY: callback.callback_id,
-                DIAL_KEY: callback.work_id,
-            },
+            first_message=render_voice([BotMessage(text=opening)]) if opening else "",
+            metadata={CONVERSATION_KEY: item.conversation_id, CALLBACK_KEY: item.item_id},
             assistant_id=self.settings.vapi_assistant_id,
             public_base_url=self.settings.public_base_url,
             assistant_name=assistant_name,
-            name=f"callback {callback.callback_id}",
+            name=f"callback {item.item_id}",
         )
 
-    async def _reconcile(self, callback: Callback) -> Optional[PlacedCall]:
-        """The call an earlier attempt of this dial made, if VAPI has one."""
-        since = float(callback.dial_started_at) - CLOCK_SKEW_SECONDS
-        try:
-            return await self.api.find_call(DIAL_KEY, callback.work_id, since)
-        except VapiApiError as error:
-            # Unknown: dialling now could call twice. Try again at the next attempt.
-            logger.warning("callback %s: reconcile failed: %s", callback.callback_id, error.reason)
-            raise
+    async def _reconcile(self, item: OutboundItem) -> Optional[PlacedCall]:
+        """The call an earlier attempt at this item made, if VAPI has one. Raises VapiApiError
+        when VAPI cannot say (dialling then could call twice)."""
+        since = (item.due or item.created) - CLOCK_SKEW_SECONDS
+        return await self.api.find_call(CALLBACK_KEY, item.item_id, since)
 
-    async def _failed_attempt(self, callback: Callback, error: VapiApiError) -> Dict[str, Any]:
-        logger.warning("callback %s: POST /call failed: %s", callback.callback_id, error.reason)
+    async def _failed_attempt(self, item: OutboundItem, error: VapiApiError) -> Delivered:
+        logger.warning("callback %s: POST /call failed: %s", item.item_id, error.reason)
         if error.outcome_unknown:
             try:
-                placed = await self._reconcile(callback)
-            except VapiApiError:
+                placed = await self._reconcile(item)
+            except VapiApiError as unknown:
+                logger.warning("callback %s: reconcile failed: %s", item.item_id, unknown.reason)
                 placed = None
             if placed is not None:
-                await self.store.transition(
-                    callback, PLACED, expected=[DIALING], fields={"call_id": placed.call_id}
-                )
-                metrics.CALLBACKS.labels(outcome=OUTCOME_RECONCILED).inc()
-                return {"call_id": placed.call_id}
-        if error.retryable and callback.attempts + 1 < MAX_ATTEMPTS:
-            retry_at = self.clock() + RETRY_SECONDS * (callback.attempts + 1)
-            await self._reschedule(callback, retry_at, "vapi_unavailable")
+                return self._placed(item, placed, reconciled=True)
+        attempts = int(item.outcome.get("attempts") or 0) + 1
+        if error.retryable and attempts < MAX_ATTEMPTS:
             metrics.CALLBACKS.labels(outcome=OUTCOME_RETRIED).inc()
-            return {"retry_at": retry_at}
-        await self._finish(callback, FAILED, reason=f"vapi_{error.status or 'unreachable'}")
-        return {"failed": error.status}
-
-    async def _reschedule(self, callback: Callback, due_at: float, reason: str) -> None:
-        moved = await self.store.transition(
-            callback,
-            SCHEDULED,
-            expected=[DIALING],
-            new_version=True,
-            fields={"due_at": due_at, "reason": reason, "dial_started_at": None},
-        )
-        if moved.done:
-            await self.store.reindex(
-                Callback(**{**callback.__dict__, "due_at": due_at, "version": moved.version})
+            return Delivered(
+                SCHEDULED,
+                VOICE,
+                detail={"attempts": attempts},
+                reason="vapi_unavailable",
+                retry_at=self.clock() + RETRY_SECONDS * attempts,
             )
-
-    async def _finish(self, callback: Callback, state: str, *, reason: str) -> None:
-        finished = await self.store.transition(
-            callback, state, expected=[DIALING], fields={"reason": reason}
-        )
-        if finished.done:
-            metrics.CALLBACKS.labels(outcome=state).inc()
-            if self.report is not None:
-                await self.report(callback, state)
+        metrics.CALLBACKS.labels(outcome=OUTCOME_FAILED).inc()
+        if self.report is not None:
+            await self.report(item, OUTCOME_FAILED)
+        return Delivered(FAILED, VOICE, detail={"attempts": attempts}, reason="vapi_refused")
 
 
 class CallbackCalls:
     """The calls of callbacks, as VAPI tells of them (custom-LLM turns, server messages)."""
 
-    def __init__(self, store: Optional[CallbackStore] = None, report: Optional[Report] = None):
-        self.store = store or CallbackStore()
+    def __init__(
+        self,
+        store: Optional[OutboundStore] = None,
+        identity: Optional[IdentityStore] = None,
+        report: Optional[Callable[[OutboundItem, str], Any]] = None,
+        default_region: str = "US",
+    ) -> None:
+        self.store = store or OutboundStore()
+        self.identity = identity or IdentityStore()
         self.report = report
+        self.default_region = default_region
 
-    async def callback_of(self, call: Call) -> Optional[Callback]:
-        """The callback this outbound call was placed for: its metadata names one whose record
-        holds this call id (metadata alone proves nothing: a web call's browser sets it)."""
+    async def callback_of(self, call: Call) -> Optional[OutboundItem]:
+        """The callback item this outbound call was placed for. Metadata alone proves nothing
+        (a browser starting a web call sets its own), so the item must be a callback being
+        sent or sent with this call's id, and the call must go to its conversation's number."""
         if not call.outbound or not call.call_id:
             return None
         metadata = call.metadata
         conversation_id = metadata.get(CONVERSATION_KEY)
-        callback_id = metadata.get(CALLBACK_KEY)
-        if not isinstance(conversation_id, str) or not isinstance(callback_id, str):
+        item_id = metadata.get(CALLBACK_KEY)
+        if not isinstance(conversation_id, str) or not isinstance(item_id, str):
             return None
-        if len(conversation_id) > 100 or len(callback_id) > 100:
+        if not 0 < len(conversation_id) <= 100 or not 0 < len(item_id) <= 100:
             return None
-        callback = await self.store.get(conversation_id, callback_id)
-        if callback is None or callback.call_id != call.call_id:
+        item = await self.store.get(conversation_id, item_id)
+        if item is None or item.kind != CALLBACK or item.status not in (SENDING, SENT, FAILED):
             return None
-        return callback
+        placed_call = item.outcome.get("call_id")
+        if placed_call and placed_call != call.call_id:
+            return None
+        if not placed_call:
+            number = call.customer.number if call.customer else None
+            profile = await self.identity.profile(conversation_id)
+            try:
+                callee = phone_address(number or "", self.default_region).value
+            except InvalidAddress:
+                return None
+            if not profile.phone or profile.phone != callee:
+                return None
+        return item
 
     async def conversation_of(self, call: Call) -> Optional[str]:
-        """The conversation a callback's call continues (None: not a callback's call). Its
-        first turn also marks the callback answered."""
-        callback = await self.callback_of(call)
-        if callback is None:
+        """The conversation a callback's call continues (None: not a callback's call). A turn
+        also shows the call was answered."""
+        item = await self.callback_of(call)
+        if item is None:
             return None
-        if callback.state == PLACED:
-            await self._answered(callback)
-        return callback.conversation_id
+        await self._answered(item)
+        return item.conversation_id
 
-    async def _answered(self, callback: Callback) -> None:
-        moved = await self.store.transition(callback, ANSWERED, expected=[PLACED])
-        if moved.done:
-            metrics.CALLBACKS.labels(outcome=ANSWERED).inc()
+    async def _answered(self, item: OutboundItem) -> None:
+        key = self.store.item_key(item.conversation_id, item.item_id)
+        if await self.store.redis.hsetnx(key, ANSWERED_FIELD, "1"):
+            metrics.CALLBACKS.labels(outcome=OUTCOME_ANSWERED).inc()
 
     async def status(self, call: Call, status: Optional[str], ended_reason: Optional[str]) -> None:
         """A ``status-update`` or ``end-of-call-report`` (status ``ended``) of a call."""
-        callback = await self.callback_of(call)
-        if callback is None:
+        if status not in ("in-progress", "ended"):
             return
-        if status == "in-progress" and callback.state == PLACED:
-            await self._answered(callback)
+        item = await self.callback_of(call)
+        if item is None:
             return
-        if status != "ended":
+        if status == "in-progress":
+            await self._answered(item)
             return
-        reason = ended_reason or ""
-        if reason in NOT_ANSWERED_REASONS:
-            outcome = NOT_ANSWERED
-        elif callback.state == ANSWERED:
-            outcome = COMPLETED
-        else:
-            outcome = FAILED
-        finished = await self.store.transition(
-            callback, outcome, expected=[PLACED, ANSWERED], fields={"ended_reason": reason[:100]}
+        key = self.store.item_key(item.conversation_id, item.item_id)
+        reason = (ended_reason or "ended")[:100]
+        # Both messages of a call's end arrive (status ``ended``, then the report): the first
+        # one decides.
+        if not await self.store.redis.hsetnx(key, ENDED_REASON_FIELD, reason):
+            return
+        answered = bool(await self.store.redis.hget(key, ANSWERED_FIELD))
+        if answered and reason not in NOT_ANSWERED_REASONS:
+            metrics.CALLBACKS.labels(outcome=OUTCOME_COMPLETED).inc()
+            logger.info("callback %s: call ended (%s)", item.item_id, reason)
+            return
+        outcome = OUTCOME_NOT_ANSWERED if reason in NOT_ANSWERED_REASONS else OUTCOME_FAILED
+        moved = await self.store.transition(
+            item.conversation_id,
+            item.item_id,
+            (SENDING, SENT),
+            now=time.time(),
+            status=FAILED,
+            reason=reason,
         )
-        if not finished.done:
-            return  # the other message of the pair got here first
+        if not moved:
+            return
         metrics.CALLBACKS.labels(outcome=outcome).inc()
-        logger.info("callback %s: call ended (%s): %s", callback.callback_id, reason, outcome)
-        if outcome != COMPLETED and self.report is not None:
-            await self.report(callback, outcome)
+        logger.info("callback %s: call ended (%s): %s", item.item_id, reason, outcome)
+        if self.report is not None:
+            await self.report(item, outcome)
 
 
 #: The response that tells a customer how their callback went, by outcome (``_order`` forms
 #: when it was about an order: ``{order_number}``).
-REPORTS = {NOT_ANSWERED: "utter_callback_missed", FAILED: "utter_callback_failed"}
+REPORTS = {
+    OUTCOME_NOT_ANSWERED: "utter_callback_missed",
+    OUTCOME_FAILED: "utter_callback_failed",
+}
 
 
 class CallbackReporter:
@@ -412,15 +312,16 @@ class CallbackReporter:
             self._sender = SmsSender.from_settings()
         return self._sender
 
-    async def __call__(self, callback: Callback, outcome: str) -> None:
+    async def __call__(self, callback: OutboundItem, outcome: str) -> None:
         name = REPORTS.get(outcome)
         if name is None:
             return
         agent = self.agent_of()
         tracker = DialogueStateTracker(callback.conversation_id, agent.domain.slots)
-        if callback.topic:
+        topic = str(callback.payload.get("topic") or "")
+        if topic:
             name += "_order"
-            tracker.update(SlotSet("order_number", callback.topic))
+            tracker.update(SlotSet("order_number", topic))
         text = await response_text(agent, name, tracker, TWILIO_SMS)
         if not text:
             return
@@ -431,7 +332,7 @@ class CallbackReporter:
         except (SmsRefused, SmsSendFailed, ConfigError, *REDIS_FAILURES) as error:
             logger.error(
                 "callback %s: %s not reported: %s",
-                callback.callback_id,
+                callback.item_id,
                 outcome,
                 type(error).__name__,
             )

@@ -24,7 +24,7 @@ from sanic.response import HTTPResponse
 from connectors.http_limits import ChannelBlueprint, bounded_body
 from connectors.vapi.auth import VapiAuth
 from connectors.vapi.call_control import DEFAULT_CONTROL_HOSTS, control_policy
-from connectors.vapi.callbacks import CallbackCalls, CallbackDialer, CallbackReporter
+from connectors.vapi.callbacks import CallbackCalls, CallbackCourier, CallbackReporter
 from connectors.vapi.callers import Callers
 from connectors.vapi.greeting import Greeter
 from connectors.vapi.hearing import dialogue
@@ -50,6 +50,8 @@ from omnichannel.channels import VAPI, VOICE
 from omnichannel.customer_tokens import MAX_TOKEN_LIFETIME, HostTokenPolicy
 from omnichannel.identity import IdentityStore
 from omnichannel.options import ConnectorOptions
+from omnichannel.outbound.policy import CALLBACK
+from omnichannel.outbound.queue import register_courier
 from omnichannel.redis_client import REDIS_FAILURES, StateUnavailable
 from omnichannel.rendering.messages import BotMessage
 from omnichannel.settings import Settings, load_settings
@@ -159,13 +161,17 @@ class VapiInput(InputChannel):
         )
         self._app: Optional[Sanic] = None
         reporter = CallbackReporter(lambda: self._require_app().ctx.agent)
-        self.callback_calls = CallbackCalls(report=reporter)
+        self.callback_calls = CallbackCalls(
+            report=reporter, default_region=settings.default_phone_region
+        )
         self.server_messages = ServerMessages(
             settings, self.callers, self.greeter, calls, self.callback_calls
         )
         self.control_policy = control_policy(options.control_url_hosts, settings.public_base_url)
         #: Places callbacks when VAPI's API is configured (VAPI_API_KEY, VAPI_PHONE_NUMBER_ID).
-        self.dialer = CallbackDialer(settings, report=reporter) if settings.places_calls else None
+        self.courier = (
+            CallbackCourier(settings, report=reporter) if settings.places_calls else None
+        )
 
     def _require_app(self) -> Sanic:
         if self._app is None:
@@ -199,9 +205,9 @@ class VapiInput(InputChannel):
             calls = self.runner.calls
             calls.turns.resume_with(lambda lease: self.runner.resume(app.ctx.agent, lease))
             self._app = app
-            if self.dialer is not None:
-                self.dialer.name_of = lambda: self.greeter.assistant_name(app.ctx.agent)
-                self.dialer.start()
+            if self.courier is not None:
+                self.courier.name_of = lambda: self.greeter.assistant_name(app.ctx.agent)
+                register_courier(CALLBACK, self.courier)
 
         @bp.route("/", methods=["GET"])
         async def health(_: Request) -> HTTPResponse:

@@ -20,10 +20,11 @@ passed today means tomorrow; a day and time that have passed (or are further ahe
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Optional, Union
+from typing import Mapping, Optional, Union
 
 from omnichannel.handoff.hours import BusinessHours
 
@@ -46,11 +47,12 @@ _IN = re.compile(
     r"(hours?|hrs?|minutes?|mins?)\b"
 )
 _IN_HALF_HOUR = re.compile(r"\bin (?:half an hour|30 ?mins?)\b")
-_CLOCK_MERIDIEM = re.compile(r"(?<![\d:])(\d{1,2})(?::(\d{2}))?\s*(a\.?m\.?|p\.?m\.?)(?!\w)")
+_CLOCK_MERIDIEM = re.compile(r"(?<![\d:.])(\d{1,2})(?:[:.](\d{2}))?\s*(a\.?m\.?|p\.?m\.?)(?!\w)")
 _CLOCK_24 = re.compile(r"(?<![\d:])([01]?\d|2[0-3]):([0-5]\d)(?![\d:])")
 _CLOCK_AT = re.compile(r"\b(?:at|around|about|by)\s+(\d{1,2})(?![\d:])(?!\s*(?:mins?|minutes?))")
 _OCLOCK = re.compile(r"(?<![\d:])(\d{1,2})\s*o'?\s?clock\b")
-_HALF_PAST = re.compile(r"\b(half|quarter) (past|after|to) (\d{1,2})\b")
+_HOUR_WORDS = ("one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve")
+_HALF_PAST = re.compile(r"\b(half|quarter) (past|after|to) (\d{1,2}|" + _HOUR_WORDS + r")\b")
 _NOON = re.compile(r"\b(noon|midday|12 noon)\b")
 _TODAY = re.compile(r"\b(today|this (?:morning|afternoon|evening)|tonight)\b")
 _TOMORROW = re.compile(r"\b(tomorrow|tmrw|tmr)\b")
@@ -59,7 +61,8 @@ _PART = re.compile(r"\b(" + "|".join(_PARTS_OF_DAY) + r")\b")
 #: Words that show the message names some time, understood or not.
 _TIME_WORDS = re.compile(
     r"\b(am|pm|o'?clock|later|tomorrow|today|tonight|morning|afternoon|evening|noon|"
-    r"minutes?|hours?|mins?|" + "|".join(_WEEKDAYS) + r")\b|\d{1,2}:\d{2}"
+    r"minutes?|hours?|mins?|half past|quarter (?:past|to)|" + "|".join(_WEEKDAYS) + r")\b"
+    r"|\d{1,2}[:.]\d{2}|\d\s*[ap]\.?m\b"
 )
 
 
@@ -104,7 +107,7 @@ def _clock(text: str) -> Optional[tuple[int, int]]:
         return (_guess_hour(hour) if hour <= 12 else hour, minute)
     match = _HALF_PAST.search(text)
     if match:
-        hour = int(match.group(3))
+        hour = _number(match.group(3))
         if not 1 <= hour <= 12:
             return None
         minutes = 30 if match.group(1) == "half" else 15
@@ -205,7 +208,15 @@ def due_time(
         if moment <= now:
             if explicit_day:
                 return Refused("passed")
-            moment += 86400
+            tomorrow = day + timedelta(days=1)
+            moment = datetime(
+                tomorrow.year,
+                tomorrow.month,
+                tomorrow.day,
+                requested.hour,
+                requested.minute,
+                tzinfo=hours.zone,
+            ).timestamp()
         asked = moment
     if asked > horizon:
         return Refused("too_far")
@@ -213,3 +224,14 @@ def due_time(
     if due is None or due > horizon:
         return Refused("closed")
     return CallbackTime(due, asked if due != asked else None)
+
+
+def callback_hours(env: Optional[Mapping[str, str]] = None) -> BusinessHours:
+    """The hours calls are placed in: the support team's (``HANDOFF_TIMEZONE``,
+    ``HANDOFF_HOURS``, ``HANDOFF_HOLIDAYS``; always open when unset). Raises ConfigError."""
+    env = os.environ if env is None else env
+    return BusinessHours.parse(
+        env.get("HANDOFF_TIMEZONE") or None,
+        env.get("HANDOFF_HOURS") or None,
+        env.get("HANDOFF_HOLIDAYS") or None,
+    )
