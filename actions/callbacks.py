@@ -82,8 +82,9 @@ def _when(hours: BusinessHours, due: float, now: float) -> str:
     return hours.describe(due, now)
 
 
-class _CallbackAction(Action):
-    """Shared steps: the hours, the time asked for, the answers to a time that cannot be."""
+class _CallbackSteps:
+    """Shared steps: the hours, the time asked for, the answers to a time that cannot be (a
+    mixin, not an Action: rasa-sdk registers every Action subclass it finds)."""
 
     def hours(self) -> BusinessHours:
         return callback_hours()
@@ -98,7 +99,7 @@ class _CallbackAction(Action):
         dispatcher.utter_message(response=f"utter_callback_time_{reason}")
 
 
-class ActionRequestCallback(_CallbackAction):
+class ActionRequestCallback(_CallbackSteps, Action):
     def name(self) -> str:
         return "action_request_callback"
 
@@ -173,7 +174,7 @@ class ActionRequestCallback(_CallbackAction):
         return []
 
 
-class ActionMoveCallback(_CallbackAction):
+class ActionMoveCallback(_CallbackSteps, Action):
     def name(self) -> str:
         return "action_move_callback"
 
@@ -192,7 +193,7 @@ class ActionMoveCallback(_CallbackAction):
                 return []
             hours = self.hours()
             now = queue.clock()
-            when = due_time(asked, now, hours)
+            when = due_time(asked, now, hours, day_of=existing.due)
             if not isinstance(when, CallbackTime):
                 self.refuse_time(dispatcher, when.reason)
                 return []
@@ -210,7 +211,7 @@ class ActionMoveCallback(_CallbackAction):
         return []
 
 
-class ActionCancelCallback(_CallbackAction):
+class ActionCancelCallback(_CallbackSteps, Action):
     def name(self) -> str:
         return "action_cancel_callback"
 

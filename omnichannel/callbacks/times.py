@@ -178,9 +178,15 @@ class Refused:
 
 
 def due_time(
-    requested: RequestedTime, now: float, hours: BusinessHours, horizon_days: int = HORIZON_DAYS
+    requested: RequestedTime,
+    now: float,
+    hours: BusinessHours,
+    horizon_days: int = HORIZON_DAYS,
+    day_of: Optional[float] = None,
 ) -> Union[CallbackTime, Refused]:
-    """The moment the call is due, inside business hours."""
+    """The moment the call is due, inside business hours. ``day_of``: a clock time without a
+    day means that moment's day (moving a booked callback "to 4pm" keeps its day) when it is
+    still ahead."""
     horizon = now + horizon_days * 86400
     if requested.asap:
         asked = now
@@ -193,6 +199,10 @@ def due_time(
         else:
             days = requested.days_ahead or 0
         day = local_now.date() + timedelta(days=days)
+        if day_of is not None and requested.days_ahead is None and requested.weekday is None:
+            booked_day = datetime.fromtimestamp(day_of, hours.zone).date()
+            if requested.hour is not None and booked_day > day:
+                day = booked_day
         if requested.hour is None:
             start = datetime.combine(day, datetime.min.time(), tzinfo=hours.zone).timestamp()
             opening = hours.next_open(max(start, now))

@@ -131,3 +131,17 @@ def test_hours_come_from_the_support_teams_settings() -> None:
     )
     assert hours.zone.key == "Europe/London"
     assert callback_hours({}).always_open
+
+
+def test_moving_to_a_clock_time_keeps_the_booked_day() -> None:
+    booked = at("2026-03-05T15:00")
+    assert due_time(RequestedTime(hour=16), NOW, HOURS, day_of=booked) == CallbackTime(
+        at("2026-03-05T16:00")
+    )
+    # A day named wins; a booking for today moves within today.
+    assert due_time(
+        RequestedTime(hour=16, days_ahead=1), NOW, HOURS, day_of=booked
+    ) == CallbackTime(at("2026-03-04T16:00"))
+    assert due_time(RequestedTime(hour=16), NOW, HOURS, day_of=NOW + 60) == CallbackTime(
+        at("2026-03-03T16:00")
+    )
