@@ -48,7 +48,7 @@ def _parse_iso(text: str) -> Optional[float]:
 
 class _ApiHandler(_Handler):
     def _fake(self) -> FakeVapi:
-        return self.server.fake  # type: ignore[attr-defined, no-any-return]
+        return self.server.fake  # type: ignore[attr-defined]
 
     def _authorised(self) -> bool:
         if self.headers.get("Authorization") == f"Bearer {self._fake().api_key}":

@@ -317,7 +317,8 @@ class CallbackReporter:
         if name is None:
             return
         agent = self.agent_of()
-        tracker = DialogueStateTracker(callback.conversation_id, agent.domain.slots)
+        slots = agent.domain.slots if agent.domain is not None else []
+        tracker = DialogueStateTracker(callback.conversation_id, slots)
         topic = str(callback.payload.get("topic") or "")
         if topic:
             name += "_order"
@@ -341,7 +342,7 @@ class CallbackReporter:
         metrics.CALLBACKS.labels(outcome=OUTCOME_REPORTED).inc()
         logger.info(
             "callback %s: %s reported by %s (%s)",
-            callback.callback_id,
+            callback.item_id,
             outcome,
             delivery.channel,
             delivery.route,

@@ -116,7 +116,8 @@ async def test_a_callback_asked_for_in_the_chat_is_placed_at_its_time_and_contin
         call, stack.base_url, stack.env["VAPI_SERVER_SECRET"], stack.env["VAPI_CUSTOM_LLM_KEY"]
     )
     try:
-        await callee.event({"type": "status-update", "status": "in-progress"})
+        answered = await callee.event({"type": "status-update", "status": "in-progress"})
+        assert answered.status_code == 200, answered.text
         reply = await callee.say("what's the status of my order?")
     finally:
         await callee.aclose()
@@ -188,12 +189,12 @@ async def test_a_call_nobody_answers_is_told_by_sms(
     )
     sent_before = len(fake_twilio.messages_to(phone))
     try:
-        await callee.event(
-            {"type": "status-update", "status": "ended", "endedReason": "customer-did-not-answer"}
-        )
-        await callee.event(
-            {"type": "end-of-call-report", "endedReason": "customer-did-not-answer"}
-        )
+        for message in (
+            {"type": "status-update", "status": "ended", "endedReason": "customer-did-not-answer"},
+            {"type": "end-of-call-report", "endedReason": "customer-did-not-answer"},
+        ):
+            answer = await callee.event(message)
+            assert answer.status_code == 200, answer.text
     finally:
         await callee.aclose()
     [item] = await callbacks(stack, conversation_id)
