@@ -51,7 +51,7 @@ from omnichannel.customer_tokens import MAX_TOKEN_LIFETIME, HostTokenPolicy
 from omnichannel.identity import IdentityStore
 from omnichannel.options import ConnectorOptions
 from omnichannel.outbound.policy import CALLBACK
-from omnichannel.outbound.queue import register_courier
+from omnichannel.outbound.items import outbound_queue
 from omnichannel.redis_client import REDIS_FAILURES, StateUnavailable
 from omnichannel.rendering.messages import BotMessage
 from omnichannel.settings import Settings, load_settings
@@ -160,6 +160,7 @@ class VapiInput(InputChannel):
             options.duplicate_wait_seconds,
         )
         self._app: Optional[Sanic] = None
+        self.redis_url = settings.redis_url
         reporter = CallbackReporter(lambda: self._require_app().ctx.agent)
         self.callback_calls = CallbackCalls(
             report=reporter, default_region=settings.default_phone_region
@@ -207,7 +208,9 @@ class VapiInput(InputChannel):
             self._app = app
             if self.courier is not None:
                 self.courier.name_of = lambda: self.greeter.assistant_name(app.ctx.agent)
-                register_courier(CALLBACK, self.courier)
+                queue = outbound_queue(self.redis_url)
+                queue.register(CALLBACK, self.courier)
+                queue.start()
 
         @bp.route("/", methods=["GET"])
         async def health(_: Request) -> HTTPResponse:
