@@ -57,6 +57,7 @@ GENERATED_SECRETS = frozenset(
         "VAPI_SERVER_SECRET",
         "VAPI_CUSTOM_LLM_KEY",
         "WEBCHAT_JWT_SECRET",
+        "NOTIFICATIONS_API_KEY",
     }
 )
 

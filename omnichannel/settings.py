@@ -61,6 +61,8 @@ class Settings:
     vapi_assistant_id: Optional[str] = None
     #: Another base URL for VAPI's REST API (the local fake); None: https://api.vapi.ai.
     vapi_api_base_url: Optional[str] = None
+    #: The shop's backend's key for the notifications API (its own identity).
+    notifications_api_key: Optional[str] = None
 
     @property
     def places_calls(self) -> bool:
@@ -146,6 +148,7 @@ class Settings:
             vapi_phone_number_id=get("VAPI_PHONE_NUMBER_ID"),
             vapi_assistant_id=get("VAPI_ASSISTANT_ID"),
             vapi_api_base_url=(get("VAPI_API_BASE_URL") or "").rstrip("/") or None,
+            notifications_api_key=get("NOTIFICATIONS_API_KEY"),
         )
 
     def require(self, *names: str) -> None:
@@ -196,6 +199,7 @@ _VARIABLES = _REDIS_VARIABLES + (
     "VAPI_PHONE_NUMBER_ID",
     "VAPI_ASSISTANT_ID",
     "VAPI_API_BASE_URL",
+    "NOTIFICATIONS_API_KEY",
 )
 #: Variables no longer read, refused at start-up with what replaces them.
 _RETIRED = ("TRUST_PROXY_HEADERS",)

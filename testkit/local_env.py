@@ -50,5 +50,6 @@ _EXPORTED = frozenset(
         "VAPI_SERVER_SECRET",
         "VAPI_CUSTOM_LLM_KEY",
         "WEBCHAT_JWT_SECRET",
+        "NOTIFICATIONS_API_KEY",
     }
 )

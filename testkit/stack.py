@@ -26,6 +26,7 @@ def local_secrets(rasa_port: int) -> Dict[str, str]:
         "VAPI_SERVER_SECRET": secrets.token_urlsafe(24),
         "VAPI_CUSTOM_LLM_KEY": secrets.token_urlsafe(24),
         "WEBCHAT_JWT_SECRET": secrets.token_urlsafe(32),
+        "NOTIFICATIONS_API_KEY": secrets.token_urlsafe(24),
         "WEBCHAT_ALLOW_ANONYMOUS": "true",
         "DEFAULT_PHONE_REGION": "US",
     }

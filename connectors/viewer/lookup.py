@@ -2,7 +2,9 @@
 
 The identity store maps a phone number or a site user to its conversation; the tracker store's
 event log (:class:`connectors.tracker_store.RedisEventLogTrackerStore`) holds every event of it,
-whatever the channel. Each page costs two bounded reads: the page's events, and up to
+whatever the channel; the outbound store (:mod:`omnichannel.outbound.items`) its notifications
+and callbacks (scheduled, queued, sent, refused, with the reason). Each page costs two bounded
+reads: the page's events, and up to
 ``CHANNEL_LOOKBACK_EVENTS`` before them to learn which channel the page's first bot messages
 answered on. Redis failures surface as :class:`~omnichannel.redis_client.StateUnavailable`.
 """
@@ -16,6 +18,7 @@ from connectors.viewer.timeline import Masker, build_timeline
 from connectors.viewer.wire import Query
 from omnichannel.channels import kind_of_event
 from omnichannel.identity import IdentityStore
+from omnichannel.outbound.items import OutboundItem, OutboundStore
 from omnichannel.receipts import Receipts
 from omnichannel.redis_client import REDIS_FAILURES, StateUnavailable
 from omnichannel.refunds import RefundRequests
@@ -63,6 +66,7 @@ async def timeline_page(identity: IdentityStore, store: Any, query: Query) -> Di
     try:
         receipts = await Receipts(identity.redis).all(conversation_id)
         refunds = await RefundRequests(identity.redis).all(conversation_id)
+        outbound = await OutboundStore().of_conversation(conversation_id)
     except REDIS_FAILURES as error:
         raise StateUnavailable(f"receipts unreadable ({type(error).__name__})") from error
     entries = build_timeline(
@@ -92,4 +96,14 @@ async def timeline_page(identity: IdentityStore, store: Any, query: Query) -> Di
         "page": {"start": start, "stop": stop},
         "older_before": start if start > 0 else None,
         "entries": entries,
+        "outbound": [outbound_entry(item) for item in outbound],
+    }
+
+
+def outbound_entry(item: OutboundItem) -> Dict[str, Any]:
+    """A business-initiated item as the viewer lists it: what, its status and why, when."""
+    return {
+        **item.as_dict(),
+        "response": item.payload.get("response"),
+        "slots": item.payload.get("slots") or {},
     }

@@ -22,6 +22,7 @@ off (their leases end at once, another replica's sweep takes them).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -75,6 +76,8 @@ from connectors.webchat.wire import (
 from omnichannel.channels import CHAT, LABELS, WEBCHAT
 from omnichannel.errors import ConfigError
 from omnichannel.identity import IdentityStore
+from omnichannel.outbound.items import chat_opened
+from omnichannel.presence import ChatPresence
 from omnichannel.redis_client import REDIS_FAILURES, StateUnavailable, redis_client
 from omnichannel.rendering.messages import BotMessage
 from omnichannel.tasks import BackgroundTasks, cancellable
@@ -245,7 +248,9 @@ class ChatConnection:
                 self.identity.address, channel=CHAT, link_to=self.identity.link_to
             )
             subscription = await hub.subscribe(self.conversation_id)
-        except (StateUnavailable, ConfigError) as error:
+            await self._presence().opened(self.conversation_id, socket_id)
+            await chat_opened(self.channel.redis_url, self.conversation_id)
+        except (StateUnavailable, ConfigError, *REDIS_FAILURES) as error:
             logger.error("web chat: cannot open the conversation: %s", error)
             await self.ws.close(CLOSE_SERVER_ERROR, "conversation unavailable, try again later")
             await self._release_place(socket_id)
@@ -277,6 +282,8 @@ class ChatConnection:
             await asyncio.gather(*tasks, return_exceptions=True)
             await hub.unsubscribe(subscription)
             await self._release_place(socket_id)
+            with contextlib.suppress(*REDIS_FAILURES):
+                await self._presence().closed(self.conversation_id, socket_id)
 
     async def close_for_restart(self, deadline: float) -> None:
         """Closes the socket with 1012 once :meth:`settle` returns: the client reconnects, to
@@ -339,12 +346,17 @@ class ChatConnection:
                         redis_client(self.channel.redis_url), self.identity.address, socket_id
                     )
                 )
+                if self.conversation_id:
+                    await cancellable(self._presence().opened(self.conversation_id, socket_id))
             except REDIS_FAILURES as error:
                 logger.warning("web chat: socket lease not renewed: %s", type(error).__name__)
                 continue
             if not hold.held:
                 await self._refuse_place(hold)
                 return
+
+    def _presence(self) -> ChatPresence:
+        return ChatPresence(redis_client(self.channel.redis_url))
 
     async def _release_place(self, socket_id: str) -> None:
         assert self.identity is not None

@@ -32,6 +32,8 @@ import asyncio
 import json
 import logging
 import secrets
+import time
+import weakref
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence, Tuple
@@ -45,6 +47,7 @@ from omnichannel.outbound.policy import (
     HOLD,
     REFUSE,
     Decision,
+    OutboundPolicy,
 )
 from omnichannel.redis_client import (
     REDIS_FAILURES,
@@ -444,13 +447,16 @@ class OutboundQueue:
             reason="cancelled",
         )
         if cancelled:
-            item = await self.store.get(conversation_id, item_id)
-            metrics.OUTBOUND_ITEMS.labels(
-                kind=item.kind if item else "unknown",
-                channel=(item.channel if item else None) or "none",
-                outcome=metrics.OUTBOUND_CANCELLED,
-            ).inc()
+            await self._count(conversation_id, item_id, metrics.OUTBOUND_CANCELLED)
         return cancelled
+
+    async def _count(self, conversation_id: str, item_id: str, outcome: str) -> None:
+        item = await self.store.get(conversation_id, item_id)
+        metrics.OUTBOUND_ITEMS.labels(
+            kind=item.kind if item else "unknown",
+            channel=(item.channel if item else None) or "none",
+            outcome=outcome,
+        ).inc()
 
     async def reschedule(self, conversation_id: str, item_id: str, due: float) -> bool:
         """Moves a scheduled item to ``due`` (epoch seconds)."""
@@ -645,15 +651,42 @@ class OutboundQueue:
             conversation_id, item_id, (QUEUED,), now=self.clock(), status=SENT
         )
         if moved:
-            item = await self.store.get(conversation_id, item_id)
-            metrics.OUTBOUND_ITEMS.labels(
-                kind=item.kind if item else "unknown",
-                channel=(item.channel if item else None) or "none",
-                outcome=metrics.OUTBOUND_SENT,
-            ).inc()
+            await self._count(conversation_id, item_id, metrics.OUTBOUND_SENT)
         return moved
 
     async def queued(self, conversation_id: str) -> List[OutboundItem]:
         """The conversation's items waiting for the chat to open, oldest first."""
         items = await self.store.of_conversation(conversation_id)
         return sorted((i for i in items if i.status == QUEUED), key=lambda i: i.created)
+
+
+async def chat_opened(redis_url: Optional[str], conversation_id: str) -> int:
+    """The customer opened the chat: the items queued for it (already in the conversation's
+    history, which the chat shows now) count as sent. Returns how many."""
+    store = OutboundStore(redis_url)
+    shown = 0
+    for item in await store.of_conversation(conversation_id):
+        if item.status == QUEUED and await store.transition(
+            conversation_id, item.item_id, (QUEUED,), now=time.time(), status=SENT
+        ):
+            metrics.OUTBOUND_ITEMS.labels(
+                kind=item.kind, channel=item.channel or "chat", outcome=metrics.OUTBOUND_SENT
+            ).inc()
+            shown += 1
+    return shown
+
+
+#: The queue of each event loop (tests run several servers' code on separate loops).
+_queues: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, OutboundQueue] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def outbound_queue(redis_url: Optional[str] = None) -> OutboundQueue:
+    """This process's queue (of the running event loop), made on first use with the policy of
+    the ``OUTBOUND_*`` environment variables; every kind registers its courier on it."""
+    loop = asyncio.get_running_loop()
+    found = _queues.get(loop)
+    if found is None:
+        found = _queues[loop] = OutboundQueue(redis_url, OutboundGate(OutboundPolicy.from_env()))
+    return found

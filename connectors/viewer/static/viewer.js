@@ -274,6 +274,29 @@
     });
   }
 
+  // Notifications and callbacks: text only (textContent), as every customer-derived value here.
+  function showOutbound(items) {
+    var body = $("v-outbound").tBodies[0];
+    body.replaceChildren();
+    (items || []).forEach(function (item) {
+      var row = el("tr", "v-outbound-" + item.status);
+      var slots = Object.keys(item.slots || {}).map(function (name) {
+        return name + "=" + item.slots[name];
+      }).join(", ");
+      [
+        item.kind,
+        (item.response || "") + (slots ? " (" + slots + ")" : ""),
+        item.status,
+        item.channel || "—",
+        item.reason || "—",
+        item.due ? when(item.due) : "—",
+        when(item.updated),
+      ].forEach(function (text) { row.appendChild(el("td", "", text)); });
+      body.appendChild(row);
+    });
+    $("v-outbound-section").hidden = !(items && items.length);
+  }
+
   function load(search, before) {
     var body = Object.assign({}, search);
     if (before !== undefined) body.before = before;
@@ -289,6 +312,7 @@
       $("v-cid").textContent = data.conversation_id;
       currentConversation = data.conversation_id;
       showProfile(data);
+      if (before === undefined) showOutbound(data.outbound);
       var timeline = $("v-timeline");
       var nodes = data.entries.map(entryNode);
       if (before === undefined) timeline.replaceChildren.apply(timeline, nodes);
