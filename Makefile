@@ -10,12 +10,14 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SYSTEM_STAMP := var/.system-packages
 
-.PHONY: help install system-packages model run shell test lint typecheck pytest validate responses preview conversations whatsapp-templates story-test nlu-test bench soak lock clean
+.PHONY: help install system-packages model run shell check unit integration test lint typecheck pytest validate responses preview conversations whatsapp-templates story-test nlu-test bench soak lock clean
 
 help:
 	@echo "make run     start Redis (embedded unless REDIS_URL is set), the action server and Rasa"
-	@echo "make test    install what is missing, then lint, type check, validate, the response check, pytest,"
-	@echo "             end-to-end story tests and the NLU evaluation"
+	@echo "make check   the fast tier (under a minute): lint, type check, validate, the response"
+	@echo "             check and the unit tests (pytest -m unit: no server, process or model)"
+	@echo "make test    install what is missing, then make check, the other tests on parallel"
+	@echo "             workers, plain rasa test (the stories end to end) and the NLU evaluation"
 	@echo "make bench   benchmarks against Rasa's stock parts"
 	@echo "make soak    the long fleet run: replicas behind HAProxy, kills, restarts, figures"
 	@echo "make shell CHANNEL=voice|sms|whatsapp|chat   talk to the assistant as that channel's customer"
@@ -25,34 +27,42 @@ help:
 	@echo "make conversations          play tests/conversations/ against a running \`make run\`"
 	@echo "make lock    re-pin requirements.lock from requirements.in (and each image's share of it)"
 
+# Plain `rasa test` looks for test stories under "." (Rasa's DEFAULT_E2E_TESTS_PATH, walked with
+# links followed: rasa/shared/data.py), which takes in the venv: the Rasa wheel ships the test
+# stories of its `rasa init` template (greet, mood_great, ...), which fail against this assistant.
+# They are removed from the venv's copy of Rasa; only `rasa init` reads them.
+RASA_TEMPLATE_TRIM = rm -rf $(VENV)/lib/python*/site-packages/rasa/cli/initial_project/tests
+
 $(STAMP): requirements.lock
 	@test -n "$(PYTHON)" || { echo "Python $(PYTHON_VERSION) not found (Rasa 3.6 needs 3.10): install it, e.g. 'pyenv install $(PYTHON_VERSION)'"; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip==24.0
 	$(PY) -m pip install --quiet -r requirements.lock
+	$(RASA_TEMPLATE_TRIM)
 	touch $@
 
 install: $(STAMP)
 
 # Debian packages the tests need: Chromium (the browser test, driven by Playwright),
 # redis-server 7 (the cluster, Sentinel and TLS fixtures; testkit/processes.py looks for
-# /usr/bin/redis-server) and HAProxy (the load balancer of the fleet test and `make soak`;
-# bench/fleet/local_fleet.py looks for /usr/sbin/haproxy). The packages' services must not start: when the machine has no
-# policy-rc.d, one that refuses every start stands in for the install (invoke-rc.d and, under
-# systemd, deb-systemd-invoke both ask it).
+# /usr/bin/redis-server), HAProxy (the load balancer of the fleet test and `make soak`;
+# bench/fleet/local_fleet.py looks for /usr/sbin/haproxy) and faketime (libfaketime: the lease
+# test runs replicas whose clocks are an hour off). The packages' services must not start: when
+# the machine has no policy-rc.d, one that refuses every start stands in for the install
+# (invoke-rc.d and, under systemd, deb-systemd-invoke both ask it).
 $(SYSTEM_STAMP): Makefile
 	@mkdir -p var
-	@if ! command -v chromium >/dev/null || ! test -x /usr/bin/redis-server || ! test -x /usr/sbin/haproxy; then \
+	@if ! command -v chromium >/dev/null || ! test -x /usr/bin/redis-server || ! test -x /usr/sbin/haproxy || ! command -v faketime >/dev/null; then \
 		sudo=; [ "$$(id -u)" = 0 ] || sudo=sudo; \
 		policy=/usr/sbin/policy-rc.d; added=; \
 		if [ ! -e $$policy ]; then \
 			printf '#!/bin/sh\nexit 101\n' | $$sudo tee $$policy >/dev/null && $$sudo chmod 755 $$policy && added=1; \
 		fi; \
 		$$sudo apt-get update -qq && \
-			$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium redis-server haproxy >/dev/null; \
+			$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium redis-server haproxy faketime >/dev/null; \
 		status=$$?; [ -z "$$added" ] || $$sudo rm -f $$policy; exit $$status; \
 	fi
-	@command -v chromium >/dev/null && test -x /usr/bin/redis-server && test -x /usr/sbin/haproxy && touch $@
+	@command -v chromium >/dev/null && test -x /usr/bin/redis-server && test -x /usr/sbin/haproxy && command -v faketime >/dev/null && touch $@
 
 system-packages: $(SYSTEM_STAMP)
 
@@ -78,6 +88,26 @@ typecheck: $(STAMP)
 pytest: $(STAMP) $(SYSTEM_STAMP) model
 	$(PY) -m pytest
 
+# The tests marked `unit`: pure logic, no server, process or trained model (tests/tiers.py fails
+# a unit test that starts one), so they answer in seconds.
+unit: $(STAMP)
+	$(PY) -m pytest -m unit -q
+
+# The fast tier, for the inner loop: everything here is also part of `make test`. Its parts run
+# side by side, each one's output printed whole when it ends.
+check: $(STAMP)
+	@$(MAKE) --no-print-directory -j5 --output-sync=target lint typecheck validate responses unit
+	@echo "make check: the fast tier passed (make test runs the rest)"
+
+# Parallel workers for the other tests (pytest-xdist; tests/parallel.py): each has its own Redis
+# servers, Rasa stack and ports. The tests wait on servers more than they compute, so more
+# workers than cores pay off.
+WORKERS ?= 3
+
+# Every test but the unit ones, on $(WORKERS) workers, modules kept whole, the longest first.
+integration: $(STAMP) $(SYSTEM_STAMP) model
+	$(PY) -m pytest -m "not unit" -n $(WORKERS) --dist loadgroup
+
 # rasa data validate --fail-on-warnings, with the warnings that are noise dropped at their source
 # and the rest (an unused response included) failing the run: devtools/validate.py.
 validate: $(STAMP)
@@ -98,15 +128,21 @@ conversations: $(STAMP)
 whatsapp-templates: $(STAMP)
 	$(PY) -m devtools.whatsapp_templates $(if $(CHECK),--check) $(if $(REPLACE),--replace)
 
-# End-to-end story tests (NLU and dialogue), every failing story listed; results/stories/.
+# Plain `rasa test` (the test stories end to end, NLU and dialogue, then the NLU on data/), every
+# failing story listed; results/stories/.
 story-test: model
+	@$(RASA_TEMPLATE_TRIM)
 	$(PY) -m devtools.evaluate stories
 
 # NLU cross-validation with a threshold and a per-intent report; results/nlu/.
 nlu-test: $(STAMP)
 	$(PY) -m devtools.evaluate nlu
 
-test: lint typecheck validate responses model pytest story-test nlu-test
+# The fast tier first (a lint error fails in seconds), then the rest side by side: the stories
+# and the NLU evaluation use the cores the integration tests leave while they wait on servers.
+# Each part's output is printed whole when it ends.
+test: check model $(SYSTEM_STAMP)
+	@$(MAKE) --no-print-directory -j3 --output-sync=target integration story-test nlu-test
 	@echo "make test: all checks passed"
 
 bench: $(STAMP)

@@ -30,6 +30,7 @@ All keys are deleted when the queue empties and otherwise expire an hour after t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import os
@@ -401,12 +402,25 @@ class RedisFifoLockStore(LockStore):
         keys = _TicketKeys.for_conversation(conversation_id, self.namespace)
         token = f"{os.getpid()}-{uuid.uuid4().hex}"
         started = time.monotonic()
-        async with self._arrivals.first_in_line(
-            conversation_id, started, self.settings.wait_timeout
-        ):
-            number, position = await self._run(
-                client, _ENQUEUE, keys, [token, self.settings.lease_ms], "queueing a turn"
-            )
+        sent = False
+        try:
+            async with self._arrivals.first_in_line(
+                conversation_id, started, self.settings.wait_timeout
+            ):
+                sent = True
+                number, position = await self._run(
+                    client, _ENQUEUE, keys, [token, self.settings.lease_ms], "queueing a turn"
+                )
+        except asyncio.CancelledError:
+            if sent:
+                # Redis may have queued the ticket while its answer was still on its way: the
+                # ticket is withdrawn, as a waiter cancelled later withdraws its own, rather
+                # than left to hold the turns behind it for a lease.
+                with contextlib.suppress(StateUnavailable):
+                    await asyncio.shield(
+                        self._run(client, _LEAVE, keys, [token], "withdrawing a ticket")
+                    )
+            raise
         turn = LockTurn(conversation_id, int(number), waited_seconds=0.0)
         leaving = asyncio.Event()
         keeper = asyncio.create_task(self._keep_lease(client, keys, token, turn, leaving))

@@ -29,7 +29,6 @@ import json
 import logging
 import os
 import socket
-import time
 import uuid
 import weakref
 from dataclasses import dataclass
@@ -143,11 +142,15 @@ return 1
 """
 )
 
-# KEYS: index. ARGV: score (lease end, ms), member, keep seconds. One round trip on the path
-# that accepts work: the entry and the index's expiry together.
+# KEYS: index. ARGV: score (lease end, ms), member, keep seconds, and "now" when the score is a
+# lease's length to count from Redis's clock (work recorded this moment). One round trip on the
+# path that accepts work: the entry and the index's expiry together.
 _INDEX = LuaScript(
-    """
-redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
+    _NOW_MS
+    + """
+local score = tonumber(ARGV[1])
+if ARGV[4] == 'now' then score = now + score end
+redis.call('ZADD', KEYS[1], score, ARGV[2])
 return redis.call('EXPIRE', KEYS[1], ARGV[3])
 """
 )
@@ -227,11 +230,20 @@ class InFlightWork:
     def _member(conversation_id: str, item_id: str) -> str:
         return json.dumps([conversation_id, item_id])
 
-    async def _index(self, conversation_id: str, item_id: str, lease_until_ms: int) -> None:
+    async def _index(
+        self, conversation_id: str, item_id: str, lease_until_ms: int, *, from_now: bool = False
+    ) -> None:
+        """Scores the item's index entry with the end of its lease: ``lease_until_ms`` as Redis
+        timed it, or, ``from_now``, that many milliseconds from Redis's clock now."""
         await _INDEX(
             self._redis(),
             [self.index_key],
-            [lease_until_ms, self._member(conversation_id, item_id), self.keep_seconds],
+            [
+                lease_until_ms,
+                self._member(conversation_id, item_id),
+                self.keep_seconds,
+                "now" if from_now else "at",
+            ],
         )
 
     async def record(
@@ -242,9 +254,9 @@ class InFlightWork:
 
         The index entry is written first, so recorded work is always findable; an entry whose
         item was never written is dropped by the next sweep."""
-        # Scored "expired in a lease's time", as the item will be once recorded (by this
-        # replica's clock: the score is only a hint of when to look, the item decides).
-        await self._index(conversation_id, item_id, int(time.time() * 1000) + self.lease_ms)
+        # Scored "expired in a lease's time" by Redis's clock, as the item will be once recorded:
+        # a replica whose clock runs ahead must not hide its work from the sweepers.
+        await self._index(conversation_id, item_id, self.lease_ms, from_now=True)
         result = await _RECORD(
             self._redis(),
             [self.item_key(conversation_id, item_id)],

@@ -386,6 +386,19 @@ def _tls_problem(error: BaseException, config: RedisConfig) -> Optional[str]:
             f"TLS: the certificate of {config.display()} is not trusted by {where} ({detail}); "
             "set REDIS_TLS_CA_FILE to the CA that signed the server's certificate"
         )
+    reason = getattr(handshake, "reason", None) or ""
+    if reason == "TLSV13_ALERT_CERTIFICATE_REQUIRED" or (
+        reason == "SSLV3_ALERT_HANDSHAKE_FAILURE" and not config.tls_cert_file
+    ):
+        return (
+            f"TLS: {config.display()} requires a client certificate ({detail}); set "
+            "REDIS_TLS_CERT_FILE and REDIS_TLS_KEY_FILE to one its CA signed"
+        )
+    if reason in ("TLSV1_ALERT_UNKNOWN_CA", "SSLV3_ALERT_BAD_CERTIFICATE"):
+        return (
+            f"TLS: {config.display()} does not accept the client certificate of "
+            f"REDIS_TLS_CERT_FILE ({detail}); use one signed by the CA the server trusts"
+        )
     return f"TLS handshake with {config.display()} failed ({detail})"
 
 

@@ -27,6 +27,8 @@ class ControlRequest:
     call_id: str
     payload: Dict[str, Any]
     received_at: float = field(default_factory=time.time)
+    #: What the fake answered: 200, or the status of a scripted failure.
+    status: int = 200
 
 
 class _Handler(JsonHandler):
@@ -46,11 +48,14 @@ class _Handler(JsonHandler):
             self.send_json(400, {"message": "type is required", "statusCode": 400})
             return
         status = fake.next_failure()
+        request = ControlRequest(match.group(1), payload, status=status or 200)
+        with fake.lock:
+            fake.attempts.append(request)
+            if not status:
+                fake.requests.append(request)
         if status:
             self.send_json(status, {"message": "scripted failure", "statusCode": status})
             return
-        with fake.lock:
-            fake.requests.append(ControlRequest(match.group(1), payload))
         self.send_json(200, {})
 
 
@@ -62,7 +67,10 @@ class FakeVapiControl(FakeServer):
     def __init__(self, port: int = 0) -> None:
         super().__init__(port)
         self.token = secrets.token_urlsafe(12)
+        #: The requests it carried out (answered 200).
         self.requests: List[ControlRequest] = []
+        #: Every well-formed request, those answered with a scripted failure included.
+        self.attempts: List[ControlRequest] = []
         self._failures: List[int] = []
 
     def control_url(self, call_id: str) -> str:
@@ -80,6 +88,10 @@ class FakeVapiControl(FakeServer):
     def requests_for(self, call_id: str) -> List[ControlRequest]:
         with self.lock:
             return [r for r in self.requests if r.call_id == call_id]
+
+    def attempts_for(self, call_id: str) -> List[ControlRequest]:
+        with self.lock:
+            return [r for r in self.attempts if r.call_id == call_id]
 
     def wait_for(self, call_id: str, count: int = 1, timeout: float = 10) -> List[ControlRequest]:
         """The control requests for ``call_id`` once there are ``count`` (or TimeoutError)."""

@@ -3,12 +3,14 @@ for `make run`, the tests and the benchmarks."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import secrets
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -26,10 +28,38 @@ ROOT = Path(__file__).resolve().parent.parent
 DEBIAN_REDIS_SERVER = Path("/usr/bin/redis-server")
 
 
+#: Ports recently handed out by :func:`free_port`, one file per port, shared by every process on
+#: the machine (parallel test workers, other checkouts' test runs, benchmarks).
+PORT_RESERVATIONS = Path(tempfile.gettempdir()) / "omnichannel-ports"
+#: How long a handed-out port stays reserved: longer than any server takes to bind it.
+PORT_HOLD_SECONDS = 900
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A loopback port no process listens on and no other caller was given in the last
+    PORT_HOLD_SECONDS.
+
+    The kernel's "any free port" is free only until someone binds it, and a Rasa server binds
+    its port seconds after it was chosen: parallel test workers asking meanwhile could be
+    offered the same one. So each port handed out is reserved machine-wide (a file named after
+    it, under a lock), and a port reserved recently by anyone is skipped.
+    """
+    PORT_RESERVATIONS.mkdir(exist_ok=True)
+    with open(PORT_RESERVATIONS / ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        for _ in range(1000):
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", 0))
+                port = sock.getsockname()[1]
+            reservation = PORT_RESERVATIONS / str(port)
+            try:
+                if time.time() - reservation.stat().st_mtime < PORT_HOLD_SECONDS:
+                    continue
+            except FileNotFoundError:
+                pass
+            reservation.touch()
+            return port
+    raise RuntimeError(f"no free port left that {PORT_RESERVATIONS} has not reserved")
 
 
 def wait_for_port(port: int, timeout: float, proc: Optional[subprocess.Popen] = None) -> None:
@@ -106,9 +136,11 @@ def redis_server_binary() -> str:
 class RedisServer:
     """A real redis-server on a loopback port, with its data kept on disk in append-only mode.
 
-    ``tls`` makes it listen for TLS only (``rediss://``); ``users`` are ACL rules (``"omni on
-    >secret ~omni:* ..."``), and with them the default user, which the fixtures use as admin,
-    gets a random password (``admin_password``) so a client that forgets its user is refused.
+    ``tls`` makes it listen for TLS only (``rediss://``), ``client_certificates`` says whether
+    its clients must show a certificate ("yes") or may ("optional"); ``users`` are ACL rules
+    (``"omni on >secret ~omni:* ..."``), and with them the default user, which the fixtures use
+    as admin, gets a random password (``admin_password``) so a client that forgets its user is
+    refused.
     ``extra_args`` carry a topology's own options (cluster mode, ``--replicaof``).
     """
 
@@ -117,6 +149,7 @@ class RedisServer:
         data_dir: Path,
         port: Optional[int] = None,
         tls: Optional[TlsMaterial] = None,
+        client_certificates: str = "optional",
         users: Optional[Sequence[str]] = None,
         admin_password: Optional[str] = None,
         extra_args: Sequence[str] = (),
@@ -124,6 +157,7 @@ class RedisServer:
         self.data_dir = Path(data_dir)
         self.port = port or free_port()
         self.tls = tls
+        self.client_certificates = client_certificates
         self.users = list(users or ())
         self.admin_password = admin_password or (secrets.token_hex(12) if users else None)
         self.extra_args = list(extra_args)
@@ -137,7 +171,8 @@ class RedisServer:
     def listen_args(self) -> List[str]:
         """Where and how it listens: TLS only when ``tls`` is set, loopback either way."""
         if self.tls:
-            port = ["--port", "0", "--tls-port", str(self.port), *self.tls.server_args()]
+            tls = self.tls.server_args(self.client_certificates)
+            port = ["--port", "0", "--tls-port", str(self.port), *tls]
         else:
             port = ["--port", str(self.port)]
         return [*port, "--bind", "127.0.0.1", "--dir", str(self.data_dir)]
@@ -199,3 +234,28 @@ class RedisServer:
 def python() -> str:
     """The interpreter of the project's venv (the one running us)."""
     return sys.executable
+
+
+#: Rasa's command line as ``rasa`` runs it, with skops.io imported first (and numpy's global
+#: generator seeded when a seed is given). When a model with Rasa's LogisticRegressionClassifier
+#: loads, skops.io is imported, and on import it looks up the module of every numpy and scipy
+#: ufunc by scanning all of ``sys.modules`` (skops 0.9, ``skops/io/_utils.py:whichmodule``): with
+#: Rasa and TensorFlow loaded that is some 6,000 modules, 5 to 13 s of CPU in every process that
+#: loads a model, two thirds of a Rasa server's start. Imported first, it takes under a second and
+#: finds the same modules (tests/testkit/test_processes.py compares the trusted types).
+RASA_MAIN = """
+import sys
+seed = sys.argv.pop(1)
+import skops.io
+if seed:
+    import numpy
+    numpy.random.seed(int(seed))
+from rasa.__main__ import main
+sys.argv[0] = "rasa"
+main()
+"""
+
+
+def rasa_cli(*arguments: str, seed: Optional[int] = None) -> List[str]:
+    """The command that runs ``rasa *arguments`` (see RASA_MAIN)."""
+    return [python(), "-c", RASA_MAIN, "" if seed is None else str(seed), *arguments]

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from testkit.processes import ROOT, free_port, python, spawn, stop, wait_for_port
+from testkit.processes import ROOT, free_port, python, rasa_cli, spawn, stop, wait_for_port
 
 
 def local_secrets(rasa_port: int) -> Dict[str, str]:
@@ -50,10 +50,7 @@ def rasa_server_command(
     auth_token: str,
     endpoints: Path = ROOT / "endpoints.yml",
 ) -> List[str]:
-    return [
-        python(),
-        "-m",
-        "rasa",
+    return rasa_cli(
         "run",
         "--model",
         str(model),
@@ -66,7 +63,7 @@ def rasa_server_command(
         "--enable-api",
         # One argument: a random token may start with "-", which argparse would take for a flag.
         f"--auth-token={auth_token}",
-    ]
+    )
 
 
 def wait_for_model(

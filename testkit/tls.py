@@ -42,9 +42,10 @@ class TlsMaterial:
             self._write(cert.private_key_pem, f"{name}.key"),
         )
 
-    def server_args(self) -> List[str]:
-        """redis-server options: this CA's server certificate; a client may present a
-        certificate (then it must be this CA's) or none."""
+    def server_args(self, client_certificates: str = "optional") -> List[str]:
+        """redis-server options: this CA's server certificate; ``client_certificates`` is
+        Redis's ``tls-auth-clients``: "optional" (a client may present a certificate, then it
+        must be this CA's, or none) or "yes" (a client without one is refused)."""
         return [
             "--tls-cert-file",
             str(self.server_cert_file),
@@ -53,7 +54,7 @@ class TlsMaterial:
             "--tls-ca-cert-file",
             str(self.ca_file),
             "--tls-auth-clients",
-            "optional",
+            client_certificates,
         ]
 
     def client_kwargs(self) -> Dict[str, object]:

@@ -16,7 +16,8 @@ from testkit.fake_vapi import FakeVapi
 from testkit.processes import RedisServer, free_port
 from testkit.redis_topologies import RedisClusterProcesses, RedisDeployment, RedisSentinelProcesses
 from testkit.stack import RasaStack, local_secrets, with_rest_channel
-from tests.support import stack_orders
+from tests import parallel, tiers
+from tests.support import key_kinds, stack_orders
 
 #: The shared stack's Rasa port, chosen once so its secrets (PUBLIC_BASE_URL) are known early.
 STACK_RASA_PORT = free_port()
@@ -58,10 +59,19 @@ def trained_model() -> Path:
 
 @pytest.fixture(scope="session")
 def stack_redis(tmp_path_factory: pytest.TempPathFactory) -> RedisServer:
-    """The Redis behind the shared Rasa stack (never flushed: the stack's state lives there)."""
+    """The Redis behind the shared Rasa stack (never flushed: the stack's state lives there).
+
+    Once every test that used the stack is done (the stack is stopped first), every key in it
+    must have an expiry: the last of the key-expiry checks (tests/test_key_expiry.py), over the
+    keys of all of them, whatever ran in which order."""
     server = RedisServer(tmp_path_factory.mktemp("stack-redis")).start()
     yield server
-    server.stop()
+    try:
+        _, without_expiry = key_kinds(server.url)
+    finally:
+        server.stop()
+    if without_expiry:
+        pytest.fail(f"the tests left keys without an expiry in the stack's Redis: {without_expiry}")
 
 
 @pytest.fixture(scope="session")
@@ -194,3 +204,41 @@ def redis_deployment(
     deployment.flushall()
     monkeypatch.setenv("REDIS_URL", deployment.url)
     return RedisDeployment(kind=request.param, url=deployment.url)
+
+
+# --- tiers -----------------------------------------------------------------------------------
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list) -> None:
+    tiers.refuse_server_fixtures(items)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item):
+    with tiers.guarded(item):
+        return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item):
+    with tiers.guarded(item):
+        return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item):
+    with tiers.guarded(item):
+        return (yield)
+
+
+# --- parallel workers (make test) -----------------------------------------------------------
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if getattr(config, "workerinput", None) is None and config.getoption("numprocesses", None):
+        ensure_model(quiet=True)  # trained once, before the workers start and all load it
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> parallel.LongestFirst:
+    return parallel.LongestFirst(config, log)

@@ -6,10 +6,12 @@ import json
 import os
 import random
 import tempfile
+from collections import Counter
 from pathlib import Path
-from typing import Any, List, Optional, Union
+from typing import Any, Dict, List, Optional, Set, Tuple, Union
 
 import httpx
+import redis
 
 from omnichannel.orders import DEFAULT_FIXTURE
 from testkit.fake_http import FakeServer, JsonHandler
@@ -73,6 +75,26 @@ def seed_order(
     return number
 
 
+def key_kind(key: bytes) -> str:
+    """A Redis key with its ids elided (conversation hash tags, call and item ids), so keys
+    group by what they hold: ``omni:{…}:events``, ``omni:{…}:work:chat_turn``."""
+    parts = key.decode("utf-8", "replace").split(":")
+    if parts[:1] != ["omni"]:
+        return ":".join(parts[:2])
+    kind = ["{…}" if part.startswith("{") else part for part in parts[:5]]
+    return ":".join(kind[:4] if kind[2:3] in (["vapi"], ["work"]) else kind[:3])
+
+
+def key_kinds(redis_url: str) -> Tuple[Set[str], Dict[str, int]]:
+    """The kinds of key a Redis holds, and how many keys of each kind have no expiry."""
+    kinds: Set[str] = set()
+    without_expiry: Counter = Counter()
+    with redis.Redis.from_url(redis_url) as client:
+        for key in client.scan_iter(count=1000):
+            kinds.add(key_kind(key))
+            if client.pttl(key) == -1:
+                without_expiry[key_kind(key)] += 1
+    return kinds, dict(without_expiry)
 #: A real (1x1) JPEG, so the photo passes the check of its bytes.
 JPEG = bytes.fromhex(
     "ffd8ffe000104a46494600010100000100010000ffdb004300080606070605080707070909080a0c140d0c0b0b0c"

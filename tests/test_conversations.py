@@ -60,6 +60,7 @@ test_cases:
     assert report.endswith("1 of 3 conversation tests passed")
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("case", "message"),
     [

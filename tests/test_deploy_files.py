@@ -84,6 +84,7 @@ def _deploy_env_names() -> Set[str]:
     return names
 
 
+@pytest.mark.unit
 def test_every_variable_the_deploy_files_set_is_read_by_the_code() -> None:
     code = _code_text()
     unknown = sorted(
@@ -94,6 +95,7 @@ def test_every_variable_the_deploy_files_set_is_read_by_the_code() -> None:
     assert not unknown, f"deploy files set variables nothing reads: {unknown}"
 
 
+@pytest.mark.unit
 def test_every_secret_a_channel_requires_is_provided() -> None:
     required = set(re.findall(r'require\(\s*"([A-Z_]+)"', _code_text()))
     compose = yaml.safe_load((DEPLOY / "compose.yml").read_text())
@@ -117,6 +119,7 @@ def _probe_paths() -> List[str]:
     return paths
 
 
+@pytest.mark.unit
 def test_probe_routes_exist() -> None:
     """Each probe path is one the ops channel or the action server serves."""
     ops = (ROOT / "connectors" / "ops" / "channel.py").read_text()
@@ -130,6 +133,7 @@ def test_probe_routes_exist() -> None:
             assert path == "/health", f"unknown probe path {path}"  # rasa_sdk's health route
 
 
+@pytest.mark.unit
 def test_ports_and_commands_match_the_local_stack() -> None:
     rasa_docker = (DEPLOY / "rasa.Dockerfile").read_text()
     actions_docker = (DEPLOY / "actions.Dockerfile").read_text()
@@ -151,12 +155,14 @@ def test_ports_and_commands_match_the_local_stack() -> None:
     assert compose["services"]["rasa"]["environment"]["ACTION_SERVER_URL"].endswith(":5055/webhook")
 
 
+@pytest.mark.unit
 def test_images_use_the_projects_python() -> None:
     version = (ROOT / ".python-version").read_text().strip()
     for dockerfile in _dockerfiles():
         assert f"FROM python:{version}-slim" in dockerfile.read_text(), dockerfile.name
 
 
+@pytest.mark.unit
 def test_grace_periods_cover_the_drain() -> None:
     """SIGTERM grace: the drain (connectors/drain.py) plus Sanic's own wait for connections still
     open after it, or the orchestrator kills a replica mid-drain."""
@@ -185,6 +191,7 @@ def test_the_manifests_validate_against_kubernetes_schemas(tmp_path: Path) -> No
     assert subprocess.run([*validate, str(broken)], capture_output=True).returncode != 0
 
 
+@pytest.mark.unit
 def test_applying_the_folder_never_touches_a_secret() -> None:
     """Before: secrets.example.yaml sat in deploy/k8s/, so `kubectl apply -f deploy/k8s/`
     replaced the real Secret with blanks."""
@@ -192,6 +199,7 @@ def test_applying_the_folder_never_touches_a_secret() -> None:
     assert _secret_template()["kind"] == "Secret"
 
 
+@pytest.mark.unit
 def test_pods_meet_the_restricted_pod_security_level() -> None:
     """The checks of the "restricted" profile that these pods could fail, and the image's
     numeric user (a name cannot be verified as non-root)."""
@@ -214,6 +222,7 @@ def test_pods_meet_the_restricted_pod_security_level() -> None:
             assert not own.get("privileged", False) and own.get("runAsUser", 10001) != 0
 
 
+@pytest.mark.unit
 def test_images_are_pinned_to_a_tag() -> None:
     images = [container["image"] for container in _containers()]
     assert len(images) == 2
@@ -222,6 +231,7 @@ def test_images_are_pinned_to_a_tag() -> None:
         assert name and tag and tag != "latest", image
 
 
+@pytest.mark.unit
 def test_disruptions_spread_and_scaling_cover_every_deployment() -> None:
     deployments = {doc["metadata"]["name"]: doc for doc in _of_kind("Deployment")}
     budgets = {doc["metadata"]["name"]: doc for doc in _of_kind("PodDisruptionBudget")}
@@ -237,6 +247,7 @@ def test_disruptions_spread_and_scaling_cover_every_deployment() -> None:
         assert spread and all(item["labelSelector"]["matchLabels"] == labels for item in spread)
 
 
+@pytest.mark.unit
 def test_an_ingress_ends_tls_and_keeps_sockets_and_streams_open() -> None:
     (ingress,) = _of_kind("Ingress")
     spec, notes = ingress["spec"], ingress["metadata"]["annotations"]
@@ -258,6 +269,7 @@ def test_an_ingress_ends_tls_and_keeps_sockets_and_streams_open() -> None:
     )
 
 
+@pytest.mark.unit
 def test_one_trusted_proxy_hop_everywhere() -> None:
     """HAProxy (compose) and the ingress controller (Kubernetes) each set X-Forwarded-For once."""
     compose = yaml.safe_load((DEPLOY / "compose.yml").read_text())
@@ -271,6 +283,7 @@ def test_one_trusted_proxy_hop_everywhere() -> None:
 # -- compose and the images ------------------------------------------------------------------
 
 
+@pytest.mark.unit
 def test_every_compose_service_restarts() -> None:
     services = yaml.safe_load((DEPLOY / "compose.yml").read_text())["services"]
     assert len(services) == 4
@@ -286,6 +299,7 @@ def test_the_dockerfiles_pass_hadolint() -> None:
     assert linted.returncode == 0, linted.stdout + linted.stderr
 
 
+@pytest.mark.unit
 def test_health_checks_allow_for_start_up() -> None:
     for dockerfile in _dockerfiles():
         (healthcheck,) = re.findall(r"^HEALTHCHECK (.*)$", dockerfile.read_text(), re.M)
@@ -294,6 +308,7 @@ def test_health_checks_allow_for_start_up() -> None:
     assert int(re.search(r"--start-period=(\d+)s", rasa).group(1)) >= 60  # the model's ~40 s
 
 
+@pytest.mark.unit
 def test_the_model_is_trained_before_any_code_is_copied() -> None:
     """Before: code was copied before training, so any code change trained again."""
     lines = (DEPLOY / "rasa.Dockerfile").read_text().splitlines()
@@ -314,6 +329,7 @@ def test_the_model_is_trained_before_any_code_is_copied() -> None:
     }
 
 
+@pytest.mark.unit
 def test_images_install_only_their_own_requirements() -> None:
     """Before: both images installed the whole lock (TensorFlow, pytest, Playwright...)."""
     tools = {
@@ -343,6 +359,7 @@ def test_images_install_only_their_own_requirements() -> None:
     assert "rasa-sdk==" in actions and "\nrasa==" not in actions and "tensorflow==" not in actions
 
 
+@pytest.mark.unit
 def test_the_build_context_leaves_out_secrets_and_local_state() -> None:
     """Before: no .dockerignore, so `docker build .` sent .venv, .env and .git."""
     ignore = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()]
@@ -393,6 +410,7 @@ def test_haproxy_accepts_the_deployed_config(tmp_path: Path) -> None:
     assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
+@pytest.mark.unit
 def test_haproxy_settings_say_what_their_comments_say() -> None:
     """Retries go elsewhere, heads and kept-alive connections get the replicas' own deadline,
     every request is logged, and the template allows more than a handful of replicas."""

@@ -81,6 +81,7 @@ def broken_links(page: Path, root: Path = ROOT) -> List[str]:
     return broken
 
 
+@pytest.mark.unit
 def test_the_checker_sees_headings_and_links_as_github_does(tmp_path: Path) -> None:
     assert slug("The fleet test and `make soak`: measured, not promised") == (
         "the-fleet-test-and-make-soak-measured-not-promised"
@@ -99,6 +100,7 @@ def test_the_checker_sees_headings_and_links_as_github_does(tmp_path: Path) -> N
     assert broken_links(page, tmp_path) == ["#part-2: no such heading", "missing.md: no such file"]
 
 
+@pytest.mark.unit
 def test_the_front_page_leads_to_every_page_of_docs() -> None:
     linked = {
         (ROOT / target.partition("#")[0]).resolve()
@@ -108,6 +110,7 @@ def test_the_front_page_leads_to_every_page_of_docs() -> None:
     assert set(PAGES[1:]) <= linked
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("page", PAGES, ids=lambda page: str(page.relative_to(ROOT)))
 def test_every_relative_link_and_anchor_resolves(page: Path) -> None:
     assert links_of(page) or page.name == "DESIGN.md", "a page that links nowhere"

@@ -58,6 +58,7 @@ def test_every_action_module_loads_without_rasa() -> None:
     assert "rasa_sdk" in loaded
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("package", ["omnichannel", "actions", "connectors"])
 def test_no_module_imports_a_layer_above_it(package: str) -> None:
     above = {
@@ -171,6 +172,7 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return cycles
 
 
+@pytest.mark.unit
 def test_the_graph_sees_imports_of_every_kind() -> None:
     """The cycle check below is only as good as the graph: it must see a module imported by
     name, from its package, relatively, and under ``if TYPE_CHECKING:``."""
@@ -182,10 +184,12 @@ def test_the_graph_sees_imports_of_every_kind() -> None:
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
 
+@pytest.mark.unit
 def test_no_import_cycles_anywhere() -> None:
     assert _cycles(_import_graph()) == []
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("package", sorted(TOOLING_NOT_ABOVE))
 def test_tooling_imports_only_what_it_serves(package: str) -> None:
     forbidden = TOOLING_NOT_ABOVE[package]
@@ -200,6 +204,7 @@ def test_tooling_imports_only_what_it_serves(package: str) -> None:
     assert offenders == [], json.dumps(offenders, indent=1)
 
 
+@pytest.mark.unit
 def test_each_name_is_imported_from_its_home() -> None:
     """A project name has one import path: the module that defines it, never a module that
     merely imported it (ConfigError once had two)."""
@@ -236,6 +241,7 @@ def _channel_of(module: str) -> str:
     return parts[1] if len(parts) > 1 and parts[0] == "connectors" and parts[1] in CHANNELS else ""
 
 
+@pytest.mark.unit
 def test_no_channel_package_imports_another() -> None:
     """What two channels share lives below them (connectors/turns/, connectors/event_log/, the
     core), so a channel can change, or go, without touching another."""

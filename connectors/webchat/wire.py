@@ -13,7 +13,7 @@ import json
 import re
 from typing import Any, Dict, List, Mapping, Optional, Type, Union, cast
 
-from pydantic import BaseModel, Field, ValidationError, root_validator, validator
+from pydantic import BaseModel, Field, StrictStr, ValidationError, root_validator, validator
 
 from omnichannel import bounded_json
 
@@ -61,21 +61,21 @@ class _ClientFrame(BaseModel):
 
 
 class AuthFrame(_ClientFrame):
-    type: str = Field(..., regex=r"^auth\Z")
-    token: str = Field(..., min_length=1, max_length=MAX_TOKEN_CHARS)
+    type: StrictStr = Field(..., regex=r"^auth\Z")
+    token: StrictStr = Field(..., min_length=1, max_length=MAX_TOKEN_CHARS)
 
 
 class TextFrame(_ClientFrame):
     """A message: text, files uploaded before it (their upload ids), or both."""
 
-    type: str = Field(..., regex=r"^message\Z")
-    id: str = Field(..., regex=CLIENT_MESSAGE_ID)
-    text: str = Field(default="", max_length=MAX_TEXT_CHARS)
-    attachments: List[str] = Field(default_factory=list, max_items=MAX_ATTACHMENTS)
+    type: StrictStr = Field(..., regex=r"^message\Z")
+    id: StrictStr = Field(..., regex=CLIENT_MESSAGE_ID)
+    text: StrictStr = Field(default="", max_length=MAX_TEXT_CHARS)
+    attachments: List[StrictStr] = Field(default_factory=list, max_items=MAX_ATTACHMENTS)
 
     @validator("attachments", each_item=True)
     def _upload_id(cls, value: str) -> str:  # noqa: N805
-        if not isinstance(value, str) or not re.match(UPLOAD_ID, value):
+        if not re.match(UPLOAD_ID, value):
             raise ValueError("not an upload id")
         return value
 
@@ -87,21 +87,28 @@ class TextFrame(_ClientFrame):
 
 
 class ButtonFrame(_ClientFrame):
-    type: str = Field(..., regex=r"^button\Z")
-    id: str = Field(..., regex=CLIENT_MESSAGE_ID)
-    payload: str = Field(..., min_length=1, max_length=MAX_TEXT_CHARS)
-    title: str = Field(default="", max_length=MAX_TEXT_CHARS)
+    type: StrictStr = Field(..., regex=r"^button\Z")
+    id: StrictStr = Field(..., regex=CLIENT_MESSAGE_ID)
+    payload: StrictStr = Field(..., min_length=1, max_length=MAX_TEXT_CHARS)
+    title: StrictStr = Field(default="", max_length=MAX_TEXT_CHARS)
 
 
 class HistoryFrame(_ClientFrame):
-    type: str = Field(..., regex=r"^history\Z")
+    type: StrictStr = Field(..., regex=r"^history\Z")
     before: int = Field(..., ge=0)
     limit: Optional[int] = Field(default=None, ge=1, le=MAX_HISTORY_LIMIT)
 
+    @validator("before", "limit", pre=True)
+    def _json_integer(cls, value: Any) -> Any:
+        """JSON integers only: pydantic would read 1.5 as 1, true as 1 and "7" as 7."""
+        if value is not None and type(value) is not int:
+            raise TypeError("value is not an integer")
+        return value
+
 
 class PingFrame(_ClientFrame):
-    type: str = Field(..., regex=r"^ping\Z")
-    id: Optional[str] = Field(default=None, max_length=MAX_CLIENT_ID_CHARS)
+    type: StrictStr = Field(..., regex=r"^ping\Z")
+    id: Optional[StrictStr] = Field(default=None, max_length=MAX_CLIENT_ID_CHARS)
 
 
 ClientFrame = Union[AuthFrame, TextFrame, ButtonFrame, HistoryFrame, PingFrame]
@@ -146,8 +153,9 @@ def _load_object(data: Any) -> Dict[str, Any]:
 
 
 def _id_of(raw: Mapping[str, Any]) -> Optional[str]:
+    """The frame's ``id`` when an error may name it: a string of at most MAX_CLIENT_ID_CHARS."""
     frame_id = raw.get("id")
-    return frame_id if isinstance(frame_id, str) else None
+    return frame_id if isinstance(frame_id, str) and len(frame_id) <= MAX_CLIENT_ID_CHARS else None
 
 
 def parse_frame(data: Any) -> ClientFrame:
@@ -173,11 +181,9 @@ def parse_frame(data: Any) -> ClientFrame:
 def frame_id(data: Any) -> Optional[str]:
     """The ``id`` of a frame that will not be parsed (so its error can name it), if any."""
     try:
-        raw = _load_object(data)
+        return _id_of(_load_object(data))
     except BadFrame:
         return None
-    found = _id_of(raw)
-    return found if found is not None and len(found) <= MAX_CLIENT_ID_CHARS else None
 
 
 # -- server -> client --------------------------------------------------------------------------

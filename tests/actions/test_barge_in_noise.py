@@ -3,7 +3,11 @@ tested directly (the actions themselves run against the real stack in test_barge
 
 from __future__ import annotations
 
+import pytest
+
 from actions.barge_in import is_noise
+
+pytestmark = pytest.mark.unit
 
 
 def test_noise_is_a_few_characters() -> None:

@@ -171,27 +171,29 @@ def test_a_slow_llm_on_voice_gives_the_offline_response_within_the_budget(
     rasa_stack: RasaStack, llm: FakeLlm
 ) -> None:
     sender = new_conversation()
-    llm.script(LlmReply(content="Too late to be heard.", delay=6))
+    llm.script(LlmReply(content="Too late to be heard.", delay=15))
 
     started = time.monotonic()
     reply = texts(say(rasa_stack, sender, GIBBERISH, channel="voice"))
     elapsed = time.monotonic() - started
 
     assert reply == ["One moment.", OFFLINE]
-    # Waiting for the LLM would take 6 s; the 4 s budget (plus the turn's own work) ends sooner.
-    assert elapsed < 5.9, f"voice budget is 4 s, the turn took {elapsed:.1f} s"
+    # Waiting for the LLM would take 15 s; the 4 s budget (plus the turn's own work, and what a
+    # loaded machine adds) ends far sooner.
+    assert elapsed < 10, f"voice budget is 4 s, the turn took {elapsed:.1f} s"
     assert len(llm.requests) == 1
 
 
 def test_a_slow_llm_on_sms_is_still_answered(rasa_stack: RasaStack, llm: FakeLlm) -> None:
     sender = new_conversation()
-    llm.script(LlmReply(content="Slow, but here it is.", delay=6))
+    # Slower than the voice budget (4 s), within the SMS one (12 s).
+    llm.script(LlmReply(content="Slow, but here it is.", delay=5))
 
     started = time.monotonic()
     reply = texts(say(rasa_stack, sender, GIBBERISH, channel="sms"))
 
     assert reply == ["Slow, but here it is."]
-    assert time.monotonic() - started >= 6
+    assert time.monotonic() - started >= 5
 
 
 async def test_no_api_key_means_no_call(monkeypatch: pytest.MonkeyPatch, llm: FakeLlm) -> None:

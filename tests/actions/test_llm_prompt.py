@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from typing import Any, Dict, List
 
+import pytest
 from rasa_sdk import Tracker
 
 from actions.llm_fallback import build_messages, conversation_turns
 from omnichannel.orders import Customer
 from omnichannel.rendering.styles import STYLES
+
+pytestmark = pytest.mark.unit
 
 #: The demo customer, who owns the demo orders (omnichannel/fixtures/orders.json).
 OWNER = Customer(phone="+14155552671")

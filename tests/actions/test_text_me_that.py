@@ -6,11 +6,14 @@ from __future__ import annotations
 
 from typing import Any, Dict, List
 
+import pytest
 from rasa_sdk import Tracker
 
 from actions.send_by_sms import content_to_text
 from omnichannel.orders import Customer
 from omnichannel.textable import declared, sms_topic
+
+pytestmark = pytest.mark.unit
 
 DOMAIN: Dict[str, Any] = {
     "responses": {

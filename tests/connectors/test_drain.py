@@ -49,6 +49,7 @@ async def _closed_with(ws: websockets.WebSocketClientProtocol, timeout: float) -
     return ws.close_code
 
 
+@pytest.mark.unit
 async def test_a_drain_waits_for_in_flight_work_started_meanwhile_within_its_bound() -> None:
     replies = BackgroundTasks("late replies")
     feed = BackgroundTasks("a feed reader", in_flight=False)
@@ -61,20 +62,22 @@ async def test_a_drain_waits_for_in_flight_work_started_meanwhile_within_its_bou
             replies.start(reply(0.3), "follow-up")
 
     replies.start(reply(0.2), "first")
-    replies.start(reply(5), "too slow")
+    replies.start(reply(60), "too slow")
     reader = feed.start(asyncio.sleep(3600), "never ends by itself")
     drain = Drain()
     drain.seconds = 1.0
     started = time.monotonic()
     await asyncio.gather(drain.run(), drain.run())  # a second listener waits for the same drain
     assert drain.draining
-    assert 1.0 <= time.monotonic() - started < 1.5
+    # At its 1 s bound, long before the slow work would end: a loaded machine may add seconds.
+    assert 1.0 <= time.monotonic() - started < 10
     assert done == [0.2, 0.3]
     assert len(replies) == 1 and not reader.done()
     await replies.cancel_all()
     await feed.cancel_all()
 
 
+@pytest.mark.unit
 def test_drain_seconds_is_an_ops_option() -> None:
     assert OpsInput.from_credentials({"drain_seconds": 25}).drain_seconds == 25
     assert OpsInput.from_credentials(None).drain_seconds == DEFAULT_DRAIN_SECONDS
@@ -111,7 +114,8 @@ async def test_sigterm_drains_in_flight_turns_then_exits(
             sigterm_at = time.monotonic()
             os.killpg(replica.rasa_proc.pid, signal.SIGTERM)
             while (ready := await http.get(READYZ)).status_code == 200:
-                assert time.monotonic() - sigterm_at < 1.0, "readiness must drop at once"
+                # At once: long before the turns in flight (LLM_DELAY) are done.
+                assert time.monotonic() - sigterm_at < LLM_DELAY - 3, "readiness must drop first"
             assert ready.status_code == 503 and ready.json() == {"status": "draining"}
 
         # An idle socket is told to reconnect elsewhere at once; a new one is not kept.

@@ -212,6 +212,7 @@ async def test_window_turns_zero_hands_out_the_whole_session(redis_url: str) -> 
     assert store.session_history(tracker) is None
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     "reply",
     [
@@ -238,6 +239,7 @@ def test_the_validator_built_once_judges_replies_as_jsonschema_validate_does(rep
         assert raised.value.message.startswith(expected + ". Failed to validate")
 
 
+@pytest.mark.unit
 async def test_turn_context_in_process_sets_what_the_action_server_sets() -> None:
     """A barge-in on a call, then an answer to an offer: the in-process mapping and the action
     server's action compute the same slots from the same tracker."""
@@ -295,6 +297,7 @@ async def test_turn_context_in_process_sets_what_the_action_server_sets() -> Non
     assert [(e["name"], e["value"]) for e in remote] == [(e.key, e.value) for e in in_process]
 
 
+@pytest.mark.unit
 def test_the_patches_refuse_another_rasa_version(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(rasa, "__version__", "3.7.0")
     with pytest.raises(RuntimeError, match="targets Rasa 3.6.21"):

@@ -162,12 +162,15 @@ async def hand_off_seconds(store: RedisFifoLockStore) -> float:
 
 
 async def test_next_waiter_starts_milliseconds_after_release(redis_deployment):
-    """With the safety re-check at its slowest (4 s), only the wake-up can explain a fast start."""
+    """With the safety re-check at its slowest (4 s), only the wake-up can explain a fast start:
+    re-checks alone would start the next waiter 2 s after a release in the median, and some
+    of twelve hand-offs 3 s after (the bounds leave a loaded machine room). How many
+    milliseconds a hand-off takes is measured by `make bench` (bench_lock_store)."""
     store = fast_store(recheck_interval=MAX_RECHECK_INTERVAL)
     gaps = [await hand_off_seconds(store) for _ in range(12)]
 
-    assert statistics.median(gaps) < 0.2, gaps
-    assert max(gaps) < 1.0, gaps
+    assert statistics.median(gaps) < MAX_RECHECK_INTERVAL / 4, gaps
+    assert max(gaps) < MAX_RECHECK_INTERVAL / 2, gaps
 
 
 async def test_lease_is_renewed_while_a_long_turn_runs(redis_deployment, workers):
@@ -255,8 +258,10 @@ async def test_waiting_past_the_bound_raises_and_leaves_the_queue(redis_deployme
     assert await store.live_tickets(conversation) == 1
     release.set()
     await holding
+    assert await store.live_tickets(conversation) == 0
     async with store.lock(conversation) as turn:
-        assert turn.waited_seconds < 0.1
+        # A ticket left behind would hold the queue for its lease.
+        assert turn.waited_seconds < LEASE
 
 
 async def test_cancelled_waiter_leaves_and_an_empty_queue_leaves_no_keys(redis_deployment):
@@ -278,6 +283,74 @@ async def test_cancelled_waiter_leaves_and_an_empty_queue_leaves_no_keys(redis_d
     assert leftover == []
 
 
+class AnswerHoldingProxy:
+    """A TCP proxy in front of Redis that can hold Redis's answers back (requests still pass):
+    a command then runs in Redis while its caller is still waiting for the reply."""
+
+    def __init__(self, redis_port: int) -> None:
+        self.redis_port = redis_port
+        self.port = free_port()
+        self.released = asyncio.Event()
+        self.released.set()
+        self._server: Optional[asyncio.AbstractServer] = None
+
+    async def start(self) -> AnswerHoldingProxy:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+        return self
+
+    async def _serve(self, client_in: asyncio.StreamReader, client_out: asyncio.StreamWriter):
+        redis_in, redis_out = await asyncio.open_connection("127.0.0.1", self.redis_port)
+
+        async def pipe(source, sink, hold: bool) -> None:
+            while data := await source.read(65536):
+                if hold:
+                    await self.released.wait()
+                sink.write(data)
+                await sink.drain()
+            sink.close()
+
+        await asyncio.gather(
+            pipe(client_in, redis_out, hold=False),
+            pipe(redis_in, client_out, hold=True),
+            return_exceptions=True,
+        )
+
+    async def stop(self) -> None:
+        assert self._server is not None
+        self._server.close()
+
+
+async def test_a_waiter_cancelled_before_its_queueing_is_answered_leaves_no_ticket(
+    redis_url: str,
+) -> None:
+    """Redis queued the waiter's ticket, the answer had not come back when the waiter was
+    cancelled (a client gone): the ticket is withdrawn, not left to hold the queue for a
+    lease."""
+    proxy = await AnswerHoldingProxy(int(redis_url.rsplit(":", 1)[1].split("/")[0])).start()
+    direct, proxied = fast_store(), fast_store(f"redis://127.0.0.1:{proxy.port}/0")
+    conversation = new_conversation()
+    try:
+        async with direct.lock(conversation):  # queues a ticket, and loads the scripts
+            assert await proxied.live_tickets(conversation) == 1  # a connection, warm
+            proxy.released.clear()
+
+            async def waiter() -> None:
+                async with proxied.lock(conversation):
+                    pytest.fail("the cancelled waiter got the lock")
+
+            waiting = asyncio.create_task(waiter())
+            await wait_until(lambda: tickets_are(direct, conversation, 2), 5, "queueing")
+            waiting.cancel()
+            proxy.released.set()
+            await asyncio.wait([waiting], timeout=10)
+            assert waiting.cancelled()
+            assert await direct.live_tickets(conversation) == 1
+    finally:
+        proxy.released.set()
+        await proxy.stop()
+
+
+@pytest.mark.unit
 async def test_unreachable_redis_raises_state_unavailable_after_the_retry_bound(monkeypatch):
     monkeypatch.setenv("REDIS_RETRY_SECONDS", "1.5")
     store = fast_store(f"redis://127.0.0.1:{free_port()}/0")
@@ -345,6 +418,7 @@ async def test_endpoints_yml_entry_builds_the_store(redis_url, tmp_path):
         store.issue_ticket("c_any")
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     "options, reason",
     [

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 from pathlib import Path
 from typing import Dict, Tuple
@@ -53,18 +55,28 @@ async def test_readiness_goes_false_while_redis_is_down_and_true_once_it_is_back
         first = await readiness.report()
         assert first.checks == {REDIS: True, ACTION_SERVER: True} and first.ready
 
-        server.stop()
-        assert await readiness.report() is first, "a verdict younger than cache_seconds is reused"
-        await asyncio.sleep(1.1)
-        started = time.monotonic()
-        down = await readiness.report()
-        assert time.monotonic() - started < 1.0, "a check is bounded by its timeout"
-        assert not down.ready
-        assert down.as_json() == {
+        # A Redis that hangs (stopped by SIGSTOP: it accepts connections, never answers).
+        os.kill(server.proc.pid, signal.SIGSTOP)
+        try:
+            assert await readiness.report() is first, "a verdict younger than cache_seconds"
+            await asyncio.sleep(1.1)
+            started = time.monotonic()
+            hung = await readiness.report()
+            waited = time.monotonic() - started
+        finally:
+            os.kill(server.proc.pid, signal.SIGCONT)
+        # The check gave up at its timeout, where a ping alone would wait for ever.
+        assert 0.5 <= waited < 10, "a check is bounded by its timeout"
+        assert hung.as_json() == {
             "status": "not ready",
             "checks": {"redis": "failed", "action_server": "ok"},
         }
 
+        # A Redis that is gone, then back.
+        server.stop()
+        await asyncio.sleep(1.1)
+        down = await readiness.report()
+        assert not down.ready and down.checks == {REDIS: False, ACTION_SERVER: True}
         server.start()
         await asyncio.sleep(1.1)
         back = await readiness.report()
@@ -114,6 +126,7 @@ async def test_an_action_server_outage_leaves_the_replica_ready_and_says_so(
     assert (await no_url.report()).checks == {REDIS: True, ACTION_SERVER: False}
 
 
+@pytest.mark.unit
 def test_options_from_credentials_yml_and_metrics_port_checked_at_start_up(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -70,6 +70,7 @@ async def _posted(port: int, path: str, body: bytes, headers: str = "") -> Tuple
     return await asyncio.to_thread(_post, port, path, body, headers)
 
 
+@pytest.mark.unit
 async def test_every_protected_rasa_route_checks_its_token_before_the_body() -> None:
     app = _rasa_app()
     guarded, open_routes = [], []
@@ -88,6 +89,7 @@ async def test_every_protected_rasa_route_checks_its_token_before_the_body() -> 
     assert open_paths <= {"", "version", "auth", "auth/me", "auth/verify"}, open_routes
 
 
+@pytest.mark.unit
 async def test_the_body_of_an_unauthenticated_request_is_never_read() -> None:
     """Before (rasa run --enable-api): three 95 MB bodies without credentials grew the server by
     280-330 MiB, read whole before Rasa's 401; a stalled body stayed open past 300 s."""

@@ -215,22 +215,66 @@ def tls_server(tmp_path_factory: pytest.TempPathFactory, tls: TlsMaterial) -> It
     server.stop()
 
 
-@pytest.mark.parametrize("client_certificate", [False, True], ids=["ca-only", "client-cert"])
-async def test_tls_with_a_private_ca_via_redis_tls_ca_file(
-    tls: TlsMaterial,
-    tls_server: RedisServer,
-    monkeypatch: pytest.MonkeyPatch,
-    client_certificate: bool,
-) -> None:
-    assert tls_server.url.startswith("rediss://")
+@pytest.fixture(scope="module")
+def mtls_server(
+    tmp_path_factory: pytest.TempPathFactory, tls: TlsMaterial
+) -> Iterator[RedisServer]:
+    """A TLS-only node that requires a client certificate signed by the private CA
+    (``tls-auth-clients yes``), with the ACL users."""
+    server = RedisServer(
+        tmp_path_factory.mktemp("mtls-single"), tls=tls, client_certificates="yes", users=USERS
+    ).start()
+    yield server
+    server.stop()
+
+
+def tls_environment(monkeypatch: pytest.MonkeyPatch, tls: TlsMaterial, certificate: bool) -> None:
     monkeypatch.setenv("REDIS_TLS_CA_FILE", str(tls.ca_file))
-    if client_certificate:
+    if certificate:
         monkeypatch.setenv("REDIS_TLS_CERT_FILE", str(tls.client_cert_file))
         monkeypatch.setenv("REDIS_TLS_KEY_FILE", str(tls.client_key_file))
     # Credentials from the environment this time, as a secret store would inject them.
     monkeypatch.setenv("REDIS_USERNAME", "minimal")
     monkeypatch.setenv("REDIS_PASSWORD", PASSWORD)
+
+
+async def test_tls_with_a_private_ca_via_redis_tls_ca_file(
+    tls: TlsMaterial, tls_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert tls_server.url.startswith("rediss://")
+    tls_environment(monkeypatch, tls, certificate=False)
     await take_a_turn(tls_server.url)
+
+
+async def test_a_client_certificate_via_redis_tls_cert_file_where_redis_requires_one(
+    tls: TlsMaterial, mtls_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tls_environment(monkeypatch, tls, certificate=True)
+    await take_a_turn(mtls_server.url)
+
+
+def test_without_the_client_certificate_redis_requires_start_up_is_refused(
+    tls: TlsMaterial, mtls_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server really asks for the certificate: the same set-up without it fails."""
+    tls_environment(monkeypatch, tls, certificate=False)
+    with pytest.raises(ConfigError) as refused:
+        create_tracker_store(store_endpoint(TRACKER_STORE, mtls_server.url), DOMAIN)
+    assert "requires a client certificate" in str(refused.value)
+    assert "set REDIS_TLS_CERT_FILE and REDIS_TLS_KEY_FILE" in str(refused.value)
+    assert_no_secret(full_text(refused.value))
+
+
+def test_a_client_certificate_of_another_ca_is_named_in_the_error(
+    tls: TlsMaterial, mtls_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tls_environment(monkeypatch, tls, certificate=True)
+    monkeypatch.setenv("REDIS_TLS_CERT_FILE", str(tls.stranger_cert_file))
+    monkeypatch.setenv("REDIS_TLS_KEY_FILE", str(tls.stranger_key_file))
+    with pytest.raises(ConfigError) as refused:
+        create_tracker_store(store_endpoint(TRACKER_STORE, mtls_server.url), DOMAIN)
+    assert "does not accept the client certificate of REDIS_TLS_CERT_FILE" in str(refused.value)
+    assert_no_secret(full_text(refused.value))
 
 
 @pytest.mark.parametrize("ca", ["wrong", "none"])

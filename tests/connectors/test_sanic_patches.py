@@ -40,6 +40,7 @@ async def test_a_text_frame_that_is_not_utf8_closes_the_socket_with_1007(
     await again.ws.close()
 
 
+@pytest.mark.unit
 def test_another_sanic_version_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sanic, "__version__", "22.12.0")
     with pytest.raises(RuntimeError, match="21.12.2, found 22.12.0"):

@@ -141,6 +141,7 @@ def test_endpoints_yml_entry_builds_the_store(redis_url: str) -> None:
     assert store.domain is DOMAIN
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     "options",
     [
@@ -448,7 +449,8 @@ def test_two_processes_appending_to_one_conversation_keep_every_event_once(
         for name in ("p1", "p2")
     ]
     with sync_client(url) as inspect:
-        deadline = time.monotonic() + 60
+        # Each writer imports Rasa first (with TensorFlow): slow on a loaded machine.
+        deadline = time.monotonic() + 300
         while int(inspect.get("race:ready") or 0) < 2:
             assert time.monotonic() < deadline, "writers did not start"
             for writer in writers:
@@ -456,7 +458,7 @@ def test_two_processes_appending_to_one_conversation_keep_every_event_once(
             time.sleep(0.02)
         inspect.rpush("race:go", "go", "go")
         for writer in writers:
-            _, stderr = writer.communicate(timeout=60)
+            _, stderr = writer.communicate(timeout=300)
             assert writer.returncode == 0, stderr
         stored = [json.loads(raw) for raw in inspect.lrange("omni:{c_two}:events", 0, -1)]
 
@@ -610,21 +612,28 @@ async def test_every_save_slides_the_expiry_of_all_conversation_keys(
 ) -> None:
     store = make_store(redis_deployment.url, inactivity_expiry=600)
     keys = [conversation_key("c_ttl", "events"), conversation_key("c_ttl", "session_start")]
+
+    async def expire_in_600_s_from(saved_at: float) -> None:
+        """Each key's expiry was set to 600 s by the save that started at ``saved_at``."""
+        since = time.monotonic() - saved_at
+        for key in keys:
+            assert 600 - since - 1 <= await client.ttl(key) <= 600
+
+    saved_at = time.monotonic()
     await take_turn(store, "c_ttl", session_start() + turn("A1"))
-    for key in keys:
-        assert 590 < await client.ttl(key) <= 600
+    await expire_in_600_s_from(saved_at)
 
     for key in keys:
         await client.expire(key, 5)
+    saved_at = time.monotonic()
     await take_turn(store, "c_ttl", turn("A2"))
-    for key in keys:
-        assert 590 < await client.ttl(key) <= 600
+    await expire_in_600_s_from(saved_at)
 
     for key in keys:
         await client.expire(key, 5)
+    saved_at = time.monotonic()
     await store.save(await store.retrieve("c_ttl"))  # activity without new events
-    for key in keys:
-        assert 590 < await client.ttl(key) <= 600
+    await expire_in_600_s_from(saved_at)
 
     await take_turn(make_store(redis_deployment.url, inactivity_expiry=0), "c_ttl", turn("A3"))
     for key in keys:

@@ -3,11 +3,13 @@ does not mean its intent fails, by name, with what NLU predicted."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
 
-from devtools.evaluate import evaluate_stories, failed_stories
+from devtools.evaluate import evaluate_stories, failed_stories, is_project_story
+from testkit.processes import ROOT
 
 MISLABELLED = """
 version: "3.1"
@@ -46,3 +48,15 @@ def test_a_mislabelled_user_text_fails_the_story_by_name(
     assert [name for name, _ in failed_stories(out / "failed_test_stories.yml")] == [
         f"Mislabelled store hours ({stories})"
     ]
+
+
+@pytest.mark.unit
+def test_plain_rasa_test_may_only_find_the_projects_own_stories() -> None:
+    """Rasa names each story it ran with its file, relative to the project when it found it
+    there; one from a package installed in the venv (Rasa's own template) is not ours."""
+    assert is_project_story("Order status by number (./tests/test_stories.yml)")
+    assert is_project_story(f"Refunds ({ROOT / 'tests' / 'test_stories.yml'})")
+    venv = Path(sys.prefix)
+    template = venv / "lib/python3.10/site-packages/rasa/cli/initial_project/tests/x.yml"
+    assert not is_project_story(f"sad path 1 ({template})")
+    assert not is_project_story("elsewhere (/tmp/test_stories.yml)")

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from devtools.launcher import ensure_env_file
 from testkit.local_env import read_env_file
 
 
+@pytest.mark.unit
 def test_first_run_fills_in_missing_and_empty_secrets_only(tmp_path: Path) -> None:
     """A .env copied from .env.example leaves VAPI_CUSTOM_LLM_KEY empty; the VAPI channel needs
     it, so `make run` generates it, while a setting left empty on purpose stays empty."""

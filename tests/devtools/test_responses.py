@@ -10,6 +10,8 @@ import pytest
 
 from devtools.responses import ROOT, check, load_responses, main, preview
 
+pytestmark = pytest.mark.unit
+
 
 def problems(tmp_path: Path, domain: str, **options: int) -> List[str]:
     path = tmp_path / "domain.yml"

@@ -15,6 +15,7 @@ from testkit.phone_numbers import new_phone_number
 from testkit.stack import RasaStack
 
 
+@pytest.mark.unit
 def test_replies_are_shown_as_each_channel_delivers_them() -> None:
     assert shown("voice", ["Hello there."]) == ["  bot says: Hello there."]
     assert shown("sms", ["Hi 🙂"])[0] == "  bot texts (1 segment(s), UCS-2):"

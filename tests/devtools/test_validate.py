@@ -7,8 +7,12 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pytest
+
 from devtools.validate import CODE_DIRECTORIES, responses_named_in_code, validate
 from testkit.processes import ROOT
+
+pytestmark = pytest.mark.unit
 
 
 def project_copy(tmp_path: Path) -> Path:

@@ -17,6 +17,8 @@ from omnichannel.addresses import (
     user_address,
 )
 
+pytestmark = pytest.mark.unit
+
 ANON_ID = "k3J9xQ2mT7vL0pZ8aB4c"
 
 

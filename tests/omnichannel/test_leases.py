@@ -4,12 +4,18 @@ item and the fleet-wide index live in different Cluster slots."""
 from __future__ import annotations
 
 import asyncio
-from typing import List
+import contextlib
+import json
+import os
+import sys
+import time
+from typing import Any, AsyncIterator, Dict, List
 
 from prometheus_client import REGISTRY
 
 from omnichannel.leases import Existing, InFlightWork, Lease, Takeover
 from omnichannel.redis_client import redis_client
+from testkit.processes import ROOT
 from testkit.redis_topologies import RedisDeployment
 
 LEASE = 0.3
@@ -136,9 +142,121 @@ async def test_the_sweeper_resumes_abandoned_work_through_its_kind(
 
 
 async def test_redis_time_decides_not_the_replicas_clock(redis_url: str) -> None:
-    """The lease's end is Redis's time plus the lease, whatever this process's clock says."""
-    items = work(redis_url, "replica-a", lease=10)
-    assert isinstance(await items.record("c1", "m1", {}), Lease)
-    seconds, micros = await redis_client(redis_url).time()
-    lease_until = int((await items.state("c1", "m1"))["lease_until"])
-    assert abs(lease_until - (seconds * 1000 + micros // 1000 + 10_000)) < 1000
+    """Replicas whose clocks are an hour fast and an hour slow (libfaketime) record work and
+    abandon it; another with a fast clock tries to take it over at once. The leases end when
+    Redis's clock says, for everyone: neither replica's clock shortens or stretches them, and
+    the sweeper here finds both items as soon as they lapse."""
+    lease = 2.0
+    async with skewed_replica("+1h", redis_url, lease) as ahead, skewed_replica(
+        "-1h", redis_url, lease
+    ) as behind:
+        assert ahead.clock_offset > 3500 and behind.clock_offset < -3500
+        assert (await ahead.run("record", "c-ahead"))["recorded"]
+        assert (await behind.run("record", "c-behind"))["recorded"]
+        seconds, micros = await redis_client(redis_url).time()
+        redis_now_ms = seconds * 1000 + micros // 1000
+        # By the slow recorder's clock its lease ended an hour ago, by the fast taker's too.
+        taken = await ahead.run("take_over", "c-behind")
+        assert taken["taken"] is False, "a fast clock took over a running lease"
+    here = work(redis_url, "replica-here", lease=lease)
+    for conversation_id in ("c-ahead", "c-behind"):
+        lease_until = int((await here.state(conversation_id, "m1"))["lease_until"])
+        assert 0 < lease_until - redis_now_ms <= lease * 1000
+    # The index, which the sweepers read, scores the fast replica's work by Redis's clock too.
+    score = await redis_client(redis_url).zscore(here.index_key, '["c-ahead", "m1"]')
+    assert 0 < score - redis_now_ms <= lease * 1000
+
+    resumed: List[Lease] = []
+
+    async def resume(taken: Lease) -> None:
+        resumed.append(taken)
+        await here.complete(taken, {})
+
+    sweeper = Takeover(interval_seconds=60)
+    sweeper.register(here, resume)
+    deadline = time.monotonic() + lease + 10
+    found = 0
+    while found < 2 and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+        found += await sweeper.sweep_once()
+    assert found == 2, "abandoned work of a replica whose clock runs ahead stayed hidden"
+    for _ in range(100):
+        if len(resumed) == 2:
+            break
+        await asyncio.sleep(0.02)
+    assert sorted(taken.conversation_id for taken in resumed) == ["c-ahead", "c-behind"]
+    assert all(taken.attempt == 2 for taken in resumed)
+
+
+#: A replica's part, run in a process whose clock libfaketime shifts (``faketime``, Debian's
+#: package of that name); monotonic time is left alone, only the wall clock is skewed. It reads
+#: one command a line ("record c1", "take_over c1") and answers each with a JSON line, so what
+#: it does happens at once, not after an interpreter's start-up.
+_REPLICA = """
+import asyncio, json, sys, time
+from omnichannel.leases import InFlightWork, Lease
+
+url, lease = sys.argv[1], float(sys.argv[2])
+
+async def main():
+    work = InFlightWork(url, "test_kind", lease_seconds=lease, keep_seconds=60,
+                        owner="replica-" + sys.argv[3])
+    print(json.dumps({"clock": time.time()}), flush=True)
+    for line in sys.stdin:
+        action, conversation_id = line.split()
+        if action == "record":
+            found = await work.record(conversation_id, "m1", {"n": 1})
+            answer = {"recorded": isinstance(found, Lease)}
+        else:
+            answer = {"taken": await work.take_over(conversation_id, "m1") is not None}
+        print(json.dumps(answer), flush=True)
+
+asyncio.run(main())
+"""
+
+
+class SkewedReplica:
+    def __init__(self, process: asyncio.subprocess.Process, clock_offset: float) -> None:
+        self.process = process
+        #: How far ahead of this machine's wall clock the replica's is, in seconds.
+        self.clock_offset = clock_offset
+
+    async def run(self, action: str, conversation_id: str) -> Dict[str, Any]:
+        assert self.process.stdin and self.process.stdout
+        self.process.stdin.write(f"{action} {conversation_id}\n".encode())
+        await self.process.stdin.drain()
+        return json.loads(await asyncio.wait_for(self.process.stdout.readline(), 30))
+
+
+@contextlib.asynccontextmanager
+async def skewed_replica(offset: str, url: str, lease: float) -> AsyncIterator[SkewedReplica]:
+    """A replica process whose wall clock is ``offset`` (libfaketime's notation: "+1h",
+    "-30m") away from the machine's."""
+    process = await asyncio.create_subprocess_exec(
+        "faketime",
+        "-f",
+        offset,
+        sys.executable,
+        "-c",
+        _REPLICA,
+        url,
+        str(lease),
+        offset,
+        cwd=str(ROOT),
+        env={**os.environ, "FAKETIME_DONT_FAKE_MONOTONIC": "1"},
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert process.stdout
+        ready = await asyncio.wait_for(process.stdout.readline(), 60)
+        assert ready, f"the replica under faketime {offset} did not start"
+        yield SkewedReplica(process, json.loads(ready)["clock"] - time.time())
+    finally:
+        if process.stdin:
+            process.stdin.close()  # the replica ends at the end of its input
+        try:
+            await asyncio.wait_for(process.wait(), 10)
+        except asyncio.TimeoutError:
+            process.kill()
+            await process.wait()

@@ -3,7 +3,11 @@ conversation ids cut short."""
 
 from __future__ import annotations
 
+import pytest
+
 from omnichannel.masking import mask, mask_conversation_id, mask_identifier
+
+pytestmark = pytest.mark.unit
 
 
 def test_mask_hides_phone_numbers_inside_text() -> None:

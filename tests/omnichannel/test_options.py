@@ -8,6 +8,8 @@ from pydantic import confloat, conint
 from omnichannel.errors import ConfigError
 from omnichannel.options import ConnectorOptions
 
+pytestmark = pytest.mark.unit
+
 
 class ExampleOptions(ConnectorOptions):
     budget_seconds: confloat(gt=0, le=12) = 5.0

@@ -12,6 +12,8 @@ import pytest
 from omnichannel.identity import ContactProfile
 from omnichannel.orders import Customer, find_order, is_identified, order_digits
 
+pytestmark = pytest.mark.unit
+
 DEMO = Customer(phone="+14155552671", user_id="demo-customer")
 STRANGER = Customer(phone="+16175550123", user_id="someone-else")
 

@@ -16,6 +16,8 @@ from omnichannel.redis_config import (
 )
 from omnichannel.settings import Settings
 
+pytestmark = pytest.mark.unit
+
 SECRET = "s3cr3t-pa55"  # noqa: S105 - a test value
 
 

@@ -8,6 +8,8 @@ import pytest
 from omnichannel.rendering.chat import chat_html, render_chat
 from omnichannel.rendering.messages import BotMessage
 
+pytestmark = pytest.mark.unit
+
 
 def test_markdown_becomes_the_small_safe_html_subset() -> None:
     html = chat_html(

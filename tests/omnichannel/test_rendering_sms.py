@@ -15,6 +15,8 @@ from omnichannel.rendering.sms import (
     split_sms,
 )
 
+pytestmark = pytest.mark.unit
+
 
 def _words(text: str) -> list:
     return text.split()

@@ -5,9 +5,13 @@ from __future__ import annotations
 
 from datetime import date
 
+import pytest
+
 from omnichannel.rendering.messages import split_sentences
 from omnichannel.rendering.sms import is_gsm7, sms_units
 from omnichannel.rendering.styles import date_for, fit, spoken_date
+
+pytestmark = pytest.mark.unit
 
 POLICY = (
     "Here's our refund policy. You can return most items within 30 days of delivery for a full "

@@ -17,6 +17,8 @@ from omnichannel.rendering.voice import (
     spoken_text,
 )
 
+pytestmark = pytest.mark.unit
+
 
 def voice(text: str = "", **fields) -> str:
     return render_voice_message(BotMessage(text=text, **fields))

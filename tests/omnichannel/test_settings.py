@@ -8,6 +8,8 @@ import pytest
 from omnichannel.errors import ConfigError
 from omnichannel.settings import Settings, load_settings
 
+pytestmark = pytest.mark.unit
+
 
 def test_a_refused_redis_url_does_not_quote_its_password() -> None:
     with pytest.raises(ConfigError) as refused:

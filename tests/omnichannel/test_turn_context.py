@@ -7,6 +7,8 @@ import pytest
 
 from omnichannel.turn_context import BargeIn, heard_position, unheard_remainder
 
+pytestmark = pytest.mark.unit
+
 POLICY = (
     "Here's our refund policy. You can return most items within 30 days of delivery for a full "
     "refund. Items must be unused and in their original packaging. Once we receive your return, "

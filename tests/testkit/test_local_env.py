@@ -10,6 +10,8 @@ import pytest
 
 from testkit.local_env import local_settings
 
+pytestmark = pytest.mark.unit
+
 
 def test_exported_variables_override_the_env_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch

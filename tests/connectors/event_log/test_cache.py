@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import gc
 
+import pytest
 from rasa.shared.core.events import UserUttered
 from rasa.shared.core.trackers import DialogueStateTracker
 
 from connectors.event_log.cache import LogPositions, SessionCache, SessionCopy
+
+pytestmark = pytest.mark.unit
 
 
 def copy_of(cid: str) -> SessionCopy:

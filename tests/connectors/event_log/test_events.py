@@ -18,6 +18,8 @@ from connectors.event_log.events import (
     without,
 )
 
+pytestmark = pytest.mark.unit
+
 
 def test_a_session_start_is_marked_for_the_append_script() -> None:
     assert PendingEvent.of(ActionExecuted("action_session_start")).starts_session

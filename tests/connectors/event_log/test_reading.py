@@ -8,6 +8,8 @@ import pytest
 from connectors.event_log.reading import event_log_of, next_turn_channel
 from omnichannel.errors import ConfigError
 
+pytestmark = pytest.mark.unit
+
 
 def test_bot_events_answer_the_channel_of_the_user_turn_before_them() -> None:
     sms = {"event": "user", "input_channel": "twilio_sms"}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import List
 
+import pytest
 from rasa.shared.core.constants import ACTION_LISTEN_NAME, REQUESTED_SLOT
 from rasa.shared.core.domain import Domain
 from rasa.shared.core.events import (
@@ -26,6 +27,8 @@ from connectors.event_log.window import (
     is_carried,
     window_start,
 )
+
+pytestmark = pytest.mark.unit
 
 DOMAIN = Domain.from_yaml(
     """

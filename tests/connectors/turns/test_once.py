@@ -3,10 +3,13 @@
 
 from __future__ import annotations
 
+import pytest
 from rasa.shared.core.events import ActionExecuted, BotUttered, UserUttered
 from rasa.shared.core.trackers import DialogueStateTracker
 
 from connectors.turns.once import find_user_event, replies_to
+
+pytestmark = pytest.mark.unit
 
 
 def tracker() -> DialogueStateTracker:

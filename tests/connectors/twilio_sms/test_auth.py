@@ -68,6 +68,7 @@ def refusal(params: Union[Mapping[str, str], bytes], headers: Mapping[str, str],
 # ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.unit
 def test_the_shared_builders_requests_pass_and_their_fields_are_read() -> None:
     sms = signed_sms(ENV, "+14155552671", "hi, café ✓")
     form = check(sms.form, sms.headers)
@@ -78,6 +79,7 @@ def test_the_shared_builders_requests_pass_and_their_fields_are_read() -> None:
     assert check(blank_kept, signed_headers(ENV, blank_kept))["ToCity"] == ""
 
 
+@pytest.mark.unit
 def test_missing_forged_or_tampered_signatures_and_other_accounts_are_refused() -> None:
     sms = signed_sms(ENV, "+14155552671", "hello")
     assert refusal(sms.form, {}) == (403, "missing X-Twilio-Signature")
@@ -93,6 +95,7 @@ def test_missing_forged_or_tampered_signatures_and_other_accounts_are_refused() 
     assert refusal(other, signed_headers(ENV, other)) == (403, "request for another Twilio account")
 
 
+@pytest.mark.unit
 def test_size_type_encoding_and_field_count_are_bounded() -> None:
     sms = signed_sms(ENV, "+14155552671", "hello")
     assert refusal(b"Body=" + b"x" * 70_000, sms.headers) == (413, "request body too large")
@@ -106,12 +109,14 @@ def test_size_type_encoding_and_field_count_are_bounded() -> None:
     assert refusal(crowded, signed_headers(ENV, crowded))[0] == 400
 
 
+@pytest.mark.unit
 def test_the_signed_url_is_the_configured_one_whatever_the_headers_say() -> None:
     base = "https://public.example.org"
     assert public_url(WEBHOOK, "", base) == base + WEBHOOK
     assert public_url(WEBHOOK, "a=1", base + "/") == base + WEBHOOK + "?a=1"
 
 
+@pytest.mark.unit
 def test_a_signature_for_a_url_the_forwarded_headers_claim_is_refused() -> None:
     """Before: with TRUST_PROXY_HEADERS=true the URL was rebuilt from X-Forwarded-Proto/Host,
     which a client writes itself (or has a proxy copy from its Host): a signature for a URL of
@@ -125,6 +130,7 @@ def test_a_signature_for_a_url_the_forwarded_headers_claim_is_refused() -> None:
     assert check(params, {**forwarded, "X-Twilio-Signature": configured})["Body"] == "hi"
 
 
+@pytest.mark.unit
 def test_the_retired_trust_proxy_headers_variable_stops_start_up() -> None:
     with pytest.raises(ConfigError, match="TRUSTED_PROXY_HOPS"):
         Settings.from_env({**ENV, "TRUST_PROXY_HEADERS": "true"})

@@ -60,6 +60,7 @@ from tests.support import GIBBERISH, seed_order
 # ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.unit
 def test_required_variables_stop_start_up(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("TWILIO_AUTH_TOKEN", raising=False)
     monkeypatch.setenv("TWILIO_ACCOUNT_SID", "AC" + "2" * 32)
@@ -78,6 +79,7 @@ def test_required_variables_stop_start_up(monkeypatch: pytest.MonkeyPatch) -> No
     assert json.dumps(TwilioSmsInput.from_credentials({}).options.inline_budget_seconds) == "5.0"
 
 
+@pytest.mark.unit
 def test_options_keep_their_bounds_and_a_blank_key_means_its_default(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -119,6 +121,7 @@ def _sanic_test_mode(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(Sanic, "test_mode", True)
 
 
+@pytest.mark.unit
 async def test_redis_down_gets_a_texted_apology(monkeypatch: pytest.MonkeyPatch) -> None:
     """No Redis: the delivery cannot be recorded, so the texter is told, not silently dropped."""
     env = channel_env(monkeypatch, REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")

@@ -178,9 +178,11 @@ async def test_a_reply_twilio_cannot_take_stays_in_the_outbox_until_it_can(
 
     sweeper = Takeover(interval_seconds=0.1)
     sweeper.register(outbox.work, outbox.deliver)
-    await asyncio.sleep(1.5)  # taken over and tried again, still unreachable
-    state = await outbox.work.state(cid, sid)
-    assert state["state"] == "running" and int(state["attempt"]) >= 2
+    deadline = time.monotonic() + 30
+    while int((state := await outbox.work.state(cid, sid))["attempt"]) < 2:
+        assert time.monotonic() < deadline, "not taken over"
+        await asyncio.sleep(0.05)
+    assert state["state"] == "running"  # taken over and tried again, still unreachable
     current[0] = twilio_settings  # Twilio is back
     state = await wait_until_done(outbox.work, cid, sid)
     [sent] = fake_twilio.messages_to(number)
@@ -241,7 +243,8 @@ async def test_a_draining_replica_hands_off_the_turn_it_cannot_finish(
         drain.seconds = 2.0
         started = time.monotonic()
         await drain.run()
-        assert time.monotonic() - started < 2.5
+        # At its bound, not after the 60 s turn (a loaded machine may add seconds).
+        assert time.monotonic() - started < drain.seconds + 8
     finally:
         server.close()
         await server.wait_closed()

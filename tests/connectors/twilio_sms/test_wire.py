@@ -46,6 +46,7 @@ def parse(params: Dict[str, str]) -> InboundSms:
     return InboundSms.parse(params, "US")
 
 
+@pytest.mark.unit
 def test_num_media_must_be_plain_digits() -> None:
     """ "²" passes str.isdigit() but int() refuses it: a 400, not a 500."""
     params = MultiDict(
@@ -59,6 +60,7 @@ def test_num_media_must_be_plain_digits() -> None:
             parse(form(NumMedia=digits))
 
 
+@pytest.mark.unit
 def test_a_message_is_read_field_by_field() -> None:
     picture = "https://api.twilio.com/2010-04-01/Accounts/AC1/Messages/MM1/Media/ME1"
     params = {**sms_form(ENV, f"whatsapp:{SENDER}", " hi there ", media=[picture])}
@@ -108,6 +110,7 @@ KEYWORDS = [
 ]
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(("body", "opt_out_type", "opted_out", "change", "intent"), KEYWORDS)
 def test_keywords_change_the_subscription_or_stand_for_an_intent(
     body: str, opt_out_type: Optional[str], opted_out: bool, change, intent
@@ -118,6 +121,7 @@ def test_keywords_change_the_subscription_or_stand_for_an_intent(
     assert sms.intent == intent
 
 
+@pytest.mark.unit
 def test_a_picture_alone_stands_for_the_picture_intent_and_odd_opt_out_types_are_ignored() -> None:
     picture = "https://api.twilio.com/2010-04-01/Accounts/AC1/Messages/MM1/Media/ME1"
     assert parse(sms_form(ENV, SENDER, "", media=[picture])).intent == PICTURE_INTENT
@@ -159,6 +163,7 @@ BAD_INPUT = [
 PARSING_CASES = [case for case in BAD_INPUT if case[0] != "other account"]
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("case", "mutate", "status", "reason"), PARSING_CASES, ids=[c[0] for c in PARSING_CASES]
 )
@@ -194,6 +199,7 @@ def status_form(status: str, error: str = "", to: str = SENDER) -> Dict[str, str
     return params
 
 
+@pytest.mark.unit
 def test_status_callbacks_are_read_and_failures_recognised() -> None:
     delivered = StatusCallback.parse(status_form("delivered"), "US")
     assert (delivered.status, delivered.error_code, delivered.failed) == ("delivered", None, False)
@@ -219,6 +225,7 @@ def test_status_callbacks_are_read_and_failures_recognised() -> None:
         assert refused.value.status == 400 and reason in refused.value.reason
 
 
+@pytest.mark.unit
 def test_a_malformed_idempotency_token_is_ignored_not_refused() -> None:
     assert idempotency_token("idem-" + "a" * 40) == "idem-" + "a" * 40
     assert idempotency_token(None) is None
@@ -229,12 +236,14 @@ def test_a_malformed_idempotency_token_is_ignored_not_refused() -> None:
 # -- TwiML answers, read back as Twilio reads them --------------------------------------------
 
 
+@pytest.mark.unit
 def test_no_messages_is_an_empty_response_meaning_no_reply() -> None:
     root = ElementTree.fromstring(EMPTY_TWIML)
     assert (root.tag, list(root)) == ("Response", [])
     assert twiml() == EMPTY_TWIML
 
 
+@pytest.mark.unit
 def test_messages_carry_their_body_and_media_in_order() -> None:
     answer = twiml(
         [

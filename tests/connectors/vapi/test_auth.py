@@ -98,6 +98,7 @@ NOW = 1_750_000_000.0
 BODY = b'{"message": {"type": "status-update"}}'
 
 
+@pytest.mark.unit
 def test_the_shared_secret_in_each_header_it_may_come_in() -> None:
     auth = VapiAuth(SECRET, KEY)
     for headers in (
@@ -119,6 +120,7 @@ def test_the_shared_secret_in_each_header_it_may_come_in() -> None:
         assert not auth.check_shared_secret(headers), headers
 
 
+@pytest.mark.unit
 def test_nothing_passes_when_no_secret_is_configured() -> None:
     auth = VapiAuth(None, None)
     assert not auth.check_shared_secret({"Authorization": "Bearer ", "X-Vapi-Secret": ""})
@@ -126,6 +128,7 @@ def test_nothing_passes_when_no_secret_is_configured() -> None:
     assert not auth.check_signature(signed("", BODY, str(int(NOW))), BODY, NOW)
 
 
+@pytest.mark.unit
 def test_the_custom_llm_key_is_a_bearer_token_only() -> None:
     auth = VapiAuth(SECRET, KEY)
     assert auth.check_custom_llm({"Authorization": f"Bearer {KEY}"})
@@ -138,6 +141,7 @@ def test_the_custom_llm_key_is_a_bearer_token_only() -> None:
     assert not auth.check_server_message({"Authorization": f"Bearer {KEY}"}, BODY, NOW)
 
 
+@pytest.mark.unit
 def test_hmac_signature_fresh_and_over_this_body() -> None:
     auth = VapiAuth(SECRET)
     now = str(int(NOW))

@@ -3,7 +3,6 @@ them against the real stack and VAPI's fake control URL."""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 
 import pytest
@@ -52,7 +51,10 @@ async def test_failing_control_url_does_not_break_the_turn(stack, make_call, con
     call = make_call()
     reply = await call.say("bye")
     assert reply.finish_reason == "stop"
-    await asyncio.sleep(0.5)
+    # The turn asks VAPI before its stream ends and streams the goodbye only once the request
+    # failed: every request it made is in by now. One, refused; no second try.
+    [attempt] = control.attempts_for(call.call_id)
+    assert (attempt.status, attempt.payload["type"]) == (500, "say")
     assert control.requests_for(call.call_id) == []
     assert "call control say answered HTTP 500" in stack.rasa_log()
     # VAPI was not asked to say the goodbye, so it is streamed: never silence.
@@ -115,6 +117,7 @@ async def test_a_forged_control_url_is_never_requested(stack, make_call, control
     assert f"call {call.call_id}: control URL on a host not allowed; not used" in stack.rasa_log()
 
 
+@pytest.mark.unit
 def test_control_url_policy() -> None:
     production = control_policy(["*.vapi.ai"], "https://bot.example.com")
     assert production.allows("https://phone-call-websocket.aws-us-west-2.vapi.ai/c1/control")
@@ -142,6 +145,7 @@ def test_control_url_policy() -> None:
 # -- the payloads, on data ---------------------------------------------------------------------
 
 
+@pytest.mark.unit
 def test_the_control_a_bot_message_asks_for() -> None:
     end = {"call_control": "end_call"}
     transfer = {"call_control": "transfer", "destination": "+14155550100", "content": "Hold on."}
@@ -153,6 +157,7 @@ def test_the_control_a_bot_message_asks_for() -> None:
     assert requested_control(BotMessage(custom={"call_control": "explode"})) is None
 
 
+@pytest.mark.unit
 def test_control_payloads_say_the_message_first() -> None:
     end = {"call_control": "end_call"}
     assert control_payload(end, "Bye!") == {
@@ -171,6 +176,7 @@ def test_control_payloads_say_the_message_first() -> None:
     assert "content" not in bare
 
 
+@pytest.mark.unit
 async def test_an_unusable_control_url_fails_quietly() -> None:
     payload = {"type": "end-call"}
     assert not await send_control("call-1", "http://a..b/control/secret-token", payload)

@@ -83,6 +83,7 @@ def _web_call(**variables: str) -> Call:
     return Call(id="web-1", type="webCall", assistantOverrides={"variableValues": variables})
 
 
+@pytest.mark.unit
 def test_a_phone_caller_is_their_number() -> None:
     callers = _callers()
     call = Call(id="call-1", customer={"number": "(415) 555-2671"})
@@ -95,6 +96,7 @@ def test_a_phone_caller_is_their_number() -> None:
     assert callers.address(Call(id="call-1", customer={"number": "123"}), None).scheme == "anon"
 
 
+@pytest.mark.unit
 def test_a_web_caller_is_the_user_a_signed_token_names() -> None:
     callers = _callers()
     assert callers.address(_web_call(user_token=_token("user-7")), None) == user_address("user-7")
@@ -108,6 +110,7 @@ def test_a_web_caller_is_the_user_a_signed_token_names() -> None:
     )
 
 
+@pytest.mark.unit
 def test_a_user_token_has_the_web_chats_lifetime_and_audience_checks() -> None:
     """Before: a token valid for ten years signed the caller in (and created the user's
     identity record); the web chat refused the same token. Now both check alike."""
@@ -128,6 +131,7 @@ def test_a_user_token_has_the_web_chats_lifetime_and_audience_checks() -> None:
     assert unsigned.address(_web_call(user_token=_token("user-7")), None).scheme == "anon"
 
 
+@pytest.mark.unit
 def test_an_anonymous_caller_is_the_call() -> None:
     callers = _callers()
     first = callers.address(Call(id="call-1"), None)
@@ -137,6 +141,7 @@ def test_an_anonymous_caller_is_the_call() -> None:
     assert callers.known_caller(Call(), Customer(number="+14155552671")) is not None
 
 
+@pytest.mark.unit
 async def test_a_calls_conversation_is_resolved_once(monkeypatch) -> None:
     callers = _callers()
     address = phone_address("+14155552671")

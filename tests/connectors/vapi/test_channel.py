@@ -166,6 +166,7 @@ def _bot_after_sms(tracker: DialogueStateTracker) -> List[str]:
 # -- options and the output channel, on data ---------------------------------------------------
 
 
+@pytest.mark.unit
 def test_the_credentials_yml_section_parses() -> None:
     credentials = yaml.safe_load((ROOT / "credentials.yml").read_text())
     options = VapiOptions.parse(SECTION, credentials[SECTION])
@@ -178,6 +179,7 @@ def test_the_credentials_yml_section_parses() -> None:
     assert VapiOptions.parse(SECTION, {"trust_user_id_variable": "yes"}).trust_user_id_variable
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     "given, named",
     [
@@ -198,6 +200,7 @@ def test_bad_options_stop_start_up_naming_the_key(given: Dict[str, Any], named: 
     assert SECTION in str(refused.value)
 
 
+@pytest.mark.unit
 def test_start_up_needs_the_server_secret_and_the_custom_llm_key(monkeypatch) -> None:
     """Before, VAPI_CUSTOM_LLM_KEY was optional and its absence put the server secret into
     every assistant-request answer; now the channel does not start without it."""
@@ -213,6 +216,7 @@ def test_start_up_needs_the_server_secret_and_the_custom_llm_key(monkeypatch) ->
     assert channel.name() == "vapi" and channel.options.barge_in_threshold == 0.8
 
 
+@pytest.mark.unit
 async def test_rasas_bot_messages_go_to_the_turn() -> None:
     turn = VoiceTurn("c_1", "call-1", "answer", "call", 0, "hello", None)
     output = VapiOutput(turn)

@@ -45,7 +45,7 @@ async def test_assistant_request_answers_in_time_when_redis_hangs(stack, make_ca
     assert reply.status_code == 200
     call = make_call(number)
     client = aioredis.Redis.from_url(stack.env["REDIS_URL"])
-    await client.execute_command("CLIENT", "PAUSE", 4000, "ALL")
+    await client.execute_command("CLIENT", "PAUSE", 15000, "ALL")
     began = time.monotonic()
     try:
         answer = await call.assistant_request()
@@ -54,7 +54,8 @@ async def test_assistant_request_answers_in_time_when_redis_hangs(stack, make_ca
         # Waits for the pause to end (the pause holds this client too).
         await client.execute_command("CLIENT", "UNPAUSE")
         await client.close()
-    assert elapsed < 3.0  # VAPI's budget is 7.5 s; the Redis read gets 2 s
+    # Within VAPI's budget (7.5 s), the Redis read given up after 2 s: not at the pause's end.
+    assert elapsed < 7.5
     assert answer["assistant"]["firstMessage"] == (
         "Hi, this is the Acme Shop assistant. How can I help?"
     )
@@ -99,6 +100,7 @@ def _said(text: str, channel: str, age: float = 60.0) -> UserUttered:
     return UserUttered(text, metadata={"channel": channel}, timestamp=time.time() - age)
 
 
+@pytest.mark.unit
 async def test_the_greeting_and_the_name_come_from_the_domain() -> None:
     agent = await _agent_with()
     greeter = Greeter(_Identity(), timeout=1.0)
@@ -107,6 +109,7 @@ async def test_the_greeting_and_the_name_come_from_the_domain() -> None:
     assert await greeter.greeting(agent, CALLER) == GENERIC
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     "events, expected",
     [
@@ -135,16 +138,18 @@ async def test_a_recent_caller_is_welcomed_back(events: List[Event], expected: s
     assert await Greeter(_Identity(), timeout=1.0).greeting(agent, CALLER) == expected
 
 
+@pytest.mark.unit
 async def test_without_state_in_time_the_caller_still_gets_the_greeting() -> None:
     agent = await _agent_with(_said("hi", "sms"))
     assert await Greeter(_Identity(None), timeout=1.0).greeting(agent, CALLER) == GENERIC
     assert await Greeter(_Identity("fail"), timeout=1.0).greeting(agent, CALLER) == GENERIC
     began = time.monotonic()
-    slow = Greeter(_Identity(delay=5.0), timeout=0.1)
+    slow = Greeter(_Identity(delay=60.0), timeout=0.1)
     assert await slow.greeting(agent, CALLER) == GENERIC
-    assert time.monotonic() - began < 1.0
+    assert time.monotonic() - began < 10  # at its timeout, not when the lookup answers
 
 
+@pytest.mark.unit
 async def test_a_domain_without_the_responses_gives_nothing_to_say() -> None:
     agent = _Agent(Domain.empty())
     greeter = Greeter(_Identity(None), timeout=1.0)

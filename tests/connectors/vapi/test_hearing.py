@@ -17,6 +17,8 @@ from connectors.vapi.hearing import (
 )
 from connectors.vapi.wire import ChatMessage
 
+pytestmark = pytest.mark.unit
+
 
 def _history(*pairs: str) -> List[ChatMessage]:
     roles = {"U": "user", "A": "assistant", "S": "system"}

@@ -236,6 +236,7 @@ def _order_status(order_number: Any, **message: Any) -> ServerMessage:
     return ServerMessage(type="tool-calls", toolCalls=[tool, {"name": "nope"}], **message)
 
 
+@pytest.mark.unit
 def test_tool_calls_are_answered_one_by_one_for_the_caller() -> None:
     # The demo orders belong to +1 415 555 2671 (omnichannel/fixtures/orders.json).
     owner = {"call": {"id": "call-1", "customer": {"number": "+14155552671"}}}
@@ -246,6 +247,7 @@ def test_tool_calls_are_answered_one_by_one_for_the_caller() -> None:
     assert _messages().tool_calls(ServerMessage(type="tool-calls")) == {"results": []}
 
 
+@pytest.mark.unit
 def test_tools_tell_another_caller_nothing_about_an_order() -> None:
     stranger = {"call": {"id": "call-2"}, "customer": {"number": "+16175550123"}}
     theirs = _messages().tool_calls(_order_status("12345", **stranger))["results"][0]
@@ -265,6 +267,7 @@ def test_tools_tell_another_caller_nothing_about_an_order() -> None:
     assert legacy == {"result": "I couldn't find order 1 2 3 4 5."}
 
 
+@pytest.mark.unit
 def test_the_transfer_destination_is_the_hand_off_line() -> None:
     assert _messages().transfer_destination() == {"error": "No transfer destination is configured."}
     assert _messages(HANDOFF_PHONE_NUMBER="+14155550100").transfer_destination() == {

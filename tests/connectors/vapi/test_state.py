@@ -48,6 +48,7 @@ def _answered(turn: VoiceTurn, *speech: str) -> VoiceTurn:
     return turn
 
 
+@pytest.mark.unit
 def test_keys_live_with_the_conversation_and_name_no_call_id() -> None:
     key = call_key(CONVERSATION, "call-1")
     assert key.startswith("omni:{c_calltest}:vapi:call:") and "call-1" not in key
@@ -193,6 +194,7 @@ async def test_an_interruption_is_noted_for_the_next_turn(
     assert (await store.claim(_turn())).call.interrupted_at == 1234.5
 
 
+@pytest.mark.unit
 async def test_redis_down_is_loud_where_the_caller_would_otherwise_miss_it(caplog) -> None:
     store = CallStore("redis://127.0.0.1:1/0")
     turn = _turn()

@@ -25,7 +25,7 @@ async def test_filler_streams_first_while_a_slow_action_runs(stack, make_call, f
     assert "I looked into it for you." in reply.text
     assert reply.text.index("One moment.") < reply.text.index("I looked into it")
     # The filler left the server long before the 2 s action finished.
-    assert reply.first_content_seconds < 1.0
+    assert reply.done_seconds - reply.first_content_seconds >= 1.5
     assert reply.done_seconds >= 2.0
     # The filler is flushed so VAPI speaks it at once instead of waiting for more text.
     assert reply.chunks[1] == "<flush />"
@@ -64,6 +64,7 @@ def _turn() -> VoiceTurn:
     return VoiceTurn("c_1", "call-1", "answer", "call", 0, "hello", None)
 
 
+@pytest.mark.unit
 async def test_static_speech_is_one_complete_answer() -> None:
     request = _Request()
     await stream_static(request, ChunkWriter(model="rasa"), ["Hi there.", "", "Bye."])
@@ -72,6 +73,7 @@ async def test_static_speech_is_one_complete_answer() -> None:
     assert request.response.sent[-1].endswith("data: [DONE]\n\n") and request.response.ended
 
 
+@pytest.mark.unit
 async def test_a_quiet_turn_gets_a_flush_then_its_words() -> None:
     request = _Request()
     turn = _turn()
@@ -87,6 +89,7 @@ async def test_a_quiet_turn_gets_a_flush_then_its_words() -> None:
     assert request.contents() == ["", "One moment.", FLUSH, " Found it."]
 
 
+@pytest.mark.unit
 async def test_a_superseded_turn_stops_streaming() -> None:
     request = _Request()
     turn = _turn()

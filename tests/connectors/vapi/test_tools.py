@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+
 from connectors.vapi.tools import TOOLS, UNKNOWN_CALLER, run_tool
 from connectors.vapi.wire import ToolCall
 from omnichannel.orders import Customer
+
+pytestmark = pytest.mark.unit
 
 #: The demo customer, who owns the demo orders (omnichannel/fixtures/orders.json).
 OWNER = Customer(phone="+14155552671")

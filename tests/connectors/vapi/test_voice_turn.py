@@ -11,6 +11,8 @@ from connectors.vapi.hearing import SpokenTurn
 from connectors.vapi.voice_turn import APOLOGY, END, IllegalTransition, TurnState, VoiceTurn
 from omnichannel.rendering.messages import BotMessage
 
+pytestmark = pytest.mark.unit
+
 
 def _turn(control_url: Optional[str] = "https://vapi.example/control") -> VoiceTurn:
     return VoiceTurn(

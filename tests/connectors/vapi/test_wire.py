@@ -129,6 +129,7 @@ def _body(**overrides: Any) -> bytes:
     return json.dumps(body).encode()
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     "body, status, reason",
     [
@@ -160,6 +161,7 @@ def test_a_bad_completion_request_says_why(body: bytes, status: int, reason: str
     assert (refused.value.status, refused.value.reason) == (status, reason)
 
 
+@pytest.mark.unit
 def test_completion_request_current_and_legacy_shapes() -> None:
     parsed = parse_completion_request(
         _body(
@@ -190,6 +192,7 @@ def test_completion_request_current_and_legacy_shapes() -> None:
     assert Call(id="c", monitor={"controlUrl": "file:///etc/passwd"}).control_url is None
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     "body, status, reason",
     [
@@ -207,6 +210,7 @@ def test_a_bad_server_message_says_why(body: bytes, status: int, reason: str) ->
     assert refused.value.status == status and reason in refused.value.reason
 
 
+@pytest.mark.unit
 def test_server_message_fields_by_their_vapi_names() -> None:
     message = parse_server_message(
         json.dumps(
@@ -226,6 +230,7 @@ def test_server_message_fields_by_their_vapi_names() -> None:
     assert message.tool_call_list[0].tool_name == "f"
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("bad_id", ["c1\n", "c1\r\n", "c1\nFORGED", "\nc1"])
 def test_call_and_tool_call_ids_with_a_newline_are_refused(bad_id: str) -> None:
     """Before: the id patterns ended in ``$``, which matches before a final newline, so
@@ -241,6 +246,7 @@ def test_call_and_tool_call_ids_with_a_newline_are_refused(bad_id: str) -> None:
         )
 
 
+@pytest.mark.unit
 def test_no_id_pattern_ends_in_a_dollar() -> None:
     """Pydantic matches ``constr(regex=...)`` with ``re.match``: ``$`` lets one trailing newline
     through, ``\\Z`` does not. Every pattern a model checks input against ends in ``\\Z``."""
@@ -255,6 +261,7 @@ def test_no_id_pattern_ends_in_a_dollar() -> None:
     assert [entry for entry in patterns if entry[1].endswith("$")] == []
 
 
+@pytest.mark.unit
 def test_tool_call_arguments() -> None:
     assert ToolCall(arguments={"a": 1}).tool_arguments == {"a": 1}
     assert ToolCall(function={"arguments": '{"a": 2}'}).tool_arguments == {"a": 2}
@@ -265,6 +272,7 @@ def test_tool_call_arguments() -> None:
             ToolCall(arguments=bad).tool_arguments  # noqa: B018 - the property raises
 
 
+@pytest.mark.unit
 def test_chunks_are_openai_completion_chunks() -> None:
     writer = ChunkWriter(model="rasa", completion_id="chatcmpl-1", created=7)
     frames = [writer.role(), writer.content("Hi."), writer.stop()]

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from typing import Any, Dict, List
 
+import pytest
+
 from connectors.viewer.timeline import MAX_VALUE_CHARS, Masker, build_timeline
 from omnichannel.receipts import Receipt
+
+pytestmark = pytest.mark.unit
 
 SEARCHED = "+14155550123"
 OTHER = "+16505550199"

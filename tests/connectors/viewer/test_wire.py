@@ -9,6 +9,8 @@ import pytest
 from connectors.viewer.auth import is_authorised
 from connectors.viewer.wire import BadQuery, parse_query
 
+pytestmark = pytest.mark.unit
+
 
 def parse(body: object) -> object:
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()

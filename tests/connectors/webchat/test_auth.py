@@ -33,6 +33,7 @@ from tests.connectors.webchat.helpers import (
 )
 
 
+@pytest.mark.unit
 def test_token_verifier_links_only_verified_phones() -> None:
     key = secrets.token_urlsafe(32)
     verifier = TokenVerifier(key, allow_anonymous=False)
@@ -54,6 +55,7 @@ def test_token_verifier_links_only_verified_phones() -> None:
     assert verifier.verify(string_true).link_to == ()  # only a JSON true counts
 
 
+@pytest.mark.unit
 def test_anonymous_tokens_and_their_switch() -> None:
     key = secrets.token_urlsafe(32)
     allowing = TokenVerifier(key, allow_anonymous=True)
@@ -70,6 +72,7 @@ def test_anonymous_tokens_and_their_switch() -> None:
         allowing.verify(posing)
 
 
+@pytest.mark.unit
 def test_host_site_audience_is_checked_when_configured() -> None:
     key = secrets.token_urlsafe(32)
     verifier = TokenVerifier(key, allow_anonymous=False, audience="acme-chat")
@@ -78,6 +81,7 @@ def test_host_site_audience_is_checked_when_configured() -> None:
         verifier.verify(user_token(key, "u1", aud="someone-else"))
 
 
+@pytest.mark.unit
 def test_demo_link_signs_in_the_demo_customer_with_the_demo_phone() -> None:
     key = secrets.token_urlsafe(32)
     url = demo_chat_url("http://127.0.0.1:5005/", key)
@@ -86,6 +90,7 @@ def test_demo_link_signs_in_the_demo_customer_with_the_demo_phone() -> None:
     assert identity == ChatIdentity(user_address("demo-customer"), (phone_address("+14155552671"),))
 
 
+@pytest.mark.unit
 def test_a_secret_too_short_for_hs256_is_refused() -> None:
     with pytest.raises(ConfigError, match="WEBCHAT_JWT_SECRET must be at least 32 bytes"):
         TokenVerifier("é" * 15 + "x", allow_anonymous=False)  # 31 bytes, 16 characters

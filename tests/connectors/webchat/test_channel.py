@@ -14,6 +14,7 @@ from testkit.processes import ROOT
 from testkit.stack import RasaStack
 
 
+@pytest.mark.unit
 def test_configuration_errors_name_the_problem(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("WEBCHAT_JWT_SECRET", raising=False)
     with pytest.raises(ConfigError, match="WEBCHAT_JWT_SECRET"):
@@ -30,6 +31,7 @@ def test_configuration_errors_name_the_problem(monkeypatch: pytest.MonkeyPatch) 
     assert channel.options.history_page_size == 20 and channel.name() == "webchat"
 
 
+@pytest.mark.unit
 def test_options_keep_their_defaults_convert_and_check_bounds() -> None:
     assert WebChatOptions.parse(SECTION, None) == WebChatOptions(
         history_page_size=50,
@@ -55,6 +57,7 @@ def test_options_keep_their_defaults_convert_and_check_bounds() -> None:
             WebChatOptions.parse(SECTION, {key: value})
 
 
+@pytest.mark.unit
 def test_the_credentials_file_names_the_channel_and_its_empty_keys_take_defaults(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -45,6 +45,7 @@ def call_report(call_id: str, summary: str, timestamp: float = 5.0) -> Dict[str,
     return {"event": "slot", "name": CALL_REPORT_SLOT, "value": value, "timestamp": timestamp}
 
 
+@pytest.mark.unit
 def test_user_messages_carry_their_channel_title_and_client_id() -> None:
     texted = user("refund", 1.0, message_id="m1", input_channel="twilio_sms")
     assert chat_message(texted, None) == {
@@ -73,6 +74,7 @@ def test_user_messages_carry_their_channel_title_and_client_id() -> None:
     assert chat_message(user("", 4.0), "sms") is None
 
 
+@pytest.mark.unit
 def test_bot_messages_take_their_own_channel_or_the_turns() -> None:
     answer = chat_message(bot("It ships **today**.", 1.0), "voice")
     assert answer is not None and answer["channel"] == "voice" and answer["role"] == "bot"
@@ -83,6 +85,7 @@ def test_bot_messages_take_their_own_channel_or_the_turns() -> None:
     assert chat_message({"event": "action", "name": "action_listen"}, "chat") is None
 
 
+@pytest.mark.unit
 def test_a_call_report_is_a_voice_summary_once_per_call() -> None:
     report = call_report("call-1", "  Asked about order 12345.  ")
     summary = chat_message(report, "sms")
@@ -117,6 +120,7 @@ class MemoryStore:
         return self.events[start : end + 1]
 
 
+@pytest.mark.unit
 async def test_a_page_of_bot_messages_gets_the_channel_of_the_turn_before_it() -> None:
     events = [user("where is my order", 0.0, input_channel="vapi")]
     events += [{"event": "action", "name": "action_listen", "timestamp": 0.5}] * 450
@@ -136,6 +140,7 @@ async def test_a_page_of_bot_messages_gets_the_channel_of_the_turn_before_it() -
     assert await log.page("c", 0, 10) == ([], None, None)
 
 
+@pytest.mark.unit
 def test_the_history_needs_the_event_log_tracker_store() -> None:
     class Wrapper:
         def __init__(self, inner: Any) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import secrets
 import time
 from pathlib import Path
@@ -178,6 +179,7 @@ async def test_session_limits_hold_across_clients_of_one_redis(redis_deployment)
 # -- the rate limit per session --------------------------------------------------------------
 
 
+@pytest.mark.unit
 def test_token_bucket_allows_a_burst_then_the_rate() -> None:
     bucket = TokenBucket(burst=3, rate=20)
     assert [bucket.take() for _ in range(3)] == [0, 0, 0]
@@ -192,12 +194,15 @@ async def test_rate_limit_drops_excess_frames_then_recovers(
     rasa_stack: RasaStack, secret: str
 ) -> None:
     chat = await open_chat(rasa_stack, user_token(secret, "flood-" + secrets.token_hex(4)))
+    started = time.monotonic()
     for number in range(25):
         await chat.ws.send(json.dumps({"type": "ping", "id": f"f{number}"}))
     frames = [await recv_frame(chat.ws) for _ in range(25)]
+    took = time.monotonic() - started
     pongs = [f for f in frames if f["type"] == "pong"]
     limited = [f for f in frames if f["type"] == "error"]
-    assert 10 <= len(pongs) <= 15  # the burst (10) plus what refilled meanwhile (1/s)
+    # The burst (10) plus what refilled meanwhile (1 a second), however long the flood took.
+    assert 10 <= len(pongs) <= 10 + math.ceil(took), (len(pongs), took)
     assert limited and all(f["code"] == "rate_limited" and f["retry_after"] > 0 for f in limited)
     assert {f["id"] for f in limited} | {f["id"] for f in pongs} == {f"f{n}" for n in range(25)}
     await asyncio.sleep(1.5)

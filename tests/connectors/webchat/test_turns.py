@@ -43,6 +43,14 @@ from tests.support import GIBBERISH
 
 #: The dead replica's lease: short, so the stack's sweeper (every second) takes over soon.
 DEAD_LEASE = 1.0
+#: The lease of messages queued on a live socket: renewed every third of it, so a renewal may be
+#: two thirds of a second late on a loaded machine before the lease lapses.
+QUEUED_LEASE = 1.0
+
+
+async def lease_until(work: InFlightWork, conversation_id: str, item_id: str) -> int:
+    """Where the item's lease ends (Redis's milliseconds)."""
+    return int((await work.state(conversation_id, item_id))["lease_until"])
 
 
 def _work(url: str, owner: str, lease: float) -> InFlightWork:
@@ -56,7 +64,7 @@ async def test_queued_messages_keep_their_leases_and_a_drain_hands_them_off(
     they are handed off at once (not left to lapse), the socket closes with 1012."""
     monkeypatch.setenv("WEBCHAT_JWT_SECRET", secrets.token_urlsafe(32))
     channel = WebChatInput.from_credentials({})
-    channel.turns = DurableTurns(_work(redis_url, "replica-a", lease=0.3), CHAT)
+    channel.turns = DurableTurns(_work(redis_url, "replica-a", lease=QUEUED_LEASE), CHAT)
     socket = RecordedSocket()
     connection = ChatConnection(socket, channel, None)
     connection.identity = ChatIdentity(user_address("drained"))
@@ -68,15 +76,26 @@ async def test_queued_messages_keep_their_leases_and_a_drain_hands_them_off(
         {"type": "ack", "id": client_id, "duplicate": False} for client_id in ids
     ]
 
-    other = _work(redis_url, "replica-b", lease=0.3)
-    await asyncio.sleep(1.0)  # more than three leases: only renewals keep them
+    other = _work(redis_url, "replica-b", lease=QUEUED_LEASE)
+    # Wait until renewals have carried every lease two lease lengths past its first end.
+    first_ends = [await lease_until(other, cid, client_id) for client_id in ids]
+    deadline = time.monotonic() + 30
+    while any(
+        [
+            await lease_until(other, cid, client_id) < end + 2000 * QUEUED_LEASE
+            for client_id, end in zip(ids, first_ends, strict=True)
+        ]
+    ):
+        assert time.monotonic() < deadline, "the queued messages' leases were not renewed"
+        await asyncio.sleep(0.05)
     assert [await other.take_over(cid, client_id) for client_id in ids] == [None] * 3
 
-    started = time.monotonic()
-    await connection.close_for_restart(time.monotonic() + HANDOFF_SECONDS + 0.2)
-    assert time.monotonic() - started < 0.5
+    drain_deadline = time.monotonic() + HANDOFF_SECONDS + 0.2
+    await connection.close_for_restart(drain_deadline)
+    assert time.monotonic() < drain_deadline, "closed after the drain's bound"
     assert socket.closed == (CLOSE_SERVICE_RESTART, "server restarting; reconnect")
-    await asyncio.sleep(0.3)  # no renewal takes them back after the hand-off
+    # Three renewal periods: a renewal still running would have taken a lease back by now.
+    await asyncio.sleep(QUEUED_LEASE)
     taken = [await other.take_over(cid, client_id) for client_id in ids]
     assert [(t.attempt, t.payload["text"]) for t in taken if t] == [
         (2, "message 0"),

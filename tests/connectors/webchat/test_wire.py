@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import re
 import secrets
 import sys
-from typing import Any
+from collections import Counter
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import pytest
 
@@ -47,6 +49,7 @@ def nested(depth: int) -> str:
     return "[" * depth + "]" * depth
 
 
+@pytest.mark.unit
 def test_each_frame_type_parses_to_its_model() -> None:
     token = secrets.token_urlsafe(8)
     auth = parse_frame(json.dumps({"type": "auth", "token": token}))
@@ -58,6 +61,7 @@ def test_each_frame_type_parses_to_its_model() -> None:
     assert parse_frame('{"type": "ping"}') == PingFrame(type="ping")
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("kind", ["[]", "{}", "1", "null", "true", '["message"]', '{"a": 1}'])
 def test_a_type_field_of_the_wrong_json_type_is_a_bad_frame(kind: str) -> None:
     error = bad(f'{{"type": {kind}, "id": "abcdefgh", "text": "hi"}}')
@@ -65,12 +69,14 @@ def test_a_type_field_of_the_wrong_json_type_is_a_bad_frame(kind: str) -> None:
     assert error.frame_id == "abcdefgh"
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("data", ["[1, 2]", '"auth"', "42", "null", "true", "[]"])
 def test_json_that_is_not_an_object_is_a_bad_frame(data: str) -> None:
     error = bad(data)
     assert (error.code, str(error)) == ("bad_frame", "frame must be a JSON object")
 
 
+@pytest.mark.unit
 def test_nesting_deeper_than_the_json_parser_goes_is_a_bad_frame() -> None:
     depth = (MAX_FRAME_BYTES - 100) // 2
     assert depth > sys.getrecursionlimit()  # the case that raised RecursionError
@@ -90,6 +96,7 @@ def test_nesting_deeper_than_the_json_parser_goes_is_a_bad_frame() -> None:
     assert frame_id(nested(depth)) is None
 
 
+@pytest.mark.unit
 def test_numbers_too_large_or_not_finite_are_bad_frames() -> None:
     too_many_digits = '{"type": "history", "before": ' + "9" * 5000 + "}"
     assert str(bad(too_many_digits)) == "frame is not valid JSON"
@@ -101,6 +108,7 @@ def test_numbers_too_large_or_not_finite_are_bad_frames() -> None:
     assert isinstance(huge, HistoryFrame) and huge.before == int("9" * 300)
 
 
+@pytest.mark.unit
 def test_other_inputs_are_bad_frames_too() -> None:
     assert "binary" in str(bad(b"\x00\x01"))
     for data in (None, 5, ["{}"], {"type": "ping"}):
@@ -112,10 +120,51 @@ def test_other_inputs_are_bad_frames_too() -> None:
     assert parse_frame('{"type": "ping", "id": "\ud800"}') == PingFrame(type="ping", id="\ud800")
 
 
-def test_parse_frame_is_total_on_random_json() -> None:
-    """Whatever JSON a client sends, the answer is a frame or BadFrame, never another error."""
+#: The protocol of docs/INTEGRATORS.md ("Web chat protocol"), written out independently of the
+#: parser: for each frame type, each field's check and whether it is required.
+_PROTOCOL: Dict[str, Dict[str, Tuple[Callable[[Any], bool], bool]]] = {
+    "auth": {"token": (lambda v: isinstance(v, str) and 1 <= len(v) <= 8192, True)},
+    "message": {
+        "id": (lambda v: isinstance(v, str) and re.fullmatch(r"[A-Za-z0-9_-]{8,64}", v), True),
+        "text": (lambda v: isinstance(v, str) and 1 <= len(v) <= 4000, True),
+    },
+    "button": {
+        "id": (lambda v: isinstance(v, str) and re.fullmatch(r"[A-Za-z0-9_-]{8,64}", v), True),
+        "payload": (lambda v: isinstance(v, str) and 1 <= len(v) <= 4000, True),
+        "title": (lambda v: isinstance(v, str) and len(v) <= 4000, False),
+    },
+    "history": {
+        "before": (lambda v: type(v) is int and v >= 0, True),
+        "limit": (lambda v: v is None or (type(v) is int and 1 <= v <= 200), False),
+    },
+    "ping": {"id": (lambda v: v is None or (isinstance(v, str) and len(v) <= 64), False)},
+}
+
+
+def expected_verdict(frame: Dict[str, Any]) -> Optional[str]:
+    """What the protocol says of ``frame``: None when it is a valid frame, else the reason
+    class ("unknown frame type" or "invalid <type> frame")."""
+    kind = frame.get("type")
+    if not isinstance(kind, str) or kind not in _PROTOCOL:
+        return "unknown frame type"
+    fields = _PROTOCOL[kind]
+    for name, value in frame.items():
+        if name == "type":
+            continue
+        if name not in fields or not fields[name][0](value):
+            return f"invalid {kind} frame"
+    if any(required and name not in frame for name, (_, required) in fields.items()):
+        return f"invalid {kind} frame"
+    return None
+
+
+@pytest.mark.unit
+def test_random_json_frames_get_the_answer_the_protocol_gives() -> None:
+    """Whatever JSON object a client sends, the parser answers as the protocol says: the frame
+    with its fields as sent when it is valid, else BadFrame naming the problem and the frame's
+    id when it has a short string id; never another exception."""
     rng = random.Random(20240611)
-    leaves = [None, True, 0, -1, 1.5, 10**30, "", "auth", "message", "abcdefgh", "x" * 70]
+    leaves = [None, True, False, 0, -1, 1, 1.5, 10**30, "", "auth", "message", "abcdefgh", "x" * 70]
 
     def value(depth: int) -> Any:
         roll = rng.random()
@@ -126,23 +175,58 @@ def test_parse_frame_is_total_on_random_json() -> None:
         return {rng.choice(["type", "id", "text", "x"]): value(depth + 1) for _ in range(2)}
 
     fields = ["type", "id", "text", "token", "payload", "title", "before", "limit", "extra"]
+    verdicts: Counter = Counter()
     for _ in range(3000):
         frame = {name: value(0) for name in rng.sample(fields, rng.randint(0, 5))}
         if rng.random() < 0.7:
             frame["type"] = rng.choice(["auth", "message", "button", "history", "ping", "x"])
-        try:
-            parse_frame(json.dumps(frame))
-        except BadFrame:
-            pass
-        frame_id(json.dumps(frame))
+        if rng.random() < 0.3:  # often enough, a frame that is all right
+            frame = valid_frame(rng)
+        data = json.dumps(frame)
+        expected = expected_verdict(frame)
+        verdicts[expected or "valid"] += 1
+        sent_id = frame.get("id")
+        short_id = sent_id if isinstance(sent_id, str) and len(sent_id) <= 64 else None
+        assert frame_id(data) == short_id
+        if expected is None:
+            parsed = parse_frame(data)
+            assert parsed.dict(exclude_unset=True) == frame, frame
+        else:
+            error = bad(data)
+            assert error.code == "bad_frame" and str(error).startswith(
+                "unknown frame type" if expected == "unknown frame type" else expected
+            ), (frame, str(error))
+            assert error.frame_id == short_id, frame
+    # The run covers every answer, not only errors.
+    assert verdicts["valid"] > 500 and verdicts["unknown frame type"] > 300
+    assert all(verdicts[f"invalid {kind} frame"] > 50 for kind in _PROTOCOL), verdicts
 
 
+def valid_frame(rng: random.Random) -> Dict[str, Any]:
+    """A random frame the protocol allows, optional fields sometimes left out."""
+    client_id = "".join(rng.choice("abcXYZ019_-") for _ in range(rng.randint(8, 64)))
+    text = "".join(rng.choice("héllo wörld 12") for _ in range(rng.randint(1, 60)))
+    frames = [
+        {"type": "auth", "token": text},
+        {"type": "message", "id": client_id, "text": text},
+        {"type": "button", "id": client_id, "payload": "/" + text, "title": text[:9]},
+        {"type": "button", "id": client_id, "payload": "/greet"},
+        {"type": "history", "before": rng.randint(0, 10**6), "limit": rng.randint(1, 200)},
+        {"type": "history", "before": 0},
+        {"type": "ping", "id": text[:64]},
+        {"type": "ping"},
+    ]
+    return rng.choice(frames)
+
+
+@pytest.mark.unit
 def test_frame_id_names_only_a_short_string_id() -> None:
     assert frame_id('{"id": "abcdefgh"}') == "abcdefgh"
     assert frame_id(json.dumps({"id": "x" * 65})) is None
     assert frame_id('{"id": 5}') is None and frame_id("[1]") is None and frame_id(b"{}") is None
 
 
+@pytest.mark.unit
 def test_ready_names_the_channel_labels() -> None:
     ready = ready_frame("c_1", "user:al***", {"max_text_chars": 4000}, LABELS)
     assert ready["channels"] == {
@@ -151,6 +235,19 @@ def test_ready_names_the_channel_labels() -> None:
         "whatsapp": "WhatsApp",
         "chat": "Chat",
     }
+
+
+async def answer_within_the_rate_limit(ws: Any, data: Any, kind: str) -> Dict[str, Any]:
+    """Sends ``data`` and returns the answer of type ``kind``; a frame the session's rate limit
+    dropped is sent again once its ``retry_after`` has passed (this test is about bad frames,
+    and sends more of them than the limit's burst)."""
+    while True:
+        await ws.send(data)
+        answer = await recv_until(ws, lambda f: f["type"] in (kind, "error"))
+        if answer.get("code") != "rate_limited":
+            assert answer["type"] == kind, answer
+            return answer
+        await asyncio.sleep(answer["retry_after"])
 
 
 @pytest.mark.rasa_server
@@ -178,17 +275,16 @@ async def test_bad_frames_get_errors_and_the_socket_stays_usable(
         (json.dumps({"type": "auth", "token": "again"}), "bad_frame", "already authenticated"),
     ]
     for number, (data, code, words) in enumerate(bad):
-        await chat.ws.send(data)
-        error = await recv_until(chat.ws, lambda f: f["type"] == "error")
+        error = await answer_within_the_rate_limit(chat.ws, data, "error")
         assert error["code"] == code and words in error["message"], (number, error)
-        await chat.ws.send(json.dumps({"type": "ping", "id": f"p{number}"}))
-        assert await recv_until(chat.ws, lambda f: f["type"] == "pong") == {
+        ping = json.dumps({"type": "ping", "id": f"p{number}"})
+        assert await answer_within_the_rate_limit(chat.ws, ping, "pong") == {
             "type": "pong",
             "id": f"p{number}",
         }
-        await asyncio.sleep(2.1)  # stay under the rate limit: this test is about bad frames
     assert tracker_events(rasa_stack, chat.conversation_id) == []
-    await chat.say("hello")
+    hello = json.dumps({"type": "message", "id": secrets.token_hex(8), "text": "hello"})
+    assert (await answer_within_the_rate_limit(chat.ws, hello, "ack"))["duplicate"] is False
     assert (await chat.next_bot())["buttons"]
     await chat.ws.close()
 
