@@ -50,8 +50,8 @@ from omnichannel.channels import VAPI, VOICE
 from omnichannel.customer_tokens import MAX_TOKEN_LIFETIME, HostTokenPolicy
 from omnichannel.identity import IdentityStore
 from omnichannel.options import ConnectorOptions
-from omnichannel.outbound.policy import CALLBACK
 from omnichannel.outbound.items import outbound_queue
+from omnichannel.outbound.policy import CALLBACK
 from omnichannel.redis_client import REDIS_FAILURES, StateUnavailable
 from omnichannel.rendering.messages import BotMessage
 from omnichannel.settings import Settings, load_settings

@@ -84,7 +84,7 @@ async def call_fields(store: OutboundStore, item: OutboundItem) -> Dict[str, str
     return {ANSWERED_FIELD: values[0], ENDED_REASON_FIELD: values[1]}
 
 
-def shown(item: OutboundItem, call: Dict[str, str]) -> Dict[str, Any]:
+def callback_entry(item: OutboundItem, call: Dict[str, str]) -> Dict[str, Any]:
     """A callback as the viewer lists it: the item, the call's id and how the call went."""
     entry = item.as_dict()
     entry["topic"] = str(item.payload.get("topic") or "")

@@ -64,6 +64,18 @@ async def callbacks(stack: RasaStack, conversation_id: str) -> List[Any]:
     return await callbacks_of(queue.store, conversation_id)
 
 
+async def viewer_callbacks(stack: RasaStack, conversation_id: str) -> List[Dict[str, Any]]:
+    """The callbacks the conversation viewer lists for the conversation."""
+    async with httpx.AsyncClient(timeout=30) as client:
+        answer = await client.post(
+            stack.base_url + "/webhooks/viewer/api/timeline",
+            json={"conversation_id": conversation_id},
+            headers={"Authorization": f"Bearer {stack.env['RASA_AUTH_TOKEN']}"},
+        )
+    answer.raise_for_status()
+    return [item for item in answer.json()["outbound"] if item["kind"] == "callback"]
+
+
 def calls_to(fake: FakeVapi, number: str) -> List[Dict[str, Any]]:
     return [c for c in fake.calls if c["customer"]["number"] == number]
 
@@ -90,6 +102,9 @@ async def test_a_callback_asked_for_in_the_chat_is_placed_at_its_time_and_contin
     [item] = await callbacks(stack, conversation_id)
     assert item.status == SCHEDULED and item.source == "customer"
     assert order in item.payload["opening"]
+    [shown] = await viewer_callbacks(stack, conversation_id)
+    assert shown["status"] == "scheduled" and shown["response"] == f"call back about order {order}"
+    assert shown["call"] is None and shown["due"] == item.due
 
     placed_before = metrics.CALLBACKS.labels(outcome="placed")._value.get()
     clock.now = item.due - 1
@@ -132,6 +147,8 @@ async def test_a_callback_asked_for_in_the_chat_is_placed_at_its_time_and_contin
     assert voice_turns, "the call's turn is in the chat's conversation"
     assert tracker.get_slot("order_number") == order
     assert (await call_fields(queue.store, item))[ANSWERED_FIELD] == "1"
+    [shown] = await viewer_callbacks(stack, conversation_id)
+    assert (shown["status"], shown["call"], shown["call_id"]) == ("sent", "answered", call["id"])
 
 
 async def test_move_and_cancel_a_callback(
@@ -199,6 +216,12 @@ async def test_a_call_nobody_answers_is_told_by_sms(
         await callee.aclose()
     [item] = await callbacks(stack, conversation_id)
     assert item.status == FAILED and item.reason == "customer-did-not-answer"
+    [shown] = await viewer_callbacks(stack, conversation_id)
+    assert (shown["status"], shown["reason"], shown["call_id"]) == (
+        "failed",
+        "customer-did-not-answer",
+        call["id"],
+    )
     texts = [m.body for m in fake_twilio.messages_to(phone)[sent_before:]]
     assert len(texts) == 1 and "couldn't reach you" in texts[0], texts
     async with httpx.AsyncClient(timeout=10) as client:
