@@ -46,7 +46,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 from xml.etree import ElementTree
 
 import httpx
@@ -178,16 +178,70 @@ class Customer:
     call: Optional[VapiCall] = None
     chat: Any = None
     greeting: str = ""
+    #: Messages to each address (``+1…``, ``whatsapp:+1…``) already accounted for.
+    seen: Dict[str, int] = field(default_factory=dict)
 
     async def say(self, channel: str, text: str) -> List[str]:
         """What the customer receives in answer to ``text`` on ``channel``."""
         if channel == VOICE:
-            return await self._speak(text)
-        if channel == SMS:
-            return await self._text(text)
-        if channel == WHATSAPP:
-            return await self._whatsapp(text)
-        return await self._type(text)
+            replies = await self._speak(text)
+        elif channel == SMS:
+            replies = await self._text(text)
+        elif channel == WHATSAPP:
+            replies = await self._whatsapp(text)
+        else:
+            replies = await self._type(text)
+        await self._texts_since()
+        return replies
+
+    async def _texts_since(self) -> List[Tuple[str, str]]:
+        """(channel, text) of the SMS and WhatsApp messages sent to the customer since last
+        looked, which are then accounted for."""
+        found: List[Tuple[str, str]] = []
+        if not self.server.twilio_api:
+            return found
+        for channel, to in ((SMS, self.phone), (WHATSAPP, f"{WHATSAPP}:{self.phone}")):
+            messages = await asyncio.to_thread(self._rest_messages, to)
+            found += [(channel, _received(m)) for m in messages[self.seen.get(to, 0) :]]
+            self.seen[to] = len(messages)
+        return found
+
+    async def unsolicited(self, wait: float = 0.0) -> List[Tuple[str, str]]:
+        """(channel, text) of what reached the customer outside their turns (a notification
+        from the shop): texts since last looked, and chat messages that arrive within ``wait``
+        seconds on an open chat."""
+        found = await self._texts_since()
+        deadline = time.monotonic() + wait
+        while self.chat is not None:
+            try:
+                left = max(0.05, deadline - time.monotonic())
+                frame = json.loads(await asyncio.wait_for(self.chat.recv(), left))
+            except asyncio.TimeoutError:
+                break
+            if frame["type"] == "message" and frame["message"]["role"] == "bot":
+                found.append((CHAT, frame["message"].get("text") or ""))
+                deadline = time.monotonic()  # take what is queued, then stop
+        return found
+
+    async def open_chat(self) -> None:
+        """Opens the chat (signed in with the customer's verified phone), as a tab left open."""
+        if self.chat is not None:
+            return
+        self.chat = await websockets.connect(
+            self.server.base_url.replace("http", "ws", 1) + "/webhooks/webchat/ws"
+        )
+        token = jwt.encode(
+            {
+                "sub": f"conversation-test-{secrets.token_hex(6)}",
+                "phone_number": self.phone,
+                "phone_number_verified": True,
+                "exp": int(time.time()) + 3600,
+            },
+            self.server.env["WEBCHAT_JWT_SECRET"],
+            algorithm="HS256",
+        )
+        await self.chat.send(json.dumps({"type": "auth", "token": token}))
+        await self._frame(lambda f: f["type"] == "history")
 
     async def _speak(self, text: str) -> List[str]:
         if self.call is None:
@@ -245,22 +299,7 @@ class Customer:
         return []
 
     async def _type(self, text: str) -> List[str]:
-        if self.chat is None:
-            self.chat = await websockets.connect(
-                self.server.base_url.replace("http", "ws", 1) + "/webhooks/webchat/ws"
-            )
-            token = jwt.encode(
-                {
-                    "sub": f"conversation-test-{secrets.token_hex(6)}",
-                    "phone_number": self.phone,
-                    "phone_number_verified": True,
-                    "exp": int(time.time()) + 3600,
-                },
-                self.server.env["WEBCHAT_JWT_SECRET"],
-                algorithm="HS256",
-            )
-            await self.chat.send(json.dumps({"type": "auth", "token": token}))
-            await self._frame(lambda f: f["type"] == "history")
+        await self.open_chat()
         await self.chat.send(
             json.dumps({"type": "message", "id": secrets.token_hex(8), "text": text})
         )

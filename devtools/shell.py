@@ -14,7 +14,10 @@ window); type an option's number or title to choose it.
 
 You are the demo customer (+1 415 555 2671, who owns the demo orders) unless ``PHONE=`` says
 otherwise. ``/voice``, ``/sms``, ``/whatsapp`` and ``/chat`` switch channel mid-conversation
-(the same conversation, as for a real customer); ``/quit`` or Ctrl-D ends. The LLM fallback uses
+(the same conversation, as for a real customer); ``/quit`` or Ctrl-D ends. What the shop sends
+first (a notification sent with ``curl`` as docs/INTEGRATORS.md shows, with the URL and key the
+shell prints) is printed as it arrives: in the open chat at once, or as a text; ``/inbox`` waits
+for it. The LLM fallback uses
 ``OPENAI_API_KEY``/``OPENAI_BASE_URL``/``LLM_MODEL`` when they are set, else says it is offline.
 """
 
@@ -26,18 +29,27 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from devtools.conversations import Customer, Server
 from devtools.model import ensure_model
-from omnichannel.channels import KINDS, SMS, VOICE, WHATSAPP
+from omnichannel.channels import CHAT, KINDS, SMS, VOICE, WHATSAPP
 from omnichannel.rendering.sms import sms_segments
 from testkit.fake_twilio import FakeTwilio
 from testkit.processes import RedisServer, free_port
 from testkit.stack import RasaStack, local_secrets
 
 DEMO_CUSTOMER = "+14155552671"
-_PASSED_THROUGH = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "LLM_MODEL", "HANDOFF_PHONE_NUMBER")
+_PASSED_THROUGH = (
+    "OPENAI_API_KEY",
+    "OPENAI_BASE_URL",
+    "LLM_MODEL",
+    "HANDOFF_PHONE_NUMBER",
+    "OUTBOUND_QUIET_HOURS",
+    "OUTBOUND_DEFAULT_TIMEZONE",
+)
+#: How long ``/inbox`` waits for a chat message the shop sent.
+INBOX_WAIT_SECONDS = 5.0
 
 
 def shown(channel: str, replies: Sequence[str]) -> List[str]:
@@ -61,33 +73,84 @@ def shown(channel: str, replies: Sequence[str]) -> List[str]:
     return lines
 
 
+def arrived(found: Sequence[Tuple[str, str]]) -> List[str]:
+    """Messages the shop sent first (a notification), as their channel's customer gets them."""
+    lines = []
+    for channel, text in found:
+        lines.append(f"  (sent to you first, on {channel})")
+        lines.extend(shown(channel, [text]))
+    return lines
+
+
+async def watch(customer: Customer, turn: asyncio.Lock) -> None:
+    """Prints what reaches the customer between their turns (a notification sent by ``curl``),
+    checking every second."""
+    while True:
+        await asyncio.sleep(1.0)
+        async with turn:
+            found = await customer.unsolicited()
+        if found:
+            print("\n" + "\n".join(arrived(found)), flush=True)
+
+
 async def converse(customer: Customer, channel: str) -> None:
     print(
         f"You are {customer.phone}, on {channel}. /voice /sms /whatsapp /chat switch channel; "
-        "/quit ends."
+        "/inbox waits for what the shop sends you; /quit ends."
     )
-    while True:
-        try:
-            text = (await asyncio.to_thread(input, f"you ({channel})> ")).strip()
-        except EOFError:
-            break
-        if text in ("/quit", "/exit"):
-            break
-        if text.lstrip("/") in KINDS and text.startswith("/"):
-            channel = text[1:]
-            print(f"  (now on {channel}, same conversation)")
-            continue
-        if not text:
-            continue
-        replies = await customer.say(channel, text)
-        print("\n".join(shown(channel, replies)))
-    await customer.close()
+    turn = asyncio.Lock()
+    if channel == CHAT:
+        await customer.open_chat()  # a tab left open: notifications appear in it at once
+    watcher = asyncio.create_task(watch(customer, turn))
+    try:
+        while True:
+            try:
+                text = (await asyncio.to_thread(input, f"you ({channel})> ")).strip()
+            except EOFError:
+                break
+            if text in ("/quit", "/exit"):
+                break
+            if text.lstrip("/") in KINDS and text.startswith("/"):
+                channel = text[1:]
+                print(f"  (now on {channel}, same conversation)")
+                continue
+            if text == "/inbox":
+                async with turn:
+                    found = await customer.unsolicited(wait=INBOX_WAIT_SECONDS)
+                print("\n".join(arrived(found) or ["  (nothing new from the shop)"]))
+                continue
+            if not text:
+                continue
+            async with turn:
+                replies = await customer.say(channel, text)
+            print("\n".join(shown(channel, replies)))
+    finally:
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
+        await customer.close()
+
+
+def notification_help(stack: RasaStack) -> str:
+    """How to send this shell's customer a notification (the command of docs/INTEGRATORS.md)."""
+    return (
+        "Send yourself a notification from another terminal (docs/INTEGRATORS.md, "
+        '"Notifications"):\n'
+        f"  export RASA_URL={stack.base_url} "
+        f"NOTIFICATIONS_API_KEY={stack.env['NOTIFICATIONS_API_KEY']}\n"
+        "  then run the curl command shown there."
+    )
 
 
 def start_stack(work: Path) -> tuple[RasaStack, RedisServer, FakeTwilio]:
     redis = RedisServer(work / "redis").start()
     rasa_port = free_port()
-    env: Dict[str, str] = {**local_secrets(rasa_port), "REDIS_URL": redis.url}
+    env: Dict[str, str] = {
+        **local_secrets(rasa_port),
+        "REDIS_URL": redis.url,
+        # A demo at any hour: notifications are not held for the customer's night unless
+        # OUTBOUND_QUIET_HOURS is set.
+        "OUTBOUND_QUIET_HOURS": "off",
+    }
     twilio = FakeTwilio(env["TWILIO_ACCOUNT_SID"], env["TWILIO_AUTH_TOKEN"])
     twilio.start()
     env["TWILIO_API_BASE_URL"] = twilio.url
@@ -113,6 +176,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         stack, redis, twilio = start_stack(Path(directory))
         try:
             customer = Customer(Server(stack.base_url, stack.env), phone=arguments.phone)
+            print(notification_help(stack))
             asyncio.run(converse(customer, arguments.channel))
         finally:
             stack.stop()

@@ -20,7 +20,7 @@ from xdist.scheduler import LoadScopeScheduling
 
 #: Wall seconds of the longest units on a 2-core machine (serial run), longest first.
 SECONDS = {
-    "tests/fleet/test_fleet.py": 200,
+    "tests/fleet/test_fleet.py": 240,
     "tests/connectors/test_tracker_store.py": 190,
     "tests/connectors/test_redis_failover.py": 160,
     "tests/connectors/webchat/test_live.py": 90,

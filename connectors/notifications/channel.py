@@ -18,6 +18,8 @@ the queue (:func:`omnichannel.outbound.items.outbound_queue`); a drain stops its
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import logging
 import re
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Dict, Optional, Tuple
@@ -52,7 +54,6 @@ from omnichannel.outbound.items import (
     FINAL,
     OutboundItem,
     OutboundQueue,
-    new_item_id,
     outbound_queue,
 )
 from omnichannel.outbound.policy import NO_ADDRESS, NO_CONSENT, UNKNOWN_CUSTOMER
@@ -70,6 +71,14 @@ logger = logging.getLogger(__name__)
 NOT_REACHABLE = "not_reachable"
 _HIDDEN_REASONS = {UNKNOWN_CUSTOMER, NO_CONSENT, NO_ADDRESS}
 _VARIABLE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def item_id_of(idempotency_key: str) -> str:
+    """The notification an idempotency key stands for: the same id on every retry, so a retry
+    after the first request's replica died finds the item it recorded instead of sending it
+    again (items are created once per id)."""
+    digest = hashlib.sha256(b"notification:" + idempotency_key.encode("utf-8")).digest()
+    return "o_" + base64.urlsafe_b64encode(digest[:16]).decode("ascii").rstrip("=")
 
 
 def _refusal(status: int, reason: str, **headers: str) -> HTTPResponse:
@@ -168,10 +177,15 @@ class NotificationsInput(InputChannel):
             if not earlier.same_body:
                 return 422, {"error": "this Idempotency-Key was used with another body"}
             if earlier.answer is None:
+                # Still running, or its replica died after recording the notification: then
+                # the notification is answered as it stands (another replica sends it).
+                found = await self._recorded(queue, parsed, item_id_of(key))
+                if found is not None:
+                    return found
                 return 409, {"error": "the first request with this Idempotency-Key is running"}
             return int(earlier.code or 200), earlier.answer
         try:
-            code, body = await self._submit(queue, parsed)
+            code, body = await self._submit(queue, parsed, item_id_of(key))
         except BaseException:
             await keys.release(key, digest)
             raise
@@ -196,7 +210,7 @@ class NotificationsInput(InputChannel):
         return None
 
     async def _customer(
-        self, parsed: NotificationRequest
+        self, parsed: NotificationRequest, create: bool = True
     ) -> Tuple[Optional[str], Optional[Address]]:
         """The conversation the request names (None when unknown) and its phone address."""
         customer = parsed.customer
@@ -204,7 +218,7 @@ class NotificationsInput(InputChannel):
             if customer.phone is not None:
                 address = phone_address(customer.phone, self.settings.default_phone_region)
                 found = await self.identity.lookup(address)
-                if found is None and parsed.consent is not None:
+                if found is None and parsed.consent is not None and create:
                     # The business's consent record covers a number that never wrote to us.
                     found = await self.identity.resolve_conversation(address)
                 return found, address
@@ -218,12 +232,12 @@ class NotificationsInput(InputChannel):
         return (cid if known else None), None
 
     async def _submit(
-        self, queue: OutboundQueue, parsed: NotificationRequest
+        self, queue: OutboundQueue, parsed: NotificationRequest, item_id: str
     ) -> Tuple[int, Dict[str, Any]]:
         cid, address = await self._customer(parsed)
         if cid is None:
             await queue.refuse_unknown(NOTIFICATION_KIND, UNKNOWN_CUSTOMER)
-            return 200, answer(new_item_id(), "refused", None, NOT_REACHABLE, None)
+            return 200, answer(item_id, "refused", None, NOT_REACHABLE, None)
         if parsed.consent is not None:
             phone = address or await self._phone_of(cid)
             if phone is not None:
@@ -231,7 +245,7 @@ class NotificationsInput(InputChannel):
                     phone, GRANTED, parsed.consent.source, reference=parsed.consent.reference
                 )
         item = OutboundItem(
-            new_item_id(),
+            item_id,
             NOTIFICATION_KIND,
             cid,
             due=parsed.send_at.timestamp() if parsed.send_at else None,
@@ -239,10 +253,23 @@ class NotificationsInput(InputChannel):
             consent_record=parsed.consent is not None,
             payload={"response": parsed.response, "slots": dict(parsed.slots)},
         )
-        done = await queue.submit(item)
-        reason = NOT_REACHABLE if done.reason in _HIDDEN_REASONS else done.reason
-        code = 200 if done.status in FINAL else 202
-        return code, answer(done.item_id, done.status, done.channel, reason, done.due)
+        return self._answer(await queue.submit(item))
+
+    async def _recorded(
+        self, queue: OutboundQueue, parsed: NotificationRequest, item_id: str
+    ) -> Optional[Tuple[int, Dict[str, Any]]]:
+        """The answer for a notification already recorded under ``item_id``, if it is."""
+        cid, _ = await self._customer(parsed, create=False)
+        item = await queue.store.get(cid, item_id) if cid else None
+        if item is None:
+            return None
+        return self._answer(item)
+
+    @staticmethod
+    def _answer(item: OutboundItem) -> Tuple[int, Dict[str, Any]]:
+        reason = NOT_REACHABLE if item.reason in _HIDDEN_REASONS else item.reason
+        code = 200 if item.status in FINAL else 202
+        return code, answer(item.item_id, item.status, item.channel, reason, item.due)
 
     async def _phone_of(self, cid: str) -> Optional[Address]:
         profile = await self.identity.profile(cid)

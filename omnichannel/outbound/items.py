@@ -497,6 +497,8 @@ class OutboundQueue:
             return
         if item.due is not None and item.due > self.clock():
             return
+        if item.kind not in self.couriers:
+            return  # a replica whose queue has the kind's courier sends it
         found = await self.work.record(conversation_id, item_id, {"kind": item.kind})
         if isinstance(found, Existing):
             # Another replica holds the send (its sweeper's business if it dies), or it is done.

@@ -1,7 +1,8 @@
 """The fleet test: HAProxy in front of two Rasa replicas, the action server, Redis and
 the fakes; customers on all three channels through the load balancer; one replica SIGKILLed
 mid-run and a rolling restart by SIGTERM; then every accepted message is checked against the
-event logs in Redis and what the fake Twilio received (bench.fleet.checks).
+event logs in Redis and what the fake Twilio received (bench.fleet.checks). A notification
+whose replica is killed at the moment it texts is sent once by another replica.
 
 The long version is `make soak` (bench/fleet/soak.py).
 """
@@ -9,19 +10,29 @@ The long version is `make soak` (bench/fleet/soak.py).
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Dict, List
 
 import httpx
 import pytest
+import redis
+import redis.asyncio as aioredis
 
 from bench.fleet.checks import check
 from bench.fleet.customers import CHANNELS, Traffic
 from bench.fleet.local_fleet import Fleet
 from bench.fleet.soak import disrupt, kill_and_replace, until_sent
+from omnichannel.addresses import phone_address
+from omnichannel.identity import IdentityStore
+from omnichannel.outbound.gate import TIMEZONE_FIELD
+from omnichannel.outbound.items import OutboundStore
+from testkit.fake_twilio import AFTER_CREATE_HOLD
 from testkit.phone_numbers import new_phone_number
 from testkit.twilio_webhook import signed_sms
+from tests.connectors.notifications.helpers import zone_at_local_hour
 
 #: The floor of messages for the short run.
 MIN_MESSAGES = 150
@@ -122,3 +133,79 @@ def test_a_replica_killed_while_placing_a_callback_yields_exactly_one_call(fleet
     )
     assert [c["id"] for c in vapi.calls if c["customer"]["number"] == phone] == [call["id"]]
     assert holder.kills >= 1
+
+
+def _text_first(fleet: Fleet, number: str) -> str:
+    """The customer texts the shop (through the load balancer); returns their conversation."""
+    sms = signed_sms(fleet.env, number, "hi")
+    answer = httpx.post(fleet.url + sms.path, data=sms.form, headers=sms.headers, timeout=60)
+    assert answer.status_code == 200, answer.text
+    with redis.Redis.from_url(fleet.redis_url) as client:
+        cid = client.get(phone_address(number).record_key).decode()
+
+    async def in_the_afternoon() -> None:
+        client = aioredis.Redis.from_url(fleet.redis_url)
+        try:
+            await IdentityStore(client).set_extra(cid, TIMEZONE_FIELD, zone_at_local_hour(15))
+        finally:
+            await client.close()
+
+    asyncio.run(in_the_afternoon())
+    return cid
+
+
+def _notify(base_url: str, fleet: Fleet, number: str, key: str) -> httpx.Response:
+    return httpx.post(
+        base_url + "/webhooks/notifications/send",
+        json={
+            "customer": {"phone": number},
+            "response": "utter_order_shipped",
+            "slots": {"order_number": "40213"},
+        },
+        headers={
+            "Authorization": f"Bearer {fleet.env['NOTIFICATIONS_API_KEY']}",
+            "Idempotency-Key": key,
+        },
+        timeout=90,
+    )
+
+
+@pytest.mark.timeout(300)
+def test_a_replica_killed_at_the_send_moment_sends_a_notification_once(fleet: Fleet) -> None:
+    number = new_phone_number()
+    cid = _text_first(fleet, number)
+    assert fleet.twilio is not None
+    texts = len(fleet.twilio.wait_for_messages(number, 1, timeout=60))
+    victim = fleet.members[1]
+    key = f"order-40213-{secrets.token_hex(4)}"
+    fleet.twilio.holding.clear()
+    fleet.twilio.release.clear()
+    fleet.twilio.fail_after_create(AFTER_CREATE_HOLD)
+    with ThreadPoolExecutor(1) as pool:
+        request = pool.submit(_notify, victim.base_url, fleet, number, key)
+        assert fleet.twilio.holding.wait(60), "the notification never reached Twilio"
+        started = time.monotonic()
+        fleet.kill(victim)  # Twilio took the text; the replica dies before it hears so
+        fleet.twilio.release.set()
+        with pytest.raises(httpx.HTTPError):
+            request.result()
+    # Another replica takes the send over once its lease lapses, finds the text at Twilio
+    # and records it sent: one text, not two.
+    store = OutboundStore(fleet.redis_url)
+    while True:
+        [item] = asyncio.run(store.of_conversation(cid))
+        if item.status == "sent" or time.monotonic() - started > 60:
+            break
+        time.sleep(0.5)
+    assert (item.status, item.channel) == ("sent", "sms"), item
+    sent = fleet.twilio.messages_to(number)
+    assert len(sent) == texts + 1, [m.body for m in sent]
+    assert sent[-1].body.startswith("Acme Shop: your order 40213 has shipped.")
+    # The backend's retry (through the load balancer) gets the notification as it stands.
+    retry = _notify(fleet.url, fleet, number, key)
+    assert retry.status_code == 200 and retry.json()["status"] == "sent", retry.text
+    assert retry.json()["id"] == item.item_id
+    # The killed replica comes back: nothing is sent again.
+    fleet.start_replica(victim)
+    assert asyncio.run(store.due(time.time() + 3600)) == []
+    assert len(fleet.twilio.messages_to(number)) == texts + 1
