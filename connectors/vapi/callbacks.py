@@ -284,6 +284,9 @@ class CallbackCalls:
         if not moved:
             return
         metrics.CALLBACKS.labels(outcome=outcome).inc()
+        metrics.OUTBOUND_ITEMS.labels(
+            kind=CALLBACK, channel=VOICE, outcome=metrics.OUTBOUND_FAILED
+        ).inc()
         logger.info("callback %s: call ended (%s): %s", item.item_id, reason, outcome)
         if self.report is not None:
             await self.report(item, outcome)
