@@ -12,9 +12,11 @@ is a 401, a malformed body a 400 with VAPI's ``{"message": [...], "error": "Bad 
 
 Nothing rings: a test plays the callee with :meth:`FakeVapi.answer`, a
 :class:`~testkit.vapi_call.VapiCall` for the created call (its first message already in the
-history, its metadata in every request, as VAPI sends them), or ends it unanswered with
-:meth:`FakeVapi.report_end`. Tests can script failures (:meth:`fail_next_create`) and hold a
-creation's answer after the call exists (:meth:`hold_creates`), the moment a replica may die.
+history, its metadata in every request, as VAPI sends them); its status updates and
+end-of-call report are that call's server messages (``VapiCall.event``). Tests can script
+failures (:meth:`fail_next_create`), hold a creation's answer after the call exists
+(:meth:`hold_creates`: the moment a replica may die), or answer it with an error after making
+the call (:meth:`fail_after_create`).
 """
 
 from __future__ import annotations
@@ -84,6 +86,10 @@ class _ApiHandler(_Handler):
             return
         call = fake.create(payload)
         fake.wait_while_held()
+        status = fake.next_after_create()
+        if status:
+            self.send_json(status, {"message": "scripted failure", "statusCode": status})
+            return
         self.send_json(201, call)
 
     def do_GET(self) -> None:  # noqa: N802 - stdlib naming
@@ -125,6 +131,7 @@ class FakeVapi(FakeVapiControl):
         #: Created calls, oldest first.
         self.calls: List[Dict[str, Any]] = []
         self._create_failures: List[int] = []
+        self._after_create: List[int] = []
         self._released = threading.Event()
         self._released.set()
         #: Set whenever a call is created (tests wait on it).
@@ -203,6 +210,16 @@ class FakeVapi(FakeVapiControl):
     def next_create_failure(self) -> Optional[int]:
         with self.lock:
             return self._create_failures.pop(0) if self._create_failures else None
+
+    def fail_after_create(self, status: int = 500, count: int = 1) -> None:
+        """The next ``count`` creations make the call, then answer ``status`` (its answer lost,
+        as far as the client can tell)."""
+        with self.lock:
+            self._after_create.extend([status] * count)
+
+    def next_after_create(self) -> Optional[int]:
+        with self.lock:
+            return self._after_create.pop(0) if self._after_create else None
 
     def hold_creates(self) -> None:
         """From now on a creation makes the call, then waits for :meth:`release` to answer."""
