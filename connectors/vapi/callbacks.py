@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional
 
 from rasa.shared.core.events import SlotSet
 from rasa.shared.core.trackers import DialogueStateTracker
@@ -54,8 +54,9 @@ from omnichannel.outbound.items import (
     Delivered,
     OutboundItem,
     OutboundStore,
+    outbound_queue,
 )
-from omnichannel.outbound.policy import CALLBACK
+from omnichannel.outbound.policy import CALLBACK, NOTIFICATION
 from omnichannel.redis_client import REDIS_FAILURES
 from omnichannel.rendering.messages import BotMessage
 from omnichannel.rendering.voice import render_voice
@@ -301,12 +302,25 @@ REPORTS = {
 
 
 class CallbackReporter:
-    """Tells the customer, on the messaging channel they last wrote on, that their callback
-    did not reach them, in domain.yml's words (``REPORTS``). A refused callback is not
-    reported: the refusal is the customer's STOP, or there is no number to text."""
+    """Tells the customer that their callback did not reach them, in domain.yml's words
+    (``REPORTS``; the ``_order`` form with ``{order_number}`` when it was about an order).
 
-    def __init__(self, agent_of: Callable[[], Agent], sender: Optional[SmsSender] = None):
+    The report is a notification on the outbound queue (item ``<callback id>.<outcome>``), so
+    it goes once however often VAPI's messages or a takeover bring it here, on the channel the
+    notifications take (an open chat tab, else the messaging channel the customer last wrote
+    on), is recorded in the conversation, and waits out what the gate says. A server without the
+    notifications channel (no courier for them) texts it directly instead, on the channel the
+    customer last wrote on. A refused callback is not reported: the refusal is the customer's
+    STOP, or there is no number to text."""
+
+    def __init__(
+        self,
+        agent_of: Callable[[], Agent],
+        redis_url: Optional[str] = None,
+        sender: Optional[SmsSender] = None,
+    ):
         self.agent_of = agent_of
+        self.redis_url = redis_url
         self._sender = sender
 
     @property
@@ -319,13 +333,34 @@ class CallbackReporter:
         name = REPORTS.get(outcome)
         if name is None:
             return
-        agent = self.agent_of()
-        slots = agent.domain.slots if agent.domain is not None else []
-        tracker = DialogueStateTracker(callback.conversation_id, slots)
         topic = str(callback.payload.get("topic") or "")
+        slots = {"order_number": topic} if topic else {}
         if topic:
             name += "_order"
-            tracker.update(SlotSet("order_number", topic))
+        queue = outbound_queue(self.redis_url)
+        if NOTIFICATION in queue.couriers:
+            report = OutboundItem(
+                item_id=f"{callback.item_id}.{outcome}",
+                kind=NOTIFICATION,
+                conversation_id=callback.conversation_id,
+                source=callback.source,
+                customer_requested=callback.customer_requested,
+                payload={"response": name, "slots": slots},
+            )
+            await queue.submit(report, send_now=False)
+            metrics.CALLBACKS.labels(outcome=OUTCOME_REPORTED).inc()
+            return
+        await self._text(callback, outcome, name, slots)
+
+    async def _text(
+        self, callback: OutboundItem, outcome: str, name: str, slots: Dict[str, str]
+    ) -> None:
+        agent = self.agent_of()
+        tracker = DialogueStateTracker(
+            callback.conversation_id, agent.domain.slots if agent.domain is not None else []
+        )
+        for slot, value in slots.items():
+            tracker.update(SlotSet(slot, value))
         text = await response_text(agent, name, tracker, TWILIO_SMS)
         if not text:
             return
@@ -335,10 +370,7 @@ class CallbackReporter:
             )
         except (SmsRefused, SmsSendFailed, ConfigError, *REDIS_FAILURES) as error:
             logger.error(
-                "callback %s: %s not reported: %s",
-                callback.item_id,
-                outcome,
-                type(error).__name__,
+                "callback %s: %s not reported: %s", callback.item_id, outcome, type(error).__name__
             )
             metrics.CALLBACKS.labels(outcome=OUTCOME_UNREPORTED).inc()
             return

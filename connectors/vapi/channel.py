@@ -161,7 +161,7 @@ class VapiInput(InputChannel):
         )
         self._app: Optional[Sanic] = None
         self.redis_url = settings.redis_url
-        reporter = CallbackReporter(lambda: self._require_app().ctx.agent)
+        reporter = CallbackReporter(lambda: self._require_app().ctx.agent, settings.redis_url)
         self.callback_calls = CallbackCalls(
             report=reporter, default_region=settings.default_phone_region
         )

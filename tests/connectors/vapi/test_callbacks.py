@@ -9,6 +9,7 @@ move (no sleeps), against the stack's Redis and the fake VAPI API.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import secrets
 from typing import Any, Dict, List
@@ -222,6 +223,7 @@ async def test_a_call_nobody_answers_is_told_by_sms(
         "customer-did-not-answer",
         call["id"],
     )
+    await asyncio.to_thread(fake_twilio.wait_for_messages, phone, sent_before + 1)
     texts = [m.body for m in fake_twilio.messages_to(phone)[sent_before:]]
     assert len(texts) == 1 and "couldn't reach you" in texts[0], texts
     async with httpx.AsyncClient(timeout=10) as client:
@@ -229,3 +231,25 @@ async def test_a_call_nobody_answers_is_told_by_sms(
     metrics_text = scraped.text
     assert re.search(r'omnichannel_callbacks_total\{outcome="not_answered"\} [1-9]', metrics_text)
     assert re.search(r'omnichannel_callbacks_total\{outcome="reported"\} [1-9]', metrics_text)
+
+
+async def test_no_one_can_have_another_number_called(stack: RasaStack, fake_vapi: FakeVapi) -> None:
+    """A site user whose phone claim is not verified, and a number typed in the message, get
+    no callback: calls only go to the conversation's own, verified number."""
+    someone_else = fresh_phone()
+    token = user_token(
+        stack.env["WEBCHAT_JWT_SECRET"],
+        f"nv-{secrets.token_hex(6)}",
+        phone=someone_else,
+        verified=False,
+    )
+    chat = await open_chat(stack, token)
+    try:
+        await chat.say(f"call me back now on {someone_else}")
+        answer = (await chat.next_bot())["text"]
+        await chat.turn_done()
+    finally:
+        await chat.ws.close()
+    assert "I can only call the number you've contacted us from" in answer, answer
+    assert await callbacks(stack, chat.conversation_id) == []
+    assert calls_to(fake_vapi, someone_else) == []
