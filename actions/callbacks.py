@@ -52,6 +52,7 @@ from omnichannel.settings import load_settings
 logger = logging.getLogger(__name__)
 
 OPENING = "utter_callback_opening"
+OPENING_ORDER = "utter_callback_opening_order"
 #: A callback placed this recently counts as "calling you now" for a cancel.
 RECENT_CALL_SECONDS = 15 * 60
 _SLOT = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -68,7 +69,7 @@ def opening_words(domain: Dict[str, Any], slots: Dict[str, Any]) -> str:
     conversation, else ``utter_callback_opening``; the ``channel: vapi`` variation if there is
     one, its ``{slot}`` names filled."""
     responses = domain.get("responses") or {}
-    name = OPENING + "_order" if slots.get("order_number") else OPENING
+    name = OPENING_ORDER if slots.get("order_number") else OPENING
     variations = [v for v in responses.get(name) or [] if not v.get("condition")]
     chosen = next((v for v in variations if v.get("channel") == "vapi"), None) or next(
         (v for v in variations if not v.get("channel")), None

@@ -296,8 +296,10 @@ class CallbackCalls:
 #: The response that tells a customer how their callback went, by outcome (``_order`` forms
 #: when it was about an order: ``{order_number}``).
 REPORTS = {
-    OUTCOME_NOT_ANSWERED: "utter_callback_missed",
-    OUTCOME_FAILED: "utter_callback_failed",
+    (OUTCOME_NOT_ANSWERED, False): "utter_callback_missed",
+    (OUTCOME_NOT_ANSWERED, True): "utter_callback_missed_order",
+    (OUTCOME_FAILED, False): "utter_callback_failed",
+    (OUTCOME_FAILED, True): "utter_callback_failed_order",
 }
 
 
@@ -330,13 +332,11 @@ class CallbackReporter:
         return self._sender
 
     async def __call__(self, callback: OutboundItem, outcome: str) -> None:
-        name = REPORTS.get(outcome)
+        topic = str(callback.payload.get("topic") or "")
+        name = REPORTS.get((outcome, bool(topic)))
         if name is None:
             return
-        topic = str(callback.payload.get("topic") or "")
         slots = {"order_number": topic} if topic else {}
-        if topic:
-            name += "_order"
         queue = outbound_queue(self.redis_url)
         if NOTIFICATION in queue.couriers:
             report = OutboundItem(
