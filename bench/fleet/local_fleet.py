@@ -255,6 +255,8 @@ class Fleet:
             "HANDOFF_PHONE_NUMBER": "+14155550100",
             "TRUSTED_PROXY_HOPS": "1",
             "ACTION_SERVER_URL": f"http://127.0.0.1:{self.action_port}/webhook",
+            # The shop's notifications go at any hour of the run (quiet hours are unit-tested).
+            "OUTBOUND_QUIET_HOURS": "off",
         }
         self.action_proc = spawn(
             action_server_command(self.action_port),

@@ -18,8 +18,6 @@ the queue (:func:`omnichannel.outbound.items.outbound_queue`); a drain stops its
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import logging
 import re
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Dict, Optional, Tuple
@@ -38,7 +36,7 @@ from connectors.notifications.courier import (
     domain_of,
     sendable,
 )
-from connectors.notifications.state import IdempotencyKeys
+from connectors.notifications.state import IdempotencyKeys, item_id_of
 from connectors.notifications.wire import (
     MAX_REQUEST_BYTES,
     BadRequest,
@@ -71,14 +69,6 @@ logger = logging.getLogger(__name__)
 NOT_REACHABLE = "not_reachable"
 _HIDDEN_REASONS = {UNKNOWN_CUSTOMER, NO_CONSENT, NO_ADDRESS}
 _VARIABLE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
-
-
-def item_id_of(idempotency_key: str) -> str:
-    """The notification an idempotency key stands for: the same id on every retry, so a retry
-    after the first request's replica died finds the item it recorded instead of sending it
-    again (items are created once per id)."""
-    digest = hashlib.sha256(b"notification:" + idempotency_key.encode("utf-8")).digest()
-    return "o_" + base64.urlsafe_b64encode(digest[:16]).decode("ascii").rstrip("=")
 
 
 def _refusal(status: int, reason: str, **headers: str) -> HTTPResponse:

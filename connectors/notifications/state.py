@@ -11,6 +11,7 @@ record after :data:`KEEP_SECONDS`.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 from dataclasses import dataclass
@@ -42,6 +43,14 @@ redis.call('EXPIRE', KEYS[1], ARGV[4])
 return 1
 """
 )
+
+
+def item_id_of(idempotency_key: str) -> str:
+    """The notification an idempotency key stands for: the same id on every retry, so a retry
+    after the first request's replica died finds the item it recorded instead of sending it
+    again (items are created once per id)."""
+    digest = hashlib.sha256(b"notification:" + idempotency_key.encode("utf-8")).digest()
+    return "o_" + base64.urlsafe_b64encode(digest[:16]).decode("ascii").rstrip("=")
 
 
 def _text(value: Any) -> str:

@@ -76,7 +76,9 @@ from connectors.webchat.wire import (
 from omnichannel.channels import CHAT, LABELS, WEBCHAT
 from omnichannel.errors import ConfigError
 from omnichannel.identity import IdentityStore
+from omnichannel.outbound.gate import TIMEZONE_FIELD
 from omnichannel.outbound.items import chat_opened
+from omnichannel.outbound.policy import zone_info
 from omnichannel.presence import ChatPresence
 from omnichannel.redis_client import REDIS_FAILURES, StateUnavailable, redis_client
 from omnichannel.rendering.messages import BotMessage
@@ -179,6 +181,8 @@ class ChatConnection:
         self.agent = agent
         self.identity: Optional[ChatIdentity] = None
         self.conversation_id = ""
+        #: The browser's time zone, from the auth frame (when it is a known IANA zone).
+        self.timezone: Optional[str] = None
         self.bucket: Optional[SessionBucket] = None
         #: The messages this socket acknowledged, until each is done.
         self.turns = SocketTurns(channel.turns, channel.lease_renewals)
@@ -221,7 +225,10 @@ class ChatConnection:
             raise AuthRefused(CLOSE_UNAUTHENTICATED, f"first frame: {error}"[:120]) from None
         if not isinstance(frame, AuthFrame):
             raise AuthRefused(CLOSE_UNAUTHENTICATED, "the first frame must be an auth frame")
-        return self.channel.verifier.verify(frame.token)
+        identity = self.channel.verifier.verify(frame.token)
+        if frame.timezone and zone_info(frame.timezone) is not None:
+            self.timezone = frame.timezone
+        return identity
 
     async def run(self) -> None:
         try:
@@ -249,6 +256,11 @@ class ChatConnection:
             )
             subscription = await hub.subscribe(self.conversation_id)
             await self._presence().opened(self.conversation_id, socket_id)
+            if self.timezone:
+                # The conversation knows the customer's zone better than their number's region.
+                await IdentityStore(redis_client(self.channel.redis_url)).set_extra(
+                    self.conversation_id, TIMEZONE_FIELD, self.timezone
+                )
             await chat_opened(self.channel.redis_url, self.conversation_id)
         except (StateUnavailable, ConfigError, *REDIS_FAILURES) as error:
             logger.error("web chat: cannot open the conversation: %s", error)
