@@ -31,7 +31,8 @@ from rasa_sdk.events import EventType
 from rasa_sdk.executor import CollectingDispatcher
 
 from actions.formatting import current_channel
-from omnichannel.callbacks.items import callback_item, callbacks_of, scheduled_callback
+from omnichannel.callbacks.booking import MOVED, NO_NUMBER, REFUSED, book_callback
+from omnichannel.callbacks.items import callbacks_of, scheduled_callback
 from omnichannel.callbacks.times import (
     CallbackTime,
     RequestedTime,
@@ -42,10 +43,9 @@ from omnichannel.callbacks.times import (
 )
 from omnichannel.errors import ConfigError
 from omnichannel.handoff.hours import BusinessHours
-from omnichannel.identity import IdentityStore
-from omnichannel.outbound.gate import OutboundGate, OutboundRequest
+from omnichannel.outbound.gate import OutboundGate
 from omnichannel.outbound.items import SENDING, SENT, OutboundQueue
-from omnichannel.outbound.policy import CALLBACK, HOLD, REFUSE, OutboundPolicy
+from omnichannel.outbound.policy import OutboundPolicy
 from omnichannel.redis_client import REDIS_FAILURES
 from omnichannel.settings import load_settings
 
@@ -118,48 +118,36 @@ class ActionRequestCallback(_CallbackSteps, Action):
         conversation_id = tracker.sender_id
         try:
             hours = self.hours()
-            profile = await IdentityStore().profile(conversation_id)
-            if not profile.phone:
-                dispatcher.utter_message(response="utter_callback_no_number")
-                return []
             queue = _queue()
             now = queue.clock()
             when = due_time(asked, now, hours)
             if not isinstance(when, CallbackTime):
                 self.refuse_time(dispatcher, when.reason)
                 return []
-            decision = await queue.gate.decide(
-                OutboundRequest(conversation_id, CALLBACK, "voice", customer_requested=True)
-            )
-            if decision.verdict == REFUSE:
-                dispatcher.utter_message(response=f"utter_callback_refused_{decision.reason}")
-                return []
-            due = when.due
-            if decision.verdict == HOLD and decision.not_before is not None:
-                due = max(due, decision.not_before.timestamp())
-            existing = await scheduled_callback(queue.store, conversation_id)
-            if existing is not None and existing.item_id:
-                await queue.reschedule(conversation_id, existing.item_id, due)
-                dispatcher.utter_message(
-                    response="utter_callback_moved", callback_time=_when(hours, due, now)
-                )
-                return []
             slots = dict(tracker.slots)
-            item = callback_item(
+            booking = await book_callback(
+                queue,
                 conversation_id,
-                due,
+                when.due,
                 opening=opening_words(domain, slots),
                 topic=str(slots.get("order_number") or ""),
                 requested_on=current_channel(tracker),
             )
-            await queue.submit(item, send_now=False)
-        except ConfigError as error:
-            logger.error("callback not scheduled: %s", error)
+        except (ConfigError, *REDIS_FAILURES) as error:
+            logger.error("callback not booked: %s", type(error).__name__)
             dispatcher.utter_message(response="utter_callback_unavailable")
             return []
-        except REDIS_FAILURES as error:
-            logger.error("callback not scheduled: %s", type(error).__name__)
-            dispatcher.utter_message(response="utter_callback_unavailable")
+        if booking.result == NO_NUMBER:
+            dispatcher.utter_message(response="utter_callback_no_number")
+            return []
+        if booking.result == REFUSED:
+            dispatcher.utter_message(response=f"utter_callback_refused_{booking.reason}")
+            return []
+        due = float(booking.due or when.due)
+        if booking.result == MOVED:
+            dispatcher.utter_message(
+                response="utter_callback_moved", callback_time=_when(hours, due, now)
+            )
             return []
         if due <= now + 60:
             dispatcher.utter_message(response="utter_callback_now")
