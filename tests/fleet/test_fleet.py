@@ -73,6 +73,7 @@ def test_fleet_loses_nothing_through_a_crash_and_a_rolling_restart(fleet: Fleet)
     assert report.accepted >= MIN_MESSAGES, report.table()
     for channel in CHANNELS:
         assert report.channels[channel].accepted > 0, f"no {channel} traffic got through"
+    assert report.callbacks[1] > 0, "no customer was promised a callback"
     sent, accepted, once = report.notifications
     assert accepted > 0 and once == accepted, report.table()
     assert [replica.kills for replica in fleet.members] == [1, 0]
