@@ -98,6 +98,10 @@ class _ApiHandler(_Handler):
             return
         fake = self._fake()
         if parts.path == "/call":
+            status = fake.next_list_failure()
+            if status:
+                self.send_json(status, {"message": "scripted failure", "statusCode": status})
+                return
             query = parse_qs(parts.query)
             after = _parse_iso((query.get("createdAtGt") or [""])[0])
             limit = int((query.get("limit") or ["100"])[0])
@@ -132,6 +136,7 @@ class FakeVapi(FakeVapiControl):
         self.calls: List[Dict[str, Any]] = []
         self._create_failures: List[int] = []
         self._after_create: List[int] = []
+        self._list_failures: List[int] = []
         self._released = threading.Event()
         self._released.set()
         #: Set whenever a call is created (tests wait on it).
@@ -216,6 +221,15 @@ class FakeVapi(FakeVapiControl):
         as far as the client can tell)."""
         with self.lock:
             self._after_create.extend([status] * count)
+
+    def fail_next_list(self, status: int = 500, count: int = 1) -> None:
+        """The next ``count`` listings (``GET /call``) are answered ``status``."""
+        with self.lock:
+            self._list_failures.extend([status] * count)
+
+    def next_list_failure(self) -> Optional[int]:
+        with self.lock:
+            return self._list_failures.pop(0) if self._list_failures else None
 
     def next_after_create(self) -> Optional[int]:
         with self.lock:

@@ -79,6 +79,9 @@ CLOCK_SKEW_SECONDS = 120.0
 #: call that never went in progress as a failure).
 NOT_ANSWERED_REASONS = frozenset({"customer-did-not-answer", "customer-busy", "voicemail"})
 
+#: An earlier attempt's call may exist (its answer was lost and VAPI could not be asked).
+UNSURE = "unsure"
+
 #: The metadata keys of a callback's call.
 CONVERSATION_KEY = "conversation_id"
 CALLBACK_KEY = "callback_id"
@@ -127,8 +130,14 @@ class CallbackCourier:
         profile = await self.identity.profile(item.conversation_id)
         if not profile.phone:
             return Delivered(REFUSED, VOICE, reason="no_address")
-        if lease.taken_over:
-            placed = await self._reconcile(item)
+        # A replica died at this moment, or an earlier attempt's outcome stayed unknown: the
+        # call may exist. Dial only once VAPI says it does not.
+        if lease.taken_over or item.outcome.get(UNSURE):
+            try:
+                placed = await self._reconcile(item)
+            except VapiApiError as error:
+                logger.warning("callback %s: reconcile failed: %s", item.item_id, error.reason)
+                return await self._retry(item, unsure=True)
             if placed is not None:
                 return self._placed(item, placed, reconciled=True)
         name = ""
@@ -169,7 +178,8 @@ class CallbackCourier:
 
     async def _failed_attempt(self, item: OutboundItem, error: VapiApiError) -> Delivered:
         logger.warning("callback %s: POST /call failed: %s", item.item_id, error.reason)
-        if error.outcome_unknown:
+        unsure = error.outcome_unknown
+        if unsure:
             try:
                 placed = await self._reconcile(item)
             except VapiApiError as unknown:
@@ -177,20 +187,35 @@ class CallbackCourier:
                 placed = None
             if placed is not None:
                 return self._placed(item, placed, reconciled=True)
-        attempts = int(item.outcome.get("attempts") or 0) + 1
-        if error.retryable and attempts < MAX_ATTEMPTS:
-            metrics.CALLBACKS.labels(outcome=OUTCOME_RETRIED).inc()
-            return Delivered(
-                SCHEDULED,
-                VOICE,
-                detail={"attempts": attempts},
-                reason="vapi_unavailable",
-                retry_at=self.clock() + RETRY_SECONDS * attempts,
-            )
+        if error.retryable:
+            return await self._retry(item, unsure=unsure)
+        return await self._give_up(item, "vapi_refused")
+
+    async def _give_up(self, item: OutboundItem, reason: str) -> Delivered:
+        """Failed: counted, and told to the customer."""
         metrics.CALLBACKS.labels(outcome=OUTCOME_FAILED).inc()
         if self.report is not None:
             await self.report(item, OUTCOME_FAILED)
-        return Delivered(FAILED, VOICE, detail={"attempts": attempts}, reason="vapi_refused")
+        attempts = int(item.outcome.get("attempts") or 0) + 1
+        return Delivered(FAILED, VOICE, detail={"attempts": attempts}, reason=reason)
+
+    async def _retry(self, item: OutboundItem, *, unsure: bool) -> Delivered:
+        """Back to scheduled, a minute more each attempt (``unsure``: the next attempt
+        reconciles first); failed after MAX_ATTEMPTS."""
+        attempts = int(item.outcome.get("attempts") or 0) + 1
+        if attempts >= MAX_ATTEMPTS:
+            return await self._give_up(item, "vapi_down")
+        metrics.CALLBACKS.labels(outcome=OUTCOME_RETRIED).inc()
+        detail: Dict[str, Any] = {"attempts": attempts}
+        if unsure:
+            detail[UNSURE] = True
+        return Delivered(
+            SCHEDULED,
+            VOICE,
+            detail=detail,
+            reason="vapi_unavailable",
+            retry_at=self.clock() + RETRY_SECONDS * attempts,
+        )
 
 
 class CallbackCalls:

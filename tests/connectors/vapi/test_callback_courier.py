@@ -221,6 +221,29 @@ async def test_a_takeover_adopts_the_call_the_dead_replica_made(redis_url, vapi,
     assert len(calls_to(vapi, phone)) == 1
 
 
+async def test_a_takeover_that_cannot_ask_vapi_waits_and_asks_before_dialling(
+    redis_url, vapi, clock
+) -> None:
+    courier = CallbackCourier(settings_for(redis_url, vapi), clock=clock)
+    phone = new_phone_number()
+    cid = await IdentityStore().resolve_conversation(phone_address(phone), channel="sms")
+    clock.now = time.time()
+    item = callback_item(cid, clock.now, opening="Hi.")
+    metadata = {"conversation_id": cid, "callback_id": item.item_id}
+    placed = await VapiApi(API_KEY, vapi.url).create_call(
+        OutboundCall(PHONE_NUMBER_ID, phone, "Hi.", metadata, "asst-callbacks")
+    )
+    item.status = SENDING
+    vapi.fail_next_list(503)
+    held = await courier.deliver(item, Lease("outbound_send", cid, item.item_id, {}, 2), "voice")
+    assert (held.status, held.detail) == (SCHEDULED, {"attempts": 1, "unsure": True})
+    # The next attempt is a fresh lease, yet it still asks VAPI first.
+    item.outcome = held.detail
+    again = await courier.deliver(item, Lease("outbound_send", cid, item.item_id, {}, 1), "voice")
+    assert again.status == SENT and again.detail == {"call_id": placed.call_id}
+    assert len(calls_to(vapi, phone)) == 1
+
+
 async def test_no_number_on_file_is_refused(queue, clock, vapi) -> None:
     cid = await IdentityStore().resolve_conversation(user_address("web-only"), channel="chat")
     item = callback_item(cid, clock.now, opening="Hi.")
