@@ -75,7 +75,7 @@ class ConsentRecord(BaseModel, extra=Extra.forbid):
 
 class NotificationRequest(BaseModel, extra=Extra.forbid):
     customer: Customer
-    response: str = Field(regex=r"^utter_[A-Za-z0-9_]{1,100}$")
+    response: str = Field(regex=r"^utter_[A-Za-z0-9_]{1,100}\Z")
     slots: Dict[str, SlotValue] = Field(default_factory=dict)
     send_at: Optional[datetime] = None
     consent: Optional[ConsentRecord] = None

@@ -9,6 +9,10 @@ Routes (under ``/webhooks/viewer``):
   ``limit`` (events). Answers the conversation's profile and timeline page (see
   :mod:`connectors.viewer.lookup`); 401 without the token, 400 on bad input, 404 when nothing
   matches, 413 on a body over 4 KiB, 503 when Redis fails.
+- ``POST /api/outbound``: the same Bearer token; a JSON body ``{"status"?, "limit"?}``. Answers
+  the recent notifications and callbacks of every conversation (scheduled, queued, sent,
+  refused… with the reason and the due time), newest change first, and the latest refusals
+  that named no known customer.
 - ``POST /api/media``: the same Bearer token; a JSON body ``{"conversation_id", "index" (a
   user event's log index), "item" (its media's position)}``. Answers the picture or file the
   customer sent: a web chat upload from the conversation's own uploads, WhatsApp or MMS media
@@ -35,8 +39,8 @@ from connectors.event_log.reading import event_log_of
 from connectors.http_limits import ChannelBlueprint, bounded_body
 from connectors.static_pages import add_page_routes
 from connectors.viewer.auth import is_authorised
-from connectors.viewer.lookup import NotFound, timeline_page
-from connectors.viewer.wire import BadQuery, parse_media_query, parse_query
+from connectors.viewer.lookup import NotFound, recent_outbound, timeline_page
+from connectors.viewer.wire import BadQuery, parse_media_query, parse_outbound_query, parse_query
 from omnichannel.errors import ConfigError
 from omnichannel.identity import IdentityStore
 from omnichannel.media import MediaRefused, content_matches, fetch_twilio_media, sniff_type
@@ -139,6 +143,22 @@ class ViewerInput(InputChannel):
                 return response.json({"error": str(error)}, status=400, headers=NO_STORE)
             except NotFound as error:
                 return response.json({"error": str(error)}, status=404, headers=NO_STORE)
+            except StateUnavailable as error:
+                logger.error("viewer: %s", error)
+                return response.json({"error": "try again later"}, status=503, headers=NO_STORE)
+            return response.json(answer, headers=NO_STORE)
+
+        @bp.route("/api/outbound", methods=["POST"])
+        @bounded_body(QUERY_MAX_BYTES, admit=self._unauthorised)
+        async def outbound(request: Request) -> Any:
+            refusal = self._unauthorised(request)
+            if refusal is not None:
+                return refusal
+            try:
+                status, limit = parse_outbound_query(request.body or b"")
+                answer = await recent_outbound(status, limit)
+            except BadQuery as error:
+                return response.json({"error": str(error)}, status=400, headers=NO_STORE)
             except StateUnavailable as error:
                 logger.error("viewer: %s", error)
                 return response.json({"error": "try again later"}, status=503, headers=NO_STORE)

@@ -70,9 +70,7 @@ async def timeline_page(identity: IdentityStore, store: Any, query: Query) -> Di
         refunds = await RefundRequests(identity.redis).all(conversation_id)
         outbound_store = OutboundStore()
         outbound = [
-            outbound_entry(item, await call_fields(outbound_store, item))
-            if item.kind == CALLBACK
-            else outbound_entry(item)
+            await outbound_entry_of(outbound_store, item)
             for item in await outbound_store.of_conversation(conversation_id)
         ]
     except REDIS_FAILURES as error:
@@ -125,3 +123,25 @@ def outbound_entry(item: OutboundItem, call: Optional[Dict[str, str]] = None) ->
         "response": item.payload.get("response"),
         "slots": item.payload.get("slots") or {},
     }
+
+
+async def outbound_entry_of(store: OutboundStore, item: OutboundItem) -> Dict[str, Any]:
+    """:func:`outbound_entry`, with a callback's call progress read from the store."""
+    if item.kind == CALLBACK:
+        return outbound_entry(item, await call_fields(store, item))
+    return outbound_entry(item)
+
+
+async def recent_outbound(status: Optional[str], limit: int) -> Dict[str, Any]:
+    """The JSON answer of ``POST /api/outbound``: every conversation's notifications and
+    callbacks, most recently changed first (``status`` only, when given), and the latest
+    refusals that named no known customer."""
+    store = OutboundStore()
+    try:
+        items = await store.recent(limit if status is None else limit * 5)
+        refusals = await store.refusals(limit)
+        wanted = [item for item in items if status is None or item.status == status][:limit]
+        entries = [await outbound_entry_of(store, item) for item in wanted]
+    except REDIS_FAILURES as error:
+        raise StateUnavailable(f"outbound items unreadable ({type(error).__name__})") from error
+    return {"items": entries, "refusals": refusals}

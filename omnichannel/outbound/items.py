@@ -53,6 +53,7 @@ from omnichannel.redis_client import (
     REDIS_FAILURES,
     AnyRedis,
     LuaScript,
+    StateUnavailable,
     conversation_key,
     global_key,
     redis_client,
@@ -559,7 +560,8 @@ class OutboundQueue:
         channel = item.channel or "none"
         try:
             delivered = await courier.deliver(item, lease, channel)
-        except REDIS_FAILURES:
+        except (StateUnavailable, *REDIS_FAILURES):
+            # Kept running: the lease lapses and a takeover reconciles, then finishes it.
             raise
         except Exception as error:  # a courier's bug must not leave the item sending for ever
             logger.exception("outbound %s: delivery failed", item_id)

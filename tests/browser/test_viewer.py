@@ -91,12 +91,24 @@ def test_an_operator_logs_in_searches_a_phone_and_reads_the_timeline(
                 timeline.locator("li.v-entry-slot", has_text="channel = sms").first
             ).to_be_visible()
             expect(page.locator("#v-profile")).to_contain_text(phone)  # the number searched for
-            outbound = page.get_by_role("table")
+            outbound = page.get_by_role("table", name="This conversation's outbound items")
             row = outbound.locator("tr.v-outbound-scheduled")
             expect(row).to_contain_text("notification")
             expect(row).to_contain_text(f"utter_order_shipped (order_number={MARKUP})")
             expect(row).to_contain_text("quiet_hours")
             assert outbound.locator("img").count() == 0
+
+            # Every conversation's recent items, by status; one opens its conversation.
+            page.get_by_label("Status").select_option("scheduled")
+            page.get_by_role("button", name="Show").click()
+            recent = page.get_by_role("table", name="Recent outbound items")
+            mine = recent.locator("tr", has_text=f"order_number={MARKUP}").first
+            expect(mine).to_contain_text("quiet_hours")
+            assert recent.locator("tr.v-outbound-sent").count() == 0
+            assert recent.locator("img").count() == 0
+            cid = conversation_of(rasa_stack, phone)
+            mine.get_by_role("button", name=cid).click()
+            expect(page.locator("#v-cid")).to_have_text(cid)
 
             # Event text is shown as text: the customer's markup is neither parsed nor run.
             markup = timeline.locator("li.v-entry-user", has_text="is this shown as text")
