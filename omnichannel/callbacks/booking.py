@@ -17,7 +17,7 @@ from omnichannel.callbacks.items import BY_CUSTOMER, callback_item, scheduled_ca
 from omnichannel.channels import VOICE
 from omnichannel.identity import IdentityStore
 from omnichannel.outbound.gate import OutboundRequest
-from omnichannel.outbound.items import OutboundItem, OutboundQueue
+from omnichannel.outbound.items import SCHEDULED, OutboundItem, OutboundQueue
 from omnichannel.outbound.policy import CALLBACK, HOLD, REFUSE
 
 BOOKED = "booked"
@@ -61,7 +61,18 @@ async def book_callback(
         due = max(due, decision.not_before.timestamp())
     existing = await scheduled_callback(queue.store, conversation_id)
     if existing is not None:
-        if await queue.reschedule(conversation_id, existing.item_id, due):
+        # Its time and what it is about now (the order may have come up since).
+        payload = {**existing.payload, "opening": opening, "topic": topic}
+        moved = await queue.store.transition(
+            conversation_id,
+            existing.item_id,
+            (SCHEDULED,),
+            now=queue.clock(),
+            status=SCHEDULED,
+            due=due,
+            payload=payload,
+        )
+        if moved:
             return Booking(MOVED, existing, due)
     item = callback_item(
         conversation_id,

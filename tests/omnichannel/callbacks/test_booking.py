@@ -49,11 +49,14 @@ async def test_a_number_that_said_stop_is_refused_before_any_promise(redis_url: 
 async def test_booking_again_moves_the_waiting_callback(redis_url: str) -> None:
     queue = queue_at(redis_url, NOON)
     cid = await texted()
-    first = await book_callback(queue, cid, NOON + 3600, opening="Hi.", topic="40213")
-    again = await book_callback(queue, cid, NOON + 7200, opening="Hi.")
+    first = await book_callback(queue, cid, NOON + 3600, opening="Hi.")
+    again = await book_callback(
+        queue, cid, NOON + 7200, opening="About order 40213.", topic="40213"
+    )
     assert (first.result, again.result) == (BOOKED, MOVED)
     [item] = await callbacks_of(queue.store, cid)
     assert (item.status, item.due, item.payload["topic"]) == (SCHEDULED, NOON + 7200, "40213")
+    assert item.payload["opening"] == "About order 40213."
     assert item.customer_requested and item.source == "customer"
 
 
