@@ -276,6 +276,8 @@ class CallbackCalls:
         key = self.store.item_key(item.conversation_id, item.item_id)
         if await self.store.redis.hsetnx(key, ANSWERED_FIELD, "1"):
             metrics.CALLBACKS.labels(outcome=OUTCOME_ANSWERED).inc()
+            # The customer talked to us on the phone (the contact profile's channels seen).
+            await self.identity.record_channel(item.conversation_id, VOICE)
 
     async def status(self, call: Call, status: Optional[str], ended_reason: Optional[str]) -> None:
         """A ``status-update`` or ``end-of-call-report`` (status ``ended``) of a call."""
