@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SYSTEM_STAMP := var/.system-packages
 
-.PHONY: help install system-packages model run shell check unit integration test lint typecheck pytest validate responses preview conversations whatsapp-templates story-test nlu-test bench soak lock clean
+.PHONY: help install system-packages model run shell check unit integration test lint typecheck pytest validate responses preview conversations whatsapp-templates story-test nlu-test nlu-variations bench soak lock clean
 
 help:
 	@echo "make run     start Redis (embedded unless REDIS_URL is set), the action server and Rasa"
@@ -25,6 +25,8 @@ help:
 	@echo "make preview RESPONSE=utter_x   print a response as voice, SMS, WhatsApp and chat render it"
 	@echo "make whatsapp-templates     create and submit domain.yml's WhatsApp templates at Twilio"
 	@echo "make conversations          play tests/conversations/ against a running \`make run\`"
+	@echo "make nlu-test               NLU per channel style on held-out phrasings, and cross-validation"
+	@echo "make nlu-variations         regenerate data/nlu_generated.yml after editing data/nlu*.yml"
 	@echo "make lock    re-pin requirements.lock from requirements.in (and each image's share of it)"
 
 # Plain `rasa test` looks for test stories under "." (Rasa's DEFAULT_E2E_TESTS_PATH, walked with
@@ -134,9 +136,15 @@ story-test: model
 	@$(RASA_TEMPLATE_TRIM)
 	$(PY) -m devtools.evaluate stories
 
-# NLU cross-validation with a threshold and a per-intent report; results/nlu/.
-nlu-test: $(STAMP)
+# NLU: held-out phrasings per channel style (tests/nlu/), then cross-validation, each with
+# thresholds that fail the run; results/nlu/.
+nlu-test: model
 	$(PY) -m devtools.evaluate nlu
+
+# Regenerate data/nlu_generated.yml from the hand-written examples (typos, spoken numbers and
+# openings); a test fails while it is out of date.
+nlu-variations: $(STAMP)
+	$(PY) -m devtools.nlu_variations
 
 # The fast tier first (a lint error fails in seconds), then the rest side by side: the stories
 # and the NLU evaluation use the cores the integration tests leave while they wait on servers.

@@ -215,10 +215,29 @@ class ActionTrackingNumber(Action):
         return _send(tracking_reply(order), dispatcher, tracker)
 
 
+#: The ``offer`` slot value of "Do you want me to start a refund for order …?": a yes starts it.
+OFFER_REFUND = "request_refund"
+
+
+async def _refundable_order(
+    dispatcher: CollectingDispatcher, tracker: Tracker
+) -> Tuple[Optional[Order], List[EventType]]:
+    """The customer's order if a refund can start for it, else None with the answer given."""
+    order, events = await customers_order(dispatcher, tracker, "refund_form")
+    if order is not None and not order.refundable:
+        dispatcher.utter_message(
+            response="utter_refund_not_eligible",
+            order_number=order.number,
+            refund_reason=order.refund_reason or "it's outside our refund policy",
+        )
+        return None, events
+    return order, events
+
+
 class ActionRequestRefund(Action):
-    """Starts a refund request for the customer's order (kept in omnichannel/refunds.py) and,
-    where the customer can send one, invites a photo of the damage (action_receive_media adds
-    it to the request)."""
+    """A refund request for the order in the conversation: checked, then confirmed first. A
+    refund is not undone by a follow-up message, and a question about the policy can read like
+    a request, so no refund starts before the customer has said yes to this order."""
 
     def name(self) -> str:
         return "action_request_refund"
@@ -226,18 +245,37 @@ class ActionRequestRefund(Action):
     async def run(
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: Dict[str, Any]
     ) -> List[EventType]:
-        order, events = await customers_order(dispatcher, tracker, "refund_form")
+        order, events = await _refundable_order(dispatcher, tracker)
         if order is None:
             return events
-        if not order.refundable:
-            dispatcher.utter_message(
-                response="utter_refund_not_eligible",
-                order_number=order.number,
-                refund_reason=order.refund_reason or "it's outside our refund policy",
-            )
-            return []
+        dispatcher.utter_message(
+            response="utter_confirm_refund",
+            order_number=order.number,
+            order_description=order.description,
+        )
+        return [SlotSet("offer", OFFER_REFUND)]
+
+
+class ActionStartRefund(Action):
+    """The yes to "Do you want me to start a refund for order …?": the refund request starts
+    (kept in omnichannel/refunds.py) and, where the customer can send one, a photo of the damage
+    is invited (action_receive_media adds it to the request)."""
+
+    def name(self) -> str:
+        return "action_start_refund"
+
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: Dict[str, Any]
+    ) -> List[EventType]:
+        order, events = await _refundable_order(dispatcher, tracker)
+        if order is None:
+            return [*events, SlotSet("offer", None)]
         await RefundRequests().start(tracker.sender_id, order.number)
         dispatcher.utter_message(response="utter_refund_started", order_number=order.number)
         if current_channel(tracker) in PHOTO_CHANNELS:
             dispatcher.utter_message(response="utter_refund_photo_invite")
-        return [SlotSet("refund_order", order.number), SlotSet("refund_photo", False)]
+        return [
+            SlotSet("offer", None),
+            SlotSet("refund_order", order.number),
+            SlotSet("refund_photo", False),
+        ]

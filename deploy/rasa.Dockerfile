@@ -10,10 +10,15 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 COPY deploy/rasa.requirements.lock ./
 RUN pip install --no-cache-dir pip==24.0 && pip install --no-cache-dir -r rasa.requirements.lock
 
-# The model depends on config, domain and data only: trained before any code is copied, so a
-# code change reuses this layer instead of training again.
+# The model depends on config, domain, data and the NLU plug-ins config.yml names (the
+# customer-text tokenizer, spelling corrector, fallbacks and confirmation gate) only: trained
+# before the rest of the code is copied, so another code change reuses this layer.
 COPY config.yml domain.yml ./
 COPY data/ data/
+COPY omnichannel/__init__.py omnichannel/
+COPY omnichannel/nlu/ omnichannel/nlu/
+COPY connectors/__init__.py connectors/
+COPY connectors/nlu/ connectors/nlu/
 RUN python -m rasa train --config config.yml --domain domain.yml --data data --out models \
     --fixed-model-name omni
 

@@ -17,7 +17,9 @@ from pathlib import Path
 
 #: The project root (the image of deploy/rasa.Dockerfile copies only devtools/ of the tooling).
 ROOT = Path(__file__).resolve().parent.parent
-TRAINING_INPUTS = ("config.yml", "domain.yml", "data")
+#: What training reads: the assistant's files and the code of its NLU plug-ins (a change to how
+#: customer text is normalised changes the model).
+TRAINING_INPUTS = ("config.yml", "domain.yml", "data", "omnichannel/nlu", "connectors/nlu")
 MODELS_DIR = ROOT / "models"
 
 
@@ -25,7 +27,11 @@ def training_fingerprint(root: Path = ROOT) -> str:
     digest = hashlib.sha256()
     for name in TRAINING_INPUTS:
         path = root / name
-        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        files = (
+            sorted(p for p in path.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+            if path.is_dir()
+            else [path]
+        )
         for file in files:
             digest.update(str(file.relative_to(root)).encode())
             digest.update(file.read_bytes())

@@ -9,10 +9,11 @@ responses that ``actions/``, ``connectors/`` and ``omnichannel/`` name (a string
 ``"utter_…"``, or an f-string starting with one, which covers every response with that prefix)
 are used; so are the responses Rasa sends itself (``utter_default``, a form's
 ``utter_ask_<slot>``) and those designers marked sendable by the notifications API
-(``metadata.notification: true``); that warning about them is dropped, as is the one
-warning Rasa 3.6 raises on every project whatever its data. Every other warning fails the run,
-an unused response included, and so does a response the code names that the domain lacks (the
-customer would get nothing).
+(``metadata.notification: true``); that warning about them is dropped, as is the one warning
+Rasa 3.6 raises on every project whatever its data, and the one about ``nlu_confirm``, an intent
+the NLU pipeline sets (the confirmation gate) that no example trains. Every other warning fails
+the run, an unused response included, and so does a response the code names that the domain
+lacks (the customer would get nothing).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import warnings
 from pathlib import Path
 from typing import Iterable, List, Set, Tuple
 
+from omnichannel.nlu.confirmation import CONFIRM_INTENT
 from testkit.processes import ROOT
 
 CODE_DIRECTORIES = ("actions", "connectors", "omnichannel")
@@ -35,6 +37,12 @@ RASA_RESPONSES = frozenset({"utter_default"})
 #: Warnings Rasa 3.6 raises on every project whatever the data (``validate_slot_mappings``
 #: always warns that slot auto-fill was removed in 3.0): they say nothing about this one.
 RASA_UNCONDITIONAL = ("Slot auto-fill has been removed in 3.0",)
+#: Intents no example trains: the NLU pipeline sets them (the confirmation gate's), so Rasa's
+#: "listed in the domain file, but is not found in the NLU training data" is not about the data.
+PIPELINE_INTENTS = frozenset({CONFIRM_INTENT})
+_NOT_TRAINED = re.compile(
+    r"The intent '(\w+)' is listed in the domain file, but is not found in the NLU training data\."
+)
 _RESPONSE_NAME = re.compile(r"utter_[a-z0-9_]+")
 _UNUSED = re.compile(r"The utterance '(utter_[a-z0-9_]+)' is not used in any story or rule\.")
 
@@ -120,6 +128,10 @@ def validate(root: Path = ROOT) -> Tuple[bool, List[str], Set[str]]:
             or unused.group(1) in RASA_RESPONSES | asked | notifications
         ):
             dropped.add(unused.group(1))
+        elif (untrained := _NOT_TRAINED.fullmatch(message)) and untrained.group(1) in (
+            PIPELINE_INTENTS
+        ):
+            dropped.add(untrained.group(1))
         elif message.startswith(RASA_UNCONDITIONAL):
             dropped.add(message[:40])
         else:

@@ -128,12 +128,14 @@ _DIGIT_WORDS = {
     word: str(digit)
     for digit, word in enumerate("zero one two three four five six seven eight nine".split())
 }
+#: A zero said as the letter ("seven seven eight oh one").
+_DIGIT_WORDS["oh"] = "0"
 _NUMBER_TOKEN = re.compile(r"\d|[a-z]+")
 
 
 def order_digits(number: str) -> str:
     """The digits of an order number as a customer gives it: "12345", "#12345", "1 2 3 4 5"
-    or, from a voice transcript, "one two three four five"."""
+    or, from a voice transcript, "one two three four five" (a zero also as "oh")."""
     tokens = _NUMBER_TOKEN.findall(str(number).lower())
     return "".join(
         _DIGIT_WORDS.get(token, token)

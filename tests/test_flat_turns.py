@@ -125,7 +125,9 @@ async def _scenario(
     assert prompt[-1] == f"[{kind}] {GIBBERISH}"
 
     await _digress(channel, DIGRESSIONS, form_asks=False)
-    refund = await channel.turn("I'd like to return my order")
+    asked = await channel.turn("I'd like to return my order")
+    assert f"start a refund for order {channel.number(order)}" in asked, asked
+    refund = await channel.turn("yes")
     assert f"refund request for order {channel.number(order)}" in refund, refund
 
     if kind == "voice":

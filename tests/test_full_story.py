@@ -97,6 +97,10 @@ async def test_call_then_sms_then_chat_is_one_conversation(
         assert rest[0]["text"].startswith("Here's the rest of the refund policy: You can return")
         refund = await chat_turn(ws, "I'd like to return my order")
         assert [m["text"] for m in refund] == [
+            f"Do you want me to start a refund for order {order} (Trail running shoes)?"
+        ]
+        started = await chat_turn(ws, "yes")
+        assert [m["text"] for m in started] == [
             f"I've started a refund request for order {order}. You'll get a return label by email "
             "within the hour. Here's how to pack the item:",
             "If it arrived damaged, send a photo of it here and I'll add it to your refund "

@@ -94,9 +94,12 @@ async def test_whatsapp_quick_reply_photo_call_and_a_template_a_day_later(
         conversation = await conversation_of(rasa_stack, number)
         assert conversation is not None
 
-        # 3. The order number: the refund starts, with the packing picture as WhatsApp media
-        #    (its caption the text) and the invitation to send a photo.
-        started = whatsapp(rasa_stack, fake_twilio, number, order)
+        # 3. The order number: asked to confirm it (refunds are never started on a guess);
+        #    on the yes the refund starts, with the packing picture as WhatsApp media (its
+        #    caption the text) and the invitation to send a photo.
+        [confirm] = whatsapp(rasa_stack, fake_twilio, number, order)
+        assert confirm.startswith(f"Do you want me to start a refund for order {order} (")
+        started = whatsapp(rasa_stack, fake_twilio, number, "yes")
         assert started == [
             f"I've started a refund request for order {order}. You'll get a return label by "
             "email within the hour. Here's how to pack the item:",

@@ -139,12 +139,46 @@ def test_a_wrong_number_is_asked_again_for_the_same_request(rasa_stack: RasaStac
 
     assert wrong == [NOT_FOUND.format("99999"), ASK_NUMBER]
     # The corrected number answers the refund request, not an order-status question.
-    assert corrected == [
+    assert corrected == [f"Do you want me to start a refund for order {number} (Wool sweater)?"]
+    assert texts(say(rasa_stack, sender, "yes", channel="chat")) == [
         f"I've started a refund request for order {number}. You'll get a return label by email "
         "within the hour. Here's how to pack the item:",
         "",  # Rasa's REST channel sends the picture as a message of its own
         "If it arrived damaged, send a photo of it here and I'll add it to your refund request.",
     ]
+
+
+def _refunds_started(stack: RasaStack, sender: str) -> list:
+    return [
+        e
+        for e in tracker(stack, sender)["events"]
+        if e["event"] == "bot" and "started a refund" in (e.get("text") or "")
+    ]
+
+
+def test_no_refund_starts_without_a_yes(rasa_stack: RasaStack) -> None:
+    sender, number = customer_with_order(rasa_stack, like="55555")
+
+    asked = texts(say(rasa_stack, sender, f"I want to return order {number}", channel="sms"))
+    declined = texts(say(rasa_stack, sender, "no", channel="sms"))
+
+    assert asked == [f"Do you want me to start a refund for order {number} (Wool sweater)?"]
+    assert declined == ["No problem. Anything else I can help with?"]
+    assert _refunds_started(rasa_stack, sender) == []
+    assert tracker(rasa_stack, sender)["slots"]["offer"] is None
+    # A later yes (to nothing) starts nothing either.
+    say(rasa_stack, sender, "yes", channel="sms")
+    assert _refunds_started(rasa_stack, sender) == []
+
+
+def test_a_call_hears_the_refund_question_in_its_spoken_form(rasa_stack: RasaStack) -> None:
+    sender, number = customer_with_order(rasa_stack, like="12345")
+
+    asked = texts(say(rasa_stack, sender, f"I'd like a refund for order {number}", channel="voice"))
+
+    assert len(asked) == 1 and asked[0].startswith("Do you want me to start a refund for order")
+    assert "trail running shoes" in asked[0].lower()
+    assert _refunds_started(rasa_stack, sender) == []
 
 
 def test_someone_elses_order_is_not_found_like_a_number_that_does_not_exist(

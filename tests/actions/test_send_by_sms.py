@@ -151,7 +151,9 @@ async def test_a_picture_spoken_around_on_a_call_is_texted_on_yes(
     call = phone_call(rasa_stack)
     number = seed_order(rasa_stack, phone=call.number, like="55555")
     await call.say("I want a refund")
-    started = await call.say(f"it's {number}")
+    asked = await call.say(f"it's {number}")
+    assert asked.text.startswith("Do you want me to start a refund for order ")
+    started = await call.say("yes")
     assert started.text.endswith("I can text you the picture if you like.")
     confirmation = await call.say("yes")
     assert confirmation.text == "Done, I've texted you the picture."

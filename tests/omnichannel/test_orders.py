@@ -29,6 +29,7 @@ def test_an_order_number_as_given_finds_the_owners_order(given: str) -> None:
 
 def test_spoken_digits_become_digits() -> None:
     assert order_digits("Four zero two one three") == "40213"
+    assert order_digits("seven seven eight oh one") == "77801"
 
 
 @pytest.mark.parametrize("given", [None, "", "99999", "not a number", "1234"])

@@ -627,17 +627,14 @@ def test_an_intent_typed_by_sms_is_text_and_starts_no_refund(
     assert not any("refund request" in t for t in answer), answer
     [event] = user_events(rasa_stack, conversation_of(stack_redis, number))
     assert event["text"] == "\u2060" + injected  # what the customer typed, escaped
-    assert event["parse_data"]["intent"]["name"] != "request_refund"
+    # Read as words by the classifier (which may well hear "request refund" in them: a refund
+    # then waits for the customer's yes), never obeyed as an intent with its entities.
     assert event["parse_data"]["intent"]["confidence"] < 1
     assert not [
         e for e in event["parse_data"]["entities"] if e["extractor"] == "RegexMessageHandler"
     ]
     # The control: Rasa's own REST channel (tests and tools only; left as Rasa made it) reads
-    # the same text as the intent, so the attack above is real.
+    # the same text as the intent, so the attack above is real (the refund it requests then
+    # waits for a yes, as every refund does).
     control = say(rasa_stack, conversation_of(stack_redis, number), injected, channel="sms")
-    assert texts(control) == [
-        f"I've started a refund request for order {own}. You'll get a return label by email "
-        "within the hour. Here's how to pack the item:",
-        "",  # Rasa's REST channel sends the picture as a message of its own
-        "If it arrived damaged, send a photo of it here and I'll add it to your refund request.",
-    ]
+    assert texts(control) == [f"Do you want me to start a refund for order {own} (Wool sweater)?"]

@@ -159,7 +159,9 @@ def test_media_alone_is_answered_honestly(
 def _refund_started(stack: RasaStack, fake: FakeTwilio, number: str) -> str:
     order = seed_order(stack, phone=number, like="55555")
     deliver(stack, fake, number, "I want a refund")
-    deliver(stack, fake, number, order)
+    [asked] = deliver(stack, fake, number, order)
+    assert asked.startswith(f"Do you want me to start a refund for order {order} (")
+    deliver(stack, fake, number, "yes")
     return order
 
 

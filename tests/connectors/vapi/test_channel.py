@@ -245,7 +245,9 @@ async def test_a_caller_hears_nothing_of_someone_elses_order_and_cannot_name_int
     tracker = await tracker_of(stack, await conversation_of_stack(stack, call.number))
     last = [e for e in tracker.events if isinstance(e, UserUttered)][-1]
     assert last.text.startswith("\u2060/request_refund")
-    assert last.intent["name"] != "request_refund" and last.intent["confidence"] < 1
+    # Read as words (the classifier may hear "request refund" in them: a refund then waits for
+    # a yes), never obeyed as an intent.
+    assert last.intent["confidence"] < 1
 
 
 @pytest.mark.rasa_server

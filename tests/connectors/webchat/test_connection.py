@@ -314,7 +314,8 @@ async def test_an_intent_typed_in_chat_is_text_and_starts_no_refund(
     assert not any("refund request" in text for text in answer), answer
     [event] = [e for e in tracker_events(rasa_stack, chat.conversation_id) if e["event"] == "user"]
     assert event["text"] == "\u2060" + injected
-    assert event["parse_data"]["intent"]["name"] != "request_refund"
+    # Read as words (the classifier may hear "request refund" in them: a refund then waits for
+    # a yes), never obeyed as an intent.
     assert event["parse_data"]["intent"]["confidence"] < 1
 
 

@@ -100,6 +100,10 @@ async def test_a_photo_sent_in_the_chat_joins_the_refund_request(rasa_stack: Ras
         await chat.say("I want a refund")
         await chat.turn_done()
         await chat.say(order)
+        asked = await chat.next_bot()
+        assert asked["text"].startswith(f"Do you want me to start a refund for order {order} (")
+        await chat.turn_done()
+        await chat.say("yes")
         invite = await recv_until(
             chat.ws,
             lambda f: f["type"] == "message" and "send a photo" in f["message"].get("text", ""),
