@@ -194,6 +194,14 @@ def error_label(code: Optional[str]) -> str:
 
 
 #: The exporter's address unless METRICS_ADDRESS says otherwise: only this host can scrape.
+CALLBACKS = Counter(
+    "omnichannel_callbacks",
+    "Callbacks by phone, by outcome: scheduled, moved, cancelled (by the customer or an agent); "
+    "placed (VAPI took the call), retried (VAPI refused for now), reconciled (a dial found the "
+    "call an earlier attempt made); answered; completed, not_answered, failed, refused.",
+    ["outcome"],
+)
+
 DEFAULT_METRICS_ADDRESS = "127.0.0.1"
 
 #: Outcomes of a call to Chatwoot's Application API (the ``outcome`` label of

@@ -103,8 +103,22 @@ class Settings:
     #: Our WhatsApp sender (``whatsapp:+1…``) for messages to a customer who has not written to
     #: a sender of ours lately; None: ``TWILIO_PHONE_NUMBER`` on WhatsApp.
     twilio_whatsapp_number: Optional[str] = None
+    #: VAPI's REST API, for calls we place (callbacks): the org's private API key, the imported
+    #: phone number calls go out from, and the saved assistant that takes them (None: the same
+    #: transient assistant ``assistant-request`` answers with). Callbacks are offered only when
+    #: the key and the phone number id are set (:attr:`places_calls`).
+    vapi_api_key: Optional[str] = None
+    vapi_phone_number_id: Optional[str] = None
+    vapi_assistant_id: Optional[str] = None
+    #: Another base URL for VAPI's REST API (the local fake); None: https://api.vapi.ai.
+    vapi_api_base_url: Optional[str] = None
     #: The shop's backend's key for the notifications API (its own identity).
     notifications_api_key: Optional[str] = None
+
+    @property
+    def places_calls(self) -> bool:
+        """True when this deployment can place outbound calls through VAPI."""
+        return bool(self.vapi_api_key and self.vapi_phone_number_id)
 
     @property
     def whatsapp_sender(self) -> Optional[str]:
@@ -216,6 +230,10 @@ class Settings:
             inbox_jwt_audience=get("INBOX_JWT_AUDIENCE") or DEFAULT_INBOX_AUDIENCE,
             max_concurrent_turns=int(turns),
             twilio_whatsapp_number=whatsapp,
+            vapi_api_key=get("VAPI_API_KEY"),
+            vapi_phone_number_id=get("VAPI_PHONE_NUMBER_ID"),
+            vapi_assistant_id=get("VAPI_ASSISTANT_ID"),
+            vapi_api_base_url=(get("VAPI_API_BASE_URL") or "").rstrip("/") or None,
             notifications_api_key=get("NOTIFICATIONS_API_KEY"),
         )
 
@@ -272,6 +290,10 @@ _VARIABLES = _REDIS_VARIABLES + (
     "INBOX_JWT_AUDIENCE",
     "MAX_CONCURRENT_TURNS",
     "TWILIO_WHATSAPP_NUMBER",
+    "VAPI_API_KEY",
+    "VAPI_PHONE_NUMBER_ID",
+    "VAPI_ASSISTANT_ID",
+    "VAPI_API_BASE_URL",
     "NOTIFICATIONS_API_KEY",
 )
 #: Variables no longer read, refused at start-up with what replaces them.

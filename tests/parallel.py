@@ -39,6 +39,7 @@ SECONDS = {
     "tests/connectors/webchat/test_turns.py": 45,
     "tests/test_rasa_server.py": 45,
     "tests/connectors/twilio_sms/test_channel.py": 40,
+    "tests/connectors/vapi/test_callbacks.py": 45,
     "tests/testkit/test_redis_topologies.py": 40,
     "tests/actions/test_barge_in.py": 40,
 }

@@ -17,6 +17,9 @@ real clients and the real senders' retry habits; and the checks of what became o
 
 - **The shop's backend**: notifications (``POST /webhooks/notifications/send``) to customers who
   texted, one each, retried with the same idempotency key on a failure, a 5xx or a 409.
+- **Callbacks**: a customer texts "please call me back now" (an SMS like any other); each one
+  promised a call must get exactly one, placed through the fake VAPI API by whichever replica
+  claims it, through kills and restarts.
 
 Every customer waits for the reply to a message before the next one, so replies are countable
 per message. :class:`Traffic` records each message (:class:`Sent`); :func:`check` reads the
@@ -86,6 +89,12 @@ MAX_ATTEMPTS = 8
 #: The channels' explicit apologies (a chat refuses with an error frame instead).
 APOLOGIES = {SMS: SMS_APOLOGY, VOICE: VOICE_APOLOGY}
 
+
+#: A customer asking to be called back arrives every this many seconds.
+CALLBACK_EVERY_SECONDS = (2.0, 4.0)
+CALLBACK_REQUEST = "please call me back now"
+#: The reply that promises the call (domain.yml's utter_callback_now).
+CALLBACK_PROMISE = "We'll call you in a moment"
 
 #: The shop's backend: one notification (to a customer who texted) every this many seconds.
 NOTIFY_EVERY_SECONDS = (0.5, 1.5)
@@ -177,6 +186,10 @@ class Traffic:
     #: The shop's backend sends notifications to customers who texted (0: it does not).
     notify: bool = True
     notifications: List[Notified] = field(default_factory=list)
+    #: Customers ask to be called back now and then (0: they do not).
+    callbacks: bool = True
+    #: Their requests (SMS messages), as they saw them.
+    callback_requests: List[Sent] = field(default_factory=list)
     #: Numbers whose text was accepted and that got no notification yet.
     _texters: List[str] = field(default_factory=list)
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)
@@ -207,6 +220,8 @@ class Traffic:
         ]
         if self.notify:
             slots.append(self._slot(self._shop))
+        if self.callbacks:
+            slots.append(self._slot(self._call_me_back))
         await asyncio.gather(*slots)
 
     async def _slot(self, customer) -> None:
@@ -290,6 +305,16 @@ class Traffic:
                 item.reply, item.replied_at = later[0].body, later[0].received_at
                 return
             await asyncio.sleep(0.1)
+
+    # -- callbacks --------------------------------------------------------------------------------
+
+    async def _call_me_back(self) -> None:
+        """A new customer texts that they want a call now (one request each)."""
+        await asyncio.sleep(random.uniform(*CALLBACK_EVERY_SECONDS))
+        number = _fresh_phone()
+        async with httpx.AsyncClient(timeout=SMS_TIMEOUT) as client:
+            await self._text(client, number, CALLBACK_REQUEST)
+        self.callback_requests += [item for item in self.sent if item.customer == number]
 
     # -- the shop's backend -----------------------------------------------------------------------
 

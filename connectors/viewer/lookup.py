@@ -16,9 +16,11 @@ from typing import Any, Dict, Optional
 from connectors.event_log.reading import CHANNEL_LOOKBACK_EVENTS
 from connectors.viewer.timeline import Masker, build_timeline
 from connectors.viewer.wire import Query
+from omnichannel.callbacks.items import call_fields, callback_entry
 from omnichannel.channels import kind_of_event
 from omnichannel.identity import IdentityStore
 from omnichannel.outbound.items import OutboundItem, OutboundStore
+from omnichannel.outbound.policy import CALLBACK
 from omnichannel.receipts import Receipts
 from omnichannel.redis_client import REDIS_FAILURES, StateUnavailable
 from omnichannel.refunds import RefundRequests
@@ -66,7 +68,11 @@ async def timeline_page(identity: IdentityStore, store: Any, query: Query) -> Di
     try:
         receipts = await Receipts(identity.redis).all(conversation_id)
         refunds = await RefundRequests(identity.redis).all(conversation_id)
-        outbound = await OutboundStore().of_conversation(conversation_id)
+        outbound_store = OutboundStore()
+        outbound = [
+            await outbound_entry_of(outbound_store, item)
+            for item in await outbound_store.of_conversation(conversation_id)
+        ]
     except REDIS_FAILURES as error:
         raise StateUnavailable(f"receipts unreadable ({type(error).__name__})") from error
     entries = build_timeline(
@@ -96,17 +102,34 @@ async def timeline_page(identity: IdentityStore, store: Any, query: Query) -> Di
         "page": {"start": start, "stop": stop},
         "older_before": start if start > 0 else None,
         "entries": entries,
-        "outbound": [outbound_entry(item) for item in outbound],
+        "outbound": outbound,
     }
 
 
-def outbound_entry(item: OutboundItem) -> Dict[str, Any]:
-    """A business-initiated item as the viewer lists it: what, its status and why, when."""
+def outbound_entry(item: OutboundItem, call: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
+    """A business-initiated item as the viewer lists it: what, its status and why, when. A
+    callback (``call``: its call's progress) says what it is about, its call's id and how the
+    call went (placed, answered, completed, or why it failed)."""
+    if item.kind == CALLBACK:
+        entry = callback_entry(item, call or {})
+        topic = entry.pop("topic")
+        return {
+            **entry,
+            "response": "call back" + (f" about order {topic}" if topic else ""),
+            "slots": {},
+        }
     return {
         **item.as_dict(),
         "response": item.payload.get("response"),
         "slots": item.payload.get("slots") or {},
     }
+
+
+async def outbound_entry_of(store: OutboundStore, item: OutboundItem) -> Dict[str, Any]:
+    """:func:`outbound_entry`, with a callback's call progress read from the store."""
+    if item.kind == CALLBACK:
+        return outbound_entry(item, await call_fields(store, item))
+    return outbound_entry(item)
 
 
 async def recent_outbound(status: Optional[str], limit: int) -> Dict[str, Any]:
@@ -117,7 +140,8 @@ async def recent_outbound(status: Optional[str], limit: int) -> Dict[str, Any]:
     try:
         items = await store.recent(limit if status is None else limit * 5)
         refusals = await store.refusals(limit)
+        wanted = [item for item in items if status is None or item.status == status][:limit]
+        entries = [await outbound_entry_of(store, item) for item in wanted]
     except REDIS_FAILURES as error:
         raise StateUnavailable(f"outbound items unreadable ({type(error).__name__})") from error
-    wanted = [item for item in items if status is None or item.status == status][:limit]
-    return {"items": [outbound_entry(item) for item in wanted], "refusals": refusals}
+    return {"items": entries, "refusals": refusals}

@@ -305,7 +305,9 @@
       (item.response || "") + (slots ? " (" + slots + ")" : ""),
       item.status,
       item.channel || "—",
-      item.reason || "—",
+      // A callback's call: how it went ("answered", "completed", or why it failed).
+      [item.reason, item.call && item.call !== item.reason ? "call " + item.call : ""]
+        .filter(Boolean).join("; ") || "—",
       item.due ? when(item.due) : "—",
       when(item.updated),
     ].forEach(function (text) { row.appendChild(el("td", "", text)); });
