@@ -13,6 +13,8 @@ from omnichannel import erasure
 from omnichannel.addresses import phone_address
 from omnichannel.handoff.store import HandoffStore
 from omnichannel.identity import IdentityStore
+from omnichannel.outbound.consent import OPT_OUT, ConsentStore
+from omnichannel.outbound.items import OutboundStore
 from omnichannel.redis_client import conversation_key, global_key
 
 
@@ -64,5 +66,36 @@ async def test_registered_erasers_and_work_kinds_are_erased_with_the_conversatio
         assert await client.get(kept) == other.encode()
         assert await client.zrange(index, 0, -1) == [json.dumps([other, "job-2"]).encode()]
         assert again.as_dict()["erased"] is False and again.parts == {"desk": 0}
+    finally:
+        await client.close()
+
+
+async def test_a_stop_outlives_the_erasure_and_outbound_indexes_lose_the_conversation(
+    redis_url: str,
+) -> None:
+    """Forgetting a customer who said STOP must not make their number textable again, and the
+    outbound queue's global indexes must not keep naming the erased conversation."""
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        phone = phone_address("+14155550177")
+        cid = await IdentityStore(client).resolve_conversation(phone, channel="sms")
+        other = await IdentityStore(client).resolve_conversation(
+            phone_address("+14155550178"), channel="sms"
+        )
+        consent = ConsentStore(client)
+        await consent.record(phone, OPT_OUT, "sms_keyword")
+        for index in (OutboundStore.DUE_KEY, OutboundStore.RECENT_KEY):
+            await client.zadd(
+                index, {json.dumps([cid, "n-1"]): 1, json.dumps([other, "n-2"]): 2}
+            )
+
+        receipt = await erasure.erase(client, cid)
+
+        assert receipt.erased
+        assert not await client.exists(phone.record_key)
+        assert (await consent.current(phone)).state == OPT_OUT
+        assert [entry.action for entry in await consent.history(phone)] == [OPT_OUT]
+        for index in (OutboundStore.DUE_KEY, OutboundStore.RECENT_KEY):
+            assert await client.zrange(index, 0, -1) == [json.dumps([other, "n-2"]).encode()]
     finally:
         await client.close()
