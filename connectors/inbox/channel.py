@@ -16,6 +16,8 @@ JWT>`` (:mod:`.auth`) and a JSON body (:mod:`.requests`), and answers JSON:
   WhatsApp bubbles); with ``conversation_id``, also how it would go now (``route``: in
   WhatsApp's window, ``held`` until the customer writes, by SMS instead; or ``refused``).
 - ``POST /api/note``: an internal note (``note_id``, ``text``); customers never see notes.
+- ``POST /api/callback``: the assistant calls the customer back (``when``, in words; empty:
+  now) on the conversation's own number (:mod:`.callbacks`); the answer says when, or why not.
 - ``WS /ws``: live updates (:mod:`.live`).
 
 Errors: 401 (no or bad agent token: customers' and operators' tokens included), 400, 404, 409,
@@ -41,11 +43,13 @@ from connectors.handoff.engine import INBOX, HandoffEngine, Unreachable, handoff
 from connectors.http_limits import ChannelBlueprint, bounded_body
 from connectors.inbox import views
 from connectors.inbox.auth import AgentRefused, AgentVerifier, SignedInAgent, bearer_token
+from connectors.inbox.callbacks import opening_of, refused, request_callback
 from connectors.inbox.live import InboxSocket
 from connectors.inbox.requests import (
     MAX_BODY_BYTES,
     BadRequest,
     Body,
+    CallbackRequest,
     Claim,
     Conversation,
     Note,
@@ -58,11 +62,14 @@ from connectors.inbox.requests import (
 from connectors.static_pages import add_page_routes
 from connectors.viewer.lookup import NotFound
 from omnichannel import audit
+from omnichannel.callbacks.times import callback_hours
 from omnichannel.channels import SMS, WHATSAPP
+from omnichannel.errors import ConfigError
 from omnichannel.handoff.state import TransitionRefused
 from omnichannel.identity import IdentityStore
 from omnichannel.metrics import ROUTE_SMS_FALLBACK
 from omnichannel.options import ConnectorOptions
+from omnichannel.outbound.items import outbound_queue
 from omnichannel.redis_client import REDIS_FAILURES, StateUnavailable, redis_client
 from omnichannel.rendering.chat import render_chat
 from omnichannel.rendering.messages import BotMessage
@@ -222,6 +229,34 @@ class InboxInput(InputChannel):
             )
             return {"note": saved}
 
+        async def callback(agent: SignedInAgent, body: CallbackRequest) -> Any:
+            if await self.engine().store.get(body.conversation_id) is None:
+                raise NotFound("no hand-off for that conversation")
+            if not load_settings().places_calls:
+                return {"callback": refused("not_set_up")}
+            try:
+                hours = callback_hours()
+            except ConfigError as error:
+                logger.error("inbox: callback hours unreadable: %s", error)
+                return {"callback": refused("not_set_up")}
+            rasa = agent_of()
+            responses = rasa.domain.responses if rasa and rasa.domain else {}
+            answer = await request_callback(
+                outbound_queue(self.redis_url),
+                hours,
+                body.conversation_id,
+                body.when,
+                opening_of(responses),
+                IdentityStore(redis_client(self.redis_url)),
+            )
+            await audit.record(
+                redis_client(self.redis_url),
+                f"agent:{agent.actor.id}",
+                "inbox.callback",
+                body.conversation_id,
+            )
+            return {"callback": answer}
+
         async def preview(agent: SignedInAgent, body: Preview) -> Any:
             shown = preview_reply(body.channel, body.text, agent.actor.name)
             if body.conversation_id is None:
@@ -241,6 +276,7 @@ class InboxInput(InputChannel):
         api("reply", Reply, reply, status=202)
         api("note", Note, note)
         api("preview", Preview, preview)
+        api("callback", CallbackRequest, callback)
 
         @bp.websocket("/ws")
         async def socket(request: Request, ws: Any) -> None:

@@ -60,6 +60,11 @@ class Note(Conversation):
     text: str = Field(..., min_length=1, max_length=MAX_TEXT_CHARS)
 
 
+class CallbackRequest(Conversation):
+    #: When the assistant should call, in words ("now", "tomorrow at 10am"); empty: now.
+    when: str = Field(default="", max_length=200)
+
+
 class Preview(Body):
     channel: str = Field(..., regex=CHANNEL)
     text: str = Field(..., max_length=MAX_TEXT_CHARS)

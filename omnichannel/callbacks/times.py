@@ -51,7 +51,7 @@ _CLOCK_MERIDIEM = re.compile(r"(?<![\d:.])(\d{1,2})(?:[:.](\d{2}))?\s*(a\.?m\.?|
 _CLOCK_24 = re.compile(r"(?<![\d:])([01]?\d|2[0-3]):([0-5]\d)(?![\d:])")
 _CLOCK_AT = re.compile(r"\b(?:at|around|about|by)\s+(\d{1,2})(?![\d:])(?!\s*(?:mins?|minutes?))")
 _OCLOCK = re.compile(r"(?<![\d:])(\d{1,2})\s*o'?\s?clock\b")
-_HOUR_WORDS = ("one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve")
+_HOUR_WORDS = "one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve"
 _HALF_PAST = re.compile(r"\b(half|quarter) (past|after|to) (\d{1,2}|" + _HOUR_WORDS + r")\b")
 _NOON = re.compile(r"\b(noon|midday|12 noon)\b")
 _TODAY = re.compile(r"\b(today|this (?:morning|afternoon|evening)|tonight)\b")
@@ -126,6 +126,11 @@ def _clock(text: str) -> Optional[tuple[int, int]]:
     if match:
         return (_PARTS_OF_DAY[match.group(1)], 0)
     return None
+
+
+def says_now(text: str) -> bool:
+    """The text asks for now in so many words ("now", "asap", "right away")."""
+    return bool(_NOW.search(" ".join(text.lower().split())))
 
 
 def requested_time(text: str) -> Union[RequestedTime, Unclear]:

@@ -19,7 +19,7 @@ from testkit.fake_twilio import FakeTwilio
 from testkit.stack import RasaStack
 from testkit.vapi_call import VapiCall
 from tests.browser.test_widget import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
-from tests.connectors.inbox.helpers import token_for, wait_for
+from tests.connectors.inbox.helpers import cancel_callbacks, token_for, wait_for
 from tests.connectors.twilio_sms.helpers import conversation_of
 from tests.connectors.webchat.helpers import (
     fresh_phone,
@@ -228,3 +228,39 @@ def test_customers_words_are_inert_in_the_inbox(rasa_stack: RasaStack, stack_red
                 assert inbox.locator(f"#i-main {tag}").count() == 0, tag
         finally:
             browser.close()
+
+
+def test_an_agent_books_a_callback_and_sees_it_listed(rasa_stack: RasaStack, stack_redis) -> None:
+    phone = fresh_phone()
+    text_from_phone(rasa_stack, phone, "i want to talk to a person")
+    cid = conversation_of(stack_redis, phone)
+    agent = token_for(rasa_stack, "Dana")
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(
+                executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+            )
+            try:
+                inbox = browser.new_page(viewport={"width": 1200, "height": 1400})
+                inbox.goto(f"{rasa_stack.base_url}/webhooks/inbox/#token={agent}")
+                inbox.locator(f'#i-queue li[data-conversation="{cid}"] button').click()
+                expect(inbox.locator("#i-outbound-empty")).to_be_visible()
+                when = inbox.get_by_label("Call the customer back")
+                when.fill("whenever")  # no time named: refused, not read as "now"
+                inbox.get_by_role("button", name="Book a callback").click()
+                expect(inbox.locator("#i-callback-result")).to_contain_text("Not booked")
+                expect(inbox.locator("#i-outbound li")).to_have_count(0)
+                when.fill("tomorrow at 10am")
+                inbox.get_by_role("button", name="Book a callback").click()
+                expect(inbox.locator("#i-callback-result")).to_contain_text(
+                    "Callback booked: the assistant calls tomorrow at 10:00"
+                )
+                listed = inbox.locator("#i-outbound li.i-outbound-scheduled")
+                expect(listed).to_have_count(1)
+                expect(listed).to_contain_text("Callback")
+                expect(listed).to_contain_text("scheduled")
+                expect(listed).to_contain_text("asked by agent")
+            finally:
+                browser.close()
+    finally:
+        cancel_callbacks(rasa_stack, cid)

@@ -234,6 +234,8 @@
     $("i-conversation").hidden = false;
     $("i-timeline").replaceChildren();
     $("i-notes").replaceChildren();
+    $("i-callback-result").textContent = "";
+    showOutbound([]);
     $("i-title").textContent = "Conversation " + conversationId;
     renderQueue();
     watch(conversationId).then(function () { load(conversationId); });
@@ -258,6 +260,7 @@
       } else {
         entries.slice().reverse().forEach(function (entry) { addEntry(entry, true); });
       }
+      if (before === undefined) showOutbound(data.timeline.outbound);
       Object.keys(data.statuses).forEach(function (id) { showStatus(id, data.statuses[id]); });
       current.older = data.timeline.older_before;
       $("i-older").hidden = current.older === null;
@@ -407,6 +410,52 @@
     $("i-notes").appendChild(li);
   }
 
+  // Notifications and callbacks of this conversation, as the viewer lists them (text only).
+  var OUTBOUND_STATES = { scheduled: "scheduled", queued: "queued", sending: "sending", sent: "sent", refused: "refused", failed: "failed", cancelled: "cancelled" };
+
+  function outboundNode(item) {
+    var li = el("li", "i-outbound-item i-outbound-" + item.status);
+    li.dataset.item = item.id || "";
+    var slots = Object.keys(item.slots || {}).map(function (name) { return name + "=" + item.slots[name]; }).join(", ");
+    li.appendChild(el("span", "i-who", item.kind === "callback" ? "Callback" : "Notification"));
+    li.appendChild(document.createTextNode(" "));
+    li.appendChild(el("span", "i-text", (item.response || "") + (slots ? " (" + slots + ")" : "")));
+    li.appendChild(document.createTextNode(" · "));
+    li.appendChild(el("span", "i-outbound-status", OUTBOUND_STATES[item.status] || item.status));
+    var why = [item.reason, item.call && item.call !== item.reason ? "call " + item.call : ""].filter(Boolean).join("; ");
+    if (why) li.appendChild(document.createTextNode(": " + why));
+    if (item.source) li.appendChild(document.createTextNode(" · asked by " + item.source));
+    if (item.due) li.appendChild(document.createTextNode(" · due " + new Date(item.due * 1000).toLocaleString()));
+    return li;
+  }
+
+  function showOutbound(list) {
+    list = list || [];
+    $("i-outbound").replaceChildren.apply($("i-outbound"), list.map(outboundNode));
+    $("i-outbound-empty").hidden = list.length > 0;
+  }
+
+  function bookCallback(event) {
+    event.preventDefault();
+    if (!current) return;
+    var id = current.id;
+    $("i-callback-result").textContent = "";
+    $("i-callback-send").disabled = true;
+    api("callback", { conversation_id: id, when: $("i-callback-when").value.trim() }).then(function (answer) {
+      $("i-callback-send").disabled = false;
+      if (!current || current.id !== id) return;
+      if (answer.status !== 200) { $("i-callback-result").textContent = "Not booked: " + (answer.data.error || "error " + answer.status); return; }
+      var result = answer.data.callback;
+      if (result.result === "refused") { $("i-callback-result").textContent = "Not booked: " + result.why + "."; return; }
+      $("i-callback-when").value = "";
+      $("i-callback-result").textContent = (result.result === "moved" ? "Callback moved: " : "Callback booked: ") + "the assistant calls " + result.when + ".";
+      load(id);
+    }).catch(function () {
+      $("i-callback-send").disabled = false;
+      $("i-callback-result").textContent = "The server could not be reached.";
+    });
+  }
+
   // -- actions ------------------------------------------------------------------------------
 
   function act(path, extra) {
@@ -501,6 +550,7 @@
   $("i-text").addEventListener("input", schedulePreview);
   $("i-channel").addEventListener("change", schedulePreview);
   $("i-note").addEventListener("submit", addNoteFromForm);
+  $("i-callback").addEventListener("submit", bookCallback);
   setInterval(tick, 1000);
 
   var fragment = new URLSearchParams(location.hash.slice(1));

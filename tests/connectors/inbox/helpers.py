@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 from typing import Any, Dict, List, Optional
@@ -9,6 +10,10 @@ from typing import Any, Dict, List, Optional
 import httpx
 
 from connectors.inbox.auth import agent_token
+from omnichannel.callbacks.items import callbacks_of
+from omnichannel.outbound.gate import OutboundGate
+from omnichannel.outbound.items import SCHEDULED, OutboundItem, OutboundQueue
+from omnichannel.outbound.policy import OutboundPolicy
 from omnichannel.settings import DEFAULT_INBOX_AUDIENCE
 from testkit.stack import RasaStack
 
@@ -66,3 +71,25 @@ def last_handoff(stack: RasaStack, token: str, cid: str) -> Dict[str, Any]:
     answer = inbox(stack, "conversation", token, {"conversation_id": cid})
     assert answer.status_code == 200, answer.text
     return answer.json()
+
+
+def _queue(stack: RasaStack) -> OutboundQueue:
+    return OutboundQueue(stack.env["REDIS_URL"], OutboundGate(OutboundPolicy.from_env({})))
+
+
+def callbacks(stack: RasaStack, cid: str) -> List[OutboundItem]:
+    """The conversation's callbacks, newest first."""
+    return asyncio.run(callbacks_of(_queue(stack).store, cid))
+
+
+def cancel_callbacks(stack: RasaStack, cid: str) -> None:
+    """Cancels the conversation's waiting callback: another test's queue may move its clock to
+    when it is due."""
+
+    async def cancel() -> None:
+        queue = _queue(stack)
+        for item in await callbacks_of(queue.store, cid):
+            if item.status == SCHEDULED:
+                assert await queue.cancel(cid, item.item_id)
+
+    asyncio.run(cancel())
