@@ -27,12 +27,12 @@ import time
 from typing import Any, Dict, List
 
 from rasa_sdk import Action, Tracker
-from rasa_sdk.events import EventType
+from rasa_sdk.events import EventType, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
 from actions.formatting import current_channel
 from omnichannel.callbacks.booking import MOVED, NO_NUMBER, REFUSED, book_callback
-from omnichannel.callbacks.items import callbacks_of, scheduled_callback
+from omnichannel.callbacks.items import BY_HANDOFF, callbacks_of, scheduled_callback
 from omnichannel.callbacks.times import (
     CallbackTime,
     RequestedTime,
@@ -161,6 +161,61 @@ class ActionRequestCallback(_CallbackSteps, Action):
                 response="utter_callback_scheduled", callback_time=_when(hours, due, now)
             )
         return []
+
+
+#: How long after the call a callback the hand-off offered is placed, when the team is in (the
+#: caller is still on this call when they say yes).
+OFFERED_CALLBACK_DELAY = 10 * 60
+
+
+class ActionBookOfferedCallback(_CallbackSteps, Action):
+    """Yes to the hand-off's offer of a callback (actions/handoff.py): booked for a few minutes
+    after this call, or for when the team is back; the assistant places it."""
+
+    def name(self) -> str:
+        return "action_book_offered_callback"
+
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: Dict[str, Any]
+    ) -> List[EventType]:
+        await self.book(dispatcher, tracker, domain)
+        return [SlotSet("offer", None)]  # the offer is answered, whatever came of it
+
+    async def book(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: Dict[str, Any]
+    ) -> None:
+        try:
+            hours = self.hours()
+            queue = _queue()
+            now = queue.clock()
+            when = due_time(RequestedTime(in_seconds=OFFERED_CALLBACK_DELAY), now, hours)
+            if not isinstance(when, CallbackTime):
+                dispatcher.utter_message(response="utter_callback_unavailable")
+                return
+            slots = dict(tracker.slots)
+            booking = await book_callback(
+                queue,
+                tracker.sender_id,
+                when.due,
+                opening=opening_words(domain, slots),
+                topic=str(slots.get("order_number") or ""),
+                requested_on=current_channel(tracker),
+                source=BY_HANDOFF,
+            )
+        except (ConfigError, *REDIS_FAILURES) as error:
+            logger.error("offered callback not booked: %s", type(error).__name__)
+            dispatcher.utter_message(response="utter_callback_unavailable")
+            return
+        if booking.result == NO_NUMBER:
+            dispatcher.utter_message(response="utter_callback_no_number")
+            return
+        if booking.result == REFUSED:
+            dispatcher.utter_message(response=f"utter_callback_refused_{booking.reason}")
+            return
+        dispatcher.utter_message(
+            response="utter_callback_offer_booked",
+            callback_time=_when(hours, float(booking.due or when.due), now),
+        )
 
 
 class ActionMoveCallback(_CallbackSteps, Action):

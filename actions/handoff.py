@@ -17,6 +17,14 @@ designer writes. What it does depends on what the system can keep:
   answer in the chat), and the call ends: the hand-off carries the call's transcript (the
   end-of-call report);
 - when nobody can answer, the customer is told so plainly, and the bot carries on.
+
+On a call that cannot be put through to a person now (no support line, or the team is away),
+when calls can be placed (VAPI's key and phone number id) and the conversation has a number of
+its own to call, the caller is first offered a callback (the ``offer`` slot set to
+``callback``; ``utter_handoff_offer_callback``, or its ``_away`` form saying when the team is
+back). The assistant places that call, so the offer promises no person. A yes books it
+(``action_book_offered_callback``, actions/callbacks.py); a no goes on with the hand-off as
+above (``action_handoff_after_callback_offer``).
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ import time
 from typing import Any, Dict, List, Optional
 
 from rasa_sdk import Action, Tracker
-from rasa_sdk.events import ConversationPaused, EventType
+from rasa_sdk.events import ConversationPaused, EventType, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
 from actions.formatting import current_channel
@@ -37,6 +45,7 @@ from omnichannel.handoff.store import HandoffStore
 from omnichannel.identity import IdentityStore
 from omnichannel.redis_client import REDIS_FAILURES
 from omnichannel.settings import Settings, load_settings
+from omnichannel.turn_context import OFFER_CALLBACK
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +97,15 @@ def transfer_plan(mode: str, tracker: Tracker) -> Dict[str, Any]:
     return plan
 
 
+async def _has_phone(conversation_id: str) -> bool:
+    """The conversation has a number of its own to call back (a web call may have none)."""
+    try:
+        return bool((await IdentityStore().profile(conversation_id)).phone)
+    except REDIS_FAILURES as error:
+        logger.error("hand-off of %s: no callback offered: %s", conversation_id, error)
+        return False
+
+
 def reason_of(tracker: Tracker) -> str:
     """Why the hand-off is asked for: the LLM fallback gave up, or the customer asked."""
     return ASSISTANT_GAVE_UP if tracker.latest_action_name == LLM_FALLBACK else CUSTOMER_ASKED
@@ -95,6 +113,9 @@ def reason_of(tracker: Tracker) -> str:
 
 class ActionHandoffToHuman(Action):
     """See the module docstring."""
+
+    #: Whether a caller nobody can take now is offered a callback first.
+    offers_callback = True
 
     def name(self) -> str:
         return "action_handoff_to_human"
@@ -105,9 +126,15 @@ class ActionHandoffToHuman(Action):
         settings = load_settings()
         channel = current_channel(tracker)
         store = HandoffStore(settings.redis_url)
+        now = time.time()
+        if channel == VOICE and self.offers_callback and settings.places_calls:
+            back = settings.handoff_waiting.reopens(now)
+            if (back is not None or not settings.handoff_phone_number) and await _has_phone(
+                tracker.sender_id
+            ):
+                return self._offer_callback(dispatcher, settings, back, now)
         if channel == VOICE and settings.handoff_phone_number:
             return await self._transfer(dispatcher, tracker, settings, store)
-        now = time.time()
         if not await store.desks_alive(now):
             logger.warning("hand-off of %s: no agent desk is served", tracker.sender_id)
             dispatcher.utter_message(response="utter_handoff_unavailable")
@@ -138,6 +165,20 @@ class ActionHandoffToHuman(Action):
         logger.info("hand-off %s of %s queued (%s)", handoff.id, tracker.sender_id, channel)
         # Marked, so the viewer and the inbox tell why the bot stood aside.
         return [{**ConversationPaused(), "metadata": {"handoff": {"event": "requested"}}}]
+
+    @staticmethod
+    def _offer_callback(
+        dispatcher: CollectingDispatcher, settings: Settings, back: Optional[float], now: float
+    ) -> List[EventType]:
+        """Nobody can take the call now: ask whether the assistant should call back."""
+        if back is None:
+            dispatcher.utter_message(response="utter_handoff_offer_callback")
+        else:
+            dispatcher.utter_message(
+                response="utter_handoff_offer_callback_away",
+                handoff_back=settings.handoff_waiting.hours.describe(back, now),
+            )
+        return [SlotSet("offer", OFFER_CALLBACK)]
 
     @staticmethod
     def _queued_response(channel: str, answered_on: Optional[str]) -> str:
@@ -179,3 +220,17 @@ class ActionHandoffToHuman(Action):
             },
         )
         return []
+
+
+class ActionHandoffAfterCallbackOffer(ActionHandoffToHuman):
+    """The caller said no to the callback: the hand-off goes on without offering it again."""
+
+    offers_callback = False
+
+    def name(self) -> str:
+        return "action_handoff_after_callback_offer"
+
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: Dict[str, Any]
+    ) -> List[EventType]:
+        return [SlotSet("offer", None), *await super().run(dispatcher, tracker, domain)]

@@ -43,6 +43,10 @@ OFFER_MEDIA = "media"
 #: Intents that answer an offer ("yes", or "okay" / "uh-huh" which mean yes after a question);
 #: any other intent leaves the offer behind.
 ANSWERS_TO_AN_OFFER = frozenset({"affirm", "backchannel"})
+#: The hand-off's offer of a callback (actions/handoff.py): a no to it is an answer too (it
+#: goes on with the hand-off), so the slot stays for the rule that says so.
+OFFER_CALLBACK = "callback"
+ANSWERS_TO_A_CALLBACK_OFFER = ANSWERS_TO_AN_OFFER | {"deny"}
 _WORD = re.compile(r"[A-Za-z0-9']+")
 
 
@@ -184,7 +188,12 @@ def turn_context_slots(facts: TurnFacts) -> List[Tuple[str, Any]]:
     elif facts.slots.get("interrupted") is not False:
         # False rather than unset, so rules can ask for "not an interruption".
         updates.append(("interrupted", False))
-    if facts.slots.get("offer") and facts.intent not in ANSWERS_TO_AN_OFFER:
+    answers = (
+        ANSWERS_TO_A_CALLBACK_OFFER
+        if facts.slots.get("offer") == OFFER_CALLBACK
+        else ANSWERS_TO_AN_OFFER
+    )
+    if facts.slots.get("offer") and facts.intent not in answers:
         updates.append(("offer", None))
     elif (
         not facts.slots.get("offer")

@@ -5,7 +5,13 @@ from __future__ import annotations
 
 import pytest
 
-from omnichannel.turn_context import BargeIn, heard_position, unheard_remainder
+from omnichannel.turn_context import (
+    BargeIn,
+    TurnFacts,
+    heard_position,
+    turn_context_slots,
+    unheard_remainder,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -65,3 +71,23 @@ def test_barge_in_report_is_parsed_at_the_edge() -> None:
     assert (
         BargeIn.parse({"sent_text": "Hi.", "heard_text": "Hi.", "heard_ratio": 1}).cut_off is False
     )
+
+
+@pytest.mark.parametrize(
+    "offer, intent, kept",
+    [
+        ("callback", "deny", True),  # a no to the hand-off's callback goes on with the hand-off
+        ("callback", "affirm", True),
+        ("callback", "check_order_status", False),
+        ("tracking_link", "deny", False),  # other offers' noes need nothing more
+    ],
+)
+def test_which_answers_keep_the_offer(offer: str, intent: str, kept: bool) -> None:
+    facts = TurnFacts(
+        metadata={"channel": "voice"},
+        input_channel="vapi",
+        intent=intent,
+        slots={"channel": "voice", "interrupted": False, "offer": offer},
+        bot_events=[],
+    )
+    assert (("offer", None) not in turn_context_slots(facts)) is kept

@@ -1,6 +1,7 @@
 """A hand-off on a call, both ways: put through to the support line with a summary (the shared
-stack has HANDOFF_PHONE_NUMBER), and, on a stack without a line, queued for the team with the
-call's transcript, the caller told a person will text them, and the call ended; a caller who
+stack has HANDOFF_PHONE_NUMBER), and, on a stack without a line, a callback offered first (a
+yes books it), else queued for the team with the call's transcript, the caller told a person
+will text them, and the call ended; a caller who
 calls back while a person holds the conversation hears what happens instead of silence."""
 
 from __future__ import annotations
@@ -13,7 +14,11 @@ from typing import Any, Dict
 import pytest
 import redis
 
+from omnichannel.callbacks.items import callbacks_of
 from omnichannel.handoff.store import HandoffStore
+from omnichannel.outbound.gate import OutboundGate
+from omnichannel.outbound.items import OutboundQueue
+from omnichannel.outbound.policy import OutboundPolicy
 from testkit.fake_twilio import FakeTwilio
 from testkit.fake_vapi_control import FakeVapiControl
 from testkit.processes import RedisServer, free_port
@@ -29,6 +34,12 @@ QUEUED_CALL = (
     "I can't put you through to a person on this call, so I've passed your request to our "
     "support team, with what we've talked about. A person will text you at this number. "
     "Goodbye for now."
+)
+
+
+CALLBACK_OFFER = (
+    "I can't put you through to a person on this call. Would you like me to call you back in a "
+    "few minutes instead?"
 )
 
 
@@ -116,7 +127,10 @@ def test_without_a_line_the_caller_is_queued_and_answered_by_text(
 
     async def first_call() -> Any:
         await call.say("hello")
-        reply_ = await call.say("can I speak to an agent")
+        offer = await call.say("can I speak to an agent")
+        # Nobody can take the call: the assistant offers to call back first; a no goes on.
+        assert offer.text.startswith(CALLBACK_OFFER), offer.text
+        reply_ = await call.say("no")
         await call.hang_up(summary="The caller wants a person about a missing refund.")
         await call.aclose()
         return reply_
@@ -171,6 +185,38 @@ def test_without_a_line_the_caller_is_queued_and_answered_by_text(
     [ended] = control.wait_for(third.call_id)
     assert ended.payload["endCallAfterSpoken"] is True
     assert ended.payload["content"].startswith("A member of our support team is looking after")
+
+
+def test_without_a_line_a_yes_books_a_callback_the_assistant_places(
+    lineless: Dict[str, Any], control: FakeVapiControl
+) -> None:
+    stack: RasaStack = lineless["stack"]
+    phone = fresh_phone()
+    call = make_call(stack, control, phone)
+
+    async def scenario() -> Any:
+        offer = await call.say("I want to talk to a person")
+        assert offer.text.startswith(CALLBACK_OFFER), offer.text
+        booked = await call.say("yes please")
+        await call.aclose()
+        return booked
+
+    booked = asyncio.run(scenario())
+    assert booked.text.startswith("Done: I'll call you back"), booked.text
+    assert "person" not in booked.text
+    cid = conversation_of(lineless["redis"], phone)
+
+    async def callbacks() -> list:
+        queue = OutboundQueue(lineless["redis"].url, OutboundGate(OutboundPolicy.from_env({})))
+        found = await callbacks_of(queue.store, cid)
+        for item in found:  # nobody is to be called when the test is over
+            await queue.cancel(cid, item.item_id)
+        return found
+
+    [item] = asyncio.run(callbacks())
+    assert (item.status, item.source) == ("scheduled", "handoff")
+    assert record(lineless["redis"].url, cid) == {}  # no hand-off queued: the caller chose this
+    assert control.requests_for(call.call_id) == []  # the call goes on
 
 
 def test_a_caller_nobody_could_answer_is_not_promised_a_person(
