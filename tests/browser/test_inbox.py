@@ -20,6 +20,7 @@ from testkit.stack import RasaStack
 from testkit.vapi_call import VapiCall
 from tests.browser.test_widget import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
 from tests.connectors.inbox.helpers import cancel_callbacks, token_for, wait_for
+from tests.connectors.notifications.helpers import notify, shipped
 from tests.connectors.twilio_sms.helpers import conversation_of
 from tests.connectors.webchat.helpers import (
     fresh_phone,
@@ -176,6 +177,7 @@ MARKUP = {
     "chat": "<script>window.__pwned='chat'</script>",
     "voice": "<svg onload=\"window.__pwned='voice'\">",
     "summary": "<iframe src=\"javascript:window.__pwned='summary'\"></iframe>",
+    "notification": "<img src=y onerror=\"window.__pwned='notification'\">",
 }
 
 
@@ -198,6 +200,9 @@ def test_customers_words_are_inert_in_the_inbox(rasa_stack: RasaStack, stack_red
     )
     text_from_phone(rasa_stack, phone, f"hello {MARKUP['sms']}")
     text_from_phone(rasa_stack, phone, "i want to talk to a person")
+    # What the shop's backend names in a notification is shown as text too.
+    sent = notify(rasa_stack, shipped({"phone": phone}, MARKUP["notification"]))
+    assert sent.status_code in (200, 202), sent.text
     agent = token_for(rasa_stack, "Dana")
 
     with sync_playwright() as playwright:
@@ -219,6 +224,7 @@ def test_customers_words_are_inert_in_the_inbox(rasa_stack: RasaStack, stack_red
             timeline = inbox.get_by_role("list", name="Conversation timeline")
             for text in (MARKUP["sms"], MARKUP["chat"], MARKUP["voice"], MARKUP["summary"]):
                 expect(timeline.get_by_text(text, exact=False).first).to_be_visible()
+            expect(inbox.locator("#i-outbound")).to_contain_text(MARKUP["notification"])
             summary = timeline.locator("li.i-entry-call_summary")
             summary.locator("summary").click()  # the transcript, opened
             expect(summary).to_contain_text(MARKUP["voice"])
