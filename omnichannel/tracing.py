@@ -159,18 +159,32 @@ def shutdown() -> None:
         _Tracing.provider.shutdown()
 
 
+#: Strings already judged by :func:`_safe_string` (attribute values repeat: channel kinds,
+#: intent and action names), emptied when it reaches :data:`_VERDICTS_KEPT` entries.
+_verdicts: Dict[str, bool] = {}
+_VERDICTS_KEPT = 4096
+
+
+def _safe_string(value: str) -> bool:
+    verdict = _verdicts.get(value)
+    if verdict is None:
+        verdict = bool(_SAFE_STRING.fullmatch(value)) and (
+            sum(map(str.isdigit, value)) <= MAX_ATTRIBUTE_DIGITS
+        )
+        if len(_verdicts) >= _VERDICTS_KEPT:
+            _verdicts.clear()
+        _verdicts[value] = verdict
+    return verdict
+
+
 def safe_attributes(attributes: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
     """The attributes a span may carry: numbers, booleans and short identifiers only."""
     kept: Dict[str, Any] = {}
     for key, value in (attributes or {}).items():
         if value is None:
             continue
-        if isinstance(value, (bool, int, float)):
-            kept[key] = value
-        elif (
-            isinstance(value, str)
-            and _SAFE_STRING.fullmatch(value)
-            and sum(char.isdigit() for char in value) <= MAX_ATTRIBUTE_DIGITS
+        if isinstance(value, (bool, int, float)) or (
+            isinstance(value, str) and _safe_string(value)
         ):
             kept[key] = value
     return kept
