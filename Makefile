@@ -21,6 +21,7 @@ help:
 	@echo "make bench   benchmarks against Rasa's stock parts"
 	@echo "make soak    the long fleet run: replicas behind HAProxy, kills, restarts, figures"
 	@echo "make shell CHANNEL=voice|sms|whatsapp|chat   talk to the assistant as that channel's customer"
+	@echo "           (INBOX=1: and answer yourself from the agent inbox, opened beside it)"
 	@echo "make responses              check every response of domain.yml for every channel"
 	@echo "make preview RESPONSE=utter_x   print a response as voice, SMS, WhatsApp and chat render it"
 	@echo "make whatsapp-templates     create and submit domain.yml's WhatsApp templates at Twilio"
@@ -77,7 +78,7 @@ run: $(STAMP)
 # Talk to the assistant as a voice, SMS or chat customer (own Redis and servers on free ports).
 CHANNEL ?= chat
 shell: $(STAMP) model
-	$(PY) -m devtools.shell --channel $(CHANNEL)
+	$(PY) -m devtools.shell --channel $(CHANNEL) $(if $(INBOX),--inbox)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -14,6 +14,11 @@ Each channel has a time budget (voice 4 s, chat 8 s, SMS 12 s) that covers one r
 5xx. On timeout, error or no key, the designer's ``utter_llm_fallback_offline`` response (with
 its channel variations) is said instead. The exchange is not reverted: it stays in the history
 every channel sees.
+
+What a person from the support team wrote during a hand-off is in the prompt too, labelled as
+theirs, so the bot, once handed back, does not contradict them. And the fallback gives up when
+it has been all the customer got for ``GIVE_UP_AFTER`` messages in a row: it then hands the
+conversation to a person (``action_handoff_to_human``), if any desk is there to answer.
 """
 
 from __future__ import annotations
@@ -36,13 +41,18 @@ from actions.business import verified_customer
 from actions.formatting import current_channel
 from omnichannel import redaction, tracing
 from omnichannel.channels import kind_of_event
+from omnichannel.handoff.store import HandoffStore
 from omnichannel.orders import VerifiedIdentity, find_order
+from omnichannel.redis_client import REDIS_FAILURES
 from omnichannel.rendering.styles import DEFAULT_CHANNEL, ChannelStyle, fit, style_for
 from omnichannel.settings import load_settings
 
 logger = logging.getLogger(__name__)
 
 OFFLINE_RESPONSE = "utter_llm_fallback_offline"
+HANDOFF_ACTION = "action_handoff_to_human"
+#: The fallback hands off on the customer's message after this many in a row it answered.
+GIVE_UP_AFTER = 2
 #: Bot messages that carry no content (fillers said while the LLM works) stay out of the prompt.
 FILLER_RESPONSES = frozenset({"utter_one_moment"})
 #: The prompt keeps this many most recent turns; older ones add cost, not answers.
@@ -65,6 +75,7 @@ web chat (chat), and the history below includes every channel; each turn is labe
 channel it happened on. Never ask again for something the history already tells you.
 Answer only the customer's latest message. Do not invent order details, prices or policies \
 that are not given here; if you do not know, say so and offer to connect them with a person.
+Turns labelled "support team" were written by a person from our team; never contradict them.
 
 You are answering on: {channel}.
 Style for {channel}: {guidance}
@@ -84,6 +95,8 @@ def conversation_turns(tracker: Tracker) -> List[Tuple[str, str, str]]:
     A user message's channel is its metadata's (or its input channel's); a bot message's is its
     own metadata's when it names one (a text sent by SMS during a call), else the channel of the
     user message it answered. A message cut off by a barge-in is shown as far as it was heard.
+    A reply a person from the team wrote (``metadata.agent``) has the role ``agent`` and starts
+    with their name.
     """
     turns: List[Tuple[str, str, str]] = []
     channel = DEFAULT_CHANNEL
@@ -110,7 +123,11 @@ def conversation_turns(tracker: Tracker) -> List[Tuple[str, str, str]]:
             if metadata.get("utter_action") in FILLER_RESPONSES or not event.get("text"):
                 continue
             bot_channel = kind_of_event(event) or channel
-            turns.append(("assistant", bot_channel, event["text"]))
+            agent = metadata.get("agent")
+            if isinstance(agent, dict) and agent.get("name"):
+                turns.append(("agent", bot_channel, f"{agent['name']}: {event['text']}"))
+            else:
+                turns.append(("assistant", bot_channel, event["text"]))
     return turns[-MAX_HISTORY_TURNS:]
 
 
@@ -155,11 +172,48 @@ def build_messages(
     )
     messages = [{"role": "system", "content": system}]
     for role, channel, text in conversation_turns(tracker):
-        messages.append({"role": role, "content": f"[{channel}] {text}"})
+        if role == "agent":
+            messages.append({"role": "assistant", "content": f"[{channel}, support team] {text}"})
+        else:
+            messages.append({"role": role, "content": f"[{channel}] {text}"})
     # Nothing a customer should not have typed (a card number, an email) leaves for the
     # provider, whatever the event log keeps (omnichannel/redaction.py).
     redactor = redaction.redactor()
     return [{**message, "content": redactor.redact(message["content"])} for message in messages]
+
+
+def fallback_streak(tracker: Tracker) -> int:
+    """How many of the customer's messages in a row before the latest one the LLM fallback
+    answered (with the LLM or its offline response). Turns taken back (a voice turn superseded
+    by the caller's longer utterance, a backchannel) do not count."""
+    streak = 0
+    answered_by_fallback = False
+    users = 0
+    for event in reversed(tracker.applied_events()):
+        kind = event.get("event")
+        if kind == "bot":
+            metadata = event.get("metadata") or {}
+            if metadata.get("llm_fallback") or metadata.get("utter_action") == OFFLINE_RESPONSE:
+                answered_by_fallback = True
+        elif kind == "user":
+            users += 1
+            if users == 1:
+                answered_by_fallback = False
+                continue  # the message being answered now
+            if not answered_by_fallback:
+                break
+            streak += 1
+            answered_by_fallback = False
+    return streak
+
+
+async def desk_is_there() -> bool:
+    """Whether a person could take over (some replica serves the inbox or a helpdesk)."""
+    try:
+        return bool(await HandoffStore(load_settings().redis_url).desks_alive(time.time()))
+    except REDIS_FAILURES as error:
+        logger.warning("LLM fallback: hand-off desks unknown (%s)", type(error).__name__)
+        return False
 
 
 def _retryable(error: Exception) -> bool:
@@ -302,6 +356,9 @@ class ActionLlmFallback(Action):
     async def run(
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: Dict[str, Any]
     ) -> List[EventType]:
+        if fallback_streak(tracker) >= GIVE_UP_AFTER and await desk_is_there():
+            logger.info("LLM fallback gives up on %s: handing off", tracker.sender_id)
+            return [FollowupAction(HANDOFF_ACTION)]
         await answer_with_llm(dispatcher, tracker)
         # As the core fallback no rule follows it: without this, an unsure policy would pick
         # the fallback again and again in one turn. Inside a form, the form asks again for what

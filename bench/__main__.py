@@ -16,6 +16,7 @@ BENCHMARKS = (
     "bench.bench_turns",
     "bench.bench_tracing",
     "bench.bench_flat_turns",
+    "bench.bench_throughput",
 )
 
 

@@ -1,28 +1,33 @@
-"""Flat turns: per-turn time at turns 10, 100, 500 and 1,000 of one conversation.
+"""Flat turns: a turn at the 300th and 1,000th turn of a conversation against one at the 10th.
 
 Two Rasa servers run side by side on one Redis, the same trained model and the same connectors:
-- **ours**: endpoints.yml as shipped (the bounded tracker, the turn context in process, the
-  action reply validator built once: connectors/tracker_store.py, connectors/rasa_patches.py);
+- **ours**: endpoints.yml as shipped (the bounded tracker, the Rasa patches:
+  connectors/tracker_store.py, connectors/rasa_patches.py, connectors/rasa_speedups.py);
 - **stock**: the same file with ``window_turns: 0`` and ``rasa_patches: false``, i.e. Rasa's
   stock turn: policies and action calls get the whole session, the turn context is a call to
   the action server on every user message, every action reply's schema is checked against its
   metaschema. (Our append-only store serves both: Rasa's own Redis store replays and rewrites
   the whole conversation on every save, see bench_tracker_store, and would swamp the rest.)
 
-For each, one web chat conversation (the WebSocket: message sent until the turn's typing
-indicator stops) and one phone conversation (the VAPI custom-LLM stream: request until the
-first content chunk; a new call at each checkpoint, as calls are short and conversations
-long), texts cycling through rule-based questions. The turns before each checkpoint are the
-conversation's own first real turns, repeated (fresh timestamps and message ids) straight into
-its Redis log, so the stock side reaches turn 1,000 in minutes; one real turn after each fill
-lets each server catch up with the log before the measured turns.
+Each server holds, per length in ``LENGTHS``, one web chat conversation (the WebSocket: message
+sent until the turn's typing indicator stops) and one phone conversation (the VAPI custom-LLM
+stream: request until the first content chunk), each as long as its length. A conversation's
+turns before its length are its own first real turns, repeated (fresh timestamps and message
+ids) straight into its Redis log, and one real turn after the fill lets the server catch up, so
+the stock side reaches turn 1,000 in minutes. The measured turns then go **round by round**: in
+each round every conversation of every length and side gets the same text, through the same
+path a customer's takes, one after the other. Turn 10 and turn 300 are measured seconds apart,
+not minutes, so a machine shared with other jobs loads them alike, and the ratios compare like
+with like. Texts cycle through rule-based questions, each answer checked.
 
-A bench-only channel (bench/turn_profile.py) times the parts of each measured turn inside Rasa;
-the breakdown at turns 10 and 1,000 is the median of each part over the measured turns.
+A bench-only channel (bench/turn_profile.py) times the parts of each measured turn inside Rasa,
+and the process's CPU during it (a second figure for the ratio, which the machine's load barely
+moves); the breakdown is the mean of each part over the measured web chat turns.
 
-Targets (exit 1 when missed): ours at turn 1,000 at most 1.2x ours at turn 10 (web chat and
-voice); median web chat turn at most 45 ms and first voice chunk at most 55 ms over all our
-measured turns; the action server's time per call at turn 1,000 at most 1.2x turn 10 (+2 ms).
+Targets (exit 1 when missed), ours: on every text, web chat and voice, the median turn at turn
+300 at most 1.1x the one at turn 10 and at turn 1,000 at most 1.2x; the median web chat turn at
+most 45 ms and first voice chunk at most 55 ms over all measured turns; the action server's
+time per call at turn 1,000 at most 1.2x turn 10 (+2 ms).
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Awaitable, Dict, Iterable, List, Tuple
 
 import httpx
 import jwt
@@ -43,6 +48,7 @@ import redis.asyncio as aioredis
 import websockets
 import yaml
 
+from bench.figures import CPU_PART
 from bench.setup import BenchSetup, bench_setup
 from omnichannel.addresses import phone_address
 from omnichannel.identity import IdentityStore
@@ -52,8 +58,10 @@ from testkit.processes import ROOT
 from testkit.stack import RasaStack
 from testkit.vapi_call import VapiCall
 
-CHECKPOINTS = (10, 100, 500, 1000)
-MEASURED = 8
+#: Conversation lengths measured side by side; the first is the baseline of the ratios.
+LENGTHS = (10, 300, 1000)
+#: Rounds of measured turns (each text as often: ROUNDS / 4 times per length and channel).
+ROUNDS = 24
 #: Rule-based questions, each with a word of its answer (checked, so a stray frame of another
 #: turn is never timed as this one's reply).
 ANSWERS = {
@@ -65,7 +73,8 @@ ANSWERS = {
 TEXTS = tuple(ANSWERS)
 #: The chat's rate limit lets one message a second through after a burst.
 CHAT_PACE = 1.05
-TURN_RATIO_TARGET = 1.2
+#: Highest ratio to turn 10 allowed at each longer length.
+RATIO_TARGETS = {300: 1.1, 1000: 1.2}
 CHAT_MEDIAN_TARGET_MS = 45.0
 VOICE_MEDIAN_TARGET_MS = 55.0
 BREAKDOWN_AT = (10, 1000)
@@ -192,12 +201,14 @@ def _credentials(directory: Path) -> Path:
     return path
 
 
-async def _profiled(chat: ChatTab, text: str) -> tuple[float, Dict[str, float]]:
-    """A chat turn: its end-to-end ms and the server's record of it."""
-    async with httpx.AsyncClient(base_url=chat.stack.base_url, timeout=30) as client:
-        (await client.get("/webhooks/turn_profile/turns")).raise_for_status()
-        elapsed = await chat.turn(text)
-        records = (await client.get("/webhooks/turn_profile/turns")).json()
+async def _profiled(
+    client: httpx.AsyncClient, turn: Awaitable[float]
+) -> Tuple[float, Dict[str, float]]:
+    """A turn (a chat message or a phone line's utterance): its end-to-end ms as the customer
+    sees it, and the server's record of it."""
+    (await client.get("/webhooks/turn_profile/turns")).raise_for_status()
+    elapsed = await turn
+    records = (await client.get("/webhooks/turn_profile/turns")).json()
     record = records[-1] if records else {}
     rasa_ms = max(record.get("lock + turn (agent)", 0.0), record.get("turn (processor)", 0.0))
     record["connector and transport (client minus Rasa)"] = elapsed - rasa_ms
@@ -205,115 +216,153 @@ async def _profiled(chat: ChatTab, text: str) -> tuple[float, Dict[str, float]]:
 
 
 @dataclass
+class Sample:
+    """One measured turn."""
+
+    text: str
+    ms: float
+    record: Dict[str, float]
+
+    @property
+    def cpu_ms(self) -> float:
+        return self.record.get(CPU_PART, 0.0)
+
+
+@dataclass
+class Lines:
+    """One length's conversations on one side, and what was measured on them."""
+
+    chat: ChatTab
+    phone: PhoneLine
+    chat_turns: List[Sample] = field(default_factory=list)
+    voice_turns: List[Sample] = field(default_factory=list)
+
+
+@dataclass
 class Side:
     name: str
     stack: RasaStack
-    chat: ChatTab
-    phone: PhoneLine
-    chat_ms: Dict[int, List[float]] = field(default_factory=dict)
-    voice_ms: Dict[int, List[float]] = field(default_factory=dict)
-    records: Dict[int, List[Dict[str, float]]] = field(default_factory=dict)
+    client: httpx.AsyncClient
+    lengths: Dict[int, Lines] = field(default_factory=dict)
 
 
-async def _checkpoint(sides: List[Side], at: int) -> None:
+async def _prepare(side: Side, redis: aioredis.Redis, length: int) -> None:
+    """A chat and a phone conversation ``length - 1`` turns long, the next measured one the
+    ``length``-th: real turns first, a fill from them, a real turn to catch up."""
+    chat, phone = ChatTab(side.stack, redis), PhoneLine(side.stack, redis)
+    await chat.open()
+    await phone.open()
+    for line in (chat, phone):
+        while line.turns < min(len(TEXTS), length - 1):
+            await line.turn(TEXTS[line.turns % len(TEXTS)])
+        if line.turns < length - 2:
+            await line.fill_to(length - 2)
+        while line.turns < length - 1:
+            await line.turn(TEXTS[line.turns % len(TEXTS)])
+    await phone.next_call()  # the measured turns in a call of their own
+    side.lengths[length] = Lines(chat, phone)
+
+
+async def _round(sides: List[Side], text: str) -> None:
+    """``text`` once on every conversation of every length and side, chats then calls."""
     for side in sides:
-        for line in (side.chat, side.phone):
-            # Filled from the conversation's own first real turns, once there are enough.
-            if len(TEXTS) <= line.turns < at - 2:
-                await line.fill_to(at - 2)
-        await side.phone.next_call()
-        while side.chat.turns < at - 1:  # real turns: the first ones, or the catch-up after a fill
-            await side.chat.turn(TEXTS[side.chat.turns % len(TEXTS)])
-        while side.phone.turns < at - 1:
-            await side.phone.turn(TEXTS[side.phone.turns % len(TEXTS)])
-        side.chat_ms[at], side.voice_ms[at], side.records[at] = [], [], []
-    for index in range(MEASURED):
-        text = TEXTS[(at + index) % len(TEXTS)]
-        for side in sides:
-            elapsed, record = await _profiled(side.chat, text)
-            side.chat_ms[at].append(elapsed)
-            side.records[at].append(record)
-    for index in range(MEASURED):
-        text = TEXTS[(at + index) % len(TEXTS)]
-        for side in sides:
-            side.voice_ms[at].append(await side.phone.turn(text))
+        for lines in side.lengths.values():
+            ms, record = await _profiled(side.client, lines.chat.turn(text))
+            lines.chat_turns.append(Sample(text, ms, record))
+    for side in sides:
+        for lines in side.lengths.values():
+            ms, record = await _profiled(side.client, lines.phone.turn(text))
+            lines.voice_turns.append(Sample(text, ms, record))
 
 
-def _median(values: List[float]) -> float:
-    return statistics.median(values) if values else 0.0
+def _median(values: Iterable[float]) -> float:
+    listed = list(values)
+    return statistics.median(listed) if listed else 0.0
 
 
 def _mean(records: List[Dict[str, float]], part: str) -> float:
     return statistics.fmean(record.get(part, 0.0) for record in records) if records else 0.0
 
 
+def _turns(side: Side, channel: str, length: int, text: str = "") -> List[Sample]:
+    samples = getattr(side.lengths[length], f"{channel}_turns")
+    return [sample for sample in samples if not text or sample.text == text]
+
+
 def _report(ours: Side, stock: Side) -> bool:
-    print(f"median ms of {MEASURED} turns at each checkpoint (texts: {', '.join(TEXTS)})")
+    per_text = ROUNDS // len(TEXTS)
     print(
-        f"{'turn':>6} | {'chat ours':>9} {'stock':>8} {'stock/ours':>10} | "
-        f"{'voice 1st chunk ours':>20} {'stock':>8} {'stock/ours':>10}"
+        f"median ms per text at each length ({per_text} turns each, measured round by round; "
+        "chat: until the turn ends, voice: until the first chunk); x: / turn "
+        f"{LENGTHS[0]}; cpu: the Rasa process's CPU ms during the turn"
     )
-    for at in CHECKPOINTS:
-        chat_o, chat_s = _median(ours.chat_ms[at]), _median(stock.chat_ms[at])
-        voice_o, voice_s = _median(ours.voice_ms[at]), _median(stock.voice_ms[at])
-        print(
-            f"{at:>6} | {chat_o:>9.1f} {chat_s:>8.1f} {chat_s / chat_o:>9.1f}x | "
-            f"{voice_o:>20.1f} {voice_s:>8.1f} {voice_s / voice_o:>9.1f}x"
-        )
-    first, last = CHECKPOINTS[0], CHECKPOINTS[-1]
+    header = " ".join(f"{f'turn {n}':>9} {'x':>5}" for n in LENGTHS)
+    print(f"{'side':<6} {'channel':<6} {'text':<27} {header} {'cpu x':>6}")
     ok = True
-    for label, side_ms in (("chat", "chat_ms"), ("voice", "voice_ms")):
-        for side in (ours, stock):
-            series = getattr(side, side_ms)
-            ratio = _median(series[last]) / _median(series[first])
-            target = side is ours
-            met = ratio <= TURN_RATIO_TARGET
-            ok = ok and (met or not target)
-            mark = (
-                f" (target <= {TURN_RATIO_TARGET}: {'met' if met else 'MISSED'})" if target else ""
-            )
-            print(f"{label} {side.name}: turn {last} / turn {first} = {ratio:.2f}{mark}")
-    all_chat = [ms for values in ours.chat_ms.values() for ms in values]
-    all_voice = [ms for values in ours.voice_ms.values() for ms in values]
-    for label, values, target_ms in (
-        ("web chat turn", all_chat, CHAT_MEDIAN_TARGET_MS),
-        ("first voice chunk", all_voice, VOICE_MEDIAN_TARGET_MS),
-    ):
-        median = _median(values)
+    for side in (ours, stock):
+        for channel in ("chat", "voice"):
+            for text in TEXTS + ("",):
+                base = _median(s.ms for s in _turns(side, channel, LENGTHS[0], text))
+                cells, verdicts = [], []
+                for length in LENGTHS:
+                    median = _median(s.ms for s in _turns(side, channel, length, text))
+                    ratio = median / base if base else float("nan")
+                    cells.append(f"{median:>9.1f} {ratio:>5.2f}")
+                    limit = RATIO_TARGETS.get(length)
+                    if side is ours and text and limit is not None and not ratio <= limit:
+                        verdicts.append(f"turn {length} MISSED (target <= {limit})")
+                        ok = False
+                cpu_base = _median(s.cpu_ms for s in _turns(side, channel, LENGTHS[0], text))
+                cpu_last = _median(s.cpu_ms for s in _turns(side, channel, LENGTHS[1], text))
+                cpu = f"{cpu_last / cpu_base:>6.2f}" if cpu_base else f"{'':>6}"
+                label = text or "(all texts)"
+                print(
+                    f"{side.name:<6} {channel:<6} {label:<27} {' '.join(cells)} {cpu}  "
+                    + "; ".join(verdicts)
+                )
+    if ok:
+        targets = ", ".join(f"turn {n} <= {t}x" for n, t in RATIO_TARGETS.items())
+        print(f"ours, every text, chat and voice: {targets} turn {LENGTHS[0]}: met")
+    for channel, target_ms in (("chat", CHAT_MEDIAN_TARGET_MS), ("voice", VOICE_MEDIAN_TARGET_MS)):
+        every = [s.ms for n in LENGTHS for s in _turns(ours, channel, n)]
+        median = _median(every)
         met = median <= target_ms
         ok = ok and met
+        label = "web chat turn" if channel == "chat" else "first voice chunk"
         print(
-            f"ours, median {label} over all checkpoints: {median:.1f} ms "
+            f"ours, median {label} over all lengths: {median:.1f} ms "
             f"(target <= {target_ms:.0f}: {'met' if met else 'MISSED'})"
         )
-    ok = _breakdown(ours, stock) and ok
-    return ok
+    return _breakdown(ours, stock) and ok
 
 
 def _breakdown(ours: Side, stock: Side) -> bool:
     """Mean ms per turn of each part of the measured web chat turns, at turns 10 and 1,000
     (a mean, as some parts run in only some turns: the greeting's remote action)."""
     columns = [(side, at) for side in (ours, stock) for at in BREAKDOWN_AT]
+    records = {
+        (side.name, at): [s.record for s in _turns(side, "chat", at)] for side, at in columns
+    }
     parts = sorted(
-        {part for side, at in columns for record in side.records[at] for part in record},
-        key=lambda part: -_mean(stock.records[BREAKDOWN_AT[-1]], part),
+        {part for rows in records.values() for row in rows for part in row},
+        key=lambda part: -_mean(records[(stock.name, BREAKDOWN_AT[-1])], part),
     )
     header = " ".join(f"{f'{side.name} @{at}':>12}" for side, at in columns)
     print(f"\nper-turn breakdown, web chat (mean ms per turn; parts nest)\n{'part':<58} {header}")
     for part in parts:
-        cells = " ".join(f"{_mean(side.records[at], part):>12.1f}" for side, at in columns)
+        cells = " ".join(f"{_mean(records[(side.name, at)], part):>12.1f}" for side, at in columns)
         print(f"{part[:58]:<58} {cells}")
     remote = {
         at: [
             value
-            for record in ours.records[at]
+            for record in records[(ours.name, at)]
             for part, value in record.items()
             if part.startswith("remote: ") and part.endswith("(all)")
         ]
         for at in BREAKDOWN_AT
     }
     first, last = (_median(remote[at]) for at in BREAKDOWN_AT)
-    met = last <= first * TURN_RATIO_TARGET + 2.0
+    met = last <= first * RATIO_TARGETS[BREAKDOWN_AT[-1]] + 2.0
     print(
         f"ours, action server call (Rasa side, whole call): {first:.1f} ms at turn "
         f"{BREAKDOWN_AT[0]}, {last:.1f} ms at turn {BREAKDOWN_AT[-1]} "
@@ -333,21 +382,26 @@ async def _run(setup: BenchSetup) -> bool:
         ):
             stack = setup.rasa(credentials, name=name, endpoints=endpoints)
             stack.start()
-            async with httpx.AsyncClient(base_url=stack.base_url) as client:
-                (await client.post("/webhooks/turn_profile/start")).raise_for_status()
-            chat, phone = ChatTab(stack, redis), PhoneLine(stack, redis)
-            await chat.open()
-            await phone.open()
-            sides.append(Side(name, stack, chat, phone))
-        for at in CHECKPOINTS:
-            started = time.monotonic()
-            await _checkpoint(sides, at)
-            print(f"(turn {at} measured in {time.monotonic() - started:.0f} s)", flush=True)
+            client = httpx.AsyncClient(base_url=stack.base_url, timeout=120)
+            (await client.post("/webhooks/turn_profile/start")).raise_for_status()
+            sides.append(Side(name, stack, client))
+        started = time.monotonic()
         for side in sides:
-            await side.chat.close()
-            await side.phone.close()
+            for length in LENGTHS:
+                await _prepare(side, redis, length)
+        print(f"(conversations of {LENGTHS} turns ready in {time.monotonic() - started:.0f} s)")
+        started = time.monotonic()
+        for index in range(ROUNDS):
+            await _round(sides, TEXTS[index % len(TEXTS)])
+        print(f"({ROUNDS} rounds measured in {time.monotonic() - started:.0f} s)", flush=True)
+        for side in sides:
+            for lines in side.lengths.values():
+                await lines.chat.close()
+                await lines.phone.close()
         return _report(*sides)
     finally:
+        for side in sides:
+            await side.client.aclose()
         await redis.close()
 
 

@@ -142,9 +142,7 @@ def main() -> int:
             results[(case, "ours")] = measure(stack, OURS, requests, concurrency)
             inline = results[(case, "ours")].inline_replies
             expected = before + requests - inline
-            rest_delivered[case] = (
-                wait_for_rest_replies(fake_twilio, expected, delay + 30) - before
-            )
+            rest_delivered[case] = wait_for_rest_replies(fake_twilio, expected, delay + 30) - before
             results[(case, "stock")] = measure(stack, STOCK, requests, concurrency)
 
     print(

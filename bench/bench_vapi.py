@@ -144,9 +144,7 @@ def main() -> int:
         voice = asyncio.run(_calls(stack, [_number(i) for i in range(CALLS)], SCRIPT))
         server = _part_buckets(stack)
         rasa_ms = [_quantile_ms(warm["rasa"], server["rasa"], q) for q in (0.5, 0.95)]
-        added_ms = [
-            _quantile_ms(warm["connector"], server["connector"], q) for q in (0.5, 0.95)
-        ]
+        added_ms = [_quantile_ms(warm["connector"], server["connector"], q) for q in (0.5, 0.95)]
         rest = [
             _rest_turn(stack.base_url, f"c_benchrest{call}", text)
             for call in range(CALLS)

@@ -30,7 +30,9 @@ from typing import Any, Dict, List, Tuple
 import jwt
 import websockets
 
+from bench.figures import percentile
 from bench.setup import bench_setup
+from bench.stock_socketio import StockSocketIo, stock_socketio_credentials
 from testkit.processes import ROOT
 from testkit.stack import RasaStack
 
@@ -43,18 +45,9 @@ FAN_OUT_TURNS = 15
 TURN_PACE = 1.05
 
 
-def percentile(values: List[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
-
-
 def credentials_with_socketio(directory: Path) -> Path:
     path = directory / "credentials.yml"
-    path.write_text(
-        (ROOT / "credentials.yml").read_text()
-        + "\nsocketio:\n  user_message_evt: user_uttered\n  bot_message_evt: bot_uttered\n"
-        + "  session_persistence: false\n"
-    )
+    path.write_text((ROOT / "credentials.yml").read_text() + "\n" + stock_socketio_credentials())
     return path
 
 
@@ -99,45 +92,24 @@ class OurTab:
 
 
 class StockTab:
-    """A Socket.IO client for the stock channel, speaking Engine.IO 4 over a WebSocket.
-
-    (python-socketio's own async client needs a newer aiohttp than Rasa 3.6 pins for its
-    WebSocket transport, and long-polling would make the stock channel look slower than it is.)
-    """
+    """A tab of the stock channel (bench/stock_socketio.py), one turn at a time."""
 
     def __init__(self, base_url: str) -> None:
-        self.url = base_url.replace("http://", "ws://") + "/socket.io/?EIO=4&transport=websocket"
         self.replies: asyncio.Queue = asyncio.Queue()
+        self.socket = StockSocketIo(base_url, self.replies.put_nowait)
 
     async def __aenter__(self) -> StockTab:
-        self.ws = await websockets.connect(self.url)
-        assert (await self.ws.recv()).startswith("0")  # Engine.IO open
-        await self.ws.send("40")  # connect to the default namespace
-        connected = await self.ws.recv()
-        assert connected.startswith("40"), connected
-        self.sid = json.loads(connected[2:])["sid"]
-        self.reader = asyncio.create_task(self._read())
+        await self.socket.open()
         return self
 
-    async def _read(self) -> None:
-        async for packet in self.ws:
-            if packet == "2":
-                await self.ws.send("3")  # Engine.IO pong
-            elif packet.startswith("42"):
-                event, *_ = json.loads(packet[2:])
-                if event == "bot_uttered":
-                    self.replies.put_nowait(time.perf_counter())
-
     async def __aexit__(self, *_: Any) -> None:
-        self.reader.cancel()
-        await self.ws.close()
+        await self.socket.close()
 
     async def turn(self) -> float:
         while not self.replies.empty():
             self.replies.get_nowait()
         started = time.perf_counter()
-        emit = ["user_uttered", {"message": TEXT, "session_id": self.sid}]
-        await self.ws.send("42" + json.dumps(emit))
+        await self.socket.say(TEXT)
         arrived = await asyncio.wait_for(self.replies.get(), 60)
         await asyncio.sleep(0.3)  # the rest of the turn, as ours waits for `typing: off`
         return arrived - started

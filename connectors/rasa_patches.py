@@ -1,5 +1,5 @@
-"""Our patches of Rasa 3.6.21: three to its turn, each found by profiling a long conversation,
-and one to its agent, so a tracker store failure reaches the channel.
+"""Our patches of Rasa 3.6.21: four to its turn, and one to its agent, so a tracker store
+failure reaches the channel.
 
 A 400-turn profile of the Rasa server put three costs on every turn that neither the
 tracker window (connectors/tracker_store.py) nor any setting removes:
@@ -17,10 +17,17 @@ tracker window (connectors/tracker_store.py) nor any setting removes:
   that needs the whole session (the LLM fallback's prompt) gets it from the tracker store's
   copy of the session (:func:`send_history_to`); every other action gets the window only.
 
-The patches replace methods on Rasa's classes, so they are tied to the version they were read
-from: :func:`install` refuses any other Rasa version rather than patch code it has not seen.
-The tracker store installs them (``rasa_patches: true``, the default), since Rasa builds it in
-every server process before the first turn.
+And one for turns under load:
+
+- **A turn's slot lent out while Rasa waits on a remote endpoint** (``EndpointConfig.request``:
+  the action server, an NLG server): a slow action (the LLM) does not keep the process's other
+  turns waiting for a slot (:mod:`connectors.turns.slots`).
+
+:func:`install` also installs :mod:`connectors.rasa_speedups` (work a turn repeats, removed with
+the same results). The patches replace methods on Rasa's classes, so they are tied to the
+version they were read from: :func:`install` refuses any other Rasa version rather than patch
+code it has not seen. The tracker store installs them (``rasa_patches: true``, the default),
+since Rasa builds it in every server process before the first turn.
 
 - **Loud state failures** (:func:`install_loud_state_failures`): Rasa's agent wraps every tracker
   store in ``FailSafeTrackerStore``, which answers a failed read with a fresh tracker and saves
@@ -43,7 +50,10 @@ from rasa.core.tracker_store import FailSafeTrackerStore, TrackerStore
 from rasa.shared.constants import DOCS_BASE_URL
 from rasa.shared.core.events import BotUttered, Event, SlotSet, UserUttered
 from rasa.shared.core.trackers import DialogueStateTracker
+from rasa.utils.endpoints import EndpointConfig
 
+from connectors import rasa_speedups
+from connectors.turns.slots import while_waiting
 from omnichannel.redis_client import StateUnavailable
 from omnichannel.turn_context import TURN_SLOTS, TurnFacts, turn_context_slots
 
@@ -55,6 +65,7 @@ RASA_VERSION = "3.6.21"
 HistorySource = Callable[[DialogueStateTracker], Optional[List[Event]]]
 
 _original_run_custom_action = ActionExtractSlots._run_custom_action
+_original_endpoint_request = EndpointConfig.request
 _original_action_call_format = RemoteAction._action_call_format
 
 
@@ -151,6 +162,10 @@ def _action_call_format(
     return payload
 
 
+async def _endpoint_request(self: EndpointConfig, *args: Any, **kwargs: Any) -> Any:
+    return await while_waiting(_original_endpoint_request(self, *args, **kwargs))
+
+
 def install() -> None:
     """Applies the patches (idempotent); raises RuntimeError on another Rasa version."""
     if rasa.__version__ != RASA_VERSION:
@@ -162,6 +177,8 @@ def install() -> None:
     ActionExtractSlots._run_custom_action = _run_custom_action  # type: ignore[method-assign]
     RemoteAction._validate_action_result = _validate_action_result  # type: ignore[method-assign]
     RemoteAction._action_call_format = _action_call_format  # type: ignore[method-assign]
+    EndpointConfig.request = _endpoint_request  # type: ignore[method-assign]
+    rasa_speedups.install()
 
 
 def install_loud_state_failures(agent: Any) -> None:

@@ -17,6 +17,24 @@ and ``steps:`` of ``user:`` and expected ``utter:`` / ``bot:``), plus the channe
             channel: sms                    # this step (and the next ones) by SMS
           - bot: "..."
 
+A case can hand the customer to a person and back, as a support team would through the inbox
+(its API, with an agent token signed with the server's ``INBOX_JWT_SECRET``)::
+
+      - user: "i want to talk to a person"
+        channel: sms
+      - utter: utter_handoff_queued
+      - user: "hello? anyone there?"
+      - silent: true                     # the bot stands aside: the customer got nothing
+      - agent: claim                     # claim, hand_back or resolve
+      - agent_reply: "Hi, Dana here. Let me look into it."
+        channel: chat                    # optional: the customer's last channel by default
+      - bot: "Hi, Dana here. Let me look into it."   # what the customer got on that channel
+      - agent: hand_back
+      - utter: utter_handoff_returned    # the hand-back notice, on the customer's last channel
+
+The agent is named by the case's ``agent_name`` (default ``Dana``); on SMS their replies start
+with it ("Dana: …"), as the SMS renderer writes them.
+
 Each case is one customer (a fresh phone number; on chat a signed-in site user with that
 verified phone), so voice, SMS, WhatsApp and chat share one conversation, as for a real
 customer. A customer's turn is sent as the channel's real client sends it: the ``openai`` SDK as
@@ -46,7 +64,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 from xml.etree import ElementTree
 
 import httpx
@@ -54,11 +72,13 @@ import jwt
 import websockets
 import yaml
 
+from connectors.inbox.auth import agent_token
 from devtools.responses import ROOT, candidates, load_responses, render_for
 from omnichannel.addresses import phone_address
 from omnichannel.channels import CHAT, KINDS, SMS, VOICE, WHATSAPP
 from omnichannel.identity import IdentityStore
-from omnichannel.redis_client import redis_client
+from omnichannel.redis_client import conversation_key, redis_client
+from omnichannel.settings import DEFAULT_INBOX_AUDIENCE
 from testkit.twilio_webhook import WEBHOOK_PATH, signed_sms, whatsapp_form
 from testkit.vapi_call import VapiCall
 
@@ -73,9 +93,19 @@ class BadTestFile(ValueError):
     """A test file that does not follow the format; the message names the file and case."""
 
 
+#: What a step does: the customer says, the bot (or agent) is expected to have said, the
+#: customer got nothing, an agent acts or replies.
+STEP_KINDS = ("user", "bot", "utter", "silent", "agent", "agent_reply")
+_KINDS_TEXT = ", ".join(f"{kind}:" for kind in STEP_KINDS)
+#: What an ``agent:`` step may do (the inbox's transitions).
+AGENT_ACTIONS = ("claim", "hand_back", "resolve")
+#: Steps that produce something the customer receives (the ``bot:``/``utter:`` after them match).
+SENDING_STEPS = ("user", "agent", "agent_reply")
+
+
 @dataclass(frozen=True)
 class Step:
-    kind: str  # "user", "bot" or "utter"
+    kind: str  # one of STEP_KINDS
     value: str
     channel: Optional[str] = None
 
@@ -89,21 +119,31 @@ class TestCase:
     never_twice: Sequence[str] = ()
     #: The customer's phone (e.g. the owner of demo orders); None: a fresh number.
     phone: Optional[str] = None
+    #: The name of the agent of ``agent:`` and ``agent_reply:`` steps.
+    agent_name: str = "Dana"
 
 
 def _step(raw: Any, where: str) -> Step:
     if not isinstance(raw, Mapping):
-        raise BadTestFile(f"{where}: a step is a mapping (user:, bot: or utter:)")
-    kinds = [kind for kind in ("user", "bot", "utter") if kind in raw]
-    unknown = set(raw) - {"user", "bot", "utter", "channel"}
+        raise BadTestFile(f"{where}: a step is a mapping ({_KINDS_TEXT})")
+    kinds = [kind for kind in STEP_KINDS if kind in raw]
+    unknown = set(raw) - {*STEP_KINDS, "channel"}
     if len(kinds) != 1 or unknown:
-        raise BadTestFile(f"{where}: a step has exactly one of user:, bot:, utter: (and channel:)")
+        raise BadTestFile(f"{where}: a step has exactly one of {_KINDS_TEXT} (and channel:)")
+    kind = kinds[0]
     channel = raw.get("channel")
     if channel is not None and channel not in KINDS:
         raise BadTestFile(f"{where}: channel {channel!r} is not one of {', '.join(KINDS)}")
-    if channel is not None and kinds[0] != "user":
-        raise BadTestFile(f"{where}: only a user: step names a channel (the bot answers on it)")
-    return Step(kinds[0], str(raw[kinds[0]]), channel)
+    if channel is not None and kind not in ("user", "agent_reply"):
+        raise BadTestFile(
+            f"{where}: only a user: step names a channel (the bot answers on it), and an "
+            "agent_reply: (the agent sends on it)"
+        )
+    if kind == "agent" and raw[kind] not in AGENT_ACTIONS:
+        raise BadTestFile(f"{where}: agent: is one of {', '.join(AGENT_ACTIONS)}")
+    if kind == "agent_reply" and channel == VOICE:
+        raise BadTestFile(f"{where}: an agent replies by sms or chat (no one calls out)")
+    return Step(kind, str(raw[kind]), channel)
 
 
 def load_cases(paths: Sequence[Path]) -> List[TestCase]:
@@ -119,7 +159,14 @@ def load_cases(paths: Sequence[Path]) -> List[TestCase]:
             where = f"{path.name}: {name or '(unnamed case)'}"
             if not name:
                 raise BadTestFile(f"{where}: every case needs a test_case: name")
-            unknown = set(raw) - {"test_case", "channel", "steps", "never_twice", "phone"}
+            unknown = set(raw) - {
+                "test_case",
+                "channel",
+                "steps",
+                "never_twice",
+                "phone",
+                "agent_name",
+            }
             if unknown:
                 raise BadTestFile(f"{where}: unknown keys {', '.join(sorted(unknown))}")
             channel = raw.get("channel", CHAT)
@@ -137,6 +184,7 @@ def load_cases(paths: Sequence[Path]) -> List[TestCase]:
                     steps,
                     tuple(raw.get("never_twice") or ()),
                     str(phone) if phone else None,
+                    str(raw.get("agent_name") or "Dana"),
                 )
             )
     return cases
@@ -156,6 +204,27 @@ class Server:
     @property
     def twilio_api(self) -> str:
         return self.env.get("TWILIO_API_BASE_URL", "")
+
+    async def conversation_of(self, phone: str) -> Optional[str]:
+        return await IdentityStore(redis_client(self.env["REDIS_URL"])).lookup(phone_address(phone))
+
+    def agent_token(self, name: str) -> str:
+        """A token as the host's SSO signs it for an agent called ``name``."""
+        return agent_token(
+            self.env["INBOX_JWT_SECRET"],
+            f"conversation-test-{name.lower()}",
+            name,
+            audience=self.env.get("INBOX_JWT_AUDIENCE") or DEFAULT_INBOX_AUDIENCE,
+        )
+
+    async def inbox(self, path: str, token: str, body: Mapping[str, Any]) -> httpx.Response:
+        """A call to the agent inbox's API, as an agent's page makes it."""
+        async with httpx.AsyncClient(timeout=TURN_TIMEOUT) as client:
+            return await client.post(
+                f"{self.base_url}/webhooks/inbox/api/{path}",
+                json=dict(body),
+                headers={"Authorization": f"Bearer {token}"},
+            )
 
     async def forget(self, phone: str) -> None:
         """Starts the phone's next contact in a new conversation (identity erasure), so a case
@@ -178,16 +247,70 @@ class Customer:
     call: Optional[VapiCall] = None
     chat: Any = None
     greeting: str = ""
+    #: Messages to each address (``+1…``, ``whatsapp:+1…``) already accounted for.
+    seen: Dict[str, int] = field(default_factory=dict)
 
     async def say(self, channel: str, text: str) -> List[str]:
         """What the customer receives in answer to ``text`` on ``channel``."""
         if channel == VOICE:
-            return await self._speak(text)
-        if channel == SMS:
-            return await self._text(text)
-        if channel == WHATSAPP:
-            return await self._whatsapp(text)
-        return await self._type(text)
+            replies = await self._speak(text)
+        elif channel == SMS:
+            replies = await self._text(text)
+        elif channel == WHATSAPP:
+            replies = await self._whatsapp(text)
+        else:
+            replies = await self._type(text)
+        await self._texts_since()
+        return replies
+
+    async def _texts_since(self) -> List[Tuple[str, str]]:
+        """(channel, text) of the SMS and WhatsApp messages sent to the customer since last
+        looked, which are then accounted for."""
+        found: List[Tuple[str, str]] = []
+        if not self.server.twilio_api:
+            return found
+        for channel, to in ((SMS, self.phone), (WHATSAPP, f"{WHATSAPP}:{self.phone}")):
+            messages = await asyncio.to_thread(self._rest_messages, to)
+            found += [(channel, _received(m)) for m in messages[self.seen.get(to, 0) :]]
+            self.seen[to] = len(messages)
+        return found
+
+    async def unsolicited(self, wait: float = 0.0) -> List[Tuple[str, str]]:
+        """(channel, text) of what reached the customer outside their turns (a notification
+        from the shop): texts since last looked, and chat messages that arrive within ``wait``
+        seconds on an open chat."""
+        found = await self._texts_since()
+        deadline = time.monotonic() + wait
+        while self.chat is not None:
+            try:
+                left = max(0.05, deadline - time.monotonic())
+                frame = json.loads(await asyncio.wait_for(self.chat.recv(), left))
+            except asyncio.TimeoutError:
+                break
+            if frame["type"] == "message" and frame["message"]["role"] == "bot":
+                found.append((CHAT, frame["message"].get("text") or ""))
+                deadline = time.monotonic()  # take what is queued, then stop
+        return found
+
+    async def open_chat(self) -> None:
+        """Opens the chat (signed in with the customer's verified phone), as a tab left open."""
+        if self.chat is not None:
+            return
+        self.chat = await websockets.connect(
+            self.server.base_url.replace("http", "ws", 1) + "/webhooks/webchat/ws"
+        )
+        token = jwt.encode(
+            {
+                "sub": f"conversation-test-{secrets.token_hex(6)}",
+                "phone_number": self.phone,
+                "phone_number_verified": True,
+                "exp": int(time.time()) + 3600,
+            },
+            self.server.env["WEBCHAT_JWT_SECRET"],
+            algorithm="HS256",
+        )
+        await self.chat.send(json.dumps({"type": "auth", "token": token}))
+        await self._frame(lambda f: f["type"] == "history")
 
     async def _speak(self, text: str) -> List[str]:
         if self.call is None:
@@ -212,28 +335,32 @@ class Customer:
             )
         if answer.status_code != 200:
             return [f"(webhook answered HTTP {answer.status_code}: {answer.text[:100]})"]
-        return await self._replies(answer.text, self.phone, before)
+        return await self._replies(answer.text, self.phone, before, sms.form["MessageSid"])
 
     async def _whatsapp(self, text: str) -> List[str]:
         """A WhatsApp message, delivered by the fake Twilio (which opens the window)."""
         to = f"whatsapp:{self.phone}"
         before = len(await asyncio.to_thread(self._rest_messages, to))
+        form = whatsapp_form(self.server.env, self.phone, text)
         request = {
             "url": self.server.env["PUBLIC_BASE_URL"].rstrip("/") + WEBHOOK_PATH,
-            "form": whatsapp_form(self.server.env, self.phone, text),
+            "form": form,
         }
         async with httpx.AsyncClient(timeout=TURN_TIMEOUT) as client:
             delivered = await client.post(self.server.twilio_api + "/fake/inbound", json=request)
         answer = delivered.json()
         if answer["status"] != 200:
             return [f"(webhook answered HTTP {answer['status']}: {answer['body'][:100]})"]
-        return await self._replies(answer["body"], to, before)
+        return await self._replies(answer["body"], to, before, form["MessageSid"])
 
-    async def _replies(self, twiml: str, to: str, before: int) -> List[str]:
-        """A turn's replies: inline in the TwiML, else those sent by REST after ``before``."""
+    async def _replies(self, twiml: str, to: str, before: int, message_sid: str) -> List[str]:
+        """A turn's replies: inline in the TwiML, else those sent by REST after ``before``
+        (none when the turn, ``message_sid``'s, ended with nothing to say)."""
         inline = [m.text or "" for m in ElementTree.fromstring(twiml).findall("Message")]
         if inline:
             return inline
+        if not await self._replies_follow(message_sid):
+            return []
         deadline = time.monotonic() + REST_REPLY_SECONDS
         while time.monotonic() < deadline:
             found = (await asyncio.to_thread(self._rest_messages, to))[before:]
@@ -244,23 +371,45 @@ class Customer:
             await asyncio.sleep(0.2)
         return []
 
+    async def _replies_follow(self, message_sid: str) -> bool:
+        """Whether an SMS answered with an empty TwiML gets replies by REST: its turn item says
+        so once done (a turn that ended within the inline budget with nothing to say, as while
+        a person holds the conversation, did not)."""
+        conversation_id = await self.server.conversation_of(self.phone)
+        if conversation_id is None:
+            return True
+        key = conversation_key(conversation_id, "work", "sms_turn", message_sid)
+        client = redis_client(self.server.env["REDIS_URL"])
+        deadline = time.monotonic() + REST_REPLY_SECONDS
+        while time.monotonic() < deadline:
+            state, outcome = await client.hmget(key, "state", "outcome")
+            if state == b"done":
+                return bool(json.loads(outcome or b"{}").get("by_rest"))
+            await asyncio.sleep(0.05)
+        return True
+
+    async def _open_chat(self) -> List[Dict[str, Any]]:
+        """Opens the customer's chat; returns the history it showed."""
+        self.chat = await websockets.connect(
+            self.server.base_url.replace("http", "ws", 1) + "/webhooks/webchat/ws"
+        )
+        token = jwt.encode(
+            {
+                "sub": f"conversation-test-{secrets.token_hex(6)}",
+                "phone_number": self.phone,
+                "phone_number_verified": True,
+                "exp": int(time.time()) + 3600,
+            },
+            self.server.env["WEBCHAT_JWT_SECRET"],
+            algorithm="HS256",
+        )
+        await self.chat.send(json.dumps({"type": "auth", "token": token}))
+        history = await self._frame(lambda f: f["type"] == "history")
+        return list(history.get("messages") or [])
+
     async def _type(self, text: str) -> List[str]:
         if self.chat is None:
-            self.chat = await websockets.connect(
-                self.server.base_url.replace("http", "ws", 1) + "/webhooks/webchat/ws"
-            )
-            token = jwt.encode(
-                {
-                    "sub": f"conversation-test-{secrets.token_hex(6)}",
-                    "phone_number": self.phone,
-                    "phone_number_verified": True,
-                    "exp": int(time.time()) + 3600,
-                },
-                self.server.env["WEBCHAT_JWT_SECRET"],
-                algorithm="HS256",
-            )
-            await self.chat.send(json.dumps({"type": "auth", "token": token}))
-            await self._frame(lambda f: f["type"] == "history")
+            await self._open_chat()
         await self.chat.send(
             json.dumps({"type": "message", "id": secrets.token_hex(8), "text": text})
         )
@@ -272,7 +421,7 @@ class Customer:
                 return replies
             if frame["type"] == "typing" and not frame["on"]:
                 return replies
-            if frame["type"] == "message" and frame["message"]["role"] == "bot":
+            if frame["type"] == "message" and frame["message"]["role"] in ("bot", "agent"):
                 replies.append(frame["message"].get("text") or "")
 
     async def _frame(self, wanted: Any) -> Dict[str, Any]:
@@ -280,6 +429,77 @@ class Customer:
             frame = json.loads(await asyncio.wait_for(self.chat.recv(), TURN_TIMEOUT))
             if wanted(frame):
                 return frame
+
+    # -- a person from the team, through the inbox --------------------------------------------
+
+    async def _mark(self, channel: str) -> int:
+        """Where the customer's messages on ``channel`` stand now (SMS: how many were texted)."""
+        if channel == SMS:
+            return len(await asyncio.to_thread(self._rest_messages, self.phone))
+        return 0
+
+    async def _arrived(self, channel: str, mark: int) -> List[str]:
+        """What reached the customer on ``channel`` since ``mark``: texts by SMS, or the next
+        message in the chat (the newest of its history, when the chat was not open)."""
+        if channel == SMS:
+            deadline = time.monotonic() + REST_REPLY_SECONDS
+            while time.monotonic() < deadline:
+                found = (await asyncio.to_thread(self._rest_messages, self.phone))[mark:]
+                if found:
+                    return [m["body"] for m in found]
+                await asyncio.sleep(0.1)
+            return []
+        if self.chat is None:
+            shown = [m for m in await self._open_chat() if m["role"] in ("bot", "agent")]
+            return [shown[-1].get("text") or ""] if shown else []
+        frame = await self._frame(
+            lambda f: f["type"] == "message" and f["message"]["role"] in ("bot", "agent")
+        )
+        return [frame["message"].get("text") or ""]
+
+    async def _handoff(self, token: str) -> Tuple[str, Dict[str, Any]]:
+        conversation_id = await self.server.conversation_of(self.phone) or ""
+        answer = await self.server.inbox(
+            "conversation", token, {"conversation_id": conversation_id}
+        )
+        return conversation_id, answer.json() if answer.status_code == 200 else {}
+
+    async def agent_acts(self, action: str, agent_name: str) -> Tuple[List[str], Optional[str]]:
+        """An agent claims, hands back or resolves the customer's hand-off; returns what the
+        customer received (a hand-back's notice) and on which channel."""
+        token = self.server.agent_token(agent_name)
+        conversation_id, detail = await self._handoff(token)
+        channel = (detail.get("reach") or {}).get("default") if action == "hand_back" else None
+        mark = await self._mark(channel) if channel else 0
+        answer = await self.server.inbox(action, token, {"conversation_id": conversation_id})
+        if answer.status_code != 200:
+            return [f"(inbox answered HTTP {answer.status_code}: {answer.text[:100]})"], None
+        return (await self._arrived(channel, mark) if channel else []), channel
+
+    async def agent_replies(
+        self, text: str, channel: Optional[str], agent_name: str
+    ) -> Tuple[List[str], Optional[str]]:
+        """An agent answers from the inbox (on ``channel``, else the customer's last one);
+        returns what the customer received and on which channel."""
+        token = self.server.agent_token(agent_name)
+        conversation_id, detail = await self._handoff(token)
+        channel = channel or (detail.get("reach") or {}).get("default")
+        if channel is None:
+            return ["(the inbox knows no channel to reach the customer on)"], None
+        mark = await self._mark(channel)
+        answer = await self.server.inbox(
+            "reply",
+            token,
+            {
+                "conversation_id": conversation_id,
+                "message_id": secrets.token_hex(8),
+                "channel": channel,
+                "text": text,
+            },
+        )
+        if answer.status_code != 202:
+            return [f"(inbox answered HTTP {answer.status_code}: {answer.text[:100]})"], channel
+        return await self._arrived(channel, mark), channel
 
     async def close(self) -> None:
         if self.call is not None:
@@ -367,19 +587,36 @@ async def run_case(case: TestCase, server: Server, responses: Mapping[str, Any])
         customer.phone = case.phone
         await server.forget(case.phone)
     channel = case.channel
+    #: The channel the customer last received something on (what bot:/utter: steps match).
+    answered_on = channel
     remaining = ""
     received_all: List[str] = []
     try:
         for number, step in enumerate(case.steps, 1):
-            if step.kind == "user":
-                channel = step.channel or channel
-                replies = await customer.say(channel, step.value)
+            if step.kind in SENDING_STEPS:
+                if step.kind == "user":
+                    channel = step.channel or channel
+                    replies, answered_on = await customer.say(channel, step.value), channel
+                elif step.kind == "agent":
+                    replies, on = await customer.agent_acts(step.value, case.agent_name)
+                    answered_on = on or answered_on
+                else:
+                    replies, on = await customer.agent_replies(
+                        step.value, step.channel, case.agent_name
+                    )
+                    answered_on = on or answered_on
                 received_all.extend(replies)
                 remaining = normalised(" ".join(replies))
-                result.steps.append(StepResult(number, channel, step, remaining))
+                result.steps.append(StepResult(number, answered_on, step, remaining))
                 continue
-            forms = expected_forms(step, channel, responses)
-            outcome = StepResult(number, channel, step, remaining)
+            if step.kind == "silent":
+                outcome = StepResult(number, answered_on, step, remaining)
+                if remaining:
+                    outcome.failure = "the customer received something (expected nothing)"
+                result.steps.append(outcome)
+                continue
+            forms = expected_forms(step, answered_on, responses)
+            outcome = StepResult(number, answered_on, step, remaining)
             if step.kind == "utter" and not forms:
                 outcome.failure = f"no response {step.value} in the domain for {channel}"
             else:

@@ -57,6 +57,7 @@ GENERATED_SECRETS = frozenset(
         "VAPI_SERVER_SECRET",
         "VAPI_CUSTOM_LLM_KEY",
         "WEBCHAT_JWT_SECRET",
+        "NOTIFICATIONS_API_KEY",
     }
 )
 
@@ -100,6 +101,9 @@ def print_banner(env: Dict[str, str], redis_url: str) -> None:
         f"  Conversation viewer: {local}/webhooks/viewer/   (log in with RASA_AUTH_TOKEN)",
         f"  Insight page:        {local}/webhooks/insight/  (the same token)",
         "",
+        "  Agent inbox (signed in as a local agent; your SSO signs real agents' tokens):",
+        f"    {inbox_link(env, local)}",
+        "",
         "  Web chat (signed in as a demo user linked to +1 415 555 2671):",
         f"    {demo_chat_link(env, local)}",
         "  Paste into VAPI (assistant > Model > Custom LLM URL; Server URL):",
@@ -121,6 +125,22 @@ def print_banner(env: Dict[str, str], redis_url: str) -> None:
             f"  SMS sent by REST land on the fake Twilio API: {LOCAL_TWILIO_API}/fake/messages"
         ]
     print("\n".join(lines), flush=True)
+
+
+def inbox_link(env: Dict[str, str], base_url: str) -> str:
+    """The agent inbox signed in as a local agent (the token rides in the URL's fragment, which
+    browsers never send); real agents' tokens come from the team's SSO."""
+    from connectors.inbox.auth import agent_token
+    from omnichannel.settings import DEFAULT_INBOX_AUDIENCE
+
+    token = agent_token(
+        env["INBOX_JWT_SECRET"],
+        "local-agent",
+        "Local agent",
+        audience=env.get("INBOX_JWT_AUDIENCE") or DEFAULT_INBOX_AUDIENCE,
+        lifetime=12 * 3600,
+    )
+    return f"{base_url.rstrip('/')}/webhooks/inbox/#token={token}"
 
 
 def demo_chat_link(env: Dict[str, str], local: str) -> str:

@@ -8,11 +8,12 @@ never fails on that warning even with ``--fail-on-warnings``. Here the code is t
 responses that ``actions/``, ``connectors/`` and ``omnichannel/`` name (a string constant
 ``"utter_…"``, or an f-string starting with one, which covers every response with that prefix)
 are used; so are the responses Rasa sends itself (``utter_default``, a form's
-``utter_ask_<slot>``); that warning about them is dropped, as is the one warning Rasa 3.6 raises
-on every project whatever its data, and the one about ``nlu_confirm``, an intent the NLU
-pipeline sets (the confirmation gate) that no example trains. Every other warning fails the
-run, an unused response included, and so does a response the code names that the domain lacks
-(the customer would get nothing).
+``utter_ask_<slot>``) and those designers marked sendable by the notifications API
+(``metadata.notification: true``); that warning about them is dropped, as is the one warning
+Rasa 3.6 raises on every project whatever its data, and the one about ``nlu_confirm``, an
+intent the NLU pipeline sets (the confirmation gate) that no example trains. Every other warning
+fails the run, an unused response included, and so does a response the code names that the
+domain lacks (the customer would get nothing).
 """
 
 from __future__ import annotations
@@ -105,6 +106,15 @@ def validate(root: Path = ROOT) -> Tuple[bool, List[str], Set[str]]:
         for slot in definition.get("required_slots") or []
         for prefix in ("", f"{form}_")
     }
+    # Responses the shop's backend sends through the notifications API.
+    notifications = {
+        name
+        for name, variations in domain.responses.items()
+        if any(
+            isinstance(v.get("metadata"), dict) and v["metadata"].get("notification") is True
+            for v in variations
+        )
+    }
     real: List[str] = []
     dropped: Set[str] = set()
     for warning in caught:
@@ -115,7 +125,7 @@ def validate(root: Path = ROOT) -> Tuple[bool, List[str], Set[str]]:
         unused = _UNUSED.fullmatch(message)
         if unused and (
             used_by_code(unused.group(1), names, prefixes)
-            or unused.group(1) in RASA_RESPONSES | asked
+            or unused.group(1) in RASA_RESPONSES | asked | notifications
         ):
             dropped.add(unused.group(1))
         elif (untrained := _NOT_TRAINED.fullmatch(message)) and untrained.group(1) in (

@@ -10,7 +10,8 @@ What one conversation leaves in Redis, and how each goes:
   primary and deleted;
 - every key under the hash tag of an address the conversation owned, ``omni:{a_<digest>}:…``
   (the address's record, the web chat's sockets, revocations and rate limit);
-- its members in the durable work indexes (``omni:work:<kind>``);
+- its members in the durable work indexes (``omni:work:<kind>``), the hand-off's queues and the
+  outbound indexes (``omni:outbound:due``, ``omni:outbound:recent``);
 - its not-understood texts in the insight lists and its id in their links
   (:meth:`omnichannel.insight.store.InsightStore.forget`); the counts and HyperLogLogs hold no
   text and no id;
@@ -23,7 +24,10 @@ Left on purpose: the tombstone ``omni:{<cid>}:forgotten`` (the value ``1``, no d
 :data:`TOMBSTONE_SECONDS`, so a turn accepted before the erasure cannot write the conversation
 back (the tracker store refuses to append to an erased conversation) and a contact racing the
 erasure starts a new conversation; the audit log, which names conversations by a one-way digest
-only. The erased customer's next message starts a new, empty conversation.
+only; the consent records of the conversation's addresses (``omni:{a_<digest>}:consent`` and its
+log: a time, a source, STOP or START, no message text), so a customer who said STOP is not
+texted again because they also asked to be forgotten. The erased customer's next message starts
+a new, empty conversation.
 
 The caller (connectors/erasure.py) holds the conversation's lock meanwhile, so no turn runs
 during an erasure.
@@ -38,14 +42,25 @@ from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Dict, List, Sequence
 
 from omnichannel.audit import conversation_digest
+from omnichannel.handoff.state import CLAIMED, QUEUED
+from omnichannel.handoff.store import HandoffStore
 from omnichannel.identity import IdentityStore
 from omnichannel.insight.store import InsightStore
+from omnichannel.outbound.items import OutboundStore
 from omnichannel.redis_client import KEY_PREFIX, AnyRedis, conversation_key, global_key
 
 #: How long an erased conversation's tombstone stays: longer than any accepted turn can wait.
 TOMBSTONE_SECONDS = 3600
 #: The durable work kinds whose indexes name conversations (omnichannel/leases.py).
-WORK_KINDS: List[str] = ["sms_turn", "sms_outbox", "chat_turn", "voice_turn"]
+WORK_KINDS: List[str] = [
+    "sms_turn",
+    "sms_outbox",
+    "chat_turn",
+    "voice_turn",
+    "handoff_message",
+    "desk_sync",
+    "outbound_send",
+]
 
 #: Erases what a part keeps of a conversation under keys of its own; returns how many it removed.
 Eraser = Callable[[AnyRedis, str], Awaitable[int]]
@@ -153,11 +168,21 @@ async def erase(redis: AnyRedis, conversation_id: str, namespace: str = "") -> R
     patterns = [f"{KEY_PREFIX}:{{{escaped}}}:*", f"{KEY_PREFIX}:*:{{{escaped}}}:*"]
     patterns += [f"{KEY_PREFIX}:{{{_glob_escaped(tag)}}}:*" for tag in address_tags]
     lock = conversation_key(conversation_id, "lock")
+    # The consent records (omnichannel/outbound/consent.py ConsentStore.record_key, log_key).
+    consent = [
+        key
+        for tag in address_tags
+        for key in (conversation_key(tag, "consent"), conversation_key(tag, "consent", "log"))
+    ]
     receipt.keys_deleted = identity_keys + await _scan_delete(
-        redis, patterns, keep=[tombstone], uncounted=lock
+        redis, patterns, keep=[tombstone, *consent], uncounted=lock
     )
-    for kind in WORK_KINDS:
-        index = global_key("work", kind)
+    for name in (QUEUED, CLAIMED, "due"):  # the hand-off's queues (omnichannel/handoff/store.py)
+        index = HandoffStore.index_key(name)
+        receipt.index_entries_removed += int(await redis.zrem(index, conversation_id))
+    indexes = [global_key("work", kind) for kind in WORK_KINDS]
+    indexes += [OutboundStore.DUE_KEY, OutboundStore.RECENT_KEY]
+    for index in indexes:
         prefix = json.dumps([conversation_id, ""])[:-3]
         members = [
             member

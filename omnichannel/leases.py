@@ -323,6 +323,22 @@ class InFlightWork:
             await self._index(lease.conversation_id, lease.item_id, 0)
         return bool(int(released))
 
+    async def postpone(self, lease: Lease, seconds: float) -> bool:
+        """Retry later: the lease now ends in ``seconds`` (the work is taken over, by any
+        replica, only then; the holder stops renewing it by ending its block). For work that
+        failed on something outside (a vendor down) and backs off; False when the lease was
+        lost meanwhile."""
+        # A renewal for ``seconds`` instead of a lease's time.
+        until_ms = await _RENEW(
+            self._redis(),
+            [self.item_key(lease.conversation_id, lease.item_id)],
+            [lease.owner, int(seconds * 1000)],
+        )
+        if not int(until_ms):
+            return False
+        await self._index(lease.conversation_id, lease.item_id, int(until_ms))
+        return True
+
     async def state(self, conversation_id: str, item_id: str) -> Dict[str, str]:
         """The item's fields as stored (empty when there is none)."""
         raw = await self._redis().hgetall(self.item_key(conversation_id, item_id))

@@ -109,6 +109,37 @@ SMS_SENDS = Counter(
     ["outcome"],
 )
 
+#: What happened to a hand-off (the ``event`` label of :data:`HANDOFFS`): the transitions of
+#: omnichannel/handoff/state.py, plus ``taken_over`` (an agent took another's claim).
+HANDOFF_EVENTS = (
+    "requested",
+    "claimed",
+    "taken_over",
+    "handed_back",
+    "resolved",
+    "abandoned",
+    "transferred",
+)
+HANDOFFS = Counter(
+    "omnichannel_handoffs",
+    "Hand-offs to a person, by the channel kind the customer asked on and what happened: "
+    "requested, claimed, taken_over, handed_back, resolved, abandoned, transferred (a call put "
+    "through to the support line).",
+    ["channel", "event"],
+)
+HANDOFF_CLAIM_SECONDS = Histogram(
+    "omnichannel_handoff_claim_seconds",
+    "Time from a hand-off's request until an agent claimed it, by channel kind.",
+    ["channel"],
+    buckets=(5, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400, 28800, 86400),
+)
+HANDOFFS_OPEN = Gauge(
+    "omnichannel_handoffs_open",
+    "Open hand-offs fleet-wide, by state (queued: waiting for an agent; claimed: an agent holds "
+    "it); every replica reports the same figure: use max().",
+    ["state"],
+)
+
 #: How a message to a customer on a messaging channel went out (omnichannel/sms_sender.py's
 #: send_to_customer): by SMS as asked, in WhatsApp's window, as an approved WhatsApp template,
 #: by SMS because WhatsApp could not take it, or held until the customer writes on WhatsApp.
@@ -163,7 +194,41 @@ def error_label(code: Optional[str]) -> str:
 
 
 #: The exporter's address unless METRICS_ADDRESS says otherwise: only this host can scrape.
+CALLBACKS = Counter(
+    "omnichannel_callbacks",
+    "Callbacks by phone, by outcome: scheduled, moved, cancelled (by the customer or an agent); "
+    "placed (VAPI took the call), retried (VAPI refused for now), reconciled (a dial found the "
+    "call an earlier attempt made); answered; completed, not_answered, failed, refused.",
+    ["outcome"],
+)
+
 DEFAULT_METRICS_ADDRESS = "127.0.0.1"
+
+#: Outcomes of a call to Chatwoot's Application API (the ``outcome`` label of
+#: :data:`CHATWOOT_REQUESTS`): done, refused (a 4xx other than 429), failed (network, timeout,
+#: 429, 5xx: the sync is retried with backoff).
+CHATWOOT_OK = "ok"
+CHATWOOT_REFUSED = "refused"
+CHATWOOT_FAILED = "failed"
+CHATWOOT_REQUESTS = Counter(
+    "omnichannel_chatwoot_requests",
+    "Calls to Chatwoot's Application API, by operation (create_contact, create_conversation, "
+    "create_message, …) and outcome (ok, refused, failed).",
+    ["operation", "outcome"],
+)
+CHATWOOT_WEBHOOKS = Counter(
+    "omnichannel_chatwoot_webhooks",
+    "Chatwoot webhook deliveries, by outcome: acted (an agent's reply, note, claim, hand-back), "
+    "ignored (our own echo, other events), refused (failed verification), replayed, unknown "
+    "(a conversation never handed off), bad_request, failed (retry later).",
+    ["outcome"],
+)
+DESK_SYNCS = Counter(
+    "omnichannel_desk_syncs",
+    "Helpdesk syncs of one conversation, by desk and outcome (ok; failed: retried with backoff "
+    "through the desk_sync work items, given up after many with an error in the log).",
+    ["desk", "outcome"],
+)
 
 _served_on: Optional[int] = None
 _serve_lock = threading.Lock()
@@ -174,6 +239,11 @@ def turn_ended(channel: Optional[str], outcome: str, seconds: float) -> None:
     label = channel or OTHER_CHANNEL
     TURNS.labels(channel=label, outcome=outcome).inc()
     TURN_SECONDS.labels(channel=label).observe(seconds)
+
+
+def handoff_event(channel: Optional[str], event: str) -> None:
+    """Count one hand-off ``event`` (one of HANDOFF_EVENTS) on ``channel`` (a channel kind)."""
+    HANDOFFS.labels(channel=channel or OTHER_CHANNEL, event=event).inc()
 
 
 def command_name(args: Any) -> str:
@@ -229,3 +299,29 @@ def serve(port: int, address: str = DEFAULT_METRICS_ADDRESS) -> bool:
         _served_on = port
         logger.info("metrics: serving /metrics on %s port %d", address, port)
         return True
+
+
+def chatwoot_request(operation: str, outcome: str) -> None:
+    """Count one call to Chatwoot's API (``operation``: named in connectors/chatwoot/api.py)."""
+    CHATWOOT_REQUESTS.labels(operation=operation, outcome=outcome).inc()
+#: Outcomes of business-initiated items (omnichannel/outbound/): the ``outcome`` label of
+#: :data:`OUTBOUND_ITEMS`; ``channel`` is a channel kind, or ``none`` before one was chosen.
+OUTBOUND_SCHEDULED = "scheduled"
+OUTBOUND_HELD = "held"
+OUTBOUND_QUEUED = "queued"
+OUTBOUND_SENT = "sent"
+OUTBOUND_REFUSED = "refused"
+OUTBOUND_FAILED = "failed"
+OUTBOUND_CANCELLED = "cancelled"
+OUTBOUND_ITEMS = Counter(
+    "omnichannel_outbound_items",
+    "Business-initiated items (notifications, callbacks) by kind, channel kind and outcome "
+    "(scheduled, held, queued, sent, refused, failed, cancelled).",
+    ["kind", "channel", "outcome"],
+)
+OUTBOUND_REFUSALS = Counter(
+    "omnichannel_outbound_refusals",
+    "Business-initiated items refused or held, by kind and reason (opted_out, no_consent, "
+    "quiet_hours, customer_rate_limit, global_rate_limit, unknown_customer, ...).",
+    ["kind", "reason"],
+)

@@ -19,11 +19,12 @@ as Twilio serves it with "Enforce HTTP Auth on Media URLs": the ``MediaUrl`` ans
 the account's credentials, by a redirect to a short-lived URL (``/fake/cdn/…``) that needs none.
 
 Tests script failures (:meth:`FakeTwilio.fail_next`), sends whose outcome the caller cannot know
-(:meth:`FakeTwilio.fail_after_create`: the message is created, then the answer is a 500 or the
-connection drops), opted-out numbers (error 21610) and failed deliveries
-(:meth:`FakeTwilio.fail_delivery`, reported through signed status callbacks when
-``send_status_callbacks`` is on), and read :attr:`FakeTwilio.messages`. Other processes read
-``GET /fake/messages``.
+(:meth:`FakeTwilio.fail_after_create`: the message is created, then the answer is a 500, the
+connection drops, or the answer waits while the test kills the sender;
+:meth:`FakeTwilio.hold_after_create`: created, and the answer held back until the test releases
+it), opted-out numbers (error 21610) and failed deliveries (:meth:`FakeTwilio.fail_delivery`,
+reported through signed status callbacks when ``send_status_callbacks`` is on), and read
+:attr:`FakeTwilio.messages`. Other processes read ``GET /fake/messages``.
 
 Run alone for `make run` and the SMS simulator: ``python -m testkit.fake_twilio --port 5056``;
 other processes hand it an inbound message to deliver with ``POST /fake/inbound`` (JSON
@@ -70,6 +71,8 @@ MAX_PAGE_SIZE = 1000
 #: After creating a message: answer HTTP 500, or close the connection without an answer.
 AFTER_CREATE_500 = "500"
 AFTER_CREATE_DROP = "drop"
+#: Created, then the answer waits until the test releases it (the caller dies meanwhile).
+AFTER_CREATE_HOLD = "hold"
 
 
 @dataclass
@@ -202,7 +205,16 @@ class _Handler(JsonHandler):
                 {"code": refused.code, "message": str(refused), "status": refused.status},
             )
             return
+        held = fake.next_hold()
+        if held is not None:
+            held.wait(60)
         after = fake.next_after_create()
+        if after == AFTER_CREATE_HOLD:
+            # The send moment: the message exists, the caller has not heard so (yet).
+            fake.holding.set()
+            fake.release.wait(120)
+            self.close_connection = True
+            return
         if after == AFTER_CREATE_DROP:
             # Created, but the caller never hears of it (a connection lost mid-answer).
             self.close_connection = True
@@ -351,6 +363,10 @@ class FakeTwilio(FakeServer):
         self._failures: List[int] = []
         self._after_create: List[str] = []
         self._list_failures: List[int] = []
+        self._holds: List[threading.Event] = []
+        #: Set once a message held by AFTER_CREATE_HOLD exists; answers wait for ``release``.
+        self.holding = threading.Event()
+        self.release = threading.Event()
         #: Post signed status callbacks ("sent", then "delivered" or a scripted failure) to each
         #: message's StatusCallback URL, as Twilio does. Off unless asked for.
         self.send_status_callbacks = False
@@ -517,12 +533,26 @@ class FakeTwilio(FakeServer):
             self._failures.extend([status] * count)
 
     def fail_after_create(self, how: str = AFTER_CREATE_500, count: int = 1) -> None:
-        """Create the next ``count`` messages, then answer HTTP 500 (``AFTER_CREATE_500``) or
-        drop the connection (``AFTER_CREATE_DROP``): the caller cannot know they were sent."""
-        if how not in (AFTER_CREATE_500, AFTER_CREATE_DROP):
+        """Create the next ``count`` messages, then answer HTTP 500 (``AFTER_CREATE_500``),
+        drop the connection (``AFTER_CREATE_DROP``) or hold the answer until :attr:`release`
+        is set (``AFTER_CREATE_HOLD``, :attr:`holding` tells when: a test kills the sender at
+        that moment): the caller cannot know they were sent."""
+        if how not in (AFTER_CREATE_500, AFTER_CREATE_DROP, AFTER_CREATE_HOLD):
             raise ValueError(f"unknown failure after creation: {how}")
         with self.lock:
             self._after_create.extend([how] * count)
+
+    def hold_after_create(self) -> threading.Event:
+        """Create the next message, then hold the answer until the returned event is set (or a
+        minute passes): the sender is left waiting with its message already created."""
+        release = threading.Event()
+        with self.lock:
+            self._holds.append(release)
+        return release
+
+    def next_hold(self) -> Optional[threading.Event]:
+        with self.lock:
+            return self._holds.pop(0) if self._holds else None
 
     def fail_next_list(self, status: int = 500, count: int = 1) -> None:
         """Answer the next ``count`` reads of the Messages list with HTTP ``status``."""

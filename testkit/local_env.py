@@ -50,5 +50,8 @@ _EXPORTED = frozenset(
         "VAPI_SERVER_SECRET",
         "VAPI_CUSTOM_LLM_KEY",
         "WEBCHAT_JWT_SECRET",
+        "INBOX_JWT_SECRET",
+        "INBOX_JWT_AUDIENCE",
+        "NOTIFICATIONS_API_KEY",
     }
 )

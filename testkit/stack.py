@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from testkit.processes import ROOT, free_port, python, rasa_cli, spawn, stop, wait_for_port
+from testkit.processes import ROOT, free_port, python, spawn, stop, wait_for_port
 
 
 def local_secrets(rasa_port: int) -> Dict[str, str]:
@@ -26,7 +26,10 @@ def local_secrets(rasa_port: int) -> Dict[str, str]:
         "VAPI_SERVER_SECRET": secrets.token_urlsafe(24),
         "VAPI_CUSTOM_LLM_KEY": secrets.token_urlsafe(24),
         "WEBCHAT_JWT_SECRET": secrets.token_urlsafe(32),
+        "NOTIFICATIONS_API_KEY": secrets.token_urlsafe(24),
         "WEBCHAT_ALLOW_ANONYMOUS": "true",
+        # Agents' inbox tokens: the host's SSO would sign them (connectors/inbox/auth.py).
+        "INBOX_JWT_SECRET": secrets.token_urlsafe(32),
         "DEFAULT_PHONE_REGION": "US",
     }
 
@@ -42,14 +45,23 @@ def action_server_command(port: int) -> List[str]:
     return [python(), "-m", "rasa_sdk", "--actions", "actions", "--port", str(port)]
 
 
+#: How the Rasa server starts: `rasa run` behind our entry point (connectors/rasa_main.py), which
+#: leaves TensorFlow unimported unless the model needs it. ``"rasa"`` is Rasa's own.
+RASA_ENTRY_POINT = "connectors.rasa_main"
+
+
 def rasa_server_command(
     model: Path,
     port: int,
     credentials: Path,
     auth_token: str,
     endpoints: Path = ROOT / "endpoints.yml",
+    entry_point: str = RASA_ENTRY_POINT,
 ) -> List[str]:
-    return rasa_cli(
+    return [
+        python(),
+        "-m",
+        entry_point,
         "run",
         "--model",
         str(model),
@@ -62,7 +74,7 @@ def rasa_server_command(
         "--enable-api",
         # One argument: a random token may start with "-", which argparse would take for a flag.
         f"--auth-token={auth_token}",
-    )
+    ]
 
 
 def wait_for_model(
@@ -99,6 +111,7 @@ class RasaStack:
     rasa_proc: Optional[subprocess.Popen] = None
     owns_action_server: bool = True
     endpoints: Path = ROOT / "endpoints.yml"
+    entry_point: str = RASA_ENTRY_POINT
 
     @property
     def base_url(self) -> str:
@@ -126,6 +139,7 @@ class RasaStack:
                 self.credentials,
                 self.env["RASA_AUTH_TOKEN"],
                 self.endpoints,
+                self.entry_point,
             ),
             env=self.process_env(),
             log_path=self.log_dir / f"rasa-{self.rasa_port}.log",
@@ -158,6 +172,7 @@ class RasaStack:
             action_proc=self.action_proc,
             owns_action_server=False,
             endpoints=self.endpoints,
+            entry_point=self.entry_point,
         )
         other.start_rasa()
         wait_for_model(other.base_url, self.env["RASA_AUTH_TOKEN"], timeout, other.rasa_proc)

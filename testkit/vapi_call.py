@@ -48,6 +48,9 @@ class VapiCall:
     call_type: str = "inboundPhoneCall"
     control_url: Optional[str] = None
     variables: Dict[str, Any] = field(default_factory=dict)
+    #: ``assistantOverrides.metadata`` of a call placed through the API (a callback's ids);
+    #: VAPI hands it to the custom LLM as ``metadata``.
+    metadata: Dict[str, Any] = field(default_factory=dict)
     assistant_number: str = "+15005550006"
     #: The transcribed conversation VAPI resends on every request.
     history: List[Dict[str, str]] = field(default_factory=list)
@@ -63,8 +66,13 @@ class VapiCall:
             payload["customer"] = {"number": self.number}
         if self.control_url:
             payload["monitor"] = {"controlUrl": self.control_url}
+        overrides: Dict[str, Any] = {}
         if self.variables:
-            payload["assistantOverrides"] = {"variableValues": self.variables}
+            overrides["variableValues"] = self.variables
+        if self.metadata:
+            overrides["metadata"] = self.metadata
+        if overrides:
+            payload["assistantOverrides"] = overrides
         return payload
 
     def llm_client(self) -> openai.AsyncOpenAI:
@@ -141,6 +149,7 @@ class VapiCall:
                 "call": self.call,
                 **({"customer": {"number": self.number}} if self.number else {}),
                 "phoneNumber": {"number": self.assistant_number},
+                **({"metadata": self.metadata} if self.metadata else {}),
             },
         )
         async for chunk in stream:

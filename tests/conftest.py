@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import secrets
+import uuid
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,7 @@ from devtools.model import ensure_model
 from testkit.fake_llm import FakeLlm
 from testkit.fake_otlp import FakeOtlp
 from testkit.fake_twilio import FakeTwilio
+from testkit.fake_vapi import FakeVapi
 from testkit.processes import RedisServer, free_port
 from testkit.redis_topologies import RedisClusterProcesses, RedisDeployment, RedisSentinelProcesses
 from testkit.stack import RasaStack, local_secrets, with_rest_channel
@@ -19,7 +22,12 @@ from tests.support import key_kinds, stack_orders
 
 #: The shared stack's Rasa port, chosen once so its secrets (PUBLIC_BASE_URL) are known early.
 STACK_RASA_PORT = free_port()
-STACK_SECRETS = local_secrets(STACK_RASA_PORT)
+STACK_SECRETS = {
+    **local_secrets(STACK_RASA_PORT),
+    # VAPI's call API, for callbacks (the fake_vapi fixture serves it).
+    "VAPI_API_KEY": secrets.token_urlsafe(24),
+    "VAPI_PHONE_NUMBER_ID": str(uuid.uuid4()),
+}
 
 
 @pytest.fixture(autouse=True)
@@ -77,6 +85,17 @@ def fake_twilio() -> FakeTwilio:
 
 
 @pytest.fixture(scope="session")
+def fake_vapi() -> FakeVapi:
+    """VAPI's call API (and Live Call Control) on loopback, for the shared stack's org: the
+    callbacks it places go here (see testkit/fake_vapi)."""
+    fake = FakeVapi(
+        STACK_SECRETS["VAPI_API_KEY"], STACK_SECRETS["VAPI_PHONE_NUMBER_ID"]
+    ).start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture(scope="session")
 def fake_llm() -> FakeLlm:
     """An OpenAI-compatible LLM provider on loopback; tests script its answers."""
     fake = FakeLlm().start()
@@ -99,6 +118,7 @@ def rasa_stack(
     fake_twilio: FakeTwilio,
     fake_llm: FakeLlm,
     fake_otlp: FakeOtlp,
+    fake_vapi: FakeVapi,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> RasaStack:
     """One action server and one Rasa server with every connector, for the whole test run.
@@ -114,6 +134,7 @@ def rasa_stack(
         **STACK_SECRETS,
         "REDIS_URL": stack_redis.url,
         "TWILIO_API_BASE_URL": fake_twilio.url,
+        "VAPI_API_BASE_URL": fake_vapi.url,
         "OPENAI_BASE_URL": fake_llm.base_url,
         "OPENAI_API_KEY": "sk-local-fake",
         "LLM_MODEL": "fake-model",

@@ -20,20 +20,26 @@ from xdist.scheduler import LoadScopeScheduling
 
 #: Wall seconds of the longest units on a 2-core machine (serial run), longest first.
 SECONDS = {
-    "tests/fleet/test_fleet.py": 200,
+    "tests/fleet/test_fleet.py": 240,
     "tests/connectors/test_tracker_store.py": 190,
     "tests/connectors/test_redis_failover.py": 160,
+    "tests/connectors/test_rasa_light_start.py": 95,
     "tests/connectors/webchat/test_live.py": 90,
+    "chatwoot": 90,
     "tests/connectors/test_lock_store.py": 80,
     "tests/browser/test_widget.py": 80,
+    "tests/connectors/handoff/test_voice_handoff.py": 45,
+    "tests/browser/test_inbox.py": 40,
     "tests/connectors/test_drain.py": 75,
     "tests/connectors/twilio_sms/test_turns.py": 60,
     "tests/connectors/vapi/test_takeover.py": 55,
+    "tests/connectors/test_rasa_speedups.py": 55,
     "tests/connectors/test_lock_store_order.py": 50,
     "tests/devtools/test_evaluate.py": 50,
     "tests/connectors/webchat/test_turns.py": 45,
     "tests/test_rasa_server.py": 45,
     "tests/connectors/twilio_sms/test_channel.py": 40,
+    "tests/connectors/vapi/test_callbacks.py": 45,
     "tests/testkit/test_redis_topologies.py": 40,
     "tests/actions/test_barge_in.py": 40,
 }

@@ -69,6 +69,11 @@ test_cases:
         ("test_case: x\n    steps: [{user: hi, bot: hello}]", "exactly one of user:, bot:, utter:"),
         ("test_case: x\n    steps: [{bot: hi, channel: sms}]", "only a user: step names"),
         ("test_case: x\n    stepz: []", "unknown keys stepz"),
+        ("test_case: x\n    steps: [{agent: dance}]", "agent: is one of claim, hand_back"),
+        (
+            "test_case: x\n    steps: [{agent_reply: hi, channel: voice}]",
+            "an agent replies by sms or chat",
+        ),
     ],
 )
 def test_malformed_cases_are_refused_with_their_place(

@@ -27,7 +27,7 @@ from connectors.http_limits import HEAD_DEADLINE_SECONDS
 from devtools import image_locks
 from omnichannel.settings import _VARIABLES
 from testkit.processes import ROOT, free_port, wait_for_port
-from testkit.stack import action_server_command
+from testkit.stack import action_server_command, rasa_server_command
 
 DEPLOY = ROOT / "deploy"
 BIN = Path(sys.executable).parent
@@ -138,6 +138,9 @@ def test_ports_and_commands_match_the_local_stack() -> None:
     rasa_docker = (DEPLOY / "rasa.Dockerfile").read_text()
     actions_docker = (DEPLOY / "actions.Dockerfile").read_text()
     assert "--port 5005" in rasa_docker and "--enable-api" in rasa_docker
+    # The image starts the server as the local stack does (no TensorFlow unless needed).
+    entry = rasa_server_command(Path("m"), 5005, Path("c"), "t")[1:4]
+    assert f"exec python {' '.join(entry)} --model" in rasa_docker
     assert (
         "--credentials credentials.yml" in rasa_docker
         and "--endpoints endpoints.yml" in rasa_docker

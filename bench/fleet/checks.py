@@ -8,6 +8,10 @@ The standard, checked after the traffic (``bench.fleet.customers.Traffic``) stop
 - each got its reply or the channel's explicit apology;
 - no SMS was sent twice for one inbound message (the fake Twilio's records: a REST send besides
   an inline answer, the same body twice for one message, or one idempotency token twice);
+- every notification the shop's backend got accepted was sent, and texted exactly once (the
+  fake Twilio's records), however often it retried and whichever replica died meanwhile;
+- every customer promised a callback got exactly one call (the fake VAPI API's records), its
+  callback recorded sent with that call's id, whichever replica died meanwhile;
 - nothing is left "running": durable work items (``omni:{cid}:work:<kind>:<id>``,
   omnichannel/leases.py: SMS turns and outbox, chat turns, voice turns) and calls' in-flight
   turns (the ``inflight`` field of a call's state).
@@ -30,10 +34,20 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 import redis
 import redis.asyncio as aioredis
 
-from bench.fleet.customers import CHANNELS, CHAT, SMS, Sent, Traffic
+from bench.fleet.customers import (
+    CALLBACK_PROMISE,
+    CHANNELS,
+    CHAT,
+    NOTIFICATION_SMS,
+    SMS,
+    Sent,
+    Traffic,
+)
 from bench.fleet.local_fleet import running_work
+from connectors.notifications.state import item_id_of
 from omnichannel.addresses import phone_address
 from omnichannel.identity import IdentityStore
+from omnichannel.outbound.items import OutboundStore
 
 #: How many examples of each kind of failure a report names.
 EXAMPLES = 5
@@ -109,6 +123,10 @@ class Report:
     disruptions: List[Tuple[float, Optional[float], str]]
     seconds: float
     killed_holding: List[str]
+    #: Notifications: sent by the backend, accepted, and texted exactly once.
+    notifications: Tuple[int, int, int] = (0, 0, 0)
+    #: Callbacks: asked for, promised, and called exactly once.
+    callbacks: Tuple[int, int, int] = (0, 0, 0)
 
     @property
     def accepted(self) -> int:
@@ -140,6 +158,10 @@ class Report:
             f"disruptions: {dict(kinds)}; traffic {self.seconds:.0f} s; work held by killed "
             f"replicas: {dict(Counter(self.killed_holding))}"
         )
+        sent, accepted, once = self.notifications
+        lines.append(f"notifications: {sent} sent, {accepted} accepted, {once} texted once")
+        asked, promised, called = self.callbacks
+        lines.append(f"callbacks: {asked} asked for, {promised} promised, {called} called once")
         return "\n".join(lines)
 
 
@@ -169,10 +191,112 @@ async def _conversations(client: redis.Redis, items: Sequence[Sent]) -> Dict[str
     return found
 
 
-def sms_sent_twice(traffic: Traffic) -> Tuple[int, List[str]]:
-    """Inbound SMS answered more than once, judged from what the fake Twilio received."""
+def _notification_bodies(traffic: Traffic) -> set:
+    return {NOTIFICATION_SMS.format(item.order) for item in traffic.notifications}
+
+
+async def _outbound_items(
+    client: redis.Redis, conversations: Dict[str, Optional[str]], traffic: Traffic
+) -> Dict[str, Any]:
+    """Idempotency key → the notification's item (None when not recorded)."""
+    kwargs = client.connection_pool.connection_kwargs
+    store = OutboundStore(f"redis://{kwargs['host']}:{kwargs['port']}")
+    found: Dict[str, Any] = {}
+    for item in traffic.notifications:
+        cid = conversations.get(item.number)
+        found[item.key] = await store.get(cid, item_id_of(item.key)) if cid else None
+    return found
+
+
+def notification_problems(
+    traffic: Traffic, items: Dict[str, Any]
+) -> Tuple[int, Dict[str, List[str]]]:
+    """How many accepted notifications were texted exactly once, and what went wrong."""
     assert traffic.fleet.twilio is not None
-    outbound = list(traffic.fleet.twilio.messages)
+    problems: Dict[str, List[str]] = defaultdict(list)
+    once = 0
+    for item in traffic.notifications:
+        if not item.accepted:
+            continue
+        body = NOTIFICATION_SMS.format(item.order)
+        texts = [m for m in traffic.fleet.twilio.messages_to(item.number) if m.body == body]
+        recorded = items.get(item.key)
+        label = f"{item.key} to a customer ({item.status}, {item.errors})"
+        if recorded is None or recorded.status != "sent":
+            status = recorded.status if recorded else "not recorded"
+            problems["notification accepted, not sent"].append(f"{label}: {status}")
+        if len(texts) == 1:
+            once += 1
+        elif len(texts) > 1:
+            problems["notification texted more than once"].append(f"{label}: {len(texts)}x")
+        elif recorded is not None and recorded.channel == "sms":
+            problems["notification recorded sent, not texted"].append(label)
+    return once, problems
+
+
+def _callback_items(client: redis.Redis, cid: Optional[str]) -> List[Dict[str, str]]:
+    """The conversation's callback items, as stored (field -> value)."""
+    if not cid:
+        return []
+    found = []
+    for item_id in client.zrange(f"omni:{{{cid}}}:outbound:items", 0, -1):
+        raw = client.hgetall(f"omni:{{{cid}}}:outbound:item:{item_id.decode()}")
+        fields = {k.decode(): v.decode() for k, v in raw.items()}
+        if fields.get("kind") == "callback":
+            found.append(fields)
+    return found
+
+
+def callback_problems(
+    traffic: Traffic,
+    client: redis.Redis,
+    conversations: Dict[str, Optional[str]],
+    settle_seconds: float,
+) -> Tuple[int, int, Dict[str, List[str]]]:
+    """How many customers were promised a call and got exactly one, and what went wrong.
+    Waits (up to ``settle_seconds``) for promised calls still being placed."""
+    vapi = traffic.fleet.control
+    assert vapi is not None
+    promised = [
+        item
+        for item in traffic.callback_requests
+        if item.accepted and CALLBACK_PROMISE in item.reply
+    ]
+
+    def calls_to(number: str) -> List[Dict[str, Any]]:
+        return [c for c in list(vapi.calls) if c["customer"]["number"] == number]
+
+    deadline = time.monotonic() + settle_seconds
+    while time.monotonic() < deadline and any(not calls_to(i.customer) for i in promised):
+        time.sleep(0.5)
+    problems: Dict[str, List[str]] = defaultdict(list)
+    once = 0
+    for item in promised:
+        calls = calls_to(item.customer)
+        items = _callback_items(client, conversations.get(item.customer))
+        label = f"{item.key} (conversation {conversations.get(item.customer)}, {item.errors})"
+        if len(calls) == 1:
+            once += 1
+            sent = [i for i in items if i.get("status") == "sent"]
+            if len(sent) != 1 or calls[0]["id"] not in sent[0].get("outcome", ""):
+                statuses = [i.get("status") for i in items]
+                problems["callback called, not recorded sent with its call"].append(
+                    f"{label}: {statuses}"
+                )
+        elif calls:
+            problems["callback called more than once"].append(f"{label}: {len(calls)} calls")
+        else:
+            statuses = [f"{i.get('status')} {i.get('reason')}" for i in items]
+            problems["callback promised, never called"].append(f"{label}: {statuses}")
+    return len(promised), once, problems
+
+
+def sms_sent_twice(traffic: Traffic) -> Tuple[int, List[str]]:
+    """Inbound SMS answered more than once, judged from what the fake Twilio received (the
+    shop's notifications, checked on their own, aside)."""
+    assert traffic.fleet.twilio is not None
+    notified = _notification_bodies(traffic)
+    outbound = [m for m in traffic.fleet.twilio.messages if m.body not in notified]
     examples: List[str] = []
     twice = 0
     by_number: Dict[str, List[Sent]] = defaultdict(list)
@@ -210,6 +334,11 @@ def check(traffic: Traffic, settle_seconds: float = 60) -> Report:
         while (running := left_running(client)) and time.monotonic() < deadline:
             time.sleep(0.5)
         conversations = asyncio.run(_conversations(client, traffic.sent))
+        # Notified customers are texters: their conversations are among these.
+        outbound_items = asyncio.run(_outbound_items(client, conversations, traffic))
+        promised, called_once, called_problems = callback_problems(
+            traffic, client, conversations, settle_seconds
+        )
         logs: Dict[str, List[Dict[str, Any]]] = {}
         for cid in {cid for cid in conversations.values() if cid}:
             raw = client.lrange(f"omni:{{{cid}}}:events", 0, -1)
@@ -244,6 +373,9 @@ def check(traffic: Traffic, settle_seconds: float = 60) -> Report:
     twice, twice_examples = sms_sent_twice(traffic)
     if twice:
         problems["SMS sent twice"] = twice_examples
+    once, notified_problems = notification_problems(traffic, outbound_items)
+    problems.update(notified_problems)
+    problems.update(called_problems)
     if running:
         problems[f"left running after {settle_seconds:.0f} s"] = running
     return Report(
@@ -257,4 +389,10 @@ def check(traffic: Traffic, settle_seconds: float = 60) -> Report:
         disruptions=list(traffic.disruptions),
         seconds=ended - started,
         killed_holding=list(traffic.killed_holding),
+        notifications=(
+            len(traffic.notifications),
+            sum(1 for n in traffic.notifications if n.accepted),
+            once,
+        ),
+        callbacks=(len(traffic.callback_requests), promised, called_once),
     )

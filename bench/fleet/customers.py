@@ -15,6 +15,12 @@ real clients and the real senders' retry habits; and the checks of what became o
   never resent, its reply is awaited on whichever socket is open (the first page of history a
   new socket gets included).
 
+- **The shop's backend**: notifications (``POST /webhooks/notifications/send``) to customers who
+  texted, one each, retried with the same idempotency key on a failure, a 5xx or a 409.
+- **Callbacks**: a customer texts "please call me back now" (an SMS like any other); each one
+  promised a call must get exactly one, placed through the fake VAPI API by whichever replica
+  claims it, through kills and restarts.
+
 Every customer waits for the reply to a message before the next one, so replies are countable
 per message. :class:`Traffic` records each message (:class:`Sent`); :func:`check` reads the
 conversations' event logs in Redis and what the fake Twilio received, and returns a
@@ -65,6 +71,11 @@ UTTERANCES = (
     "recommend a good novel",
 )
 
+#: The utterances only the LLM fallback answers. A script never has three in a row: the
+#: fallback hands a customer it answered that often to a person (actions/llm_fallback.py), and
+#: a held conversation is not answered by the bot.
+BEYOND_THE_MODEL = UTTERANCES[-3:]
+
 CHAT_PATH = "/webhooks/webchat/ws"
 
 #: How long a customer waits for a reply before counting the message unanswered.
@@ -77,6 +88,22 @@ MAX_ATTEMPTS = 8
 
 #: The channels' explicit apologies (a chat refuses with an error frame instead).
 APOLOGIES = {SMS: SMS_APOLOGY, VOICE: VOICE_APOLOGY}
+
+
+#: A customer asking to be called back arrives every this many seconds.
+CALLBACK_EVERY_SECONDS = (2.0, 4.0)
+CALLBACK_REQUEST = "please call me back now"
+#: The reply that promises the call (domain.yml's utter_callback_now).
+CALLBACK_PROMISE = "We'll call you in a moment"
+
+#: The shop's backend: one notification (to a customer who texted) every this many seconds.
+NOTIFY_EVERY_SECONDS = (0.5, 1.5)
+NOTIFY_PATH = "/webhooks/notifications/send"
+#: The notification the backend sends (domain.yml, sendable) and how its SMS reads.
+NOTIFICATION_RESPONSE = "utter_order_shipped"
+NOTIFICATION_SMS = (
+    "Acme Shop: your order {} has shipped. Reply here with any questions, or STOP to opt out."
+)
 
 
 def _backoff(attempt: int) -> float:
@@ -128,6 +155,21 @@ class Sent:
 
 
 @dataclass
+class Notified:
+    """One notification the shop's backend sent, as it saw it: retried with the same
+    idempotency key until answered."""
+
+    number: str
+    key: str
+    order: str
+    started: float = field(default_factory=time.time)
+    attempts: int = 0
+    accepted: bool = False
+    status: str = ""
+    errors: List[str] = field(default_factory=list)
+
+
+@dataclass
 class Traffic:
     """Customers on every channel against ``fleet``, until :meth:`stop`; see the module doc."""
 
@@ -141,6 +183,15 @@ class Traffic:
     disruptions: List[Tuple[float, Optional[float], str]] = field(default_factory=list)
     #: Kinds of the durable work items the SIGKILLed replicas held when killed.
     killed_holding: List[str] = field(default_factory=list)
+    #: The shop's backend sends notifications to customers who texted (0: it does not).
+    notify: bool = True
+    notifications: List[Notified] = field(default_factory=list)
+    #: Customers ask to be called back now and then (0: they do not).
+    callbacks: bool = True
+    #: Their requests (SMS messages), as they saw them.
+    callback_requests: List[Sent] = field(default_factory=list)
+    #: Numbers whose text was accepted and that got no notification yet.
+    _texters: List[str] = field(default_factory=list)
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
@@ -167,6 +218,10 @@ class Traffic:
             for kind in (self._sms, self._voice, self._chat)
             for _ in range(self.per_channel)
         ]
+        if self.notify:
+            slots.append(self._slot(self._shop))
+        if self.callbacks:
+            slots.append(self._slot(self._call_me_back))
         await asyncio.gather(*slots)
 
     async def _slot(self, customer) -> None:
@@ -176,7 +231,13 @@ class Traffic:
             await customer()
 
     def _script(self) -> List[str]:
-        return random.sample(UTTERANCES, min(self.messages_per_customer, len(UTTERANCES)))
+        while True:
+            script = random.sample(UTTERANCES, min(self.messages_per_customer, len(UTTERANCES)))
+            if not any(
+                all(text in BEYOND_THE_MODEL for text in script[i : i + 3])
+                for i in range(len(script) - 2)
+            ):
+                return script
 
     async def _think(self) -> None:
         await asyncio.sleep(random.uniform(*self.think))
@@ -226,6 +287,8 @@ class Traffic:
         else:
             return
         item.accepted = True
+        if number not in self._texters and not any(n.number == number for n in self.notifications):
+            self._texters.append(number)
         inline = [m.text or "" for m in ElementTree.fromstring(answer.text).findall("Message")]
         if inline:
             item.inline = True
@@ -233,11 +296,63 @@ class Traffic:
             return
         deadline = time.monotonic() + REPLY_TIMEOUT
         while time.monotonic() < deadline:
-            later = self.fleet.twilio.messages_to(number)[before:]
+            # A notification the shop sent meanwhile is not the reply.
+            notified = {NOTIFICATION_SMS.format(n.order) for n in self.notifications}
+            later = [
+                m for m in self.fleet.twilio.messages_to(number)[before:] if m.body not in notified
+            ]
             if later:
                 item.reply, item.replied_at = later[0].body, later[0].received_at
                 return
             await asyncio.sleep(0.1)
+
+    # -- callbacks --------------------------------------------------------------------------------
+
+    async def _call_me_back(self) -> None:
+        """A new customer texts that they want a call now (one request each)."""
+        await asyncio.sleep(random.uniform(*CALLBACK_EVERY_SECONDS))
+        number = _fresh_phone()
+        async with httpx.AsyncClient(timeout=SMS_TIMEOUT) as client:
+            await self._text(client, number, CALLBACK_REQUEST)
+        self.callback_requests += [item for item in self.sent if item.customer == number]
+
+    # -- the shop's backend -----------------------------------------------------------------------
+
+    async def _shop(self) -> None:
+        """One notification to a customer who texted (each gets one), retried like a backend
+        retries: the same idempotency key on a failure, a 5xx or a 409."""
+        await asyncio.sleep(random.uniform(*NOTIFY_EVERY_SECONDS))
+        if not self._texters:
+            return
+        number = self._texters.pop(random.randrange(len(self._texters)))
+        item = Notified(number, f"fleet-{secrets.token_hex(8)}", f"{random.randint(0, 99999):05d}")
+        self.notifications.append(item)
+        body = {
+            "customer": {"phone": number},
+            "response": NOTIFICATION_RESPONSE,
+            "slots": {"order_number": item.order},
+        }
+        headers = {
+            "Authorization": f"Bearer {self.env['NOTIFICATIONS_API_KEY']}",
+            "Idempotency-Key": item.key,
+        }
+        async with httpx.AsyncClient(timeout=REPLY_TIMEOUT) as client:
+            while item.attempts < MAX_ATTEMPTS:
+                item.attempts += 1
+                try:
+                    answer = await client.post(
+                        self.fleet.url + NOTIFY_PATH, json=body, headers=headers
+                    )
+                except httpx.HTTPError as error:
+                    item.errors.append(type(error).__name__)
+                else:
+                    if answer.status_code in (200, 202):
+                        item.accepted, item.status = True, answer.json()["status"]
+                        return
+                    item.errors.append(f"HTTP {answer.status_code}")
+                    if answer.status_code < 500 and answer.status_code != 409:
+                        return
+                await asyncio.sleep(_backoff(item.attempts))
 
     # -- voice ------------------------------------------------------------------------------------
 

@@ -29,6 +29,7 @@ import socket
 import subprocess
 import time
 import urllib.request
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +40,7 @@ from redis import Redis as RedisClient  # the attribute Fleet.redis shadows the 
 from devtools.model import ensure_model
 from testkit.fake_llm import FakeLlm, LlmReply
 from testkit.fake_twilio import FakeTwilio
-from testkit.fake_vapi_control import FakeVapiControl
+from testkit.fake_vapi import FakeVapi
 from testkit.processes import ROOT, RedisServer, spawn, stop, wait_for_port
 from testkit.redis_topologies import RedisSentinelProcesses
 from testkit.stack import action_server_command, local_secrets, rasa_server_command, wait_for_model
@@ -191,7 +192,8 @@ class Fleet:
     redis: Optional[Redis] = None
     twilio: Optional[FakeTwilio] = None
     llm: Optional[FakeLlm] = None
-    control: Optional[FakeVapiControl] = None
+    #: VAPI's call API (callbacks are placed here) and Live Call Control.
+    control: Optional[FakeVapi] = None
     env: Dict[str, str] = field(default_factory=dict)
     members: List[Replica] = field(default_factory=list)
     action_proc: Optional[subprocess.Popen] = None
@@ -239,9 +241,12 @@ class Fleet:
         self.twilio = FakeTwilio(secrets["TWILIO_ACCOUNT_SID"], secrets["TWILIO_AUTH_TOKEN"])
         self.twilio.start()
         self.llm = FakeLlm(default=LlmReply(delay=self.llm_seconds)).start()
-        self.control = FakeVapiControl().start()
+        secrets["VAPI_API_KEY"] = uuid.uuid4().hex
+        secrets["VAPI_PHONE_NUMBER_ID"] = str(uuid.uuid4())
+        self.control = FakeVapi(secrets["VAPI_API_KEY"], secrets["VAPI_PHONE_NUMBER_ID"]).start()
         self.env = {
             **secrets,
+            "VAPI_API_BASE_URL": self.control.url,
             "REDIS_URL": self.redis.url,
             "TWILIO_API_BASE_URL": self.twilio.url,
             "OPENAI_BASE_URL": self.llm.base_url,
@@ -250,6 +255,8 @@ class Fleet:
             "HANDOFF_PHONE_NUMBER": "+14155550100",
             "TRUSTED_PROXY_HOPS": "1",
             "ACTION_SERVER_URL": f"http://127.0.0.1:{self.action_port}/webhook",
+            # The shop's notifications go at any hour of the run (quiet hours are unit-tested).
+            "OUTBOUND_QUIET_HOURS": "off",
         }
         self.action_proc = spawn(
             action_server_command(self.action_port),

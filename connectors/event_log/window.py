@@ -25,6 +25,7 @@ from rasa.shared.core.domain import Domain
 from rasa.shared.core.events import (
     ActionExecuted,
     ActiveLoop,
+    ConversationPaused,
     Event,
     LoopInterrupted,
     SessionStarted,
@@ -87,7 +88,9 @@ def window_start(events: Sequence[Event], window_turns: int) -> int:
 def carried_state(tracker: DialogueStateTracker, timestamp: float) -> List[Event]:
     """Events that rebuild ``tracker``'s state on an empty tracker, shaped like a session start
     (with the active form, if any, just run): the start of a session as Rasa would carry it
-    over, so policies see the carried slots and form on the first state of the window."""
+    over, so policies see the carried slots and form on the first state of the window. A
+    conversation a person holds (``ConversationPaused``, connectors/handoff/) stays paused
+    however many of the customer's messages push the pause out of the window."""
     mark = {CARRIED: True}
     carried: List[Event] = [
         ActionExecuted(ACTION_SESSION_START_NAME, timestamp=timestamp, metadata=mark),
@@ -105,6 +108,8 @@ def carried_state(tracker: DialogueStateTracker, timestamp: float) -> List[Event
     requested = tracker.get_slot(REQUESTED_SLOT)
     if requested is not None:
         carried.append(SlotSet(REQUESTED_SLOT, requested, timestamp=timestamp, metadata=mark))
+    if tracker.is_paused():
+        carried.append(ConversationPaused(timestamp=timestamp, metadata=mark))
     return carried
 
 

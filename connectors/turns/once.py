@@ -5,8 +5,9 @@ owner stops renewing the lease: the owner may have died before Rasa processed th
 after (the event log then holds it, only the reply was not delivered), or only be slow. So every
 turn that may be run twice goes through :func:`handle_once`: under the conversation's lock, the
 same hold Rasa's processor runs in, it looks for a user event with the message's id in the event
-log and processes the message only when there is none. Whoever comes second finds the first
-one's events (:func:`replies_to`) instead of running the turn again.
+log and processes the message only when there is none, in one of the process's turn slots
+(:mod:`connectors.turns.slots`: a burst is answered in arrival order). Whoever comes second
+finds the first one's events (:func:`replies_to`) instead of running the turn again.
 
 Every channel runs its turns through :func:`run_once` (``run_turn`` around ``handle_once``) and,
 when that finds the message processed by a run that did not answer, delivers :func:`replay`.
@@ -20,7 +21,9 @@ from rasa.core.channels.channel import UserMessage
 from rasa.shared.core.events import ActionExecuted, BotUttered, UserUttered
 from rasa.shared.core.trackers import DialogueStateTracker
 
+from connectors.handoff import turns as handoff_turns
 from connectors.turns.run import processor_of, run_turn
+from connectors.turns.slots import turn_slots
 
 if TYPE_CHECKING:
     from rasa.core.agent import Agent
@@ -63,6 +66,8 @@ async def handle_once(
 ) -> bool:
     """Rasa's ``agent.handle_message`` (the conversation lock, then the processor) unless the
     event log already holds ``message.message_id``; True when the message was processed here.
+    While a person holds the conversation the bot stands aside
+    (:func:`connectors.handoff.turns.handle_message`).
 
     Use it as the ``on_new_message`` of :func:`connectors.turns.run.run_turn`, which keeps failures
     loud. ``message.message_id`` must be the channel's own stable id of the message (the same on
@@ -74,7 +79,8 @@ async def handle_once(
             return False
         if before is not None and not await before(tracker):
             return False
-        await processor_of(agent).handle_message(message)
+        async with turn_slots().held():
+            await handoff_turns.handle_message(agent, message, tracker)
     return True
 
 

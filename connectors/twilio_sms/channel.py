@@ -56,6 +56,7 @@ from omnichannel.channels import TWILIO_SMS, WHATSAPP
 from omnichannel.identity import IdentityStore
 from omnichannel.masking import mask
 from omnichannel.options import ConnectorOptions
+from omnichannel.outbound.consent import OPT_OUT, record_phone_consent
 from omnichannel.receipts import STATUSES, Receipts
 from omnichannel.redis_client import REDIS_FAILURES, StateUnavailable, redis_client
 from omnichannel.rendering.messages import BotMessage
@@ -387,6 +388,7 @@ class TwilioSmsInput(InputChannel):
         )
         if callback.opted_out:
             await identity.set_sms_opt_out(cid, True)
+            await record_phone_consent(identity, cid, OPT_OUT, "twilio")
             logger.info("%s is unsubscribed at Twilio: opt-out recorded", recipient)
         if channel != WHATSAPP:
             return

@@ -44,6 +44,7 @@ from connectors.twilio_sms.wire import EMPTY_TWIML, twiml
 from omnichannel.channels import SMS, TWILIO_SMS, WHATSAPP
 from omnichannel.identity import IdentityStore
 from omnichannel.leases import Existing, InFlightWork, Lease
+from omnichannel.outbound.consent import OPT_IN, OPT_OUT, record_phone_consent
 from omnichannel.redis_client import REDIS_FAILURES, StateUnavailable
 from omnichannel.rendering.messages import BotMessage, TurnOutput
 from omnichannel.rendering.sms import SmsMessage, SmsRendering, render_sms
@@ -273,12 +274,18 @@ class SmsTurns:
     ) -> Tuple[Tuple[SmsMessage, ...], int]:
         """The messages held for this WhatsApp customer while the window was shut, rendered,
         and how many held entries they are (released once the reply is in the outbox). None
-        for an SMS turn, an opted-out customer or a turn that answers nothing (STOP)."""
-        if lease.payload.get("channel") != WHATSAPP or not rendering.messages:
+        for an SMS turn, an opt-out keyword (STOP, START) or an opted-out customer. A turn the
+        bot does not answer (a person holds the conversation) still carries them: the agent's
+        reply held for the window goes as soon as the customer writes."""
+        payload = lease.payload
+        if payload.get("channel") != WHATSAPP or payload.get("opt_out") is not None:
             return (), 0
         try:
             entries = await self.whatsapp.held(lease.conversation_id)
-        except REDIS_FAILURES as error:
+            if entries and not rendering.messages:
+                if (await self.identity().profile(lease.conversation_id)).sms_opted_out:
+                    return (), 0
+        except (StateUnavailable, *REDIS_FAILURES) as error:
             logger.error("held WhatsApp messages unreadable: %s", type(error).__name__)
             return (), 0
         if not entries:
@@ -301,6 +308,9 @@ class SmsTurns:
             change = payload["opt_out"]
             if change is not None:
                 await identity.set_sms_opt_out(cid, change)
+                await record_phone_consent(
+                    identity, cid, OPT_OUT if change else OPT_IN, payload.get("channel") or SMS
+                )
                 logger.info(
                     "conversation %s opted %s SMS", cid, "out of" if change else "back in to"
                 )

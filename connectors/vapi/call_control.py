@@ -1,10 +1,12 @@
 """Live Call Control: hanging up or transferring the call on the bot's word.
 
 A bot message whose custom payload is ``{"call_control": "end_call"}`` or ``{"call_control":
-"transfer", "destination": "+1…", "content": "…"}`` is carried out through the call's
-``monitor.controlUrl``. The message's own speech goes with the request (``say`` +
-``endCallAfterSpoken``, or the transfer's ``content``), so VAPI hangs up or transfers after
-saying it instead of cutting it off (docs/specs/vapi.md, section 4).
+"transfer", "destination": "+1…", "content": "…", "transfer_plan": {…}}`` is carried out
+through the call's ``monitor.controlUrl``; a ``transfer_plan`` (VAPI's ``transferPlan``: a warm
+transfer with a summary, see actions/handoff.py) goes with the destination. The message's own
+speech goes with the request (``say`` + ``endCallAfterSpoken``, or the transfer's ``content``),
+so VAPI hangs up or transfers after saying it instead of cutting it off (docs/specs/vapi.md,
+section 4).
 """
 
 from __future__ import annotations
@@ -106,10 +108,10 @@ def control_payload(control: Dict[str, Any], speech: str) -> Dict[str, Any]:
         return {"type": "end-call"}
     extra = spoken_text(str(control.get("content") or ""))[0]
     content = " ".join(part for part in (speech, extra) if part)
-    payload: Dict[str, Any] = {
-        "type": "transfer",
-        "destination": {"type": "number", "number": control["destination"]},
-    }
+    destination: Dict[str, Any] = {"type": "number", "number": control["destination"]}
+    if isinstance(control.get("transfer_plan"), dict):
+        destination["transferPlan"] = control["transfer_plan"]
+    payload: Dict[str, Any] = {"type": "transfer", "destination": destination}
     if content:
         payload["content"] = content
     return payload

@@ -24,6 +24,7 @@ from sanic.response import HTTPResponse
 from connectors.http_limits import ChannelBlueprint, bounded_body
 from connectors.vapi.auth import VapiAuth
 from connectors.vapi.call_control import DEFAULT_CONTROL_HOSTS, control_policy
+from connectors.vapi.callbacks import CallbackCalls, CallbackCourier, CallbackReporter
 from connectors.vapi.callers import Callers
 from connectors.vapi.greeting import Greeter
 from connectors.vapi.hearing import dialogue
@@ -49,6 +50,8 @@ from omnichannel.channels import VAPI, VOICE
 from omnichannel.customer_tokens import MAX_TOKEN_LIFETIME, HostTokenPolicy
 from omnichannel.identity import IdentityStore
 from omnichannel.options import ConnectorOptions
+from omnichannel.outbound.items import outbound_queue
+from omnichannel.outbound.policy import CALLBACK
 from omnichannel.redis_client import REDIS_FAILURES, StateUnavailable
 from omnichannel.rendering.messages import BotMessage
 from omnichannel.settings import Settings, load_settings
@@ -156,8 +159,25 @@ class VapiInput(InputChannel):
             options.barge_in_threshold,
             options.duplicate_wait_seconds,
         )
-        self.server_messages = ServerMessages(settings, self.callers, self.greeter, calls)
+        self._app: Optional[Sanic] = None
+        self.redis_url = settings.redis_url
+        reporter = CallbackReporter(lambda: self._require_app().ctx.agent, settings.redis_url)
+        self.callback_calls = CallbackCalls(
+            report=reporter, default_region=settings.default_phone_region
+        )
+        self.server_messages = ServerMessages(
+            settings, self.callers, self.greeter, calls, self.callback_calls
+        )
         self.control_policy = control_policy(options.control_url_hosts, settings.public_base_url)
+        #: Places callbacks when VAPI's API is configured (VAPI_API_KEY, VAPI_PHONE_NUMBER_ID).
+        self.courier = (
+            CallbackCourier(settings, report=reporter) if settings.places_calls else None
+        )
+
+    def _require_app(self) -> Sanic:
+        if self._app is None:
+            raise RuntimeError("the VAPI channel's server has not started")
+        return self._app
 
     @classmethod
     def name(cls) -> str:
@@ -185,6 +205,12 @@ class VapiInput(InputChannel):
             # Turns whose replica died and that nobody re-POSTs are finished by the sweeper.
             calls = self.runner.calls
             calls.turns.resume_with(lambda lease: self.runner.resume(app.ctx.agent, lease))
+            self._app = app
+            if self.courier is not None:
+                self.courier.name_of = lambda: self.greeter.assistant_name(app.ctx.agent)
+                queue = outbound_queue(self.redis_url)
+                queue.register(CALLBACK, self.courier)
+                queue.start()
 
         @bp.route("/", methods=["GET"])
         async def health(_: Request) -> HTTPResponse:
@@ -251,8 +277,11 @@ class VapiInput(InputChannel):
         if len(user_texts[-1]) > USER_TEXT_MAX_CHARS:
             return _openai_error(400, f"user message longer than {USER_TEXT_MAX_CHARS} characters")
         try:
-            conversation_id = await self.callers.conversation(call_id, address)
-        except StateUnavailable as error:
+            # A callback's call continues the conversation it was asked for in.
+            conversation_id = await self.callback_calls.conversation_of(
+                call
+            ) or await self.callers.conversation(call_id, address)
+        except (StateUnavailable, *REDIS_FAILURES) as error:
             logger.error("voice call %s: %s", call_id, error)
             await stream_static(request, writer, [APOLOGY])
             return None

@@ -51,16 +51,18 @@ WELCOME_BACK = {
 RECENT_ACTIVITY_SECONDS = 7 * 24 * 3600
 
 
-async def _response(agent: Agent, name: str, tracker: Optional[DialogueStateTracker]) -> str:
-    """The response ``name`` as the VAPI output channel would get it ("" when the domain has
-    none): its ``channel: vapi`` variation if any, slots filled from ``tracker``."""
+async def response_text(
+    agent: Agent, name: str, tracker: Optional[DialogueStateTracker], channel: str = VAPI
+) -> str:
+    """The response ``name`` as ``channel``'s output channel would get it ("" when the domain
+    has none): its ``channel:`` variation if any, slots filled from ``tracker``."""
     domain = getattr(agent, "domain", None)
     if domain is None or name not in domain.responses:
-        logger.error("domain.yml has no response %s: the call gets none", name)
+        logger.error("domain.yml has no response %s: none is said", name)
         return ""
     if tracker is None:
-        tracker = DialogueStateTracker(VAPI, domain.slots)
-    message = await agent.nlg.generate(name, tracker, VAPI)
+        tracker = DialogueStateTracker(channel, domain.slots)
+    message = await agent.nlg.generate(name, tracker, channel)
     return str((message or {}).get("text") or "")
 
 
@@ -73,12 +75,12 @@ class Greeter:
         self.timeout = timeout
 
     async def assistant_name(self, agent: Agent) -> str:
-        return await _response(agent, ASSISTANT_NAME, None)
+        return await response_text(agent, ASSISTANT_NAME, None)
 
     async def greeting(self, agent: Agent, address: Optional[Address]) -> str:
         """The greeting, rendered for voice. Bounded by ``timeout``: when Redis is slow or
         down the caller still gets the generic greeting."""
-        generic = render_voice([BotMessage(text=await _response(agent, GREETING, None))])
+        generic = render_voice([BotMessage(text=await response_text(agent, GREETING, None))])
         if address is None:
             return generic
         install_loud_state_failures(agent)
@@ -121,4 +123,4 @@ class Greeter:
         if last_other is None:
             return None
         name = WELCOME_BACK[(last_other, bool(tracker.get_slot("order_number")))]
-        return render_voice([BotMessage(text=await _response(agent, name, tracker))])
+        return render_voice([BotMessage(text=await response_text(agent, name, tracker))])

@@ -15,14 +15,23 @@ from rasa.core.channels.channel import CollectingOutputChannel
 from rasa.shared.core.events import SlotSet
 
 from connectors.event_log.reading import CALL_REPORT_SLOT
+from connectors.handoff.engine import handoff_engine
 from connectors.rasa_patches import install_loud_state_failures
 from connectors.turns.run import processor_of
+from connectors.vapi.callbacks import CallbackCalls
 from connectors.vapi.callers import Callers
 from connectors.vapi.greeting import Greeter
 from connectors.vapi.state import CallStore
 from connectors.vapi.tools import run_tool
-from connectors.vapi.wire import MODEL_NAME, Artifact, Call, ServerMessage, ToolCall, ToolFunction
-from omnichannel.channels import VAPI, VOICE
+from connectors.vapi.wire import (
+    Artifact,
+    Call,
+    ServerMessage,
+    ToolCall,
+    ToolFunction,
+    custom_llm_assistant,
+)
+from omnichannel.channels import VOICE
 from omnichannel.orders import Customer
 from omnichannel.redis_client import REDIS_FAILURES, StateUnavailable
 from omnichannel.settings import Settings
@@ -34,14 +43,6 @@ logger = logging.getLogger(__name__)
 
 #: Transcripts stored with the conversation are cut to this many characters (the tail).
 TRANSCRIPT_MAX_CHARS = 20000
-#: The server messages the assistant we hand VAPI sends us.
-SUBSCRIBED = [
-    "status-update",
-    "end-of-call-report",
-    "user-interrupted",
-    "tool-calls",
-    "transfer-destination-request",
-]
 
 
 class ServerMessages:
@@ -49,12 +50,18 @@ class ServerMessages:
     the route turns them into a 503, never an answer as if the message had been recorded."""
 
     def __init__(
-        self, settings: Settings, callers: Callers, greeter: Greeter, calls: CallStore
+        self,
+        settings: Settings,
+        callers: Callers,
+        greeter: Greeter,
+        calls: CallStore,
+        callback_calls: Optional[CallbackCalls] = None,
     ) -> None:
         self.settings = settings
         self.callers = callers
         self.greeter = greeter
         self.calls = calls
+        self.callback_calls = callback_calls or CallbackCalls()
 
     async def handle(self, agent: Agent, message: ServerMessage) -> Dict[str, Any]:
         if message.type == "assistant-request":
@@ -67,6 +74,8 @@ class ServerMessages:
             return self.transfer_destination()
         if message.type == "end-of-call-report":
             await self.end_of_call_report(agent, message)
+            if message.call:
+                await self.callback_calls.status(message.call, "ended", message.ended_reason)
         elif message.type == "user-interrupted":
             await self.user_interrupted(message)
         elif message.type == "status-update":
@@ -76,6 +85,8 @@ class ServerMessages:
                 message.status,
                 f" ({message.ended_reason})" if message.ended_reason else "",
             )
+            if message.call:
+                await self.callback_calls.status(message.call, message.status, message.ended_reason)
         return {}
 
     async def assistant_request(self, agent: Agent, message: ServerMessage) -> Dict[str, Any]:
@@ -87,21 +98,12 @@ class ServerMessages:
         signed assistant-request, replayed within the signature's five minutes, then yielded
         the secret that signs every server message."""
         address = self.callers.known_caller(message.call or Call.parse_obj({}), message.customer)
-        model: Dict[str, Any] = {
-            "provider": "custom-llm",
-            "url": f"{self.settings.public_base_url}/webhooks/{VAPI}",
-            "model": MODEL_NAME,
-            "metadataSendMode": "variable",
-            "timeoutSeconds": 20,
-        }
         return {
-            "assistant": {
-                "name": await self.greeter.assistant_name(agent),
-                "firstMessage": await self.greeter.greeting(agent, address),
-                "firstMessageMode": "assistant-speaks-first",
-                "model": model,
-                "serverMessages": list(SUBSCRIBED),
-            }
+            "assistant": custom_llm_assistant(
+                self.settings.public_base_url,
+                await self.greeter.assistant_name(agent),
+                await self.greeter.greeting(agent, address),
+            )
         }
 
     def tool_calls(self, message: ServerMessage) -> Dict[str, Any]:
@@ -190,6 +192,9 @@ class ServerMessages:
         except REDIS_FAILURES as error:
             raise StateUnavailable(f"storing the call report: {type(error).__name__}") from error
         logger.info("call %s: end-of-call report stored (%s)", call.call_id, message.ended_reason)
+        # A caller's queued hand-off now has the call's transcript: agents' pages and helpdesks
+        # see it at once.
+        await handoff_engine().conversation_changed(conversation_id)
 
     async def user_interrupted(self, message: ServerMessage) -> None:
         """Noted for the call's next turn: it tells a barge-in even when most was heard."""
@@ -203,6 +208,9 @@ class ServerMessages:
         self, message: ServerMessage, create: bool
     ) -> Optional[Tuple[str, Call]]:
         call = message.call or Call.parse_obj({})
+        callback = await self.callback_calls.callback_of(call)
+        if callback is not None:
+            return callback.conversation_id, call
         address = self.callers.known_caller(call, message.customer)
         if address is None:
             return None

@@ -50,6 +50,9 @@ class Monitor(_VapiModel):
 
 class AssistantOverrides(_VapiModel):
     variable_values: Dict[str, Any] = Field(default_factory=dict, alias="variableValues")
+    #: What we set on calls we place (``assistantOverrides.metadata``); VAPI hands it back in
+    #: the call object and, as ``metadata``, to the custom LLM.
+    metadata: Dict[str, Any] = Field(default_factory=dict)
 
 
 #: What a VAPI id (a UUID) may look like: anything else (a newline that forges a log line, a
@@ -78,6 +81,15 @@ class Call(_VapiModel):
     @property
     def variables(self) -> Dict[str, Any]:
         return self.assistant_overrides.variable_values if self.assistant_overrides else {}
+
+    @property
+    def metadata(self) -> Dict[str, Any]:
+        return self.assistant_overrides.metadata if self.assistant_overrides else {}
+
+    @property
+    def outbound(self) -> bool:
+        """A call we (or someone with the org's key) placed: ``customer`` is the callee."""
+        return self.type == "outboundPhoneCall"
 
 
 class PhoneNumber(_VapiModel):
@@ -111,6 +123,8 @@ class ChatCompletionRequest(_VapiModel):
     call: Optional[Call] = None
     customer: Optional[Customer] = None
     phone_number: Optional[PhoneNumber] = Field(None, alias="phoneNumber")
+    #: The assistant's metadata (``metadataSendMode: variable``).
+    metadata: Dict[str, Any] = Field(default_factory=dict)
 
 
 class Artifact(_VapiModel):
@@ -231,6 +245,38 @@ def parse_server_message(body: Optional[bytes], max_bytes: int) -> ServerMessage
         raise BadRequest(400, "invalid JSON") from None
     except RecursionError:
         raise BadRequest(400, "body is nested too deeply") from None
+
+
+#: The server messages the assistants we hand VAPI send us (``status-update`` and
+#: ``end-of-call-report`` also tell how a call we placed went).
+SUBSCRIBED = [
+    "status-update",
+    "end-of-call-report",
+    "user-interrupted",
+    "tool-calls",
+    "transfer-destination-request",
+]
+
+
+def custom_llm_assistant(public_base_url: str, name: str, first_message: str) -> Dict[str, Any]:
+    """A transient assistant whose model is this server (VAPI's custom LLM), as answered to
+    ``assistant-request`` and sent with calls we place when no saved assistant is configured.
+
+    It carries no credential: VAPI authenticates custom-LLM requests with the custom-LLM
+    credential stored in its dashboard (``VAPI_CUSTOM_LLM_KEY``)."""
+    return {
+        "name": name,
+        "firstMessage": first_message,
+        "firstMessageMode": "assistant-speaks-first",
+        "model": {
+            "provider": "custom-llm",
+            "url": f"{public_base_url}/webhooks/vapi",
+            "model": MODEL_NAME,
+            "metadataSendMode": "variable",
+            "timeoutSeconds": 20,
+        },
+        "serverMessages": list(SUBSCRIBED),
+    }
 
 
 def openai_error(message: str, kind: str = "invalid_request_error") -> Dict[str, Any]:

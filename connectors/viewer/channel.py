@@ -13,6 +13,10 @@ Routes (under ``/webhooks/viewer``):
 - ``POST /api/erase``: the same token; ``{"conversation_id": …}``. Forgets that customer
   everywhere (:mod:`omnichannel.erasure`, under the conversation's lock) and answers the receipt
   (``erased: false`` when nothing was left: calling it again is harmless).
+- ``POST /api/outbound``: the same Bearer token; a JSON body ``{"status"?, "limit"?}``. Answers
+  the recent notifications and callbacks of every conversation (scheduled, queued, sent,
+  refused… with the reason and the due time), newest change first, and the latest refusals
+  that named no known customer.
 - ``POST /api/media``: the same Bearer token; a JSON body ``{"conversation_id", "index" (a
   user event's log index), "item" (its media's position)}``. Answers the picture or file the
   customer sent: a web chat upload from the conversation's own uploads, WhatsApp or MMS media
@@ -42,8 +46,14 @@ from connectors.event_log.reading import event_log_of
 from connectors.forwarded import client_address
 from connectors.http_limits import ChannelBlueprint, bounded_body
 from connectors.static_pages import add_page_routes
-from connectors.viewer.lookup import NotFound, timeline_page
-from connectors.viewer.wire import BadQuery, parse_erasure, parse_media_query, parse_query
+from connectors.viewer.lookup import NotFound, recent_outbound, timeline_page
+from connectors.viewer.wire import (
+    BadQuery,
+    parse_erasure,
+    parse_media_query,
+    parse_outbound_query,
+    parse_query,
+)
 from omnichannel import audit
 from omnichannel.errors import ConfigError
 from omnichannel.identity import IdentityStore
@@ -182,6 +192,23 @@ class ViewerInput(InputChannel):
                 return response.json({"error": "try again later"}, status=503, headers=NO_STORE)
             logger.info("erasure %s done", receipt.receipt_id)
             return response.json(receipt.as_dict(), headers=NO_STORE)
+
+        @bp.route("/api/outbound", methods=["POST"])
+        @bounded_body(QUERY_MAX_BYTES, admit=self._unauthorised)
+        async def outbound(request: Request) -> Any:
+            """The recent notifications and callbacks of every conversation, by status."""
+            refusal = self._unauthorised(request)
+            if refusal is not None:
+                return refusal
+            try:
+                status, limit = parse_outbound_query(request.body or b"")
+                answer = await recent_outbound(status, limit)
+            except BadQuery as error:
+                return response.json({"error": str(error)}, status=400, headers=NO_STORE)
+            except StateUnavailable as error:
+                logger.error("viewer: %s", error)
+                return response.json({"error": "try again later"}, status=503, headers=NO_STORE)
+            return response.json(answer, headers=NO_STORE)
 
         @bp.route("/api/media", methods=["POST"])
         @bounded_body(QUERY_MAX_BYTES, admit=self._unauthorised)

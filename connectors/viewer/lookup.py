@@ -2,7 +2,9 @@
 
 The identity store maps a phone number or a site user to its conversation; the tracker store's
 event log (:class:`connectors.tracker_store.RedisEventLogTrackerStore`) holds every event of it,
-whatever the channel. Each page costs two bounded reads: the page's events, and up to
+whatever the channel; the outbound store (:mod:`omnichannel.outbound.items`) its notifications
+and callbacks (scheduled, queued, sent, refused, with the reason). Each page costs two bounded
+reads: the page's events, and up to
 ``CHANNEL_LOOKBACK_EVENTS`` before them to learn which channel the page's first bot messages
 answered on. Redis failures surface as :class:`~omnichannel.redis_client.StateUnavailable`.
 """
@@ -14,8 +16,11 @@ from typing import Any, Dict, Optional
 from connectors.event_log.reading import CHANNEL_LOOKBACK_EVENTS
 from connectors.viewer.timeline import Masker, build_timeline
 from connectors.viewer.wire import Query
+from omnichannel.callbacks.items import call_fields, callback_entry
 from omnichannel.channels import kind_of_event
 from omnichannel.identity import IdentityStore
+from omnichannel.outbound.items import OutboundItem, OutboundStore
+from omnichannel.outbound.policy import CALLBACK
 from omnichannel.receipts import Receipts
 from omnichannel.redis_client import REDIS_FAILURES, StateUnavailable
 from omnichannel.refunds import RefundRequests
@@ -63,6 +68,11 @@ async def timeline_page(identity: IdentityStore, store: Any, query: Query) -> Di
     try:
         receipts = await Receipts(identity.redis).all(conversation_id)
         refunds = await RefundRequests(identity.redis).all(conversation_id)
+        outbound_store = OutboundStore()
+        outbound = [
+            await outbound_entry_of(outbound_store, item)
+            for item in await outbound_store.of_conversation(conversation_id)
+        ]
     except REDIS_FAILURES as error:
         raise StateUnavailable(f"receipts unreadable ({type(error).__name__})") from error
     entries = build_timeline(
@@ -92,4 +102,46 @@ async def timeline_page(identity: IdentityStore, store: Any, query: Query) -> Di
         "page": {"start": start, "stop": stop},
         "older_before": start if start > 0 else None,
         "entries": entries,
+        "outbound": outbound,
     }
+
+
+def outbound_entry(item: OutboundItem, call: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
+    """A business-initiated item as the viewer lists it: what, its status and why, when. A
+    callback (``call``: its call's progress) says what it is about, its call's id and how the
+    call went (placed, answered, completed, or why it failed)."""
+    if item.kind == CALLBACK:
+        entry = callback_entry(item, call or {})
+        topic = entry.pop("topic")
+        return {
+            **entry,
+            "response": "call back" + (f" about order {topic}" if topic else ""),
+            "slots": {},
+        }
+    return {
+        **item.as_dict(),
+        "response": item.payload.get("response"),
+        "slots": item.payload.get("slots") or {},
+    }
+
+
+async def outbound_entry_of(store: OutboundStore, item: OutboundItem) -> Dict[str, Any]:
+    """:func:`outbound_entry`, with a callback's call progress read from the store."""
+    if item.kind == CALLBACK:
+        return outbound_entry(item, await call_fields(store, item))
+    return outbound_entry(item)
+
+
+async def recent_outbound(status: Optional[str], limit: int) -> Dict[str, Any]:
+    """The JSON answer of ``POST /api/outbound``: every conversation's notifications and
+    callbacks, most recently changed first (``status`` only, when given), and the latest
+    refusals that named no known customer."""
+    store = OutboundStore()
+    try:
+        items = await store.recent(limit if status is None else limit * 5)
+        refusals = await store.refusals(limit)
+        wanted = [item for item in items if status is None or item.status == status][:limit]
+        entries = [await outbound_entry_of(store, item) for item in wanted]
+    except REDIS_FAILURES as error:
+        raise StateUnavailable(f"outbound items unreadable ({type(error).__name__})") from error
+    return {"items": entries, "refusals": refusals}

@@ -14,6 +14,10 @@ paging cursor), ``timestamp`` and ``type``:
   already delivered on another channel says so in ``delivered_on``; ``delivery``, the progress
   Twilio reported for what answered that turn (``status``: the least advanced of its messages,
   ``queued`` … ``delivered``, ``read``, or ``failed``/``undelivered`` with its ``error_code``);
+  a reply a person from the team wrote during a hand-off has ``agent`` (their name) and
+  ``message_id`` (the inbox tracks its delivery by it);
+- ``bot_state``: the bot stood aside for a person (``paused`` true) or came back (false), with
+  ``why`` (asked for, handed back, resolved, withdrawn, given up…) and ``by`` (a name);
 - ``action``: ``name``, ``policy``, ``confidence`` (``action_listen`` and
   ``user_featurization`` events are left out: they follow every turn and say nothing);
 - ``slot``: ``name``, ``value`` (as text, bounded) and ``barge_in`` for the slots barge-in sets;
@@ -197,7 +201,10 @@ def _bot_entry(
     delivery: Optional[Dict[str, Any]] = None,
 ) -> Entry:
     data = _dict(event.get("data"))
-    message = BotMessage.from_rasa({**data, "text": event.get("text")})
+    metadata = _dict(event.get("metadata"))
+    message = BotMessage.from_rasa(
+        {**data, "text": event.get("text"), "agent": metadata.get("agent")}
+    )
     channel = kind_of_event(event) or turn_channel
     entry = {
         **base,
@@ -209,10 +216,28 @@ def _bot_entry(
         entry["delivery"] = delivery
     if message.delivered_on:
         entry["delivered_on"] = message.delivered_on
-    kind = _dict(event.get("metadata")).get("kind")
+    kind = metadata.get("kind")
     if isinstance(kind, str):
         entry["kind"] = kind
+    if message.author:
+        entry["agent"] = _bounded(message.author)
+    if isinstance(metadata.get("handoff_message_id"), str):
+        entry["message_id"] = metadata["handoff_message_id"]
     return entry
+
+
+def _bot_state_entry(event: Event, base: Entry) -> Entry:
+    """A pause (a person took over) or a resume (the bot is back), with why and by whom."""
+    handoff = _dict(_dict(event.get("metadata")).get("handoff"))
+    by = _dict(handoff.get("by"))
+    why = handoff.get("event")
+    return {
+        **base,
+        "type": "bot_state",
+        "paused": event.get("event") == "pause",
+        "why": why if isinstance(why, str) else None,
+        "by": _bounded(str(by["name"])) if by.get("name") else None,
+    }
 
 
 def _call_summary_entry(report: Mapping[str, Any], base: Entry, masker: Masker) -> Entry:
@@ -272,6 +297,8 @@ def entry_of(
         }
     if kind == "session_started":
         return {**base, "type": "session"}
+    if kind in ("pause", "resume"):
+        return _bot_state_entry(event, base)
     if kind in SILENT_EVENTS:
         return None
     if kind == "active_loop":

@@ -1,5 +1,6 @@
 """What the operator asked for: one search (phone number, site user id or conversation id) and
-a page of the timeline, parsed from the JSON body of ``POST /api/timeline``. No Sanic, no Rasa.
+a page of the timeline, parsed from the JSON body of ``POST /api/timeline``; or the recent
+outbound items (``POST /api/outbound``). No Sanic, no Rasa.
 
 The search travels in the body, never in the URL, so phone numbers stay out of access logs and
 browser history.
@@ -13,6 +14,7 @@ from typing import Any, Dict, Optional, Tuple
 
 from omnichannel import bounded_json
 from omnichannel.addresses import Address, InvalidAddress, phone_address, user_address
+from omnichannel.outbound.items import STATUSES
 
 #: The searches, by their key in the request body.
 SEARCH_KEYS = ("phone", "user_id", "conversation_id")
@@ -127,3 +129,27 @@ def parse_media_query(raw: bytes) -> Tuple[str, int, int]:
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 10**9:
             raise BadQuery(f"{name} must be a whole number, 0 or more")
     return conversation_id, index, item
+
+
+#: The most outbound items one ``POST /api/outbound`` lists.
+MAX_OUTBOUND_ITEMS = 200
+
+
+def parse_outbound_query(raw: bytes) -> Tuple[Optional[str], int]:
+    """``(status or None, limit)`` of a ``POST /api/outbound`` body ``{"status"?, "limit"?}``.
+    Raises BadQuery."""
+    try:
+        body = bounded_json.loads(raw or b"{}")
+    except ValueError:
+        raise BadQuery("the body must be a JSON object") from None
+    if not isinstance(body, dict) or set(body) - {"status", "limit"}:
+        raise BadQuery("the body may hold status and limit only")
+    status = body.get("status")
+    if status is not None and status not in STATUSES:
+        raise BadQuery(f"status must be one of {', '.join(STATUSES)}")
+    limit = _whole_number(body, "limit")
+    if limit is None:
+        limit = 100
+    if not 1 <= limit <= MAX_OUTBOUND_ITEMS:
+        raise BadQuery(f"limit must be from 1 to {MAX_OUTBOUND_ITEMS}")
+    return status, limit

@@ -77,12 +77,15 @@ class TokenVerifier:
         audience: Optional[str] = None,
         anonymous_lifetime: int = ANONYMOUS_TOKEN_LIFETIME,
         max_lifetime: int = MAX_TOKEN_LIFETIME,
+        other_audiences: Tuple[str, ...] = (),
     ) -> None:
         self._host_tokens = HostTokenPolicy(secret, audience, max_lifetime)
         self._secret = secret
         self.allow_anonymous = allow_anonymous
         self._anonymous_lifetime = anonymous_lifetime
         self._max_lifetime = max_lifetime
+        #: Audiences of other identities' tokens (agents'), refused whatever their signature.
+        self._other_audiences = frozenset(other_audiences)
 
     def verify(self, token: str) -> ChatIdentity:
         """The identity of a token; AuthRefused (with a close code and reason) otherwise."""
@@ -90,6 +93,10 @@ class TokenVerifier:
             unverified = jwt.decode(token, options={"verify_signature": False})
         except jwt.PyJWTError:
             raise AuthRefused(CLOSE_UNAUTHENTICATED, "token is not a JWT") from None
+        audiences = unverified.get("aud")
+        audiences = set(audiences) if isinstance(audiences, list) else {audiences}
+        if audiences & self._other_audiences:
+            raise AuthRefused(CLOSE_UNAUTHENTICATED, "not a chat token")
         if unverified.get("aud") == ANON_AUDIENCE:
             return self._verify_anonymous(token)
         try:

@@ -118,6 +118,7 @@ class WebChatInput(InputChannel):
             audience=options.jwt_audience,
             anonymous_lifetime=options.anonymous_token_lifetime,
             max_lifetime=options.max_token_lifetime,
+            other_audiences=(settings.inbox_jwt_audience,),
         )
         self.sessions = SessionLimits(
             options.max_sockets_per_session, options.anonymous_sessions_per_minute

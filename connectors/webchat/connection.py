@@ -22,6 +22,7 @@ off (their leases end at once, another replica's sweep takes them).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -76,6 +77,10 @@ from omnichannel import tracing
 from omnichannel.channels import CHAT, LABELS, WEBCHAT
 from omnichannel.errors import ConfigError
 from omnichannel.identity import IdentityStore
+from omnichannel.outbound.gate import TIMEZONE_FIELD
+from omnichannel.outbound.items import chat_opened
+from omnichannel.outbound.policy import zone_info
+from omnichannel.presence import ChatPresence
 from omnichannel.redis_client import REDIS_FAILURES, StateUnavailable, redis_client
 from omnichannel.rendering.messages import BotMessage
 from omnichannel.tasks import BackgroundTasks, cancellable
@@ -178,6 +183,8 @@ class ChatConnection:
         self.agent = agent
         self.identity: Optional[ChatIdentity] = None
         self.conversation_id = ""
+        #: The browser's time zone, from the auth frame (when it is a known IANA zone).
+        self.timezone: Optional[str] = None
         self.bucket: Optional[SessionBucket] = None
         #: The messages this socket acknowledged, until each is done.
         self.turns = SocketTurns(channel.turns, channel.lease_renewals)
@@ -220,7 +227,10 @@ class ChatConnection:
             raise AuthRefused(CLOSE_UNAUTHENTICATED, f"first frame: {error}"[:120]) from None
         if not isinstance(frame, AuthFrame):
             raise AuthRefused(CLOSE_UNAUTHENTICATED, "the first frame must be an auth frame")
-        return self.channel.verifier.verify(frame.token)
+        identity = self.channel.verifier.verify(frame.token)
+        if frame.timezone and zone_info(frame.timezone) is not None:
+            self.timezone = frame.timezone
+        return identity
 
     async def run(self) -> None:
         try:
@@ -247,7 +257,14 @@ class ChatConnection:
                 self.identity.address, channel=CHAT, link_to=self.identity.link_to
             )
             subscription = await hub.subscribe(self.conversation_id)
-        except (StateUnavailable, ConfigError) as error:
+            await self._presence().opened(self.conversation_id, socket_id)
+            if self.timezone:
+                # The conversation knows the customer's zone better than their number's region.
+                await IdentityStore(redis_client(self.channel.redis_url)).set_extra(
+                    self.conversation_id, TIMEZONE_FIELD, self.timezone
+                )
+            await chat_opened(self.channel.redis_url, self.conversation_id)
+        except (StateUnavailable, ConfigError, *REDIS_FAILURES) as error:
             logger.error("web chat: cannot open the conversation: %s", error)
             await self.ws.close(CLOSE_SERVER_ERROR, "conversation unavailable, try again later")
             await self._release_place(socket_id)
@@ -279,6 +296,8 @@ class ChatConnection:
             await asyncio.gather(*tasks, return_exceptions=True)
             await hub.unsubscribe(subscription)
             await self._release_place(socket_id)
+            with contextlib.suppress(*REDIS_FAILURES):
+                await self._presence().closed(self.conversation_id, socket_id)
 
     async def close_for_restart(self, deadline: float) -> None:
         """Closes the socket with 1012 once :meth:`settle` returns: the client reconnects, to
@@ -341,12 +360,17 @@ class ChatConnection:
                         redis_client(self.channel.redis_url), self.identity.address, socket_id
                     )
                 )
+                if self.conversation_id:
+                    await cancellable(self._presence().opened(self.conversation_id, socket_id))
             except REDIS_FAILURES as error:
                 logger.warning("web chat: socket lease not renewed: %s", type(error).__name__)
                 continue
             if not hold.held:
                 await self._refuse_place(hold)
                 return
+
+    def _presence(self) -> ChatPresence:
+        return ChatPresence(redis_client(self.channel.redis_url))
 
     async def _release_place(self, socket_id: str) -> None:
         assert self.identity is not None

@@ -50,7 +50,9 @@ def chat_message(event: Event, turn_channel: Optional[str]) -> Optional[Message]
 
     Bot events carry the channel of the user turn they answer (``turn_channel``) unless their
     metadata names one, as call summaries do; a ``kind`` in their metadata passes through, and
-    the widget shows kinds it does not know as ordinary messages.
+    the widget shows kinds it does not know as ordinary messages. A reply a person from the
+    support team wrote during a hand-off (``metadata.agent``) is role ``agent``, with
+    ``agent_name``: the customer sees who answered.
     """
     kind = event.get("event")
     metadata: Dict[str, Any] = (
@@ -80,12 +82,16 @@ def chat_message(event: Event, turn_channel: Optional[str]) -> Optional[Message]
         shown = parsed.text or parsed.buttons or parsed.image or parsed.attachment
         if not (shown or "custom" in rendered):
             return None
+        found = metadata.get("agent")
+        agent: Dict[str, Any] = found if isinstance(found, dict) else {}
         message = {
             **base,
-            "role": "bot",
+            "role": "agent" if agent.get("name") else "bot",
             "channel": kind_of_event(event) or turn_channel,
             **rendered,
         }
+        if agent.get("name"):
+            message["agent_name"] = str(agent["name"])
         if isinstance(metadata.get("kind"), str):
             message["kind"] = metadata["kind"]
         return message

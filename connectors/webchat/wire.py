@@ -63,6 +63,9 @@ class _ClientFrame(BaseModel):
 class AuthFrame(_ClientFrame):
     type: StrictStr = Field(..., regex=r"^auth\Z")
     token: StrictStr = Field(..., min_length=1, max_length=MAX_TOKEN_CHARS)
+    #: The browser's IANA time zone (``Intl``), so messages the shop sends first respect the
+    #: customer's own night; optional.
+    timezone: Optional[StrictStr] = Field(default=None, regex=r"^[A-Za-z0-9_+\-/]{1,64}\Z")
 
 
 class TextFrame(_ClientFrame):

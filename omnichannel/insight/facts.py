@@ -41,7 +41,7 @@ NLU_FALLBACK = "nlu_fallback"
 LLM_FALLBACK = "action_llm_fallback"
 HANDOFF_ACTION = "action_handoff_to_human"
 #: The responses with which the hand-off action says no person can take the conversation.
-HANDOFF_REFUSALS = frozenset({"utter_handoff_unavailable"})
+HANDOFF_REFUSALS = frozenset({"utter_handoff_unavailable", "utter_handoff_unreachable"})
 #: Metadata keys of the hand-off's events: the agent who wrote a reply, and what a pause or
 #: resume was for.
 AGENT_KEY = "agent"

@@ -39,6 +39,9 @@ class BotMessage:
     #: channel's history shows it, but a live channel must not say it again (see
     #: :meth:`is_for`).
     delivered_on: Optional[str] = None
+    #: The person from the support team who wrote it (an agent's reply during a hand-off,
+    #: ``{"agent": {"name": …}}`` in the message): channels show it as theirs, not the bot's.
+    author: Optional[str] = None
 
     @classmethod
     def from_rasa(cls, message: Mapping[str, Any]) -> BotMessage:
@@ -63,6 +66,8 @@ class BotMessage:
             text = "\n".join([text, *elements]) if text else "\n".join(elements)
         custom = message.get("custom")
         attachment = message.get("attachment")
+        agent = message.get("agent")
+        author = agent.get("name") if isinstance(agent, Mapping) else None
         return cls(
             text=text,
             buttons=buttons,
@@ -70,6 +75,7 @@ class BotMessage:
             attachment=str(attachment) if isinstance(attachment, str) and attachment else None,
             custom=dict(custom) if isinstance(custom, Mapping) else None,
             delivered_on=(str(message["channel"]) if message.get("channel") in KINDS else None),
+            author=str(author) if isinstance(author, str) and author.strip() else None,
         )
 
     def is_for(self, channel: str) -> bool:
@@ -92,6 +98,8 @@ class BotMessage:
             result["custom"] = self.custom
         if self.delivered_on:
             result["channel"] = self.delivered_on
+        if self.author:
+            result["agent"] = {"name": self.author}
         return result
 
 

@@ -274,6 +274,9 @@ def render_sms(messages: Sequence[BotMessage], max_length: int = SMS_MAX_LENGTH)
                 flush()
                 rendered.append(passthrough)
         block = sms_text(message.text) if message.text else ""
+        if message.author and block:
+            # A person's reply says who wrote it: the texter cannot tell otherwise.
+            block = f"{sms_text(message.author)}: {block}"
         if message.buttons:
             options = []
             for button in message.buttons:

@@ -248,6 +248,9 @@ def render_whatsapp(messages: Sequence[BotMessage]) -> WhatsAppRendering:
             if passthrough is not None:
                 rendered.append(passthrough)
         text = whatsapp_text(message.text) if message.text else ""
+        if message.author and text:
+            # A person's reply says who wrote it, as on SMS.
+            text = f"{whatsapp_text(message.author)}: {text}"
         links = [b for b in message.buttons if _is_link(b)]
         choices = [b for b in message.buttons if not _is_link(b)]
         if links:

@@ -102,32 +102,36 @@ def test_order_not_shipped_yet_has_no_tracking(rasa_stack: RasaStack) -> None:
 
 
 def test_voice_hand_off_transfers_to_the_configured_number(rasa_stack: RasaStack) -> None:
-    sender = new_conversation()
+    """With HANDOFF_PHONE_NUMBER, a warm transfer whose summary covers the other channels."""
+    sender, _ = customer_conversation(rasa_stack)
+    say(rasa_stack, sender, "what's your refund policy", channel="sms")
     messages = say(rasa_stack, sender, "I want to talk to a human", channel="voice")
 
     # Rasa's REST channel hands the text and the custom payload over as two messages.
     assert [m.get("text") for m in messages if m.get("text")] == [
-        "I'll put you through to a member of our support team. They'll have this whole "
-        "conversation in front of them."
+        "I'll put you through to a member of our support team now, and I'll tell them what "
+        "we've talked about."
     ]
-    assert [m["custom"] for m in messages if m.get("custom")] == [
-        {
-            "call_control": "transfer",
-            "destination": "+14155550100",
-            "content": "Transferring you now.",
-        }
-    ]
+    [control] = [m["custom"] for m in messages if m.get("custom")]
+    assert control["call_control"] == "transfer" and control["destination"] == "+14155550100"
+    plan = control["transfer_plan"]
+    assert plan["mode"] == "warm-transfer-wait-for-operator-to-speak-first-and-then-say-summary"
+    system, user = plan["summaryPlan"]["messages"]
+    assert "- by SMS: what's your refund policy" in system["content"]
+    assert "{{transcript}}" in user["content"]
 
 
-def test_chat_hand_off_is_a_clear_message(rasa_stack: RasaStack) -> None:
+def test_a_hand_off_nobody_could_answer_promises_nothing(rasa_stack: RasaStack) -> None:
+    """A visitor with no phone and no chat identity: a person would have no way to reply."""
     sender = new_conversation()
     messages = say(rasa_stack, sender, "I want to talk to a human", channel="chat")
 
     assert [m.get("text") for m in messages] == [
-        "I'll connect you with a member of our support team. They'll have this whole "
-        "conversation in front of them."
+        "I can't pass you to a person from here, because they would have no way to reply to "
+        "you. Text us from your phone or use the chat on our website, and ask for a person there."
     ]
-    assert not any("custom" in m for m in messages)
+    # The bot carries on: it was not paused.
+    assert texts(say(rasa_stack, sender, "what's your refund policy", channel="chat"))
 
 
 def test_a_wrong_number_is_asked_again_for_the_same_request(rasa_stack: RasaStack) -> None:

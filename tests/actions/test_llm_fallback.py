@@ -6,18 +6,28 @@ OpenAI's chat-completions protocol; tests script its answers and read the prompt
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 
 import pytest
+import redis
 
 from actions.llm_fallback import LlmUnavailable, complete
+from omnichannel.handoff.store import HandoffStore
 from omnichannel.rendering.messages import split_sentences
 from omnichannel.rendering.sms import sms_segments
 from omnichannel.rendering.styles import STYLES
 from testkit.fake_llm import FakeLlm, LlmReply
 from testkit.stack import RasaStack
-from tests.actions.helpers import customer_with_order, new_conversation, say, texts, tracker
+from tests.actions.helpers import (
+    customer_conversation,
+    customer_with_order,
+    new_conversation,
+    say,
+    texts,
+    tracker,
+)
 from tests.support import GIBBERISH
 
 pytestmark = pytest.mark.rasa_server
@@ -238,3 +248,23 @@ def test_inside_a_form_the_llm_answers_and_the_form_asks_again(
     # The number the form asked for is taken, not sent to the LLM again.
     assert status[0].startswith(f"**Order {number}**")
     assert len(llm.requests) == 1
+
+
+def test_the_fallback_gives_up_after_two_in_a_row_and_hands_off(
+    rasa_stack: RasaStack, llm: FakeLlm, stack_redis
+) -> None:
+    """Two messages only the LLM fallback answered; on the third it hands the conversation to a
+    person (a desk is there on the stack) instead of guessing again."""
+    sender, _ = customer_conversation(rasa_stack)
+    llm.script(LlmReply(content="Could you say more?"), LlmReply(content="Still not sure."))
+    assert texts(say(rasa_stack, sender, GIBBERISH, channel="sms")) == ["Could you say more?"]
+    assert texts(say(rasa_stack, sender, "blorft wibble zxq", channel="sms")) == ["Still not sure."]
+
+    third = texts(say(rasa_stack, sender, "qwzx flarb", channel="sms"))
+
+    # (Rasa's REST channel takes the response's default wording, not the SMS variation.)
+    assert len(third) == 1 and third[0].startswith("I've passed your conversation to our support")
+    assert len(llm.requests) == 2, "the third message was not sent to the LLM"
+    with redis.Redis.from_url(stack_redis.url) as client:
+        record = json.loads(client.hget(HandoffStore.record_key(sender), "record"))
+    assert record["state"] == "queued" and record["reason"] == "assistant_gave_up"

@@ -7,7 +7,7 @@ from typing import Any, Dict, List
 import pytest
 from rasa_sdk import Tracker
 
-from actions.llm_fallback import build_messages, conversation_turns
+from actions.llm_fallback import build_messages, conversation_turns, fallback_streak
 from omnichannel.orders import Customer
 from omnichannel.rendering.styles import STYLES
 
@@ -106,3 +106,45 @@ def test_the_facts_of_someone_elses_order_never_reach_the_llm() -> None:
         assert "- order_number: 12345" in system["content"]
         assert "Trail running shoes" not in system["content"]
         assert "- order 12345:" not in system["content"]
+
+
+def test_what_a_person_from_the_team_said_is_in_the_prompt_as_theirs() -> None:
+    events = [
+        user("I want to talk to a person", "sms"),
+        bot("I've passed this to our support team."),
+        bot("I've refunded order 12345.", agent={"id": "a1", "name": "Dana"}, channel="sms"),
+        user("zxqv blorft", "chat"),
+    ]
+    tracker = make_tracker(events, {})
+    assert conversation_turns(tracker)[2] == ("agent", "sms", "Dana: I've refunded order 12345.")
+    messages = build_messages(tracker, STYLES["chat"], OWNER)
+    assert {
+        "role": "assistant",
+        "content": "[sms, support team] Dana: I've refunded order 12345.",
+    } in messages
+    assert 'Turns labelled "support team" were written by a person' in messages[0]["content"]
+
+
+def test_the_fallback_counts_its_own_answers_in_a_row() -> None:
+    fallback = bot("Could you say more?", llm_fallback=True)
+    offline = bot("Sorry.", utter_action="utter_llm_fallback_offline")
+    answered = bot("Here's our refund policy.", utter_action="utter_refund_policy")
+    latest = user("qwzx", "sms")
+    assert fallback_streak(make_tracker([user("a", "sms"), fallback, latest], {})) == 1
+    two = [user("a", "sms"), fallback, user("b", "sms"), offline, latest]
+    assert fallback_streak(make_tracker(two, {})) == 2
+    broken = [user("a", "sms"), fallback, user("refunds?", "sms"), answered, latest]
+    assert fallback_streak(make_tracker(broken, {})) == 0
+    # A turn taken back (a superseded voice turn) is not one of them.
+    listen = {"event": "action", "name": "action_listen"}
+    taken_back = [
+        listen,
+        user("a", "voice"),
+        fallback,
+        {"event": "rewind"},
+        listen,
+        user("a b", "voice"),
+        fallback,
+        latest,
+    ]
+    assert fallback_streak(make_tracker(taken_back, {})) == 1

@@ -16,6 +16,12 @@ from testkit.fake_twilio import FakeTwilio
 from testkit.stack import RasaStack
 from testkit.twilio_webhook import WEBHOOK_PATH, whatsapp_form
 from tests.browser.test_widget import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
+from tests.connectors.notifications.helpers import (
+    conversation_of,
+    notify,
+    place_customer,
+    shipped,
+)
 from tests.connectors.viewer.helpers import CALL_SUMMARY, call_and_hang_up
 from tests.connectors.webchat.helpers import fresh_phone, text_from_phone
 from tests.support import JPEG
@@ -32,6 +38,10 @@ def test_an_operator_logs_in_searches_a_phone_and_reads_the_timeline(
     asyncio.run(call_and_hang_up(rasa_stack, phone))
     text_from_phone(rasa_stack, phone, "what's your refund policy")
     text_from_phone(rasa_stack, phone, f"is this shown as text {MARKUP}")
+    # A notification in the customer's night: held for the morning, listed with the reason.
+    asyncio.run(place_customer(rasa_stack, conversation_of(rasa_stack, phone), 2))
+    held = notify(rasa_stack, shipped({"phone": phone}, MARKUP))
+    assert held.json()["status"] == "scheduled", held.text
     token = rasa_stack.env["RASA_AUTH_TOKEN"]
     ARTIFACTS.mkdir(exist_ok=True)
     screenshot = ARTIFACTS / "conversation-viewer.png"
@@ -81,6 +91,24 @@ def test_an_operator_logs_in_searches_a_phone_and_reads_the_timeline(
                 timeline.locator("li.v-entry-slot", has_text="channel = sms").first
             ).to_be_visible()
             expect(page.locator("#v-profile")).to_contain_text(phone)  # the number searched for
+            outbound = page.get_by_role("table", name="This conversation's outbound items")
+            row = outbound.locator("tr.v-outbound-scheduled")
+            expect(row).to_contain_text("notification")
+            expect(row).to_contain_text(f"utter_order_shipped (order_number={MARKUP})")
+            expect(row).to_contain_text("quiet_hours")
+            assert outbound.locator("img").count() == 0
+
+            # Every conversation's recent items, by status; one opens its conversation.
+            page.get_by_label("Status").select_option("scheduled")
+            page.get_by_role("button", name="Show").click()
+            recent = page.get_by_role("table", name="Recent outbound items")
+            mine = recent.locator("tr", has_text=f"order_number={MARKUP}").first
+            expect(mine).to_contain_text("quiet_hours")
+            assert recent.locator("tr.v-outbound-sent").count() == 0
+            assert recent.locator("img").count() == 0
+            cid = conversation_of(rasa_stack, phone)
+            mine.get_by_role("button", name=cid).click()
+            expect(page.locator("#v-cid")).to_have_text(cid)
 
             # Event text is shown as text: the customer's markup is neither parsed nor run.
             markup = timeline.locator("li.v-entry-user", has_text="is this shown as text")

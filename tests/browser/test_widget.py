@@ -25,10 +25,12 @@ from playwright.sync_api import expect, sync_playwright
 
 from omnichannel.addresses import user_address
 from omnichannel.identity import IdentityStore
+from omnichannel.outbound.gate import TIMEZONE_FIELD
 from testkit.fake_llm import FakeLlm, LlmReply
 from testkit.processes import ROOT
 from testkit.stack import RasaStack
 from testkit.vapi_call import VapiCall
+from tests.connectors.notifications.helpers import notify, shipped
 from tests.connectors.webchat.helpers import (
     append_events,
     fresh_phone,
@@ -447,3 +449,37 @@ def test_widget_attaches_a_photo_and_refuses_what_is_not_one(
             "Not sent: cat.png: Only photos (JPG, PNG, WebP, GIF) and PDFs can be sent."
         )
         assert page.evaluate("window.pwned") is None
+
+
+def test_widget_tells_the_customers_zone_and_shows_a_notification_live(
+    rasa_stack: RasaStack,
+) -> None:
+    sub = "notified-" + secrets.token_hex(4)
+    conversation = conversation_of_user(rasa_stack, sub)
+    token = user_token(rasa_stack.env["WEBCHAT_JWT_SECRET"], sub)
+
+    def zone_on_file() -> Optional[str]:
+        # Playwright's sync API runs a loop in this thread: a plain client reads the profile.
+        with redis.Redis.from_url(rasa_stack.env["REDIS_URL"]) as client:
+            zone = client.hget(f"omni:{{{conversation}}}:profile", f"extra:{TIMEZONE_FIELD}")
+        return zone.decode() if zone else None
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            page = browser.new_context(timezone_id="Asia/Tokyo").new_page()
+            page.goto(f"{rasa_stack.base_url}/webhooks/webchat/#token={token}")
+            deadline = time.monotonic() + 20
+            while zone_on_file() is None and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert zone_on_file() == "Asia/Tokyo"
+            answer = notify(rasa_stack, shipped({"user_id": sub}, "40222"))
+            assert (answer.json()["status"], answer.json()["channel"]) == ("sent", "chat")
+            log = page.get_by_role("log", name="Conversation")
+            shown = log.locator("li.omni-kind-notification")
+            expect(shown).to_contain_text("Good news: your order 40222 has shipped.")
+            expect(shown.locator(".omni-kind")).to_have_text("Notification")
+        finally:
+            browser.close()

@@ -16,6 +16,8 @@ from rasa.shared.core.events import (
     ActionExecuted,
     ActiveLoop,
     BotUttered,
+    ConversationPaused,
+    ConversationResumed,
     Event,
     SessionStarted,
     SlotSet,
@@ -201,6 +203,37 @@ async def test_history_actions_get_the_whole_session_and_others_the_window(
     assert llm["tracker"]["events"] == [e.as_dict() for e in history]
     assert other["tracker"]["events"] == [e.as_dict() for e in tracker.events]
     assert len(other["tracker"]["events"]) < len(llm["tracker"]["events"])
+
+
+async def test_a_conversation_held_by_a_person_stays_paused_past_the_window(
+    redis_url: str,
+) -> None:
+    """A customer who keeps writing while a person holds the conversation pushes the pause out
+    of the window: the carried state holds it, and a resume later is carried as well."""
+    store = store_for(redis_url, window_turns=2)
+    # As connectors/handoff/ logs a held turn: the message, its slots, the bot listening.
+    events = opening() + [ConversationPaused()]
+    for index in range(6):
+        events += [
+            user(f"are you there? ({index})", "greet"),
+            SlotSet("channel", "sms"),
+            ActionExecuted("action_listen"),
+        ]
+    await stored(store, "c_held", events)
+    tracker = await store.retrieve("c_held")
+    assert tracker.is_paused() and tracker.copy().is_paused()
+    carried = [e for e in tracker.events if (e.metadata or {}).get(CARRIED)]
+    assert any(isinstance(e, ConversationPaused) for e in carried)
+    assert tracker.get_slot("order_number") == "12345"
+
+    tracker.update(ConversationResumed())
+    for index in range(4):
+        tracker.update(user(f"hello again ({index})", "greet"))
+        tracker.update(ActionExecuted("action_listen"))
+    await store.save(tracker)
+    resumed = await store.retrieve("c_held")
+    assert not resumed.is_paused()
+    assert not any(isinstance(e, ConversationPaused) for e in resumed.events)
 
 
 async def test_window_turns_zero_hands_out_the_whole_session(redis_url: str) -> None:

@@ -42,6 +42,9 @@ FAMILIES = {
     "omnichannel_dedupe_hits",
     "omnichannel_voice_turn_part_seconds",
     "omnichannel_lock_wait_seconds",
+    "omnichannel_handoffs",
+    "omnichannel_handoff_claim_seconds",
+    "omnichannel_handoffs_open",
 }
 
 
@@ -177,7 +180,7 @@ async def test_probe_routes_answer_without_auth(rasa_stack: RasaStack) -> None:
     assert ready.headers["cache-control"] == "no-store"
 
 
-def _scrape(stack: RasaStack) -> Tuple[set, Dict[Tuple[str, frozenset], float]]:
+def scrape(stack: RasaStack) -> Tuple[set, Dict[Tuple[str, frozenset], float]]:
     """The stack's metric family names, and every sample by (name, labels)."""
     answer = httpx.get(f"http://127.0.0.1:{stack.env['METRICS_PORT']}/metrics", timeout=10)
     assert answer.status_code == 200
@@ -214,7 +217,7 @@ async def test_metrics_expose_the_counters_and_they_move_with_traffic(
     turns = ("omnichannel_turns_total", frozenset({("channel", "sms"), ("outcome", "ok")}))
     latency = ("omnichannel_turn_seconds_count", frozenset({("channel", "sms")}))
     dedupe = ("omnichannel_dedupe_hits_total", frozenset({("channel", "sms")}))
-    names, before = _scrape(rasa_stack)
+    names, before = scrape(rasa_stack)
     assert FAMILIES <= names
 
     sms = signed_sms(rasa_stack.env, new_phone_number(), "hello")
@@ -226,7 +229,7 @@ async def test_metrics_expose_the_counters_and_they_move_with_traffic(
 
     deadline = time.monotonic() + 30
     while True:
-        _, after = _scrape(rasa_stack)
+        _, after = scrape(rasa_stack)
         if after.get(turns, 0) >= before.get(turns, 0) + 2 or time.monotonic() > deadline:
             break
         await asyncio.sleep(0.2)
@@ -247,9 +250,9 @@ async def test_a_voice_turn_is_timed_in_its_parts(rasa_stack: RasaStack) -> None
         part: ("omnichannel_voice_turn_part_seconds_count", frozenset({("part", part)}))
         for part in ("first_speech", "rasa", "connector")
     }
-    _, before = _scrape(rasa_stack)
+    _, before = scrape(rasa_stack)
     reply = await phone_call(rasa_stack).say("hello")
     assert reply.finish_reason == "stop"
-    _, after = _scrape(rasa_stack)
+    _, after = scrape(rasa_stack)
     for key in parts.values():
         assert after.get(key, 0) >= before.get(key, 0) + 1, key

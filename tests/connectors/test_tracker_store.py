@@ -417,7 +417,11 @@ async def main():
     store = RedisEventLogTrackerStore(host=url)
     client = redis_client(store.redis)  # ready before the gate opens, as a running replica's
     await client.incr("race:ready")
-    await client.blpop(["race:go"], timeout=30)
+    # Short waits: a blocked read longer than the client's socket timeout (5 s) fails, and the
+    # other writer may take longer than that to import Rasa on a loaded machine.
+    for _ in range(300):
+        if await client.blpop(["race:go"], timeout=1):
+            break
     for number in range(turns):
         tracker = await store.retrieve(cid)
         tracker.update(UserUttered(f"{name} {number}", intent={"name": "greet"}))

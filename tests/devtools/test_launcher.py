@@ -1,4 +1,4 @@
-"""`make run`'s first-run settings (devtools/launcher.py)."""
+"""`make run`'s first-run settings and banner (devtools/launcher.py)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from devtools.launcher import ensure_env_file
+from connectors.inbox.auth import AgentVerifier
+from devtools.launcher import ensure_env_file, print_banner
 from testkit.local_env import read_env_file
+from testkit.stack import local_secrets
 
 
 @pytest.mark.unit
@@ -20,3 +22,16 @@ def test_first_run_fills_in_missing_and_empty_secrets_only(tmp_path: Path) -> No
     assert len(values["VAPI_CUSTOM_LLM_KEY"]) >= 24
     assert values["TWILIO_API_BASE_URL"] == "" and values["RASA_AUTH_TOKEN"] == "mine"  # noqa: S105
     assert read_env_file(env_file) == values
+
+
+@pytest.mark.unit
+def test_make_run_prints_an_inbox_link_a_local_agent_signs_in_with(
+    capsys: pytest.CaptureFixture,
+) -> None:
+    env = local_secrets(5005)
+    print_banner(env, "redis://127.0.0.1:6379")
+    printed = capsys.readouterr().out
+    [link] = [line.strip() for line in printed.splitlines() if "/webhooks/inbox/#token=" in line]
+    assert link.startswith("http://127.0.0.1:5005/webhooks/inbox/#token=")
+    agent = AgentVerifier(env["INBOX_JWT_SECRET"], "omni-inbox").verify(link.split("=", 1)[1])
+    assert agent.actor.name == "Local agent"

@@ -123,7 +123,7 @@ def test_a_hand_off_with_its_pause_counts_once_and_a_refused_one_not_at_all() ->
         ]
     )
     assert transferred.handed == [("2026-12-07", "voice")]
-    for refusal in ("utter_handoff_unavailable",):
+    for refusal in ("utter_handoff_unavailable", "utter_handoff_unreachable"):
         refused = figures_of(
             [asked, action("action_handoff_to_human"), bot(refusal), action("action_listen")]
         )

@@ -182,3 +182,10 @@ def test_custom_twilio_payload_passes_through_untouched_and_in_order() -> None:
 def test_payloads_for_other_channels_send_nothing() -> None:
     rendering = render_sms([BotMessage(custom={"call_control": "end_call"})])
     assert rendering.messages == ()
+
+
+def test_a_persons_reply_says_who_wrote_it() -> None:
+    [message] = render_sms([BotMessage(text="Your refund is **done**.", author="Dana")]).messages
+    assert message.body == "Dana: Your refund is done."
+    assert BotMessage.from_rasa({"text": "Hi", "agent": {"name": "Dana"}}).author == "Dana"
+    assert BotMessage.from_rasa({"text": "Hi", "agent": "not a mapping"}).author is None

@@ -33,3 +33,11 @@ def test_malformed_values_name_their_variable() -> None:
         Settings.from_env({"HANDOFF_PHONE_NUMBER": "555-0100"})
     with pytest.raises(ConfigError, match="DEFAULT_PHONE_REGION"):
         Settings.from_env({"DEFAULT_PHONE_REGION": "USA"})
+
+
+def test_concurrent_turns_default_and_bounds() -> None:
+    assert Settings.from_env({}).max_concurrent_turns == 8
+    assert Settings.from_env({"MAX_CONCURRENT_TURNS": "2"}).max_concurrent_turns == 2
+    for refused in ("0", "-1", "1001", "eight", "٣"):
+        with pytest.raises(ConfigError, match="MAX_CONCURRENT_TURNS"):
+            Settings.from_env({"MAX_CONCURRENT_TURNS": refused})

@@ -31,7 +31,11 @@
     $("v-login").hidden = loggedIn;
     $("v-search").hidden = !loggedIn;
     $("v-logout").hidden = !loggedIn;
-    if (!loggedIn) $("v-result").hidden = true;
+    $("v-recent").hidden = !loggedIn;
+    if (!loggedIn) {
+      $("v-result").hidden = true;
+      $("v-recent-items").hidden = true;
+    }
     (loggedIn ? $("v-value") : $("v-token")).focus();
   }
 
@@ -211,7 +215,8 @@
       userBody(entry, li);
     },
     bot: function (entry, li, meta) {
-      meta.prepend(el("span", "v-who", "Bot"));
+      // A person from the support team wrote it during a hand-off: shown as theirs.
+      meta.prepend(el("span", "v-who", entry.agent ? entry.agent + " (support team)" : "Bot"));
       meta.appendChild(badge(entry.channel));
       if (entry.delivery) meta.appendChild(deliveryBadge(entry.delivery));
       botBody(entry, li);
@@ -235,6 +240,10 @@
       li.appendChild(el("span", "v-text", entry.name + " = " + (entry.value === null ? "null" : entry.value)));
     },
     session: function (entry, li, meta) { meta.prepend(el("span", "v-who", "New session")); },
+    bot_state: function (entry, li, meta) {
+      meta.prepend(el("span", "v-who", entry.paused ? "Bot stands aside (hand-off)" : "Bot is back"));
+      li.appendChild(el("span", "", (entry.why || "") + (entry.by ? " — " + entry.by : "")));
+    },
     form: function (entry, li, meta) {
       meta.prepend(el("span", "v-who", "Form"));
       li.appendChild(el("span", "", entry.name ? entry.name + " active" : "form ended"));
@@ -274,6 +283,71 @@
     });
   }
 
+  // Notifications and callbacks: text only (textContent), as every customer-derived value here.
+  function outboundRow(item, withConversation) {
+    var row = el("tr", "v-outbound-" + item.status);
+    var slots = Object.keys(item.slots || {}).map(function (name) {
+      return name + "=" + item.slots[name];
+    }).join(", ");
+    if (withConversation) {
+      var cell = el("td");
+      var open = el("button", "v-link", item.conversation_id);
+      open.type = "button";
+      open.addEventListener("click", function () {
+        current = { conversation_id: item.conversation_id };
+        load(current);
+      });
+      cell.appendChild(open);
+      row.appendChild(cell);
+    }
+    [
+      item.kind,
+      (item.response || "") + (slots ? " (" + slots + ")" : ""),
+      item.status,
+      item.channel || "—",
+      // A callback's call: how it went ("answered", "completed", or why it failed).
+      [item.reason, item.call && item.call !== item.reason ? "call " + item.call : ""]
+        .filter(Boolean).join("; ") || "—",
+      item.due ? when(item.due) : "—",
+      when(item.updated),
+    ].forEach(function (text) { row.appendChild(el("td", "", text)); });
+    return row;
+  }
+
+  function showOutbound(items) {
+    var body = $("v-outbound").tBodies[0];
+    body.replaceChildren();
+    (items || []).forEach(function (item) { body.appendChild(outboundRow(item, false)); });
+    $("v-outbound-section").hidden = !(items && items.length);
+  }
+
+  function showRecent() {
+    var body = { limit: 100 };
+    if ($("v-recent-status").value) body.status = $("v-recent-status").value;
+    fetch("api/outbound", {
+      method: "POST",
+      headers: { "Authorization": "Bearer " + token(), "Content-Type": "application/json" },
+      body: JSON.stringify(body),
+    }).then(function (answer) {
+      return answer.json().catch(function () { return {}; }).then(function (data) {
+        if (answer.status === 401) { logOut("The token was refused; log in again."); return; }
+        if (answer.status !== 200) {
+          $("v-recent-error").textContent = data.error || "Error " + answer.status;
+          return;
+        }
+        $("v-recent-error").textContent = "";
+        var rows = $("v-recent-items").tBodies[0];
+        rows.replaceChildren();
+        data.items.forEach(function (item) { rows.appendChild(outboundRow(item, true)); });
+        $("v-recent-items").hidden = false;
+        $("v-recent-refusals").textContent = data.refusals.length
+          ? "Refused for a customer nobody knows: " + data.refusals.length +
+            " lately (latest " + when(data.refusals[0].at) + ")."
+          : "";
+      });
+    }).catch(function () { $("v-recent-error").textContent = "The server could not be reached."; });
+  }
+
   function load(search, before) {
     var body = Object.assign({}, search);
     if (before !== undefined) body.before = before;
@@ -289,6 +363,7 @@
       $("v-cid").textContent = data.conversation_id;
       currentConversation = data.conversation_id;
       showProfile(data);
+      if (before === undefined) showOutbound(data.outbound);
       var timeline = $("v-timeline");
       var nodes = data.entries.map(entryNode);
       if (before === undefined) timeline.replaceChildren.apply(timeline, nodes);
@@ -325,6 +400,7 @@
   });
 
   $("v-logout").addEventListener("click", function () { logOut(""); });
+  $("v-recent-show").addEventListener("click", showRecent);
 
   /* Erasure: forgets the shown conversation's customer everywhere, after a confirmation; the
    * receipt is shown (and a second erasure says nothing was left). */

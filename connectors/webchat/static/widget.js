@@ -13,7 +13,7 @@
 
   var script = document.currentScript;
   var DEFAULT_SERVER = script && script.src ? new URL("../", script.src).href : null;
-  var KINDS = { call_summary: "Call summary" };
+  var KINDS = { call_summary: "Call summary", notification: "Notification" };
   // What a customer may attach (the server checks the bytes again and bounds the size).
   var ACCEPT = "image/jpeg,image/png,image/webp,image/gif,application/pdf";
   var MAX_ATTACHMENTS = 4;
@@ -202,7 +202,12 @@
     this.getToken().then(function (token) {
       var ws = new WebSocket(self.server.replace(/^http/, "ws") + "ws");
       self.ws = ws;
-      ws.onopen = function () { ws.send(JSON.stringify({ type: "auth", token: token })); };
+      ws.onopen = function () {
+        var auth = { type: "auth", token: token };
+        // The customer's own zone: what the shop sends first waits for their morning.
+        try { auth.timezone = Intl.DateTimeFormat().resolvedOptions().timeZone || undefined; } catch (e) { /* none */ }
+        ws.send(JSON.stringify(auth));
+      };
       ws.onmessage = function (event) {
         var frame;
         try { frame = JSON.parse(event.data); } catch (e) { return; }
@@ -345,9 +350,10 @@
     var node = el("li", { className: "omni-msg omni-" + message.role + (message.kind ? " omni-kind-" + message.kind : "") });
     node.dataset.id = message.id;
     if (message.client_message_id) node.dataset.clientId = message.client_message_id;
-    node.appendChild(this.meta(message.role, message.channel, message.timestamp, message.kind));
+    node.appendChild(this.meta(message.role, message.channel, message.timestamp, message.kind, message.agent_name));
     var bubble = el("div", { className: "omni-bubble" });
-    if (message.role === "bot" && message.html) bubble.innerHTML = message.html; // escaped by the server
+    // A person from the support team writes like the bot does: HTML the server escaped.
+    if ((message.role === "bot" || message.role === "agent") && message.html) bubble.innerHTML = message.html;
     else bubble.textContent = message.text || "";
     if (message.text || message.html) node.appendChild(bubble);
     (message.media || []).forEach(function (item) { node.appendChild(self.renderMedia(item)); });
@@ -378,11 +384,13 @@
     return node;
   };
 
-  Chat.prototype.meta = function (role, channel, timestamp, kind) {
+  Chat.prototype.meta = function (role, channel, timestamp, kind, agentName) {
     var meta = el("div", { className: "omni-meta" }, [el("span", { className: "omni-visually-hidden" })]);
-    meta.dataset.who = role === "user" ? "You" : "Assistant";
+    meta.dataset.who = role === "user" ? "You" : role === "agent" ? agentName + " from our support team" : "Assistant";
     if (channel) meta.dataset.channel = channel;
     this.label(meta);
+    // A person's reply shows who wrote it (set as text: a name is never markup).
+    if (role === "agent") meta.appendChild(el("span", { className: "omni-agent", text: agentName + " · support team" }));
     if (kind && KINDS[kind]) meta.appendChild(el("span", { className: "omni-kind", text: KINDS[kind] }));
     if (timestamp) meta.appendChild(el("time", { datetime: new Date(timestamp * 1000).toISOString(), text: formatTime(timestamp) }));
     return meta;

@@ -25,9 +25,11 @@ from sanic import Sanic
 from connectors.twilio_sms.channel import TwilioSmsInput, TwilioSmsOptions
 from connectors.twilio_sms.turns import APOLOGY
 from devtools import sim_sms
+from omnichannel.addresses import phone_address
 from omnichannel.channels import TWILIO_SMS
 from omnichannel.errors import ConfigError
 from omnichannel.identity import IdentityStore
+from omnichannel.outbound.consent import OPT_IN, OPT_OUT, ConsentStore
 from omnichannel.rendering.sms import is_gsm7
 from omnichannel.sms_sender import SmsOptedOut, SmsSender
 from testkit.fake_llm import FakeLlm, LlmReply
@@ -313,6 +315,13 @@ async def test_stop_blocks_every_later_sms_and_start_resubscribes(
 
         assert await asyncio.to_thread(text_sms, rasa_stack, number, "START") == []
         assert not (await IdentityStore(client).profile(cid)).sms_opted_out
+        # Both recorded as consent records of the number, with their time and source.
+        history = await ConsentStore(client).history(phone_address(number))
+        assert [(entry.action, entry.source) for entry in history] == [
+            (OPT_IN, "sms"),
+            (OPT_OUT, "sms"),
+        ]
+        assert history[0].at >= history[1].at > 0
         [sid] = await sender.send(cid, "Your tracking link: https://t.example/1")
         [sent] = fake_twilio.messages_to(number)
         assert (sent.sid, sent.body) == (sid, "Your tracking link: https://t.example/1")

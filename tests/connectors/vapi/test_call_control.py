@@ -40,7 +40,14 @@ async def test_asking_for_a_human_transfers_the_call(stack, make_call, control):
     requests = control.wait_for(call.call_id)
     payload = requests[0].payload
     assert payload["type"] == "transfer"
-    assert payload["destination"] == {"type": "number", "number": "+14155550100"}
+    destination = payload["destination"]
+    assert {k: destination[k] for k in ("type", "number")} == {
+        "type": "number",
+        "number": "+14155550100",
+    }
+    # A warm transfer: the person who answers hears a summary first (VAPI's transferPlan).
+    assert destination["transferPlan"]["mode"].startswith("warm-transfer")
+    assert destination["transferPlan"]["summaryPlan"]["enabled"] is True
     assert payload["content"].endswith("Transferring you now.")
     assert reply.finish_reason == "stop"
 

@@ -4,6 +4,7 @@ and web chat connectors, found by phone, user and id, behind the Rasa auth token
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 import time
 from typing import Any, Dict, Optional
@@ -14,6 +15,12 @@ import pytest
 from testkit.fake_twilio import FakeTwilio
 from testkit.stack import RasaStack
 from testkit.twilio_webhook import WEBHOOK_PATH, whatsapp_form
+from tests.connectors.notifications.helpers import (
+    conversation_of,
+    notify,
+    place_customer,
+    shipped,
+)
 from tests.connectors.viewer.helpers import CALL_SUMMARY, call_and_hang_up
 from tests.connectors.webchat.helpers import fresh_phone, open_chat, text_from_phone, user_token
 from tests.support import JPEG
@@ -206,3 +213,38 @@ def test_a_customers_photo_and_whatsapp_receipts_show_in_the_viewer(
     )
     bad = {**media, "index": -1}
     assert httpx.post(rasa_stack.base_url + MEDIA_API, json=bad, headers=headers).status_code == 400
+
+
+OUTBOUND_API = "/webhooks/viewer/api/outbound"
+
+
+def test_recent_outbound_items_behind_the_token(rasa_stack: RasaStack) -> None:
+    phone = fresh_phone()
+    text_from_phone(rasa_stack, phone, "hi")
+    asyncio.run(place_customer(rasa_stack, conversation_of(rasa_stack, phone), 3))
+    held = notify(rasa_stack, shipped({"phone": phone}, "40230")).json()
+    notify(rasa_stack, shipped({"phone": fresh_phone()}, "40231"))  # nobody we know
+
+    def outbound(body: Any, token: Optional[str] = None) -> httpx.Response:
+        token = rasa_stack.env["RASA_AUTH_TOKEN"] if token is None else token
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.post(rasa_stack.base_url + OUTBOUND_API, json=body, headers=headers)
+
+    assert outbound({}, token="").status_code == 401
+    assert outbound({}, token=rasa_stack.env["NOTIFICATIONS_API_KEY"]).status_code == 401
+    for bad in ({"status": "lost"}, {"limit": 0}, {"limit": 1000}, {"other": 1}, [1]):
+        answer = outbound(bad)
+        assert answer.status_code == 400 and answer.json()["error"], (bad, answer.text)
+    found = outbound({"status": "scheduled", "limit": 200}).json()
+    [item] = [i for i in found["items"] if i["id"] == held["id"]]
+    assert (item["status"], item["reason"], item["response"]) == (
+        "scheduled",
+        "quiet_hours",
+        "utter_order_shipped",
+    )
+    assert item["slots"] == {"order_number": "40230"}
+    assert all(i["status"] == "scheduled" for i in found["items"])
+    assert {"kind": "notification", "reason": "unknown_customer"}.items() <= found["refusals"][
+        0
+    ].items()
+    assert phone not in json.dumps(found)

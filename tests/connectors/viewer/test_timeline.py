@@ -166,6 +166,38 @@ def test_long_values_are_cut_and_odd_events_still_show() -> None:
     assert entries[4]["intent"] is None and entries[4]["channel"] is None
 
 
+def test_a_hand_off_shows_who_answered_and_when_the_bot_stood_aside() -> None:
+    reply = {
+        "event": "bot",
+        "timestamp": 5.0,
+        "text": "Refund done.",
+        "data": {},
+        "metadata": {
+            "agent": {"id": "a1", "name": "Dana"},
+            "channel": "sms",
+            "handoff_message_id": "m-123",
+        },
+    }
+    paused = {"event": "pause", "timestamp": 4.0, "metadata": {"handoff": {"event": "requested"}}}
+    resumed = {
+        "event": "resume",
+        "timestamp": 6.0,
+        "metadata": {"handoff": {"event": "handed_back", "by": {"name": "Dana"}}},
+    }
+    stood_aside, answer, back = timeline([paused, reply, resumed])
+    assert stood_aside == {
+        "index": 0,
+        "timestamp": 4.0,
+        "type": "bot_state",
+        "paused": True,
+        "why": "requested",
+        "by": None,
+    }
+    assert (answer["agent"], answer["message_id"], answer["channel"]) == ("Dana", "m-123", "sms")
+    assert answer["rendered"]["body"] == "Dana: Refund done.", "as the texter got it"
+    assert (back["paused"], back["why"], back["by"]) == (False, "handed_back", "Dana")
+
+
 def test_a_whatsapp_turn_shows_its_bubbles_media_and_delivery() -> None:
     picture = {
         "kind": "image",

@@ -86,6 +86,15 @@ def test_bot_messages_take_their_own_channel_or_the_turns() -> None:
 
 
 @pytest.mark.unit
+def test_a_reply_from_the_support_team_is_the_agents() -> None:
+    metadata = {"agent": {"id": "a1", "name": "Dana"}, "channel": "sms"}
+    reply = chat_message(bot("On its way <b>now</b>.", 4.0, metadata=metadata), "chat")
+    assert reply is not None
+    assert (reply["role"], reply["agent_name"], reply["channel"]) == ("agent", "Dana", "sms")
+    assert "<b>" not in reply["html"], "an agent's text is escaped like the bot's"
+
+
+@pytest.mark.unit
 def test_a_call_report_is_a_voice_summary_once_per_call() -> None:
     report = call_report("call-1", "  Asked about order 12345.  ")
     summary = chat_message(report, "sms")

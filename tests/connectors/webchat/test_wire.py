@@ -53,7 +53,9 @@ def nested(depth: int) -> str:
 def test_each_frame_type_parses_to_its_model() -> None:
     token = secrets.token_urlsafe(8)
     auth = parse_frame(json.dumps({"type": "auth", "token": token}))
-    assert isinstance(auth, AuthFrame) and auth.token == token
+    assert isinstance(auth, AuthFrame) and auth.token == token and auth.timezone is None
+    zoned = parse_frame(json.dumps({"type": "auth", "token": token, "timezone": "Asia/Tokyo"}))
+    assert isinstance(zoned, AuthFrame) and zoned.timezone == "Asia/Tokyo"
     assert isinstance(parse_frame('{"type": "message", "id": "abcdefgh", "text": "hi"}'), TextFrame)
     button = parse_frame('{"type": "button", "id": "abcdefgh", "payload": "/greet"}')
     assert isinstance(button, ButtonFrame) and button.title == ""
@@ -123,7 +125,15 @@ def test_other_inputs_are_bad_frames_too() -> None:
 #: The protocol of docs/INTEGRATORS.md ("Web chat protocol"), written out independently of the
 #: parser: for each frame type, each field's check and whether it is required.
 _PROTOCOL: Dict[str, Dict[str, Tuple[Callable[[Any], bool], bool]]] = {
-    "auth": {"token": (lambda v: isinstance(v, str) and 1 <= len(v) <= 8192, True)},
+    "auth": {
+        "token": (lambda v: isinstance(v, str) and 1 <= len(v) <= 8192, True),
+        "timezone": (
+            lambda v: (
+                v is None or (isinstance(v, str) and re.fullmatch(r"[A-Za-z0-9_+/-]{1,64}", v))
+            ),
+            False,
+        ),
+    },
     "message": {
         "id": (lambda v: isinstance(v, str) and re.fullmatch(r"[A-Za-z0-9_-]{8,64}", v), True),
         "text": (lambda v: isinstance(v, str) and 1 <= len(v) <= 4000, True),
