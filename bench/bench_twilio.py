@@ -29,6 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Tuple
+from xml.etree import ElementTree
 
 import httpx
 import phonenumbers
@@ -84,7 +85,17 @@ def webhook(stack: RasaStack, path: str, number: str) -> Tuple[float, int, bool]
     started = time.perf_counter()
     answer = httpx.post(stack.base_url + path, data=sms.form, headers=sms.headers, timeout=60)
     seconds = time.perf_counter() - started
-    return seconds, answer.status_code, "<Message>" in answer.text
+    return seconds, answer.status_code, replied_inline(answer.text)
+
+
+def replied_inline(body: str) -> bool:
+    """Whether a webhook's answer is TwiML with at least one ``<Message>`` verb (whatever its
+    attributes: ours carry ``statusCallback`` for delivery receipts)."""
+    try:
+        root = ElementTree.fromstring(body)
+    except ElementTree.ParseError:
+        return False  # not TwiML (the stock channel's error page, an empty 204)
+    return root.tag == "Response" and root.find("Message") is not None
 
 
 def measure(stack: RasaStack, path: str, requests: int, concurrency: int) -> Sample:

@@ -65,7 +65,9 @@ RASA_VERSION = "3.6.21"
 HistorySource = Callable[[DialogueStateTracker], Optional[List[Event]]]
 
 _original_run_custom_action = ActionExtractSlots._run_custom_action
-_original_endpoint_request = EndpointConfig.request
+#: The ``EndpointConfig.request`` that :func:`_endpoint_request` calls: the one it replaced when
+#: installed (tracing's, which adds the ``traceparent`` header, when tracing was installed first).
+_inner_endpoint_request = [EndpointConfig.request]
 _original_action_call_format = RemoteAction._action_call_format
 
 
@@ -163,7 +165,11 @@ def _action_call_format(
 
 
 async def _endpoint_request(self: EndpointConfig, *args: Any, **kwargs: Any) -> Any:
-    return await while_waiting(_original_endpoint_request(self, *args, **kwargs))
+    return await while_waiting(_inner_endpoint_request[0](self, *args, **kwargs))
+
+
+# Copied by functools.wraps onto any wrapper of this one: found there, it is already installed.
+_endpoint_request.lends_turn_slot = True  # type: ignore[attr-defined]
 
 
 def install() -> None:
@@ -177,7 +183,10 @@ def install() -> None:
     ActionExtractSlots._run_custom_action = _run_custom_action  # type: ignore[method-assign]
     RemoteAction._validate_action_result = _validate_action_result  # type: ignore[method-assign]
     RemoteAction._action_call_format = _action_call_format  # type: ignore[method-assign]
-    EndpointConfig.request = _endpoint_request  # type: ignore[method-assign]
+    if not getattr(EndpointConfig.request, "lends_turn_slot", False):
+        # Wraps whatever is there (tracing may have wrapped it first), never the import's copy.
+        _inner_endpoint_request[0] = EndpointConfig.request
+        EndpointConfig.request = _endpoint_request  # type: ignore[method-assign]
     rasa_speedups.install()
 
 

@@ -18,6 +18,7 @@ from what the customer typed.
 from __future__ import annotations
 
 import functools
+import time
 from typing import Any, Callable, Dict, Optional
 
 import rasa
@@ -54,18 +55,24 @@ def _traced_parse(original: Callable[..., Any]) -> Callable[..., Any]:
 def _traced_prediction(original: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(original)
     def predict(self: MessageProcessor, tracker: Any) -> Any:
-        with tracing.span("rasa.policy") as span:
-            prediction = original(self, tracker)
-            index = prediction.max_confidence_index
-            names = self.domain.action_names_or_texts
-            span.set(
-                **{
+        began = time.time_ns()
+        prediction = original(self, tracker)
+        index = prediction.max_confidence_index
+        names = self.domain.action_names_or_texts
+        action = names[index] if 0 <= index < len(names) else None
+        if action != ACTION_LISTEN_NAME:
+            # Recorded once known (the policies start no span): the prediction that ends every
+            # turn, listening, gets none, as listening itself does not (one span a turn less).
+            tracing.record(
+                "rasa.policy",
+                began,
+                {
                     "rasa.policy": prediction.policy_name,
-                    "rasa.action": names[index] if 0 <= index < len(names) else None,
+                    "rasa.action": action,
                     "rasa.confidence": round(float(prediction.max_confidence), 4),
-                }
+                },
             )
-            return prediction
+        return prediction
 
     return predict
 

@@ -159,18 +159,32 @@ def shutdown() -> None:
         _Tracing.provider.shutdown()
 
 
+#: Strings already judged by :func:`_safe_string` (attribute values repeat: channel kinds,
+#: intent and action names), emptied when it reaches :data:`_VERDICTS_KEPT` entries.
+_verdicts: Dict[str, bool] = {}
+_VERDICTS_KEPT = 4096
+
+
+def _safe_string(value: str) -> bool:
+    verdict = _verdicts.get(value)
+    if verdict is None:
+        verdict = bool(_SAFE_STRING.fullmatch(value)) and (
+            sum(map(str.isdigit, value)) <= MAX_ATTRIBUTE_DIGITS
+        )
+        if len(_verdicts) >= _VERDICTS_KEPT:
+            _verdicts.clear()
+        _verdicts[value] = verdict
+    return verdict
+
+
 def safe_attributes(attributes: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
     """The attributes a span may carry: numbers, booleans and short identifiers only."""
     kept: Dict[str, Any] = {}
     for key, value in (attributes or {}).items():
         if value is None:
             continue
-        if isinstance(value, (bool, int, float)):
-            kept[key] = value
-        elif (
-            isinstance(value, str)
-            and _SAFE_STRING.fullmatch(value)
-            and sum(char.isdigit() for char in value) <= MAX_ATTRIBUTE_DIGITS
+        if isinstance(value, (bool, int, float)) or (
+            isinstance(value, str) and _safe_string(value)
         ):
             kept[key] = value
     return kept
@@ -259,6 +273,22 @@ def span(
     if not _Tracing.enabled:
         return NO_SPAN
     return _Span(name, attributes, parent, kind, links)
+
+
+def record(name: str, start_ns: int, attributes: Optional[Mapping[str, Any]] = None) -> None:
+    """Records a finished leaf span, the child of the current span, that began at ``start_ns``
+    (``time.time_ns()``) and ends now: for a short step that starts no span of its own and is
+    only worth a span once its outcome is known (nothing is made current, so it costs less
+    than :func:`span`)."""
+    if not _Tracing.enabled:
+        return
+    _Tracing.tracer.start_span(
+        name,
+        start_time=start_ns,
+        attributes=safe_attributes(attributes) if attributes else None,
+        record_exception=False,
+        set_status_on_exception=False,
+    ).end()
 
 
 class RequestSpan:

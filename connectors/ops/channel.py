@@ -36,6 +36,7 @@ from connectors import rasa_tracing
 from connectors.drain import DEFAULT_DRAIN_SECONDS, drain_before_stop, drain_of
 from connectors.http_limits import ChannelBlueprint
 from connectors.ops.checks import Readiness
+from connectors.ops.heap import freeze_when_loaded
 from omnichannel import log_lines, metrics, tracing
 from omnichannel.options import ConnectorOptions
 from omnichannel.settings import Settings, load_settings
@@ -111,6 +112,10 @@ class OpsInput(InputChannel):
             log_lines.install()
             if tracing.configure(SERVICE_NAME):
                 rasa_tracing.install()
+
+        @bp.listener("after_server_start")
+        async def freeze_heap(app: Sanic, _: Any) -> None:
+            app.add_task(freeze_when_loaded(self._model_loaded), name="omni_ops.freeze_heap")
 
         @bp.route("/livez", methods=["GET"])
         async def livez(_: Request) -> Any:
