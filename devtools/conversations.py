@@ -292,10 +292,11 @@ class Customer:
                 deadline = time.monotonic()  # take what is queued, then stop
         return found
 
-    async def open_chat(self) -> None:
-        """Opens the chat (signed in with the customer's verified phone), as a tab left open."""
+    async def open_chat(self) -> List[Dict[str, Any]]:
+        """Opens the chat (signed in with the customer's verified phone), as a tab left open;
+        returns the history it showed (nothing when the tab is open already)."""
         if self.chat is not None:
-            return
+            return []
         self.chat = await websockets.connect(
             self.server.base_url.replace("http", "ws", 1) + "/webhooks/webchat/ws"
         )
@@ -310,7 +311,8 @@ class Customer:
             algorithm="HS256",
         )
         await self.chat.send(json.dumps({"type": "auth", "token": token}))
-        await self._frame(lambda f: f["type"] == "history")
+        history = await self._frame(lambda f: f["type"] == "history")
+        return list(history.get("messages") or [])
 
     async def _speak(self, text: str) -> List[str]:
         if self.call is None:
@@ -388,28 +390,8 @@ class Customer:
             await asyncio.sleep(0.05)
         return True
 
-    async def _open_chat(self) -> List[Dict[str, Any]]:
-        """Opens the customer's chat; returns the history it showed."""
-        self.chat = await websockets.connect(
-            self.server.base_url.replace("http", "ws", 1) + "/webhooks/webchat/ws"
-        )
-        token = jwt.encode(
-            {
-                "sub": f"conversation-test-{secrets.token_hex(6)}",
-                "phone_number": self.phone,
-                "phone_number_verified": True,
-                "exp": int(time.time()) + 3600,
-            },
-            self.server.env["WEBCHAT_JWT_SECRET"],
-            algorithm="HS256",
-        )
-        await self.chat.send(json.dumps({"type": "auth", "token": token}))
-        history = await self._frame(lambda f: f["type"] == "history")
-        return list(history.get("messages") or [])
-
     async def _type(self, text: str) -> List[str]:
-        if self.chat is None:
-            await self._open_chat()
+        await self.open_chat()
         await self.chat.send(
             json.dumps({"type": "message", "id": secrets.token_hex(8), "text": text})
         )
@@ -450,7 +432,7 @@ class Customer:
                 await asyncio.sleep(0.1)
             return []
         if self.chat is None:
-            shown = [m for m in await self._open_chat() if m["role"] in ("bot", "agent")]
+            shown = [m for m in await self.open_chat() if m["role"] in ("bot", "agent")]
             return [shown[-1].get("text") or ""] if shown else []
         frame = await self._frame(
             lambda f: f["type"] == "message" and f["message"]["role"] in ("bot", "agent")
